@@ -1,0 +1,86 @@
+//! Command-line definitions (clap derive). Behaviour lives in [`crate::commands`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Push mirroring: tell every downstream mirror to sync now, over SSH or HTTP, and report.
+#[derive(Debug, Parser)]
+#[command(name = "pushmirror", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Main configuration file.
+    #[arg(short, long, global = true, env = "PUSHMIRROR_CONFIG", default_value = crate::config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Output for people (table) or machines (one JSON document on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned text for a terminal.
+    Table,
+    /// One JSON document.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Push one archive to its mirrors now and print the report.
+    Push(PushArgs),
+    /// Validate the configuration; print every error as path:line:col.
+    Check,
+    /// List mirrors: transport, target (redacted), limits, last outcome.
+    List {
+        /// Only mirrors of this archive.
+        archive: Option<String>,
+    },
+    /// Show the latest report of each archive.
+    Status {
+        /// Nagios-style exit code: 0 ok, 1 deferred, 2 failed, 3 no report.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Start local receivers, push to them with the real engine, print the report.
+    Demo {
+        /// Number of demo mirrors.
+        #[arg(long, default_value_t = 6)]
+        mirrors: usize,
+    },
+}
+
+/// Arguments of `push`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PushArgs {
+    /// Archive to push (optional when exactly one is configured).
+    pub archive: Option<String>,
+    /// Only this mirror (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Only mirrors with this tag (repeatable; any tag matches).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+    /// Archive serial to put in templates and the report (default: read from the trace file).
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// Show who would get which trigger and when rate limits allow it; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait for rate-limited mirrors and send to them when allowed, instead of deferring.
+    #[arg(long)]
+    pub wait: bool,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}

@@ -1,0 +1,301 @@
+//! What each subcommand does. Every function returns the process exit code:
+//! 0 all selected mirrors ok (or deferred), 1 a mirror failed, 2 usage or config error.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::{Cli, Command, Format, PushArgs};
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::dispatch::Options;
+use crate::plan::PushRequest;
+use crate::report::{History, Outcome, Report, TriggerReport, align};
+use crate::transport::Transports;
+
+/// Exit code: every selected mirror ok or deferred.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: at least one mirror failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: usage or configuration error; nothing was sent.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> u8 {
+    match &cli.command {
+        Command::Push(args) => push(&cli, args).await,
+        Command::Check => check(&cli),
+        Command::List { archive } => list(&cli, archive.as_deref()),
+        Command::Status { check } => status(&cli, *check),
+        Command::Demo { mirrors } => crate::demo::run(*mirrors, cli.format).await,
+    }
+}
+
+/// Loads the config or prints every error and gives the usage exit code.
+fn load(cli: &Cli) -> Result<Config, u8> {
+    config::load(&cli.config).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("{}: {} error(s); nothing was done", cli.config.display(), errors.0.len());
+        EXIT_USAGE
+    })
+}
+
+fn check(cli: &Cli) -> u8 {
+    match config::load(&cli.config) {
+        Ok(c) => {
+            let ssh = c.mirrors.iter().filter(|m| m.transport_name() == "ssh").count();
+            match cli.format {
+                Format::Json => print_json(&serde_json::json!({
+                    "ok": true, "archives": c.archives.len(), "mirrors": c.mirrors.len(), "errors": [],
+                })),
+                Format::Table => println!(
+                    "{}: ok: {} archive(s), {} mirror(s) ({} ssh, {} http)",
+                    cli.config.display(),
+                    c.archives.len(),
+                    c.mirrors.len(),
+                    ssh,
+                    c.mirrors.len() - ssh
+                ),
+            }
+            EXIT_OK
+        }
+        Err(errors) => {
+            if cli.format == Format::Json {
+                let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                print_json(&serde_json::json!({ "ok": false, "errors": list }));
+            }
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", cli.config.display(), errors.0.len());
+            EXIT_USAGE
+        }
+    }
+}
+
+async fn push(cli: &Cli, args: &PushArgs) -> u8 {
+    let config = match load(cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let request = PushRequest {
+        archive: args.archive.clone(),
+        only: args.only.clone(),
+        tags: args.tag.clone(),
+        serial: args.serial.clone(),
+    };
+    let plan = match crate::push::plan_push(&config, &request) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let transports = match Transports::new() {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            eprintln!("error: cannot set up transports: {e:#}");
+            return EXIT_USAGE;
+        }
+    };
+    let engine = crate::push::engine(&config, transports, Clock::system());
+    let sending = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len() as u64).sum();
+    let show_bar = !args.no_progress && !args.dry_run && cli.format == Format::Table && std::io::stderr().is_terminal();
+    let progress = show_bar.then(|| Progress::start(sending));
+    let options =
+        Options { wait: args.wait, dry_run: args.dry_run, on_done: progress.as_ref().map(Progress::callback) };
+    let report = crate::push::execute(&config, &engine, &plan, &options, "cli").await;
+    drop(progress);
+    print_report(&report, cli.format);
+    report.exit_code()
+}
+
+/// Prints a report on stdout in the chosen format.
+pub fn print_report(report: &Report, format: Format) {
+    match format {
+        Format::Json => print_json(report),
+        Format::Table => print!("{}", report.to_table()),
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot encode JSON: {e}"),
+    }
+}
+
+/// A progress bar on stderr that appears only once a push has taken a second.
+struct Progress {
+    bar: ProgressBar,
+    reveal: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(total: u64) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {pos}/{len} triggers {wide_bar} {elapsed}") {
+            bar.set_style(style);
+        }
+        let shown = bar.clone();
+        let reveal = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            shown.set_draw_target(ProgressDrawTarget::stderr());
+            shown.enable_steady_tick(Duration::from_millis(200));
+        });
+        Progress { bar, reveal }
+    }
+
+    fn callback(&self) -> crate::dispatch::OnDone {
+        let bar = self.bar.clone();
+        Arc::new(move |_row: &TriggerReport| bar.inc(1))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.reveal.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+/// One row of `list`.
+#[derive(Debug, Serialize)]
+struct MirrorListing {
+    name: String,
+    transport: &'static str,
+    target: String,
+    archives: Vec<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    rate_limit: Option<String>,
+    timeout: String,
+    retries: u32,
+    enabled: bool,
+    tags: Vec<String>,
+    last: Option<TriggerReport>,
+}
+
+fn list(cli: &Cli, archive: Option<&str>) -> u8 {
+    let config = match load(cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let last = last_rows(&config);
+    let rows: Vec<MirrorListing> = config
+        .mirrors
+        .iter()
+        .filter(|m| archive.is_none_or(|a| m.serves(a)))
+        .map(|m| MirrorListing {
+            name: m.name.clone(),
+            transport: m.transport_name(),
+            target: m.transport.display_target(),
+            archives: m.archives.clone().unwrap_or_else(|| config.archives.keys().cloned().collect()),
+            kind: m.kind.to_string(),
+            rate_limit: m.rate_limit.map(|r| r.to_string()),
+            timeout: humantime::format_duration(m.timeout).to_string(),
+            retries: m.retries,
+            enabled: m.enabled,
+            tags: m.tags.clone(),
+            last: last.get(&m.name).cloned(),
+        })
+        .collect();
+    match cli.format {
+        Format::Json => print_json(&rows),
+        Format::Table => {
+            let mut table = vec![
+                ["NAME", "TRANSPORT", "TARGET", "ARCHIVES", "TYPE", "RATE", "TIMEOUT", "RETRIES", "LAST"]
+                    .map(String::from),
+            ];
+            for r in &rows {
+                let last = match (&r.last, r.enabled) {
+                    (_, false) => "disabled".to_string(),
+                    (Some(t), _) => {
+                        format!("{} {}", t.outcome, t.started_at.map(|s| s.to_string()).unwrap_or_default())
+                    }
+                    (None, _) => "-".to_string(),
+                };
+                table.push([
+                    r.name.clone(),
+                    r.transport.to_string(),
+                    r.target.clone(),
+                    r.archives.join(","),
+                    r.kind.clone(),
+                    r.rate_limit.clone().unwrap_or_else(|| "-".into()),
+                    r.timeout.clone(),
+                    r.retries.to_string(),
+                    last,
+                ]);
+            }
+            print!("{}", align(&table));
+        }
+    }
+    EXIT_OK
+}
+
+/// The newest trigger row of each mirror across the history.
+fn last_rows(config: &Config) -> BTreeMap<String, TriggerReport> {
+    let history = History::new(&config.state_dir, config.status.history);
+    let mut last = BTreeMap::new();
+    for report in history.all().unwrap_or_default().into_iter().filter(|r| !r.dry_run) {
+        for row in report.triggers {
+            if row.attempts > 0 || row.outcome == Outcome::Deferred {
+                last.insert(row.mirror.clone(), row);
+            }
+        }
+    }
+    last
+}
+
+fn status(cli: &Cli, nagios: bool) -> u8 {
+    let config = match load(cli) {
+        Ok(c) => c,
+        Err(code) => return if nagios { 3 } else { code },
+    };
+    let latest = match History::new(&config.state_dir, config.status.history).latest_per_archive() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot read reports in {}: {e}", config.state_dir.display());
+            return if nagios { 3 } else { EXIT_USAGE };
+        }
+    };
+    if nagios {
+        return nagios_status(&latest);
+    }
+    match cli.format {
+        Format::Json => print_json(&latest),
+        Format::Table if latest.is_empty() => println!("no reports yet in {}", config.state_dir.display()),
+        Format::Table => {
+            for report in latest.values() {
+                println!("== {} at {} ({})", report.archive, report.finished_at, report.origin);
+                print!("{}", report.to_table());
+            }
+        }
+    }
+    EXIT_OK
+}
+
+/// Nagios plugin semantics: 0 OK, 1 WARNING (deferred), 2 CRITICAL (failed), 3 UNKNOWN (no report).
+fn nagios_status(latest: &BTreeMap<String, Report>) -> u8 {
+    if latest.is_empty() {
+        println!("PUSHMIRROR UNKNOWN - no push reports yet");
+        return 3;
+    }
+    let failed: usize = latest.values().map(|r| r.summary.failed).sum();
+    let deferred: usize = latest.values().map(|r| r.summary.deferred).sum();
+    let parts: Vec<String> = latest
+        .values()
+        .map(|r| {
+            format!("{}: {} ok, {} failed, {} deferred", r.archive, r.summary.ok, r.summary.failed, r.summary.deferred)
+        })
+        .collect();
+    let (word, code) = match (failed, deferred) {
+        (0, 0) => ("OK", 0),
+        (0, _) => ("WARNING", 1),
+        _ => ("CRITICAL", 2),
+    };
+    println!("PUSHMIRROR {word} - {}", parts.join("; "));
+    code
+}

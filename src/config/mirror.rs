@@ -1,0 +1,491 @@
+//! One mirror file (`mirrors.d/NAME.yaml`) and the `defaults:` section share these fields.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::fields::{Fields, Sink};
+use super::{Archive, ConfigError, valid_name};
+use crate::ratelimit::RateLimit;
+use crate::secret::Secret;
+
+/// A registered downstream mirror, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// Its name (file stem unless `name:` says otherwise).
+    pub name: String,
+    /// The file that defines it.
+    pub file: PathBuf,
+    /// How it is triggered.
+    pub transport: Transport,
+    /// Archives it serves; `None` means all.
+    pub archives: Option<Vec<String>>,
+    /// runmirrors type: all, staged or mhop.
+    pub kind: MirrorKind,
+    /// At most N triggers per period.
+    pub rate_limit: Option<RateLimit>,
+    /// Retries after the first attempt, for transient failures.
+    pub retries: u32,
+    /// Bound of one attempt.
+    pub timeout: Duration,
+    /// Backoff between attempts.
+    pub backoff: Backoff,
+    /// Free-form labels for `--tag`.
+    pub tags: Vec<String>,
+    /// Disabled mirrors are kept but reported as skipped.
+    pub enabled: bool,
+    /// Hold the SSH session until the downstream's command exits.
+    pub wait_for_sync: bool,
+    /// Upper bound of a waited-for sync.
+    pub sync_timeout: Duration,
+    /// An exit code meaning "already syncing, re-run queued" (ftpsync: 1).
+    pub busy_exit: Option<i32>,
+    /// Replaces the ftpsync command string; `{archive}`, `{stage}`, `{serial}` are substituted.
+    pub command: Option<String>,
+}
+
+impl Mirror {
+    /// Whether this mirror carries `archive`.
+    pub fn serves(&self, archive: &str) -> bool {
+        self.archives.as_ref().is_none_or(|a| a.iter().any(|x| x == archive))
+    }
+
+    /// `ssh` or `http`.
+    pub fn transport_name(&self) -> &'static str {
+        match self.transport {
+            Transport::Ssh(_) => "ssh",
+            Transport::Http(_) => "http",
+        }
+    }
+}
+
+/// How a mirror is triggered.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// One SSH exec with pushmirror's key.
+    Ssh(SshTarget),
+    /// One HTTP request.
+    Http(HttpTarget),
+}
+
+impl Transport {
+    /// A display form that is safe to print: never a secret.
+    pub fn display_target(&self) -> String {
+        match self {
+            Transport::Ssh(s) => s.to_string(),
+            Transport::Http(h) => h.redacted(),
+        }
+    }
+}
+
+/// An SSH downstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Remote user whose authorized_keys holds our key.
+    pub user: String,
+    /// Pinned host key (`ssh-ed25519 AAAA…`); else known_hosts decides.
+    pub host_key: Option<String>,
+}
+
+impl fmt::Display for SshTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.port == 22 {
+            write!(f, "{}@{}", self.user, self.host)
+        } else {
+            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        }
+    }
+}
+
+/// An HTTP downstream. The URL and credentials are secrets.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    /// The full URL, possibly with a token in its path or query.
+    pub url: Secret<Url>,
+    /// GET or POST.
+    pub method: HttpMethod,
+    /// Basic-auth user and password.
+    pub basic_auth: Option<(String, Secret<String>)>,
+    /// Sent as `Authorization: Bearer …`.
+    pub bearer_token: Option<Secret<String>>,
+    /// Extra headers; values are templates.
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpTarget {
+    /// `https://host[:port]/…`: enough to recognise, nothing to misuse.
+    pub fn redacted(&self) -> String {
+        redact_url(self.url.expose())
+    }
+}
+
+/// The display form of a secret URL: scheme, host and port only.
+pub fn redact_url(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port() {
+        Some(p) => format!("{}://{}:{}/…", url.scheme(), host, p),
+        None => format!("{}://{}/…", url.scheme(), host),
+    }
+}
+
+/// HTTP method of a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// GET (default).
+    Get,
+    /// POST.
+    Post,
+}
+
+/// The runmirrors mirror type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MirrorKind {
+    /// `sync:all` in one run.
+    #[default]
+    All,
+    /// stage 1, then stage 2 once every staged mirror finished stage 1.
+    Staged,
+    /// Staged, and the downstream is itself a hub (`sync:mhop`).
+    Mhop,
+}
+
+impl FromStr for MirrorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(MirrorKind::All),
+            "staged" => Ok(MirrorKind::Staged),
+            "mhop" => Ok(MirrorKind::Mhop),
+            other => Err(format!("unknown type `{other}`, expected all, staged or mhop")),
+        }
+    }
+}
+
+impl fmt::Display for MirrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MirrorKind::All => "all",
+            MirrorKind::Staged => "staged",
+            MirrorKind::Mhop => "mhop",
+        })
+    }
+}
+
+/// Exponential backoff between attempts, with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Upper bound of the first delay.
+    pub initial: Duration,
+    /// Upper bound of any delay (also caps `Retry-After`).
+    pub max: Duration,
+}
+
+/// Fields a mirror file may hold.
+const MIRROR_FIELDS: &[&str] = &[
+    "name",
+    "ssh",
+    "http",
+    "host_key",
+    "archives",
+    "type",
+    "rate_limit",
+    "retries",
+    "timeout",
+    "backoff",
+    "tags",
+    "enabled",
+    "wait_for_sync",
+    "sync_timeout",
+    "busy_exit",
+    "command",
+];
+
+/// Fields `defaults:` may hold (everything but identity and transport).
+pub const DEFAULTS_FIELDS: &[&str] = &[
+    "archives",
+    "type",
+    "rate_limit",
+    "retries",
+    "timeout",
+    "backoff",
+    "tags",
+    "enabled",
+    "wait_for_sync",
+    "sync_timeout",
+    "busy_exit",
+    "command",
+];
+
+/// Mirror fields as read, before defaults are applied.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorSettings {
+    name: Option<String>,
+    archives: Option<Vec<String>>,
+    kind: Option<MirrorKind>,
+    rate_limit: Option<RateLimit>,
+    retries: Option<u32>,
+    timeout: Option<Duration>,
+    backoff_initial: Option<Duration>,
+    backoff_max: Option<Duration>,
+    tags: Option<Vec<String>>,
+    enabled: Option<bool>,
+    wait_for_sync: Option<bool>,
+    sync_timeout: Option<Duration>,
+    busy_exit: Option<i32>,
+    command: Option<String>,
+}
+
+impl MirrorSettings {
+    /// Reads the shared fields; with `archives` given, also checks archive names against it.
+    pub fn read(f: &mut Fields<'_>, archives: Option<&BTreeMap<String, Archive>>) -> Self {
+        let mut s = MirrorSettings {
+            name: f.take("name"),
+            archives: f.take("archives"),
+            kind: f.take_from_str("type"),
+            rate_limit: f.take_from_str("rate_limit"),
+            retries: f.take("retries"),
+            timeout: f.duration("timeout"),
+            tags: f.take("tags"),
+            enabled: f.take("enabled"),
+            wait_for_sync: f.take("wait_for_sync"),
+            sync_timeout: f.duration("sync_timeout"),
+            busy_exit: f.take("busy_exit"),
+            command: f.take("command"),
+            ..Default::default()
+        };
+        if let Some(mut b) = f.nested("backoff") {
+            s.backoff_initial = b.duration("initial");
+            s.backoff_max = b.duration("max");
+            b.finish(&["initial", "max"]);
+        }
+        if let (Some(list), Some(known)) = (&s.archives, archives) {
+            for a in list.iter().filter(|a| !known.contains_key(*a)) {
+                let names: Vec<&str> = known.keys().map(String::as_str).collect();
+                f.error("archives", format!("unknown archive `{a}` (configured: {})", names.join(", ")));
+            }
+        }
+        s
+    }
+}
+
+/// Reads every `*.yaml`/`*.yml` file in `dir` as a mirror.
+pub fn read_dir(
+    dir: &Path,
+    main: &Path,
+    defaults: &MirrorSettings,
+    archives: &BTreeMap<String, Archive>,
+    sink: &Sink,
+) -> Vec<Mirror> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect(),
+        Err(e) => {
+            sink.borrow_mut().push(ConfigError::at(
+                main,
+                (1, 1),
+                "mirrors_dir",
+                format!("cannot read mirrors directory {}: {e}", dir.display()),
+            ));
+            return Vec::new();
+        }
+    };
+    files.sort();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    let mut mirrors = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                sink.borrow_mut().push(ConfigError::at(&file, (1, 1), "", format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let Some(mut f) = Fields::parse_file(&file, &text, sink) else { continue };
+        let Some(m) = read_mirror(&mut f, defaults, archives) else {
+            f.finish(MIRROR_FIELDS);
+            continue;
+        };
+        if let Some(first) = seen.get(&m.name) {
+            f.error("name", format!("duplicate mirror name `{}`, also defined in {}", m.name, first.display()));
+        } else {
+            seen.insert(m.name.clone(), file.clone());
+        }
+        f.finish(MIRROR_FIELDS);
+        mirrors.push(m);
+    }
+    mirrors.sort_by(|a, b| a.name.cmp(&b.name));
+    mirrors
+}
+
+fn read_mirror(f: &mut Fields<'_>, defaults: &MirrorSettings, archives: &BTreeMap<String, Archive>) -> Option<Mirror> {
+    let file = f.file().to_path_buf();
+    let has_ssh = f.has("ssh");
+    let has_http = f.has("http");
+    let host_key: Option<String> = f.take("host_key");
+    let transport = match (has_ssh, has_http) {
+        (true, true) => {
+            f.error("http", "a mirror has either `ssh:` or `http:`, not both");
+            None
+        }
+        (false, false) => {
+            f.error("", "a mirror needs `ssh:` or `http:`");
+            None
+        }
+        (true, false) => f.nested("ssh").and_then(|s| read_ssh(s, host_key)).map(Transport::Ssh),
+        (false, true) => f.nested("http").and_then(read_http).map(Transport::Http),
+    };
+    let mine = MirrorSettings::read(f, Some(archives));
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let name = mine.name.clone().unwrap_or(stem);
+    if !valid_name(&name) {
+        f.error("name", format!("invalid mirror name `{name}`: use letters, digits, `.`, `_`, `-`"));
+    }
+    let d = defaults;
+    let backoff = Backoff {
+        initial: mine.backoff_initial.or(d.backoff_initial).unwrap_or(Duration::from_secs(5)),
+        max: mine.backoff_max.or(d.backoff_max).unwrap_or(Duration::from_secs(300)),
+    };
+    Some(Mirror {
+        name,
+        file,
+        transport: transport?,
+        archives: mine.archives.or_else(|| d.archives.clone()),
+        kind: mine.kind.or(d.kind).unwrap_or_default(),
+        rate_limit: mine.rate_limit.or(d.rate_limit),
+        retries: mine.retries.or(d.retries).unwrap_or(4),
+        timeout: mine.timeout.or(d.timeout).unwrap_or(Duration::from_secs(60)),
+        backoff,
+        tags: mine.tags.or_else(|| d.tags.clone()).unwrap_or_default(),
+        enabled: mine.enabled.or(d.enabled).unwrap_or(true),
+        wait_for_sync: mine.wait_for_sync.or(d.wait_for_sync).unwrap_or(false),
+        sync_timeout: mine.sync_timeout.or(d.sync_timeout).unwrap_or(Duration::from_secs(6 * 3600)),
+        busy_exit: mine.busy_exit.or(d.busy_exit),
+        command: mine.command.or_else(|| d.command.clone()),
+    })
+}
+
+fn read_ssh(mut s: Fields<'_>, host_key: Option<String>) -> Option<SshTarget> {
+    let host: Option<String> = s.take("host");
+    let port: u16 = s.take("port").unwrap_or(22);
+    let user: Option<String> = s.take("user");
+    if host.is_none() {
+        s.error("host", "missing: the downstream's host name");
+    }
+    if user.is_none() {
+        s.error("user", "missing: the remote user whose authorized_keys holds our key");
+    }
+    s.finish(&["host", "port", "user"]);
+    Some(SshTarget { host: host?, port, user: user?, host_key })
+}
+
+fn read_http(mut h: Fields<'_>) -> Option<HttpTarget> {
+    let url = read_url(&mut h);
+    let method = h
+        .take_parsed("method", |m| match m.to_ascii_uppercase().as_str() {
+            "GET" => Ok(HttpMethod::Get),
+            "POST" => Ok(HttpMethod::Post),
+            _ => Err(format!("unsupported method `{m}`, expected GET or POST")),
+        })
+        .unwrap_or(HttpMethod::Get);
+    let basic_auth = h.nested("basic_auth").and_then(|mut b| {
+        let user: Option<String> = b.take("user");
+        let password = secret_field(&mut b, "password_file");
+        if user.is_none() {
+            b.error("user", "missing: the basic-auth user");
+        }
+        if !b.has("password_file") && password.is_none() {
+            b.error("password_file", "missing: a file holding the basic-auth password");
+        }
+        b.finish(&["user", "password_file"]);
+        Some((user?, password?))
+    });
+    let bearer_token = secret_field(&mut h, "token_file");
+    let headers: Vec<(String, String)> = h
+        .take::<BTreeMap<String, String>>("headers")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| {
+            let ok = reqwest::header::HeaderName::from_str(k).is_ok();
+            if !ok {
+                h.error("headers", format!("invalid header name `{k}`"));
+            }
+            ok
+        })
+        .collect();
+    h.finish(&["url", "url_file", "method", "basic_auth", "token_file", "headers"]);
+    Some(HttpTarget { url: url?, method, basic_auth, bearer_token, headers })
+}
+
+fn read_url(h: &mut Fields<'_>) -> Option<Secret<Url>> {
+    let (key, raw) = match (h.has("url"), h.has("url_file")) {
+        (true, true) => {
+            h.error("url", "set `url:` or `url_file:`, not both");
+            return None;
+        }
+        (false, false) => {
+            h.error("url_file", "missing: `url_file:` (or `url:`) naming the trigger URL");
+            return None;
+        }
+        (true, false) => ("url", Secret::new(h.take::<String>("url")?)),
+        (false, true) => ("url_file", secret_field(h, "url_file")?),
+    };
+    match Url::parse(raw.expose().trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(Secret::new(u)),
+        Ok(_) => {
+            h.error(key, "the URL must be http:// or https:// with a host");
+            None
+        }
+        // The parse error names the kind of mistake, never the URL itself.
+        Err(e) => {
+            h.error(key, format!("invalid URL: {e}"));
+            None
+        }
+    }
+}
+
+/// Reads the secret file named by `key`, recording why it cannot be used.
+fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<Secret<String>> {
+    let path = f.path(key)?;
+    match read_secret_file(&path) {
+        Ok(s) => Some(s),
+        Err(msg) => {
+            f.error(key, msg);
+            None
+        }
+    }
+}
+
+/// Reads a secret from a file that only its owner may read; trailing newlines are dropped.
+pub fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    check_private(path, &meta)?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = text.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(value))
+}
+
+/// Refuses files that group or others may access, as OpenSSH does for private keys.
+pub fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "permissions {mode:04o} of {} are too open: it must not be accessible by group or others (chmod 600)",
+            path.display()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Loading and validating configuration: the main YAML file plus one file per mirror.
+//!
+//! [`load`] reads everything, checks everything, and returns either a complete [`Config`] or every
+//! error found ([`ConfigErrors`]); a config is never half-applied.
+
+mod error;
+mod fields;
+mod locate;
+mod mirror;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use fields::{parse_duration, resolve};
+pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport};
+
+use fields::{Fields, Sink};
+use mirror::MirrorSettings;
+
+/// Where `push` and friends look when `-c` and `$PUSHMIRROR_CONFIG` are absent.
+pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/pushmirror.yaml";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The main file it was loaded from.
+    pub path: PathBuf,
+    /// The sender's private key, if any SSH mirror needs it.
+    pub identity: Option<PathBuf>,
+    /// pushmirror's own known_hosts file.
+    pub known_hosts: PathBuf,
+    /// What to do with a host key not yet known.
+    pub host_key_policy: HostKeyPolicy,
+    /// The directory of mirror files.
+    pub mirrors_dir: PathBuf,
+    /// Reports, rate-limit state and pending pushes live here.
+    pub state_dir: PathBuf,
+    /// Triggers in flight at once, all mirrors together.
+    pub concurrency: usize,
+    /// Archives by name.
+    pub archives: BTreeMap<String, Archive>,
+    /// Status server and report history.
+    pub status: StatusConfig,
+    /// Every mirror, sorted by name.
+    pub mirrors: Vec<Arc<Mirror>>,
+}
+
+/// Host keys that are not yet in known_hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Refuse them.
+    Strict,
+    /// Record them on first use; a changed key is still refused.
+    AcceptNew,
+}
+
+/// One archive on this host.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// Its name, as sent in `sync:archive:NAME`.
+    pub name: String,
+    /// Its root directory.
+    pub root: PathBuf,
+    /// The trace file, relative to `root`, whose serial is the archive's version.
+    pub trace: PathBuf,
+    /// Globs under `root`; any match means an update is in progress.
+    pub locks: Vec<String>,
+    /// How long a new version must be stable and unlocked before it is pushed.
+    pub settle: Duration,
+    /// Fallback poll interval for file systems without inotify.
+    pub poll: Duration,
+}
+
+/// The daemon's status server and report history.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// Listen address of `/status`, `/metrics` and `/`.
+    pub listen: SocketAddr,
+    /// Reports kept in `state_dir/reports`.
+    pub history: usize,
+}
+
+impl Config {
+    /// The mirrors that serve `archive`.
+    pub fn mirrors_of<'a>(&'a self, archive: &'a str) -> impl Iterator<Item = &'a Arc<Mirror>> + 'a {
+        self.mirrors.iter().filter(move |m| m.serves(archive))
+    }
+}
+
+/// Loads and validates the configuration rooted at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let sink = Sink::default();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(ConfigErrors(vec![ConfigError::at(path, (1, 1), "", format!("cannot read config file: {e}"))]));
+        }
+    };
+    let config = Fields::parse_file(path, &text, &sink).and_then(|f| read_main(f, &sink));
+    let errors = sink.into_inner();
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+const MAIN_FIELDS: &[&str] = &[
+    "identity",
+    "known_hosts",
+    "host_key_policy",
+    "mirrors_dir",
+    "state_dir",
+    "concurrency",
+    "defaults",
+    "archives",
+    "status",
+];
+
+fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
+    let path = f.file().to_path_buf();
+    let identity = f.path("identity");
+    let known_hosts = f.path("known_hosts").unwrap_or_else(|| resolve(&path, "known_hosts"));
+    let host_key_policy = f
+        .take_parsed("host_key_policy", |s| match s {
+            "strict" => Ok(HostKeyPolicy::Strict),
+            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
+            other => Err(format!("unknown policy `{other}`, expected strict or accept-new")),
+        })
+        .unwrap_or(HostKeyPolicy::Strict);
+    let mirrors_dir = f.path("mirrors_dir").unwrap_or_else(|| resolve(&path, "mirrors.d"));
+    let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from("/var/lib/pushmirror"));
+    let concurrency = match f.take::<usize>("concurrency") {
+        Some(0) => {
+            f.error("concurrency", "must be at least 1");
+            1
+        }
+        Some(n) => n,
+        None => 64,
+    };
+    let defaults = match f.nested("defaults") {
+        Some(mut d) => {
+            let s = MirrorSettings::read(&mut d, None);
+            for key in ["name", "ssh", "http", "host_key"] {
+                if d.has(key) {
+                    d.error(key, "is per mirror and cannot be set in defaults");
+                }
+            }
+            d.finish(mirror::DEFAULTS_FIELDS);
+            s
+        }
+        None => MirrorSettings::default(),
+    };
+    let archives = read_archives(&mut f);
+    let status = read_status(&mut f);
+    f.finish(MAIN_FIELDS);
+
+    let mirrors = mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, sink);
+    if identity.is_none() {
+        for m in mirrors.iter().filter(|m| matches!(m.transport, Transport::Ssh(_))) {
+            sink.borrow_mut().push(ConfigError::at(
+                &m.file,
+                (1, 1),
+                "ssh",
+                format!("mirror {} uses SSH but {} sets no `identity:` key", m.name, path.display()),
+            ));
+        }
+    }
+    Some(Config {
+        path,
+        identity,
+        known_hosts,
+        host_key_policy,
+        mirrors_dir,
+        state_dir,
+        concurrency,
+        archives,
+        status,
+        mirrors: mirrors.into_iter().map(Arc::new).collect(),
+    })
+}
+
+fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Archive> {
+    let mut out = BTreeMap::new();
+    let Some(mut all) = f.nested("archives") else {
+        return out;
+    };
+    for (name, fields) in all.drain_nested() {
+        if !valid_name(&name) {
+            all.error(&name, "archive names may hold only letters, digits, `.`, `_` and `-`");
+        }
+        let Some(mut a) = fields else {
+            all.error(&name, "expected a mapping with at least `root:`");
+            continue;
+        };
+        let root = a.path("root");
+        if root.is_none() {
+            a.error("root", "missing: the archive's root directory");
+        }
+        let trace = a.take::<String>("trace").unwrap_or_else(|| "project/trace/master".into());
+        let locks = a.take::<Vec<String>>("locks").unwrap_or_else(|| vec!["Archive-Update-in-Progress-*".into()]);
+        let settle = a.duration("settle").unwrap_or(Duration::from_secs(30));
+        let poll = a.duration("poll").unwrap_or(Duration::from_secs(60));
+        a.finish(&["root", "trace", "locks", "settle", "poll"]);
+        if let Some(root) = root {
+            out.insert(name.clone(), Archive { name, root, trace: PathBuf::from(trace), locks, settle, poll });
+        }
+    }
+    out
+}
+
+fn read_status(f: &mut Fields<'_>) -> StatusConfig {
+    let mut status = StatusConfig { listen: "127.0.0.1:9470".parse().expect("literal address"), history: 200 };
+    if let Some(mut s) = f.nested("status") {
+        if let Some(listen) = s.take_from_str::<SocketAddr>("listen") {
+            status.listen = listen;
+        }
+        match s.take::<usize>("history") {
+            Some(0) => s.error("history", "must be at least 1"),
+            Some(n) => status.history = n,
+            None => {}
+        }
+        s.finish(&["listen", "history"]);
+    }
+    status
+}
+
+/// Names of mirrors and archives end up in file names and protocol words.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -1,0 +1,331 @@
+//! In-process receivers on 127.0.0.1 that stand in for downstream mirrors, and the `demo`
+//! command that pushes to them with the real engine. Tests and benchmarks use the same receivers.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Notify;
+
+use crate::cli::Format;
+use crate::clock::Clock;
+use crate::dispatch::Options;
+use crate::plan::PushRequest;
+use crate::transport::Transports;
+
+/// How an HTTP receiver answers a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Answer with this status at once.
+    Status(u16),
+    /// Answer with this status and a `Retry-After: secs` header.
+    RetryAfter(u16, u64),
+    /// Wait (tokio time), then answer with the status.
+    Delay(Duration, u16),
+    /// Never answer.
+    Hang,
+}
+
+/// One request a receiver saw.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Request headers, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// Request body.
+    pub body: Bytes,
+    /// When it arrived (tokio time).
+    pub at: tokio::time::Instant,
+}
+
+impl Hit {
+    /// The value of header `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What receivers saw; may be shared by many receivers to count across them.
+#[derive(Debug, Default)]
+pub struct Log {
+    hits: Mutex<Vec<Hit>>,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    changed: Notify,
+}
+
+impl Log {
+    /// Every request so far.
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The number of requests so far.
+    pub fn count(&self) -> usize {
+        self.hits.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The most requests that were being answered at the same time.
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` requests have arrived.
+    pub async fn wait_for(&self, n: usize) {
+        loop {
+            let changed = self.changed.notified();
+            if self.count() >= n {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn record(&self, hit: Hit) {
+        self.hits.lock().unwrap_or_else(|e| e.into_inner()).push(hit);
+        self.changed.notify_waiters();
+    }
+}
+
+struct ReceiverState {
+    log: Arc<Log>,
+    script: Mutex<VecDeque<Reply>>,
+    default: Reply,
+    expect_auth: Option<String>,
+}
+
+/// An HTTP receiver on 127.0.0.1 with a port of its own. Stops when dropped.
+pub struct HttpReceiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Configures an [`HttpReceiver`].
+#[derive(Default)]
+pub struct HttpReceiverBuilder {
+    log: Option<Arc<Log>>,
+    script: Vec<Reply>,
+    default: Option<Reply>,
+    expect_auth: Option<String>,
+}
+
+impl HttpReceiverBuilder {
+    /// Record into a shared log.
+    pub fn log(mut self, log: Arc<Log>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Answer the first requests with these replies, in order.
+    pub fn script(mut self, replies: impl IntoIterator<Item = Reply>) -> Self {
+        self.script.extend(replies);
+        self
+    }
+
+    /// Answer every other request with this (default `200`).
+    pub fn reply(mut self, reply: Reply) -> Self {
+        self.default = Some(reply);
+        self
+    }
+
+    /// Answer 401 unless the `Authorization` header is exactly this.
+    pub fn expect_auth(mut self, value: impl Into<String>) -> Self {
+        self.expect_auth = Some(value.into());
+        self
+    }
+
+    /// Binds 127.0.0.1:0 and serves.
+    pub async fn start(self) -> std::io::Result<HttpReceiver> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(ReceiverState {
+            log: self.log.unwrap_or_default(),
+            script: Mutex::new(self.script.into()),
+            default: self.default.unwrap_or(Reply::Status(200)),
+            expect_auth: self.expect_auth,
+        });
+        let app = axum::Router::new().fallback(answer).with_state(Arc::clone(&state));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(HttpReceiver { addr, state, task })
+    }
+}
+
+impl HttpReceiver {
+    /// A receiver to configure.
+    pub fn builder() -> HttpReceiverBuilder {
+        HttpReceiverBuilder::default()
+    }
+
+    /// A receiver that answers 200 to everything.
+    pub async fn start() -> std::io::Result<HttpReceiver> {
+        Self::builder().start().await
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// What this receiver (and any sharing its log) saw.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.state.log
+    }
+}
+
+impl Drop for HttpReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct InFlight<'a>(&'a Log);
+
+impl<'a> InFlight<'a> {
+    fn enter(log: &'a Log) -> Self {
+        let now = log.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        log.peak.fetch_max(now, Ordering::SeqCst);
+        InFlight(log)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn answer(
+    State(state): State<Arc<ReceiverState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let _in_flight = InFlight::enter(&state.log);
+    let authorized = state
+        .expect_auth
+        .as_deref()
+        .is_none_or(|want| headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(want));
+    state.log.record(Hit {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body,
+        at: tokio::time::Instant::now(),
+    });
+    if !authorized {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let reply = state.script.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+    match reply.unwrap_or_else(|| state.default.clone()) {
+        Reply::Status(code) => status(code).into_response(),
+        Reply::RetryAfter(code, secs) => (status(code), [("retry-after", secs.to_string())]).into_response(),
+        Reply::Delay(d, code) => {
+            tokio::time::sleep(d).await;
+            status(code).into_response()
+        }
+        Reply::Hang => std::future::pending().await,
+    }
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Writes a secret file readable by its owner only.
+pub fn write_secret(path: &Path, value: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, format!("{value}\n"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+/// A random token of 32 hex digits.
+pub fn random_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The `demo` command: start `n` receivers, write a temporary config, push, print the report.
+pub async fn run(n: usize, format: Format) -> u8 {
+    match demo(n.max(1), format).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("demo failed to set up: {e:#}");
+            crate::commands::EXIT_USAGE
+        }
+    }
+}
+
+async fn demo(n: usize, format: Format) -> anyhow::Result<u8> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let log = Arc::new(Log::default());
+    let mut receivers = Vec::new();
+    std::fs::create_dir_all(root.join("archive/project/trace"))?;
+    std::fs::write(
+        root.join("archive/project/trace/master"),
+        "Archive serial: 2026112501\nCreator: pushmirror demo\n",
+    )?;
+    std::fs::create_dir_all(root.join("mirrors.d"))?;
+    for i in 0..n {
+        let name = format!("demo-http-{i:02}");
+        let mirror = if i % 2 == 0 {
+            // Ubuntu-style secret URL: the token is the path.
+            let receiver = HttpReceiver::builder().log(Arc::clone(&log)).start().await?;
+            write_secret(
+                &root.join(format!("secrets/{name}.url")),
+                &receiver.url(&format!("/trigger/{}", random_token())),
+            )?;
+            receivers.push(receiver);
+            format!("http:\n  url_file: ../secrets/{name}.url\ntags: [demo, token]\n")
+        } else {
+            let password = random_token();
+            let basic = base64_basic("demo", &password);
+            let receiver = HttpReceiver::builder().log(Arc::clone(&log)).expect_auth(basic).start().await?;
+            write_secret(&root.join(format!("secrets/{name}.pw")), &password)?;
+            let url = receiver.url("/push");
+            receivers.push(receiver);
+            format!(
+                "http:\n  url: {url}\n  method: POST\n  basic_auth: {{ user: demo, password_file: ../secrets/{name}.pw }}\n  headers: {{ X-Archive: \"{{archive}}\", X-Serial: \"{{serial}}\" }}\ntags: [demo, basic-auth]\n"
+            )
+        };
+        std::fs::write(root.join(format!("mirrors.d/{name}.yaml")), mirror)?;
+    }
+    let main = "mirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: 16\ndefaults:\n  timeout: 10s\n  retries: 2\n  backoff: { initial: 100ms, max: 1s }\narchives:\n  debian:\n    root: archive\n";
+    let config_path = root.join("pushmirror.yaml");
+    std::fs::write(&config_path, main)?;
+    let config = crate::config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config invalid:\n{e}"))?;
+    let plan = crate::push::plan_push(&config, &PushRequest::default())?;
+    let engine = crate::push::engine(&config, Arc::new(Transports::new()?), Clock::system());
+    let report = crate::push::execute(&config, &engine, &plan, &Options::default(), "demo").await;
+    crate::commands::print_report(&report, format);
+    if format == Format::Table {
+        eprintln!("demo: {} receiver(s) on 127.0.0.1 recorded {} trigger(s)", receivers.len(), log.count());
+    }
+    Ok(report.exit_code())
+}
+
+/// The `Authorization` header value of HTTP basic auth.
+pub fn base64_basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}

@@ -1,0 +1,56 @@
+//! pushmirror: the upstream side of push mirroring. When an archive has finished updating, it
+//! tells every downstream mirror to sync now, over SSH or HTTP, concurrently and politely, and
+//! reports exactly what happened.
+//!
+//! # Layout
+//!
+//! - [`cli`]: clap definitions of the command line.
+//! - [`commands`]: what each subcommand does; maps results to exit codes 0 / 1 / 2.
+//! - [`config`]: loads the main YAML file and `mirrors.d/`, reports every error as
+//!   `path:line:col: field: message`.
+//! - [`plan`]: configuration + push request → which mirror gets which stage.
+//! - [`dispatch`]: the fan-out engine — semaphore, rate limits, retries, backoff → one outcome
+//!   per trigger.
+//! - [`ratelimit`]: governor limiters per mirror, state persisted in `state_dir`.
+//! - [`transport`]: the `Trigger` interface; [`transport::http`] (reqwest).
+//! - [`report`]: the report model (JSON, table) and the bounded history on disk.
+//! - [`push`]: one push from plan to stored report, shared by every command that pushes.
+//! - [`watch`]: an archive's version from its trace file.
+//! - [`demo`]: in-process receivers used by `demo`, the tests and the benchmarks.
+//! - [`clock`], [`secret`]: wall time that follows tokio's clock; values that never print.
+//!
+//! A push flows one way: config → plan → dispatch → transport → outcome → report.
+//! Nothing reaches back: dispatch only knows [`transport::Trigger`], so its retry and rate-limit
+//! logic is tested with scripted fakes under paused time, and transports against real servers.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod demo;
+pub mod dispatch;
+pub mod plan;
+pub mod push;
+pub mod ratelimit;
+pub mod report;
+pub mod secret;
+pub mod transport;
+pub mod watch;
+
+use tracing_subscriber::EnvFilter;
+
+/// Sends log output to stderr at the level `-v`/`-q` ask for (`RUST_LOG` overrides).
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("pushmirror={level}")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,48 @@
+//! One push from start to report: plan, dispatch, save to history. Shared by every command that
+//! pushes (`push`, `demo`, and later the daemon and `runmirrors`).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::dispatch::{Engine, Options};
+use crate::plan::{Plan, PushRequest, plan};
+use crate::ratelimit::RateLimits;
+use crate::report::{History, Report};
+use crate::transport::Trigger;
+
+/// Builds the engine a configuration asks for.
+pub fn engine<T: Trigger>(config: &Config, transport: Arc<T>, clock: Clock) -> Engine<T> {
+    let limits = RateLimits::persistent(&config.state_dir, clock.clone());
+    Engine::new(transport, config.concurrency, limits, clock)
+}
+
+/// Plans a push, filling in the serial from the archive's trace file when not given.
+pub fn plan_push(config: &Config, request: &PushRequest) -> Result<Plan, crate::plan::PlanError> {
+    let mut plan = plan(config, request)?;
+    if plan.serial.is_none() {
+        plan.serial = config.archives.get(&plan.archive).and_then(crate::watch::read_version);
+    }
+    Ok(plan)
+}
+
+/// Carries out `plan` and, unless it is a dry run, stores the report in the history.
+pub async fn execute<T: Trigger>(
+    config: &Config,
+    engine: &Engine<T>,
+    plan: &Plan,
+    options: &Options,
+    origin: &str,
+) -> Report {
+    let started = SystemTime::now();
+    let rows = engine.run(plan, options).await;
+    let report = Report::new(&plan.archive, plan.serial.clone(), origin, options.dry_run, started, rows);
+    if !options.dry_run {
+        let history = History::new(&config.state_dir, config.status.history);
+        if let Err(e) = history.save(&report) {
+            tracing::error!(dir = %config.state_dir.display(), error = %e, "cannot write the report to the history");
+        }
+    }
+    report
+}

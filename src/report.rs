@@ -1,0 +1,411 @@
+//! The report of a push: one serde model written to `state_dir/reports/`, printed as JSON or as a
+//! table, and read back by `status`, `list` and the daemon's status server.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::transport::{ErrorClass, Stage};
+
+/// A point in time, serialised as RFC 3339 UTC with milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub SystemTime);
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_rfc3339_seconds(self.0))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_rfc3339(&s).map(Timestamp).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How one trigger ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Delivered.
+    Ok,
+    /// Not delivered; see `error_class` and `error`.
+    Failed,
+    /// The mirror's rate limit forbids it until `deferred_until`.
+    Deferred,
+    /// Disabled, or not sent because an earlier stage failed.
+    Skipped,
+    /// Dry run: would be sent (at `deferred_until`, if set).
+    Planned,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed => "failed",
+            Outcome::Deferred => "deferred",
+            Outcome::Skipped => "skipped",
+            Outcome::Planned => "planned",
+        })
+    }
+}
+
+/// One trigger to one mirror (staged mirrors have one per stage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerReport {
+    /// Mirror name.
+    pub mirror: String,
+    /// `ssh` or `http`.
+    pub transport: String,
+    /// Redacted target (`user@host`, `https://host/…`).
+    pub target: String,
+    /// Stage sent.
+    pub stage: Stage,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Attempts made (0 if never sent).
+    pub attempts: u32,
+    /// When the first attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// From first attempt to outcome, milliseconds.
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// Class of the last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    /// The last error, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Extra facts: "still running", "downstream busy, re-run queued", why skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// For `deferred` (and planned): when the rate limit allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_until: Option<Timestamp>,
+    /// Exit status of the remote command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// HTTP status of the last answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// How long the downstream's sync took, when waited for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_duration_ms: Option<u64>,
+}
+
+/// Counts by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Delivered.
+    pub ok: usize,
+    /// Not delivered.
+    pub failed: usize,
+    /// Rate-limited.
+    pub deferred: usize,
+    /// Skipped.
+    pub skipped: usize,
+    /// Dry-run plans.
+    pub planned: usize,
+}
+
+/// The result of one push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// Archive pushed.
+    pub archive: String,
+    /// Its serial, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Who started it: `cli`, `daemon`, `runmirrors`, `receive`, `demo`.
+    pub origin: String,
+    /// A plan, nothing sent.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Start of the push.
+    pub started_at: Timestamp,
+    /// End of the push.
+    pub finished_at: Timestamp,
+    /// Wall time of the push, milliseconds.
+    pub duration_ms: u64,
+    /// Counts by outcome.
+    pub summary: Summary,
+    /// Every trigger, in mirror order.
+    pub triggers: Vec<TriggerReport>,
+}
+
+impl Report {
+    /// Assembles a report and its summary.
+    pub fn new(
+        archive: &str,
+        serial: Option<String>,
+        origin: &str,
+        dry_run: bool,
+        started: SystemTime,
+        triggers: Vec<TriggerReport>,
+    ) -> Self {
+        let finished = SystemTime::now().max(started);
+        let mut summary = Summary::default();
+        for t in &triggers {
+            *match t.outcome {
+                Outcome::Ok => &mut summary.ok,
+                Outcome::Failed => &mut summary.failed,
+                Outcome::Deferred => &mut summary.deferred,
+                Outcome::Skipped => &mut summary.skipped,
+                Outcome::Planned => &mut summary.planned,
+            } += 1;
+        }
+        Report {
+            archive: archive.to_string(),
+            serial,
+            origin: origin.to_string(),
+            dry_run,
+            started_at: Timestamp(started),
+            finished_at: Timestamp(finished),
+            duration_ms: millis(finished.duration_since(started).unwrap_or_default()),
+            summary,
+            triggers,
+        }
+    }
+
+    /// 1 if any trigger failed, else 0 (deferred by a rate limit is not a failure).
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.summary.failed > 0)
+    }
+
+    /// The report as a human-readable table.
+    pub fn to_table(&self) -> String {
+        let mut rows = vec![["MIRROR", "STAGE", "OUTCOME", "ATTEMPTS", "TIME", "DETAIL"].map(String::from)];
+        // Mirrors a filter left out are counted in the summary, not listed.
+        for t in self.triggers.iter().filter(|t| t.note.as_deref() != Some(crate::plan::NOT_SELECTED)) {
+            rows.push([
+                t.mirror.clone(),
+                t.stage.to_string(),
+                outcome_text(t),
+                t.attempts.to_string(),
+                format_ms(t.duration_ms),
+                detail_text(t),
+            ]);
+        }
+        let mut out = align(&rows);
+        let s = &self.summary;
+        let serial = self.serial.as_deref().map(|s| format!(" serial {s}")).unwrap_or_default();
+        let plan = if self.dry_run { " (dry run: nothing sent)" } else { "" };
+        let _ = writeln!(
+            out,
+            "{}{serial}: {} ok, {} failed, {} deferred, {} skipped{} in {}{plan}",
+            self.archive,
+            s.ok,
+            s.failed,
+            s.deferred,
+            s.skipped,
+            if s.planned > 0 { format!(", {} planned", s.planned) } else { String::new() },
+            format_ms(self.duration_ms),
+        );
+        out
+    }
+}
+
+fn outcome_text(t: &TriggerReport) -> String {
+    match (t.outcome, &t.error_class, &t.deferred_until, &t.exit_code) {
+        (Outcome::Failed, Some(ErrorClass::RemoteExit), _, Some(code)) => format!("failed (remote-exit {code})"),
+        (Outcome::Failed, Some(class), _, _) => format!("failed ({class})"),
+        (Outcome::Deferred, _, Some(until), _) => format!("deferred until {until}"),
+        (Outcome::Planned, _, Some(until), _) => format!("planned at {until}"),
+        (Outcome::Ok, _, _, _) if t.note.is_some() => format!("ok ({})", t.note.as_deref().unwrap_or_default()),
+        (outcome, ..) => outcome.to_string(),
+    }
+}
+
+fn detail_text(t: &TriggerReport) -> String {
+    let mut parts = Vec::new();
+    if t.outcome != Outcome::Ok {
+        parts.extend(t.note.clone());
+    }
+    parts.extend(t.error.clone());
+    if let Some(ms) = t.sync_duration_ms {
+        parts.push(format!("sync took {}", format_ms(ms)));
+    }
+    if t.outcome == Outcome::Planned || t.attempts > 0 || t.outcome == Outcome::Failed {
+        parts.push(t.target.clone());
+    }
+    parts.join("; ")
+}
+
+/// Left-aligns rows of cells into columns separated by two spaces.
+pub fn align<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `850ms`, `3.2s`, `4m12s`.
+pub fn format_ms(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
+/// Milliseconds of a duration, saturating.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Reports kept in `state_dir/reports`, newest `keep` of them.
+#[derive(Debug, Clone)]
+pub struct History {
+    dir: PathBuf,
+    keep: usize,
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+impl History {
+    /// The history under `state_dir`.
+    pub fn new(state_dir: &Path, keep: usize) -> Self {
+        History { dir: state_dir.join("reports"), keep: keep.max(1) }
+    }
+
+    /// Writes `report` atomically (temp file + rename), then drops the oldest beyond `keep`.
+    pub fn save(&self, report: &Report) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir)?;
+        let ms = report.finished_at.0.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);
+        let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{ms:013}-{:07}-{seq:04}-{}.json", std::process::id(), report.archive);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(report)?)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        self.prune()?;
+        Ok(path)
+    }
+
+    fn files(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|e| e == "json")
+                        && !p.file_name().and_then(|n| n.to_str()).unwrap_or(".").starts_with('.')
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        files.sort();
+        Ok(files)
+    }
+
+    fn prune(&self) -> std::io::Result<()> {
+        let files = self.files()?;
+        let excess = files.len().saturating_sub(self.keep);
+        for old in &files[..excess] {
+            // Another process may have pruned it first.
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(())
+    }
+
+    /// Every stored report, oldest first; unreadable files are skipped.
+    pub fn all(&self) -> std::io::Result<Vec<Report>> {
+        Ok(self
+            .files()?
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect())
+    }
+
+    /// The newest real (not dry-run) report of each archive.
+    pub fn latest_per_archive(&self) -> std::io::Result<BTreeMap<String, Report>> {
+        let mut out = BTreeMap::new();
+        for r in self.all()?.into_iter().filter(|r| !r.dry_run) {
+            out.insert(r.archive.clone(), r);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(mirror: &str, outcome: Outcome) -> TriggerReport {
+        TriggerReport {
+            mirror: mirror.into(),
+            transport: "http".into(),
+            target: "https://example.org/…".into(),
+            stage: Stage::All,
+            outcome,
+            attempts: 1,
+            started_at: None,
+            duration_ms: 12,
+            error_class: None,
+            error: None,
+            note: None,
+            deferred_until: None,
+            exit_code: None,
+            http_status: None,
+            sync_duration_ms: None,
+        }
+    }
+
+    #[test]
+    fn json_round_trips_and_summary_counts() {
+        let r = Report::new(
+            "debian",
+            Some("2026112501".into()),
+            "cli",
+            false,
+            SystemTime::now(),
+            vec![trigger("a", Outcome::Ok), trigger("b", Outcome::Failed), trigger("c", Outcome::Deferred)],
+        );
+        assert_eq!(r.summary, Summary { ok: 1, failed: 1, deferred: 1, skipped: 0, planned: 0 });
+        assert_eq!(r.exit_code(), 1);
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        // Millisecond precision survives the round trip.
+        assert_eq!(back.triggers, r.triggers);
+        assert_eq!(back.summary, r.summary);
+        assert!(r.to_table().contains("debian serial 2026112501: 1 ok, 1 failed, 1 deferred, 0 skipped"));
+    }
+
+    #[test]
+    fn history_is_bounded_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::new(dir.path(), 3);
+        for i in 0..5 {
+            let r = Report::new("debian", Some(format!("{i}")), "cli", false, SystemTime::now(), vec![]);
+            h.save(&r).unwrap();
+        }
+        let all = h.all().unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(h.latest_per_archive().unwrap()["debian"].serial.as_deref(), Some("4"));
+    }
+}

@@ -1,0 +1,179 @@
+//! HTTP triggers: one request per attempt over one shared reqwest client (rustls, keep-alive).
+
+use std::error::Error as _;
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{Client, Response, StatusCode};
+
+use super::{AttemptError, AttemptResult, Delivered, ErrorClass, TriggerRequest};
+use crate::config::{HttpMethod, HttpTarget};
+
+/// At most this much of an answer's body is read; the rest is dropped.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The shared HTTP client.
+#[derive(Clone)]
+pub struct HttpTransport {
+    client: Client,
+}
+
+impl HttpTransport {
+    /// Builds the client. Fails only if TLS cannot be initialised.
+    pub fn new() -> anyhow::Result<Self> {
+        let client = Client::builder()
+            .user_agent(concat!("pushmirror/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_rustls()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(HttpTransport { client })
+    }
+
+    /// Sends one trigger to `target`, bounded by the mirror's timeout.
+    pub async fn fire(&self, target: &HttpTarget, req: TriggerRequest<'_>) -> AttemptResult {
+        let timeout = req.mirror.timeout;
+        match tokio::time::timeout(timeout, self.exchange(target, req)).await {
+            Ok(result) => result,
+            Err(_) => Err(AttemptError::transient(
+                ErrorClass::Timeout,
+                format!("no answer within {}", humantime::format_duration(timeout)),
+            )),
+        }
+    }
+
+    async fn exchange(&self, target: &HttpTarget, req: TriggerRequest<'_>) -> AttemptResult {
+        let url = target.url.expose().as_str();
+        let mut builder = match target.method {
+            HttpMethod::Get => self.client.get(url),
+            HttpMethod::Post => self.client.post(url).json(&serde_json::json!({
+                "archive": req.archive,
+                "stage": req.stage,
+                "serial": req.serial,
+            })),
+        };
+        builder = builder.headers(headers(target, &req)?);
+        if let Some((user, password)) = &target.basic_auth {
+            builder = builder.basic_auth(user, Some(password.expose()));
+        }
+        if let Some(token) = &target.bearer_token {
+            builder = builder.bearer_auth(token.expose());
+        }
+        let response = builder.send().await.map_err(classify)?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        drain_body(response).await;
+        judge(status, retry_after)
+    }
+}
+
+fn headers(target: &HttpTarget, req: &TriggerRequest<'_>) -> Result<HeaderMap, AttemptError> {
+    let mut map = HeaderMap::new();
+    for (name, template) in &target.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| AttemptError::permanent(ErrorClass::Other, format!("invalid header name {name}")))?;
+        let value = HeaderValue::from_str(&req.substitute(template))
+            .map_err(|_| AttemptError::permanent(ErrorClass::Other, format!("invalid value for header {name}")))?;
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+/// Reads at most [`MAX_BODY`] bytes so the connection can be reused, and drops the rest.
+async fn drain_body(mut response: Response) {
+    let mut read = 0;
+    while read < MAX_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            _ => break,
+        }
+    }
+}
+
+/// 2xx is delivered; 408, 429 and 5xx are worth another attempt; other answers are final.
+fn judge(status: StatusCode, retry_after: Option<Duration>) -> AttemptResult {
+    if status.is_success() {
+        return Ok(Delivered { http_status: Some(status.as_u16()), ..Delivered::default() });
+    }
+    let message = format!("HTTP {status}");
+    let transient =
+        status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT;
+    let mut err = if transient {
+        AttemptError::transient(ErrorClass::HttpStatus, message)
+    } else {
+        AttemptError::permanent(ErrorClass::HttpStatus, message)
+    };
+    err.http_status = Some(status.as_u16());
+    if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+        err.retry_after = retry_after;
+    }
+    Err(err)
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(raw).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+/// Maps a reqwest error to a class and a message that never holds the URL.
+fn classify(err: reqwest::Error) -> AttemptError {
+    let err = err.without_url();
+    let mut chain = Vec::new();
+    let mut source = err.source();
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let detail = if chain.is_empty() { err.to_string() } else { chain.join(": ") };
+    let lower = detail.to_ascii_lowercase();
+    let class = if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        ErrorClass::Dns
+    } else if err.is_timeout() {
+        ErrorClass::Timeout
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        ErrorClass::Tls
+    } else if err.is_connect() {
+        ErrorClass::Connect
+    } else {
+        ErrorClass::Other
+    };
+    // Certificate problems do not fix themselves; everything else on the network may.
+    if class == ErrorClass::Tls {
+        AttemptError::permanent(class, detail)
+    } else {
+        AttemptError::transient(class, detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judges_status_codes() {
+        assert!(judge(StatusCode::NO_CONTENT, None).is_ok());
+        let e = judge(StatusCode::NOT_FOUND, None).unwrap_err();
+        assert!(!e.transient && e.class == ErrorClass::HttpStatus && e.http_status == Some(404));
+        for s in [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_GATEWAY, StatusCode::REQUEST_TIMEOUT] {
+            assert!(judge(s, None).unwrap_err().transient, "{s}");
+        }
+        let e = judge(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(7))).unwrap_err();
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        assert_eq!(judge(StatusCode::BAD_GATEWAY, Some(Duration::from_secs(7))).unwrap_err().retry_after, None);
+    }
+
+    #[test]
+    fn parses_retry_after_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+}

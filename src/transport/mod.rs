@@ -1,0 +1,226 @@
+//! The `Trigger` interface between the dispatch engine and the transports, and the protocol
+//! values a trigger carries.
+//!
+//! Dispatch knows only [`Trigger`]: one attempt at one mirror, returning [`Delivered`] or an
+//! [`AttemptError`] that says whether retrying can help. Transports own their timeouts because
+//! their meaning differs (an SSH command still running at `timeout` counts as delivered).
+
+pub mod http;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::config::{HttpMethod, Mirror, Transport};
+
+/// Which part of a sync a trigger asks for (ftpsync's `sync:` words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// A complete sync in one run: `sync:all`.
+    All,
+    /// Pool only, no indices: `sync:stage1`.
+    Stage1,
+    /// Indices and cleanup: `sync:stage2`.
+    Stage2,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::All => "all",
+            Stage::Stage1 => "stage1",
+            Stage::Stage2 => "stage2",
+        })
+    }
+}
+
+/// One trigger, as a transport sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct TriggerRequest<'a> {
+    /// The mirror to trigger.
+    pub mirror: &'a Mirror,
+    /// The archive to sync.
+    pub archive: &'a str,
+    /// Which stage.
+    pub stage: Stage,
+    /// The archive's serial, when known.
+    pub serial: Option<&'a str>,
+}
+
+impl TriggerRequest<'_> {
+    /// The ftpsync command string: `sync:archive:debian sync:all`, with `sync:mhop` for mhop
+    /// mirrors, or the mirror's own `command:` template.
+    pub fn command_string(&self) -> String {
+        if let Some(template) = &self.mirror.command {
+            return self.substitute(template);
+        }
+        let mhop = if self.mirror.kind == crate::config::MirrorKind::Mhop { " sync:mhop" } else { "" };
+        format!("sync:archive:{}{} sync:{}", self.archive, mhop, self.stage)
+    }
+
+    /// Replaces `{archive}`, `{stage}` and `{serial}` in `template`.
+    pub fn substitute(&self, template: &str) -> String {
+        template
+            .replace("{archive}", self.archive)
+            .replace("{stage}", &self.stage.to_string())
+            .replace("{serial}", self.serial.unwrap_or(""))
+    }
+}
+
+/// What a successful attempt learned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// "still running", "downstream busy, re-run queued", …
+    pub note: Option<String>,
+    /// HTTP status of the answer.
+    pub http_status: Option<u16>,
+    /// Exit code of the remote command, when it ended.
+    pub exit_code: Option<i32>,
+    /// How long the downstream's sync took, when we waited for it.
+    pub sync_duration: Option<Duration>,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorClass {
+    /// TCP connection failed.
+    Connect,
+    /// Name resolution failed.
+    Dns,
+    /// No answer within the timeout.
+    Timeout,
+    /// The downstream refused our credentials.
+    Auth,
+    /// The SSH host key did not match.
+    HostKey,
+    /// The remote command exited non-zero.
+    RemoteExit,
+    /// The HTTP answer was not 2xx.
+    HttpStatus,
+    /// TLS handshake or certificate failed.
+    Tls,
+    /// Anything else (protocol errors, local I/O).
+    Other,
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorClass::Connect => "connect",
+            ErrorClass::Dns => "dns",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Auth => "auth",
+            ErrorClass::HostKey => "host-key",
+            ErrorClass::RemoteExit => "remote-exit",
+            ErrorClass::HttpStatus => "http-status",
+            ErrorClass::Tls => "tls",
+            ErrorClass::Other => "other",
+        })
+    }
+}
+
+/// A failed attempt: what class, what message (never a secret), and whether to retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptError {
+    /// Error class, as shown in reports.
+    pub class: ErrorClass,
+    /// Human-readable detail.
+    pub message: String,
+    /// Whether another attempt may succeed.
+    pub transient: bool,
+    /// A delay the downstream asked for (`Retry-After`).
+    pub retry_after: Option<Duration>,
+    /// Remote exit code, for `remote-exit`.
+    pub exit_code: Option<i32>,
+    /// HTTP status, for `http-status`.
+    pub http_status: Option<u16>,
+}
+
+impl AttemptError {
+    /// A failure worth retrying.
+    pub fn transient(class: ErrorClass, message: impl Into<String>) -> Self {
+        AttemptError {
+            class,
+            message: message.into(),
+            transient: true,
+            retry_after: None,
+            exit_code: None,
+            http_status: None,
+        }
+    }
+
+    /// A failure no retry will fix.
+    pub fn permanent(class: ErrorClass, message: impl Into<String>) -> Self {
+        AttemptError { transient: false, ..AttemptError::transient(class, message) }
+    }
+}
+
+/// The result of one attempt.
+pub type AttemptResult = Result<Delivered, AttemptError>;
+
+/// Per-attempt context a transport may use: it holds the concurrency permit so that a transport
+/// waiting for a long remote command can hand the permit back once the command is running.
+#[derive(Debug, Default)]
+pub struct Attempt {
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Attempt {
+    /// An attempt holding `permit` until it ends or [`Attempt::release_permit`] is called.
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        Attempt { permit: Mutex::new(Some(permit)) }
+    }
+
+    /// Gives the concurrency permit back early (the trigger is delivered, only waiting remains).
+    pub fn release_permit(&self) {
+        self.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// One attempt at delivering a trigger. Implementations bound their own time.
+pub trait Trigger: Send + Sync + 'static {
+    /// Sends `req` once.
+    fn fire(&self, req: TriggerRequest<'_>, attempt: &Attempt) -> impl Future<Output = AttemptResult> + Send;
+}
+
+/// What a trigger would do, for dry runs: the SSH command or the HTTP method and redacted URL.
+pub fn describe(req: &TriggerRequest<'_>) -> String {
+    match &req.mirror.transport {
+        Transport::Ssh(t) => format!("ssh {t} \"{}\"", req.command_string()),
+        Transport::Http(t) => {
+            let method = match t.method {
+                HttpMethod::Get => "GET",
+                HttpMethod::Post => "POST",
+            };
+            format!("{method} {}", t.redacted())
+        }
+    }
+}
+
+/// Every transport behind one [`Trigger`]: the engine's production transport.
+#[derive(Clone)]
+pub struct Transports {
+    http: http::HttpTransport,
+}
+
+impl Transports {
+    /// Builds the transports a configuration needs.
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Transports { http: http::HttpTransport::new()? })
+    }
+}
+
+impl Trigger for Transports {
+    async fn fire(&self, req: TriggerRequest<'_>, _attempt: &Attempt) -> AttemptResult {
+        match &req.mirror.transport {
+            Transport::Http(target) => self.http.fire(target, req).await,
+            Transport::Ssh(_) => Err(AttemptError::permanent(ErrorClass::Other, "SSH transport not built yet")),
+        }
+    }
+}
