@@ -1,0 +1,109 @@
+//! A temporary pushmirror installation: config, mirrors.d, archive, state dir.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use pushmirror::clock::Clock;
+use pushmirror::config::{self, Config};
+use pushmirror::dispatch::Options;
+use pushmirror::plan::PushRequest;
+use pushmirror::report::Report;
+use pushmirror::transport::Transports;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    main_extra: String,
+}
+
+impl Fixture {
+    /// An installation with archive `debian` (serial 2026112501) and no mirrors.
+    pub fn new() -> Self {
+        Self::with_main("")
+    }
+
+    /// Like `new`, with extra top-level lines in pushmirror.yaml.
+    pub fn with_main(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Fixture { dir, main_extra: extra.to_string() };
+        std::fs::create_dir_all(f.path("mirrors.d")).unwrap();
+        std::fs::create_dir_all(f.path("archive/project/trace")).unwrap();
+        std::fs::write(f.path("archive/project/trace/master"), "Archive serial: 2026112501\n").unwrap();
+        f.write_main();
+        f
+    }
+
+    fn write_main(&self) {
+        let text = format!(
+            "mirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: 8\n{}archives:\n  debian:\n    root: archive\n",
+            self.main_extra
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path("pushmirror.yaml")
+    }
+
+    /// Writes `mirrors.d/NAME.yaml`.
+    pub fn mirror(&self, name: &str, yaml: &str) -> &Self {
+        std::fs::write(self.path(&format!("mirrors.d/{name}.yaml")), yaml).unwrap();
+        self
+    }
+
+    /// An HTTP mirror with its URL inline and quick retries.
+    pub fn http_mirror(&self, name: &str, url: &str, extra: &str) -> &Self {
+        self.mirror(name, &format!("http:\n  url: {url}\nbackoff: {{ initial: 100ms, max: 1s }}\n{extra}"))
+    }
+
+    /// Writes a 0600 secret file and returns its path.
+    pub fn secret(&self, rel: &str, value: &str) -> PathBuf {
+        let p = self.path(rel);
+        pushmirror::demo::write_secret(&p, value).unwrap();
+        p
+    }
+
+    pub fn config(&self) -> Config {
+        config::load(&self.config_path()).unwrap_or_else(|e| panic!("fixture config invalid:\n{e}"))
+    }
+
+    /// Pushes archive `debian` in-process with the real transports.
+    pub async fn push(&self, request: PushRequest) -> Report {
+        let config = self.config();
+        let plan = pushmirror::push::plan_push(&config, &request).unwrap();
+        let engine = pushmirror::push::engine(&config, Arc::new(Transports::new().unwrap()), Clock::system());
+        pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "test").await
+    }
+
+    /// Runs the pushmirror binary with `-c` pointing at this installation.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        run_bin(&self.config_path(), args)
+    }
+}
+
+pub fn run_bin(config: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pushmirror"))
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run pushmirror")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The report row of mirror `name`.
+pub fn row<'a>(report: &'a Report, name: &str) -> &'a pushmirror::report::TriggerReport {
+    report.triggers.iter().find(|t| t.mirror == name).unwrap_or_else(|| panic!("no row for {name}"))
+}
