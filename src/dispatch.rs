@@ -284,3 +284,209 @@ fn blank_row(mirror: &Mirror, stage: Stage, outcome: Outcome) -> TriggerReport {
         sync_duration_ms: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::config::{HttpMethod, HttpTarget, MirrorKind, Transport};
+    use crate::secret::Secret;
+    use crate::transport::{AttemptResult, Delivered};
+
+    /// Answers each mirror's attempts from a script, after an optional delay, and records when.
+    #[derive(Default)]
+    struct Scripted {
+        replies: Mutex<HashMap<String, VecDeque<AttemptResult>>>,
+        delay: HashMap<String, Duration>,
+        attempts: Mutex<Vec<(String, Instant)>>,
+    }
+
+    impl Scripted {
+        fn script(&self, mirror: &str, replies: impl IntoIterator<Item = AttemptResult>) {
+            self.replies.lock().unwrap().entry(mirror.into()).or_default().extend(replies);
+        }
+
+        fn times(&self, mirror: &str) -> Vec<Instant> {
+            self.attempts.lock().unwrap().iter().filter(|(m, _)| m == mirror).map(|(_, t)| *t).collect()
+        }
+    }
+
+    impl Trigger for Scripted {
+        async fn fire(&self, req: TriggerRequest<'_>, _attempt: &Attempt) -> AttemptResult {
+            let name = req.mirror.name.clone();
+            self.attempts.lock().unwrap().push((name.clone(), Instant::now()));
+            if let Some(d) = self.delay.get(&name) {
+                tokio::time::sleep(*d).await;
+            }
+            let next = self.replies.lock().unwrap().get_mut(&name).and_then(VecDeque::pop_front);
+            next.unwrap_or_else(|| Ok(Delivered::default()))
+        }
+    }
+
+    fn mirror(name: &str) -> Mirror {
+        Mirror {
+            name: name.into(),
+            file: format!("{name}.yaml").into(),
+            transport: Transport::Http(HttpTarget {
+                url: Secret::new("http://127.0.0.1:9/".parse().unwrap()),
+                method: HttpMethod::Get,
+                basic_auth: None,
+                bearer_token: None,
+                headers: vec![],
+            }),
+            archives: None,
+            kind: MirrorKind::All,
+            rate_limit: None,
+            retries: 3,
+            timeout: Duration::from_secs(60),
+            backoff: Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(4) },
+            tags: vec![],
+            enabled: true,
+            wait_for_sync: false,
+            sync_timeout: Duration::from_secs(3600),
+            busy_exit: None,
+            command: None,
+        }
+    }
+
+    fn plan(mirrors: Vec<Mirror>) -> Plan {
+        let entries = mirrors
+            .into_iter()
+            .map(|m| PlanEntry { stages: crate::plan::stages_of(&m), mirror: Arc::new(m), skip: None })
+            .collect();
+        Plan { archive: "debian".into(), serial: None, entries }
+    }
+
+    fn engine(fake: Scripted, concurrency: usize, state: &std::path::Path) -> (Engine<Scripted>, Arc<Scripted>) {
+        let fake = Arc::new(fake);
+        let clock = Clock::system();
+        let limits = RateLimits::persistent(state, clock.clone());
+        (Engine::new(Arc::clone(&fake), concurrency, limits, clock), fake)
+    }
+
+    fn transient() -> AttemptResult {
+        Err(AttemptError::transient(ErrorClass::Connect, "refused"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_retry_with_capped_full_jitter_then_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, fake) = engine(Scripted::default(), 4, dir.path());
+        fake.script("m", [transient(), transient(), transient(), transient()]);
+        let rows = engine.run(&plan(vec![mirror("m")]), &Options::default()).await;
+        assert_eq!((rows[0].outcome, rows[0].attempts), (Outcome::Failed, 4));
+        assert_eq!(rows[0].error_class, Some(ErrorClass::Connect));
+        let times = fake.times("m");
+        // Caps: 1 s, 2 s, then 4 s (the max).
+        for (gap, cap) in times.windows(2).map(|w| w[1] - w[0]).zip([1, 2, 4]) {
+            assert!(gap <= Duration::from_secs(cap), "gap {gap:?} over cap {cap}s");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_beyond_the_cap_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, fake) = engine(Scripted::default(), 4, dir.path());
+        let mut busy = AttemptError::transient(ErrorClass::HttpStatus, "HTTP 429");
+        busy.retry_after = Some(Duration::from_secs(3600));
+        fake.script("m", [Err(busy)]);
+        let rows = engine.run(&plan(vec![mirror("m")]), &Options::default()).await;
+        assert_eq!((rows[0].outcome, rows[0].attempts), (Outcome::Ok, 2));
+        let times = fake.times("m");
+        assert_eq!(times[1] - times[0], Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_failure_is_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, fake) = engine(Scripted::default(), 4, dir.path());
+        fake.script("m", [Err(AttemptError::permanent(ErrorClass::Auth, "denied"))]);
+        let rows = engine.run(&plan(vec![mirror("m")]), &Options::default()).await;
+        assert_eq!(
+            (rows[0].outcome, rows[0].attempts, rows[0].error_class),
+            (Outcome::Failed, 1, Some(ErrorClass::Auth))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backing_off_does_not_hold_a_permit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, fake) = engine(Scripted::default(), 1, dir.path());
+        let mut later = AttemptError::transient(ErrorClass::HttpStatus, "HTTP 503");
+        later.retry_after = Some(Duration::from_secs(100));
+        fake.script("a-flaky", [Err(later)]);
+        let mut flaky = mirror("a-flaky");
+        flaky.backoff = Backoff { initial: Duration::from_secs(100), max: Duration::from_secs(100) };
+        let start = Instant::now();
+        let rows = engine.run(&plan(vec![flaky, mirror("b"), mirror("c")]), &Options::default()).await;
+        assert!(rows.iter().all(|r| r.outcome == Outcome::Ok));
+        // With one permit, b and c still ran while a-flaky waited out its 100 s.
+        assert_eq!(fake.times("b")[0] - start, Duration::ZERO);
+        assert_eq!(fake.times("c")[0] - start, Duration::ZERO);
+        assert_eq!(fake.times("a-flaky")[1] - start, Duration::from_secs(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_mirror_does_not_delay_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Scripted { delay: [("slow".to_string(), Duration::from_secs(50))].into(), ..Default::default() };
+        let (engine, _fake) = engine(fake, 2, dir.path());
+        let start = Instant::now();
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&done);
+        let options = Options {
+            on_done: Some(Arc::new(move |r: &TriggerReport| {
+                seen.lock().unwrap().push((r.mirror.clone(), start.elapsed()))
+            })),
+            ..Options::default()
+        };
+        let names = ["f1", "f2", "f3", "f4", "slow"];
+        engine.run(&plan(names.iter().map(|n| mirror(n)).collect()), &options).await;
+        let done = done.lock().unwrap();
+        for (name, at) in done.iter() {
+            if name == "slow" {
+                assert_eq!(*at, Duration::from_secs(50));
+            } else {
+                assert_eq!(*at, Duration::ZERO, "{name} waited for the slow mirror");
+            }
+        }
+        assert_eq!(done.len(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limited_mirror_is_deferred_and_sent_once_allowed_with_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, fake) = engine(Scripted::default(), 4, dir.path());
+        let mut m = mirror("m");
+        m.rate_limit = Some("1/1h".parse().unwrap());
+        let plan = plan(vec![m]);
+        let first = engine.run(&plan, &Options::default()).await;
+        assert_eq!(first[0].outcome, Outcome::Ok);
+        let second = engine.run(&plan, &Options::default()).await;
+        assert_eq!((second[0].outcome, second[0].attempts), (Outcome::Deferred, 0));
+        let until = second[0].deferred_until.unwrap().0;
+        let ahead = until.duration_since(engine.clock.now()).unwrap();
+        assert!(ahead > Duration::from_secs(3590) && ahead <= Duration::from_secs(3600), "{ahead:?}");
+        let dry = engine.run(&plan, &Options { dry_run: true, ..Options::default() }).await;
+        assert_eq!((dry[0].outcome, dry[0].deferred_until.map(|t| t.0)), (Outcome::Planned, Some(until)));
+        let start = Instant::now();
+        let third = engine.run(&plan, &Options { wait: true, ..Options::default() }).await;
+        assert_eq!(third[0].outcome, Outcome::Ok);
+        assert!(start.elapsed() >= ahead, "sent after {:?}, before the limit allowed", start.elapsed());
+        assert_eq!(fake.times("m").len(), 2);
+    }
+
+    #[test]
+    fn backoff_without_retry_after_stays_under_its_cap() {
+        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
+        for attempt in 1..40 {
+            let cap = Duration::from_millis(100 * 2u64.pow((attempt - 1).min(10))).min(b.max);
+            assert!(backoff_delay(&b, attempt, None) <= cap);
+        }
+        assert_eq!(backoff_delay(&b, 1, Some(Duration::from_millis(700))), Duration::from_millis(700));
+    }
+}

@@ -239,7 +239,7 @@ fn detail_text(t: &TriggerReport) -> String {
     if let Some(ms) = t.sync_duration_ms {
         parts.push(format!("sync took {}", format_ms(ms)));
     }
-    if t.outcome == Outcome::Planned || t.attempts > 0 || t.outcome == Outcome::Failed {
+    if t.attempts > 0 || t.outcome == Outcome::Failed {
         parts.push(t.target.clone());
     }
     parts.join("; ")

@@ -125,7 +125,11 @@ fn classify(err: reqwest::Error) -> AttemptError {
     let mut chain = Vec::new();
     let mut source = err.source();
     while let Some(s) = source {
-        chain.push(s.to_string());
+        let text = s.to_string();
+        // hyper's wrapper ("client error (Connect)") says nothing its causes do not.
+        if !text.starts_with("client error (") {
+            chain.push(text);
+        }
         source = s.source();
     }
     let detail = if chain.is_empty() { err.to_string() } else { chain.join(": ") };

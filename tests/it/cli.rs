@@ -1,1 +1,186 @@
-use crate::common::Fixture;
+//! The binary as an operator uses it: exit codes, config errors, rate limits across processes,
+//! secrets never printed, the demo.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use pushmirror::demo::{HttpReceiver, Reply};
+use pushmirror::report::{Outcome, Report};
+
+use crate::common::{Fixture, run_bin, stderr, stdout};
+
+/// Runs the binary without blocking the runtime that serves the receivers.
+async fn cli(config: PathBuf, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_bin(&config, &args)
+    })
+    .await
+    .unwrap()
+}
+
+fn json_report(o: &Output) -> Report {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON report ({e}):\n{}", stdout(o)))
+}
+
+#[tokio::test]
+async fn a_rate_limit_holds_across_two_processes() {
+    let rx = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("limited", &rx.url("/"), "rate_limit: 1/1h\n");
+    f.http_mirror("free", &rx.url("/free"), "");
+
+    let first = cli(f.config_path(), &["push", "--format", "json"]).await;
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let report = json_report(&first);
+    assert_eq!(report.triggers.iter().map(|t| t.outcome).collect::<Vec<_>>(), [Outcome::Ok, Outcome::Ok]);
+
+    let second = cli(f.config_path(), &["push", "--format", "json"]).await;
+    assert_eq!(second.status.code(), Some(0), "deferred is not a failure: {}", stderr(&second));
+    let report = json_report(&second);
+    let free = report.triggers.iter().find(|t| t.mirror == "free").unwrap();
+    let limited = report.triggers.iter().find(|t| t.mirror == "limited").unwrap();
+    assert_eq!(free.outcome, Outcome::Ok);
+    assert_eq!((limited.outcome, limited.attempts), (Outcome::Deferred, 0));
+    let until = limited.deferred_until.expect("deferred until a time").0;
+    let wait = until.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(wait > std::time::Duration::from_secs(3500), "deferred only {wait:?}");
+
+    let table = cli(f.config_path(), &["push"]).await;
+    assert!(stdout(&table).contains("deferred until 20"), "{}", stdout(&table));
+
+    let to_limited = rx.log().hits().iter().filter(|h| h.uri == "/").count();
+    assert_eq!(to_limited, 1, "the rate-limited mirror was triggered twice");
+}
+
+#[test]
+fn check_reports_six_mistakes_at_once_with_their_positions() {
+    let f = Fixture::new();
+    f.mirror("a-bad-yaml", "http:\n  url: [unclosed\n");
+    f.mirror("b-unknown-field", "http:\n  url: http://127.0.0.1:9/\nretires: 3\n");
+    f.mirror("c-bad-duration", "http:\n  url: http://127.0.0.1:9/\ntimeout: 5 parsecs\n");
+    f.mirror("d-bad-rate", "http:\n  url: http://127.0.0.1:9/\nrate_limit: often\n");
+    f.mirror("e-missing-secret", "http:\n  url_file: secrets/nope.url\n");
+    f.mirror("f-unknown-archive", "http:\n  url: http://127.0.0.1:9/\narchives: [debian, ubuntu]\n");
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let dir = f.path("mirrors.d");
+    let expected = [
+        ("a-bad-yaml", 3, "invalid YAML"),
+        ("b-unknown-field", 3, "retires: unknown field"),
+        ("c-bad-duration", 3, "timeout: invalid duration `5 parsecs`"),
+        ("d-bad-rate", 3, "rate_limit: invalid rate limit `often`"),
+        ("e-missing-secret", 2, "http.url_file: cannot read"),
+        ("f-unknown-archive", 3, "archives: unknown archive `ubuntu`"),
+    ];
+    let located: Vec<&str> = err.lines().filter(|l| l.starts_with(dir.to_str().unwrap())).collect();
+    assert_eq!(located.len(), 6, "{err}");
+    for ((file, line, what), got) in expected.iter().zip(&located) {
+        let prefix = format!("{}/{file}.yaml:{line}:", dir.display());
+        assert!(got.starts_with(&prefix), "expected {prefix}… got {got}");
+        assert!(got.contains(what), "expected `{what}` in {got}");
+    }
+}
+
+#[test]
+fn config_mistakes_name_file_line_and_field() {
+    let f = Fixture::new();
+    f.mirror("one", "name: same\nhttp:\n  url: http://127.0.0.1:9/\n");
+    f.mirror("two", "name: same\nhttp:\n  url: http://127.0.0.1:9/\n");
+    f.mirror("neither", "timeout: 5s\n");
+    f.mirror("both", "ssh: { host: a, user: b }\nhttp:\n  url: http://127.0.0.1:9/\n");
+    let open = f.path("mirrors.d/open.pw");
+    std::fs::write(&open, "pw\n").unwrap();
+    f.mirror("too-open", "http:\n  url: http://127.0.0.1:9/\n  basic_auth: { user: u, password_file: open.pw }\n");
+    let errors = pushmirror::config::load(&f.config_path()).unwrap_err().to_string();
+    for want in [
+        "mirrors.d/two.yaml:1:1: name: duplicate mirror name `same`, also defined in",
+        "mirrors.d/neither.yaml:1:1: a mirror needs `ssh:` or `http:`",
+        "mirrors.d/both.yaml:2:1: http: a mirror has either `ssh:` or `http:`, not both",
+        "mirrors.d/too-open.yaml:3:26: http.basic_auth.password_file: permissions 0644",
+    ] {
+        assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
+    }
+}
+
+#[tokio::test]
+async fn a_valid_config_checks_ok_and_an_invalid_one_sends_nothing() {
+    let rx = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("good", &rx.url("/"), "");
+    let ok = cli(f.config_path(), &["check"]).await;
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("ok: 1 archive(s), 1 mirror(s)"));
+
+    f.mirror("broken", "http:\n  url: http://127.0.0.1:9/\ntimeout: never\n");
+    let push = cli(f.config_path(), &["push"]).await;
+    assert_eq!(push.status.code(), Some(2));
+    assert!(stderr(&push).contains("broken.yaml:3:1: timeout: invalid duration"), "{}", stderr(&push));
+    assert_eq!(rx.log().count(), 0, "an invalid config must send nothing");
+    assert!(!f.path("state/reports").exists(), "no report for a push that never happened");
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_any_output() {
+    const TOKEN: &str = "tok3n5ecretpathpart";
+    const QUERY: &str = "qu3rysecretvalue";
+    const PASSWORD: &str = "pa55wordsecret";
+    let ok = HttpReceiver::start().await.unwrap();
+    let failing = HttpReceiver::builder().reply(Reply::Status(503)).start().await.unwrap();
+    let f = Fixture::new();
+    f.secret("secrets/ok.url", &ok.url(&format!("/trigger/{TOKEN}?key={QUERY}")));
+    f.secret("secrets/bad.url", &failing.url(&format!("/trigger/{TOKEN}?key={QUERY}")));
+    f.secret("secrets/gone.url", &format!("http://user:{PASSWORD}@127.0.0.1:9/{TOKEN}?key={QUERY}"));
+    f.secret("secrets/pw", PASSWORD);
+    let auth = format!("  basic_auth: {{ user: ubuntu, password_file: ../secrets/pw }}\n  method: POST\n");
+    f.mirror("ok", &format!("http:\n  url_file: ../secrets/ok.url\n{auth}"));
+    f.mirror(
+        "bad",
+        &format!("http:\n  url_file: ../secrets/bad.url\n{auth}retries: 1\nbackoff: {{ initial: 10ms, max: 10ms }}\n"),
+    );
+    f.mirror("gone", "http:\n  url_file: ../secrets/gone.url\nretries: 0\n");
+
+    let mut outputs = Vec::new();
+    for args in [
+        &["-vv", "push"][..],
+        &["-vvv", "push", "--format", "json"],
+        &["push", "--dry-run"],
+        &["list"],
+        &["list", "--format", "json"],
+        &["status"],
+        &["status", "--format", "json"],
+        &["check", "-vv"],
+        &["--help"],
+        &["push", "--help"],
+    ] {
+        let o = cli(f.config_path(), args).await;
+        outputs.push((args.join(" "), format!("{}{}", stdout(&o), stderr(&o))));
+    }
+    for entry in std::fs::read_dir(f.path("state/reports")).unwrap() {
+        let p = entry.unwrap().path();
+        outputs.push((p.display().to_string(), std::fs::read_to_string(&p).unwrap()));
+    }
+    // The pushes really happened, with the secrets, and failed where they should.
+    assert!(ok.log().hits().iter().any(|h| h.uri.contains(TOKEN) && h.uri.contains(QUERY)));
+    assert!(failing.log().count() >= 2);
+    let basic = pushmirror::demo::base64_basic("ubuntu", PASSWORD);
+    let basic_b64 = basic.trim_start_matches("Basic ");
+    assert!(outputs[0].1.contains("503"), "the failure is reported: {}", outputs[0].1);
+    assert!(outputs[0].1.contains("127.0.0.1"), "targets are shown redacted: {}", outputs[0].1);
+    for (what, text) in &outputs {
+        for secret in [TOKEN, QUERY, PASSWORD, basic_b64] {
+            assert!(!text.contains(secret), "`{what}` printed a secret:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn the_demo_pushes_to_its_receivers_and_all_are_ok() {
+    let out = run_bin(std::path::Path::new("/nonexistent/pushmirror.yaml"), &["demo", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = json_report(&out);
+    assert!(report.triggers.len() >= 6);
+    assert!(report.triggers.iter().all(|t| t.outcome == Outcome::Ok && t.attempts == 1), "{report:?}");
+}
