@@ -134,7 +134,7 @@ async fn secrets_never_appear_in_any_output() {
     f.secret("secrets/bad.url", &failing.url(&format!("/trigger/{TOKEN}?key={QUERY}")));
     f.secret("secrets/gone.url", &format!("http://user:{PASSWORD}@127.0.0.1:9/{TOKEN}?key={QUERY}"));
     f.secret("secrets/pw", PASSWORD);
-    let auth = format!("  basic_auth: {{ user: ubuntu, password_file: ../secrets/pw }}\n  method: POST\n");
+    let auth = "  basic_auth: { user: ubuntu, password_file: ../secrets/pw }\n  method: POST\n";
     f.mirror("ok", &format!("http:\n  url_file: ../secrets/ok.url\n{auth}"));
     f.mirror(
         "bad",
