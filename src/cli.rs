@@ -52,6 +52,12 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Watch the archives, push when an update completes, serve status; runs until SIGTERM.
+    Daemon {
+        /// After SIGTERM, how long running triggers may take before they are interrupted.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
     /// Start local receivers, push to them with the real engine, print the report.
     Demo {
         /// Number of demo mirrors.

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, Format, PushArgs};
 use crate::clock::Clock;
@@ -31,6 +33,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Check => check(&cli),
         Command::List { archive } => list(&cli, archive.as_deref()),
         Command::Status { check } => status(&cli, *check),
+        Command::Daemon { grace } => daemon(&cli, *grace).await,
         Command::Demo { mirrors } => crate::demo::run(*mirrors, cli.format).await,
     }
 }
@@ -75,6 +78,48 @@ fn check(cli: &Cli) -> u8 {
     }
 }
 
+async fn daemon(cli: &Cli, grace: Duration) -> u8 {
+    let config = match load(cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let shutdown = CancellationToken::new();
+    let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+    if let Err(e) = forward_signals(shutdown.clone(), reload_tx) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return EXIT_USAGE;
+    }
+    let control = crate::daemon::Control { shutdown, reload: reload_rx };
+    match crate::daemon::start(cli.config.clone(), config, control, grace).await {
+        Ok(daemon) => {
+            daemon.wait().await;
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// SIGTERM and SIGINT cancel `shutdown`; SIGHUP asks for a reload.
+fn forward_signals(shutdown: CancellationToken, reload: mpsc::UnboundedSender<()>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => shutdown.cancel(),
+                _ = int.recv() => shutdown.cancel(),
+                _ = hup.recv() => { let _ = reload.send(()); }
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn push(cli: &Cli, args: &PushArgs) -> u8 {
     let config = match load(cli) {
         Ok(c) => c,
@@ -104,8 +149,12 @@ async fn push(cli: &Cli, args: &PushArgs) -> u8 {
     let sending = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len() as u64).sum();
     let show_bar = !args.no_progress && !args.dry_run && cli.format == Format::Table && std::io::stderr().is_terminal();
     let progress = show_bar.then(|| Progress::start(sending));
-    let options =
-        Options { wait: args.wait, dry_run: args.dry_run, on_done: progress.as_ref().map(Progress::callback) };
+    let options = Options {
+        wait: args.wait,
+        dry_run: args.dry_run,
+        on_done: progress.as_ref().map(Progress::callback),
+        ..Options::default()
+    };
     let report = crate::push::execute(&config, &engine, &plan, &options, "cli").await;
     drop(progress);
     print_report(&report, cli.format);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::clock::Clock;
@@ -30,6 +31,23 @@ pub struct Options {
     pub dry_run: bool,
     /// Progress callback.
     pub on_done: Option<OnDone>,
+    /// Cancelled: triggers not yet delivered end as failed ("interrupted") at once.
+    pub cancel: Option<CancellationToken>,
+}
+
+/// The error of a trigger cut short by [`Options::cancel`].
+pub const INTERRUPTED: &str = "interrupted: pushmirror is shutting down";
+
+/// Runs `f` unless `cancel` fires first.
+async fn unless_cancelled<F: std::future::Future>(cancel: &Option<CancellationToken>, f: F) -> Option<F::Output> {
+    match cancel {
+        Some(c) => tokio::select! {
+            biased;
+            _ = c.cancelled() => None,
+            out = f => Some(out),
+        },
+        None => Some(f.await),
+    }
 }
 
 /// The engine: a transport, the concurrency bound, the rate limits and the clock.
@@ -132,7 +150,16 @@ impl<T: Trigger> Engine<T> {
                     Ok(Admission::Allowed) => break,
                     Ok(Admission::DeferredUntil(until)) if options.wait => {
                         tracing::info!(mirror = %job.mirror.name, until = %Timestamp(until), "rate limit: waiting");
-                        tokio::time::sleep(self.clock.until(until)).await;
+                        if unless_cancelled(&options.cancel, tokio::time::sleep(self.clock.until(until)))
+                            .await
+                            .is_none()
+                        {
+                            let mut row = blank_row(&job.mirror, stage, Outcome::Failed);
+                            row.error_class = Some(ErrorClass::Other);
+                            row.error = Some(INTERRUPTED.to_string());
+                            notify(options, &row);
+                            return row;
+                        }
                     }
                     Ok(Admission::DeferredUntil(until)) => {
                         tracing::info!(mirror = %job.mirror.name, until = %Timestamp(until), "rate limit: deferred");

@@ -30,13 +30,16 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod dispatch;
+pub mod fsutil;
 pub mod plan;
 pub mod push;
 pub mod ratelimit;
 pub mod report;
 pub mod secret;
+pub mod server;
 pub mod transport;
 pub mod watch;
 

@@ -7,7 +7,9 @@ use pushmirror::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    pushmirror::init_logging(cli.verbose, cli.quiet);
+    // The daemon logs what it does (journald); one-shot commands only what goes wrong.
+    let daemon = matches!(cli.command, pushmirror::cli::Command::Daemon { .. });
+    pushmirror::init_logging(cli.verbose + u8::from(daemon), cli.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

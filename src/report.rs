@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -276,6 +275,107 @@ pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The daemon's live status: what `GET /status` serves and the HTML page shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// When the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// One entry per configured archive.
+    pub archives: Vec<ArchiveStatus>,
+    /// Triggers waiting for their mirror's rate limit.
+    pub deferred: Vec<DeferredTrigger>,
+}
+
+/// One archive as the daemon sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveStatus {
+    /// Archive name.
+    pub name: String,
+    /// Version in the trace file now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_version: Option<String>,
+    /// Whether an update lock is held now.
+    #[serde(default)]
+    pub locked: bool,
+    /// The last version pushed (or recorded at first start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_version: Option<String>,
+    /// The push in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushProgress>,
+    /// The last finished push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report: Option<Report>,
+    /// Each mirror's latest outcome across pushes.
+    #[serde(default)]
+    pub mirrors: Vec<MirrorStatus>,
+}
+
+/// One mirror's latest state across pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorStatus {
+    /// Mirror name.
+    pub mirror: String,
+    /// Outcome of its latest trigger.
+    pub outcome: Outcome,
+    /// When its latest trigger started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    /// When it last got a trigger delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok: Option<Timestamp>,
+    /// The latest error (or note).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl MirrorStatus {
+    /// Folds a report's rows into per-mirror status, keeping each mirror's last success.
+    pub fn fold(mirrors: &mut Vec<MirrorStatus>, rows: &[TriggerReport]) {
+        for row in rows.iter().filter(|r| r.note.as_deref() != Some(crate::plan::NOT_SELECTED)) {
+            let ok_at = (row.outcome == Outcome::Ok).then_some(row.started_at).flatten();
+            let fresh = MirrorStatus {
+                mirror: row.mirror.clone(),
+                outcome: row.outcome,
+                at: row.started_at,
+                last_ok: ok_at,
+                error: row.error.clone().or_else(|| row.note.clone()),
+            };
+            match mirrors.iter_mut().find(|m| m.mirror == row.mirror) {
+                Some(m) => *m = MirrorStatus { last_ok: ok_at.or(m.last_ok), ..fresh },
+                None => mirrors.push(fresh),
+            }
+        }
+        mirrors.sort_by(|a, b| a.mirror.cmp(&b.mirror));
+    }
+}
+
+/// A push in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushProgress {
+    /// Version being pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// Triggers it will send.
+    pub total: usize,
+    /// Triggers that have ended so far.
+    pub done: Vec<TriggerReport>,
+}
+
+/// A trigger the daemon will send once the mirror's rate limit allows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferredTrigger {
+    /// Archive.
+    pub archive: String,
+    /// Mirror.
+    pub mirror: String,
+    /// When it is allowed.
+    pub until: Timestamp,
+}
+
 /// Reports kept in `state_dir/reports`, newest `keep` of them.
 #[derive(Debug, Clone)]
 pub struct History {
@@ -293,16 +393,11 @@ impl History {
 
     /// Writes `report` atomically (temp file + rename), then drops the oldest beyond `keep`.
     pub fn save(&self, report: &Report) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir)?;
         let ms = report.finished_at.0.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);
         let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         let name = format!("{ms:013}-{:07}-{seq:04}-{}.json", std::process::id(), report.archive);
         let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(report)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(report)?)?;
         self.prune()?;
         Ok(path)
     }

@@ -54,9 +54,10 @@ pub fn observe(archive: &Archive) -> Observation {
 
 fn is_locked(archive: &Archive) -> bool {
     let root = glob::Pattern::escape(&archive.root.to_string_lossy());
-    archive.locks.iter().any(|pattern| {
-        glob::glob(&format!("{root}/{pattern}")).is_ok_and(|mut matches| matches.any(|m| m.is_ok()))
-    })
+    archive
+        .locks
+        .iter()
+        .any(|pattern| glob::glob(&format!("{root}/{pattern}")).is_ok_and(|mut matches| matches.any(|m| m.is_ok())))
 }
 
 /// Completion detection for one archive, fed with observations and the time they were made.
@@ -139,20 +140,19 @@ impl Watcher {
         let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
         // Kept alive for the watcher's lifetime; None when inotify is unavailable (poll only).
         let _fs = fs_watcher(&self.archive, wake_tx);
-        let mut deadline: Option<Instant> = None;
         let mut poll = tokio::time::interval(self.archive.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let observed = observe(&self.archive);
-            match self.settle.update(&observed, Instant::now()) {
+            let deadline = match self.settle.update(&observed, Instant::now()) {
                 Verdict::Complete(version) => {
                     tracing::info!(archive = %self.archive.name, %version, "update complete");
-                    deadline = None;
                     tx.send_modify(|s| s.completed = Some(version));
+                    None
                 }
-                Verdict::SettlesAt(at) => deadline = Some(at),
-                Verdict::Idle => deadline = None,
-            }
+                Verdict::SettlesAt(at) => Some(at),
+                Verdict::Idle => None,
+            };
             tx.send_if_modified(|s| {
                 let changed = s.observed != observed;
                 s.observed = observed;

@@ -41,6 +41,18 @@ impl Fixture {
         std::fs::write(self.config_path(), text).unwrap();
     }
 
+    /// Replaces pushmirror.yaml with `text` (which should set `mirrors_dir: mirrors.d`,
+    /// `state_dir: state` and an archive rooted at `archive`).
+    pub fn set_main(&self, text: &str) -> &Self {
+        std::fs::write(self.config_path(), text).unwrap();
+        self
+    }
+
+    /// Writes the archive's trace file with this serial.
+    pub fn set_serial(&self, serial: &str) {
+        std::fs::write(self.path("archive/project/trace/master"), format!("Archive serial: {serial}\n")).unwrap();
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }

@@ -1,0 +1,501 @@
+//! `pushmirror daemon`: watch every archive, push when an update completes, keep a live status.
+//!
+//! Per archive, a [`Watcher`] publishes the newest completed version into a watch channel and a
+//! pusher pushes it. Updates that complete during a push only overwrite the channel's value, so
+//! they coalesce into one follow-up push of the newest version. Before a push is dispatched its
+//! journal is persisted ([`state`]); a restart resumes it for the mirrors not yet done.
+//! Rate-limited mirrors are kept as deferred triggers (one per mirror) and sent when allowed.
+//!
+//! A configuration lives in a *generation*: SIGHUP starts a new one from the reloaded file (an
+//! invalid file keeps the old one) and retires the old one after its running pushes. A per-archive
+//! lock makes the new pusher wait for the old one, so a push is never dispatched twice.
+
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::dispatch::{Engine, INTERRUPTED, Options};
+use crate::plan::{PushRequest, plan};
+use crate::report::{
+    ArchiveStatus, DaemonStatus, DeferredTrigger, History, MirrorStatus, Outcome, PushProgress, Report, Timestamp,
+    TriggerReport,
+};
+use crate::server::{Metrics, ServerState};
+use crate::transport::{Stage, Transports};
+use crate::watch::{WatchState, Watcher};
+use state::{DeferredMap, StateDir};
+
+/// How the daemon is told to reload or stop.
+pub struct Control {
+    /// Cancelled on SIGTERM/SIGINT: stop accepting work, drain, exit.
+    pub shutdown: CancellationToken,
+    /// One message per SIGHUP.
+    pub reload: mpsc::UnboundedReceiver<()>,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    /// Where the status server listens.
+    pub addr: SocketAddr,
+    /// The live status (what `/status` serves).
+    pub status: watch::Receiver<DaemonStatus>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Waits until the daemon has drained and stopped.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// State shared by every generation.
+struct Shared {
+    config_path: PathBuf,
+    status: watch::Sender<DaemonStatus>,
+    metrics: Arc<Metrics>,
+    archive_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    deferred: Mutex<DeferredMap>,
+    deferred_changed: Notify,
+    /// Cancelled when the grace period after SIGTERM has run out: running triggers are cut short.
+    hard_stop: CancellationToken,
+    tasks: TaskTracker,
+    clock: Clock,
+}
+
+/// Starts the daemon: binds the status server, starts watching, returns at once.
+pub async fn start(config_path: PathBuf, config: Config, control: Control, grace: Duration) -> anyhow::Result<Daemon> {
+    let listener = tokio::net::TcpListener::bind(config.status.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (status.listen)", config.status.listen))?;
+    let addr = listener.local_addr()?;
+    let (status_tx, status_rx) =
+        watch::channel(DaemonStatus { started_at: Some(Timestamp(SystemTime::now())), ..DaemonStatus::default() });
+    let metrics = Arc::new(Metrics::default());
+    let shared = Arc::new(Shared {
+        config_path,
+        status: status_tx,
+        metrics: Arc::clone(&metrics),
+        archive_locks: Mutex::default(),
+        deferred: Mutex::new(StateDir::new(&config.state_dir).deferred()),
+        deferred_changed: Notify::new(),
+        hard_stop: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        clock: Clock::system(),
+    });
+    let generation = Generation::start(config, &shared).context("cannot start")?;
+    let server_stop = CancellationToken::new();
+    let app = crate::server::router(ServerState { status: status_rx.clone(), metrics });
+    let stop = server_stop.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+    });
+    tracing::info!(%addr, "status server listening");
+    let task = tokio::spawn(async move {
+        supervise(generation, control, grace, &shared).await;
+        server_stop.cancel();
+        let _ = server.await;
+    });
+    Ok(Daemon { addr, status: status_rx, task })
+}
+
+async fn supervise(mut generation: Generation, mut control: Control, grace: Duration, shared: &Arc<Shared>) {
+    notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("watching")]);
+    loop {
+        tokio::select! {
+            _ = control.shutdown.cancelled() => break,
+            Some(()) = control.reload.recv() => {
+                notify_systemd(&[sd_notify::NotifyState::Reloading]);
+                match crate::config::load(&shared.config_path) {
+                    Ok(config) => match Generation::start(config, shared) {
+                        Ok(next) => {
+                            generation.stop.cancel();
+                            generation = next;
+                            tracing::info!(config = %shared.config_path.display(), "configuration reloaded");
+                        }
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed, keeping the old configuration"),
+                    },
+                    Err(errors) => {
+                        for e in &errors.0 {
+                            tracing::error!("{e}");
+                        }
+                        tracing::error!(errors = errors.0.len(), "invalid configuration, keeping the old one");
+                    }
+                }
+                notify_systemd(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!(grace = %humantime::format_duration(grace), "stopping: letting running triggers finish");
+    generation.stop.cancel();
+    let hard_stop = shared.hard_stop.clone();
+    let timer = tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        tracing::warn!("grace period over: interrupting running triggers");
+        hard_stop.cancel();
+    });
+    shared.tasks.close();
+    shared.tasks.wait().await;
+    timer.abort();
+    tracing::info!("stopped");
+}
+
+fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// One configuration's tasks.
+struct Generation {
+    stop: CancellationToken,
+}
+
+/// What a generation's tasks share.
+struct GenCtx {
+    config: Config,
+    engine: Engine<Transports>,
+    state: StateDir,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl Generation {
+    fn start(config: Config, shared: &Arc<Shared>) -> anyhow::Result<Generation> {
+        let transports = Arc::new(Transports::new().context("cannot set up transports")?);
+        let engine = crate::push::engine(&config, transports, shared.clock.clone());
+        let state = StateDir::new(&config.state_dir);
+        let stop = CancellationToken::new();
+        let names: Vec<String> = config.archives.keys().cloned().collect();
+        let history = History::new(&config.state_dir, config.status.history).all().unwrap_or_default();
+        shared.status.send_modify(|s| {
+            s.archives.retain(|a| names.contains(&a.name));
+            for name in &names {
+                if !s.archives.iter().any(|a| &a.name == name) {
+                    let mut a = ArchiveStatus { name: name.clone(), ..ArchiveStatus::default() };
+                    for r in history.iter().filter(|r| &r.archive == name && !r.dry_run) {
+                        MirrorStatus::fold(&mut a.mirrors, &r.triggers);
+                        a.last_report = Some(r.clone());
+                    }
+                    s.archives.push(a);
+                }
+            }
+            s.archives.sort_by(|a, b| a.name.cmp(&b.name));
+        });
+        let ctx = Arc::new(GenCtx { config, engine, state, shared: Arc::clone(shared), stop: stop.clone() });
+        for archive in ctx.config.archives.values() {
+            let pushed = match ctx.state.pushed(&archive.name) {
+                Some(v) => v,
+                None => {
+                    // First start: what is there now counts as pushed; only later updates are pushed.
+                    let v = crate::watch::read_version(archive);
+                    tracing::info!(archive = %archive.name, version = v.as_deref().unwrap_or("none"), "first start: recording the current version without pushing");
+                    ctx.state.set_pushed(&archive.name, v.as_deref()).context("cannot write state")?;
+                    v
+                }
+            };
+            ctx.update_archive(&archive.name, |a| a.pushed_version = pushed.clone());
+            let (tx, rx) = watch::channel(WatchState { completed: pushed.clone(), ..WatchState::default() });
+            let watcher = Watcher::new(archive.clone(), pushed);
+            shared.tasks.spawn(watcher.run(tx, stop.clone()));
+            shared.tasks.spawn(Arc::clone(&ctx).mirror_observations(archive.name.clone(), rx.clone()));
+            shared.tasks.spawn(Arc::clone(&ctx).pusher(archive.name.clone(), rx));
+        }
+        shared.tasks.spawn(Arc::clone(&ctx).deferred_loop());
+        Ok(Generation { stop })
+    }
+}
+
+impl GenCtx {
+    fn update_archive(&self, name: &str, f: impl FnOnce(&mut ArchiveStatus)) {
+        self.shared.status.send_modify(|s| {
+            if let Some(a) = s.archives.iter_mut().find(|a| a.name == name) {
+                f(a);
+            }
+        });
+    }
+
+    /// Copies what the watcher sees into the live status.
+    async fn mirror_observations(self: Arc<Self>, archive: String, mut rx: watch::Receiver<WatchState>) {
+        loop {
+            let observed = rx.borrow_and_update().observed.clone();
+            self.update_archive(&archive, |a| {
+                a.observed_version = observed.version;
+                a.locked = observed.locked;
+            });
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Pushes each newly completed version; resumes a due push first.
+    async fn pusher(self: Arc<Self>, archive: String, mut rx: watch::Receiver<WatchState>) {
+        let lock = {
+            let mut locks = self.shared.archive_locks.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(locks.entry(archive.clone()).or_default())
+        };
+        // The previous generation's pusher for this archive finishes its push first.
+        let _held = lock.lock().await;
+        if let Some(due) = self.state.due(&archive)
+            && !self.stop.is_cancelled()
+        {
+            tracing::info!(%archive, version = %due.version, done = due.done.len(), "resuming a push that was due");
+            self.push(&archive, due.version, Some(due.done)).await;
+        }
+        loop {
+            let completed = rx.borrow_and_update().completed.clone();
+            let pushed = self.state.pushed(&archive).flatten();
+            if let Some(version) = completed.filter(|v| Some(v) != pushed.as_ref()) {
+                if self.stop.is_cancelled() {
+                    return;
+                }
+                self.push(&archive, version, None).await;
+                continue;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// One push of `version`, journalled so that a crash loses nothing.
+    async fn push(&self, archive: &str, version: String, resumed: Option<BTreeSet<String>>) {
+        let journal = match &resumed {
+            Some(_) => self.state.resume(archive),
+            None => self.state.begin(archive, &version),
+        };
+        let journal = match journal {
+            Ok(j) => Some(j),
+            Err(e) => {
+                tracing::error!(%archive, error = %e, "cannot persist the due push; pushing anyway");
+                None
+            }
+        };
+        let request =
+            PushRequest { archive: Some(archive.to_string()), serial: Some(version.clone()), ..PushRequest::default() };
+        let mut plan = match plan(&self.config, &request) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(%archive, error = %e, "cannot plan the push");
+                return;
+            }
+        };
+        if let Some(done) = &resumed {
+            for entry in plan.entries.iter_mut().filter(|e| e.skip.is_none() && done.contains(&e.mirror.name)) {
+                entry.skip = Some("delivered before the restart".to_string());
+            }
+        }
+        let total: usize = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len()).sum();
+        tracing::info!(%archive, %version, triggers = total, "pushing");
+        notify_systemd(&[sd_notify::NotifyState::Status(&format!("pushing {archive} {version}"))]);
+        self.shared.metrics.push_started(total);
+        let started = Timestamp(SystemTime::now());
+        let progress_version = version.clone();
+        self.update_archive(archive, |a| {
+            a.push =
+                Some(PushProgress { version: Some(progress_version), started_at: started, total, done: Vec::new() })
+        });
+        let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let journal = Arc::new(journal);
+        let on_done = {
+            let (journal, ended, shared, archive) =
+                (Arc::clone(&journal), Arc::clone(&ended), Arc::clone(&self.shared), archive.to_string());
+            Arc::new(move |row: &TriggerReport| {
+                if let Some(j) = journal.as_ref()
+                    && is_final(row)
+                {
+                    j.record_done(&row.mirror);
+                }
+                ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                shared.metrics.trigger_ended(row);
+                shared.status.send_modify(|s| {
+                    if let Some(p) = s.archives.iter_mut().find(|a| a.name == archive).and_then(|a| a.push.as_mut()) {
+                        p.done.push(row.clone());
+                    }
+                });
+            })
+        };
+        let options =
+            Options { on_done: Some(on_done), cancel: Some(self.shared.hard_stop.clone()), ..Options::default() };
+        let report = crate::push::execute(&self.config, &self.engine, &plan, &options, "daemon").await;
+        let interrupted = report.triggers.iter().any(|t| t.error.as_deref() == Some(INTERRUPTED));
+        let previous = self.state.pushed(archive).flatten();
+        let unfinished = total.saturating_sub(ended.load(std::sync::atomic::Ordering::SeqCst));
+        self.shared.metrics.push_ended(&report, unfinished, previous.as_deref());
+        if interrupted {
+            tracing::warn!(%archive, %version, "push interrupted; it stays due and resumes at the next start");
+        } else {
+            if let Err(e) = self.state.set_pushed(archive, Some(&version)) {
+                tracing::error!(%archive, error = %e, "cannot record the pushed version");
+            }
+            if let Some(j) = Arc::into_inner(journal).flatten()
+                && let Err(e) = j.finish()
+            {
+                tracing::error!(%archive, error = %e, "cannot clear the due push");
+            }
+        }
+        self.defer(&report);
+        log_summary(&report);
+        self.finish_status(archive, report, !interrupted);
+        notify_systemd(&[sd_notify::NotifyState::Status("watching")]);
+    }
+
+    fn finish_status(&self, archive: &str, report: Report, pushed: bool) {
+        self.update_archive(archive, |a| {
+            a.push = None;
+            if pushed {
+                a.pushed_version = report.serial.clone();
+            }
+            MirrorStatus::fold(&mut a.mirrors, &report.triggers);
+            a.last_report = Some(report);
+        });
+    }
+
+    /// Keeps every deferred trigger of `report` (one per mirror) to send when allowed.
+    fn defer(&self, report: &Report) {
+        let fresh: Vec<_> = report
+            .triggers
+            .iter()
+            .filter(|t| t.outcome == Outcome::Deferred)
+            .filter_map(|t| Some(((report.archive.clone(), t.mirror.clone()), t.deferred_until?.0)))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        self.change_deferred(|map| {
+            for (key, until) in fresh {
+                // An older pending trigger for the same mirror already stands for this one.
+                map.entry(key).or_insert(until);
+            }
+        });
+    }
+
+    fn change_deferred(&self, f: impl FnOnce(&mut DeferredMap)) {
+        let snapshot = {
+            let mut map = self.shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut map);
+            map.clone()
+        };
+        if let Err(e) = self.state.set_deferred(&snapshot) {
+            tracing::error!(error = %e, "cannot persist deferred triggers");
+        }
+        self.shared.status.send_modify(|s| {
+            s.deferred = snapshot
+                .iter()
+                .map(|((archive, mirror), until)| DeferredTrigger {
+                    archive: archive.clone(),
+                    mirror: mirror.clone(),
+                    until: Timestamp(*until),
+                })
+                .collect();
+        });
+        self.shared.deferred_changed.notify_one();
+    }
+
+    /// Sends deferred triggers when their rate limits allow, with the archive's current version.
+    async fn deferred_loop(self: Arc<Self>) {
+        loop {
+            let next = self.shared.deferred.lock().unwrap_or_else(|e| e.into_inner()).values().min().copied();
+            let wait = async {
+                match next {
+                    Some(t) => tokio::time::sleep(self.shared.clock.until(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = self.shared.deferred_changed.notified() => continue,
+                _ = wait => {}
+            }
+            let now = self.shared.clock.now();
+            let due: Vec<(String, String)> = {
+                let map = self.shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
+                map.iter().filter(|(_, until)| **until <= now).map(|(k, _)| k.clone()).collect()
+            };
+            let mut by_archive: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (archive, mirror) in due {
+                by_archive.entry(archive).or_default().push(mirror);
+            }
+            for (archive, mirrors) in by_archive {
+                self.send_deferred(&archive, mirrors).await;
+            }
+        }
+    }
+
+    async fn send_deferred(&self, archive: &str, mirrors: Vec<String>) {
+        let report = self.push_only(archive, &mirrors).await;
+        if report.as_ref().is_some_and(|r| r.triggers.iter().any(|t| t.error.as_deref() == Some(INTERRUPTED))) {
+            // Still pending; persisted, so the next start sends it.
+            return;
+        }
+        self.change_deferred(|map| {
+            for m in &mirrors {
+                map.remove(&(archive.to_string(), m.clone()));
+            }
+        });
+        if let Some(report) = report {
+            self.defer(&report);
+            self.update_archive(archive, |a| MirrorStatus::fold(&mut a.mirrors, &report.triggers));
+        }
+    }
+
+    /// Pushes the archive's last pushed version to `mirrors` only (those still configured).
+    async fn push_only(&self, archive: &str, mirrors: &[String]) -> Option<Report> {
+        let known: Vec<String> =
+            mirrors.iter().filter(|m| self.config.mirrors_of(archive).any(|c| &c.name == *m)).cloned().collect();
+        if known.is_empty() {
+            return None;
+        }
+        let request = PushRequest {
+            archive: Some(archive.to_string()),
+            only: known,
+            serial: self.state.pushed(archive).flatten(),
+            ..PushRequest::default()
+        };
+        let mut plan = plan(&self.config, &request).ok()?;
+        plan.entries.retain(|e| e.skip.is_none());
+        let metrics = Arc::clone(&self.shared.metrics);
+        metrics.push_started(plan.entries.iter().map(|e| e.stages.len()).sum());
+        let options = Options {
+            on_done: Some(Arc::new(move |row: &TriggerReport| metrics.trigger_ended(row))),
+            cancel: Some(self.shared.hard_stop.clone()),
+            ..Options::default()
+        };
+        let report = crate::push::execute(&self.config, &self.engine, &plan, &options, "daemon-deferred").await;
+        log_summary(&report);
+        Some(report)
+    }
+}
+
+/// A row is final for the journal when the mirror will get nothing more in this push and it was
+/// not cut short by shutdown (cut-short triggers are resent on resume).
+fn is_final(row: &TriggerReport) -> bool {
+    let more_to_come = row.stage == Stage::Stage1 && row.outcome == Outcome::Ok;
+    !more_to_come && row.error.as_deref() != Some(INTERRUPTED)
+}
+
+fn log_summary(report: &Report) {
+    let s = &report.summary;
+    tracing::info!(
+        archive = %report.archive,
+        version = report.serial.as_deref().unwrap_or(""),
+        ok = s.ok, failed = s.failed, deferred = s.deferred, skipped = s.skipped,
+        ms = report.duration_ms,
+        "push finished"
+    );
+}

@@ -1,0 +1,240 @@
+//! The daemon's status server: `GET /status` (JSON, the report model), `GET /metrics`
+//! (Prometheus text), `GET /` (one self-contained HTML page), `GET /healthz`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::UNIX_EPOCH;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::report::{DaemonStatus, MirrorStatus, Report, Timestamp, TriggerReport, format_ms};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    mirror: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArchiveLabels {
+    archive: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    archive: String,
+    version: String,
+}
+
+/// The daemon's Prometheus metrics.
+pub struct Metrics {
+    registry: Registry,
+    triggers: Family<TriggerLabels, Counter>,
+    duration: Histogram,
+    last_push: Family<ArchiveLabels, Gauge<f64, AtomicU64>>,
+    version: Family<VersionLabels, Gauge>,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pushmirror");
+        let triggers = Family::<TriggerLabels, Counter>::default();
+        let duration = Histogram::new(exponential_buckets(0.005, 2.0, 16));
+        let last_push = Family::<ArchiveLabels, Gauge<f64, AtomicU64>>::default();
+        let version = Family::<VersionLabels, Gauge>::default();
+        let in_flight = Gauge::default();
+        registry.register("triggers", "Triggers by mirror and outcome", triggers.clone());
+        registry.register(
+            "trigger_duration_seconds",
+            "Time from a trigger's first attempt to its outcome, retries included",
+            duration.clone(),
+        );
+        registry.register(
+            "last_push_timestamp_seconds",
+            "End of the last push per archive (unix time)",
+            last_push.clone(),
+        );
+        registry.register("archive_version", "The last pushed version per archive (value 1)", version.clone());
+        registry.register("triggers_in_flight", "Triggers of running pushes that have not ended", in_flight.clone());
+        Metrics { registry, triggers, duration, last_push, version, in_flight }
+    }
+}
+
+impl Metrics {
+    /// A push of `n` triggers started.
+    pub fn push_started(&self, n: usize) {
+        self.in_flight.inc_by(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// One trigger ended.
+    pub fn trigger_ended(&self, row: &TriggerReport) {
+        self.triggers
+            .get_or_create(&TriggerLabels { mirror: row.mirror.clone(), outcome: row.outcome.to_string() })
+            .inc();
+        if row.attempts > 0 {
+            self.duration.observe(row.duration_ms as f64 / 1000.0);
+        }
+        self.in_flight.dec();
+    }
+
+    /// A push ended; `unfinished` of its triggers never reported an end (cancelled).
+    pub fn push_ended(&self, report: &Report, unfinished: usize, previous_version: Option<&str>) {
+        self.in_flight.dec_by(i64::try_from(unfinished).unwrap_or(0));
+        let at = report.finished_at.0.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        self.last_push.get_or_create(&ArchiveLabels { archive: report.archive.clone() }).set(at);
+        if let Some(old) = previous_version {
+            self.version.remove(&VersionLabels { archive: report.archive.clone(), version: old.to_string() });
+        }
+        if let Some(v) = &report.serial {
+            self.version.get_or_create(&VersionLabels { archive: report.archive.clone(), version: v.clone() }).set(1);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct ServerState {
+    /// The live status.
+    pub status: watch::Receiver<DaemonStatus>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The status server's routes.
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+async fn status(State(s): State<ServerState>) -> Json<DaemonStatus> {
+    Json(s.status.borrow().clone())
+}
+
+async fn metrics(State(s): State<ServerState>) -> Response {
+    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode()).into_response()
+}
+
+async fn page(State(s): State<ServerState>) -> Html<String> {
+    Html(render_page(&s.status.borrow()))
+}
+
+/// The HTML status page: archives, current push progress, the mirror table. No scripts, no
+/// external resources; it refreshes itself every 10 s.
+pub fn render_page(status: &DaemonStatus) -> String {
+    let mut html = String::from(concat!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        "<meta http-equiv=refresh content=10><title>pushmirror</title><style>",
+        "body{font:14px system-ui,sans-serif;margin:2em;color:#222}",
+        "table{border-collapse:collapse;margin:.5em 0 2em}td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}",
+        "th{background:#f4f4f4}.ok{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}.deferred{color:#9a6700}",
+        ".skipped,.planned{color:#777}small{color:#666}progress{width:20em}",
+        "</style></head><body><h1>pushmirror</h1>"
+    ));
+    if let Some(t) = status.started_at {
+        let _ = write!(html, "<p><small>daemon started {}</small></p>", esc(&t.to_string()));
+    }
+    for a in &status.archives {
+        let _ = write!(
+            html,
+            "<h2>{}</h2><p>trace version <b>{}</b>{} · last pushed <b>{}</b></p>",
+            esc(&a.name),
+            esc(a.observed_version.as_deref().unwrap_or("none")),
+            if a.locked { " (update in progress)" } else { "" },
+            esc(a.pushed_version.as_deref().unwrap_or("none")),
+        );
+        if let Some(p) = &a.push {
+            let _ = write!(
+                html,
+                "<p>pushing {} since {}: <progress max={} value={}></progress> {}/{}</p>",
+                esc(p.version.as_deref().unwrap_or("?")),
+                esc(&p.started_at.to_string()),
+                p.total,
+                p.done.len(),
+                p.done.len(),
+                p.total
+            );
+        }
+        if let Some(r) = &a.last_report {
+            let _ = write!(
+                html,
+                "<p><small>last push: {} at {} — {} ok, {} failed, {} deferred, {} skipped in {}</small></p>",
+                esc(r.serial.as_deref().unwrap_or("?")),
+                esc(&r.finished_at.to_string()),
+                r.summary.ok,
+                r.summary.failed,
+                r.summary.deferred,
+                r.summary.skipped,
+                format_ms(r.duration_ms)
+            );
+        }
+        html.push_str(&mirror_table(&a.mirrors));
+    }
+    if !status.deferred.is_empty() {
+        html.push_str(
+            "<h2>Deferred by rate limits</h2><table><tr><th>archive</th><th>mirror</th><th>sent at</th></tr>",
+        );
+        for d in &status.deferred {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&d.archive),
+                esc(&d.mirror),
+                esc(&d.until.to_string())
+            );
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+fn mirror_table(rows: &[MirrorStatus]) -> String {
+    let mut html = String::from(
+        "<table class=mirrors><tr><th>mirror</th><th>outcome</th><th>at</th><th>last ok</th><th>error</th></tr>",
+    );
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+    for m in rows {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class={}>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&m.mirror),
+            m.outcome,
+            m.outcome,
+            time(m.at),
+            time(m.last_ok),
+            esc(m.error.as_deref().unwrap_or("")),
+        );
+    }
+    html.push_str("</table>");
+    html
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

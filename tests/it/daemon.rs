@@ -1,0 +1,220 @@
+//! The daemon in-process: completion detection, coalescing, reload, status endpoints.
+
+use std::time::Duration;
+
+use pushmirror::daemon::{Control, Daemon};
+use pushmirror::demo::{HttpReceiver, Reply};
+use pushmirror::report::DaemonStatus;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::Fixture;
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn main_yaml(settle: &str, poll: &str) -> String {
+    format!(
+        "mirrors_dir: mirrors.d\nstate_dir: state\nstatus: {{ listen: 127.0.0.1:0 }}\narchives:\n  debian:\n    root: archive\n    settle: {settle}\n    poll: {poll}\n"
+    )
+}
+
+struct Running {
+    daemon: Daemon,
+    shutdown: CancellationToken,
+    reload: mpsc::UnboundedSender<()>,
+}
+
+async fn start(f: &Fixture) -> Running {
+    let shutdown = CancellationToken::new();
+    let (reload, rx) = mpsc::unbounded_channel();
+    let control = Control { shutdown: shutdown.clone(), reload: rx };
+    let daemon = pushmirror::daemon::start(f.config_path(), f.config(), control, Duration::from_secs(5)).await.unwrap();
+    Running { daemon, shutdown, reload }
+}
+
+impl Running {
+    async fn until(&self, what: &str, cond: impl Fn(&DaemonStatus) -> bool) {
+        let mut status = self.daemon.status.clone();
+        let waited = tokio::time::timeout(Duration::from_secs(24 * 3600), status.wait_for(|s| cond(s))).await.is_ok();
+        assert!(waited, "status never showed: {what}\n{:#?}", *self.daemon.status.borrow());
+    }
+
+    fn pushed(&self) -> Option<String> {
+        self.daemon.status.borrow().archives[0].pushed_version.clone()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.daemon.wait().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_locked_update_is_not_pushed_and_an_unlocked_one_once_after_settle() {
+    let rx = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("30s", "1s"));
+    f.mirror("m", &format!("http:\n  url: {}\n  headers: {{ X-Serial: \"{{serial}}\" }}\n", rx.url("/")));
+    let d = start(&f).await;
+    // First start: the current version is recorded, not pushed.
+    d.until("first version recorded", |s| s.archives[0].pushed_version.as_deref() == Some("2026112501")).await;
+
+    std::fs::write(f.path("archive/Archive-Update-in-Progress-primary"), "").unwrap();
+    f.set_serial("2026112502");
+    d.until("new serial seen under lock", |s| {
+        s.archives[0].observed_version.as_deref() == Some("2026112502") && s.archives[0].locked
+    })
+    .await;
+    tokio::time::sleep(SETTLE * 10).await;
+    assert_eq!(rx.log().count(), 0, "pushed while the update lock was held");
+
+    let unlocked = Instant::now();
+    std::fs::remove_file(f.path("archive/Archive-Update-in-Progress-primary")).unwrap();
+    rx.log().wait_for(1).await;
+    let hit = &rx.log().hits()[0];
+    let after = hit.at - unlocked;
+    // Settle, plus at most one poll interval until the unlock is seen.
+    assert!(after >= SETTLE && after <= SETTLE + Duration::from_secs(2), "pushed {after:?} after unlock");
+    assert_eq!(hit.header("x-serial"), Some("2026112502"));
+    d.until("push recorded", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
+    let report = d.daemon.status.borrow().archives[0].last_report.clone().unwrap();
+    assert_eq!((report.serial.as_deref(), report.summary.ok), (Some("2026112502"), 1));
+
+    tokio::time::sleep(SETTLE * 10).await;
+    assert_eq!(rx.log().count(), 1, "the same version was pushed again");
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn updates_completing_during_a_slow_push_coalesce_into_one_follow_up() {
+    let rx = HttpReceiver::builder().script([Reply::Delay(Duration::from_secs(900), 200)]).start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("30s", "1s"));
+    f.mirror("m", &format!("http:\n  url: {}\n  headers: {{ X-Serial: \"{{serial}}\" }}\ntimeout: 1h\n", rx.url("/")));
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+
+    f.set_serial("2");
+    rx.log().wait_for(1).await;
+    d.until("push of 2 running", |s| s.archives[0].push.is_some()).await;
+    for serial in 3..=7 {
+        f.set_serial(&serial.to_string());
+        // Each update completes (settle + a poll) while the first push is still running.
+        tokio::time::sleep(SETTLE * 2).await;
+        assert!(d.daemon.status.borrow().archives[0].push.is_some(), "the slow push ended too early");
+    }
+    rx.log().wait_for(2).await;
+    d.until("follow-up recorded", |s| s.archives[0].pushed_version.as_deref() == Some("7")).await;
+    tokio::time::sleep(SETTLE * 10).await;
+    let serials: Vec<String> = rx.log().hits().iter().map(|h| h.header("x-serial").unwrap().to_string()).collect();
+    assert_eq!(serials, ["2", "7"]);
+    assert_eq!(d.pushed().as_deref(), Some("7"));
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_mirror_is_sent_when_its_limit_allows() {
+    let limited = HttpReceiver::builder().start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("30s", "1s"));
+    f.mirror(
+        "limited",
+        &format!("http:\n  url: {}\n  headers: {{ X-Serial: \"{{serial}}\" }}\nrate_limit: 1/1h\n", limited.url("/")),
+    );
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    f.set_serial("2");
+    limited.log().wait_for(1).await;
+    d.until("2 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2")).await;
+    let sent_first = limited.log().hits()[0].at;
+    // Two more updates within the hour: one deferred trigger, sent with the newest version.
+    f.set_serial("3");
+    d.until("3 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("3")).await;
+    assert_eq!(d.daemon.status.borrow().deferred.len(), 1);
+    f.set_serial("4");
+    d.until("4 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("4")).await;
+    assert_eq!(d.daemon.status.borrow().deferred.len(), 1, "one pending trigger per mirror");
+    limited.log().wait_for(2).await;
+    let hits = limited.log().hits();
+    assert!(hits[1].at - sent_first >= Duration::from_secs(3600), "sent before the limit allowed");
+    assert_eq!(hits[1].header("x-serial"), Some("4"));
+    d.until("deferred list empty", |s| s.deferred.is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(7200)).await;
+    assert_eq!(limited.log().count(), 2);
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_with_a_broken_file_keeps_the_old_mirrors_and_a_good_one_applies() {
+    let old = HttpReceiver::start().await.unwrap();
+    let new = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("30s", "1s"));
+    f.http_mirror("old", &old.url("/"), "");
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+
+    f.mirror("old", "http:\n  url: http://127.0.0.1:9/\ntimeout: forever\n");
+    d.reload.send(()).unwrap();
+    f.set_serial("2");
+    old.log().wait_for(1).await;
+    d.until("2 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2")).await;
+
+    f.http_mirror("old", &old.url("/"), "");
+    f.http_mirror("new", &new.url("/"), "");
+    d.reload.send(()).unwrap();
+    f.set_serial("3");
+    new.log().wait_for(1).await;
+    d.until("3 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("3")).await;
+    assert_eq!(old.log().count(), 2);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn status_and_metrics_endpoints_speak_their_formats() {
+    let rx = HttpReceiver::start().await.unwrap();
+    let failing = HttpReceiver::builder().reply(Reply::Status(404)).start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("100ms", "1h"));
+    f.http_mirror("good", &rx.url("/"), "");
+    f.http_mirror("bad", &failing.url("/"), "");
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    f.set_serial("2");
+    d.until("2 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2")).await;
+
+    let base = format!("http://{}", d.daemon.addr);
+    let client = reqwest::Client::new();
+    let status: DaemonStatus = client.get(format!("{base}/status")).send().await.unwrap().json().await.unwrap();
+    let archive = &status.archives[0];
+    assert_eq!(archive.pushed_version.as_deref(), Some("2"));
+    let report = archive.last_report.as_ref().unwrap();
+    assert_eq!((report.summary.ok, report.summary.failed), (1, 1));
+
+    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(
+            |s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            },
+        )
+    };
+    assert_eq!(value("pushmirror_triggers_total", &[("mirror", "good"), ("outcome", "ok")]), Some(1.0), "{text}");
+    assert_eq!(value("pushmirror_triggers_total", &[("mirror", "bad"), ("outcome", "failed")]), Some(1.0), "{text}");
+    assert_eq!(value("pushmirror_archive_version", &[("archive", "debian"), ("version", "2")]), Some(1.0), "{text}");
+    assert_eq!(value("pushmirror_triggers_in_flight", &[]), Some(0.0), "{text}");
+    assert!(value("pushmirror_last_push_timestamp_seconds", &[("archive", "debian")]).unwrap() > 1.7e9);
+    assert!(scrape.samples.iter().any(|s| s.metric == "pushmirror_trigger_duration_seconds_count"), "{text}");
+
+    let html = client.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("<table class=mirrors>") && html.contains("<td>bad</td>"), "{html}");
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert!(health.status().is_success());
+    d.stop().await;
+}
