@@ -333,6 +333,8 @@ impl GenCtx {
         let options =
             Options { on_done: Some(on_done), cancel: Some(self.shared.hard_stop.clone()), ..Options::default() };
         let report = crate::push::execute(&self.config, &self.engine, &plan, &options, "daemon").await;
+        // The callback holds the journal too; it must go before the journal can be finished.
+        drop(options);
         let interrupted = report.triggers.iter().any(|t| t.error.as_deref() == Some(INTERRUPTED));
         let previous = self.state.pushed(archive).flatten();
         let unfinished = total.saturating_sub(ended.load(std::sync::atomic::Ordering::SeqCst));
@@ -343,10 +345,14 @@ impl GenCtx {
             if let Err(e) = self.state.set_pushed(archive, Some(&version)) {
                 tracing::error!(%archive, error = %e, "cannot record the pushed version");
             }
-            if let Some(j) = Arc::into_inner(journal).flatten()
-                && let Err(e) = j.finish()
-            {
-                tracing::error!(%archive, error = %e, "cannot clear the due push");
+            match Arc::into_inner(journal) {
+                Some(Some(j)) => {
+                    if let Err(e) = j.finish() {
+                        tracing::error!(%archive, error = %e, "cannot clear the due push");
+                    }
+                }
+                Some(None) => {}
+                None => tracing::error!(%archive, "the due push journal is still in use; it stays due"),
             }
         }
         self.defer(&report);

@@ -1,0 +1,196 @@
+//! The daemon binary as systemd runs it: SIGKILL and restart, SIGHUP with a broken file, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pushmirror::demo::{HttpReceiver, Reply};
+use pushmirror::report::{Outcome, Report};
+use tokio::sync::Notify;
+
+use crate::common::Fixture;
+
+/// A running `pushmirror daemon` whose stderr is collected line by line.
+struct DaemonProcess {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    changed: Arc<Notify>,
+}
+
+impl DaemonProcess {
+    fn spawn(f: &Fixture) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pushmirror"))
+            .arg("-c")
+            .arg(f.config_path())
+            .args(["daemon", "--grace", "20s"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the daemon");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let changed = Arc::new(Notify::new());
+        let stderr = child.stderr.take().unwrap();
+        let (l, c) = (Arc::clone(&lines), Arc::clone(&changed));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+                c.notify_waiters();
+            }
+            c.notify_waiters();
+        });
+        DaemonProcess { child, lines, changed }
+    }
+
+    /// Waits (up to a minute) for a log line containing `needle`.
+    async fn line(&self, needle: &str) -> String {
+        let found = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let changed = self.changed.notified();
+                if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                    return l.clone();
+                }
+                changed.await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("no log line with `{needle}`:\n{}", self.log()))
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    async fn exit(mut self) -> (ExitStatus, String) {
+        let status = tokio::task::spawn_blocking(move || {
+            let s = self.child.wait().unwrap();
+            (s, self)
+        })
+        .await
+        .unwrap();
+        // Let the reader thread drain what was left.
+        let log = status.1.log();
+        (status.0, log)
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon_yaml() -> &'static str {
+    "mirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: 8\nstatus: { listen: 127.0.0.1:0 }\narchives:\n  debian:\n    root: archive\n    settle: 100ms\n    poll: 1s\n"
+}
+
+/// Waits until `cond` holds, checking every 20 ms, for at most a minute.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let ok = tokio::time::timeout(Duration::from_secs(60), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "never happened: {what}");
+}
+
+fn reports(f: &Fixture) -> Vec<Report> {
+    pushmirror::report::History::new(&f.path("state"), 100).all().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_push_loses_nothing_and_resends_only_what_was_in_flight() {
+    let fast: Vec<HttpReceiver> = futures_join(2, || HttpReceiver::start()).await;
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        slow.push(HttpReceiver::builder().script([Reply::Hang]).start().await.unwrap());
+    }
+    let f = Fixture::new();
+    f.set_main(daemon_yaml());
+    for (i, rx) in fast.iter().enumerate() {
+        f.http_mirror(&format!("fast{i}"), &rx.url("/"), "");
+    }
+    for (i, rx) in slow.iter().enumerate() {
+        f.http_mirror(&format!("slow{i}"), &rx.url("/"), "timeout: 10m\n");
+    }
+    let first = DaemonProcess::spawn(&f);
+    first.line("first start").await;
+    f.set_serial("2");
+    for rx in fast.iter().chain(&slow) {
+        rx.log().wait_for(1).await;
+    }
+    let due = f.path("state/daemon/debian.due");
+    eventually("both fast mirrors journalled", || {
+        let text = std::fs::read_to_string(&due).unwrap_or_default();
+        text.contains("fast0") && text.contains("fast1")
+    })
+    .await;
+    first.signal("KILL");
+    let (status, _) = first.exit().await;
+    assert!(!status.success());
+    assert!(due.exists(), "the due push must survive kill -9");
+
+    let second = DaemonProcess::spawn(&f);
+    second.line("resuming a push that was due").await;
+    second.line("push finished").await;
+    for rx in &slow {
+        assert_eq!(rx.log().count(), 2, "an interrupted trigger is sent again");
+    }
+    for rx in &fast {
+        assert_eq!(rx.log().count(), 1, "a delivered trigger was sent twice");
+    }
+    assert!(!due.exists(), "the finished push is no longer due");
+    let last = reports(&f).pop().unwrap();
+    assert_eq!(last.serial.as_deref(), Some("2"));
+    assert_eq!((last.summary.ok, last.summary.skipped), (2, 2));
+    second.signal("TERM");
+    let (status, log) = second.exit().await;
+    assert!(status.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_broken_file_keeps_running_and_sigterm_drains() {
+    let rx = HttpReceiver::builder().script([Reply::Delay(Duration::from_secs(2), 200)]).start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(daemon_yaml());
+    f.http_mirror("m", &rx.url("/"), "");
+    let d = DaemonProcess::spawn(&f);
+    d.line("first start").await;
+
+    f.mirror("broken", "http:\n  url: http://127.0.0.1:9/\ntimeout: forever\n");
+    d.signal("HUP");
+    let error = d.line("broken.yaml:").await;
+    assert!(error.contains("broken.yaml:3:1: timeout: invalid duration"), "{error}");
+    d.line("invalid configuration, keeping the old one").await;
+
+    f.set_serial("2");
+    rx.log().wait_for(1).await;
+    // The push is in flight (the receiver takes 2 s): SIGTERM must let it finish.
+    d.signal("TERM");
+    let (status, log) = d.exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    let last = reports(&f).pop().expect("a report was written");
+    assert_eq!(last.triggers.len(), 1, "the broken mirror was never loaded");
+    assert_eq!(last.triggers[0].outcome, Outcome::Ok, "{log}");
+    assert!(log.contains("stopping"), "{log}");
+}
+
+async fn futures_join<F, Fut>(n: usize, make: F) -> Vec<HttpReceiver>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<HttpReceiver>>,
+{
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(make().await.unwrap());
+    }
+    out
+}
