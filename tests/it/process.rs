@@ -108,9 +108,9 @@ fn reports(f: &Fixture) -> Vec<Report> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_push_loses_nothing_and_resends_only_what_was_in_flight() {
-    let fast: Vec<HttpReceiver> = futures_join(2, || HttpReceiver::start()).await;
-    let mut slow = Vec::new();
+    let (mut fast, mut slow) = (Vec::new(), Vec::new());
     for _ in 0..2 {
+        fast.push(HttpReceiver::start().await.unwrap());
         slow.push(HttpReceiver::builder().script([Reply::Hang]).start().await.unwrap());
     }
     let f = Fixture::new();
@@ -181,16 +181,4 @@ async fn sighup_with_a_broken_file_keeps_running_and_sigterm_drains() {
     assert_eq!(last.triggers.len(), 1, "the broken mirror was never loaded");
     assert_eq!(last.triggers[0].outcome, Outcome::Ok, "{log}");
     assert!(log.contains("stopping"), "{log}");
-}
-
-async fn futures_join<F, Fut>(n: usize, make: F) -> Vec<HttpReceiver>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<HttpReceiver>>,
-{
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(make().await.unwrap());
-    }
-    out
 }
