@@ -218,3 +218,69 @@ async fn status_and_metrics_endpoints_speak_their_formats() {
     assert!(health.status().is_success());
     d.stop().await;
 }
+
+/// Debian's chromium, if installed (CI installs it; without it the test fails under `CI`).
+fn chromium() -> Option<std::path::PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(std::path::PathBuf::from).find(|p| p.exists())
+}
+
+fn headless(browser: &std::path::Path, profile: &std::path::Path, args: &[String]) -> std::process::Output {
+    std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("run chromium")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_renders_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "chromium is required in CI (apt-get install chromium)");
+        eprintln!("chromium not installed: skipping outside CI");
+        return;
+    };
+    let ok = HttpReceiver::start().await.unwrap();
+    let failing = HttpReceiver::builder().reply(Reply::Status(503)).start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("100ms", "1h"));
+    for name in ["ftp.de.example.org", "mirror.example.edu", "ubuntu.example.net"] {
+        f.http_mirror(name, &ok.url("/"), "");
+    }
+    f.http_mirror("flaky.example.com", &failing.url("/"), "retries: 1\n");
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    f.set_serial("2026112502");
+    d.until("pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
+
+    let url = format!("http://{}/", d.daemon.addr);
+    let profile = tempfile::tempdir().unwrap();
+    let shot = profile.path().join("status.png");
+    let (b, p) = (browser.clone(), profile.path().to_path_buf());
+    let args = vec!["--dump-dom".to_string(), url.clone()];
+    let dom = tokio::task::spawn_blocking(move || headless(&b, &p, &args)).await.unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(dom.contains("<table class=\"mirrors\">"), "no mirror table in the rendered page:\n{dom}");
+    assert!(dom.contains("<td>flaky.example.com</td>") && dom.contains("<td class=\"failed\">failed</td>"), "{dom}");
+    assert_eq!(dom.matches("<td class=\"ok\">ok</td>").count(), 3, "{dom}");
+
+    let (b, p) = (browser, profile.path().to_path_buf());
+    let args = vec![format!("--screenshot={}", shot.display()), "--window-size=1000,560".into(), url];
+    tokio::task::spawn_blocking(move || headless(&b, &p, &args)).await.unwrap();
+    let png = std::fs::read(&shot).expect("chromium wrote a screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "not a real screenshot");
+    // `PUSHMIRROR_SCREENSHOT=docs/status-page.png cargo test status_page` refreshes the docs image.
+    if let Some(dest) = std::env::var_os("PUSHMIRROR_SCREENSHOT") {
+        std::fs::write(dest, png).unwrap();
+    }
+    d.stop().await;
+}
