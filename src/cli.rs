@@ -58,6 +58,13 @@ pub enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
     },
+    /// Print shell completions for SHELL on stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    Manpage,
     /// Start local receivers, push to them with the real engine, print the report.
     Demo {
         /// Number of demo mirrors.

@@ -34,6 +34,20 @@ pub async fn run(cli: Cli) -> u8 {
         Command::List { archive } => list(&cli, archive.as_deref()),
         Command::Status { check } => status(&cli, *check),
         Command::Daemon { grace } => daemon(&cli, *grace).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "pushmirror", &mut std::io::stdout());
+            EXIT_OK
+        }
+        Command::Manpage => {
+            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()) {
+                Ok(()) => EXIT_OK,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
         Command::Demo { mirrors } => crate::demo::run(*mirrors, cli.format).await,
     }
 }

@@ -184,3 +184,17 @@ fn the_demo_pushes_to_its_receivers_and_all_are_ok() {
     assert!(report.triggers.len() >= 6);
     assert!(report.triggers.iter().all(|t| t.outcome == Outcome::Ok && t.attempts == 1), "{report:?}");
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_definitions() {
+    let none = std::path::Path::new("/nonexistent.yaml");
+    let man = run_bin(none, &["manpage"]);
+    assert_eq!(man.status.code(), Some(0));
+    let man = stdout(&man);
+    assert!(man.contains(".TH pushmirror 1") && man.contains("daemon") && man.contains("push"), "{man}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run_bin(none, &["completions", shell]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(stdout(&out).contains("dry-run"), "{shell} completion lacks push's flags");
+    }
+}
