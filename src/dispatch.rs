@@ -364,6 +364,7 @@ mod tests {
                 basic_auth: None,
                 bearer_token: None,
                 headers: vec![],
+                hmac_secret: None,
             }),
             archives: None,
             kind: MirrorKind::All,

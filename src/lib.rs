@@ -17,6 +17,7 @@
 //! - [`push`]: one push from plan to stored report, shared by every command that pushes.
 //! - [`watch`]: an archive's version from its trace file.
 //! - [`demo`]: in-process receivers used by `demo`, the tests and the benchmarks.
+//! - [`signature`]: HMAC-signed HTTP triggers (sender and receiver side).
 //! - [`clock`], [`secret`]: wall time that follows tokio's clock; values that never print.
 //!
 //! A push flows one way: config → plan → dispatch → transport → outcome → report.
@@ -40,6 +41,7 @@ pub mod ratelimit;
 pub mod report;
 pub mod secret;
 pub mod server;
+pub mod signature;
 pub mod transport;
 pub mod watch;
 

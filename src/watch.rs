@@ -180,7 +180,7 @@ impl Watcher {
 /// inotify on the archive root, the trace file's directory and each lock glob's directory.
 fn fs_watcher(archive: &Archive, wake: mpsc::UnboundedSender<()>) -> Option<RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.is_ok_and(|e| changes_content(&e.kind)) {
             let _ = wake.send(());
         }
     })
@@ -193,6 +193,19 @@ fn fs_watcher(archive: &Archive, wake: mpsc::UnboundedSender<()>) -> Option<Reco
         }
     }
     Some(watcher)
+}
+
+/// Whether an event can change an observation. Opening and reading files are events too
+/// (`Access`), and the watcher itself reads the trace file: waking on those would spin.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        // A writer closing the file: its content is final now.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        _ => false,
+    }
 }
 
 /// The directories whose changes can change an observation.
@@ -277,6 +290,18 @@ mod tests {
         };
         let dirs: Vec<String> = watched_dirs(&archive).iter().map(|d| d.display().to_string()).collect();
         assert_eq!(dirs, ["/srv/debian", "/srv/debian/project/trace", "/srv/debian/a"]);
+    }
+
+    #[test]
+    fn reading_does_not_wake_the_watcher_but_writing_does() {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind};
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(AccessMode::Read))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Close(AccessMode::Read))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Read)));
+        assert!(changes_content(&EventKind::Access(AccessKind::Close(AccessMode::Write))));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Data(DataChange::Any))));
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
     }
 
     #[test]

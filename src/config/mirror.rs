@@ -119,6 +119,8 @@ pub struct HttpTarget {
     pub bearer_token: Option<Secret<String>>,
     /// Extra headers; values are templates.
     pub headers: Vec<(String, String)>,
+    /// Signs each trigger (HMAC-SHA256 over timestamp and JSON body); implies POST.
+    pub hmac_secret: Option<Secret<String>>,
 }
 
 impl HttpTarget {
@@ -391,13 +393,11 @@ fn read_ssh(mut s: Fields<'_>, host_key: Option<String>) -> Option<SshTarget> {
 
 fn read_http(mut h: Fields<'_>) -> Option<HttpTarget> {
     let url = read_url(&mut h);
-    let method = h
-        .take_parsed("method", |m| match m.to_ascii_uppercase().as_str() {
-            "GET" => Ok(HttpMethod::Get),
-            "POST" => Ok(HttpMethod::Post),
-            _ => Err(format!("unsupported method `{m}`, expected GET or POST")),
-        })
-        .unwrap_or(HttpMethod::Get);
+    let method = h.take_parsed("method", |m| match m.to_ascii_uppercase().as_str() {
+        "GET" => Ok(HttpMethod::Get),
+        "POST" => Ok(HttpMethod::Post),
+        _ => Err(format!("unsupported method `{m}`, expected GET or POST")),
+    });
     let basic_auth = h.nested("basic_auth").and_then(|mut b| {
         let user: Option<String> = b.take("user");
         let password = secret_field(&mut b, "password_file");
@@ -411,6 +411,15 @@ fn read_http(mut h: Fields<'_>) -> Option<HttpTarget> {
         Some((user?, password?))
     });
     let bearer_token = secret_field(&mut h, "token_file");
+    let hmac_secret = secret_field(&mut h, "hmac_secret_file");
+    let method = match (hmac_secret.is_some(), method) {
+        (true, Some(HttpMethod::Get)) => {
+            h.error("method", "signed triggers (hmac_secret_file) carry a JSON body: use POST");
+            HttpMethod::Post
+        }
+        (true, _) => HttpMethod::Post,
+        (false, m) => m.unwrap_or(HttpMethod::Get),
+    };
     let headers: Vec<(String, String)> = h
         .take::<BTreeMap<String, String>>("headers")
         .unwrap_or_default()
@@ -423,8 +432,8 @@ fn read_http(mut h: Fields<'_>) -> Option<HttpTarget> {
             ok
         })
         .collect();
-    h.finish(&["url", "url_file", "method", "basic_auth", "token_file", "headers"]);
-    Some(HttpTarget { url: url?, method, basic_auth, bearer_token, headers })
+    h.finish(&["url", "url_file", "method", "basic_auth", "token_file", "hmac_secret_file", "headers"]);
+    Some(HttpTarget { url: url?, method, basic_auth, bearer_token, headers, hmac_secret })
 }
 
 fn read_url(h: &mut Fields<'_>) -> Option<Secret<Url>> {

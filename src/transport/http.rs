@@ -1,13 +1,14 @@
 //! HTTP triggers: one request per attempt over one shared reqwest client (rustls, keep-alive).
 
 use std::error::Error as _;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Response, StatusCode};
 
 use super::{AttemptError, AttemptResult, Delivered, ErrorClass, TriggerRequest};
 use crate::config::{HttpMethod, HttpTarget};
+use crate::signature;
 
 /// At most this much of an answer's body is read; the rest is dropped.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -45,11 +46,23 @@ impl HttpTransport {
         let url = target.url.expose().as_str();
         let mut builder = match target.method {
             HttpMethod::Get => self.client.get(url),
-            HttpMethod::Post => self.client.post(url).json(&serde_json::json!({
-                "archive": req.archive,
-                "stage": req.stage,
-                "serial": req.serial,
-            })),
+            HttpMethod::Post => {
+                let sent_at = SystemTime::now();
+                let body = serde_json::to_vec(&serde_json::json!({
+                    "archive": req.archive,
+                    "stage": req.stage,
+                    "serial": req.serial,
+                    "sent_at": humantime::format_rfc3339_seconds(sent_at).to_string(),
+                }))
+                .map_err(|e| AttemptError::permanent(ErrorClass::Other, e.to_string()))?;
+                let mut b = self.client.post(url).header(CONTENT_TYPE, "application/json");
+                if let Some(secret) = &target.hmac_secret {
+                    let timestamp = sent_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
+                    let signature = signature::sign(secret.expose().as_bytes(), &timestamp, &body);
+                    b = b.header(signature::TIMESTAMP_HEADER, timestamp).header(signature::SIGNATURE_HEADER, signature);
+                }
+                b.body(body)
+            }
         };
         builder = builder.headers(headers(target, &req)?);
         if let Some((user, password)) = &target.basic_auth {
