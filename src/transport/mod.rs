@@ -6,6 +6,7 @@
 //! their meaning differs (an SSH command still running at `timeout` counts as delivered).
 
 pub mod http;
+pub mod known_hosts;
 
 use std::fmt;
 use std::future::Future;
