@@ -152,7 +152,7 @@ async fn push(cli: &Cli, args: &PushArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let transports = match Transports::new() {
+    let transports = match Transports::new(&config) {
         Ok(t) => Arc::new(t),
         Err(e) => {
             eprintln!("error: cannot set up transports: {e:#}");

@@ -12,8 +12,8 @@
 //! - [`dispatch`]: the fan-out engine — semaphore, rate limits, retries, backoff → one outcome
 //!   per trigger.
 //! - [`ratelimit`]: governor limiters per mirror, state persisted in `state_dir`.
-//! - [`transport`]: the `Trigger` interface; [`transport::http`] (reqwest) and
-//!   [`transport::known_hosts`] (pushmirror's own file).
+//! - [`transport`]: the `Trigger` interface; [`transport::http`] (reqwest), [`transport::ssh`]
+//!   (russh client, host key checks) and [`transport::known_hosts`] (pushmirror's own file).
 //! - [`keys`]: the sender's SSH key — loading it safely, `keygen`, the `authorized_keys` line.
 //! - [`report`]: the report model (JSON, table) and the bounded history on disk.
 //! - [`push`]: one push from plan to stored report, shared by every command that pushes.

@@ -2,12 +2,14 @@
 //! command that pushes to them with the real engine. Tests and benchmarks use the same receivers.
 
 pub mod http;
+pub mod ssh;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 pub use http::{Hit, HttpReceiver, Log, Reply};
+pub use ssh::{Behaviour, Exec, ExecLog, SshReceiver};
 
 use crate::cli::Format;
 use crate::clock::Clock;
@@ -80,7 +82,7 @@ async fn demo(n: usize, format: Format) -> anyhow::Result<u8> {
     std::fs::write(&config_path, main)?;
     let config = crate::config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config invalid:\n{e}"))?;
     let plan = crate::push::plan_push(&config, &PushRequest::default())?;
-    let engine = crate::push::engine(&config, Arc::new(Transports::new()?), Clock::system());
+    let engine = crate::push::engine(&config, Arc::new(Transports::new(&config)?), Clock::system());
     let report = crate::push::execute(&config, &engine, &plan, &Options::default(), "demo").await;
     crate::commands::print_report(&report, format);
     if format == Format::Table {

@@ -1,0 +1,320 @@
+//! The SSH transport against in-process russh receivers on 127.0.0.1:0.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pushmirror::clock::Clock;
+use pushmirror::config::Config;
+use pushmirror::demo::{Behaviour, ExecLog, SshReceiver};
+use pushmirror::dispatch::Options;
+use pushmirror::keys;
+use pushmirror::plan::PushRequest;
+use pushmirror::report::{Outcome, Report};
+use pushmirror::transport::{ErrorClass, Transports};
+use russh::keys::{PrivateKey, PublicKey};
+
+use crate::common::{Fixture, row, stderr};
+
+const IDENTITY: &str = "keys/id_ed25519";
+
+/// An installation whose sender key is `keys/id_ed25519`; returns its public key.
+fn installation(extra_main: &str) -> (Fixture, PublicKey) {
+    let f = Fixture::with_main(&format!("identity: {IDENTITY}\nknown_hosts: known_hosts\n{extra_main}"));
+    let key = keys::generate(&f.path(IDENTITY), "pushmirror@test").unwrap();
+    (f, key.public)
+}
+
+/// A receiver that lets `client` in and behaves as `behaviour`.
+async fn receiver(client: &PublicKey, behaviour: Behaviour) -> SshReceiver {
+    SshReceiver::builder().authorize(client).behaviour(behaviour).start().await.unwrap()
+}
+
+/// An SSH mirror of `rx` with its host key pinned and quick retries.
+fn pinned_mirror(f: &Fixture, name: &str, rx: &SshReceiver, extra: &str) {
+    f.mirror(
+        name,
+        &format!(
+            "ssh: {{ host: 127.0.0.1, port: {}, user: archvsync }}\nhost_key: \"{}\"\nbackoff: {{ initial: 100ms, max: 1s }}\n{extra}",
+            rx.port(),
+            rx.host_key_line()
+        ),
+    );
+}
+
+/// An SSH mirror of `rx` checked against known_hosts.
+fn unpinned_mirror(f: &Fixture, name: &str, rx: &SshReceiver, extra: &str) {
+    f.mirror(
+        name,
+        &format!(
+            "ssh: {{ host: 127.0.0.1, port: {}, user: archvsync }}\nbackoff: {{ initial: 100ms, max: 1s }}\n{extra}",
+            rx.port()
+        ),
+    );
+}
+
+/// Pushes `debian` with the real transports under `config` (which a test may have adjusted).
+async fn push_config(config: &Config) -> Report {
+    let plan = pushmirror::push::plan_push(config, &PushRequest::default()).unwrap();
+    let transports = Arc::new(Transports::new(config).unwrap());
+    let engine = pushmirror::push::engine(config, transports, Clock::system());
+    pushmirror::push::execute(config, &engine, &plan, &Options::default(), "test").await
+}
+
+/// `path:line:col` of the `identity:` line of the fixture's main file.
+fn identity_at(f: &Fixture) -> String {
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    let line = text.lines().position(|l| l.starts_with("identity:")).unwrap() + 1;
+    format!("{}:{line}:1", f.config_path().display())
+}
+
+fn random_key() -> PrivateKey {
+    pushmirror::demo::ssh::random_host_key().unwrap()
+}
+
+#[tokio::test]
+async fn a_push_execs_exactly_the_ftpsync_command_once() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Exit(0)).await;
+    pinned_mirror(&f, "m", &rx, "");
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.exit_code), (Outcome::Ok, 1, Some(0)), "{r:?}");
+    assert_eq!(r.note, None);
+    let execs = rx.log().execs();
+    assert_eq!(execs.len(), 1);
+    assert_eq!(execs[0].command, "sync:archive:debian sync:all");
+    assert_eq!(execs[0].user, "archvsync");
+    assert_eq!(execs[0].auth_algorithm, "ssh-ed25519");
+}
+
+#[tokio::test]
+async fn a_nonzero_exit_is_a_permanent_remote_exit_with_its_stderr() {
+    let (f, client) = installation("");
+    let rx = SshReceiver::builder()
+        .authorize(&client)
+        .behaviour(Behaviour::Exit(3))
+        .stderr("ftpsync: no config ftpsync-debian.conf\n")
+        .start()
+        .await
+        .unwrap();
+    pinned_mirror(&f, "m", &rx, "retries: 3\n");
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!(
+        (r.outcome, r.attempts, r.error_class, r.exit_code),
+        (Outcome::Failed, 1, Some(ErrorClass::RemoteExit), Some(3)),
+        "{r:?}"
+    );
+    let error = r.error.as_deref().unwrap();
+    assert!(error.contains("3") && error.contains("ftpsync: no config ftpsync-debian.conf"), "{error}");
+    assert!(!error.ends_with('\n'), "stderr is trimmed: {error:?}");
+    assert_eq!(rx.log().count(), 1);
+    assert_eq!(report.exit_code(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_still_running_at_timeout_is_delivered() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Hang).await;
+    pinned_mirror(&f, "m", &rx, "timeout: 20s\nretries: 3\n");
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.note.as_deref()), (Outcome::Ok, 1, Some("still running")), "{r:?}");
+    assert_eq!(r.exit_code, None);
+    // The 20 s run from the exec request, so the trigger ends 20 s (of paused time) later.
+    assert!((20_000..21_000).contains(&r.duration_ms), "{}", r.duration_ms);
+    assert_eq!(rx.log().count(), 1);
+}
+
+#[tokio::test]
+async fn the_busy_exit_is_delivered_and_not_retried() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Exit(1)).await;
+    pinned_mirror(&f, "m", &rx, "busy_exit: 1\nretries: 3\n");
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!(
+        (r.outcome, r.attempts, r.note.as_deref(), r.exit_code),
+        (Outcome::Ok, 1, Some("downstream busy, re-run queued"), Some(1)),
+        "{r:?}"
+    );
+    assert_eq!(rx.log().count(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_pin_fails_permanently_naming_both_fingerprints_and_sends_nothing() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Exit(0)).await;
+    let pinned = random_key().public_key().clone();
+    f.mirror(
+        "m",
+        &format!(
+            "ssh: {{ host: 127.0.0.1, port: {}, user: archvsync }}\nhost_key: \"{}\"\nretries: 3\n",
+            rx.port(),
+            pinned.to_openssh().unwrap()
+        ),
+    );
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 1, Some(ErrorClass::HostKey)), "{r:?}");
+    let error = r.error.as_deref().unwrap();
+    assert!(error.contains(&keys::fingerprint(&pinned)), "names the expected key: {error}");
+    assert!(error.contains(&keys::fingerprint(rx.host_key())), "names the offered key: {error}");
+    assert_eq!(rx.log().count(), 0, "nothing may be sent to a host that failed verification");
+}
+
+#[tokio::test]
+async fn strict_known_hosts_accepts_a_recorded_key_and_refuses_an_unknown_host() {
+    let (f, client) = installation("");
+    let known = receiver(&client, Behaviour::Exit(0)).await;
+    let unknown = receiver(&client, Behaviour::Exit(0)).await;
+    std::fs::write(f.path("known_hosts"), format!("# recorded by hand\n{}\n", known.known_hosts_line())).unwrap();
+    unpinned_mirror(&f, "known", &known, "");
+    unpinned_mirror(&f, "unknown", &unknown, "retries: 2\n");
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(row(&report, "known").outcome, Outcome::Ok);
+    let r = row(&report, "unknown");
+    assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 1, Some(ErrorClass::HostKey)), "{r:?}");
+    let error = r.error.as_deref().unwrap();
+    assert!(error.contains(&keys::fingerprint(unknown.host_key())) && error.contains("hostkeys scan"), "{error}");
+    assert_eq!((known.log().count(), unknown.log().count()), (1, 0));
+    let text = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert_eq!(text.lines().count(), 2, "strict never writes known_hosts: {text}");
+}
+
+#[tokio::test]
+async fn accept_new_records_the_first_key_and_refuses_a_changed_one() {
+    let (f, client) = installation("host_key_policy: accept-new\n");
+    let first = receiver(&client, Behaviour::Exit(0)).await;
+    let port = first.port();
+    unpinned_mirror(&f, "m", &first, "retries: 2\n");
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(row(&report, "m").outcome, Outcome::Ok);
+    let text = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert_eq!(text, format!("{}\n", first.known_hosts_line()), "recorded as [host]:port");
+
+    // The same host:port comes back with another key.
+    first.stop().await;
+    let changed = SshReceiver::builder().authorize(&client).port(port).start().await.unwrap();
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 1, Some(ErrorClass::HostKey)), "{r:?}");
+    assert_eq!(changed.log().count(), 0);
+    assert_eq!(std::fs::read_to_string(f.path("known_hosts")).unwrap(), text, "a changed key is never recorded");
+}
+
+#[tokio::test]
+async fn a_key_the_downstream_does_not_know_is_an_auth_failure() {
+    let (f, _client) = installation("");
+    let stranger = random_key();
+    let rx = receiver(stranger.public_key(), Behaviour::Exit(0)).await;
+    pinned_mirror(&f, "m", &rx, "retries: 3\n");
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 1, Some(ErrorClass::Auth)), "{r:?}");
+    assert!(r.error.as_deref().unwrap().contains("archvsync"), "{r:?}");
+    assert_eq!(rx.log().count(), 0);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_transient_connect_failure() {
+    let (f, _client) = installation("");
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let pin = random_key().public_key().to_openssh().unwrap();
+    f.mirror(
+        "m",
+        &format!(
+            "ssh: {{ host: 127.0.0.1, port: {port}, user: u }}\nhost_key: \"{pin}\"\nretries: 1\nbackoff: {{ initial: 1ms, max: 1ms }}\n"
+        ),
+    );
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 2, Some(ErrorClass::Connect)), "{r:?}");
+}
+
+#[tokio::test]
+async fn an_rsa_identity_signs_with_rsa_sha2() {
+    use russh::keys::ssh_key::private::{KeypairData, RsaKeypair};
+    let f = Fixture::with_main("identity: keys/id_rsa\nknown_hosts: known_hosts\n");
+    let rsa = RsaKeypair::random(&mut rand::rng(), 2048).unwrap();
+    let key = PrivateKey::new(KeypairData::from(rsa), "old archvsync key").unwrap();
+    std::fs::create_dir_all(f.path("keys")).unwrap();
+    pushmirror::demo::write_secret(
+        &f.path("keys/id_rsa"),
+        &key.to_openssh(russh::keys::ssh_key::LineEnding::LF).unwrap(),
+    )
+    .unwrap();
+    let rx = receiver(key.public_key(), Behaviour::Exit(0)).await;
+    pinned_mirror(&f, "m", &rx, "");
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(row(&report, "m").outcome, Outcome::Ok, "{:?}", row(&report, "m"));
+    let algorithm = &rx.log().execs()[0].auth_algorithm;
+    assert!(algorithm.starts_with("rsa-sha2-"), "never SHA-1 ssh-rsa: {algorithm}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_triggers_return_their_permit_and_report_the_sync_duration() {
+    let (f, client) = installation("");
+    let log = Arc::new(ExecLog::default());
+    let rx = SshReceiver::builder()
+        .authorize(&client)
+        .log(Arc::clone(&log))
+        .behaviour(Behaviour::ExitAfter(Duration::from_secs(3), 0))
+        .start()
+        .await
+        .unwrap();
+    for i in 0..40 {
+        pinned_mirror(&f, &format!("m{i:02}"), &rx, "wait_for_sync: true\n");
+    }
+    let mut config = f.config();
+    config.concurrency = 4;
+    let t0 = tokio::time::Instant::now();
+    let report = push_config(&config).await;
+    let elapsed = t0.elapsed();
+    assert_eq!(report.triggers.len(), 40);
+    for r in &report.triggers {
+        assert_eq!((r.outcome, r.exit_code), (Outcome::Ok, Some(0)), "{r:?}");
+        let ms = r.sync_duration_ms.unwrap_or_else(|| panic!("no sync duration: {r:?}"));
+        assert!((3000..3200).contains(&ms), "{}: sync took {ms} ms", r.mirror);
+    }
+    // Holding permits while waiting would take 40 × 3 s / 4 = 30 s.
+    assert!(elapsed < Duration::from_secs(6), "push took {elapsed:?}");
+    let execs = log.execs();
+    let first = execs.iter().map(|e| e.at).min().unwrap();
+    let last = execs.iter().map(|e| e.at).max().unwrap();
+    assert!(last - first < Duration::from_secs(3), "every command started while the first still ran");
+}
+
+#[tokio::test]
+async fn an_identity_others_can_read_is_refused_at_config_load() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Exit(0)).await;
+    pinned_mirror(&f, "m", &rx, "");
+    std::fs::set_permissions(f.path(IDENTITY), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let expected = format!("{}: identity: permissions 0644 of {}", identity_at(&f), f.path(IDENTITY).display());
+    assert!(err.contains(&expected), "{err}");
+    assert!(err.contains("too open"), "{err}");
+    assert_eq!(rx.log().count(), 0);
+}
+
+#[test]
+fn a_missing_identity_or_a_bad_pin_is_a_located_config_error() {
+    let f = Fixture::with_main("identity: keys/nope\n");
+    f.mirror("m", "ssh: { host: example.net, user: u }\nhost_key: \"ssh-ed25519 not-base64\"\n");
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}: identity: cannot read private key", identity_at(&f))), "{err}");
+    assert!(err.contains("pushmirror keygen"), "{err}");
+    assert!(
+        err.contains(&format!("{}:2:1: host_key: not an OpenSSH public key", f.path("mirrors.d/m.yaml").display())),
+        "{err}"
+    );
+}
