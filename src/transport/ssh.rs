@@ -148,6 +148,59 @@ impl SshTransport {
     }
 }
 
+/// Connects to `host:port` only to learn the host key it offers (for `hostkeys scan`): no
+/// authentication, nothing executed. Key types in `known` are asked for first, so a host with
+/// several keys shows the one already recorded. Bounded by `timeout`.
+pub async fn scan_host_key(
+    host: &str,
+    port: u16,
+    known: &[Algorithm],
+    timeout: Duration,
+) -> Result<PublicKey, AttemptError> {
+    let seen = Arc::new(Mutex::new(None));
+    let grab = KeyGrab { seen: Arc::clone(&seen) };
+    let exchange = async {
+        let stream = tcp_connect(host, port).await?;
+        // The grabber refuses every key, so the handshake always ends right after the key is seen.
+        match client::connect_stream(client_config(known, false), stream, grab).await {
+            Ok(handle) => {
+                let _ = handle.disconnect(Disconnect::ByApplication, "", "en").await;
+                Ok(())
+            }
+            Err(_) if seen.lock().unwrap_or_else(|e| e.into_inner()).is_some() => Ok(()),
+            Err(e) => Err(classify_russh(e)),
+        }
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(AttemptError::transient(
+                ErrorClass::Timeout,
+                format!("no SSH key exchange within {}", humantime::format_duration(timeout)),
+            ));
+        }
+    }
+    let key = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
+    key.ok_or_else(|| AttemptError::permanent(ErrorClass::HostKey, "the server offered no plain host key"))
+}
+
+/// A handler that only notes the host key and refuses it.
+struct KeyGrab {
+    seen: Arc<Mutex<Option<PublicKey>>>,
+}
+
+impl client::Handler for KeyGrab {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, offered: &PublicKeyOrCertificate) -> Result<bool, russh::Error> {
+        if let PublicKeyOrCertificate::PublicKey { key, .. } = offered {
+            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
+        }
+        Ok(false)
+    }
+}
+
 /// The RSA signature hash to use, from `best_supported_rsa_hash`: what the server announced in
 /// `server-sig-algs`, and rsa-sha2-256 when it announced nothing (every OpenSSH since 7.2 takes it).
 fn rsa_hash(announced: Result<Option<Option<HashAlg>>, russh::Error>) -> Option<HashAlg> {

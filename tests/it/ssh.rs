@@ -1,4 +1,5 @@
-//! The SSH transport against in-process russh receivers on 127.0.0.1:0.
+//! The SSH transport, `keygen` and `hostkeys scan` against in-process russh receivers on
+//! 127.0.0.1:0.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -8,13 +9,14 @@ use pushmirror::clock::Clock;
 use pushmirror::config::Config;
 use pushmirror::demo::{Behaviour, ExecLog, SshReceiver};
 use pushmirror::dispatch::Options;
+use pushmirror::hostkeys::ScanStatus;
 use pushmirror::keys;
 use pushmirror::plan::PushRequest;
 use pushmirror::report::{Outcome, Report};
 use pushmirror::transport::{ErrorClass, Transports};
 use russh::keys::{PrivateKey, PublicKey};
 
-use crate::common::{Fixture, row, stderr};
+use crate::common::{Fixture, row, run_bin, stderr, stdout};
 
 const IDENTITY: &str = "keys/id_ed25519";
 
@@ -317,4 +319,75 @@ fn a_missing_identity_or_a_bad_pin_is_a_located_config_error() {
         err.contains(&format!("{}:2:1: host_key: not an OpenSSH public key", f.path("mirrors.d/m.yaml").display())),
         "{err}"
     );
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_prints_the_authorized_keys_line() {
+    let f = Fixture::with_main("identity: keys/id_ed25519\n");
+    let out = f.cli(&["keygen", "--from", "203.0.113.7"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let path = f.path(IDENTITY);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let line = stdout(&out);
+    let prefix = "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,command=\"~/archive-sync &\",from=\"203.0.113.7\" ssh-ed25519 AAAA";
+    assert!(line.starts_with(prefix), "{line}");
+    assert_eq!(line.lines().count(), 1);
+    assert!(line.trim_end().split(' ').next_back().unwrap().starts_with("pushmirror@"), "{line}");
+    let public = std::fs::read_to_string(f.path("keys/id_ed25519.pub")).unwrap();
+    let key_part: Vec<&str> = public.split_whitespace().take(2).collect();
+    assert!(line.contains(&key_part.join(" ")), "the line carries the written key");
+    assert!(keys::load_identity(&path).is_ok());
+
+    let before = std::fs::read(&path).unwrap();
+    let again = f.cli(&["keygen", "--command", "/usr/bin/ftpsync"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert_eq!(std::fs::read(&path).unwrap(), before, "never overwritten");
+
+    let other = f.path("elsewhere/key");
+    let out = f.cli(&["keygen", "--out", other.to_str().unwrap(), "--command", "/usr/bin/ftpsync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with(
+        "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,command=\"/usr/bin/ftpsync\" ssh-ed25519 "
+    ));
+}
+
+#[tokio::test]
+async fn hostkeys_scan_records_new_keys_reports_known_ones_and_never_overwrites_a_change() {
+    let (f, client) = installation("");
+    let a = receiver(&client, Behaviour::Exit(0)).await;
+    let b = receiver(&client, Behaviour::Exit(0)).await;
+    unpinned_mirror(&f, "a", &a, "");
+    unpinned_mirror(&f, "b", &b, "");
+    let config = f.config();
+
+    let rows = pushmirror::hostkeys::scan(&config, &[]).await.unwrap();
+    let statuses: Vec<_> = rows.iter().map(|r| (r.mirror.as_str(), r.status)).collect();
+    assert_eq!(statuses, [("a", ScanStatus::New), ("b", ScanStatus::New)]);
+    assert_eq!(rows[0].fingerprint.as_deref(), Some(keys::fingerprint(a.host_key()).as_str()));
+    let recorded = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert_eq!(recorded, format!("{}\n{}\n", a.known_hosts_line(), b.known_hosts_line()));
+
+    // A push now passes strict checking without any pin.
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(report.summary.ok, 2, "{report:?}");
+
+    // b's recorded key is not the one it offers any more.
+    let stale = a.known_hosts_line();
+    let other = random_key().public_key().to_openssh().unwrap();
+    std::fs::write(f.path("known_hosts"), format!("{stale}\n[127.0.0.1]:{} {other}\n", b.port())).unwrap();
+    let config_path = f.config_path();
+    let out = tokio::task::spawn_blocking(move || run_bin(&config_path, &["hostkeys", "scan"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    let a_line = format!("a [127.0.0.1]:{} {} known", a.port(), keys::fingerprint(a.host_key()));
+    assert!(text.contains(&a_line), "{text}");
+    let b_line = format!("b [127.0.0.1]:{} {} CHANGED", b.port(), keys::fingerprint(b.host_key()));
+    assert!(text.contains(&b_line), "{text}");
+    let unchanged = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert!(unchanged.contains(&other) && !unchanged.contains(&b.host_key_line()), "{unchanged}");
+
+    let only = pushmirror::hostkeys::scan(&config, &["a".to_string()]).await.unwrap();
+    assert_eq!(only.len(), 1);
+    assert!(pushmirror::hostkeys::scan(&config, &["nope".to_string()]).await.is_err());
 }
