@@ -190,20 +190,44 @@ async fn accept_new_records_the_first_key_and_refuses_a_changed_one() {
     let (f, client) = installation("host_key_policy: accept-new\n");
     let first = receiver(&client, Behaviour::Exit(0)).await;
     let port = first.port();
-    unpinned_mirror(&f, "m", &first, "retries: 2\n");
+    // Two mirrors on one host connect concurrently; the key is recorded once.
+    for name in ["a", "b"] {
+        unpinned_mirror(&f, name, &first, "retries: 2\n");
+    }
     let report = f.push(PushRequest::default()).await;
-    assert_eq!(row(&report, "m").outcome, Outcome::Ok);
+    assert_eq!(report.summary.ok, 2, "{report:?}");
     let text = std::fs::read_to_string(f.path("known_hosts")).unwrap();
-    assert_eq!(text, format!("{}\n", first.known_hosts_line()), "recorded as [host]:port");
+    assert_eq!(text, format!("{}\n", first.known_hosts_line()), "recorded once, as [host]:port");
 
     // The same host:port comes back with another key.
     first.stop().await;
     let changed = SshReceiver::builder().authorize(&client).port(port).start().await.unwrap();
     let report = f.push(PushRequest::default()).await;
-    let r = row(&report, "m");
-    assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 1, Some(ErrorClass::HostKey)), "{r:?}");
+    for name in ["a", "b"] {
+        let r = row(&report, name);
+        assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 1, Some(ErrorClass::HostKey)), "{r:?}");
+        let error = r.error.as_deref().unwrap();
+        assert!(error.contains(&keys::fingerprint(changed.host_key())), "{error}");
+    }
     assert_eq!(changed.log().count(), 0);
     assert_eq!(std::fs::read_to_string(f.path("known_hosts")).unwrap(), text, "a changed key is never recorded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stage_one_waits_for_the_downstream_before_stage_two_is_sent() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::ExitAfter(Duration::from_secs(3), 0)).await;
+    pinned_mirror(&f, "staged", &rx, "type: staged\n");
+    let report = f.push(PushRequest::default()).await;
+    let rows: Vec<_> = report.triggers.iter().map(|r| (r.stage.to_string(), r.outcome, r.sync_duration_ms)).collect();
+    assert_eq!(rows.len(), 2, "{report:?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].1), ("stage1", Outcome::Ok));
+    assert!(rows[0].2.is_some_and(|ms| (3000..3200).contains(&ms)), "stage 1 is waited for: {rows:?}");
+    assert_eq!((rows[1].0.as_str(), rows[1].1, rows[1].2), ("stage2", Outcome::Ok, None));
+    let execs = rx.log().execs();
+    let commands: Vec<&str> = execs.iter().map(|e| e.command.as_str()).collect();
+    assert_eq!(commands, ["sync:archive:debian sync:stage1", "sync:archive:debian sync:stage2"]);
+    assert!(execs[1].at - execs[0].at >= Duration::from_secs(3), "stage 2 only after stage 1 ended");
 }
 
 #[tokio::test]
