@@ -7,6 +7,8 @@
 
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -165,16 +167,25 @@ pub fn judge(entries: &[Entry], name: &str, offered: &PublicKey) -> Verdict {
     }
 }
 
-/// A known_hosts file on disk.
+/// A known_hosts file on disk. Its parsed entries are kept until the file's size or
+/// modification time changes, so a push to a thousand mirrors parses it once, while edits (by
+/// hand, by `hostkeys scan`, by accept-new) are seen by the next connection.
 #[derive(Debug, Clone)]
 pub struct KnownHostsFile {
     path: PathBuf,
+    cache: Arc<Mutex<Option<Cached>>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    stamp: (SystemTime, u64),
+    entries: Arc<Vec<Entry>>,
 }
 
 impl KnownHostsFile {
     /// The file at `path` (it need not exist yet).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        KnownHostsFile { path: path.into() }
+        KnownHostsFile { path: path.into(), cache: Arc::default() }
     }
 
     /// Its path.
@@ -183,17 +194,29 @@ impl KnownHostsFile {
     }
 
     /// Its entries; a missing file has none.
-    pub fn entries(&self) -> std::io::Result<Vec<Entry>> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => Ok(parse(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
+    pub fn entries(&self) -> std::io::Result<Arc<Vec<Entry>>> {
+        let stamp = match std::fs::metadata(&self.path) {
+            Ok(meta) => (meta.modified()?, meta.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Arc::default()),
+            Err(e) => return Err(e),
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.as_ref().filter(|c| c.stamp == stamp) {
+            return Ok(Arc::clone(&c.entries));
         }
+        let entries = Arc::new(parse(&std::fs::read_to_string(&self.path)?));
+        *cache = Some(Cached { stamp, entries: Arc::clone(&entries) });
+        Ok(entries)
+    }
+
+    /// The entries that apply to the host recorded as `name`.
+    pub fn entries_for(&self, name: &str) -> std::io::Result<Vec<Entry>> {
+        Ok(self.entries()?.iter().filter(|e| e.matches(name)).cloned().collect())
     }
 
     /// The recorded (not revoked) keys of the host recorded as `name`.
     pub fn keys_for(&self, name: &str) -> std::io::Result<Vec<PublicKey>> {
-        Ok(self.entries()?.into_iter().filter(|e| !e.revoked && e.matches(name)).map(|e| e.key).collect())
+        Ok(self.entries_for(name)?.into_iter().filter(|e| !e.revoked).map(|e| e.key).collect())
     }
 
     /// Appends `name key` as a plain entry, creating the file (and its directory) if needed.

@@ -67,11 +67,6 @@ impl SshTransport {
         SshTransport { inner: Arc::new(Inner { key: Arc::new(key), known_hosts, policy, learning: Mutex::new(()) }) }
     }
 
-    /// The sender's public key.
-    pub fn public_key(&self) -> &PublicKey {
-        self.inner.key.public_key()
-    }
-
     /// Sends one trigger to `target`: connect, verify, authenticate, exec, wait for the exit.
     pub async fn fire(&self, target: &SshTarget, req: TriggerRequest<'_>, attempt: &Attempt) -> AttemptResult {
         let waiting = req.mirror.wait_for_sync || req.stage == Stage::Stage1;
@@ -117,15 +112,12 @@ impl SshTransport {
                 parse_public_key(pin)
                     .map_err(|e| AttemptError::permanent(ErrorClass::HostKey, format!("host_key of {target}: {e}")))?,
             ),
-            None => Expect::KnownHosts(self.inner.entries_for(&name).map_err(|e| {
-                AttemptError::permanent(ErrorClass::Other, format!("cannot read {}: {e}", self.known_hosts_display()))
+            None => Expect::KnownHosts(self.inner.known_hosts.entries_for(&name).map_err(|e| {
+                let path = self.inner.known_hosts.path().display();
+                AttemptError::permanent(ErrorClass::Other, format!("cannot read {path}: {e}"))
             })?),
         };
         Ok(HostCheck { name, expect, transport: Arc::clone(&self.inner) })
-    }
-
-    fn known_hosts_display(&self) -> String {
-        self.inner.known_hosts.path().display().to_string()
     }
 
     /// Public-key auth. RSA keys sign with the best hash the server announces, so a modern sshd
@@ -211,15 +203,12 @@ fn rsa_hash(announced: Result<Option<Option<HashAlg>>, russh::Error>) -> Option<
 }
 
 impl Inner {
-    fn entries_for(&self, name: &str) -> std::io::Result<Vec<Entry>> {
-        Ok(self.known_hosts.entries()?.into_iter().filter(|e| e.matches(name)).collect())
-    }
-
     /// accept-new: records `key` for `name` unless, by now, the file says otherwise.
     fn learn(&self, name: &str, key: &PublicKey) -> Result<(), SshError> {
         let _guard = self.learning.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.known_hosts.path().display();
-        let entries = self.entries_for(name).map_err(|e| SshError::Local(format!("cannot read {path}: {e}")))?;
+        let entries =
+            self.known_hosts.entries_for(name).map_err(|e| SshError::Local(format!("cannot read {path}: {e}")))?;
         match known_hosts::judge(&entries, name, key) {
             Verdict::Known => Ok(()),
             Verdict::Unknown => {
@@ -229,10 +218,11 @@ impl Inner {
                 tracing::info!(host = %name, fingerprint = %fingerprint(key), file = %path, "recorded a new host key");
                 Ok(())
             }
-            Verdict::Changed { expected } => Err(mismatch(name, &expected, key, &format!("in {path}"))),
-            Verdict::Revoked => {
-                Err(SshError::HostKey(format!("host key {} of {name} is revoked in {path}", fingerprint(key))))
-            }
+            Verdict::Changed { expected } => Err(mismatch(name, &expected, key, &format!("known_hosts {path}"))),
+            Verdict::Revoked => Err(SshError::HostKey(format!(
+                "host key {} of {name} is revoked in known_hosts {path}",
+                fingerprint(key)
+            ))),
         }
     }
 }
