@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench fanout -- --transport http --mirrors 10000
+//! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --concurrency 256
 //! ```
 //! Prints triggers/s of the push and the peak RSS of the process (receivers included, they run
 //! in-process).
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
 use pushmirror::clock::Clock;
-use pushmirror::demo::{HttpReceiver, Log};
+use pushmirror::demo::{ExecLog, HttpReceiver, Log, SshReceiver};
 use pushmirror::dispatch::Options;
 use pushmirror::plan::PushRequest;
 use pushmirror::report::Outcome;
@@ -20,6 +21,7 @@ use pushmirror::transport::Transports;
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Transport {
     Http,
+    Ssh,
 }
 
 #[derive(Debug, Parser)]
@@ -52,22 +54,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let root = dir.path();
     std::fs::create_dir_all(root.join("mirrors.d"))?;
     std::fs::create_dir_all(root.join("archive"))?;
-    let log = Arc::new(Log::default());
-    let mut receivers = Vec::new();
-    for _ in 0..args.receivers.max(1) {
-        receivers.push(HttpReceiver::builder().log(Arc::clone(&log)).start().await?);
-    }
+    let receivers = match args.transport {
+        Transport::Http => Receivers::Http(http_receivers(args.receivers).await?),
+        Transport::Ssh => Receivers::Ssh(ssh_receivers(args.receivers, &root.join("id_ed25519")).await?),
+    };
     for i in 0..args.mirrors {
-        let rx = &receivers[i % receivers.len()];
-        let body = match args.transport {
-            Transport::Http => format!("http:\n  url: {}\nretries: 0\ntimeout: 30s\n", rx.url(&format!("/m{i}"))),
+        let body = match &receivers {
+            Receivers::Http(rxs) => {
+                let rx = &rxs[i % rxs.len()];
+                format!("http:\n  url: {}\nretries: 0\ntimeout: 30s\n", rx.url(&format!("/m{i}")))
+            }
+            Receivers::Ssh(rxs) => {
+                let rx = &rxs[i % rxs.len()];
+                format!(
+                    "ssh: {{ host: 127.0.0.1, port: {}, user: bench }}\nhost_key: \"{}\"\nretries: 0\ntimeout: 30s\n",
+                    rx.port(),
+                    rx.host_key_line()
+                )
+            }
         };
         std::fs::write(root.join(format!("mirrors.d/m{i:05}.yaml")), body)?;
     }
     std::fs::write(
         root.join("pushmirror.yaml"),
         format!(
-            "mirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: {}\nstatus: {{ history: 5 }}\narchives:\n  debian:\n    root: archive\n",
+            "identity: id_ed25519\nmirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: {}\nstatus: {{ history: 5 }}\narchives:\n  debian:\n    root: archive\n",
             args.concurrency
         ),
     )?;
@@ -75,7 +86,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = pushmirror::config::load(&root.join("pushmirror.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let load = t.elapsed();
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default())?;
-    let engine = pushmirror::push::engine(&config, Arc::new(Transports::new()?), Clock::system());
+    let engine = pushmirror::push::engine(&config, Arc::new(Transports::new(&config)?), Clock::system());
     let t = Instant::now();
     let report = pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "bench").await;
     let push = t.elapsed();
@@ -88,11 +99,54 @@ async fn run(args: Args) -> anyhow::Result<()> {
         receivers.len()
     );
     println!("config load: {:.3} s", load.as_secs_f64());
-    println!("push: {:.3} s, {} ok, {} received", push.as_secs_f64(), ok, log.count());
+    println!("push: {:.3} s, {} ok, {} received", push.as_secs_f64(), ok, receivers.received());
     println!("triggers/s: {:.0}", args.mirrors as f64 / push.as_secs_f64());
     println!("peak RSS: {:.1} MB", peak_rss_kb()? as f64 / 1024.0);
     anyhow::ensure!(ok == args.mirrors, "only {ok} of {} triggers were ok", args.mirrors);
     Ok(())
+}
+
+/// The receivers of one run, all of one transport.
+enum Receivers {
+    Http(Vec<HttpReceiver>),
+    Ssh(Vec<SshReceiver>),
+}
+
+impl Receivers {
+    fn len(&self) -> usize {
+        match self {
+            Receivers::Http(r) => r.len(),
+            Receivers::Ssh(r) => r.len(),
+        }
+    }
+
+    /// Triggers received by all of them (they share one log).
+    fn received(&self) -> usize {
+        match self {
+            Receivers::Http(r) => r.first().map_or(0, |rx| rx.log().count()),
+            Receivers::Ssh(r) => r.first().map_or(0, |rx| rx.log().count()),
+        }
+    }
+}
+
+async fn http_receivers(n: usize) -> anyhow::Result<Vec<HttpReceiver>> {
+    let log = Arc::new(Log::default());
+    let mut receivers = Vec::new();
+    for _ in 0..n.max(1) {
+        receivers.push(HttpReceiver::builder().log(Arc::clone(&log)).start().await?);
+    }
+    Ok(receivers)
+}
+
+/// SSH receivers that accept a fresh sender key written to `identity`.
+async fn ssh_receivers(n: usize, identity: &std::path::Path) -> anyhow::Result<Vec<SshReceiver>> {
+    let key = pushmirror::keys::generate(identity, "pushmirror@bench")?;
+    let log = Arc::new(ExecLog::default());
+    let mut receivers = Vec::new();
+    for _ in 0..n.max(1) {
+        receivers.push(SshReceiver::builder().authorize(&key.public).log(Arc::clone(&log)).start().await?);
+    }
+    Ok(receivers)
 }
 
 /// VmHWM of this process, in KiB.

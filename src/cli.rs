@@ -58,6 +58,14 @@ pub enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
     },
+    /// Create the sender's ed25519 key and print the authorized_keys line downstreams install.
+    Keygen(KeygenArgs),
+    /// Manage the SSH host keys of mirrors in pushmirror's own known_hosts.
+    Hostkeys {
+        /// What to do.
+        #[command(subcommand)]
+        command: HostkeysCommand,
+    },
     /// Print shell completions for SHELL on stdout.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -96,4 +104,30 @@ pub struct PushArgs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// Arguments of `keygen`.
+#[derive(Debug, Args, Clone)]
+pub struct KeygenArgs {
+    /// Private key file to create (PATH.pub gets the public key) [default: the config's `identity:`].
+    #[arg(long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+    /// Forced command of the printed authorized_keys line.
+    #[arg(long, value_name = "CMD", default_value = crate::keys::DEFAULT_FORCED_COMMAND)]
+    pub command: String,
+    /// Addresses the key may log in from (authorized_keys `from=`), e.g. "203.0.113.7,2001:db8::7".
+    #[arg(long, value_name = "ADDRS")]
+    pub from: Option<String>,
+}
+
+/// Subcommands of `hostkeys`.
+#[derive(Debug, Subcommand)]
+pub enum HostkeysCommand {
+    /// Fetch SSH mirrors' host keys and record new ones in known_hosts; asks nothing, prints
+    /// fingerprints, never overwrites a changed key (exit 1).
+    Scan {
+        /// Only this mirror (repeatable).
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+    },
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, Format, PushArgs};
+use crate::cli::{Cli, Command, Format, HostkeysCommand, KeygenArgs, PushArgs};
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::dispatch::Options;
@@ -34,6 +34,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::List { archive } => list(&cli, archive.as_deref()),
         Command::Status { check } => status(&cli, *check),
         Command::Daemon { grace } => daemon(&cli, *grace).await,
+        Command::Keygen(args) => keygen(&cli, args),
+        Command::Hostkeys { command: HostkeysCommand::Scan { only } } => hostkeys_scan(&cli, only).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "pushmirror", &mut std::io::stdout());
@@ -152,7 +154,7 @@ async fn push(cli: &Cli, args: &PushArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let transports = match Transports::new() {
+    let transports = match Transports::new(&config) {
         Ok(t) => Arc::new(t),
         Err(e) => {
             eprintln!("error: cannot set up transports: {e:#}");
@@ -173,6 +175,75 @@ async fn push(cli: &Cli, args: &PushArgs) -> u8 {
     drop(progress);
     print_report(&report, cli.format);
     report.exit_code()
+}
+
+/// `keygen`: writes a new ed25519 key and prints the authorized_keys line for downstreams.
+fn keygen(cli: &Cli, args: &KeygenArgs) -> u8 {
+    // The config may not validate yet (its SSH mirrors need this very key), so only its
+    // `identity:` line is read.
+    let Some(out) = args.out.clone().or_else(|| config::identity_path(&cli.config)) else {
+        eprintln!("error: --out PATH is required: {} does not name an `identity:` key", cli.config.display());
+        return EXIT_USAGE;
+    };
+    // Options first: a bad --command must not leave a key behind.
+    if let Err(e) = crate::keys::authorized_keys_options(&args.command, args.from.as_deref()) {
+        eprintln!("error: {e}");
+        return EXIT_USAGE;
+    }
+    let new = match crate::keys::generate(&out, &crate::keys::default_comment()) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let line = match crate::keys::authorized_keys_line(&new.public, &args.command, args.from.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match cli.format {
+        Format::Json => print_json(&serde_json::json!({
+            "private_key": new.private,
+            "public_key": new.public_path,
+            "fingerprint": crate::keys::fingerprint(&new.public),
+            "authorized_keys": line,
+        })),
+        Format::Table => {
+            eprintln!(
+                "wrote {} (0600) and {}, {}",
+                new.private.display(),
+                new.public_path.display(),
+                crate::keys::fingerprint(&new.public)
+            );
+            eprintln!("downstreams add this line to the authorized_keys of their sync user:");
+            println!("{line}");
+        }
+    }
+    EXIT_OK
+}
+
+/// `hostkeys scan`: records new host keys, reports known and changed ones.
+async fn hostkeys_scan(cli: &Cli, only: &[String]) -> u8 {
+    let config = match load(cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rows = match crate::hostkeys::scan(&config, only).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    match cli.format {
+        Format::Json => print_json(&rows),
+        Format::Table if rows.is_empty() => eprintln!("no SSH mirrors configured"),
+        Format::Table => rows.iter().for_each(|r| println!("{r}")),
+    }
+    if rows.iter().any(|r| r.status.is_problem()) { EXIT_FAILED } else { EXIT_OK }
 }
 
 /// Prints a report on stdout in the chosen format.

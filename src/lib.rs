@@ -12,7 +12,10 @@
 //! - [`dispatch`]: the fan-out engine — semaphore, rate limits, retries, backoff → one outcome
 //!   per trigger.
 //! - [`ratelimit`]: governor limiters per mirror, state persisted in `state_dir`.
-//! - [`transport`]: the `Trigger` interface; [`transport::http`] (reqwest).
+//! - [`transport`]: the `Trigger` interface; [`transport::http`] (reqwest), [`transport::ssh`]
+//!   (russh client, host key checks) and [`transport::known_hosts`] (pushmirror's own file).
+//! - [`keys`]: the sender's SSH key — loading it safely, `keygen`, the `authorized_keys` line.
+//! - [`hostkeys`]: `hostkeys scan`, recording mirrors' host keys in pushmirror's known_hosts.
 //! - [`report`]: the report model (JSON, table) and the bounded history on disk.
 //! - [`push`]: one push from plan to stored report, shared by every command that pushes.
 //! - [`watch`]: an archive's version from its trace file.
@@ -35,6 +38,8 @@ pub mod daemon;
 pub mod demo;
 pub mod dispatch;
 pub mod fsutil;
+pub mod hostkeys;
+pub mod keys;
 pub mod plan;
 pub mod push;
 pub mod ratelimit;

@@ -3,7 +3,7 @@
 //! `X-Pushmirror-Signature`, so no secret travels in the URL. `pushmirror receive` verifies it in
 //! constant time and refuses stale or replayed signatures.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 /// Header carrying the unix timestamp (seconds) the signature covers.

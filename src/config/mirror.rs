@@ -335,6 +335,9 @@ fn read_mirror(f: &mut Fields<'_>, defaults: &MirrorSettings, archives: &BTreeMa
     let has_ssh = f.has("ssh");
     let has_http = f.has("http");
     let host_key: Option<String> = f.take("host_key");
+    if let Some(Err(msg)) = host_key.as_deref().map(crate::keys::parse_public_key) {
+        f.error("host_key", msg);
+    }
     let transport = match (has_ssh, has_http) {
         (true, true) => {
             f.error("http", "a mirror has either `ssh:` or `http:`, not both");

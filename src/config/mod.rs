@@ -16,7 +16,9 @@ use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use fields::{parse_duration, resolve};
-pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport};
+pub use mirror::{
+    Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport, check_private, read_secret_file,
+};
 
 use fields::{Fields, Sink};
 use mirror::MirrorSettings;
@@ -122,6 +124,7 @@ const MAIN_FIELDS: &[&str] = &[
 
 fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     let path = f.file().to_path_buf();
+    let identity_at = f.position("identity");
     let identity = f.path("identity");
     let known_hosts = f.path("known_hosts").unwrap_or_else(|| resolve(&path, "known_hosts"));
     let host_key_policy = f
@@ -159,15 +162,25 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     f.finish(MAIN_FIELDS);
 
     let mirrors = mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, sink);
-    if identity.is_none() {
-        for m in mirrors.iter().filter(|m| matches!(m.transport, Transport::Ssh(_))) {
-            sink.borrow_mut().push(ConfigError::at(
-                &m.file,
-                (1, 1),
-                "ssh",
-                format!("mirror {} uses SSH but {} sets no `identity:` key", m.name, path.display()),
-            ));
+    let uses_ssh = mirrors.iter().any(|m| matches!(m.transport, Transport::Ssh(_)));
+    match &identity {
+        None => {
+            for m in mirrors.iter().filter(|m| matches!(m.transport, Transport::Ssh(_))) {
+                sink.borrow_mut().push(ConfigError::at(
+                    &m.file,
+                    (1, 1),
+                    "ssh",
+                    format!("mirror {} uses SSH but {} sets no `identity:` key", m.name, path.display()),
+                ));
+            }
         }
+        // Only SSH needs the key, so an HTTP-only setup may name one that does not exist yet.
+        Some(key) if uses_ssh => {
+            if let Err(msg) = check_identity(key) {
+                sink.borrow_mut().push(ConfigError::at(&path, identity_at, "identity", msg));
+            }
+        }
+        Some(_) => {}
     }
     Some(Config {
         path,
@@ -181,6 +194,24 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         status,
         mirrors: mirrors.into_iter().map(Arc::new).collect(),
     })
+}
+
+/// Whether the sender's key loads; the message says how to fix it when it does not.
+fn check_identity(key: &Path) -> Result<(), String> {
+    match crate::keys::load_identity(key) {
+        Ok(_) => Ok(()),
+        Err(e) if !key.exists() => Err(format!("{e}; create one with `pushmirror keygen`")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The `identity:` path of the main file at `path`, read without validating anything else, so
+/// that `keygen` can create the key a configuration names before that configuration is valid.
+pub fn identity_path(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: serde_norway::Value = serde_norway::from_str(&text).ok()?;
+    let raw = value.get("identity")?.as_str()?;
+    Some(resolve(path, raw))
 }
 
 fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Archive> {

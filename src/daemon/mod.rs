@@ -174,7 +174,7 @@ struct GenCtx {
 
 impl Generation {
     fn start(config: Config, shared: &Arc<Shared>) -> anyhow::Result<Generation> {
-        let transports = Arc::new(Transports::new().context("cannot set up transports")?);
+        let transports = Arc::new(Transports::new(&config).context("cannot set up transports")?);
         let engine = crate::push::engine(&config, transports, shared.clock.clone());
         let state = StateDir::new(&config.state_dir);
         let stop = CancellationToken::new();

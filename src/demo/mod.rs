@@ -2,18 +2,23 @@
 //! command that pushes to them with the real engine. Tests and benchmarks use the same receivers.
 
 pub mod http;
+pub mod ssh;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use russh::keys::PublicKey;
+
 pub use http::{Hit, HttpReceiver, Log, Reply};
+pub use ssh::{Behaviour, Exec, ExecLog, SshReceiver};
 
 use crate::cli::Format;
 use crate::clock::Clock;
 use crate::dispatch::Options;
 use crate::plan::PushRequest;
 use crate::transport::Transports;
+use crate::transport::known_hosts::{KnownHostsFile, host_entry_name};
 
 /// Writes a secret file readable by its owner only.
 pub fn write_secret(path: &Path, value: &str) -> std::io::Result<()> {
@@ -43,50 +48,84 @@ pub async fn run(n: usize, format: Format) -> u8 {
 async fn demo(n: usize, format: Format) -> anyhow::Result<u8> {
     let dir = tempfile::tempdir()?;
     let root = dir.path();
-    let log = Arc::new(Log::default());
-    let mut receivers = Vec::new();
     std::fs::create_dir_all(root.join("archive/project/trace"))?;
     std::fs::write(
         root.join("archive/project/trace/master"),
         "Archive serial: 2026112501\nCreator: pushmirror demo\n",
     )?;
     std::fs::create_dir_all(root.join("mirrors.d"))?;
+    let sender = crate::keys::generate(&root.join("keys/id_ed25519"), "pushmirror@demo")?;
+    let mut receivers = Receivers::default();
     for i in 0..n {
-        let name = format!("demo-http-{i:02}");
-        let mirror = if i % 2 == 0 {
-            // Ubuntu-style secret URL: the token is the path.
-            let receiver = HttpReceiver::builder().log(Arc::clone(&log)).start().await?;
-            write_secret(
-                &root.join(format!("secrets/{name}.url")),
-                &receiver.url(&format!("/trigger/{}", random_token())),
-            )?;
-            receivers.push(receiver);
-            format!("http:\n  url_file: ../secrets/{name}.url\ntags: [demo, token]\n")
-        } else {
-            let password = random_token();
-            let basic = base64_basic("demo", &password);
-            let receiver = HttpReceiver::builder().log(Arc::clone(&log)).expect_auth(basic).start().await?;
-            write_secret(&root.join(format!("secrets/{name}.pw")), &password)?;
-            let url = receiver.url("/push");
-            receivers.push(receiver);
-            format!(
-                "http:\n  url: {url}\n  method: POST\n  basic_auth: {{ user: demo, password_file: ../secrets/{name}.pw }}\n  headers: {{ X-Archive: \"{{archive}}\", X-Serial: \"{{serial}}\" }}\ntags: [demo, basic-auth]\n"
-            )
+        // Every third mirror is an ftpsync-style SSH downstream, the others HTTP.
+        let (name, mirror) = match i % 3 {
+            0 => (format!("demo-http-{i:02}"), receivers.http_token(root, &format!("demo-http-{i:02}")).await?),
+            1 => (format!("demo-http-{i:02}"), receivers.http_basic(root, &format!("demo-http-{i:02}")).await?),
+            _ => (format!("demo-ssh-{i:02}"), receivers.ssh(root, &sender.public).await?),
         };
         std::fs::write(root.join(format!("mirrors.d/{name}.yaml")), mirror)?;
     }
-    let main = "mirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: 16\ndefaults:\n  timeout: 10s\n  retries: 2\n  backoff: { initial: 100ms, max: 1s }\narchives:\n  debian:\n    root: archive\n";
+    let main = "identity: keys/id_ed25519\nknown_hosts: known_hosts\nmirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: 16\ndefaults:\n  timeout: 10s\n  retries: 2\n  backoff: { initial: 100ms, max: 1s }\narchives:\n  debian:\n    root: archive\n";
     let config_path = root.join("pushmirror.yaml");
     std::fs::write(&config_path, main)?;
     let config = crate::config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config invalid:\n{e}"))?;
     let plan = crate::push::plan_push(&config, &PushRequest::default())?;
-    let engine = crate::push::engine(&config, Arc::new(Transports::new()?), Clock::system());
+    let engine = crate::push::engine(&config, Arc::new(Transports::new(&config)?), Clock::system());
     let report = crate::push::execute(&config, &engine, &plan, &Options::default(), "demo").await;
     crate::commands::print_report(&report, format);
     if format == Format::Table {
-        eprintln!("demo: {} receiver(s) on 127.0.0.1 recorded {} trigger(s)", receivers.len(), log.count());
+        eprintln!(
+            "demo: {} receiver(s) on 127.0.0.1 recorded {} trigger(s)",
+            receivers.http.len() + receivers.ssh.len(),
+            receivers.http_log.count() + receivers.ssh_log.count()
+        );
     }
     Ok(report.exit_code())
+}
+
+/// The demo's receivers; each method starts one and returns its mirror file.
+#[derive(Default)]
+struct Receivers {
+    http: Vec<HttpReceiver>,
+    http_log: Arc<Log>,
+    ssh: Vec<SshReceiver>,
+    ssh_log: Arc<ExecLog>,
+}
+
+impl Receivers {
+    /// Ubuntu-style secret URL: the token is the path.
+    async fn http_token(&mut self, root: &Path, name: &str) -> anyhow::Result<String> {
+        let receiver = HttpReceiver::builder().log(Arc::clone(&self.http_log)).start().await?;
+        write_secret(
+            &root.join(format!("secrets/{name}.url")),
+            &receiver.url(&format!("/trigger/{}", random_token())),
+        )?;
+        self.http.push(receiver);
+        Ok(format!("http:\n  url_file: ../secrets/{name}.url\ntags: [demo, token]\n"))
+    }
+
+    /// POST with basic auth and templated headers.
+    async fn http_basic(&mut self, root: &Path, name: &str) -> anyhow::Result<String> {
+        let password = random_token();
+        let basic = base64_basic("demo", &password);
+        let receiver = HttpReceiver::builder().log(Arc::clone(&self.http_log)).expect_auth(basic).start().await?;
+        write_secret(&root.join(format!("secrets/{name}.pw")), &password)?;
+        let url = receiver.url("/push");
+        self.http.push(receiver);
+        Ok(format!(
+            "http:\n  url: {url}\n  method: POST\n  basic_auth: {{ user: demo, password_file: ../secrets/{name}.pw }}\n  headers: {{ X-Archive: \"{{archive}}\", X-Serial: \"{{serial}}\" }}\ntags: [demo, basic-auth]\n"
+        ))
+    }
+
+    /// An ftpsync-style SSH downstream whose host key is recorded in the demo's known_hosts.
+    async fn ssh(&mut self, root: &Path, sender: &PublicKey) -> anyhow::Result<String> {
+        let receiver = SshReceiver::builder().authorize(sender).log(Arc::clone(&self.ssh_log)).start().await?;
+        let port = receiver.port();
+        let known_hosts = KnownHostsFile::new(root.join("known_hosts"));
+        known_hosts.append(&host_entry_name("127.0.0.1", port), receiver.host_key())?;
+        self.ssh.push(receiver);
+        Ok(format!("ssh: {{ host: 127.0.0.1, port: {port}, user: archvsync }}\nbusy_exit: 1\ntags: [demo, ssh]\n"))
+    }
 }
 
 /// The `Authorization` header value of HTTP basic auth.

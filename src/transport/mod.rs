@@ -6,16 +6,19 @@
 //! their meaning differs (an SSH command still running at `timeout` counts as delivered).
 
 pub mod http;
+pub mod known_hosts;
+pub mod ssh;
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::config::{HttpMethod, Mirror, Transport};
+use crate::config::{Config, HttpMethod, Mirror, Transport};
 
 /// Which part of a sync a trigger asks for (ftpsync's `sync:` words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -207,20 +210,35 @@ pub fn describe(req: &TriggerRequest<'_>) -> String {
 #[derive(Clone)]
 pub struct Transports {
     http: http::HttpTransport,
+    /// Absent when no mirror uses SSH, so an HTTP-only setup needs no key.
+    ssh: Option<ssh::SshTransport>,
 }
 
 impl Transports {
-    /// Builds the transports a configuration needs.
-    pub fn new() -> anyhow::Result<Self> {
-        Ok(Transports { http: http::HttpTransport::new()? })
+    /// Builds the transports `config` needs: HTTP always, SSH (loading the sender's key) when a
+    /// mirror uses it.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let uses_ssh = config.mirrors.iter().any(|m| matches!(m.transport, Transport::Ssh(_)));
+        let ssh = match (&config.identity, uses_ssh) {
+            (Some(identity), true) => Some(
+                ssh::SshTransport::new(identity, config.known_hosts.clone(), config.host_key_policy)
+                    .context("loading the SSH identity")?,
+            ),
+            (None, true) => anyhow::bail!("SSH mirrors are configured but `identity:` is not set"),
+            (_, false) => None,
+        };
+        Ok(Transports { http: http::HttpTransport::new()?, ssh })
     }
 }
 
 impl Trigger for Transports {
-    async fn fire(&self, req: TriggerRequest<'_>, _attempt: &Attempt) -> AttemptResult {
-        match &req.mirror.transport {
-            Transport::Http(target) => self.http.fire(target, req).await,
-            Transport::Ssh(_) => Err(AttemptError::permanent(ErrorClass::Other, "SSH transport not built yet")),
+    async fn fire(&self, req: TriggerRequest<'_>, attempt: &Attempt) -> AttemptResult {
+        match (&req.mirror.transport, &self.ssh) {
+            (Transport::Http(target), _) => self.http.fire(target, req).await,
+            (Transport::Ssh(target), Some(ssh)) => ssh.fire(target, req, attempt).await,
+            (Transport::Ssh(_), None) => {
+                Err(AttemptError::permanent(ErrorClass::Other, "no SSH identity loaded for this SSH mirror"))
+            }
         }
     }
 }

@@ -183,6 +183,8 @@ fn the_demo_pushes_to_its_receivers_and_all_are_ok() {
     let report = json_report(&out);
     assert!(report.triggers.len() >= 6);
     assert!(report.triggers.iter().all(|t| t.outcome == Outcome::Ok && t.attempts == 1), "{report:?}");
+    let ssh = report.triggers.iter().filter(|t| t.transport == "ssh").count();
+    assert_eq!(ssh, 2, "every third demo mirror is SSH: {report:?}");
 }
 
 #[test]

@@ -5,3 +5,4 @@ mod common;
 mod daemon;
 mod http;
 mod process;
+mod ssh;

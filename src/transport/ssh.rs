@@ -1,0 +1,562 @@
+//! SSH triggers: one connection per trigger (russh), the host key checked against the mirror's
+//! pin or pushmirror's own known_hosts, public-key auth with the sender's key, one `exec` of the
+//! ftpsync command string, then the exit status.
+//!
+//! Time: connecting, key exchange, authentication and opening the channel are bounded by the
+//! mirror's `timeout`. The command then has `timeout` (from the exec request) to exit; one still
+//! running by then counts as delivered. A waiting trigger (`wait_for_sync`, and every stage 1)
+//! gives its concurrency permit back once the command runs and waits up to `sync_timeout` with
+//! SSH keepalives, to learn when the downstream finished.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Disconnect, Preferred};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::known_hosts::{self, Entry, KnownHostsFile, Verdict, host_entry_name};
+use super::{Attempt, AttemptError, AttemptResult, Delivered, ErrorClass, Stage, TriggerRequest};
+use crate::config::{HostKeyPolicy, SshTarget};
+use crate::keys::{KeyError, fingerprint, load_identity, parse_public_key, same_key};
+
+/// The note of a trigger whose command was still running when its `timeout` ended.
+pub const NOTE_STILL_RUNNING: &str = "still running";
+/// The note of a trigger answered with the mirror's `busy_exit` code.
+pub const NOTE_BUSY: &str = "downstream busy, re-run queued";
+/// At most this much of the command's stderr goes into an error message.
+pub const MAX_STDERR: usize = 4096;
+/// Keepalive interval of waiting sessions (runmirrors used `ServerAliveInterval=45`).
+const KEEPALIVE: Duration = Duration::from_secs(45);
+/// Unanswered keepalives after which a waiting session counts as lost.
+const KEEPALIVE_MAX: usize = 3;
+/// After the exit status, how long to wait for the rest of stderr and the channel's close. A
+/// command that leaves a background child holding its output open would otherwise keep the
+/// channel open long after it told us how it ended.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// The SSH transport: the sender's key and how host keys are checked.
+#[derive(Clone)]
+pub struct SshTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    key: Arc<PrivateKey>,
+    known_hosts: KnownHostsFile,
+    policy: HostKeyPolicy,
+    /// Serialises accept-new's re-read and append, so that concurrent first connections to one
+    /// host record its key once, and a second, different key is refused.
+    learning: Mutex<()>,
+}
+
+impl SshTransport {
+    /// Loads the sender's key from `identity` (refusing a file others may read).
+    pub fn new(identity: &Path, known_hosts: PathBuf, policy: HostKeyPolicy) -> Result<Self, KeyError> {
+        Ok(Self::with_key(load_identity(identity)?, known_hosts, policy))
+    }
+
+    /// A transport with a key already in memory.
+    pub fn with_key(key: PrivateKey, known_hosts: PathBuf, policy: HostKeyPolicy) -> Self {
+        let known_hosts = KnownHostsFile::new(known_hosts);
+        SshTransport { inner: Arc::new(Inner { key: Arc::new(key), known_hosts, policy, learning: Mutex::new(()) }) }
+    }
+
+    /// Sends one trigger to `target`: connect, verify, authenticate, exec, wait for the exit.
+    pub async fn fire(&self, target: &SshTarget, req: TriggerRequest<'_>, attempt: &Attempt) -> AttemptResult {
+        let waiting = req.mirror.wait_for_sync || req.stage == Stage::Stage1;
+        let timeout = req.mirror.timeout;
+        let mut session = match tokio::time::timeout(timeout, self.open(target, waiting)).await {
+            Ok(Ok(session)) => session,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(AttemptError::transient(
+                    ErrorClass::Timeout,
+                    format!("no SSH session with {target} within {}", humantime::format_duration(timeout)),
+                ));
+            }
+        };
+        let result = session.run(&req, attempt, waiting).await;
+        session.close().await;
+        result
+    }
+
+    /// Connects, verifies the host key, authenticates and opens a session channel.
+    async fn open(&self, target: &SshTarget, waiting: bool) -> Result<Session, AttemptError> {
+        let check = self.host_check(target)?;
+        let config = client_config(&check.expected_algorithms(), waiting);
+        let stream = tcp_connect(&target.host, target.port).await?;
+        let mut handle = client::connect_stream(config, stream, check).await.map_err(classify)?;
+        self.authenticate(&mut handle, &target.user).await?;
+        let channel = handle.channel_open_session().await.map_err(|e| match e {
+            russh::Error::ChannelOpenFailure(reason) => AttemptError::permanent(
+                ErrorClass::Other,
+                format!("the downstream refused to open a session channel ({reason:?})"),
+            ),
+            other => classify(SshError::Ssh(other)),
+        })?;
+        Ok(Session { handle, channel })
+    }
+
+    /// What this connection's host key must be: the mirror's pin, else known_hosts' entries.
+    fn host_check(&self, target: &SshTarget) -> Result<HostCheck, AttemptError> {
+        let name = host_entry_name(&target.host, target.port);
+        let expect = match &target.host_key {
+            // The config loader validated the pin; a failure here means the config changed under us.
+            Some(pin) => Expect::Pinned(
+                parse_public_key(pin)
+                    .map_err(|e| AttemptError::permanent(ErrorClass::HostKey, format!("host_key of {target}: {e}")))?,
+            ),
+            None => Expect::KnownHosts(self.inner.known_hosts.entries_for(&name).map_err(|e| {
+                let path = self.inner.known_hosts.path().display();
+                AttemptError::permanent(ErrorClass::Other, format!("cannot read {path}: {e}"))
+            })?),
+        };
+        Ok(HostCheck { name, expect, transport: Arc::clone(&self.inner) })
+    }
+
+    /// Public-key auth. RSA keys sign with the best hash the server announces, so a modern sshd
+    /// (which refuses SHA-1 `ssh-rsa`) accepts them.
+    async fn authenticate(&self, handle: &mut Handle<HostCheck>, user: &str) -> Result<(), AttemptError> {
+        let key = &self.inner.key;
+        let hash = if key.algorithm().is_rsa() { rsa_hash(handle.best_supported_rsa_hash().await) } else { None };
+        let result = handle
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
+            .await
+            .map_err(|e| classify(SshError::Ssh(e)))?;
+        if result.success() {
+            Ok(())
+        } else {
+            Err(AttemptError::permanent(
+                ErrorClass::Auth,
+                format!("the downstream refused key {} for user {user}", fingerprint(key.public_key())),
+            ))
+        }
+    }
+}
+
+/// Connects to `host:port` only to learn the host key it offers (for `hostkeys scan`): no
+/// authentication, nothing executed. Key types in `known` are asked for first, so a host with
+/// several keys shows the one already recorded. Bounded by `timeout`.
+pub async fn scan_host_key(
+    host: &str,
+    port: u16,
+    known: &[Algorithm],
+    timeout: Duration,
+) -> Result<PublicKey, AttemptError> {
+    let seen = Arc::new(Mutex::new(None));
+    let grab = KeyGrab { seen: Arc::clone(&seen) };
+    let exchange = async {
+        let stream = tcp_connect(host, port).await?;
+        // The grabber refuses every key, so the handshake always ends right after the key is seen.
+        match client::connect_stream(client_config(known, false), stream, grab).await {
+            Ok(handle) => {
+                let _ = handle.disconnect(Disconnect::ByApplication, "", "en").await;
+                Ok(())
+            }
+            Err(_) if seen.lock().unwrap_or_else(|e| e.into_inner()).is_some() => Ok(()),
+            Err(e) => Err(classify_russh(e)),
+        }
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(AttemptError::transient(
+                ErrorClass::Timeout,
+                format!("no SSH key exchange within {}", humantime::format_duration(timeout)),
+            ));
+        }
+    }
+    let key = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
+    key.ok_or_else(|| AttemptError::permanent(ErrorClass::HostKey, "the server offered no plain host key"))
+}
+
+/// A handler that only notes the host key and refuses it.
+struct KeyGrab {
+    seen: Arc<Mutex<Option<PublicKey>>>,
+}
+
+impl client::Handler for KeyGrab {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, offered: &PublicKeyOrCertificate) -> Result<bool, russh::Error> {
+        if let PublicKeyOrCertificate::PublicKey { key, .. } = offered {
+            *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
+        }
+        Ok(false)
+    }
+}
+
+/// The RSA signature hash to use, from `best_supported_rsa_hash`: what the server announced in
+/// `server-sig-algs`, and rsa-sha2-256 when it announced nothing (every OpenSSH since 7.2 takes it).
+fn rsa_hash(announced: Result<Option<Option<HashAlg>>, russh::Error>) -> Option<HashAlg> {
+    match announced {
+        Ok(Some(hash)) => hash,
+        Ok(None) | Err(_) => Some(HashAlg::Sha256),
+    }
+}
+
+impl Inner {
+    /// accept-new: records `key` for `name` unless, by now, the file says otherwise.
+    fn learn(&self, name: &str, key: &PublicKey) -> Result<(), SshError> {
+        let _guard = self.learning.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.known_hosts.path().display();
+        let entries =
+            self.known_hosts.entries_for(name).map_err(|e| SshError::Local(format!("cannot read {path}: {e}")))?;
+        match known_hosts::judge(&entries, name, key) {
+            Verdict::Known => Ok(()),
+            Verdict::Unknown => {
+                self.known_hosts
+                    .append(name, key)
+                    .map_err(|e| SshError::Local(format!("cannot record the host key of {name} in {path}: {e}")))?;
+                tracing::info!(host = %name, fingerprint = %fingerprint(key), file = %path, "recorded a new host key");
+                Ok(())
+            }
+            Verdict::Changed { expected } => Err(mismatch(name, &expected, key, &format!("known_hosts {path}"))),
+            Verdict::Revoked => Err(SshError::HostKey(format!(
+                "host key {} of {name} is revoked in known_hosts {path}",
+                fingerprint(key)
+            ))),
+        }
+    }
+}
+
+/// The client configuration of one connection: host key algorithms we hold a key for come first
+/// (as OpenSSH orders them), so a host with several keys shows the one we can check.
+fn client_config(known: &[Algorithm], waiting: bool) -> Arc<client::Config> {
+    let mut order: Vec<Algorithm> = Vec::new();
+    for algorithm in known {
+        let wanted = match algorithm {
+            Algorithm::Rsa { .. } => {
+                vec![Algorithm::Rsa { hash: Some(HashAlg::Sha512) }, Algorithm::Rsa { hash: Some(HashAlg::Sha256) }]
+            }
+            other => vec![other.clone()],
+        };
+        for a in wanted {
+            if !order.contains(&a) {
+                order.push(a);
+            }
+        }
+    }
+    for a in Preferred::DEFAULT.key.iter() {
+        if !order.contains(a) {
+            order.push(a.clone());
+        }
+    }
+    let preferred = Preferred { key: Cow::Owned(order), ..Preferred::DEFAULT };
+    Arc::new(client::Config {
+        preferred,
+        nodelay: true,
+        // Silence from a command that runs for hours is normal; only keepalives detect a dead peer.
+        inactivity_timeout: None,
+        keepalive_interval: waiting.then_some(KEEPALIVE),
+        keepalive_max: KEEPALIVE_MAX,
+        ..client::Config::default()
+    })
+}
+
+/// Resolves and connects, telling name-resolution failures apart from unreachable hosts.
+async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, AttemptError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| AttemptError::transient(ErrorClass::Dns, format!("cannot resolve {host}: {e}")))?
+        .collect();
+    let mut last = AttemptError::transient(ErrorClass::Dns, format!("{host} has no address"));
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // The handshake is many small packets; Nagle would delay each.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = AttemptError::transient(ErrorClass::Connect, format!("cannot connect to {addr}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+/// Errors of a connection: russh's own, and ours from inside the handler.
+#[derive(Debug, thiserror::Error)]
+enum SshError {
+    #[error(transparent)]
+    Ssh(#[from] russh::Error),
+    /// The host key is wrong, unknown or revoked.
+    #[error("{0}")]
+    HostKey(String),
+    /// A local problem while checking the host key (known_hosts unreadable or unwritable).
+    #[error("{0}")]
+    Local(String),
+}
+
+fn mismatch(name: &str, expected: &[PublicKey], offered: &PublicKey, source: &str) -> SshError {
+    let expected: Vec<String> = expected.iter().map(fingerprint).collect();
+    SshError::HostKey(format!(
+        "host key of {name} does not match: expected {} ({source}), offered {}; \
+         if the downstream really changed its key, update {source}",
+        expected.join(" or "),
+        fingerprint(offered)
+    ))
+}
+
+fn classify(e: SshError) -> AttemptError {
+    match e {
+        SshError::HostKey(msg) => AttemptError::permanent(ErrorClass::HostKey, msg),
+        SshError::Local(msg) => AttemptError::permanent(ErrorClass::Other, msg),
+        SshError::Ssh(e) => classify_russh(e),
+    }
+}
+
+fn classify_russh(e: russh::Error) -> AttemptError {
+    use russh::Error as E;
+    let message = format!("SSH: {e}");
+    match e {
+        E::NoCommonAlgo { .. } | E::Version | E::UnknownAlgo => AttemptError::permanent(ErrorClass::Other, message),
+        E::UnknownKey => AttemptError::permanent(ErrorClass::HostKey, message),
+        E::NotAuthenticated | E::NoAuthMethod => AttemptError::permanent(ErrorClass::Auth, message),
+        E::IO(_)
+        | E::HUP
+        | E::Disconnect
+        | E::ConnectionTimeout
+        | E::KeepaliveTimeout
+        | E::InactivityTimeout
+        | E::SendError
+        | E::RecvError => AttemptError::transient(ErrorClass::Connect, message),
+        _ => AttemptError::transient(ErrorClass::Other, message),
+    }
+}
+
+/// What a host's key must be.
+enum Expect {
+    /// The mirror's `host_key:`.
+    Pinned(PublicKey),
+    /// The known_hosts entries for this host (possibly none).
+    KnownHosts(Vec<Entry>),
+}
+
+/// One connection's russh handler: it knows which host it talks to and what key to expect,
+/// because russh does not tell `check_server_key` which host it is checking.
+struct HostCheck {
+    name: String,
+    expect: Expect,
+    transport: Arc<Inner>,
+}
+
+impl HostCheck {
+    /// Algorithms of the keys we could accept, to be negotiated first.
+    fn expected_algorithms(&self) -> Vec<Algorithm> {
+        match &self.expect {
+            Expect::Pinned(pin) => vec![pin.algorithm()],
+            Expect::KnownHosts(entries) => entries.iter().filter(|e| !e.revoked).map(|e| e.key.algorithm()).collect(),
+        }
+    }
+
+    fn verify(&self, offered: &PublicKey) -> Result<bool, SshError> {
+        let t = &self.transport;
+        let file = format!("known_hosts {}", t.known_hosts.path().display());
+        match &self.expect {
+            Expect::Pinned(pin) if same_key(pin, offered) => Ok(true),
+            Expect::Pinned(pin) => {
+                Err(mismatch(&self.name, std::slice::from_ref(pin), offered, "the mirror's host_key:"))
+            }
+            Expect::KnownHosts(entries) => match known_hosts::judge(entries, &self.name, offered) {
+                Verdict::Known => Ok(true),
+                Verdict::Changed { expected } => Err(mismatch(&self.name, &expected, offered, &file)),
+                Verdict::Revoked => Err(SshError::HostKey(format!(
+                    "host key {} of {} is revoked in {file}",
+                    fingerprint(offered),
+                    self.name
+                ))),
+                Verdict::Unknown if t.policy == HostKeyPolicy::AcceptNew => t.learn(&self.name, offered).map(|()| true),
+                Verdict::Unknown => Err(SshError::HostKey(format!(
+                    "host key {} of {} is not in {file} (host_key_policy: strict); \
+                     record it with `pushmirror hostkeys scan` or pin it with host_key:",
+                    fingerprint(offered),
+                    self.name
+                ))),
+            },
+        }
+    }
+}
+
+impl client::Handler for HostCheck {
+    type Error = SshError;
+
+    async fn check_server_key(&mut self, offered: &PublicKeyOrCertificate) -> Result<bool, SshError> {
+        match offered {
+            PublicKeyOrCertificate::PublicKey { key, .. } => self.verify(key),
+            // Not reachable: no certificate algorithm is advertised (Preferred::host_key_certificates is empty).
+            PublicKeyOrCertificate::Certificate(_) => Err(SshError::HostKey(format!(
+                "{} offered a host certificate; pushmirror checks plain host keys",
+                self.name
+            ))),
+        }
+    }
+}
+
+/// An authenticated connection with one session channel.
+struct Session {
+    handle: Handle<HostCheck>,
+    channel: russh::Channel<client::Msg>,
+}
+
+/// How the remote command ended.
+enum Exit {
+    Status(u32),
+    Signal(String),
+}
+
+/// What one exec has told us so far.
+#[derive(Default)]
+struct Progress {
+    accepted: bool,
+    exit: Option<Exit>,
+    stderr: Vec<u8>,
+}
+
+impl Progress {
+    fn push_stderr(&mut self, data: &[u8]) {
+        let room = MAX_STDERR.saturating_sub(self.stderr.len());
+        self.stderr.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_string()
+    }
+}
+
+impl Session {
+    /// Runs the trigger's command and judges how it ended.
+    async fn run(&mut self, req: &TriggerRequest<'_>, attempt: &Attempt, waiting: bool) -> AttemptResult {
+        let mirror = req.mirror;
+        let exec_at = Instant::now();
+        self.channel.exec(true, req.command_string()).await.map_err(|e| classify(SshError::Ssh(e)))?;
+        let mut progress = Progress::default();
+        let mut deadline = exec_at + mirror.timeout;
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.channel.wait()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(_) if progress.exit.is_some() => break,
+                Err(_) => return out_of_time(&progress, req, waiting),
+            };
+            match msg {
+                ChannelMsg::Success if !progress.accepted => {
+                    progress.accepted = true;
+                    if waiting {
+                        // The trigger is delivered; only waiting remains, which must not hold a permit.
+                        attempt.release_permit();
+                        deadline = Instant::now() + mirror.sync_timeout;
+                    }
+                }
+                ChannelMsg::Failure if !progress.accepted => {
+                    return Err(AttemptError::permanent(
+                        ErrorClass::Other,
+                        "the downstream refused to run the command",
+                    ));
+                }
+                ChannelMsg::ExtendedData { data, ext: 1 } => progress.push_stderr(&data),
+                ChannelMsg::ExitStatus { exit_status } => {
+                    progress.exit = Some(Exit::Status(exit_status));
+                    deadline = deadline.min(Instant::now() + EXIT_GRACE);
+                }
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    progress.exit = Some(Exit::Signal(format!("{signal_name:?}")));
+                    deadline = deadline.min(Instant::now() + EXIT_GRACE);
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        let ran_for = exec_at.elapsed();
+        judge_exit(&progress, req, waiting.then_some(ran_for))
+    }
+
+    /// Ends the connection politely; the remote command, if still running, is not stopped by this
+    /// (no pty: sshd closes its pipes, it keeps running).
+    async fn close(self) {
+        let _ = self.channel.close().await;
+        let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+    }
+}
+
+/// The command did not exit in time.
+fn out_of_time(progress: &Progress, req: &TriggerRequest<'_>, waiting: bool) -> AttemptResult {
+    let mirror = req.mirror;
+    if !progress.accepted {
+        return Err(AttemptError::transient(
+            ErrorClass::Timeout,
+            format!("the downstream did not confirm the command within {}", humantime::format_duration(mirror.timeout)),
+        ));
+    }
+    let note = if waiting {
+        format!("{NOTE_STILL_RUNNING} after sync_timeout {}", humantime::format_duration(mirror.sync_timeout))
+    } else {
+        NOTE_STILL_RUNNING.to_string()
+    };
+    Ok(Delivered { note: Some(note), ..Delivered::default() })
+}
+
+/// Exit 0 and the mirror's `busy_exit` are delivered; any other end is a permanent failure.
+fn judge_exit(progress: &Progress, req: &TriggerRequest<'_>, sync_duration: Option<Duration>) -> AttemptResult {
+    let stderr = progress.stderr_text();
+    let with_stderr = |what: String| if stderr.is_empty() { what } else { format!("{what}: {stderr}") };
+    match &progress.exit {
+        Some(Exit::Status(code)) => {
+            let code = i32::try_from(*code).unwrap_or(i32::MAX);
+            if code == 0 || Some(code) == req.mirror.busy_exit {
+                let note = (code != 0).then(|| NOTE_BUSY.to_string());
+                return Ok(Delivered { note, exit_code: Some(code), sync_duration, ..Delivered::default() });
+            }
+            let mut e =
+                AttemptError::permanent(ErrorClass::RemoteExit, with_stderr(format!("remote command exited {code}")));
+            e.exit_code = Some(code);
+            Err(e)
+        }
+        Some(Exit::Signal(signal)) => Err(AttemptError::permanent(
+            ErrorClass::RemoteExit,
+            with_stderr(format!("remote command killed by signal {signal}")),
+        )),
+        // The connection ended under the command; it may or may not have run.
+        None => Err(AttemptError::transient(
+            ErrorClass::Connect,
+            with_stderr("the session closed before the command reported an exit status".to_string()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rsa_signatures_follow_what_the_server_announces() {
+        assert_eq!(rsa_hash(Ok(Some(Some(HashAlg::Sha512)))), Some(HashAlg::Sha512));
+        assert_eq!(rsa_hash(Ok(Some(None))), None, "a server that announces only ssh-rsa gets ssh-rsa");
+        assert_eq!(rsa_hash(Ok(None)), Some(HashAlg::Sha256), "no announcement: never fall back to SHA-1");
+    }
+
+    #[test]
+    fn known_key_types_are_negotiated_first() {
+        let config = client_config(&[Algorithm::Rsa { hash: None }], false);
+        let key = &config.preferred.key;
+        assert_eq!(key[0], Algorithm::Rsa { hash: Some(HashAlg::Sha512) });
+        assert_eq!(key[1], Algorithm::Rsa { hash: Some(HashAlg::Sha256) });
+        assert!(key.contains(&Algorithm::Ed25519));
+        assert_eq!(client_config(&[], true).preferred.key[0], Algorithm::Ed25519);
+        assert_eq!(client_config(&[], true).keepalive_interval, Some(KEEPALIVE));
+    }
+
+    #[test]
+    fn stderr_is_capped() {
+        let mut p = Progress::default();
+        p.push_stderr(&[b'x'; 3000]);
+        p.push_stderr(&[b'y'; 3000]);
+        assert_eq!(p.stderr.len(), MAX_STDERR);
+    }
+}

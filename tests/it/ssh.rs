@@ -1,0 +1,417 @@
+//! The SSH transport, `keygen` and `hostkeys scan` against in-process russh receivers on
+//! 127.0.0.1:0.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pushmirror::clock::Clock;
+use pushmirror::config::Config;
+use pushmirror::demo::{Behaviour, ExecLog, SshReceiver};
+use pushmirror::dispatch::Options;
+use pushmirror::hostkeys::ScanStatus;
+use pushmirror::keys;
+use pushmirror::plan::PushRequest;
+use pushmirror::report::{Outcome, Report};
+use pushmirror::transport::{ErrorClass, Transports};
+use russh::keys::{PrivateKey, PublicKey};
+
+use crate::common::{Fixture, row, run_bin, stderr, stdout};
+
+const IDENTITY: &str = "keys/id_ed25519";
+
+/// An installation whose sender key is `keys/id_ed25519`; returns its public key.
+fn installation(extra_main: &str) -> (Fixture, PublicKey) {
+    let f = Fixture::with_main(&format!("identity: {IDENTITY}\nknown_hosts: known_hosts\n{extra_main}"));
+    let key = keys::generate(&f.path(IDENTITY), "pushmirror@test").unwrap();
+    (f, key.public)
+}
+
+/// A receiver that lets `client` in and behaves as `behaviour`.
+async fn receiver(client: &PublicKey, behaviour: Behaviour) -> SshReceiver {
+    SshReceiver::builder().authorize(client).behaviour(behaviour).start().await.unwrap()
+}
+
+/// An SSH mirror of `rx` with its host key pinned and quick retries.
+fn pinned_mirror(f: &Fixture, name: &str, rx: &SshReceiver, extra: &str) {
+    f.mirror(
+        name,
+        &format!(
+            "ssh: {{ host: 127.0.0.1, port: {}, user: archvsync }}\nhost_key: \"{}\"\nbackoff: {{ initial: 100ms, max: 1s }}\n{extra}",
+            rx.port(),
+            rx.host_key_line()
+        ),
+    );
+}
+
+/// An SSH mirror of `rx` checked against known_hosts.
+fn unpinned_mirror(f: &Fixture, name: &str, rx: &SshReceiver, extra: &str) {
+    f.mirror(
+        name,
+        &format!(
+            "ssh: {{ host: 127.0.0.1, port: {}, user: archvsync }}\nbackoff: {{ initial: 100ms, max: 1s }}\n{extra}",
+            rx.port()
+        ),
+    );
+}
+
+/// Pushes `debian` with the real transports under `config` (which a test may have adjusted).
+async fn push_config(config: &Config) -> Report {
+    let plan = pushmirror::push::plan_push(config, &PushRequest::default()).unwrap();
+    let transports = Arc::new(Transports::new(config).unwrap());
+    let engine = pushmirror::push::engine(config, transports, Clock::system());
+    pushmirror::push::execute(config, &engine, &plan, &Options::default(), "test").await
+}
+
+/// `path:line:col` of the `identity:` line of the fixture's main file.
+fn identity_at(f: &Fixture) -> String {
+    let text = std::fs::read_to_string(f.config_path()).unwrap();
+    let line = text.lines().position(|l| l.starts_with("identity:")).unwrap() + 1;
+    format!("{}:{line}:1", f.config_path().display())
+}
+
+fn random_key() -> PrivateKey {
+    pushmirror::demo::ssh::random_host_key().unwrap()
+}
+
+#[tokio::test]
+async fn a_push_execs_exactly_the_ftpsync_command_once() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Exit(0)).await;
+    pinned_mirror(&f, "m", &rx, "");
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.exit_code), (Outcome::Ok, 1, Some(0)), "{r:?}");
+    assert_eq!(r.note, None);
+    let execs = rx.log().execs();
+    assert_eq!(execs.len(), 1);
+    assert_eq!(execs[0].command, "sync:archive:debian sync:all");
+    assert_eq!(execs[0].user, "archvsync");
+    assert_eq!(execs[0].auth_algorithm, "ssh-ed25519");
+}
+
+#[tokio::test]
+async fn a_nonzero_exit_is_a_permanent_remote_exit_with_its_stderr() {
+    let (f, client) = installation("");
+    let rx = SshReceiver::builder()
+        .authorize(&client)
+        .behaviour(Behaviour::Exit(3))
+        .stderr("ftpsync: no config ftpsync-debian.conf\n")
+        .start()
+        .await
+        .unwrap();
+    pinned_mirror(&f, "m", &rx, "retries: 3\n");
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!(
+        (r.outcome, r.attempts, r.error_class, r.exit_code),
+        (Outcome::Failed, 1, Some(ErrorClass::RemoteExit), Some(3)),
+        "{r:?}"
+    );
+    let error = r.error.as_deref().unwrap();
+    assert!(error.contains("3") && error.contains("ftpsync: no config ftpsync-debian.conf"), "{error}");
+    assert!(!error.ends_with('\n'), "stderr is trimmed: {error:?}");
+    assert_eq!(rx.log().count(), 1);
+    assert_eq!(report.exit_code(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_still_running_at_timeout_is_delivered() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Hang).await;
+    pinned_mirror(&f, "m", &rx, "timeout: 20s\nretries: 3\n");
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.note.as_deref()), (Outcome::Ok, 1, Some("still running")), "{r:?}");
+    assert_eq!(r.exit_code, None);
+    // The 20 s run from the exec request, so the trigger ends 20 s (of paused time) later.
+    assert!((20_000..21_000).contains(&r.duration_ms), "{}", r.duration_ms);
+    assert_eq!(rx.log().count(), 1);
+}
+
+#[tokio::test]
+async fn the_busy_exit_is_delivered_and_not_retried() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Exit(1)).await;
+    pinned_mirror(&f, "m", &rx, "busy_exit: 1\nretries: 3\n");
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!(
+        (r.outcome, r.attempts, r.note.as_deref(), r.exit_code),
+        (Outcome::Ok, 1, Some("downstream busy, re-run queued"), Some(1)),
+        "{r:?}"
+    );
+    assert_eq!(rx.log().count(), 1);
+}
+
+#[tokio::test]
+async fn a_wrong_pin_fails_permanently_naming_both_fingerprints_and_sends_nothing() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Exit(0)).await;
+    let pinned = random_key().public_key().clone();
+    f.mirror(
+        "m",
+        &format!(
+            "ssh: {{ host: 127.0.0.1, port: {}, user: archvsync }}\nhost_key: \"{}\"\nretries: 3\n",
+            rx.port(),
+            pinned.to_openssh().unwrap()
+        ),
+    );
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 1, Some(ErrorClass::HostKey)), "{r:?}");
+    let error = r.error.as_deref().unwrap();
+    assert!(error.contains(&keys::fingerprint(&pinned)), "names the expected key: {error}");
+    assert!(error.contains(&keys::fingerprint(rx.host_key())), "names the offered key: {error}");
+    assert_eq!(rx.log().count(), 0, "nothing may be sent to a host that failed verification");
+}
+
+#[tokio::test]
+async fn strict_known_hosts_accepts_a_recorded_key_and_refuses_an_unknown_host() {
+    let (f, client) = installation("");
+    let known = receiver(&client, Behaviour::Exit(0)).await;
+    let unknown = receiver(&client, Behaviour::Exit(0)).await;
+    std::fs::write(f.path("known_hosts"), format!("# recorded by hand\n{}\n", known.known_hosts_line())).unwrap();
+    unpinned_mirror(&f, "known", &known, "");
+    unpinned_mirror(&f, "unknown", &unknown, "retries: 2\n");
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(row(&report, "known").outcome, Outcome::Ok);
+    let r = row(&report, "unknown");
+    assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 1, Some(ErrorClass::HostKey)), "{r:?}");
+    let error = r.error.as_deref().unwrap();
+    assert!(error.contains(&keys::fingerprint(unknown.host_key())) && error.contains("hostkeys scan"), "{error}");
+    assert_eq!((known.log().count(), unknown.log().count()), (1, 0));
+    let text = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert_eq!(text.lines().count(), 2, "strict never writes known_hosts: {text}");
+}
+
+#[tokio::test]
+async fn accept_new_records_the_first_key_and_refuses_a_changed_one() {
+    let (f, client) = installation("host_key_policy: accept-new\n");
+    let first = receiver(&client, Behaviour::Exit(0)).await;
+    let port = first.port();
+    // Two mirrors on one host connect concurrently; the key is recorded once.
+    for name in ["a", "b"] {
+        unpinned_mirror(&f, name, &first, "retries: 2\n");
+    }
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(report.summary.ok, 2, "{report:?}");
+    let text = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert_eq!(text, format!("{}\n", first.known_hosts_line()), "recorded once, as [host]:port");
+
+    // The same host:port comes back with another key.
+    first.stop().await;
+    let changed = SshReceiver::builder().authorize(&client).port(port).start().await.unwrap();
+    let report = f.push(PushRequest::default()).await;
+    for name in ["a", "b"] {
+        let r = row(&report, name);
+        assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 1, Some(ErrorClass::HostKey)), "{r:?}");
+        let error = r.error.as_deref().unwrap();
+        assert!(error.contains(&keys::fingerprint(changed.host_key())), "{error}");
+    }
+    assert_eq!(changed.log().count(), 0);
+    assert_eq!(std::fs::read_to_string(f.path("known_hosts")).unwrap(), text, "a changed key is never recorded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stage_one_waits_for_the_downstream_before_stage_two_is_sent() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::ExitAfter(Duration::from_secs(3), 0)).await;
+    pinned_mirror(&f, "staged", &rx, "type: staged\n");
+    let report = f.push(PushRequest::default()).await;
+    let rows: Vec<_> = report.triggers.iter().map(|r| (r.stage.to_string(), r.outcome, r.sync_duration_ms)).collect();
+    assert_eq!(rows.len(), 2, "{report:?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].1), ("stage1", Outcome::Ok));
+    assert!(rows[0].2.is_some_and(|ms| (3000..3200).contains(&ms)), "stage 1 is waited for: {rows:?}");
+    assert_eq!((rows[1].0.as_str(), rows[1].1, rows[1].2), ("stage2", Outcome::Ok, None));
+    let execs = rx.log().execs();
+    let commands: Vec<&str> = execs.iter().map(|e| e.command.as_str()).collect();
+    assert_eq!(commands, ["sync:archive:debian sync:stage1", "sync:archive:debian sync:stage2"]);
+    assert!(execs[1].at - execs[0].at >= Duration::from_secs(3), "stage 2 only after stage 1 ended");
+}
+
+#[tokio::test]
+async fn a_key_the_downstream_does_not_know_is_an_auth_failure() {
+    let (f, _client) = installation("");
+    let stranger = random_key();
+    let rx = receiver(stranger.public_key(), Behaviour::Exit(0)).await;
+    pinned_mirror(&f, "m", &rx, "retries: 3\n");
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 1, Some(ErrorClass::Auth)), "{r:?}");
+    assert!(r.error.as_deref().unwrap().contains("archvsync"), "{r:?}");
+    assert_eq!(rx.log().count(), 0);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_transient_connect_failure() {
+    let (f, _client) = installation("");
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let pin = random_key().public_key().to_openssh().unwrap();
+    f.mirror(
+        "m",
+        &format!(
+            "ssh: {{ host: 127.0.0.1, port: {port}, user: u }}\nhost_key: \"{pin}\"\nretries: 1\nbackoff: {{ initial: 1ms, max: 1ms }}\n"
+        ),
+    );
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.error_class), (Outcome::Failed, 2, Some(ErrorClass::Connect)), "{r:?}");
+}
+
+#[tokio::test]
+async fn an_rsa_identity_signs_with_rsa_sha2() {
+    use russh::keys::ssh_key::private::{KeypairData, RsaKeypair};
+    let f = Fixture::with_main("identity: keys/id_rsa\nknown_hosts: known_hosts\n");
+    let rsa = RsaKeypair::random(&mut rand::rng(), 2048).unwrap();
+    let key = PrivateKey::new(KeypairData::from(rsa), "old archvsync key").unwrap();
+    std::fs::create_dir_all(f.path("keys")).unwrap();
+    pushmirror::demo::write_secret(
+        &f.path("keys/id_rsa"),
+        &key.to_openssh(russh::keys::ssh_key::LineEnding::LF).unwrap(),
+    )
+    .unwrap();
+    let rx = receiver(key.public_key(), Behaviour::Exit(0)).await;
+    pinned_mirror(&f, "m", &rx, "");
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(row(&report, "m").outcome, Outcome::Ok, "{:?}", row(&report, "m"));
+    let algorithm = &rx.log().execs()[0].auth_algorithm;
+    assert!(algorithm.starts_with("rsa-sha2-"), "never SHA-1 ssh-rsa: {algorithm}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_triggers_return_their_permit_and_report_the_sync_duration() {
+    let (f, client) = installation("");
+    let log = Arc::new(ExecLog::default());
+    let rx = SshReceiver::builder()
+        .authorize(&client)
+        .log(Arc::clone(&log))
+        .behaviour(Behaviour::ExitAfter(Duration::from_secs(3), 0))
+        .start()
+        .await
+        .unwrap();
+    for i in 0..40 {
+        pinned_mirror(&f, &format!("m{i:02}"), &rx, "wait_for_sync: true\n");
+    }
+    let mut config = f.config();
+    config.concurrency = 4;
+    let t0 = tokio::time::Instant::now();
+    let report = push_config(&config).await;
+    let elapsed = t0.elapsed();
+    assert_eq!(report.triggers.len(), 40);
+    for r in &report.triggers {
+        assert_eq!((r.outcome, r.exit_code), (Outcome::Ok, Some(0)), "{r:?}");
+        let ms = r.sync_duration_ms.unwrap_or_else(|| panic!("no sync duration: {r:?}"));
+        assert!((3000..3200).contains(&ms), "{}: sync took {ms} ms", r.mirror);
+    }
+    // Holding permits while waiting would take 40 × 3 s / 4 = 30 s.
+    assert!(elapsed < Duration::from_secs(6), "push took {elapsed:?}");
+    let execs = log.execs();
+    let first = execs.iter().map(|e| e.at).min().unwrap();
+    let last = execs.iter().map(|e| e.at).max().unwrap();
+    assert!(last - first < Duration::from_secs(3), "every command started while the first still ran");
+}
+
+#[tokio::test]
+async fn an_identity_others_can_read_is_refused_at_config_load() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Exit(0)).await;
+    pinned_mirror(&f, "m", &rx, "");
+    std::fs::set_permissions(f.path(IDENTITY), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let expected = format!("{}: identity: permissions 0644 of {}", identity_at(&f), f.path(IDENTITY).display());
+    assert!(err.contains(&expected), "{err}");
+    assert!(err.contains("too open"), "{err}");
+    assert_eq!(rx.log().count(), 0);
+}
+
+#[test]
+fn a_missing_identity_or_a_bad_pin_is_a_located_config_error() {
+    let f = Fixture::with_main("identity: keys/nope\n");
+    f.mirror("m", "ssh: { host: example.net, user: u }\nhost_key: \"ssh-ed25519 not-base64\"\n");
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}: identity: cannot read private key", identity_at(&f))), "{err}");
+    assert!(err.contains("pushmirror keygen"), "{err}");
+    assert!(
+        err.contains(&format!("{}:2:1: host_key: not an OpenSSH public key", f.path("mirrors.d/m.yaml").display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_prints_the_authorized_keys_line() {
+    let f = Fixture::with_main("identity: keys/id_ed25519\n");
+    let out = f.cli(&["keygen", "--from", "203.0.113.7"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let path = f.path(IDENTITY);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let line = stdout(&out);
+    let prefix = "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,command=\"~/archive-sync &\",from=\"203.0.113.7\" ssh-ed25519 AAAA";
+    assert!(line.starts_with(prefix), "{line}");
+    assert_eq!(line.lines().count(), 1);
+    assert!(line.trim_end().split(' ').next_back().unwrap().starts_with("pushmirror@"), "{line}");
+    let public = std::fs::read_to_string(f.path("keys/id_ed25519.pub")).unwrap();
+    let key_part: Vec<&str> = public.split_whitespace().take(2).collect();
+    assert!(line.contains(&key_part.join(" ")), "the line carries the written key");
+    assert!(keys::load_identity(&path).is_ok());
+
+    let before = std::fs::read(&path).unwrap();
+    let again = f.cli(&["keygen", "--command", "/usr/bin/ftpsync"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert_eq!(std::fs::read(&path).unwrap(), before, "never overwritten");
+
+    let other = f.path("elsewhere/key");
+    let out = f.cli(&["keygen", "--out", other.to_str().unwrap(), "--command", "/usr/bin/ftpsync"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with(
+        "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,command=\"/usr/bin/ftpsync\" ssh-ed25519 "
+    ));
+}
+
+#[tokio::test]
+async fn hostkeys_scan_records_new_keys_reports_known_ones_and_never_overwrites_a_change() {
+    let (f, client) = installation("");
+    let a = receiver(&client, Behaviour::Exit(0)).await;
+    let b = receiver(&client, Behaviour::Exit(0)).await;
+    unpinned_mirror(&f, "a", &a, "");
+    unpinned_mirror(&f, "b", &b, "");
+    let config = f.config();
+
+    let rows = pushmirror::hostkeys::scan(&config, &[]).await.unwrap();
+    let statuses: Vec<_> = rows.iter().map(|r| (r.mirror.as_str(), r.status)).collect();
+    assert_eq!(statuses, [("a", ScanStatus::New), ("b", ScanStatus::New)]);
+    assert_eq!(rows[0].fingerprint.as_deref(), Some(keys::fingerprint(a.host_key()).as_str()));
+    let recorded = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert_eq!(recorded, format!("{}\n{}\n", a.known_hosts_line(), b.known_hosts_line()));
+
+    // A push now passes strict checking without any pin.
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(report.summary.ok, 2, "{report:?}");
+
+    // b's recorded key is not the one it offers any more.
+    let stale = a.known_hosts_line();
+    let other = random_key().public_key().to_openssh().unwrap();
+    std::fs::write(f.path("known_hosts"), format!("{stale}\n[127.0.0.1]:{} {other}\n", b.port())).unwrap();
+    let config_path = f.config_path();
+    let out = tokio::task::spawn_blocking(move || run_bin(&config_path, &["hostkeys", "scan"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    let a_line = format!("a [127.0.0.1]:{} {} known", a.port(), keys::fingerprint(a.host_key()));
+    assert!(text.contains(&a_line), "{text}");
+    let b_line = format!("b [127.0.0.1]:{} {} CHANGED", b.port(), keys::fingerprint(b.host_key()));
+    assert!(text.contains(&b_line), "{text}");
+    let unchanged = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert!(unchanged.contains(&other) && !unchanged.contains(&b.host_key_line()), "{unchanged}");
+
+    let only = pushmirror::hostkeys::scan(&config, &["a".to_string()]).await.unwrap();
+    assert_eq!(only.len(), 1);
+    assert!(pushmirror::hostkeys::scan(&config, &["nope".to_string()]).await.is_err());
+}
