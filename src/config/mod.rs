@@ -4,7 +4,7 @@
 //! error found ([`ConfigErrors`]); a config is never half-applied.
 
 mod error;
-mod fields;
+pub(crate) mod fields;
 mod locate;
 mod mirror;
 
