@@ -414,8 +414,11 @@ enum Exit {
 /// What one exec has told us so far.
 #[derive(Default)]
 struct Progress {
-    accepted: bool,
+    /// When the downstream confirmed it runs the command.
+    accepted: Option<Instant>,
     exit: Option<Exit>,
+    /// When the exit status arrived.
+    exited: Option<Instant>,
     stderr: Vec<u8>,
 }
 
@@ -427,6 +430,11 @@ impl Progress {
 
     fn stderr_text(&self) -> String {
         String::from_utf8_lossy(&self.stderr).trim().to_string()
+    }
+
+    /// From the command's start to its exit, as the downstream reported them.
+    fn ran_for(&self) -> Option<Duration> {
+        Some(self.exited?.saturating_duration_since(self.accepted?))
     }
 }
 
@@ -446,15 +454,15 @@ impl Session {
                 Err(_) => return out_of_time(&progress, req, waiting),
             };
             match msg {
-                ChannelMsg::Success if !progress.accepted => {
-                    progress.accepted = true;
+                ChannelMsg::Success if progress.accepted.is_none() => {
+                    progress.accepted = Some(Instant::now());
                     if waiting {
                         // The trigger is delivered; only waiting remains, which must not hold a permit.
                         attempt.release_permit();
                         deadline = Instant::now() + mirror.sync_timeout;
                     }
                 }
-                ChannelMsg::Failure if !progress.accepted => {
+                ChannelMsg::Failure if progress.accepted.is_none() => {
                     return Err(AttemptError::permanent(
                         ErrorClass::Other,
                         "the downstream refused to run the command",
@@ -463,18 +471,19 @@ impl Session {
                 ChannelMsg::ExtendedData { data, ext: 1 } => progress.push_stderr(&data),
                 ChannelMsg::ExitStatus { exit_status } => {
                     progress.exit = Some(Exit::Status(exit_status));
+                    progress.exited = Some(Instant::now());
                     deadline = deadline.min(Instant::now() + EXIT_GRACE);
                 }
                 ChannelMsg::ExitSignal { signal_name, .. } => {
                     progress.exit = Some(Exit::Signal(format!("{signal_name:?}")));
+                    progress.exited = Some(Instant::now());
                     deadline = deadline.min(Instant::now() + EXIT_GRACE);
                 }
                 ChannelMsg::Close => break,
                 _ => {}
             }
         }
-        let ran_for = exec_at.elapsed();
-        judge_exit(&progress, req, waiting.then_some(ran_for))
+        judge_exit(&progress, req, progress.ran_for().filter(|_| waiting))
     }
 
     /// Ends the connection politely; the remote command, if still running, is not stopped by this
@@ -488,7 +497,7 @@ impl Session {
 /// The command did not exit in time.
 fn out_of_time(progress: &Progress, req: &TriggerRequest<'_>, waiting: bool) -> AttemptResult {
     let mirror = req.mirror;
-    if !progress.accepted {
+    if progress.accepted.is_none() {
         return Err(AttemptError::transient(
             ErrorClass::Timeout,
             format!("the downstream did not confirm the command within {}", humantime::format_duration(mirror.timeout)),

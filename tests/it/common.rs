@@ -34,8 +34,9 @@ impl Fixture {
     }
 
     fn write_main(&self) {
+        let concurrency = if self.main_extra.contains("concurrency:") { "" } else { "concurrency: 8\n" };
         let text = format!(
-            "mirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: 8\n{}archives:\n  debian:\n    root: archive\n",
+            "mirrors_dir: mirrors.d\nstate_dir: state\n{concurrency}{}archives:\n  debian:\n    root: archive\n",
             self.main_extra
         );
         std::fs::write(self.config_path(), text).unwrap();

@@ -4,5 +4,7 @@ mod cli;
 mod common;
 mod daemon;
 mod http;
+mod openssh;
 mod process;
 mod ssh;
+mod sshd;

@@ -1,0 +1,211 @@
+//! Interop with a real OpenSSH sshd and forced commands in authorized_keys, as downstream mirrors
+//! run it.
+
+use std::sync::Arc;
+
+use pushmirror::clock::Clock;
+use pushmirror::dispatch::Options;
+use pushmirror::keys;
+use pushmirror::plan::PushRequest;
+use pushmirror::report::{Outcome, Report};
+use pushmirror::transport::{ErrorClass, Transports};
+
+use crate::common::{Fixture, row, run_bin, stderr, stdout};
+use crate::sshd::{self, Sshd};
+
+const OPTIONS: &str = "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty";
+
+/// An installation whose sender key will be `keys/id_ed25519`.
+fn installation() -> Fixture {
+    Fixture::with_main("identity: keys/id_ed25519\nknown_hosts: known_hosts\n")
+}
+
+/// Mirror `m` on `sshd`, whose host key goes into pushmirror's known_hosts.
+fn mirror_on(f: &Fixture, sshd: &Sshd, extra: &str) {
+    std::fs::write(f.path("known_hosts"), sshd.known_hosts_line()).unwrap();
+    f.mirror(
+        "m",
+        &format!(
+            "ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nretries: 0\n{extra}",
+            sshd.port,
+            sshd::current_user()
+        ),
+    );
+}
+
+/// A sender key for `f` and the authorized_keys line binding it to `command`.
+fn key_line(f: &Fixture, command: &str) -> String {
+    let key = keys::generate(&f.path("keys/id_ed25519"), "pushmirror@test").unwrap();
+    keys::authorized_keys_line(&key.public, command, None).unwrap()
+}
+
+async fn push(f: &Fixture) -> Report {
+    let config = f.config();
+    let plan = pushmirror::push::plan_push(&config, &PushRequest::default()).unwrap();
+    let engine = pushmirror::push::engine(&config, Arc::new(Transports::new(&config).unwrap()), Clock::system());
+    pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "test").await
+}
+
+/// A forced command that appends `$SSH_ORIGINAL_COMMAND` to `file`, then runs `then`.
+fn recorder(file: &std::path::Path, then: &str) -> String {
+    format!("echo \"$SSH_ORIGINAL_COMMAND\" >> {}; {then}", file.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_delivers_exactly_the_ftpsync_string_to_the_forced_command() {
+    if !sshd::available() {
+        return;
+    }
+    let received = tempfile::tempdir().unwrap();
+    let log = received.path().join("received");
+    let f = installation();
+    let line = key_line(&f, &recorder(&log, "exit 0"));
+    let sshd = Sshd::start(&line);
+    mirror_on(&f, &sshd, "");
+    let report = push(&f).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.attempts, r.exit_code), (Outcome::Ok, 1, Some(0)), "{r:?}\n{}", sshd.log());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "sync:archive:debian sync:all\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_printed_by_keygen_works_when_pasted_verbatim() {
+    if !sshd::available() {
+        return;
+    }
+    let received = tempfile::tempdir().unwrap();
+    let log = received.path().join("received");
+    let f = installation();
+    let command = format!("echo \"$SSH_ORIGINAL_COMMAND\" >> {}", log.display());
+    let out = f.cli(&[
+        "keygen",
+        "--out",
+        f.path("keys/id_ed25519").to_str().unwrap(),
+        "--command",
+        &command,
+        "--from",
+        "127.0.0.1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line = stdout(&out).lines().find(|l| l.contains("ssh-ed25519")).expect("an authorized_keys line").to_string();
+    assert!(line.starts_with(&format!("{OPTIONS},command=")) && line.contains("from=\"127.0.0.1\""), "{line}");
+    let sshd = Sshd::start(&format!("{line}\n"));
+    mirror_on(&f, &sshd, "");
+    let out = f.cli(&["push", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), sshd.log());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "sync:archive:debian sync:all\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_command_still_running_at_timeout_is_ok_still_running() {
+    if !sshd::available() {
+        return;
+    }
+    let received = tempfile::tempdir().unwrap();
+    let f = installation();
+    let line = key_line(&f, &recorder(&received.path().join("received"), "sleep 30"));
+    let sshd = Sshd::start(&line);
+    mirror_on(&f, &sshd, "timeout: 2s\n");
+    let started = std::time::Instant::now();
+    let report = push(&f).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.note.as_deref()), (Outcome::Ok, Some("still running")), "{r:?}\n{}", sshd.log());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_zero_exit_is_remote_exit_with_its_code() {
+    if !sshd::available() {
+        return;
+    }
+    let received = tempfile::tempdir().unwrap();
+    let f = installation();
+    let line = key_line(&f, &recorder(&received.path().join("received"), "echo 'no such archive' >&2; exit 3"));
+    let sshd = Sshd::start(&line);
+    mirror_on(&f, &sshd, "");
+    let report = push(&f).await;
+    let r = row(&report, "m");
+    assert_eq!(
+        (r.outcome, r.error_class, r.exit_code),
+        (Outcome::Failed, Some(ErrorClass::RemoteExit), Some(3)),
+        "{r:?}"
+    );
+    assert!(r.error.as_deref().unwrap().contains("no such archive"), "{r:?}");
+    assert!(report.to_table().contains("failed (remote-exit 3)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_host_key_is_refused_and_nothing_runs() {
+    if !sshd::available() {
+        return;
+    }
+    let received = tempfile::tempdir().unwrap();
+    let log = received.path().join("received");
+    let f = installation();
+    let line = key_line(&f, &recorder(&log, "exit 0"));
+    let sshd = Sshd::start(&line);
+    mirror_on(&f, &sshd, "");
+    // known_hosts holds another key for this host:port.
+    let other = pushmirror::demo::ssh::random_host_key().unwrap();
+    let other_line = format!("[127.0.0.1]:{} {}\n", sshd.port, other.public_key().to_openssh().unwrap());
+    std::fs::write(f.path("known_hosts"), other_line).unwrap();
+    let report = push(&f).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.error_class), (Outcome::Failed, Some(ErrorClass::HostKey)), "{r:?}");
+    let error = r.error.as_deref().unwrap();
+    assert!(error.contains(&keys::fingerprint(other.public_key())) && error.matches("SHA256:").count() == 2, "{error}");
+    assert!(!log.exists(), "a command ran on a host whose key did not match");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_sshd_does_not_know_is_an_auth_failure() {
+    if !sshd::available() {
+        return;
+    }
+    let received = tempfile::tempdir().unwrap();
+    let log = received.path().join("received");
+    let authorized = installation();
+    let line = key_line(&authorized, &recorder(&log, "exit 0"));
+    let sshd = Sshd::start(&line);
+    // A different installation, with its own (unauthorized) key.
+    let f = installation();
+    keys::generate(&f.path("keys/id_ed25519"), "stranger").unwrap();
+    mirror_on(&f, &sshd, "");
+    let report = push(&f).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.error_class, r.attempts), (Outcome::Failed, Some(ErrorClass::Auth), 1), "{r:?}");
+    assert!(!log.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_forty_three_second_syncs_at_concurrency_four_returns_permits() {
+    if !sshd::available() {
+        return;
+    }
+    let f = Fixture::with_main("identity: keys/id_ed25519\nknown_hosts: known_hosts\nconcurrency: 4\n");
+    let line = key_line(&f, "sleep 3; exit 0");
+    let sshd = Sshd::start(&line);
+    std::fs::write(f.path("known_hosts"), sshd.known_hosts_line()).unwrap();
+    for i in 0..40 {
+        f.mirror(
+            &format!("m{i:02}"),
+            &format!(
+                "ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nwait_for_sync: true\nretries: 0\ntimeout: 20s\n",
+                sshd.port,
+                sshd::current_user()
+            ),
+        );
+    }
+    let started = std::time::Instant::now();
+    let report = push(&f).await;
+    let took = started.elapsed();
+    assert_eq!(report.summary.ok, 40, "{}\n{}", report.to_table(), sshd.log());
+    // Holding permits while waiting would take 40 × 3 s / 4 = 30 s.
+    assert!(took < std::time::Duration::from_secs(12), "push took {took:?}");
+    for r in &report.triggers {
+        assert_eq!(r.exit_code, Some(0));
+        let sync = r.sync_duration_ms.expect("the sync duration is reported");
+        // The command sleeps 3 s; the rest is sshd starting 40 shells on a 2-core machine.
+        assert!((3000..6500).contains(&sync), "{}: sync took {sync} ms", r.mirror);
+    }
+}
