@@ -10,7 +10,7 @@ use pushmirror::plan::PushRequest;
 use pushmirror::report::{Outcome, Report};
 use pushmirror::transport::{ErrorClass, Transports};
 
-use crate::common::{Fixture, row, run_bin, stderr, stdout};
+use crate::common::{Fixture, row, stderr, stdout};
 use crate::sshd::{self, Sshd};
 
 const OPTIONS: &str = "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty";
