@@ -5,7 +5,9 @@
 //! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --concurrency 256
 //! ```
 //! Prints triggers/s of the push and the peak RSS of the process (receivers included, they run
-//! in-process).
+//! in-process). With `--transport ssh` it then sends the same triggers with OpenSSH's `ssh`
+//! client the way runmirrors-style scripts do (`xargs -P 64`, one `ssh` per trigger) to the same
+//! receivers, and prints how much faster pushmirror was (`--no-openssh` skips that).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +40,12 @@ struct Args {
     /// Receivers the mirrors are spread over.
     #[arg(long, default_value_t = 50)]
     receivers: usize,
+    /// With `--transport ssh`: do not compare with OpenSSH's client.
+    #[arg(long)]
+    no_openssh: bool,
+    /// Parallel `ssh` processes in the OpenSSH comparison.
+    #[arg(long, default_value_t = 64)]
+    openssh_parallel: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -103,7 +111,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("triggers/s: {:.0}", args.mirrors as f64 / push.as_secs_f64());
     println!("peak RSS: {:.1} MB", peak_rss_kb()? as f64 / 1024.0);
     anyhow::ensure!(ok == args.mirrors, "only {ok} of {} triggers were ok", args.mirrors);
+    if let (Receivers::Ssh(rxs), false) = (&receivers, args.no_openssh) {
+        let before = receivers.received();
+        let openssh = openssh_client(rxs, root, args.mirrors, args.openssh_parallel).await?;
+        let got = receivers.received() - before;
+        println!(
+            "openssh ssh client (xargs -P {}): {:.3} s, {:.0} triggers/s, {got} received",
+            args.openssh_parallel,
+            openssh.as_secs_f64(),
+            args.mirrors as f64 / openssh.as_secs_f64()
+        );
+        println!("pushmirror is {:.1}x faster than ssh via xargs", openssh.as_secs_f64() / push.as_secs_f64());
+        anyhow::ensure!(got == args.mirrors, "OpenSSH delivered only {got} of {} triggers", args.mirrors);
+    }
     Ok(())
+}
+
+/// Sends `n` triggers with OpenSSH's client, `parallel` at a time, round-robin over `rxs`, with
+/// runmirrors' options, and returns the wall time.
+async fn openssh_client(
+    rxs: &[SshReceiver],
+    root: &std::path::Path,
+    n: usize,
+    parallel: usize,
+) -> anyhow::Result<std::time::Duration> {
+    let known_hosts: String = rxs.iter().map(|rx| format!("[127.0.0.1]:{} {}\n", rx.port(), rx.host_key_line())).collect();
+    std::fs::write(root.join("known_hosts.openssh"), known_hosts)?;
+    let ports: String = (0..n).map(|i| format!("{}\n", rxs[i % rxs.len()].port())).collect();
+    let script = format!(
+        "xargs -P {parallel} -I PORT ssh -n -p PORT -l bench -i {key} -o BatchMode=yes -o ConnectTimeout=45 \
+         -o ServerAliveInterval=45 -o PasswordAuthentication=no -o StrictHostKeyChecking=yes \
+         -o UserKnownHostsFile={kh} -o LogLevel=ERROR 127.0.0.1 'sync:archive:debian sync:all'",
+        key = root.join("id_ed25519").display(),
+        kh = root.join("known_hosts.openssh").display(),
+    );
+    let t = Instant::now();
+    let mut child = tokio::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run ssh via xargs: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, ports.as_bytes()).await?;
+    drop(stdin);
+    let status = child.wait().await?;
+    let took = t.elapsed();
+    anyhow::ensure!(status.success(), "ssh via xargs failed: {status}");
+    Ok(took)
 }
 
 /// The receivers of one run, all of one transport.
