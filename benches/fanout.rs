@@ -135,7 +135,8 @@ async fn openssh_client(
     n: usize,
     parallel: usize,
 ) -> anyhow::Result<std::time::Duration> {
-    let known_hosts: String = rxs.iter().map(|rx| format!("[127.0.0.1]:{} {}\n", rx.port(), rx.host_key_line())).collect();
+    let known_hosts: String =
+        rxs.iter().map(|rx| format!("[127.0.0.1]:{} {}\n", rx.port(), rx.host_key_line())).collect();
     std::fs::write(root.join("known_hosts.openssh"), known_hosts)?;
     let ports: String = (0..n).map(|i| format!("{}\n", rxs[i % rxs.len()].port())).collect();
     let script = format!(

@@ -200,3 +200,29 @@ fn completions_and_the_man_page_come_from_the_cli_definitions() {
         assert!(stdout(&out).contains("dry-run"), "{shell} completion lacks push's flags");
     }
 }
+
+#[test]
+fn the_shipped_example_config_and_mirror_files_pass_check() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo.join("dist/pushmirror.yaml"), dir.path().join("pushmirror.yaml")).unwrap();
+    std::fs::create_dir_all(dir.path().join("mirrors.d")).unwrap();
+    let mut examples = 0;
+    for entry in std::fs::read_dir(repo.join("mirrors.d")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join("mirrors.d").join(path.file_name().unwrap())).unwrap();
+        examples += 1;
+    }
+    // What an operator creates next to the examples: the sender key and the secret files.
+    pushmirror::keys::generate(&dir.path().join("keys/id_ed25519"), "pushmirror@example").unwrap();
+    pushmirror::demo::write_secret(&dir.path().join("mirrors.d/secrets/example.pw"), "s3cret").unwrap();
+    pushmirror::demo::write_secret(
+        &dir.path().join("mirrors.d/secrets/example-mirror.url"),
+        "https://cdn.example.com/push/5f0c1f3e-8a54-4a2b-9d3e-0b6f3d9c2a71",
+    )
+    .unwrap();
+    let out = run_bin(&dir.path().join("pushmirror.yaml"), &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("2 archive(s), {examples} mirror(s)")), "{}", stdout(&out));
+    assert!(examples >= 4, "one example of each kind");
+}
