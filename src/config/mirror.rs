@@ -191,26 +191,6 @@ pub struct Backoff {
     pub max: Duration,
 }
 
-/// Fields a mirror file may hold.
-const MIRROR_FIELDS: &[&str] = &[
-    "name",
-    "ssh",
-    "http",
-    "host_key",
-    "archives",
-    "type",
-    "rate_limit",
-    "retries",
-    "timeout",
-    "backoff",
-    "tags",
-    "enabled",
-    "wait_for_sync",
-    "sync_timeout",
-    "busy_exit",
-    "command",
-];
-
 /// Fields `defaults:` may hold (everything but identity and transport).
 pub const DEFAULTS_FIELDS: &[&str] = &[
     "archives",
@@ -226,6 +206,14 @@ pub const DEFAULTS_FIELDS: &[&str] = &[
     "busy_exit",
     "command",
 ];
+
+/// Fields only a mirror file may hold.
+pub const OWN_FIELDS: &[&str] = &["name", "ssh", "http", "host_key"];
+
+/// Fields a mirror file may hold.
+fn mirror_fields() -> Vec<&'static str> {
+    OWN_FIELDS.iter().chain(DEFAULTS_FIELDS).copied().collect()
+}
 
 /// Mirror fields as read, before defaults are applied.
 #[derive(Debug, Clone, Default)]
@@ -315,7 +303,7 @@ pub fn read_dir(
         };
         let Some(mut f) = Fields::parse_file(&file, &text, sink) else { continue };
         let Some(m) = read_mirror(&mut f, defaults, archives) else {
-            f.finish(MIRROR_FIELDS);
+            f.finish(&mirror_fields());
             continue;
         };
         if let Some(first) = seen.get(&m.name) {
@@ -323,7 +311,7 @@ pub fn read_dir(
         } else {
             seen.insert(m.name.clone(), file.clone());
         }
-        f.finish(MIRROR_FIELDS);
+        f.finish(&mirror_fields());
         mirrors.push(m);
     }
     mirrors.sort_by(|a, b| a.name.cmp(&b.name));

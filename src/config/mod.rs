@@ -147,7 +147,7 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     let defaults = match f.nested("defaults") {
         Some(mut d) => {
             let s = MirrorSettings::read(&mut d, None);
-            for key in ["name", "ssh", "http", "host_key"] {
+            for key in mirror::OWN_FIELDS {
                 if d.has(key) {
                     d.error(key, "is per mirror and cannot be set in defaults");
                 }

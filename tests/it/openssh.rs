@@ -51,21 +51,35 @@ fn recorder(file: &std::path::Path, then: &str) -> String {
     format!("echo \"$SSH_ORIGINAL_COMMAND\" >> {}; {then}", file.display())
 }
 
+/// An installation whose key a real sshd binds to a forced command that records what it was
+/// asked to run (in `received`) and then runs `then`; mirror `m` points at it.
+struct Downstream {
+    f: Fixture,
+    sshd: Sshd,
+    received: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// `None` outside CI when sshd is not installed.
+fn downstream(then: &str, extra: &str) -> Option<Downstream> {
+    if !sshd::available() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let received = dir.path().join("received");
+    let f = installation();
+    let sshd = Sshd::start(&key_line(&f, &recorder(&received, then)));
+    mirror_on(&f, &sshd, extra);
+    Some(Downstream { f, sshd, received, _dir: dir })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_delivers_exactly_the_ftpsync_string_to_the_forced_command() {
-    if !sshd::available() {
-        return;
-    }
-    let received = tempfile::tempdir().unwrap();
-    let log = received.path().join("received");
-    let f = installation();
-    let line = key_line(&f, &recorder(&log, "exit 0"));
-    let sshd = Sshd::start(&line);
-    mirror_on(&f, &sshd, "");
-    let report = push(&f).await;
+    let Some(d) = downstream("exit 0", "") else { return };
+    let report = push(&d.f).await;
     let r = row(&report, "m");
-    assert_eq!((r.outcome, r.attempts, r.exit_code), (Outcome::Ok, 1, Some(0)), "{r:?}\n{}", sshd.log());
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "sync:archive:debian sync:all\n");
+    assert_eq!((r.outcome, r.attempts, r.exit_code), (Outcome::Ok, 1, Some(0)), "{r:?}\n{}", d.sshd.log());
+    assert_eq!(std::fs::read_to_string(&d.received).unwrap(), "sync:archive:debian sync:all\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,32 +112,18 @@ async fn the_line_printed_by_keygen_works_when_pasted_verbatim() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_command_still_running_at_timeout_is_ok_still_running() {
-    if !sshd::available() {
-        return;
-    }
-    let received = tempfile::tempdir().unwrap();
-    let f = installation();
-    let line = key_line(&f, &recorder(&received.path().join("received"), "sleep 30"));
-    let sshd = Sshd::start(&line);
-    mirror_on(&f, &sshd, "timeout: 2s\n");
+    let Some(d) = downstream("sleep 30", "timeout: 2s\n") else { return };
     let started = std::time::Instant::now();
-    let report = push(&f).await;
+    let report = push(&d.f).await;
     let r = row(&report, "m");
-    assert_eq!((r.outcome, r.note.as_deref()), (Outcome::Ok, Some("still running")), "{r:?}\n{}", sshd.log());
+    assert_eq!((r.outcome, r.note.as_deref()), (Outcome::Ok, Some("still running")), "{r:?}\n{}", d.sshd.log());
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_zero_exit_is_remote_exit_with_its_code() {
-    if !sshd::available() {
-        return;
-    }
-    let received = tempfile::tempdir().unwrap();
-    let f = installation();
-    let line = key_line(&f, &recorder(&received.path().join("received"), "echo 'no such archive' >&2; exit 3"));
-    let sshd = Sshd::start(&line);
-    mirror_on(&f, &sshd, "");
-    let report = push(&f).await;
+    let Some(d) = downstream("echo 'no such archive' >&2; exit 3", "") else { return };
+    let report = push(&d.f).await;
     let r = row(&report, "m");
     assert_eq!(
         (r.outcome, r.error_class, r.exit_code),
@@ -136,45 +136,31 @@ async fn a_non_zero_exit_is_remote_exit_with_its_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_host_key_is_refused_and_nothing_runs() {
-    if !sshd::available() {
-        return;
-    }
-    let received = tempfile::tempdir().unwrap();
-    let log = received.path().join("received");
-    let f = installation();
-    let line = key_line(&f, &recorder(&log, "exit 0"));
-    let sshd = Sshd::start(&line);
-    mirror_on(&f, &sshd, "");
+    let Some(d) = downstream("exit 0", "") else { return };
     // known_hosts holds another key for this host:port.
     let other = pushmirror::demo::ssh::random_host_key().unwrap();
-    let other_line = format!("[127.0.0.1]:{} {}\n", sshd.port, other.public_key().to_openssh().unwrap());
-    std::fs::write(f.path("known_hosts"), other_line).unwrap();
-    let report = push(&f).await;
+    let other_line = format!("[127.0.0.1]:{} {}\n", d.sshd.port, other.public_key().to_openssh().unwrap());
+    std::fs::write(d.f.path("known_hosts"), other_line).unwrap();
+    let report = push(&d.f).await;
     let r = row(&report, "m");
     assert_eq!((r.outcome, r.error_class), (Outcome::Failed, Some(ErrorClass::HostKey)), "{r:?}");
     let error = r.error.as_deref().unwrap();
     assert!(error.contains(&keys::fingerprint(other.public_key())) && error.matches("SHA256:").count() == 2, "{error}");
-    assert!(!log.exists(), "a command ran on a host whose key did not match");
+    assert!(!d.received.exists(), "a command ran on a host whose key did not match");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_sshd_does_not_know_is_an_auth_failure() {
-    if !sshd::available() {
-        return;
-    }
-    let received = tempfile::tempdir().unwrap();
-    let log = received.path().join("received");
-    let authorized = installation();
-    let line = key_line(&authorized, &recorder(&log, "exit 0"));
-    let sshd = Sshd::start(&line);
-    // A different installation, with its own (unauthorized) key.
-    let f = installation();
-    keys::generate(&f.path("keys/id_ed25519"), "stranger").unwrap();
-    mirror_on(&f, &sshd, "");
-    let report = push(&f).await;
+    let Some(d) = downstream("exit 0", "") else { return };
+    // Replace the authorized sender key with one sshd does not know.
+    let key = d.f.path("keys/id_ed25519");
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(keys::pub_path(&key)).unwrap();
+    keys::generate(&key, "stranger").unwrap();
+    let report = push(&d.f).await;
     let r = row(&report, "m");
     assert_eq!((r.outcome, r.error_class, r.attempts), (Outcome::Failed, Some(ErrorClass::Auth), 1), "{r:?}");
-    assert!(!log.exists());
+    assert!(!d.received.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,13 +185,15 @@ async fn waiting_for_forty_three_second_syncs_at_concurrency_four_returns_permit
     let started = std::time::Instant::now();
     let report = push(&f).await;
     let took = started.elapsed();
+    eprintln!("40 waiting syncs took {took:?}");
     assert_eq!(report.summary.ok, 40, "{}\n{}", report.to_table(), sshd.log());
     // Holding permits while waiting would take 40 × 3 s / 4 = 30 s.
-    assert!(took < std::time::Duration::from_secs(12), "push took {took:?}");
+    assert!(took < std::time::Duration::from_secs(15), "push took {took:?}");
     for r in &report.triggers {
         assert_eq!(r.exit_code, Some(0));
         let sync = r.sync_duration_ms.expect("the sync duration is reported");
-        // The command sleeps 3 s; the rest is sshd starting 40 shells on a 2-core machine.
-        assert!((3000..6500).contains(&sync), "{}: sync took {sync} ms", r.mirror);
+        // The command sleeps 3 s; the rest is sshd starting 40 shells at once on a 2-core machine
+        // (up to 4 s more when other builds load it).
+        assert!((3000..8000).contains(&sync), "{}: sync took {sync} ms", r.mirror);
     }
 }
