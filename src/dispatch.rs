@@ -22,6 +22,9 @@ use crate::transport::{Attempt, AttemptError, ErrorClass, Stage, Trigger, Trigge
 /// Called with each trigger's report as soon as it is known (progress bars, live status).
 pub type OnDone = Arc<dyn Fn(&TriggerReport) + Send + Sync>;
 
+/// Called after every attempt with how long it took (metrics).
+pub type OnAttempt = Arc<dyn Fn(Duration) + Send + Sync>;
+
 /// How to carry out a plan.
 #[derive(Clone, Default)]
 pub struct Options {
@@ -31,6 +34,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Progress callback.
     pub on_done: Option<OnDone>,
+    /// Attempt-duration callback.
+    pub on_attempt: Option<OnAttempt>,
     /// Cancelled: triggers not yet delivered end as failed ("interrupted") at once.
     pub cancel: Option<CancellationToken>,
 }
@@ -191,24 +196,32 @@ impl<T: Trigger> Engine<T> {
         let result = loop {
             attempts += 1;
             let span = tracing::info_span!("trigger", mirror = %mirror.name, archive = %job.archive, %stage, attempt = attempts);
-            let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
-                break Err(AttemptError::permanent(ErrorClass::Other, "engine shut down"));
+            let interrupted = || AttemptError::permanent(ErrorClass::Other, INTERRUPTED);
+            let Some(Ok(permit)) = unless_cancelled(&options.cancel, Arc::clone(&self.permits).acquire_owned()).await
+            else {
+                break Err(interrupted());
             };
             let attempt = Attempt::new(permit);
-            let result = tokio::time::timeout(attempt_budget(mirror, stage), self.transport.fire(req, &attempt))
-                .instrument(span.clone())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(AttemptError::transient(ErrorClass::Timeout, "attempt exceeded its time budget"))
-                });
+            let attempt_started = tokio::time::Instant::now();
+            let bounded = tokio::time::timeout(attempt_budget(mirror, stage), self.transport.fire(req, &attempt));
+            let result = match unless_cancelled(&options.cancel, bounded.instrument(span.clone())).await {
+                None => Err(interrupted()),
+                Some(Ok(result)) => result,
+                Some(Err(_)) => Err(AttemptError::transient(ErrorClass::Timeout, "attempt exceeded its time budget")),
+            };
             drop(attempt);
+            if let Some(f) = &options.on_attempt {
+                f(attempt_started.elapsed());
+            }
             match result {
                 Err(e) if e.transient && attempts <= mirror.retries => {
                     let delay = backoff_delay(&mirror.backoff, attempts, e.retry_after);
                     span.in_scope(|| {
                         tracing::info!(class = %e.class, error = %e.message, retry_in = ?delay, "attempt failed, retrying")
                     });
-                    tokio::time::sleep(delay).await;
+                    if unless_cancelled(&options.cancel, tokio::time::sleep(delay)).await.is_none() {
+                        break Err(interrupted());
+                    }
                 }
                 other => break other,
             }
@@ -506,6 +519,37 @@ mod tests {
         assert_eq!(third[0].outcome, Outcome::Ok);
         assert!(start.elapsed() >= ahead, "sent after {:?}, before the limit allowed", start.elapsed());
         assert_eq!(fake.times("m").len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_interrupts_running_waiting_and_backing_off_triggers_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let hang = Duration::from_secs(1000);
+        let fake = Scripted {
+            delay: [("a-hung".to_string(), hang), ("d-hung".to_string(), hang)].into(),
+            ..Default::default()
+        };
+        let (engine, fake) = engine(fake, 2, dir.path());
+        fake.script("c-flaky", [transient()]);
+        let mut flaky = mirror("c-flaky");
+        flaky.backoff = Backoff { initial: Duration::from_secs(500), max: Duration::from_secs(500) };
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.cancel();
+        });
+        let start = Instant::now();
+        let options = Options { cancel: Some(cancel), ..Options::default() };
+        // Two permits: a-hung and d-hung hold them, c-flaky backs off, b-waiting waits.
+        let mirrors = vec![mirror("a-hung"), flaky, mirror("d-hung"), mirror("b-waiting")];
+        let rows = engine.run(&plan(mirrors), &options).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        for r in &rows {
+            assert_eq!((r.outcome, r.error.as_deref()), (Outcome::Failed, Some(INTERRUPTED)), "{}", r.mirror);
+        }
+        assert_eq!(fake.times("c-flaky").len(), 1, "c-flaky was backing off, not retried");
+        assert!(fake.times("b-waiting").is_empty(), "b-waiting never got a permit");
     }
 
     #[test]

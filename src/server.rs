@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::dispatch::{OnAttempt, OnDone};
 use crate::report::{DaemonStatus, MirrorStatus, Report, Timestamp, TriggerReport, format_ms};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,8 +59,8 @@ impl Default for Metrics {
         let in_flight = Gauge::default();
         registry.register("triggers", "Triggers by mirror and outcome", triggers.clone());
         registry.register(
-            "trigger_duration_seconds",
-            "Time from a trigger's first attempt to its outcome, retries included",
+            "attempt_duration_seconds",
+            "Duration of each attempt to deliver a trigger",
             duration.clone(),
         );
         registry.register(
@@ -84,10 +85,24 @@ impl Metrics {
         self.triggers
             .get_or_create(&TriggerLabels { mirror: row.mirror.clone(), outcome: row.outcome.to_string() })
             .inc();
-        if row.attempts > 0 {
-            self.duration.observe(row.duration_ms as f64 / 1000.0);
-        }
         self.in_flight.dec();
+    }
+
+    /// One attempt ended after `took`.
+    pub fn attempt_ended(&self, took: std::time::Duration) {
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    /// The engine callbacks that feed these metrics (and `also`, for each ended trigger).
+    pub fn callbacks(self: &Arc<Self>, also: impl Fn(&TriggerReport) + Send + Sync + 'static) -> (OnDone, OnAttempt) {
+        let (done, attempt) = (Arc::clone(self), Arc::clone(self));
+        (
+            Arc::new(move |row: &TriggerReport| {
+                done.trigger_ended(row);
+                also(row);
+            }),
+            Arc::new(move |took| attempt.attempt_ended(took)),
+        )
     }
 
     /// A push ended; `unfinished` of its triggers never reported an end (cancelled).

@@ -207,7 +207,9 @@ impl Generation {
                 }
             };
             ctx.update_archive(&archive.name, |a| a.pushed_version = pushed.clone());
-            let (tx, rx) = watch::channel(WatchState { completed: pushed.clone(), ..WatchState::default() });
+            // `completed` starts empty: only versions the watcher sees complete from now on are news
+            // (a resumed push may move `pushed` past the version read here).
+            let (tx, rx) = watch::channel(WatchState::default());
             let watcher = Watcher::new(archive.clone(), pushed);
             shared.tasks.spawn(watcher.run(tx, stop.clone()));
             shared.tasks.spawn(Arc::clone(&ctx).mirror_observations(archive.name.clone(), rx.clone()));
@@ -312,17 +314,16 @@ impl GenCtx {
         });
         let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let journal = Arc::new(journal);
-        let on_done = {
+        let (on_done, on_attempt) = {
             let (journal, ended, shared, archive) =
                 (Arc::clone(&journal), Arc::clone(&ended), Arc::clone(&self.shared), archive.to_string());
-            Arc::new(move |row: &TriggerReport| {
+            self.shared.metrics.callbacks(move |row: &TriggerReport| {
                 if let Some(j) = journal.as_ref()
                     && is_final(row)
                 {
                     j.record_done(&row.mirror);
                 }
                 ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                shared.metrics.trigger_ended(row);
                 shared.status.send_modify(|s| {
                     if let Some(p) = s.archives.iter_mut().find(|a| a.name == archive).and_then(|a| a.push.as_mut()) {
                         p.done.push(row.clone());
@@ -330,8 +331,12 @@ impl GenCtx {
                 });
             })
         };
-        let options =
-            Options { on_done: Some(on_done), cancel: Some(self.shared.hard_stop.clone()), ..Options::default() };
+        let options = Options {
+            on_done: Some(on_done),
+            on_attempt: Some(on_attempt),
+            cancel: Some(self.shared.hard_stop.clone()),
+            ..Options::default()
+        };
         let report = crate::push::execute(&self.config, &self.engine, &plan, &options, "daemon").await;
         // The callback holds the journal too; it must go before the journal can be finished.
         drop(options);
@@ -475,10 +480,11 @@ impl GenCtx {
         };
         let mut plan = plan(&self.config, &request).ok()?;
         plan.entries.retain(|e| e.skip.is_none());
-        let metrics = Arc::clone(&self.shared.metrics);
-        metrics.push_started(plan.entries.iter().map(|e| e.stages.len()).sum());
+        self.shared.metrics.push_started(plan.entries.iter().map(|e| e.stages.len()).sum());
+        let (on_done, on_attempt) = self.shared.metrics.callbacks(|_| {});
         let options = Options {
-            on_done: Some(Arc::new(move |row: &TriggerReport| metrics.trigger_ended(row))),
+            on_done: Some(on_done),
+            on_attempt: Some(on_attempt),
             cancel: Some(self.shared.hard_stop.clone()),
             ..Options::default()
         };

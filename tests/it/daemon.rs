@@ -210,7 +210,7 @@ async fn status_and_metrics_endpoints_speak_their_formats() {
     assert_eq!(value("pushmirror_archive_version", &[("archive", "debian"), ("version", "2")]), Some(1.0), "{text}");
     assert_eq!(value("pushmirror_triggers_in_flight", &[]), Some(0.0), "{text}");
     assert!(value("pushmirror_last_push_timestamp_seconds", &[("archive", "debian")]).unwrap() > 1.7e9);
-    assert!(scrape.samples.iter().any(|s| s.metric == "pushmirror_trigger_duration_seconds_count"), "{text}");
+    assert!(scrape.samples.iter().any(|s| s.metric == "pushmirror_attempt_duration_seconds_count"), "{text}");
 
     let html = client.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("<table class=mirrors>") && html.contains("<td>bad</td>"), "{html}");
@@ -282,5 +282,32 @@ async fn the_status_page_renders_in_headless_chromium() {
     if let Some(dest) = std::env::var_os("PUSHMIRROR_SCREENSHOT") {
         std::fs::write(dest, png).unwrap();
     }
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trigger_outliving_the_grace_period_is_interrupted_and_resumed_at_the_next_start() {
+    let rx = HttpReceiver::builder().script([Reply::Hang]).start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("30s", "1s"));
+    f.mirror("m", &format!("http:\n  url: {}\ntimeout: 1h\n", rx.url("/")));
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    f.set_serial("2");
+    rx.log().wait_for(1).await;
+    let stopping = Instant::now();
+    d.stop().await;
+    // The grace period is 5 s (see `start`), not the trigger's hour.
+    assert_eq!(stopping.elapsed(), Duration::from_secs(5));
+    assert!(f.path("state/daemon/debian.due").exists(), "the interrupted push stays due");
+    let history = pushmirror::report::History::new(&f.path("state"), 10).all().unwrap();
+    let interrupted = &history.last().unwrap().triggers[0];
+    assert_eq!(interrupted.error.as_deref(), Some(pushmirror::dispatch::INTERRUPTED));
+
+    let d = start(&f).await;
+    rx.log().wait_for(2).await;
+    d.until("2 pushed after the restart", |s| s.archives[0].pushed_version.as_deref() == Some("2")).await;
+    let due = std::fs::read_to_string(f.path("state/daemon/debian.due")).unwrap_or_default();
+    assert!(due.is_empty(), "still due after the resumed push: {due}");
     d.stop().await;
 }
