@@ -18,12 +18,18 @@
 //! - [`hostkeys`]: `hostkeys scan`, recording mirrors' host keys in pushmirror's known_hosts.
 //! - [`report`]: the report model (JSON, table) and the bounded history on disk.
 //! - [`push`]: one push from plan to stored report, shared by every command that pushes.
-//! - [`watch`]: an archive's version from its trace file.
+//! - [`watch`]: an archive's version from its trace file, and update-completion detection
+//!   (settle, lock globs, inotify plus a poll).
+//! - [`daemon`]: the watch → push loop: coalescing, journalled due pushes ([`daemon::state`]),
+//!   deferred triggers, SIGHUP reload generations, SIGTERM drain.
+//! - [`server`]: the daemon's status server (`/status`, `/metrics`, `/`, `/healthz`) and metrics.
 //! - [`demo`]: in-process receivers used by `demo`, the tests and the benchmarks.
 //! - [`signature`]: HMAC-signed HTTP triggers (sender and receiver side).
-//! - [`clock`], [`secret`]: wall time that follows tokio's clock; values that never print.
+//! - [`clock`], [`secret`], [`fsutil`]: wall time that follows tokio's clock; values that never
+//!   print; atomic file writes.
 //!
-//! A push flows one way: config → plan → dispatch → transport → outcome → report.
+//! A push flows one way: config → plan → dispatch → transport → outcome → report. The daemon
+//! adds a source of pushes in front (watch → daemon → push) and readers behind (server).
 //! Nothing reaches back: dispatch only knows [`transport::Trigger`], so its retry and rate-limit
 //! logic is tested with scripted fakes under paused time, and transports against real servers.
 
