@@ -42,6 +42,18 @@ impl fmt::Display for Stage {
     }
 }
 
+impl std::str::FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Stage::All),
+            "stage1" => Ok(Stage::Stage1),
+            "stage2" => Ok(Stage::Stage2),
+            other => Err(format!("unknown stage `{other}`, expected all, stage1 or stage2")),
+        }
+    }
+}
+
 /// One trigger, as a transport sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct TriggerRequest<'a> {
@@ -240,5 +252,18 @@ impl Trigger for Transports {
                 Err(AttemptError::permanent(ErrorClass::Other, "no SSH identity loaded for this SSH mirror"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stage;
+
+    #[test]
+    fn stage_wire_form_round_trips_and_rejects_other_words() {
+        for stage in [Stage::All, Stage::Stage1, Stage::Stage2] {
+            assert_eq!(stage.to_string().parse::<Stage>(), Ok(stage));
+        }
+        assert!("mhop".parse::<Stage>().unwrap_err().contains("expected all, stage1 or stage2"));
     }
 }
