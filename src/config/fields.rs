@@ -76,6 +76,12 @@ impl<'a> Fields<'a> {
         self.sink.borrow_mut().push(e);
     }
 
+    /// How many errors this validation run has recorded so far (in any file), so that a caller
+    /// can tell "absent" from "present but already reported".
+    pub fn errors_so_far(&self) -> usize {
+        self.sink.borrow().len()
+    }
+
     /// Whether `key` is still unread.
     pub fn has(&self, key: &str) -> bool {
         self.map.contains_key(key)

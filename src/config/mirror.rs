@@ -389,18 +389,7 @@ fn read_http(mut h: Fields<'_>) -> Option<HttpTarget> {
         "POST" => Ok(HttpMethod::Post),
         _ => Err(format!("unsupported method `{m}`, expected GET or POST")),
     });
-    let basic_auth = h.nested("basic_auth").and_then(|mut b| {
-        let user: Option<String> = b.take("user");
-        let password = secret_field(&mut b, "password_file");
-        if user.is_none() {
-            b.error("user", "missing: the basic-auth user");
-        }
-        if !b.has("password_file") && password.is_none() {
-            b.error("password_file", "missing: a file holding the basic-auth password");
-        }
-        b.finish(&["user", "password_file"]);
-        Some((user?, password?))
-    });
+    let basic_auth = h.nested("basic_auth").and_then(basic_auth);
     let bearer_token = secret_field(&mut h, "token_file");
     let hmac_secret = secret_field(&mut h, "hmac_secret_file");
     let method = match (hmac_secret.is_some(), method) {
@@ -454,8 +443,24 @@ fn read_url(h: &mut Fields<'_>) -> Option<Secret<Url>> {
     }
 }
 
+/// Reads `basic_auth: { user: …, password_file: … }`, recording what is missing.
+pub(crate) fn basic_auth(mut b: Fields<'_>) -> Option<(String, Secret<String>)> {
+    let user: Option<String> = b.take("user");
+    if user.is_none() {
+        b.error("user", "missing: the basic-auth user");
+    }
+    let errors_before = b.errors_so_far();
+    let password = secret_field(&mut b, "password_file");
+    // An unreadable file has been reported already; only an absent (or null) field is "missing".
+    if password.is_none() && b.errors_so_far() == errors_before {
+        b.error("password_file", "missing: a file holding the basic-auth password");
+    }
+    b.finish(&["user", "password_file"]);
+    Some((user?, password?))
+}
+
 /// Reads the secret file named by `key`, recording why it cannot be used.
-fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<Secret<String>> {
+pub(crate) fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<Secret<String>> {
     let path = f.path(key)?;
     match read_secret_file(&path) {
         Ok(s) => Some(s),

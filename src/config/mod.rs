@@ -20,6 +20,8 @@ pub use mirror::{
     Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport, check_private, read_secret_file,
 };
 
+pub(crate) use mirror::{basic_auth, secret_field};
+
 use fields::{Fields, Sink};
 use mirror::MirrorSettings;
 
