@@ -52,7 +52,9 @@ impl HttpTransport {
                     "archive": req.archive,
                     "stage": req.stage,
                     "serial": req.serial,
-                    "sent_at": humantime::format_rfc3339_seconds(sent_at).to_string(),
+                    // Milliseconds make every attempt's body, and so its signature, unique: a
+                    // receiver refuses a signature it has already seen as a replay.
+                    "sent_at": humantime::format_rfc3339_millis(sent_at).to_string(),
                 }))
                 .map_err(|e| AttemptError::permanent(ErrorClass::Other, e.to_string()))?;
                 let mut b = self.client.post(url).header(CONTENT_TYPE, "application/json");
