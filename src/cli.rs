@@ -58,6 +58,15 @@ pub enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
     },
+    /// Downstream side: accept HTTP triggers, run the local sync command, then push the next tier.
+    Receive {
+        /// The receive configuration (listen address, archives, their sync commands and secrets).
+        #[arg(default_value = crate::receive::DEFAULT_CONFIG)]
+        file: PathBuf,
+        /// After SIGTERM, how long a running sync may take before it is killed.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
     /// Create the sender's ed25519 key and print the authorized_keys line downstreams install.
     Keygen(KeygenArgs),
     /// Manage the SSH host keys of mirrors in pushmirror's own known_hosts.

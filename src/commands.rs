@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::List { archive } => list(&cli, archive.as_deref()),
         Command::Status { check } => status(&cli, *check),
         Command::Daemon { grace } => daemon(&cli, *grace).await,
+        Command::Receive { file, grace } => receive(file, *grace).await,
         Command::Keygen(args) => keygen(&cli, args),
         Command::Hostkeys { command: HostkeysCommand::Scan { only } } => hostkeys_scan(&cli, only).await,
         Command::Completions { shell } => {
@@ -109,6 +110,40 @@ async fn daemon(cli: &Cli, grace: Duration) -> u8 {
     match crate::daemon::start(cli.config.clone(), config, control, grace).await {
         Ok(daemon) => {
             daemon.wait().await;
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// `receive`: serves triggers until SIGTERM/SIGINT, then drains like the daemon.
+async fn receive(file: &std::path::Path, grace: Duration) -> u8 {
+    let config = match crate::receive::load(file) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s); nothing was started", file.display(), errors.0.len());
+            return EXIT_USAGE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let (reload_tx, mut reload_rx) = mpsc::unbounded_channel();
+    if let Err(e) = forward_signals(shutdown.clone(), reload_tx) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return EXIT_USAGE;
+    }
+    // The daemon reloads on SIGHUP; receive has nothing to reload, and says so rather than stay silent.
+    tokio::spawn(async move {
+        while reload_rx.recv().await.is_some() {
+            tracing::warn!("SIGHUP ignored: `receive` reads its configuration only at start; restart it");
+        }
+    });
+    match crate::receive::start(config, shutdown).await {
+        Ok(receiving) => {
+            receiving.wait(grace).await;
             EXIT_OK
         }
         Err(e) => {

@@ -25,11 +25,15 @@
 //! - [`server`]: the daemon's status server (`/status`, `/metrics`, `/`, `/healthz`) and metrics.
 //! - [`demo`]: in-process receivers used by `demo`, the tests and the benchmarks.
 //! - [`signature`]: HMAC-signed HTTP triggers (sender and receiver side).
+//! - [`receive`]: the downstream side, `pushmirror receive` — authenticates HTTP triggers, runs
+//!   the local sync command (one at a time per archive, later triggers coalesce into one queued
+//!   run), then may push the next tier through [`push`].
 //! - [`clock`], [`secret`], [`fsutil`]: wall time that follows tokio's clock; values that never
 //!   print; atomic file writes.
 //!
 //! A push flows one way: config → plan → dispatch → transport → outcome → report. The daemon
-//! adds a source of pushes in front (watch → daemon → push) and readers behind (server).
+//! adds a source of pushes in front (watch → daemon → push) and readers behind (server);
+//! `receive` is another source on a downstream (trigger → sync command → push of the next tier).
 //! Nothing reaches back: dispatch only knows [`transport::Trigger`], so its retry and rate-limit
 //! logic is tested with scripted fakes under paused time, and transports against real servers.
 
@@ -49,6 +53,7 @@ pub mod keys;
 pub mod plan;
 pub mod push;
 pub mod ratelimit;
+pub mod receive;
 pub mod report;
 pub mod secret;
 pub mod server;

@@ -7,8 +7,9 @@ use pushmirror::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The daemon logs what it does (journald); one-shot commands only what goes wrong.
-    let daemon = matches!(cli.command, pushmirror::cli::Command::Daemon { .. });
+    // Services log what they do (journald); one-shot commands only what goes wrong.
+    let daemon =
+        matches!(cli.command, pushmirror::cli::Command::Daemon { .. } | pushmirror::cli::Command::Receive { .. });
     pushmirror::init_logging(cli.verbose + u8::from(daemon), cli.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -1,0 +1,249 @@
+//! The receive configuration (`/etc/pushmirror/receive.yaml`): where to listen and, per archive,
+//! the sync command, its time bound, who may trigger it and which tier to push afterwards.
+//!
+//! Read with the same field reader as the main file, so every mistake is reported at once as
+//! `path:line:col: field: message` and unknown fields are errors.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_norway::Value;
+
+use super::auth::Credentials;
+use crate::config::fields::{Fields, Sink, resolve};
+use crate::config::{ConfigError, ConfigErrors, basic_auth, secret_field, valid_name};
+
+/// Where `pushmirror receive` looks when no file is given.
+pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/receive.yaml";
+
+/// Listen address when `listen:` is absent: loopback, for a TLS-terminating proxy in front.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
+
+/// Bound of one sync run when `timeout:` is absent (a full Debian sync takes hours).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+const TOP_FIELDS: &[&str] = &["listen", "archives"];
+const ARCHIVE_FIELDS: &[&str] = &["command", "timeout", "bearer_token_file", "basic_auth", "hmac_secret_file", "push"];
+const AUTH_FIELDS: &[&str] = &["bearer_token_file", "basic_auth", "hmac_secret_file"];
+
+/// A validated receive configuration.
+#[derive(Debug, Clone)]
+pub struct ReceiveConfig {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// Address of the trigger endpoint, `/status` and `/healthz`.
+    pub listen: SocketAddr,
+    /// Archives by name (the `{archive}` of `/trigger/{archive}`).
+    pub archives: BTreeMap<String, Arc<SyncArchive>>,
+}
+
+/// One archive this host syncs when triggered.
+#[derive(Debug, Clone)]
+pub struct SyncArchive {
+    /// Its name.
+    pub name: String,
+    /// Program and arguments, `{archive}` already substituted; run without a shell.
+    pub command: Vec<String>,
+    /// A run still going after this long is killed.
+    pub timeout: Duration,
+    /// Who may trigger it.
+    pub credentials: Credentials,
+    /// A pushmirror configuration whose mirrors of this archive are pushed after a successful sync.
+    pub push: Option<PathBuf>,
+}
+
+/// Loads and validates the receive configuration at `path`, or returns every error found.
+pub fn load(path: &Path) -> Result<ReceiveConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![ConfigError::at(path, (1, 1), "", format!("cannot read config file: {e}"))]))?;
+    let sink = Sink::default();
+    let config = Fields::parse_file(path, &text, &sink).map(read_top);
+    let errors = sink.into_inner();
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn read_top(mut f: Fields<'_>) -> ReceiveConfig {
+    let path = f.file().to_path_buf();
+    let listen =
+        f.take_from_str::<SocketAddr>("listen").unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("literal address"));
+    let archives = read_archives(&mut f);
+    f.finish(TOP_FIELDS);
+    ReceiveConfig { path, listen, archives }
+}
+
+fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Arc<SyncArchive>> {
+    let mut out = BTreeMap::new();
+    let Some(mut all) = f.nested("archives") else {
+        f.error("archives", "missing: the archives this host syncs, each with `command:` and a way to authenticate");
+        return out;
+    };
+    let entries = all.drain_nested();
+    if entries.is_empty() {
+        f.error("archives", "no archives configured");
+    }
+    for (name, fields) in entries {
+        if !valid_name(&name) {
+            all.error(&name, "archive names may hold only letters, digits, `.`, `_` and `-`");
+        }
+        let Some(mut a) = fields else {
+            all.error(&name, "expected a mapping with `command:` and a way to authenticate");
+            continue;
+        };
+        let archive = read_archive(&name, &mut a, &all);
+        a.finish(ARCHIVE_FIELDS);
+        if let Some(archive) = archive {
+            out.insert(name, Arc::new(archive));
+        }
+    }
+    out
+}
+
+fn read_archive(name: &str, a: &mut Fields<'_>, parent: &Fields<'_>) -> Option<SyncArchive> {
+    let command = read_command(a, name);
+    let timeout = a.duration("timeout").unwrap_or(DEFAULT_TIMEOUT);
+    let credentials = read_credentials(a, name, parent);
+    let push = a.path("push");
+    Some(SyncArchive { name: name.to_string(), command: command?, timeout, credentials: credentials?, push })
+}
+
+/// Reads the three ways to authenticate; at least one must be configured and readable.
+fn read_credentials(a: &mut Fields<'_>, name: &str, parent: &Fields<'_>) -> Option<Credentials> {
+    let errors_before = a.errors_so_far();
+    let credentials = Credentials {
+        bearer_token: secret_field(a, "bearer_token_file"),
+        basic_auth: a.nested("basic_auth").and_then(basic_auth),
+        hmac_secret: secret_field(a, "hmac_secret_file"),
+    };
+    if a.errors_so_far() > errors_before {
+        // A named but unusable secret: never run with fewer credentials than configured.
+        return None;
+    }
+    if credentials.is_empty() {
+        parent.error(name, format!("no way to authenticate triggers: set one of {}", AUTH_FIELDS.join(", ")));
+        return None;
+    }
+    Some(credentials)
+}
+
+/// Reads `command:` as an argv list, substitutes `{archive}` and resolves a relative program.
+fn read_command(a: &mut Fields<'_>, archive: &str) -> Option<Vec<String>> {
+    let example = "[\"/usr/bin/ftpsync\", \"sync:archive:{archive}\"]";
+    let argv = match a.take::<Value>("command") {
+        None => {
+            a.error("command", format!("missing: the sync command as a list of arguments, e.g. {example}"));
+            return None;
+        }
+        Some(Value::String(_)) => {
+            a.error("command", format!("expected a list of arguments (no shell is involved), e.g. {example}"));
+            return None;
+        }
+        Some(v) => match serde_norway::from_value::<Vec<String>>(v) {
+            Ok(argv) => argv,
+            Err(_) => {
+                a.error("command", format!("expected a list of strings, e.g. {example}"));
+                return None;
+            }
+        },
+    };
+    let Some((program, args)) = argv.split_first() else {
+        a.error("command", "must name a program to run");
+        return None;
+    };
+    if let Some(word) = argv.iter().find_map(|arg| ["{stage}", "{serial}"].into_iter().find(|w| arg.contains(w))) {
+        a.error(
+            "command",
+            format!(
+                "`{word}` is not substituted: only {{archive}} is; the stage and serial of a trigger arrive \
+                 in the environment as PUSHMIRROR_STAGE and PUSHMIRROR_SERIAL"
+            ),
+        );
+        return None;
+    }
+    let program = resolve_program(a.file(), program);
+    if let Err(msg) = check_program(&program) {
+        a.error("command", msg);
+        return None;
+    }
+    let mut command = vec![program];
+    command.extend(args.iter().map(|arg| arg.replace("{archive}", archive)));
+    Some(command)
+}
+
+/// A program named with a `/` is a path (relative ones to the config file); a bare name is
+/// looked up in `PATH` when it runs, as a shell would.
+fn resolve_program(file: &Path, program: &str) -> String {
+    if program.contains('/') { resolve(file, program).to_string_lossy().into_owned() } else { program.to_string() }
+}
+
+fn check_program(program: &str) -> Result<(), String> {
+    if !program.contains('/') {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(program).map_err(|e| format!("cannot run {program}: {e}"))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("{program} is not an executable file"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str, mode: u32) -> PathBuf {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_a_complete_file_with_relative_paths_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "secrets/token", "t0ken\n", 0o600);
+        write(dir.path(), "secrets/pw", "pw\n", 0o600);
+        write(dir.path(), "bin/sync", "#!/bin/sh\n", 0o755);
+        let path = write(
+            dir.path(),
+            "receive.yaml",
+            "archives:\n  debian:\n    command: [bin/sync, \"sync:archive:{archive}\", \"{archive}-x\"]\n    \
+             bearer_token_file: secrets/token\n    basic_auth: { user: u, password_file: secrets/pw }\n    \
+             push: pushmirror.yaml\n",
+            0o644,
+        );
+        let c = load(&path).unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        let a = &c.archives["debian"];
+        let program = dir.path().join("bin/sync").to_string_lossy().into_owned();
+        assert_eq!(a.command, [program.as_str(), "sync:archive:debian", "debian-x"]);
+        assert_eq!(a.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(a.credentials.bearer_token.as_ref().unwrap().expose(), "t0ken");
+        assert_eq!(a.credentials.basic_auth.as_ref().unwrap().0, "u");
+        assert!(a.credentials.hmac_secret.is_none());
+        assert_eq!(a.push.as_deref(), Some(dir.path().join("pushmirror.yaml").as_path()));
+    }
+
+    #[test]
+    fn a_shell_string_and_interpolated_trigger_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "token", "t", 0o600);
+        let path = write(
+            dir.path(),
+            "receive.yaml",
+            "archives:\n  a:\n    command: \"ftpsync sync:all\"\n    bearer_token_file: token\n  \
+             b:\n    command: [ftpsync, \"sync:{stage}\"]\n    bearer_token_file: token\n",
+            0o644,
+        );
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(errors.contains(":3:5: archives.a.command: expected a list of arguments (no shell"), "{errors}");
+        assert!(errors.contains(":6:5: archives.b.command: `{stage}` is not substituted"), "{errors}");
+    }
+}

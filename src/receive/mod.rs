@@ -1,0 +1,189 @@
+//! `pushmirror receive`: the downstream side of HTTP triggers.
+//!
+//! `POST|GET /trigger/{archive}` authenticates the trigger ([`auth`]: bearer token, basic auth or
+//! an HMAC signature, constant-time, stale and replayed signatures refused), validates its stage
+//! and serial ([`request`]), queues it and answers `202` at once. Per archive one worker
+//! ([`sync`]) runs the configured command, one run at a time with at most one queued: triggers
+//! arriving during a run coalesce into that one queued re-run (ftpsync's Update-Required
+//! semantics). After a successful run it may push the next tier with [`crate::push`].
+//! `GET /status` serves [`ReceiveStatus`], which is also the queue; `GET /healthz` says `ok`.
+
+pub mod auth;
+pub mod config;
+pub mod request;
+pub mod status;
+pub mod sync;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{DEFAULT_CONFIG, ReceiveConfig, SyncArchive, load};
+pub use status::{ArchiveSync, ChainedPush, ReceiveStatus};
+
+use crate::clock::Clock;
+use crate::report::Timestamp;
+use sync::{Lane, Workers};
+
+/// At most this much of a trigger's body is read (pushmirror's is about 100 bytes).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A running receiver.
+pub struct Receiving {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The live status (what `/status` serves).
+    pub status: watch::Receiver<ReceiveStatus>,
+    workers: Arc<Workers>,
+    tasks: TaskTracker,
+}
+
+impl Receiving {
+    /// Waits until the receiver has stopped. Once shutdown is requested no new run starts and
+    /// queued ones are dropped; a running sync (and its push) gets `grace` to finish and is
+    /// then killed.
+    pub async fn wait(self, grace: Duration) {
+        let drained = self.tasks.wait();
+        tokio::pin!(drained);
+        let grace_over = async {
+            self.workers.shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            _ = &mut drained => {}
+            _ = grace_over => {
+                tracing::warn!("grace period over: killing running syncs");
+                self.workers.hard_stop.cancel();
+                drained.await;
+            }
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// What the handlers share.
+struct Endpoint {
+    lanes: BTreeMap<String, Arc<Lane>>,
+    workers: Arc<Workers>,
+    clock: Clock,
+}
+
+/// Binds `config.listen`, starts one worker per archive and serves; returns at once.
+/// Cancelling `shutdown` stops accepting triggers; see [`Receiving::wait`].
+pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow::Result<Receiving> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (listen: in {})", config.listen, config.path.display()))?;
+    let addr = listener.local_addr()?;
+    warn_about_push_configs(&config);
+    let initial = ReceiveStatus {
+        started_at: Some(Timestamp(SystemTime::now())),
+        archives: config
+            .archives
+            .keys()
+            .map(|name| ArchiveSync { name: name.clone(), ..ArchiveSync::default() })
+            .collect(),
+    };
+    let (status_tx, status_rx) = watch::channel(initial);
+    let workers =
+        Arc::new(Workers { status: status_tx, shutdown: shutdown.clone(), hard_stop: CancellationToken::new() });
+    let lanes: BTreeMap<String, Arc<Lane>> =
+        config.archives.iter().map(|(name, a)| (name.clone(), Arc::new(Lane::new(Arc::clone(a))))).collect();
+    let tasks = TaskTracker::new();
+    for lane in lanes.values() {
+        tasks.spawn(Arc::clone(&workers).run_lane(Arc::clone(lane)));
+    }
+    let endpoint = Arc::new(Endpoint { lanes, workers: Arc::clone(&workers), clock: Clock::system() });
+    let app = router(endpoint).into_make_service_with_connect_info::<SocketAddr>();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+            tracing::error!(error = %e, "trigger endpoint failed");
+        }
+    });
+    tasks.close();
+    let names: Vec<&str> = config.archives.keys().map(String::as_str).collect();
+    tracing::info!(%addr, archives = %names.join(","), "receiving triggers");
+    Ok(Receiving { addr, status: status_rx, workers, tasks })
+}
+
+/// A `push:` configuration is loaded afresh after each sync; saying now what is wrong with it
+/// spares the operator a failed push hours later.
+fn warn_about_push_configs(config: &ReceiveConfig) {
+    for archive in config.archives.values() {
+        let Some(path) = &archive.push else { continue };
+        match crate::config::load(path) {
+            Ok(c) if !c.archives.contains_key(&archive.name) => tracing::warn!(
+                archive = %archive.name,
+                "{} configures no archive `{}`: pushes after its syncs will fail",
+                path.display(),
+                archive.name
+            ),
+            Ok(_) => {}
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::warn!(archive = %archive.name, "push config: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn router(endpoint: Arc<Endpoint>) -> Router {
+    Router::new()
+        .route("/trigger/{archive}", get(trigger).post(trigger))
+        .route("/status", get(status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(endpoint)
+}
+
+async fn status(State(endpoint): State<Arc<Endpoint>>) -> Json<ReceiveStatus> {
+    Json(endpoint.workers.status.borrow().clone())
+}
+
+/// 404 unknown archive · 413 body over [`MAX_BODY`] · 401 (empty) unauthorised · 400 bad
+/// parameters · 202 queued.
+async fn trigger(
+    State(endpoint): State<Arc<Endpoint>>,
+    Path(archive): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(lane) = endpoint.lanes.get(&archive) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    // A client that stops sending can no longer read any answer; the size limit is the failure
+    // worth answering.
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let now = endpoint.clock.now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let Some(method) = auth::authenticate(&lane.archive.credentials, &headers, &body, &lane.seen, now) else {
+        tracing::warn!("unauthorized trigger for {archive} from {}", peer.ip());
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let request = match request::parse(&archive, &uri, &body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    tracing::info!(
+        %archive, stage = %request.stage, serial = request.serial.as_deref().unwrap_or(""),
+        "trigger accepted from {} ({method})", peer.ip()
+    );
+    let waits = endpoint.workers.enqueue(lane, request);
+    let sync = if waits { "queued" } else { "starting" };
+    (StatusCode::ACCEPTED, Json(serde_json::json!({ "archive": archive, "sync": sync }))).into_response()
+}
