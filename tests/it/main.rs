@@ -6,5 +6,6 @@ mod daemon;
 mod http;
 mod openssh;
 mod process;
+mod receive;
 mod ssh;
 mod sshd;

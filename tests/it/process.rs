@@ -11,8 +11,9 @@ use tokio::sync::Notify;
 
 use crate::common::Fixture;
 
-/// A running `pushmirror daemon` whose stderr is collected line by line.
-struct DaemonProcess {
+/// A running `pushmirror daemon` (or another long-running command) whose stderr is collected
+/// line by line.
+pub(crate) struct DaemonProcess {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     changed: Arc<Notify>,
@@ -20,10 +21,13 @@ struct DaemonProcess {
 
 impl DaemonProcess {
     fn spawn(f: &Fixture) -> Self {
+        Self::spawn_args(&["-c", f.config_path().to_str().unwrap(), "daemon", "--grace", "20s"])
+    }
+
+    /// `pushmirror ARGS…`.
+    pub(crate) fn spawn_args(args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pushmirror"))
-            .arg("-c")
-            .arg(f.config_path())
-            .args(["daemon", "--grace", "20s"])
+            .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -44,7 +48,7 @@ impl DaemonProcess {
     }
 
     /// Waits (up to a minute) for a log line containing `needle`.
-    async fn line(&self, needle: &str) -> String {
+    pub(crate) async fn line(&self, needle: &str) -> String {
         let found = tokio::time::timeout(Duration::from_secs(60), async {
             loop {
                 let changed = self.changed.notified();
@@ -62,12 +66,12 @@ impl DaemonProcess {
         self.lines.lock().unwrap().join("\n")
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill").args(["-s", sig, &self.child.id().to_string()]).status().unwrap();
         assert!(ok.success());
     }
 
-    async fn exit(mut self) -> (ExitStatus, String) {
+    pub(crate) async fn exit(mut self) -> (ExitStatus, String) {
         let status = tokio::task::spawn_blocking(move || {
             let s = self.child.wait().unwrap();
             (s, self)

@@ -1,0 +1,426 @@
+//! `pushmirror receive`: coalescing, authentication (bearer, basic, signatures and replays), the
+//! push to the next tier, config errors, shutdown. Tests wait on the status channel, never sleep.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pushmirror::demo::{HttpReceiver, base64_basic, write_secret};
+use pushmirror::plan::PushRequest;
+use pushmirror::receive::{ArchiveSync, ReceiveStatus, Receiving};
+use pushmirror::report::{History, Outcome};
+use pushmirror::signature;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{Fixture, row, stderr};
+use crate::process::DaemonProcess;
+
+const TOKEN: &str = "bearer-0123456789abcdef";
+const PASSWORD: &str = "basic-fedcba9876543210";
+const HMAC_KEY: &str = "hmac-00112233445566778899";
+
+/// A downstream host: `receive.yaml`, its secrets, and the files its sync command writes.
+struct Downstream {
+    dir: tempfile::TempDir,
+}
+
+impl Downstream {
+    fn new() -> Self {
+        let d = Downstream { dir: tempfile::tempdir().unwrap() };
+        write_secret(&d.path("secrets/token"), TOKEN).unwrap();
+        write_secret(&d.path("secrets/pw"), PASSWORD).unwrap();
+        write_secret(&d.path("secrets/hmac"), HMAC_KEY).unwrap();
+        d
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.path("receive.yaml")
+    }
+
+    /// Writes receive.yaml listening on a free port with `archives` (YAML, indented by two).
+    fn config(&self, archives: &str) -> &Self {
+        std::fs::write(self.config_path(), format!("listen: 127.0.0.1:0\narchives:\n{archives}")).unwrap();
+        self
+    }
+
+    /// The lines the sync command has logged (`ARCHIVE STAGE SERIAL` per run).
+    fn runs(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("runs.log")).unwrap_or_default().lines().map(String::from).collect()
+    }
+
+    /// A sync command that logs its run, then waits until the file `release` exists.
+    fn slow_sync(&self) -> String {
+        argv(&[
+            "/bin/sh",
+            "-c",
+            r#"echo "$PUSHMIRROR_ARCHIVE $PUSHMIRROR_STAGE ${PUSHMIRROR_SERIAL-unset}" >> "$1"; while [ ! -e "$2" ]; do sleep 0.02; done"#,
+            "sync",
+            self.path("runs.log").to_str().unwrap(),
+            self.path("release").to_str().unwrap(),
+        ])
+    }
+
+    /// A sync command that logs its run and exits with `code`.
+    fn quick_sync(&self, code: i32) -> String {
+        argv(&[
+            "/bin/sh",
+            "-c",
+            &format!(
+                r#"echo "$PUSHMIRROR_ARCHIVE $PUSHMIRROR_STAGE ${{PUSHMIRROR_SERIAL-unset}}" >> "$1"; exit {code}"#
+            ),
+            "sync",
+            self.path("runs.log").to_str().unwrap(),
+        ])
+    }
+}
+
+/// A YAML flow list of single-quoted strings.
+fn argv(args: &[&str]) -> String {
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{}'", a.replace('\'', "''"))).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// How a test request authenticates.
+enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    Basic(&'a str, &'a str),
+}
+
+struct Running {
+    receiving: Receiving,
+    shutdown: CancellationToken,
+    client: reqwest::Client,
+}
+
+async fn start(d: &Downstream) -> Running {
+    let config = pushmirror::receive::load(&d.config_path()).unwrap_or_else(|e| panic!("invalid receive.yaml:\n{e}"));
+    let shutdown = CancellationToken::new();
+    let receiving = pushmirror::receive::start(config, shutdown.clone()).await.unwrap();
+    Running { receiving, shutdown, client: reqwest::Client::new() }
+}
+
+impl Running {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.receiving.addr)
+    }
+
+    /// Waits for the status of `archive` to satisfy `cond` (a minute at most, then fails).
+    async fn until(&self, archive: &str, what: &str, cond: impl Fn(&ArchiveSync) -> bool) -> ArchiveSync {
+        let mut status = self.receiving.status.clone();
+        let holds = |s: &ReceiveStatus| s.archive(archive).is_some_and(&cond);
+        let waited = tokio::time::timeout(Duration::from_secs(60), status.wait_for(holds)).await.is_ok();
+        let now = self.receiving.status.borrow().clone();
+        assert!(waited, "status never showed: {what}\n{now:#?}");
+        now.archive(archive).unwrap().clone()
+    }
+
+    /// `GET /trigger/PATH_AND_QUERY`; the status code and body.
+    async fn trigger(&self, path_and_query: &str, auth: Auth<'_>) -> (u16, String) {
+        let mut request = self.client.get(self.url(&format!("/trigger/{path_and_query}")));
+        request = match auth {
+            Auth::None => request,
+            Auth::Bearer(token) => request.bearer_auth(token),
+            Auth::Basic(user, password) => request.header("authorization", base64_basic(user, password)),
+        };
+        answer(request).await
+    }
+
+    /// `POST /trigger/debian` with exactly these headers and body.
+    async fn post_signed(&self, timestamp: &str, signature: &str, body: &[u8]) -> (u16, String) {
+        let request = self
+            .client
+            .post(self.url("/trigger/debian"))
+            .header("content-type", "application/json")
+            .header(signature::TIMESTAMP_HEADER, timestamp)
+            .header(signature::SIGNATURE_HEADER, signature)
+            .body(body.to_vec());
+        answer(request).await
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.receiving.wait(Duration::ZERO).await;
+    }
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn ten_triggers_during_a_slow_sync_run_the_command_exactly_twice() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.slow_sync()));
+    let r = start(&d).await;
+
+    let (code, body) = r.trigger("debian?serial=1", Auth::Bearer(TOKEN)).await;
+    assert_eq!(code, 202, "{body}");
+    r.until("debian", "the first run going", |a| a.runs_started == 1 && a.running.is_some()).await;
+    let burst = tokio::time::Instant::now();
+    for serial in 2..=10 {
+        let (code, body) = r.trigger(&format!("debian?serial={serial}"), Auth::Bearer(TOKEN)).await;
+        assert_eq!((code, body.contains("\"queued\"")), (202, true), "{body}");
+    }
+    assert!(burst.elapsed() < Duration::from_secs(1), "the burst took {:?}", burst.elapsed());
+    let queued = r.until("debian", "one run queued", |a| a.queued.is_some()).await;
+    assert_eq!(queued.queued.unwrap().serial.as_deref(), Some("10"), "the newest trigger's serial is queued");
+
+    std::fs::write(d.path("release"), "").unwrap();
+    let done = r.until("debian", "two runs, idle", |a| a.runs_started == 2 && a.idle()).await;
+    assert_eq!(d.runs(), ["debian all 1", "debian all 10"]);
+    assert_eq!((done.triggers, done.last_exit_code), (10, Some(0)));
+    let served: ReceiveStatus = r.client.get(r.url("/status")).send().await.unwrap().json().await.unwrap();
+    let served = served.archive("debian").unwrap();
+    assert_eq!((served.triggers, served.runs_started, served.idle()), (10, 2, true), "{served:?}");
+    assert_eq!(answer(r.client.get(r.url("/healthz"))).await, (200, "ok\n".to_string()));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_or_missing_credentials_get_an_empty_401_and_run_nothing() {
+    let d = Downstream::new();
+    d.config(&format!(
+        "  debian:\n    command: {}\n    bearer_token_file: secrets/token\n    basic_auth: {{ user: ubuntu, password_file: secrets/pw }}\n",
+        d.quick_sync(0)
+    ));
+    let r = start(&d).await;
+    let refused = [
+        r.trigger("debian", Auth::Bearer("bearer-0123456789abcdeX")).await,
+        r.trigger("debian", Auth::Bearer(PASSWORD)).await,
+        r.trigger("debian", Auth::Basic("ubuntu", "basic-fedcba987654321")).await,
+        r.trigger("debian", Auth::Basic("debian", PASSWORD)).await,
+        r.trigger("debian", Auth::None).await,
+        r.post_signed("1800000000", &signature::sign(HMAC_KEY.as_bytes(), "1800000000", b"{}"), b"{}").await,
+    ];
+    for (i, (code, body)) in refused.iter().enumerate() {
+        assert_eq!((*code, body.as_str()), (401, ""), "request {i}");
+    }
+    assert_eq!(r.trigger("ubuntu", Auth::Bearer(TOKEN)).await.0, 404);
+    assert_eq!(r.receiving.status.borrow().archive("debian").unwrap().triggers, 0);
+
+    // One good trigger afterwards runs once: nothing refused was queued behind it.
+    assert_eq!(r.trigger("debian?stage=stage2", Auth::Basic("ubuntu", PASSWORD)).await.0, 202);
+    let a = r.until("debian", "one run done", |a| a.runs_started == 1 && a.idle()).await;
+    assert_eq!(a.triggers, 1);
+    assert_eq!(d.runs(), ["debian stage2 unset"]);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn bad_parameters_are_refused_and_never_reach_the_command() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
+    let r = start(&d).await;
+    for query in ["debian?stage=mhop", "debian?serial=%24%28reboot%29", "debian?serial=a%20b"] {
+        let (code, body) = r.trigger(query, Auth::Bearer(TOKEN)).await;
+        assert_eq!(code, 400, "{query}: {body}");
+    }
+    let long = "1".repeat(65);
+    assert_eq!(r.trigger(&format!("debian?serial={long}"), Auth::Bearer(TOKEN)).await.0, 400);
+    let big = r
+        .client
+        .post(r.url("/trigger/debian"))
+        .bearer_auth(TOKEN)
+        .body(vec![b' '; pushmirror::receive::MAX_BODY + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status().as_u16(), 413);
+    // Every allowed character (`+` percent-encoded: in a query it means a space).
+    assert_eq!(r.trigger("debian?serial=2026.11.25%2B1:a_b-c", Auth::Bearer(TOKEN)).await.0, 202);
+    r.until("debian", "one run done", |a| a.runs_started == 1 && a.idle()).await;
+    assert_eq!(d.runs(), ["debian all 2026.11.25+1:a_b-c"]);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_trigger_from_pushmirror_is_accepted_once_and_a_stale_one_never() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    hmac_secret_file: secrets/hmac\n", d.quick_sync(0)));
+    let r = start(&d).await;
+
+    // The real sender: pushmirror's HTTP transport, signing with the same key.
+    let upstream = Fixture::new();
+    let key = upstream.secret("secrets/hmac", HMAC_KEY);
+    let mirror = |url: &str| format!("http:\n  url: {url}\n  hmac_secret_file: {}\nretries: 0\n", key.display());
+    upstream.mirror("downstream", &mirror(&r.url("/trigger/debian")));
+    let report = upstream.push(PushRequest::default()).await;
+    let sent = row(&report, "downstream");
+    assert_eq!((sent.outcome, sent.http_status), (Outcome::Ok, Some(202)), "{sent:?}");
+    r.until("debian", "the signed run done", |a| a.runs_started == 1 && a.idle()).await;
+    assert_eq!(d.runs(), ["debian all 2026112501"]);
+
+    // Capture one signed request exactly as the transport sends it, then replay it twice.
+    let capture = HttpReceiver::start().await.unwrap();
+    upstream.mirror("downstream", &mirror(&capture.url("/trigger/debian")));
+    assert_eq!(upstream.push(PushRequest::default()).await.summary.ok, 1);
+    let hit = capture.log().hits().pop().unwrap();
+    let (timestamp, sig) =
+        (hit.header("x-pushmirror-timestamp").unwrap(), hit.header("x-pushmirror-signature").unwrap());
+    assert_eq!(r.post_signed(timestamp, sig, &hit.body).await.0, 202);
+    assert_eq!(r.post_signed(timestamp, sig, &hit.body).await, (401, String::new()), "a replay was accepted");
+
+    // Signed by hand with the right key: now is fine, six minutes either way is not.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let body = br#"{"archive":"debian","stage":"all","serial":"2026112502","sent_at":"2026-11-25T10:00:00Z"}"#;
+    for (t, expected) in [(now - 360, 401), (now + 360, 401), (now, 202)] {
+        let t = t.to_string();
+        let code = r.post_signed(&t, &signature::sign(HMAC_KEY.as_bytes(), &t, body), body).await.0;
+        assert_eq!(code, expected, "timestamp {t}, now {now}");
+    }
+    let a = r.until("debian", "three accepted, idle", |a| a.triggers == 3 && a.idle()).await;
+    assert!(a.runs_started >= 2, "{a:?}");
+    assert!(d.runs().iter().all(|l| l == "debian all 2026112501" || l == "debian all 2026112502"), "{:?}", d.runs());
+    r.stop().await;
+}
+
+/// An upstream config with archives debian and ubuntu and one HTTP mirror, `next`.
+fn next_tier(next: &HttpReceiver) -> Fixture {
+    let f = Fixture::new();
+    f.set_main("mirrors_dir: mirrors.d\nstate_dir: state\narchives:\n  debian:\n    root: archive\n  ubuntu:\n    root: archive\n");
+    f.mirror(
+        "next",
+        &format!(
+            "http:\n  url: {}\n  headers: {{ X-Archive: \"{{archive}}\", X-Serial: \"{{serial}}\" }}\n",
+            next.url("/trigger")
+        ),
+    );
+    f
+}
+
+#[tokio::test]
+async fn the_next_tier_is_pushed_after_a_successful_sync_and_not_after_a_failed_one() {
+    let next = HttpReceiver::start().await.unwrap();
+    let tier = next_tier(&next);
+    let d = Downstream::new();
+    let push = tier.config_path();
+    d.config(&format!(
+        "  debian:\n    command: {}\n    bearer_token_file: secrets/token\n    push: {}\n  ubuntu:\n    command: {}\n    bearer_token_file: secrets/token\n    push: {}\n",
+        d.quick_sync(0),
+        push.display(),
+        d.quick_sync(1),
+        push.display()
+    ));
+    let r = start(&d).await;
+
+    assert_eq!(r.trigger("ubuntu?serial=2026120101", Auth::Bearer(TOKEN)).await.0, 202);
+    let failed = r.until("ubuntu", "the failed run done", |a| a.runs_started == 1 && a.idle()).await;
+    assert_eq!((failed.last_exit_code, failed.chained_pushes, failed.last_push), (Some(1), 0, None));
+    assert_eq!(next.log().count(), 0, "pushed after a failed sync");
+
+    assert_eq!(r.trigger("debian?serial=2026120102", Auth::Bearer(TOKEN)).await.0, 202);
+    let ok = r.until("debian", "the push after the sync done", |a| a.chained_pushes == 1 && a.idle()).await;
+    let pushed = ok.last_push.unwrap();
+    assert_eq!((pushed.serial.as_deref(), pushed.summary.map(|s| s.ok)), (Some("2026120102"), Some(1)));
+    let hits = next.log().hits();
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!((hits[0].header("x-archive"), hits[0].header("x-serial")), (Some("debian"), Some("2026120102")));
+
+    // After stage 1 this copy is not complete yet: no push.
+    assert_eq!(r.trigger("debian?stage=stage1&serial=2026120103", Auth::Bearer(TOKEN)).await.0, 202);
+    r.until("debian", "the stage-1 run done", |a| a.runs_started == 2 && a.idle()).await;
+    assert_eq!(next.log().count(), 1, "pushed after stage 1");
+
+    let reports = History::new(&tier.path("state"), 10).all().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!((reports[0].origin.as_str(), reports[0].serial.as_deref()), ("receive", Some("2026120102")));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_sync_past_its_timeout_is_killed() {
+    let d = Downstream::new();
+    let command = argv(&["/bin/sh", "-c", "exec sleep 600"]);
+    d.config(&format!("  debian:\n    command: {command}\n    timeout: 200ms\n    bearer_token_file: secrets/token\n"));
+    let r = start(&d).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(r.trigger("debian", Auth::Bearer(TOKEN)).await.0, 202);
+    let a = r.until("debian", "the run ended", |a| a.runs_started == 1 && a.idle()).await;
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert_eq!(a.last_exit_code, None);
+    assert_eq!(a.last_error.as_deref(), Some("killed after its timeout of 200ms"));
+    r.stop().await;
+}
+
+#[test]
+fn config_errors_are_reported_at_once_with_positions_and_exit_2() {
+    let d = Downstream::new();
+    let open = d.path("secrets/open");
+    std::fs::write(&open, "sup3r-secret-value\n").unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(
+        d.config_path(),
+        "listen: 127.0.0.1:0\narchives:\n  noauth:\n    command: [/bin/true]\n  typo:\n    comand: [/bin/true]\n    bearer_token_file: secrets/token\n  open:\n    command: [/bin/true]\n    hmac_secret_file: secrets/open\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushmirror"))
+        .args(["receive", d.config_path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let file = d.config_path().display().to_string();
+    for expected in [
+        format!("{file}:3:3: archives.noauth: no way to authenticate triggers"),
+        format!("{file}:5:3: archives.typo.command: missing"),
+        format!("{file}:6:5: archives.typo.comand: unknown field"),
+        format!("{file}:10:5: archives.open.hmac_secret_file: permissions 0644 of {}", open.display()),
+    ] {
+        assert!(err.contains(&expected), "missing `{expected}` in:\n{err}");
+    }
+    assert!(err.contains("4 error(s)"), "{err}");
+    assert!(!err.contains("sup3r"), "a secret was printed:\n{err}");
+}
+
+/// `pushmirror receive` as a process, and the address it logged.
+async fn spawn_receive(d: &Downstream, extra: &[&str]) -> (DaemonProcess, String) {
+    let config = d.config_path();
+    let mut args = vec!["receive", config.to_str().unwrap()];
+    args.extend(extra);
+    let p = DaemonProcess::spawn_args(&args);
+    let listening = p.line("receiving triggers").await;
+    let addr = listening.split("addr=").nth(1).and_then(|s| s.split_whitespace().next());
+    let addr = addr.unwrap_or_else(|| panic!("no address in: {listening}")).to_string();
+    (p, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_receive_and_kills_a_sync_past_the_grace_period() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.slow_sync()));
+    let (p, addr) = spawn_receive(&d, &["--grace", "100ms"]).await;
+    let response =
+        reqwest::Client::new().post(format!("http://{addr}/trigger/debian")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    p.line("sync started").await;
+    p.signal("TERM");
+    let (status, log) = p.exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("grace period over: killing running syncs"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    assert!(!log.contains(TOKEN), "the token was logged:\n{log}");
+    assert_eq!(d.runs().len(), 1);
+}
+
+/// The unauthorised attempt is logged with archive and address, never with what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthorised_trigger_is_logged_without_its_secret() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
+    let (p, addr) = spawn_receive(&d, &[]).await;
+    let wrong = format!("{TOKEN}-wrong");
+    let response =
+        reqwest::Client::new().get(format!("http://{addr}/trigger/debian")).bearer_auth(&wrong).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let line = p.line("unauthorized trigger").await;
+    assert!(line.contains("WARN") && line.contains("unauthorized trigger for debian from 127.0.0.1"), "{line}");
+    p.signal("TERM");
+    let (status, log) = p.exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(!log.contains(TOKEN), "a token was logged:\n{log}");
+}
