@@ -66,7 +66,8 @@ impl SeenSignatures {
     fn first_use(&self, signature: &str, timestamp: u64, now: u64) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         seen.retain(|_, t| t.abs_diff(now) <= MAX_AGE_SECS);
-        seen.insert(signature.to_string(), timestamp).is_none()
+        // Hex digits verify in either case: the same signature in capitals is still a replay.
+        seen.insert(signature.to_ascii_lowercase(), timestamp).is_none()
     }
 }
 
@@ -199,6 +200,11 @@ mod tests {
         let fresh = signed(NOW - 10, b"key");
         assert_eq!(authenticate(&all_three(), &fresh, b"{}", &seen, NOW), Some(Method::Signature));
         assert_eq!(authenticate(&all_three(), &fresh, b"{}", &seen, NOW), None, "replay accepted");
+        let shouted =
+            fresh.get(SIGNATURE_HEADER).unwrap().to_str().unwrap().to_ascii_uppercase().replace("SHA256=", "sha256=");
+        let mut replay = fresh.clone();
+        replay.insert(SIGNATURE_HEADER, HeaderValue::from_str(&shouted).unwrap());
+        assert_eq!(authenticate(&all_three(), &replay, b"{}", &seen, NOW), None, "replay in capitals accepted");
         assert_eq!(authenticate(&all_three(), &signed(NOW - 11, b"key"), b"{ }", &seen, NOW), None, "body changed");
         assert_eq!(authenticate(&all_three(), &signed(NOW - 301, b"key"), b"{}", &seen, NOW), None, "stale");
         assert_eq!(authenticate(&all_three(), &signed(NOW + 301, b"key"), b"{}", &seen, NOW), None, "future");
