@@ -176,9 +176,12 @@ fn should_push(end: &RunEnd, stage: Stage) -> bool {
 
 /// Runs the sync command once, bounded by the archive's timeout and by `hard_stop`.
 async fn run_command(archive: &SyncArchive, request: &SyncRequest, hard_stop: &CancellationToken) -> RunEnd {
-    let mut child = match command(archive, request).spawn() {
+    let Some((program, args)) = archive.command.split_first() else {
+        return RunEnd::Abnormal("no command configured".to_string());
+    };
+    let mut child = match command(program, args, archive, request).spawn() {
         Ok(c) => c,
-        Err(e) => return RunEnd::Abnormal(format!("cannot start {}: {e}", archive.command[0])),
+        Err(e) => return RunEnd::Abnormal(format!("cannot start {program}: {e}")),
     };
     let mut output = JoinSet::new();
     if let Some(out) = child.stdout.take() {
@@ -206,10 +209,10 @@ async fn run_command(archive: &SyncArchive, request: &SyncRequest, hard_stop: &C
 }
 
 /// The command of one run. Trigger values only ever reach it through the environment.
-fn command(archive: &SyncArchive, request: &SyncRequest) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(&archive.command[0]);
+fn command(program: &str, args: &[String], archive: &SyncArchive, request: &SyncRequest) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
     command
-        .args(&archive.command[1..])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
