@@ -134,11 +134,7 @@ impl Workers {
         tracing::info!(archive = %archive.name, stage = %request.stage, serial, "sync started");
         let end = run_command(archive, &request, &self.hard_stop).await;
         let push_to = archive.push.as_deref().filter(|_| should_push(&end, request.stage));
-        match &end {
-            RunEnd::Exited(0) => tracing::info!(archive = %archive.name, serial, "sync finished"),
-            RunEnd::Exited(code) => tracing::warn!(archive = %archive.name, code, "sync failed; no push"),
-            RunEnd::Abnormal(why) => tracing::warn!(archive = %archive.name, "sync {why}; no push"),
-        }
+        log_end(archive, &end, push_to.is_some());
         self.update(&archive.name, |a| {
             a.running = None;
             a.last_finished_at = Some(Timestamp(SystemTime::now()));
@@ -172,6 +168,21 @@ impl Workers {
 /// tier's rate limits on a half-synced archive).
 fn should_push(end: &RunEnd, stage: Stage) -> bool {
     *end == RunEnd::Exited(0) && stage != Stage::Stage1
+}
+
+/// Says how a run ended and, when a next tier is configured, whether it is pushed now.
+fn log_end(archive: &SyncArchive, end: &RunEnd, pushing: bool) {
+    let name = &archive.name;
+    let not_pushed = if archive.push.is_some() { "; the next tier is not pushed" } else { "" };
+    match end {
+        RunEnd::Exited(0) if pushing => tracing::info!(archive = %name, "sync finished; pushing the next tier"),
+        RunEnd::Exited(0) if archive.push.is_some() => {
+            tracing::info!(archive = %name, "stage 1 finished; the next tier is pushed after stage 2")
+        }
+        RunEnd::Exited(0) => tracing::info!(archive = %name, "sync finished"),
+        RunEnd::Exited(code) => tracing::warn!(archive = %name, code, "sync failed{not_pushed}"),
+        RunEnd::Abnormal(why) => tracing::warn!(archive = %name, "sync {why}{not_pushed}"),
+    }
 }
 
 /// Runs the sync command once, bounded by the archive's timeout and by `hard_stop`.
