@@ -97,7 +97,7 @@ fn write_config(dir: &Path, port: u16) {
         "ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host_ed25519\nPidFile {dir}/sshd.pid\n\
          AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nMaxStartups 1000:30:2000\nMaxSessions 1000\n\
-         ExposeAuthInfo yes\nLogLevel VERBOSE\n{root_login}",
+         ExposeAuthInfo yes\nLogLevel INFO\n{root_login}",
         dir = dir.display()
     );
     std::fs::write(dir.join("sshd_config"), config).unwrap();
