@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::plan::PushKind;
+
 /// Push mirroring: tell every downstream mirror to sync now, over SSH or HTTP, and report.
 #[derive(Debug, Parser)]
 #[command(name = "pushmirror", version, about, max_term_width = 100)]
@@ -113,6 +115,27 @@ pub struct PushArgs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Only the second stage, as `runmirrors -k stage2`: stage 2 to staged and mhop mirrors,
+    /// sync:all to `all` mirrors, no stage 1 (a hub relaying its upstream's stage 2).
+    #[arg(long, conflicts_with = "mhop")]
+    pub staged: bool,
+    /// Only the first stage of a multi-hop push, as `runmirrors -k mhop -f`: stage 1 to staged
+    /// and mhop mirrors (mhop ones told sync:mhop), returning once all have finished it; nothing
+    /// to `all` mirrors, no stage 2 (a hub relaying its upstream's mhop stage 1).
+    #[arg(long)]
+    pub mhop: bool,
+}
+
+impl PushArgs {
+    /// The runmirrors push these flags ask for: `(kind, from_ftpsync)`. Without flags, a complete
+    /// push like plain `runmirrors` (`-k mhop` outside ftpsync).
+    pub fn kind(&self) -> (PushKind, bool) {
+        match (self.staged, self.mhop) {
+            (true, _) => (PushKind::Stage2, false),
+            (false, true) => (PushKind::Mhop, true),
+            (false, false) => (PushKind::Mhop, false),
+        }
+    }
 }
 
 /// Arguments of `keygen`.

@@ -176,11 +176,14 @@ async fn push(cli: &Cli, args: &PushArgs) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let (kind, from_ftpsync) = args.kind();
     let request = PushRequest {
         archive: args.archive.clone(),
         only: args.only.clone(),
         tags: args.tag.clone(),
         serial: args.serial.clone(),
+        kind,
+        from_ftpsync,
     };
     let plan = match crate::push::plan_push(&config, &request) {
         Ok(p) => p,

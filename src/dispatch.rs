@@ -79,6 +79,7 @@ struct Job {
     mirror: Arc<Mirror>,
     archive: Arc<str>,
     serial: Option<Arc<str>>,
+    mhop: bool,
 }
 
 impl<T: Trigger> Engine<T> {
@@ -99,8 +100,13 @@ impl<T: Trigger> Engine<T> {
                 rows[index] = vec![skipped(entry, entry.stages[0], reason)];
                 continue;
             }
-            let job =
-                Job { index, mirror: Arc::clone(&entry.mirror), archive: archive.clone(), serial: serial.clone() };
+            let job = Job {
+                index,
+                mirror: Arc::clone(&entry.mirror),
+                archive: archive.clone(),
+                serial: serial.clone(),
+                mhop: entry.mhop,
+            };
             let engine = self.clone();
             let options = options.clone();
             if options.dry_run {
@@ -189,7 +195,8 @@ impl<T: Trigger> Engine<T> {
     /// Attempts until delivered, a permanent failure, or retries are spent.
     async fn deliver(&self, job: &Job, stage: Stage, options: &Options) -> TriggerReport {
         let mirror = &*job.mirror;
-        let req = TriggerRequest { mirror, archive: &job.archive, stage, serial: job.serial.as_deref() };
+        let req =
+            TriggerRequest { mirror, archive: &job.archive, stage, serial: job.serial.as_deref(), mhop: job.mhop };
         let started = self.clock.now();
         let t0 = tokio::time::Instant::now();
         let mut attempts = 0;
@@ -264,8 +271,13 @@ impl<T: Trigger> Engine<T> {
             .iter()
             .map(|&stage| {
                 let mut row = blank_row(&job.mirror, stage, Outcome::Planned);
-                let req =
-                    TriggerRequest { mirror: &job.mirror, archive: &job.archive, stage, serial: job.serial.as_deref() };
+                let req = TriggerRequest {
+                    mirror: &job.mirror,
+                    archive: &job.archive,
+                    stage,
+                    serial: job.serial.as_deref(),
+                    mhop: job.mhop,
+                };
                 row.note = Some(crate::transport::describe(&req));
                 row.deferred_until = until;
                 row
@@ -326,7 +338,7 @@ fn blank_row(mirror: &Mirror, stage: Stage, outcome: Outcome) -> TriggerReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::{HashMap, VecDeque};
     use std::sync::Mutex;
 
@@ -367,7 +379,8 @@ mod tests {
         }
     }
 
-    fn mirror(name: &str) -> Mirror {
+    /// An enabled `all` HTTP mirror with quick backoff (also used by other modules' tests).
+    pub(crate) fn mirror(name: &str) -> Mirror {
         Mirror {
             name: name.into(),
             file: format!("{name}.yaml").into(),
@@ -397,7 +410,7 @@ mod tests {
     fn plan(mirrors: Vec<Mirror>) -> Plan {
         let entries = mirrors
             .into_iter()
-            .map(|m| PlanEntry { stages: crate::plan::stages_of(&m), mirror: Arc::new(m), skip: None })
+            .map(|m| PlanEntry { stages: crate::plan::stages_of(&m), mirror: Arc::new(m), mhop: false, skip: None })
             .collect();
         Plan { archive: "debian".into(), serial: None, entries }
     }

@@ -1,5 +1,11 @@
 //! From configuration and a push request to the list of triggers to send.
+//!
+//! Which stages a mirror gets follows archvsync's `runmirrors` exactly: its mirror type
+//! (`all`, `staged`, `mhop`) together with the push kind (`-k all|mhop|stage2`) and whether a
+//! hub's ftpsync asked for the push (`-f`). See [`PushKind`].
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::config::{Config, Mirror, MirrorKind};
@@ -16,6 +22,50 @@ pub struct PushRequest {
     pub tags: Vec<String>,
     /// The archive's serial, for templates and the report.
     pub serial: Option<String>,
+    /// Which push this is (runmirrors' `-k`).
+    pub kind: PushKind,
+    /// A hub's ftpsync asked for it after its own sync (runmirrors' `-f`); only changes `mhop`.
+    pub from_ftpsync: bool,
+}
+
+/// runmirrors' `-k`: which part of a (possibly multi-hop) push this is.
+///
+/// | mirror type | `all` | `mhop` (default) | `mhop` with `-f` | `stage2` |
+/// |---|---|---|---|---|
+/// | `all` | `sync:all` | `sync:all` | nothing | `sync:all` |
+/// | `staged` | stage 1, barrier, stage 2 | stage 1, barrier, stage 2 | stage 1 | stage 2 |
+/// | `mhop` | stage 1, barrier, stage 2 | the same with `sync:mhop` | stage 1 with `sync:mhop` | stage 2 |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PushKind {
+    /// A complete push; `mhop` mirrors are not told `sync:mhop`.
+    All,
+    /// A complete push that tells `mhop` mirrors `sync:mhop`; with `-f`, only its stage 1.
+    #[default]
+    Mhop,
+    /// Only the second stage: stage 2 to staged and mhop mirrors, `sync:all` to the others.
+    Stage2,
+}
+
+impl fmt::Display for PushKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PushKind::All => "all",
+            PushKind::Mhop => "mhop",
+            PushKind::Stage2 => "stage2",
+        })
+    }
+}
+
+impl FromStr for PushKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(PushKind::All),
+            "mhop" => Ok(PushKind::Mhop),
+            "stage2" => Ok(PushKind::Stage2),
+            other => Err(format!("unknown push kind `{other}`, expected all, mhop or stage2")),
+        }
+    }
 }
 
 /// Why a push cannot be planned: the user has to change the command line.
@@ -37,8 +87,10 @@ pub enum PlanError {
 pub struct PlanEntry {
     /// The mirror.
     pub mirror: Arc<Mirror>,
-    /// Stages to send in order: `[All]`, or `[Stage1, Stage2]` for staged and mhop mirrors.
+    /// Stages to send in order: `[All]`, `[Stage1, Stage2]`, `[Stage1]` or `[Stage2]` (never empty).
     pub stages: Vec<Stage>,
+    /// Whether the downstream is told `sync:mhop` (an mhop mirror in an `mhop` push).
+    pub mhop: bool,
     /// Why it is not sent at all (disabled, not selected).
     pub skip: Option<String>,
 }
@@ -56,6 +108,9 @@ pub struct Plan {
 
 /// A note on mirrors that a filter left out; the table folds these rows away.
 pub const NOT_SELECTED: &str = "not selected";
+
+/// Why an `all` mirror gets nothing in the stage 1 of a multi-hop push.
+pub const NOT_IN_MHOP_STAGE1: &str = "not in a multi-hop stage 1 (gets sync:all with stage 2)";
 
 /// Selects the mirrors of the archive and picks each one's stages.
 pub fn plan(config: &Config, req: &PushRequest) -> Result<Plan, PlanError> {
@@ -76,23 +131,93 @@ pub fn plan(config: &Config, req: &PushRequest) -> Result<Plan, PlanError> {
         .map(|m| {
             let selected = (req.only.is_empty() || req.only.contains(&m.name))
                 && (req.tags.is_empty() || m.tags.iter().any(|t| req.tags.contains(t)));
+            let part = part_of(m, req.kind, req.from_ftpsync);
             let skip = if !selected {
                 Some(NOT_SELECTED.to_string())
             } else if !m.enabled {
                 Some("disabled".to_string())
+            } else if part.stages.is_empty() {
+                Some(NOT_IN_MHOP_STAGE1.to_string())
             } else {
                 None
             };
-            PlanEntry { mirror: Arc::clone(m), stages: stages_of(m), skip }
+            // A skipped row still names the stage the mirror would get in a full push.
+            let stages = if part.stages.is_empty() { stages_of(m) } else { part.stages };
+            PlanEntry { mirror: Arc::clone(m), stages, mhop: part.mhop, skip }
         })
         .collect();
     Ok(Plan { archive, serial: req.serial.clone(), entries })
 }
 
-/// runmirrors semantics: `all` mirrors sync in one go, `staged` and `mhop` in two stages.
+/// A complete push: `all` mirrors sync in one go, `staged` and `mhop` in two stages.
 pub fn stages_of(mirror: &Mirror) -> Vec<Stage> {
     match mirror.kind {
         MirrorKind::All => vec![Stage::All],
         MirrorKind::Staged | MirrorKind::Mhop => vec![Stage::Stage1, Stage::Stage2],
+    }
+}
+
+/// What one mirror gets in one push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Stages in order; empty when the mirror gets nothing.
+    pub stages: Vec<Stage>,
+    /// Whether its strings carry `sync:mhop`.
+    pub mhop: bool,
+}
+
+/// runmirrors' `signal()`: `sync:mhop` only for an mhop mirror in an `mhop` push; no stage 1
+/// in a `stage2` push; no stage 2 (and no `all` mirrors) in an `mhop` push from ftpsync, because
+/// the hub's upstream sends stage 2 once this whole subtree finished stage 1.
+pub fn part_of(mirror: &Mirror, kind: PushKind, from_ftpsync: bool) -> Part {
+    let mhop = kind == PushKind::Mhop && mirror.kind == MirrorKind::Mhop;
+    let stages = match (mirror.kind, kind) {
+        (MirrorKind::All, PushKind::Mhop) if from_ftpsync => vec![],
+        (MirrorKind::All, _) => vec![Stage::All],
+        (_, PushKind::Stage2) => vec![Stage::Stage2],
+        (_, PushKind::Mhop) if from_ftpsync => vec![Stage::Stage1],
+        _ => vec![Stage::Stage1, Stage::Stage2],
+    };
+    Part { stages, mhop }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MirrorKind::{All, Mhop, Staged};
+    use crate::transport::Stage::{All as SyncAll, Stage1, Stage2};
+
+    fn part(kind: MirrorKind, push: PushKind, from_ftpsync: bool) -> (Vec<Stage>, bool) {
+        let mut mirror = crate::dispatch::tests::mirror("m");
+        mirror.kind = kind;
+        let p = part_of(&mirror, push, from_ftpsync);
+        (p.stages, p.mhop)
+    }
+
+    #[test]
+    fn every_mirror_type_and_push_kind_gets_what_runmirrors_signal_sends() {
+        let both = || vec![Stage1, Stage2];
+        for f in [false, true] {
+            assert_eq!(part(All, PushKind::All, f), (vec![SyncAll], false));
+            assert_eq!(part(Staged, PushKind::All, f), (both(), false));
+            assert_eq!(part(Mhop, PushKind::All, f), (both(), false), "-k all never says sync:mhop");
+            assert_eq!(part(All, PushKind::Stage2, f), (vec![SyncAll], false));
+            assert_eq!(part(Staged, PushKind::Stage2, f), (vec![Stage2], false));
+            assert_eq!(part(Mhop, PushKind::Stage2, f), (vec![Stage2], false));
+        }
+        assert_eq!(part(All, PushKind::Mhop, false), (vec![SyncAll], false));
+        assert_eq!(part(Staged, PushKind::Mhop, false), (both(), false));
+        assert_eq!(part(Mhop, PushKind::Mhop, false), (both(), true));
+        assert_eq!(part(All, PushKind::Mhop, true), (vec![], false), "ftpsync's mhop stage 1 skips all mirrors");
+        assert_eq!(part(Staged, PushKind::Mhop, true), (vec![Stage1], false));
+        assert_eq!(part(Mhop, PushKind::Mhop, true), (vec![Stage1], true));
+    }
+
+    #[test]
+    fn push_kinds_read_and_print_as_runmirrors_spells_them() {
+        for kind in [PushKind::All, PushKind::Mhop, PushKind::Stage2] {
+            assert_eq!(kind.to_string().parse::<PushKind>(), Ok(kind));
+        }
+        assert!("staged".parse::<PushKind>().is_err());
     }
 }

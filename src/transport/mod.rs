@@ -65,16 +65,19 @@ pub struct TriggerRequest<'a> {
     pub stage: Stage,
     /// The archive's serial, when known.
     pub serial: Option<&'a str>,
+    /// Tell the downstream it is a hub in a multi-hop push (`sync:mhop`); see
+    /// [`crate::plan::part_of`] for when.
+    pub mhop: bool,
 }
 
 impl TriggerRequest<'_> {
-    /// The ftpsync command string: `sync:archive:debian sync:all`, with `sync:mhop` for mhop
-    /// mirrors, or the mirror's own `command:` template.
+    /// The ftpsync command string: `sync:archive:debian sync:all`, with `sync:mhop` when
+    /// [`TriggerRequest::mhop`], or the mirror's own `command:` template.
     pub fn command_string(&self) -> String {
         if let Some(template) = &self.mirror.command {
             return self.substitute(template);
         }
-        let mhop = if self.mirror.kind == crate::config::MirrorKind::Mhop { " sync:mhop" } else { "" };
+        let mhop = if self.mhop { " sync:mhop" } else { "" };
         format!("sync:archive:{}{} sync:{}", self.archive, mhop, self.stage)
     }
 

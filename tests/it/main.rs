@@ -7,5 +7,6 @@ mod http;
 mod openssh;
 mod process;
 mod receive;
+mod runmirrors;
 mod ssh;
 mod sshd;
