@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::plan::PushKind;
 
@@ -25,6 +26,20 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Neither `-c` nor `$PUSHMIRROR_CONFIG` named the config (set by [`Cli::parse_args`]), so
+    /// `runmirrors` may look for it in more places.
+    #[arg(skip)]
+    pub config_is_default: bool,
+}
+
+impl Cli {
+    /// Parses the process's arguments like `Cli::parse`, and notes where the config path came from.
+    pub fn parse_args() -> Cli {
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.config_is_default = matches.value_source("config") == Some(ValueSource::DefaultValue);
+        cli
+    }
 }
 
 /// Output format.
@@ -84,6 +99,13 @@ pub enum Command {
     },
     /// Print the man page (roff) on stdout.
     Manpage,
+    /// archvsync's runmirrors, for ftpsync's HUB=true: push the archive's mirrors as `-k` says.
+    ///
+    /// Also what runs when pushmirror is invoked as `runmirrors` (a symlink), with runmirrors' own
+    /// options only. The config is `-c`/`$PUSHMIRROR_CONFIG`, else
+    /// `$HOME/.config/pushmirror/pushmirror.yaml` if it exists, else /etc/pushmirror/pushmirror.yaml.
+    /// Exit 0 all ok, 1 a mirror failed (0 with -f: see -f), 2 usage or config error.
+    Runmirrors(RunmirrorsArgs),
     /// Start local receivers, push to them with the real engine, print the report.
     Demo {
         /// Number of demo mirrors.
@@ -136,6 +158,51 @@ impl PushArgs {
             (false, false) => (PushKind::Mhop, false),
         }
     }
+}
+
+/// The options of archvsync's `runmirrors` (getopts `a:k:fh`), shared by `pushmirror runmirrors`
+/// and a `runmirrors` symlink.
+#[derive(Debug, Args, Clone)]
+pub struct RunmirrorsArgs {
+    /// Archive to push (runmirrors read runmirrors-ARCHIVE.conf); default: the only configured one.
+    #[arg(short = 'a', value_name = "ARCHIVE")]
+    pub archive: Option<String>,
+    /// Old style `runmirrors ARCHIVE`, the same as -a ARCHIVE.
+    #[arg(value_name = "ARCHIVE", conflicts_with = "archive")]
+    pub old_style_archive: Option<String>,
+    /// Type of push: all, stage2 or mhop. mhop: complete push, mhop mirrors told sync:mhop
+    /// (with -f: only stage 1 to staged and mhop mirrors). all: complete push without sync:mhop.
+    /// stage2: stage 2 to staged and mhop mirrors, sync:all to the others.
+    #[arg(short = 'k', value_name = "KIND", default_value = "mhop")]
+    pub kind: PushKind,
+    /// Run from within ftpsync (HUB=true). Mirror failures are reported but exit 0, as runmirrors
+    /// did: ftpsync runs it under `set -e`, and a non-zero exit would fail the hub's own sync.
+    #[arg(short = 'f')]
+    pub from_ftpsync: bool,
+}
+
+impl RunmirrorsArgs {
+    /// The archive named by `-a` or old style; an empty name means none (ftpsync's `sync:archive:`).
+    pub fn archive(&self) -> Option<String> {
+        self.archive.clone().or_else(|| self.old_style_archive.clone()).filter(|a| !a.is_empty())
+    }
+}
+
+/// The command line of pushmirror invoked as `runmirrors`: runmirrors' options, nothing else.
+#[derive(Debug, Parser)]
+#[command(
+    name = "runmirrors",
+    about = "pushmirror as archvsync's runmirrors: push the archive's mirrors over SSH and print the report",
+    long_about = None,
+    after_help = "Config: $PUSHMIRROR_CONFIG, else $HOME/.config/pushmirror/pushmirror.yaml if it exists, \
+                  else /etc/pushmirror/pushmirror.yaml.\n\
+                  Exit: 0 all ok (or -f), 1 a mirror failed, 2 usage or config error.",
+    max_term_width = 100
+)]
+pub struct RunmirrorsCli {
+    /// runmirrors' options.
+    #[command(flatten)]
+    pub args: RunmirrorsArgs,
 }
 
 /// Arguments of `keygen`.

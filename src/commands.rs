@@ -51,6 +51,10 @@ pub async fn run(cli: Cli) -> u8 {
                 }
             }
         }
+        Command::Runmirrors(args) => {
+            let config = if cli.config_is_default { crate::runmirrors::discover_config() } else { cli.config.clone() };
+            crate::runmirrors::run(&config, args, cli.format).await
+        }
         Command::Demo { mirrors } => crate::demo::run(*mirrors, cli.format).await,
     }
 }

@@ -18,6 +18,8 @@
 //! - [`hostkeys`]: `hostkeys scan`, recording mirrors' host keys in pushmirror's known_hosts.
 //! - [`report`]: the report model (JSON, table) and the bounded history on disk.
 //! - [`push`]: one push from plan to stored report, shared by every command that pushes.
+//! - [`runmirrors`]: archvsync compatibility — the `runmirrors` CLI (also as an argv\[0\] symlink)
+//!   that a hub's ftpsync calls.
 //! - [`watch`]: an archive's version from its trace file, and update-completion detection
 //!   (settle, lock globs, inotify plus a poll).
 //! - [`daemon`]: the watch → push loop: coalescing, journalled due pushes ([`daemon::state`]),
@@ -55,6 +57,7 @@ pub mod push;
 pub mod ratelimit;
 pub mod receive;
 pub mod report;
+pub mod runmirrors;
 pub mod secret;
 pub mod server;
 pub mod signature;

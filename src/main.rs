@@ -3,14 +3,24 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pushmirror::cli::Cli;
+use pushmirror::cli::{Cli, RunmirrorsCli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // ftpsync runs `runmirrors` by name; a symlink to pushmirror answers with runmirrors' options.
+    if std::env::args_os().next().is_some_and(|argv0| pushmirror::runmirrors::invoked_as_runmirrors(&argv0)) {
+        let cli = RunmirrorsCli::parse();
+        pushmirror::init_logging(0, false);
+        return block_on(pushmirror::runmirrors::run_standalone(cli));
+    }
+    let cli = Cli::parse_args();
     // Services log what they do (journald); one-shot commands only what goes wrong.
     let daemon =
         matches!(cli.command, pushmirror::cli::Command::Daemon { .. } | pushmirror::cli::Command::Receive { .. });
     pushmirror::init_logging(cli.verbose + u8::from(daemon), cli.quiet);
+    block_on(pushmirror::commands::run(cli))
+}
+
+fn block_on(work: impl Future<Output = u8>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -18,5 +28,5 @@ fn main() -> ExitCode {
             return ExitCode::from(pushmirror::commands::EXIT_USAGE);
         }
     };
-    ExitCode::from(runtime.block_on(pushmirror::commands::run(cli)))
+    ExitCode::from(runtime.block_on(work))
 }

@@ -1,6 +1,10 @@
-//! archvsync compatibility: the staged barrier against in-process SSH receivers, and push
-//! kinds as runmirrors' `-k` defines them.
+//! archvsync compatibility: the staged barrier against in-process SSH receivers, push kinds, and
+//! `runmirrors` through a symlink named `runmirrors` (exact strings per `-k`, config discovery in a
+//! bare environment).
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use pushmirror::demo::{Behaviour, SshReceiver};
@@ -10,7 +14,7 @@ use pushmirror::report::Outcome;
 use pushmirror::transport::Stage;
 use russh::keys::PublicKey;
 
-use crate::common::{Fixture, row, stderr};
+use crate::common::{Fixture, row, run_bin, stderr, stdout};
 
 const IDENTITY: &str = "keys/id_ed25519";
 const STAGE1: &str = "sync:archive:debian sync:stage1";
@@ -86,6 +90,150 @@ async fn stage_two_waits_for_the_last_stage_one_and_all_mirrors_do_not_wait() {
     assert_eq!(plain.log().commands(), [ALL]);
     assert!(plain.log().execs()[0].at - start < Duration::from_secs(1), "the all mirror waited for stage 1");
     assert_eq!(row(&report, "plain").outcome, Outcome::Ok);
+}
+
+/// A `runmirrors` symlink to the pushmirror binary in a fresh directory.
+fn runmirrors_symlink() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("runmirrors");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pushmirror"), &link).unwrap();
+    (dir, link)
+}
+
+/// Runs `program args` with only the environment variables `env`, off the runtime's thread.
+async fn run_bare(program: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut command = Command::new(program);
+    command.env_clear().args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()
+}
+
+/// Three mirrors, one of each type, each on its own receiver.
+struct Tier {
+    f: Fixture,
+    receivers: BTreeMap<&'static str, SshReceiver>,
+}
+
+impl Tier {
+    async fn new() -> Tier {
+        let (f, client) = installation();
+        let mut receivers = BTreeMap::new();
+        for (name, kind) in [("leaf", "all"), ("staged", "staged"), ("hub", "mhop")] {
+            let rx = receiver(&client, []).await;
+            mirror(&f, name, kind, &rx);
+            receivers.insert(name, rx);
+        }
+        Tier { f, receivers }
+    }
+
+    /// What each mirror received since the last call.
+    fn received(&self, seen: &mut BTreeMap<&'static str, usize>) -> BTreeMap<&'static str, Vec<String>> {
+        self.receivers
+            .iter()
+            .map(|(name, rx)| {
+                let all = rx.log().commands();
+                let from = seen.insert(name, all.len()).unwrap_or(0);
+                (*name, all[from..].to_vec())
+            })
+            .collect()
+    }
+}
+
+fn expect(leaf: &[&str], staged: &[&str], hub: &[&str]) -> BTreeMap<&'static str, Vec<String>> {
+    let owned = |s: &[&str]| s.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    BTreeMap::from([("hub", owned(hub)), ("leaf", owned(leaf)), ("staged", owned(staged))])
+}
+
+#[tokio::test]
+async fn runmirrors_sends_what_archvsync_runmirrors_sends_for_each_kind() {
+    let tier = Tier::new().await;
+    let (_dir, runmirrors) = runmirrors_symlink();
+    let config = tier.f.config_path();
+    let env = [("PUSHMIRROR_CONFIG", config.as_path())];
+    let mut seen = BTreeMap::new();
+    let cases: [(&[&str], _); 4] = [
+        (&["-a", "debian", "-k", "all"], expect(&[ALL], &[STAGE1, STAGE2], &[STAGE1, STAGE2])),
+        (&["-a", "debian", "-f", "-k", "stage2"], expect(&[ALL], &[STAGE2], &[STAGE2])),
+        // What ftpsync runs after an mhop stage 1: stage 1 only, all mirrors wait for stage 2.
+        (&["-a", "debian", "-f", "-k", "mhop"], expect(&[], &[STAGE1], &[MHOP1])),
+        // runmirrors' default kind from a shell: a complete push, hubs told sync:mhop.
+        (&["-a", "debian"], expect(&[ALL], &[STAGE1, STAGE2], &[MHOP1, MHOP2])),
+    ];
+    for (args, expected) in cases {
+        let out = run_bare(&runmirrors, args, &env).await;
+        assert_eq!(out.status.code(), Some(0), "runmirrors {args:?}: {}", stderr(&out));
+        assert_eq!(tier.received(&mut seen), expected, "runmirrors {args:?}");
+        let text = stdout(&out);
+        let kind = args.iter().position(|a| *a == "-k").map_or("mhop", |i| args[i + 1]);
+        assert!(text.contains(&format!("runmirrors -a debian -k {kind}")), "header names the push: {text}");
+        assert!(text.contains("MIRROR") && text.contains("debian serial 2026112501: "), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn runmirrors_finds_the_config_in_home_with_no_other_environment() {
+    let tier = Tier::new().await;
+    let (_dir, runmirrors) = runmirrors_symlink();
+    let home = tempfile::tempdir().unwrap();
+    let user_config = home.path().join(".config/pushmirror/pushmirror.yaml");
+    std::fs::create_dir_all(user_config.parent().unwrap()).unwrap();
+    let at = |rel: &str| tier.f.path(rel).display().to_string();
+    std::fs::write(
+        &user_config,
+        format!(
+            "identity: {}\nknown_hosts: {}\nmirrors_dir: {}\nstate_dir: {}\narchives:\n  debian:\n    root: {}\n",
+            at(IDENTITY),
+            at("known_hosts"),
+            at("mirrors.d"),
+            at("state"),
+            at("archive")
+        ),
+    )
+    .unwrap();
+    // No -a: the only configured archive, as ftpsync calls it for `sync:archive:`.
+    let out = run_bare(&runmirrors, &["-f", "-k", "stage2"], &[("HOME", home.path())]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&user_config.display().to_string()), "{}", stdout(&out));
+    assert_eq!(tier.received(&mut BTreeMap::new()), expect(&[ALL], &[STAGE2], &[STAGE2]));
+}
+
+#[tokio::test]
+async fn runmirrors_exit_codes_usage_errors_and_failures_under_ftpsync() {
+    let (f, client) = installation();
+    let broken = SshReceiver::builder().authorize(&client).behaviour(Behaviour::Exit(3)).start().await.unwrap();
+    mirror(&f, "broken", "all", &broken);
+    let (_dir, runmirrors) = runmirrors_symlink();
+    let config = f.config_path();
+    let env = [("PUSHMIRROR_CONFIG", config.as_path())];
+
+    let out = run_bare(&runmirrors, &["-a", "debian", "-k", "all"], &env).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stdout(&out).contains("failed (remote-exit 3)"), "{}", stdout(&out));
+    // ftpsync runs runmirrors under `set -e`: a failed leaf must not fail the hub's own sync.
+    let out = run_bare(&runmirrors, &["-a", "debian", "-f", "-k", "all"], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 mirror(s) failed"), "{}", stderr(&out));
+    assert_eq!(broken.log().count(), 2);
+
+    for (args, says) in [
+        (&["-a", "ubuntu"][..], "unknown archive `ubuntu`"),
+        (&["-k", "sideways"][..], "unknown push kind `sideways`"),
+        (&["-x"][..], "-x"),
+    ] {
+        let out = run_bare(&runmirrors, args, &env).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(broken.log().count(), 2, "usage errors send nothing");
+
+    // The same through the subcommand, with pushmirror's own -c.
+    let out = tokio::task::spawn_blocking(move || run_bin(&config, &["runmirrors", "-a", "debian", "-k", "stage2"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(broken.log().commands(), [ALL, ALL, ALL]);
 }
 
 #[test]
