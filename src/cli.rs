@@ -106,6 +106,12 @@ pub enum Command {
     /// `$HOME/.config/pushmirror/pushmirror.yaml` if it exists, else /etc/pushmirror/pushmirror.yaml.
     /// Exit 0 all ok, 1 a mirror failed (0 with -f: see -f), 2 usage or config error.
     Runmirrors(RunmirrorsArgs),
+    /// Convert an archvsync runmirrors.mirror (+ runmirrors.conf) into mirrors.d files.
+    ///
+    /// Writes DIR/SHORTNAME.yaml per mirror line (never overwriting a file), prints the
+    /// `identity:` line for pushmirror.yaml on stdout, and reports everything it cannot express
+    /// as FILE:LINE: on stderr. Exit 0 all converted, 1 something was not, 2 usage error.
+    ImportRunmirrors(ImportArgs),
     /// Start local receivers, push to them with the real engine, print the report.
     Demo {
         /// Number of demo mirrors.
@@ -203,6 +209,23 @@ pub struct RunmirrorsCli {
     /// runmirrors' options.
     #[command(flatten)]
     pub args: RunmirrorsArgs,
+}
+
+/// Arguments of `import-runmirrors`.
+#[derive(Debug, Args, Clone)]
+pub struct ImportArgs {
+    /// The runmirrors.mirror file to convert.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Its runmirrors.conf: KEYFILE, PUSHDELAY and SSH_OPTS are converted, the rest reported.
+    #[arg(long, value_name = "FILE")]
+    pub conf: Option<PathBuf>,
+    /// Where to write SHORTNAME.yaml files (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "mirrors.d")]
+    pub out: PathBuf,
+    /// The archive these mirrors carry [default: NAME of a runmirrors-NAME.mirror file].
+    #[arg(long, value_name = "NAME")]
+    pub archive: Option<String>,
 }
 
 /// Arguments of `keygen`.

@@ -55,6 +55,7 @@ pub async fn run(cli: Cli) -> u8 {
             let config = if cli.config_is_default { crate::runmirrors::discover_config() } else { cli.config.clone() };
             crate::runmirrors::run(&config, args, cli.format).await
         }
+        Command::ImportRunmirrors(args) => crate::runmirrors::import::run(args, cli.format),
         Command::Demo { mirrors } => crate::demo::run(*mirrors, cli.format).await,
     }
 }
@@ -296,7 +297,8 @@ pub fn print_report(report: &Report, format: Format) {
     }
 }
 
-fn print_json<T: Serialize>(value: &T) {
+/// Prints one JSON document on stdout.
+pub fn print_json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("error: cannot encode JSON: {e}"),

@@ -19,7 +19,7 @@
 //! - [`report`]: the report model (JSON, table) and the bounded history on disk.
 //! - [`push`]: one push from plan to stored report, shared by every command that pushes.
 //! - [`runmirrors`]: archvsync compatibility — the `runmirrors` CLI (also as an argv\[0\] symlink)
-//!   that a hub's ftpsync calls.
+//!   that a hub's ftpsync calls, and `import-runmirrors` ([`runmirrors::import`]).
 //! - [`watch`]: an archive's version from its trace file, and update-completion detection
 //!   (settle, lock globs, inotify plus a poll).
 //! - [`daemon`]: the watch → push loop: coalescing, journalled due pushes ([`daemon::state`]),

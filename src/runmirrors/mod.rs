@@ -1,4 +1,5 @@
-//! archvsync compatibility: `runmirrors`, the command a hub's ftpsync runs after its own sync.
+//! archvsync compatibility: `runmirrors` (the command a hub's ftpsync runs after its own sync)
+//! and [`import`] (`import-runmirrors`, converting `runmirrors.mirror` files).
 //!
 //! pushmirror answers as runmirrors in two ways: the `runmirrors` subcommand, and when the binary
 //! is invoked under the name `runmirrors` (a symlink that ftpsync finds in `$BINDIR` or `$PATH`).
@@ -7,6 +8,10 @@
 //! ftpsync runs under sshd with a minimal environment and sends its output to its own log file,
 //! so the config is found without the caller's shell ([`discover_config`]) and the report starts
 //! with a line saying what was pushed, when, and why.
+
+mod conf;
+pub mod import;
+mod ssh_options;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,13 @@
-//! archvsync compatibility: the staged barrier against in-process SSH receivers, push kinds, and
-//! `runmirrors` through a symlink named `runmirrors` (exact strings per `-k`, config discovery in a
-//! bare environment).
+//! archvsync compatibility: the staged barrier against in-process SSH receivers, `runmirrors`
+//! through a symlink named `runmirrors` (exact strings per `-k`, config discovery in a bare
+//! environment), and `import-runmirrors` on every runmirrors.mirror line form.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use pushmirror::config::{MirrorKind, Transport};
 use pushmirror::demo::{Behaviour, SshReceiver};
 use pushmirror::keys;
 use pushmirror::plan::PushRequest;
@@ -234,6 +235,147 @@ async fn runmirrors_exit_codes_usage_errors_and_failures_under_ftpsync() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(broken.log().commands(), [ALL, ALL, ALL]);
+}
+
+/// Every runmirrors.mirror line form, with the line numbers the errors must name.
+const MIRROR_FILE: &str = "\
+# Debian push mirrors
+all eu.plain plain.example.net archvsync
+all eu.proto plain2.example.net archvsync 2
+staged eu.port port.example.net archvsync -p 2222
+mhop eu.hub hub.example.net archvsync -oPort=2200
+staged eu.key key.example.net archvsync 2 /home/archvsync/.ssh/other_key
+all url.one ssh+ftpsync://mirror@url.example.org
+all url.two ssh+ftpsync://mirror@two.example.org:2022/debian
+
+DELAY 60
+all eu.jump jump.example.net archvsync -o Port=2201 -J bastion.example.net
+staged eu.user user.example.net archvsync -l other
+DELAY 600 stage1
+weird eu.nope nope.example.net archvsync
+";
+
+const CONF_FILE: &str = "\
+# runmirrors.conf
+KEYFILE=/home/archvsync/.ssh/pushmirror
+PUSHDELAY=900
+MAILTO=\"mirrors@example.org\"
+HOOK1=/usr/local/bin/before-push
+SSH_OPTS=\"-o StrictHostKeyChecking=no\"
+";
+
+#[test]
+fn import_runmirrors_converts_every_line_form_and_names_the_rest() {
+    let (f, _client) = installation();
+    std::fs::remove_dir(f.path("mirrors.d")).unwrap();
+    let source = f.path("runmirrors-debian.mirror");
+    let conf = f.path("runmirrors-debian.conf");
+    std::fs::write(&source, MIRROR_FILE).unwrap();
+    std::fs::write(&conf, CONF_FILE).unwrap();
+    let out_dir = f.path("mirrors.d");
+    let import = |args: &[&str]| {
+        let mut all = vec!["import-runmirrors", source.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_bin(&f.config_path(), &all)
+    };
+    let out = import(&["--conf", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "some lines cannot be converted: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out).lines().find(|l| !l.starts_with('#')),
+        Some("identity: \"/home/archvsync/.ssh/pushmirror\"")
+    );
+
+    let err = stderr(&out);
+    let (src, cnf) = (source.display(), conf.display());
+    for expected in [
+        format!("{src}:6: key file /home/archvsync/.ssh/other_key: pushmirror signs every trigger with its one"),
+        format!("{src}:10: DELAY 60: "),
+        format!("{src}:11: -J bastion.example.net: pushmirror has no setting for this ssh option"),
+        format!("{src}:13: DELAY 600 stage1: "),
+        format!("{src}:14: unknown type `weird`"),
+        format!("{cnf}:4: MAILTO=mirrors@example.org: pushmirror sends no mail"),
+        format!("{cnf}:5: HOOK1=/usr/local/bin/before-push: pushmirror runs no hooks"),
+        format!("{cnf}:6: SSH_OPTS -o StrictHostKeyChecking=no: pushmirror always verifies host keys"),
+        format!("{src}:12: note: user other: ssh ignored it"),
+    ] {
+        assert!(err.lines().any(|l| l.starts_with(&expected)), "missing `{expected}` in:\n{err}");
+    }
+    let lost = err.lines().filter(|l| l.starts_with(&*src.to_string()) || l.starts_with(&*cnf.to_string()));
+    assert_eq!(lost.filter(|l| !l.contains(": note: ")).count(), 8, "{err}");
+
+    let check = f.cli(&["check"]);
+    assert_eq!(check.status.code(), Some(0), "generated files must pass check: {}", stderr(&check));
+    assert!(stdout(&check).contains("9 mirror(s)"), "{}", stdout(&check));
+
+    let targets: Vec<_> = f
+        .config()
+        .mirrors
+        .iter()
+        .map(|m| {
+            let Transport::Ssh(t) = &m.transport else { panic!("{} is not SSH", m.name) };
+            let archives = m.archives.clone().unwrap_or_default().join(",");
+            let wait = (m.kind != MirrorKind::All).then_some(m.sync_timeout.as_secs());
+            (m.name.as_str().to_owned(), t.host.clone(), t.port, t.user.clone(), m.kind, archives, m.busy_exit, wait)
+        })
+        .collect();
+    let s = |x: &str| x.to_string();
+    let expected = [
+        (s("eu.hub"), s("hub.example.net"), 2200, s("archvsync"), MirrorKind::Mhop, s("debian"), Some(1), Some(900)),
+        (s("eu.jump"), s("jump.example.net"), 2201, s("archvsync"), MirrorKind::All, s("debian"), Some(1), None),
+        (s("eu.key"), s("key.example.net"), 22, s("archvsync"), MirrorKind::Staged, s("debian"), Some(1), Some(900)),
+        (s("eu.plain"), s("plain.example.net"), 22, s("archvsync"), MirrorKind::All, s("debian"), Some(1), None),
+        (
+            s("eu.port"),
+            s("port.example.net"),
+            2222,
+            s("archvsync"),
+            MirrorKind::Staged,
+            s("debian"),
+            Some(1),
+            Some(900),
+        ),
+        (s("eu.proto"), s("plain2.example.net"), 22, s("archvsync"), MirrorKind::All, s("debian"), Some(1), None),
+        (s("eu.user"), s("user.example.net"), 22, s("archvsync"), MirrorKind::Staged, s("debian"), Some(1), Some(900)),
+        (s("url.one"), s("url.example.org"), 22, s("mirror"), MirrorKind::All, s("debian"), Some(1), None),
+        (s("url.two"), s("two.example.org"), 2022, s("mirror"), MirrorKind::All, s("debian"), Some(1), None),
+    ];
+    assert_eq!(targets.len(), expected.len(), "{targets:?}");
+    for e in &expected {
+        assert!(targets.contains(e), "missing {e:?} in {targets:?}");
+    }
+    let header = std::fs::read_to_string(out_dir.join("eu.port.yaml")).unwrap();
+    assert!(header.starts_with("# Imported by `pushmirror import-runmirrors` from:\n#   staged eu.port port.example.net archvsync -p 2222\n"), "{header}");
+
+    // A second import refuses to overwrite, and says so.
+    let before = std::fs::read_to_string(out_dir.join("eu.plain.yaml")).unwrap();
+    let again = import(&[]);
+    assert_eq!(again.status.code(), Some(1));
+    let expected = format!("{src}:2: {} already exists: not overwritten", out_dir.join("eu.plain.yaml").display());
+    assert!(stderr(&again).contains(&expected), "{}", stderr(&again));
+    assert_eq!(std::fs::read_to_string(out_dir.join("eu.plain.yaml")).unwrap(), before);
+}
+
+#[test]
+fn import_runmirrors_exits_0_when_everything_converts_and_2_on_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("runmirrors-debian.mirror");
+    std::fs::write(&source, "all a a.example.net archvsync\nstaged b ssh+ftpsync://archvsync@b.example.net\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let config = dir.path().join("unused.yaml");
+    let args = ["import-runmirrors", source.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--format", "json"];
+    let out = run_bin(&config, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("2 mirror file(s) written") && stderr(&out).contains("everything converted"));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    let written: Vec<PathBuf> = serde_json::from_value(json["written"].clone()).unwrap();
+    assert_eq!(written, [out_dir.join("a.yaml"), out_dir.join("b.yaml")]);
+    assert_eq!((json["not_converted"].as_u64(), json["findings"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    assert!(json["identity"].as_str().is_some_and(|p| p.ends_with("/.ssh/pushmirror")), "{json}");
+
+    let missing = dir.path().join("nope.mirror");
+    let out = run_bin(&config, &["import-runmirrors", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains(&format!("cannot read {}", missing.display())), "{}", stderr(&out));
 }
 
 #[test]
