@@ -197,3 +197,58 @@ async fn waiting_for_forty_three_second_syncs_at_concurrency_four_returns_permit
         assert!((3000..10_000).contains(&sync), "{}: sync took {sync} ms", r.mirror);
     }
 }
+
+/// Three tiers on loopback, each hop a real sshd with a forced command, chained the way ftpsync's
+/// HUB mode does it: tier 1's forced command "syncs" (copies the trace file), then runs
+/// `runmirrors -a debian -f -k all` — a symlink to pushmirror — which pushes tier 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_tiers_chain_through_runmirrors() {
+    if !sshd::available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let tier2_log = work.path().join("tier2-received");
+
+    // Tier 1's own pushmirror installation, pushing to tier 2.
+    let tier1 = installation();
+    let tier2 = Sshd::start(&key_line(&tier1, &recorder(&tier2_log, "exit 0")));
+    mirror_on(&tier1, &tier2, "");
+    std::fs::create_dir_all(work.path().join("bin")).unwrap();
+    let runmirrors = work.path().join("bin/runmirrors");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pushmirror"), &runmirrors).unwrap();
+    let hub_script = work.path().join("ftpsync-hub.sh");
+    std::fs::write(
+        &hub_script,
+        format!(
+            "#!/bin/sh\n# What ftpsync does on a hub: sync, drop the lock, then call runmirrors.\n\
+             cp {upstream_trace} {tier1_trace}\n\
+             PUSHMIRROR_CONFIG={config} {runmirrors} -a debian -f -k all > {log} 2>&1\n",
+            upstream_trace = work.path().join("tier0-trace").display(),
+            tier1_trace = tier1.path("archive/project/trace/master").display(),
+            config = tier1.config_path().display(),
+            runmirrors = runmirrors.display(),
+            log = work.path().join("runmirrors.log").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hub_script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(work.path().join("tier0-trace"), "Archive serial: 2026112599\n").unwrap();
+
+    // Tier 0 pushes tier 1, whose forced command is the hub script.
+    let tier0 = installation();
+    let tier1_sshd = Sshd::start(&key_line(&tier0, &hub_script.display().to_string()));
+    mirror_on(&tier0, &tier1_sshd, "wait_for_sync: true\n");
+    let report = push(&tier0).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.exit_code), (Outcome::Ok, Some(0)), "{r:?}\n{}", tier1_sshd.log());
+
+    let runmirrors_log = std::fs::read_to_string(work.path().join("runmirrors.log")).unwrap_or_default();
+    assert_eq!(
+        std::fs::read_to_string(&tier2_log).unwrap_or_default(),
+        "sync:archive:debian sync:all\n",
+        "tier 2 did not get the chained trigger; runmirrors said:\n{runmirrors_log}"
+    );
+    let tier1_trace = std::fs::read_to_string(tier1.path("archive/project/trace/master")).unwrap();
+    assert!(tier1_trace.contains("2026112599"), "tier 1 synced before pushing");
+    assert!(runmirrors_log.contains("2026112599"), "tier 1's report names the serial it synced:\n{runmirrors_log}");
+}
