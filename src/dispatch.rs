@@ -318,23 +318,7 @@ fn skipped(entry: &PlanEntry, stage: Stage, reason: &str) -> TriggerReport {
 }
 
 fn blank_row(mirror: &Mirror, stage: Stage, outcome: Outcome) -> TriggerReport {
-    TriggerReport {
-        mirror: mirror.name.clone(),
-        transport: mirror.transport_name().to_string(),
-        target: mirror.transport.display_target(),
-        stage,
-        outcome,
-        attempts: 0,
-        started_at: None,
-        duration_ms: 0,
-        error_class: None,
-        error: None,
-        note: None,
-        deferred_until: None,
-        exit_code: None,
-        http_status: None,
-        sync_duration_ms: None,
-    }
+    TriggerReport::new(&mirror.name, mirror.transport_name(), mirror.transport.display_target(), stage, outcome)
 }
 
 #[cfg(test)]

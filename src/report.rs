@@ -106,6 +106,29 @@ pub struct TriggerReport {
     pub sync_duration_ms: Option<u64>,
 }
 
+impl TriggerReport {
+    /// A row for `mirror` with nothing known yet but its outcome.
+    pub fn new(mirror: &str, transport: &str, target: String, stage: Stage, outcome: Outcome) -> Self {
+        TriggerReport {
+            mirror: mirror.to_string(),
+            transport: transport.to_string(),
+            target,
+            stage,
+            outcome,
+            attempts: 0,
+            started_at: None,
+            duration_ms: 0,
+            error_class: None,
+            error: None,
+            note: None,
+            deferred_until: None,
+            exit_code: None,
+            http_status: None,
+            sync_duration_ms: None,
+        }
+    }
+}
+
 /// Counts by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
@@ -453,22 +476,11 @@ mod tests {
     use super::*;
 
     fn trigger(mirror: &str, outcome: Outcome) -> TriggerReport {
+        let target = "https://example.org/…".to_string();
         TriggerReport {
-            mirror: mirror.into(),
-            transport: "http".into(),
-            target: "https://example.org/…".into(),
-            stage: Stage::All,
-            outcome,
             attempts: 1,
-            started_at: None,
             duration_ms: 12,
-            error_class: None,
-            error: None,
-            note: None,
-            deferred_until: None,
-            exit_code: None,
-            http_status: None,
-            sync_duration_ms: None,
+            ..TriggerReport::new(mirror, "http", target, Stage::All, outcome)
         }
     }
 

@@ -314,10 +314,10 @@ impl GenCtx {
         });
         let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let journal = Arc::new(journal);
-        let (on_done, on_attempt) = {
+        let options = {
             let (journal, ended, shared, archive) =
                 (Arc::clone(&journal), Arc::clone(&ended), Arc::clone(&self.shared), archive.to_string());
-            self.shared.metrics.callbacks(move |row: &TriggerReport| {
+            self.options(move |row: &TriggerReport| {
                 if let Some(j) = journal.as_ref()
                     && is_final(row)
                 {
@@ -330,12 +330,6 @@ impl GenCtx {
                     }
                 });
             })
-        };
-        let options = Options {
-            on_done: Some(on_done),
-            on_attempt: Some(on_attempt),
-            cancel: Some(self.shared.hard_stop.clone()),
-            ..Options::default()
         };
         let report = crate::push::execute(&self.config, &self.engine, &plan, &options, "daemon").await;
         // The callback holds the journal too; it must go before the journal can be finished.
@@ -364,6 +358,17 @@ impl GenCtx {
         log_summary(&report);
         self.finish_status(archive, report, !interrupted);
         notify_systemd(&[sd_notify::NotifyState::Status("watching")]);
+    }
+
+    /// Engine options of a daemon push: metrics, `also` per ended trigger, and the hard stop.
+    fn options(&self, also: impl Fn(&TriggerReport) + Send + Sync + 'static) -> Options {
+        let (on_done, on_attempt) = self.shared.metrics.callbacks(also);
+        Options {
+            on_done: Some(on_done),
+            on_attempt: Some(on_attempt),
+            cancel: Some(self.shared.hard_stop.clone()),
+            ..Options::default()
+        }
     }
 
     fn finish_status(&self, archive: &str, report: Report, pushed: bool) {
@@ -481,13 +486,7 @@ impl GenCtx {
         let mut plan = plan(&self.config, &request).ok()?;
         plan.entries.retain(|e| e.skip.is_none());
         self.shared.metrics.push_started(plan.entries.iter().map(|e| e.stages.len()).sum());
-        let (on_done, on_attempt) = self.shared.metrics.callbacks(|_| {});
-        let options = Options {
-            on_done: Some(on_done),
-            on_attempt: Some(on_attempt),
-            cancel: Some(self.shared.hard_stop.clone()),
-            ..Options::default()
-        };
+        let options = self.options(|_| {});
         let report = crate::push::execute(&self.config, &self.engine, &plan, &options, "daemon-deferred").await;
         log_summary(&report);
         Some(report)
