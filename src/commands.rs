@@ -12,12 +12,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, Format, HostkeysCommand, KeygenArgs, PushArgs};
-use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::dispatch::Options;
 use crate::plan::PushRequest;
 use crate::report::{History, Outcome, Report, TriggerReport, align};
-use crate::transport::Transports;
 
 /// Exit code: every selected mirror ok or deferred.
 pub const EXIT_OK: u8 = 0;
@@ -197,14 +195,6 @@ async fn push(cli: &Cli, args: &PushArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let transports = match Transports::new(&config) {
-        Ok(t) => Arc::new(t),
-        Err(e) => {
-            eprintln!("error: cannot set up transports: {e:#}");
-            return EXIT_USAGE;
-        }
-    };
-    let engine = crate::push::engine(&config, transports, Clock::system());
     let sending = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len() as u64).sum();
     let show_bar = !args.no_progress && !args.dry_run && cli.format == Format::Table && std::io::stderr().is_terminal();
     let progress = show_bar.then(|| Progress::start(sending));
@@ -214,7 +204,13 @@ async fn push(cli: &Cli, args: &PushArgs) -> u8 {
         on_done: progress.as_ref().map(Progress::callback),
         ..Options::default()
     };
-    let report = crate::push::execute(&config, &engine, &plan, &options, "cli").await;
+    let report = match crate::push::once(&config, &plan, &options, "cli").await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_USAGE;
+        }
+    };
     drop(progress);
     print_report(&report, cli.format);
     report.exit_code()

@@ -2,6 +2,8 @@
 //! pushes (`push`, `demo`, and later the daemon and `runmirrors`).
 
 use std::sync::Arc;
+
+use anyhow::Context as _;
 use std::time::SystemTime;
 
 use crate::clock::Clock;
@@ -10,7 +12,7 @@ use crate::dispatch::{Engine, Options};
 use crate::plan::{Plan, PushRequest, plan};
 use crate::ratelimit::RateLimits;
 use crate::report::{History, Report};
-use crate::transport::Trigger;
+use crate::transport::{Transports, Trigger};
 
 /// Builds the engine a configuration asks for.
 pub fn engine<T: Trigger>(config: &Config, transport: Arc<T>, clock: Clock) -> Engine<T> {
@@ -45,4 +47,12 @@ pub async fn execute<T: Trigger>(
         }
     }
     report
+}
+
+/// A one-off push with the production transports: `push`, `runmirrors`, `receive` and `demo`
+/// (the daemon keeps one engine per configuration instead).
+pub async fn once(config: &Config, plan: &Plan, options: &Options, origin: &str) -> anyhow::Result<Report> {
+    let transports = Arc::new(Transports::new(config).context("cannot set up transports")?);
+    let engine = engine(config, transports, Clock::system());
+    Ok(execute(config, &engine, plan, options, origin).await)
 }

@@ -14,10 +14,8 @@ pub use http::{Hit, HttpReceiver, Log, Reply};
 pub use ssh::{Behaviour, Exec, ExecLog, SshReceiver};
 
 use crate::cli::Format;
-use crate::clock::Clock;
 use crate::dispatch::Options;
 use crate::plan::PushRequest;
-use crate::transport::Transports;
 use crate::transport::known_hosts::{KnownHostsFile, host_entry_name};
 
 /// Writes a secret file readable by its owner only.
@@ -70,8 +68,7 @@ async fn demo(n: usize, format: Format) -> anyhow::Result<u8> {
     std::fs::write(&config_path, main)?;
     let config = crate::config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config invalid:\n{e}"))?;
     let plan = crate::push::plan_push(&config, &PushRequest::default())?;
-    let engine = crate::push::engine(&config, Arc::new(Transports::new(&config)?), Clock::system());
-    let report = crate::push::execute(&config, &engine, &plan, &Options::default(), "demo").await;
+    let report = crate::push::once(&config, &plan, &Options::default(), "demo").await?;
     crate::commands::print_report(&report, format);
     if format == Format::Table {
         eprintln!(

@@ -17,11 +17,10 @@ use super::auth::SeenSignatures;
 use super::config::SyncArchive;
 use super::request::SyncRequest;
 use super::status::{ChainedPush, ReceiveStatus};
-use crate::clock::Clock;
 use crate::dispatch::Options;
 use crate::plan::PushRequest;
 use crate::report::{Report, Timestamp};
-use crate::transport::{Stage, Transports};
+use crate::transport::Stage;
 
 /// Environment variable naming the archive, for the sync command.
 pub const ENV_ARCHIVE: &str = "PUSHMIRROR_ARCHIVE";
@@ -307,8 +306,6 @@ async fn push(
     })?;
     let request = PushRequest { archive: Some(archive.to_string()), serial, ..PushRequest::default() };
     let plan = crate::push::plan_push(&config, &request).map_err(|e| e.to_string())?;
-    let transports = Transports::new(&config).map_err(|e| format!("cannot set up transports: {e:#}"))?;
-    let engine = crate::push::engine(&config, Arc::new(transports), Clock::system());
     let options = Options { cancel: Some(hard_stop.clone()), ..Options::default() };
-    Ok(crate::push::execute(&config, &engine, &plan, &options, ORIGIN).await)
+    crate::push::once(&config, &plan, &options, ORIGIN).await.map_err(|e| format!("{e:#}"))
 }

@@ -15,17 +15,14 @@ mod ssh_options;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cli::{Format, RunmirrorsArgs, RunmirrorsCli};
-use crate::clock::Clock;
 use crate::commands::{EXIT_OK, EXIT_USAGE, print_report};
 use crate::config::{self, Config, DEFAULT_CONFIG};
 use crate::dispatch::Options;
 use crate::plan::PushRequest;
 use crate::report::{Report, Timestamp};
-use crate::transport::Transports;
 
 /// The name ftpsync calls (`${BINDIR:+$BINDIR/}runmirrors`).
 pub const RUNMIRRORS: &str = "runmirrors";
@@ -93,9 +90,7 @@ pub async fn run(config_path: &Path, args: &RunmirrorsArgs, format: Format) -> u
 /// Plans and carries out the push with the production transports.
 async fn push(config: &Config, request: &PushRequest) -> anyhow::Result<Report> {
     let plan = crate::push::plan_push(config, request)?;
-    let transports = Arc::new(Transports::new(config)?);
-    let engine = crate::push::engine(config, transports, Clock::system());
-    Ok(crate::push::execute(config, &engine, &plan, &Options::default(), ORIGIN).await)
+    crate::push::once(config, &plan, &Options::default(), ORIGIN).await
 }
 
 /// The first line of the report: in ftpsync's log it says what this block of lines is.
