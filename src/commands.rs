@@ -413,11 +413,17 @@ fn list(cli: &Cli, archive: Option<&str>) -> u8 {
 fn last_rows(config: &Config) -> BTreeMap<String, TriggerReport> {
     let history = History::new(&config.state_dir, config.status.history);
     let mut last = BTreeMap::new();
-    for report in history.all().unwrap_or_default().into_iter().filter(|r| !r.dry_run) {
-        for row in report.triggers {
+    let Ok(reports) = history.newest_first() else { return last };
+    for report in reports {
+        // The newest report mentioning a mirror has its last outcome; the last row of a staged
+        // mirror is its latest stage.
+        for row in report.triggers.into_iter().rev() {
             if row.attempts > 0 || row.outcome == Outcome::Deferred {
-                last.insert(row.mirror.clone(), row);
+                last.entry(row.mirror.clone()).or_insert(row);
             }
+        }
+        if last.len() == config.mirrors.len() {
+            break;
         }
     }
     last

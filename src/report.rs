@@ -420,7 +420,7 @@ impl History {
         let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         let name = format!("{ms:013}-{:07}-{seq:04}-{}.json", std::process::id(), report.archive);
         let path = self.dir.join(&name);
-        crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(report)?)?;
+        crate::fsutil::write_atomic(&path, &serde_json::to_vec(report)?)?;
         self.prune()?;
         Ok(path)
     }
@@ -453,22 +453,37 @@ impl History {
 
     /// Every stored report, oldest first; unreadable files are skipped.
     pub fn all(&self) -> std::io::Result<Vec<Report>> {
-        Ok(self
-            .files()?
-            .iter()
-            .filter_map(|p| std::fs::read(p).ok())
-            .filter_map(|b| serde_json::from_slice(&b).ok())
-            .collect())
+        Ok(self.files()?.iter().filter_map(|p| read_report(p)).collect())
     }
 
-    /// The newest real (not dry-run) report of each archive.
-    pub fn latest_per_archive(&self) -> std::io::Result<BTreeMap<String, Report>> {
-        let mut out = BTreeMap::new();
-        for r in self.all()?.into_iter().filter(|r| !r.dry_run) {
-            out.insert(r.archive.clone(), r);
-        }
-        Ok(out)
+    /// Stored reports, newest first, read one at a time (a report of 10,000 mirrors is
+    /// megabytes: readers that need only the latest should not parse the whole history).
+    pub fn newest_first(&self) -> std::io::Result<impl Iterator<Item = Report>> {
+        Ok(self.files()?.into_iter().rev().filter_map(|p| read_report(&p)))
     }
+
+    /// The newest report of each archive; only those files are parsed.
+    pub fn latest_per_archive(&self) -> std::io::Result<BTreeMap<String, Report>> {
+        let mut newest: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for path in self.files()? {
+            if let Some(archive) = archive_of(&path) {
+                newest.insert(archive, path);
+            }
+        }
+        Ok(newest.into_iter().filter_map(|(archive, path)| Some((archive, read_report(&path)?))).collect())
+    }
+}
+
+/// A stored report; `None` when unreadable (a half-written file of a crashed writer cannot
+/// exist, writes are atomic, but a hand-edited one can).
+fn read_report(path: &Path) -> Option<Report> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The archive a report file belongs to, from its name `MS-PID-SEQ-ARCHIVE.json`.
+fn archive_of(path: &Path) -> Option<String> {
+    let stem = path.file_stem()?.to_str()?;
+    stem.splitn(4, '-').nth(3).map(str::to_string)
 }
 
 #[cfg(test)]
@@ -514,5 +529,20 @@ mod tests {
         let all = h.all().unwrap();
         assert_eq!(all.len(), 3);
         assert_eq!(h.latest_per_archive().unwrap()["debian"].serial.as_deref(), Some("4"));
+        let newest: Vec<_> = h.newest_first().unwrap().map(|r| r.serial.unwrap()).collect();
+        assert_eq!(newest, ["4", "3", "2"]);
+    }
+
+    #[test]
+    fn latest_per_archive_tells_archives_apart_by_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::new(dir.path(), 10);
+        for (archive, serial) in [("debian-security", "1"), ("debian", "2"), ("debian-security", "3")] {
+            h.save(&Report::new(archive, Some(serial.into()), "cli", false, SystemTime::now(), vec![])).unwrap();
+        }
+        let latest = h.latest_per_archive().unwrap();
+        assert_eq!(latest.len(), 2);
+        assert_eq!(latest["debian"].serial.as_deref(), Some("2"));
+        assert_eq!(latest["debian-security"].serial.as_deref(), Some("3"));
     }
 }

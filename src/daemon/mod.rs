@@ -179,7 +179,14 @@ impl Generation {
         let state = StateDir::new(&config.state_dir);
         let stop = CancellationToken::new();
         let names: Vec<String> = config.archives.keys().cloned().collect();
-        let history = History::new(&config.state_dir, config.status.history).all().unwrap_or_default();
+        // Archives not shown yet (first start, or new in this configuration) get their mirrors'
+        // last outcomes from the history; a reload of known archives reads nothing.
+        let shown: Vec<String> = shared.status.borrow().archives.iter().map(|a| a.name.clone()).collect();
+        let history = if names.iter().all(|n| shown.contains(n)) {
+            Vec::new()
+        } else {
+            History::new(&config.state_dir, config.status.history).all().unwrap_or_default()
+        };
         shared.status.send_modify(|s| {
             s.archives.retain(|a| names.contains(&a.name));
             for name in &names {
