@@ -265,14 +265,18 @@ impl GenCtx {
             tracing::info!(%archive, version = %due.version, done = due.done.len(), "resuming a push that was due");
             self.push(&archive, due.version, Some(due.done)).await;
         }
+        // The version this pusher last pushed: if recording it failed (disk full), the state file
+        // still names the older one, and the same version must not be pushed again and again.
+        let mut attempted: Option<String> = None;
         loop {
             let completed = rx.borrow_and_update().completed.clone();
             let pushed = self.state.pushed(&archive).flatten();
-            if let Some(version) = completed.filter(|v| Some(v) != pushed.as_ref()) {
+            if let Some(version) = completed.filter(|v| Some(v) != pushed.as_ref() && Some(v) != attempted.as_ref()) {
                 if self.stop.is_cancelled() {
                     return;
                 }
-                self.push(&archive, version, None).await;
+                self.push(&archive, version.clone(), None).await;
+                attempted = Some(version);
                 continue;
             }
             tokio::select! {

@@ -311,3 +311,24 @@ async fn a_trigger_outliving_the_grace_period_is_interrupted_and_resumed_at_the_
     assert!(due.is_empty(), "still due after the resumed push: {due}");
     d.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_version_that_cannot_be_recorded_is_still_pushed_only_once() {
+    let rx = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("30s", "1s"));
+    f.http_mirror("m", &rx.url("/"), "");
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    // A directory where the pushed-version file goes: recording the next version fails.
+    let pushed = f.path("state/daemon/debian.pushed");
+    std::fs::remove_file(&pushed).unwrap();
+    std::fs::create_dir(&pushed).unwrap();
+    f.set_serial("2");
+    rx.log().wait_for(1).await;
+    tokio::select! {
+        _ = rx.log().wait_for(2) => panic!("the push repeated because its version could not be recorded"),
+        _ = tokio::time::sleep(SETTLE * 20) => {}
+    }
+    d.stop().await;
+}
