@@ -1,6 +1,5 @@
 //! An in-process HTTP receiver: answers triggers as scripted and records what it saw.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +10,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
+
+use super::Script;
 
 /// How an HTTP receiver answers a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,8 +92,7 @@ impl Log {
 
 struct ReceiverState {
     log: Arc<Log>,
-    script: Mutex<VecDeque<Reply>>,
-    default: Reply,
+    script: Script<Reply>,
     expect_auth: Option<String>,
 }
 
@@ -144,8 +144,7 @@ impl HttpReceiverBuilder {
         let addr = listener.local_addr()?;
         let state = Arc::new(ReceiverState {
             log: self.log.unwrap_or_default(),
-            script: Mutex::new(self.script.into()),
-            default: self.default.unwrap_or(Reply::Status(200)),
+            script: Script::new(self.script, self.default.unwrap_or(Reply::Status(200))),
             expect_auth: self.expect_auth,
         });
         let app = axum::Router::new().fallback(answer).with_state(Arc::clone(&state));
@@ -225,8 +224,7 @@ async fn answer(
     if !authorized {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let reply = state.script.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-    match reply.unwrap_or_else(|| state.default.clone()) {
+    match state.script.next() {
         Reply::Status(code) => status(code).into_response(),
         Reply::RetryAfter(code, secs) => (status(code), [("retry-after", secs.to_string())]).into_response(),
         Reply::Delay(d, code) => {

@@ -18,6 +18,24 @@ use crate::dispatch::Options;
 use crate::plan::PushRequest;
 use crate::transport::known_hosts::{KnownHostsFile, host_entry_name};
 
+/// How a demo receiver picks its next answer: the scripted ones in order, then the default.
+pub(crate) struct Script<T> {
+    queue: std::sync::Mutex<std::collections::VecDeque<T>>,
+    default: T,
+}
+
+impl<T: Clone> Script<T> {
+    pub(crate) fn new(first: Vec<T>, default: T) -> Self {
+        Script { queue: std::sync::Mutex::new(first.into()), default }
+    }
+
+    /// The next answer.
+    pub(crate) fn next(&self) -> T {
+        let scripted = self.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
+        scripted.unwrap_or_else(|| self.default.clone())
+    }
+}
+
 /// Writes a secret file readable by its owner only.
 pub fn write_secret(path: &Path, value: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {

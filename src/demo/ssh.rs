@@ -2,7 +2,6 @@
 //! records every exec request, and answers as scripted — exit at once, exit after a while, or
 //! never — with optional stderr text, like a forced command would.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +11,7 @@ use russh::server::{self, Auth, Msg, PublicKeyOffer, Server as _, Session, Verif
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio::sync::Notify;
 
+use super::Script;
 use crate::keys::same_key;
 
 /// How the receiver's "forced command" behaves.
@@ -81,8 +81,7 @@ impl ExecLog {
 struct State {
     log: Arc<ExecLog>,
     authorized: Vec<PublicKey>,
-    script: Mutex<VecDeque<Behaviour>>,
-    default: Behaviour,
+    script: Script<Behaviour>,
     stderr: Option<String>,
 }
 
@@ -92,8 +91,7 @@ impl State {
     }
 
     fn next_behaviour(&self) -> Behaviour {
-        let scripted = self.script.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-        scripted.unwrap_or_else(|| self.default.clone())
+        self.script.next()
     }
 }
 
@@ -164,8 +162,7 @@ impl SshReceiverBuilder {
         let state = Arc::new(State {
             log: self.log.unwrap_or_default(),
             authorized: self.authorized,
-            script: Mutex::new(self.script.into()),
-            default: self.default.unwrap_or(Behaviour::Exit(0)),
+            script: Script::new(self.script, self.default.unwrap_or(Behaviour::Exit(0))),
             stderr: self.stderr,
         });
         let config = Arc::new(server::Config {
