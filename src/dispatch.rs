@@ -4,6 +4,7 @@
 //! Staged mirrors get stage 1 concurrently; stage 2 starts only when every staged mirror's stage 1
 //! has ended, and only for those whose stage 1 was delivered. `all` mirrors run alongside.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +83,18 @@ struct Job {
     mhop: bool,
 }
 
+impl Job {
+    fn request(&self, stage: Stage) -> TriggerRequest<'_> {
+        TriggerRequest {
+            mirror: &self.mirror,
+            archive: &self.archive,
+            stage,
+            serial: self.serial.as_deref(),
+            mhop: self.mhop,
+        }
+    }
+}
+
 impl<T: Trigger> Engine<T> {
     /// An engine with `concurrency` triggers in flight at most.
     pub fn new(transport: Arc<T>, concurrency: usize, limits: RateLimits, clock: Clock) -> Self {
@@ -95,6 +108,8 @@ impl<T: Trigger> Engine<T> {
         let serial: Option<Arc<str>> = plan.serial.as_deref().map(Arc::from);
         let mut single = JoinSet::new();
         let mut staged = JoinSet::new();
+        // Which trigger each task carries, so that one that panics still ends in a row.
+        let mut tasks: HashMap<tokio::task::Id, (usize, Stage)> = HashMap::new();
         for (index, entry) in plan.entries.iter().enumerate() {
             if let Some(reason) = &entry.skip {
                 rows[index] = vec![skipped(entry, entry.stages[0], reason)];
@@ -107,23 +122,30 @@ impl<T: Trigger> Engine<T> {
                 serial: serial.clone(),
                 mhop: entry.mhop,
             };
-            let engine = self.clone();
-            let options = options.clone();
             if options.dry_run {
                 rows[index] = self.dry_run(&job, &entry.stages).await;
                 continue;
             }
+            let (engine, options) = (self.clone(), options.clone());
             let first = entry.stages[0];
             let set = if entry.stages.len() > 1 { &mut staged } else { &mut single };
-            set.spawn(async move {
+            let task = set.spawn(async move {
                 let row = engine.admit_and_deliver(&job, first, &options).await;
                 (job, row)
             });
+            tasks.insert(task.id(), (index, first));
         }
         // Stage 2 waits for every staged mirror's stage 1 to end.
         let mut stage_two = Vec::new();
         while let Some(joined) = staged.join_next().await {
-            let Ok((job, row)) = joined else { continue };
+            let (job, row) = match joined {
+                Ok(done) => done,
+                Err(e) => {
+                    let (index, stage) = tasks[&e.id()];
+                    rows[index].push(lost(&plan.entries[index], stage, &e, options));
+                    continue;
+                }
+            };
             let delivered = row.outcome == Outcome::Ok;
             let index = job.index;
             rows[index].push(row);
@@ -138,16 +160,21 @@ impl<T: Trigger> Engine<T> {
             }
         }
         for job in stage_two {
-            let engine = self.clone();
-            let options = options.clone();
-            single.spawn(async move {
+            let (engine, options) = (self.clone(), options.clone());
+            let index = job.index;
+            let task = single.spawn(async move {
                 let row = engine.deliver(&job, Stage::Stage2, &options).await;
                 (job, row)
             });
+            tasks.insert(task.id(), (index, Stage::Stage2));
         }
         while let Some(joined) = single.join_next().await {
-            if let Ok((job, row)) = joined {
-                rows[job.index].push(row);
+            match joined {
+                Ok((job, row)) => rows[job.index].push(row),
+                Err(e) => {
+                    let (index, stage) = tasks[&e.id()];
+                    rows[index].push(lost(&plan.entries[index], stage, &e, options));
+                }
             }
         }
         rows.into_iter().flatten().collect()
@@ -195,8 +222,7 @@ impl<T: Trigger> Engine<T> {
     /// Attempts until delivered, a permanent failure, or retries are spent.
     async fn deliver(&self, job: &Job, stage: Stage, options: &Options) -> TriggerReport {
         let mirror = &*job.mirror;
-        let req =
-            TriggerRequest { mirror, archive: &job.archive, stage, serial: job.serial.as_deref(), mhop: job.mhop };
+        let req = job.request(stage);
         let started = self.clock.now();
         let t0 = tokio::time::Instant::now();
         let mut attempts = 0;
@@ -271,14 +297,7 @@ impl<T: Trigger> Engine<T> {
             .iter()
             .map(|&stage| {
                 let mut row = blank_row(&job.mirror, stage, Outcome::Planned);
-                let req = TriggerRequest {
-                    mirror: &job.mirror,
-                    archive: &job.archive,
-                    stage,
-                    serial: job.serial.as_deref(),
-                    mhop: job.mhop,
-                };
-                row.note = Some(crate::transport::describe(&req));
+                row.note = Some(crate::transport::describe(&job.request(stage)));
                 row.deferred_until = until;
                 row
             })
@@ -309,6 +328,16 @@ fn notify(options: &Options, row: &TriggerReport) {
     if let Some(f) = &options.on_done {
         f(row);
     }
+}
+
+/// The row of a trigger whose task died (a bug, never a mirror's doing): still one outcome.
+fn lost(entry: &PlanEntry, stage: Stage, error: &tokio::task::JoinError, options: &Options) -> TriggerReport {
+    tracing::error!(mirror = %entry.mirror.name, %stage, %error, "trigger task failed");
+    let mut row = blank_row(&entry.mirror, stage, Outcome::Failed);
+    row.error_class = Some(ErrorClass::Other);
+    row.error = Some(format!("internal error: the trigger task failed ({error})"));
+    notify(options, &row);
+    row
 }
 
 fn skipped(entry: &PlanEntry, stage: Stage, reason: &str) -> TriggerReport {
@@ -547,6 +576,36 @@ pub(crate) mod tests {
         }
         assert_eq!(fake.times("c-flaky").len(), 1, "c-flaky was backing off, not retried");
         assert!(fake.times("b-waiting").is_empty(), "b-waiting never got a permit");
+    }
+
+    /// A transport that panics for one mirror.
+    struct Panicky;
+
+    impl Trigger for Panicky {
+        async fn fire(&self, req: TriggerRequest<'_>, _attempt: &Attempt) -> AttemptResult {
+            assert_ne!(req.mirror.name, "boom", "transport bug");
+            Ok(Delivered::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trigger_whose_task_panics_still_ends_in_a_failed_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::system();
+        let engine = Engine::new(Arc::new(Panicky), 4, RateLimits::persistent(dir.path(), clock.clone()), clock);
+        let mut staged = mirror("boom");
+        staged.kind = MirrorKind::Staged;
+        let rows = engine.run(&plan(vec![mirror("boom"), mirror("fine"), staged]), &Options::default()).await;
+        let outcomes: Vec<_> = rows.iter().map(|r| (r.mirror.as_str(), r.stage, r.outcome)).collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("boom", Stage::All, Outcome::Failed),
+                ("fine", Stage::All, Outcome::Ok),
+                ("boom", Stage::Stage1, Outcome::Failed)
+            ]
+        );
+        assert!(rows[0].error.as_deref().unwrap().starts_with("internal error"));
     }
 
     #[test]
