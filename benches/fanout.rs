@@ -16,8 +16,8 @@ use clap::{Parser, ValueEnum};
 use pushmirror::clock::Clock;
 use pushmirror::demo::{ExecLog, HttpReceiver, Log, SshReceiver};
 use pushmirror::dispatch::Options;
+use pushmirror::model::Outcome;
 use pushmirror::plan::PushRequest;
-use pushmirror::report::Outcome;
 use pushmirror::transport::Transports;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, Command, Format, HostkeysCommand, KeygenArgs, PushArgs};
 use crate::config::{self, Config};
 use crate::dispatch::Options;
+use crate::model::Outcome;
 use crate::plan::PushRequest;
-use crate::report::{History, Outcome, Report, TriggerReport, align};
+use crate::report::{History, Report, TriggerReport, align};
 
 /// Exit code: every selected mirror ok or deferred.
 pub const EXIT_OK: u8 = 0;

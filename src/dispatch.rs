@@ -15,10 +15,11 @@ use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::{Backoff, Mirror};
+use crate::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
 use crate::plan::{Plan, PlanEntry};
 use crate::ratelimit::{Admission, RateLimits};
-use crate::report::{Outcome, Timestamp, TriggerReport, millis};
-use crate::transport::{Attempt, AttemptError, ErrorClass, Stage, Trigger, TriggerRequest};
+use crate::report::{TriggerReport, millis};
+use crate::transport::{Attempt, AttemptError, Trigger, TriggerRequest};
 
 /// Called with each trigger's report as soon as it is known (progress bars, live status).
 pub type OnDone = Arc<dyn Fn(&TriggerReport) + Send + Sync>;
@@ -41,7 +42,8 @@ pub struct Options {
     pub cancel: Option<CancellationToken>,
 }
 
-/// The error of a trigger cut short by [`Options::cancel`].
+/// The error message of a trigger cut short by [`Options::cancel`]; its class is
+/// [`ErrorClass::Interrupted`], which is what callers decide on.
 pub const INTERRUPTED: &str = "interrupted: pushmirror is shutting down";
 
 /// Runs `f` unless `cancel` fires first.
@@ -111,7 +113,7 @@ impl<T: Trigger> Engine<T> {
         // Which trigger each task carries, so that one that panics still ends in a row.
         let mut tasks: HashMap<tokio::task::Id, (usize, Stage)> = HashMap::new();
         for (index, entry) in plan.entries.iter().enumerate() {
-            if let Some(reason) = &entry.skip {
+            if let Some(reason) = entry.skip {
                 rows[index] = vec![skipped(entry, entry.stages[0], reason)];
                 continue;
             }
@@ -153,8 +155,7 @@ impl<T: Trigger> Engine<T> {
                 stage_two.push(job);
             } else {
                 let entry = &plan.entries[index];
-                let note = "not sent: stage 1 was not delivered";
-                let row = skipped(entry, Stage::Stage2, note);
+                let row = skipped(entry, Stage::Stage2, SkipReason::Stage1NotDelivered);
                 notify(options, &row);
                 rows[index].push(row);
             }
@@ -193,7 +194,7 @@ impl<T: Trigger> Engine<T> {
                             .is_none()
                         {
                             let mut row = blank_row(&job.mirror, stage, Outcome::Failed);
-                            row.error_class = Some(ErrorClass::Other);
+                            row.error_class = Some(ErrorClass::Interrupted);
                             row.error = Some(INTERRUPTED.to_string());
                             notify(options, &row);
                             return row;
@@ -229,7 +230,7 @@ impl<T: Trigger> Engine<T> {
         let result = loop {
             attempts += 1;
             let span = tracing::info_span!("trigger", mirror = %mirror.name, archive = %job.archive, %stage, attempt = attempts);
-            let interrupted = || AttemptError::permanent(ErrorClass::Other, INTERRUPTED);
+            let interrupted = || AttemptError::permanent(ErrorClass::Interrupted, INTERRUPTED);
             let Some(Ok(permit)) = unless_cancelled(&options.cancel, Arc::clone(&self.permits).acquire_owned()).await
             else {
                 break Err(interrupted());
@@ -340,10 +341,9 @@ fn lost(entry: &PlanEntry, stage: Stage, error: &tokio::task::JoinError, options
     row
 }
 
-fn skipped(entry: &PlanEntry, stage: Stage, reason: &str) -> TriggerReport {
-    let mut row = blank_row(&entry.mirror, stage, Outcome::Skipped);
-    row.note = Some(reason.to_string());
-    row
+fn skipped(entry: &PlanEntry, stage: Stage, reason: SkipReason) -> TriggerReport {
+    let m = &entry.mirror;
+    TriggerReport::skipped(&m.name, m.transport_name(), m.transport.display_target(), stage, reason)
 }
 
 fn blank_row(mirror: &Mirror, stage: Stage, outcome: Outcome) -> TriggerReport {

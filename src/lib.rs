@@ -52,6 +52,7 @@ pub mod dispatch;
 pub mod fsutil;
 pub mod hostkeys;
 pub mod keys;
+pub mod model;
 pub mod plan;
 pub mod push;
 pub mod ratelimit;

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::config::{Config, Mirror, MirrorKind};
-use crate::transport::Stage;
+use crate::model::{SkipReason, Stage};
 
 /// What the operator (or the daemon) asked for.
 #[derive(Debug, Clone, Default)]
@@ -92,7 +92,7 @@ pub struct PlanEntry {
     /// Whether the downstream is told `sync:mhop` (an mhop mirror in an `mhop` push).
     pub mhop: bool,
     /// Why it is not sent at all (disabled, not selected).
-    pub skip: Option<String>,
+    pub skip: Option<SkipReason>,
 }
 
 /// A push to carry out.
@@ -105,12 +105,6 @@ pub struct Plan {
     /// One entry per mirror of the archive, in name order.
     pub entries: Vec<PlanEntry>,
 }
-
-/// A note on mirrors that a filter left out; the table folds these rows away.
-pub const NOT_SELECTED: &str = "not selected";
-
-/// Why an `all` mirror gets nothing in the stage 1 of a multi-hop push.
-pub const NOT_IN_MHOP_STAGE1: &str = "not in a multi-hop stage 1 (gets sync:all with stage 2)";
 
 /// Selects the mirrors of the archive and picks each one's stages.
 pub fn plan(config: &Config, req: &PushRequest) -> Result<Plan, PlanError> {
@@ -133,11 +127,11 @@ pub fn plan(config: &Config, req: &PushRequest) -> Result<Plan, PlanError> {
                 && (req.tags.is_empty() || m.tags.iter().any(|t| req.tags.contains(t)));
             let part = part_of(m, req.kind, req.from_ftpsync);
             let skip = if !selected {
-                Some(NOT_SELECTED.to_string())
+                Some(SkipReason::NotSelected)
             } else if !m.enabled {
-                Some("disabled".to_string())
+                Some(SkipReason::Disabled)
             } else if part.stages.is_empty() {
-                Some(NOT_IN_MHOP_STAGE1.to_string())
+                Some(SkipReason::NotInMhopStage1)
             } else {
                 None
             };
@@ -185,7 +179,7 @@ pub fn part_of(mirror: &Mirror, kind: PushKind, from_ftpsync: bool) -> Part {
 mod tests {
     use super::*;
     use crate::config::MirrorKind::{All, Mhop, Staged};
-    use crate::transport::Stage::{All as SyncAll, Stage1, Stage2};
+    use crate::model::Stage::{All as SyncAll, Stage1, Stage2};
 
     fn part(kind: MirrorKind, push: PushKind, from_ftpsync: bool) -> (Vec<Stage>, bool) {
         let mut mirror = crate::dispatch::tests::mirror("m");

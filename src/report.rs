@@ -2,65 +2,14 @@
 //! table, and read back by `status`, `list` and the daemon's status server.
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::transport::{ErrorClass, Stage};
-
-/// A point in time, serialised as RFC 3339 UTC with milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Timestamp(pub SystemTime);
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_seconds(self.0))
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_rfc3339(&s).map(Timestamp).map_err(serde::de::Error::custom)
-    }
-}
-
-/// How one trigger ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// Delivered.
-    Ok,
-    /// Not delivered; see `error_class` and `error`.
-    Failed,
-    /// The mirror's rate limit forbids it until `deferred_until`.
-    Deferred,
-    /// Disabled, or not sent because an earlier stage failed.
-    Skipped,
-    /// Dry run: would be sent (at `deferred_until`, if set).
-    Planned,
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Deferred => "deferred",
-            Outcome::Skipped => "skipped",
-            Outcome::Planned => "planned",
-        })
-    }
-}
+use crate::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
 
 /// One trigger to one mirror (staged mirrors have one per stage).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,9 +38,12 @@ pub struct TriggerReport {
     /// The last error, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Extra facts: "still running", "downstream busy, re-run queued", why skipped.
+    /// Extra facts: "still running", "downstream busy, re-run queued", why skipped (in words).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Why it was not sent, for `skipped`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<SkipReason>,
     /// For `deferred` (and planned): when the rate limit allows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred_until: Option<Timestamp>,
@@ -121,11 +73,31 @@ impl TriggerReport {
             error_class: None,
             error: None,
             note: None,
+            skip_reason: None,
             deferred_until: None,
             exit_code: None,
             http_status: None,
             sync_duration_ms: None,
         }
+    }
+
+    /// A row that was not sent, for `reason`.
+    pub fn skipped(mirror: &str, transport: &str, target: String, stage: Stage, reason: SkipReason) -> Self {
+        TriggerReport {
+            note: Some(reason.to_string()),
+            skip_reason: Some(reason),
+            ..TriggerReport::new(mirror, transport, target, stage, Outcome::Skipped)
+        }
+    }
+
+    /// Whether tables and status list this row (a filter's left-outs are only counted).
+    pub fn is_listed(&self) -> bool {
+        self.skip_reason.is_none_or(SkipReason::is_listed)
+    }
+
+    /// Whether shutdown cut this trigger short (a daemon resends it).
+    pub fn is_interrupted(&self) -> bool {
+        self.error_class == Some(ErrorClass::Interrupted)
     }
 }
 
@@ -212,7 +184,7 @@ impl Report {
     pub fn to_table(&self) -> String {
         let mut rows = vec![["MIRROR", "STAGE", "OUTCOME", "ATTEMPTS", "TIME", "DETAIL"].map(String::from)];
         // Mirrors a filter left out are counted in the summary, not listed.
-        for t in self.triggers.iter().filter(|t| t.note.as_deref() != Some(crate::plan::NOT_SELECTED)) {
+        for t in self.triggers.iter().filter(|t| t.is_listed()) {
             rows.push([
                 t.mirror.clone(),
                 t.stage.to_string(),
@@ -356,7 +328,7 @@ pub struct MirrorStatus {
 impl MirrorStatus {
     /// Folds a report's rows into per-mirror status, keeping each mirror's last success.
     pub fn fold(mirrors: &mut Vec<MirrorStatus>, rows: &[TriggerReport]) {
-        for row in rows.iter().filter(|r| r.note.as_deref() != Some(crate::plan::NOT_SELECTED)) {
+        for row in rows.iter().filter(|r| r.is_listed()) {
             let ok_at = (row.outcome == Outcome::Ok).then_some(row.started_at).flatten();
             let fresh = MirrorStatus {
                 mirror: row.mirror.clone(),

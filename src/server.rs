@@ -20,7 +20,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::dispatch::{OnAttempt, OnDone};
-use crate::report::{DaemonStatus, MirrorStatus, Report, Timestamp, TriggerReport, format_ms};
+use crate::model::Timestamp;
+use crate::report::{DaemonStatus, MirrorStatus, Report, TriggerReport, format_ms};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TriggerLabels {

@@ -25,14 +25,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::dispatch::{Engine, INTERRUPTED, Options};
+use crate::dispatch::{Engine, Options};
+use crate::model::{Outcome, SkipReason, Stage, Timestamp};
 use crate::plan::{PushRequest, plan};
 use crate::report::{
-    ArchiveStatus, DaemonStatus, DeferredTrigger, History, MirrorStatus, Outcome, PushProgress, Report, Timestamp,
-    TriggerReport,
+    ArchiveStatus, DaemonStatus, DeferredTrigger, History, MirrorStatus, PushProgress, Report, TriggerReport,
 };
 use crate::server::{Metrics, ServerState};
-use crate::transport::{Stage, Transports};
+use crate::transport::Transports;
 use crate::watch::{WatchState, Watcher};
 use state::{DeferredMap, StateDir};
 
@@ -310,7 +310,7 @@ impl GenCtx {
         };
         if let Some(done) = &resumed {
             for entry in plan.entries.iter_mut().filter(|e| e.skip.is_none() && done.contains(&e.mirror.name)) {
-                entry.skip = Some("delivered before the restart".to_string());
+                entry.skip = Some(SkipReason::DeliveredBeforeRestart);
             }
         }
         let total: usize = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len()).sum();
@@ -345,7 +345,7 @@ impl GenCtx {
         let report = crate::push::execute(&self.config, &self.engine, &plan, &options, "daemon").await;
         // The callback holds the journal too; it must go before the journal can be finished.
         drop(options);
-        let interrupted = report.triggers.iter().any(|t| t.error.as_deref() == Some(INTERRUPTED));
+        let interrupted = report.triggers.iter().any(TriggerReport::is_interrupted);
         let previous = self.state.pushed(archive).flatten();
         let unfinished = total.saturating_sub(ended.load(std::sync::atomic::Ordering::SeqCst));
         self.shared.metrics.push_ended(&report, unfinished, previous.as_deref());
@@ -466,7 +466,7 @@ impl GenCtx {
 
     async fn send_deferred(&self, archive: &str, mirrors: Vec<String>) {
         let report = self.push_only(archive, &mirrors).await;
-        if report.as_ref().is_some_and(|r| r.triggers.iter().any(|t| t.error.as_deref() == Some(INTERRUPTED))) {
+        if report.as_ref().is_some_and(|r| r.triggers.iter().any(TriggerReport::is_interrupted)) {
             // Still pending; persisted, so the next start sends it.
             return;
         }
@@ -508,7 +508,7 @@ impl GenCtx {
 /// not cut short by shutdown (cut-short triggers are resent on resume).
 fn is_final(row: &TriggerReport) -> bool {
     let more_to_come = row.stage == Stage::Stage1 && row.outcome == Outcome::Ok;
-    !more_to_come && row.error.as_deref() != Some(INTERRUPTED)
+    !more_to_come && !row.is_interrupted()
 }
 
 fn log_summary(report: &Report) {

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::write_atomic;
-use crate::report::Timestamp;
+use crate::model::Timestamp;
 
 /// The daemon's state directory.
 #[derive(Debug, Clone)]

@@ -34,7 +34,7 @@ pub use config::{DEFAULT_CONFIG, ReceiveConfig, SyncArchive, load};
 pub use status::{ArchiveSync, ChainedPush, ReceiveStatus};
 
 use crate::clock::Clock;
-use crate::report::Timestamp;
+use crate::model::Timestamp;
 use sync::{Lane, Workers};
 
 /// At most this much of a trigger's body is read (pushmirror's is about 100 bytes).

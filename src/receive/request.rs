@@ -6,7 +6,7 @@ use axum::extract::Query;
 use axum::http::Uri;
 use serde::{Deserialize, Serialize};
 
-use crate::transport::Stage;
+use crate::model::Stage;
 
 /// Longest serial accepted (ftpsync's are ten digits; room for date-and-time forms).
 pub const MAX_SERIAL: usize = 64;

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::request::SyncRequest;
-use crate::report::{Summary, Timestamp};
+use crate::model::Timestamp;
+use crate::report::Summary;
 
 /// Every archive's sync state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

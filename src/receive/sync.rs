@@ -18,9 +18,9 @@ use super::config::SyncArchive;
 use super::request::SyncRequest;
 use super::status::{ChainedPush, ReceiveStatus};
 use crate::dispatch::Options;
+use crate::model::{Stage, Timestamp};
 use crate::plan::PushRequest;
-use crate::report::{Report, Timestamp};
-use crate::transport::Stage;
+use crate::report::Report;
 
 /// Environment variable naming the archive, for the sync command.
 pub const ENV_ARCHIVE: &str = "PUSHMIRROR_ARCHIVE";

@@ -21,8 +21,9 @@ use crate::cli::{Format, RunmirrorsArgs, RunmirrorsCli};
 use crate::commands::{EXIT_OK, EXIT_USAGE, print_report};
 use crate::config::{self, Config, DEFAULT_CONFIG};
 use crate::dispatch::Options;
+use crate::model::Timestamp;
 use crate::plan::PushRequest;
-use crate::report::{Report, Timestamp};
+use crate::report::Report;
 
 /// The name ftpsync calls (`${BINDIR:+$BINDIR/}runmirrors`).
 pub const RUNMIRRORS: &str = "runmirrors";

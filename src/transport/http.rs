@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Response, StatusCode};
 
-use super::{AttemptError, AttemptResult, Delivered, ErrorClass, TriggerRequest};
+use super::{AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{HttpMethod, HttpTarget};
+use crate::model::ErrorClass;
 use crate::signature;
 
 /// At most this much of an answer's body is read; the rest is dropped.

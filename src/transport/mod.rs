@@ -9,50 +9,15 @@ pub mod http;
 pub mod known_hosts;
 pub mod ssh;
 
-use std::fmt;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{Config, HttpMethod, Mirror, Transport};
-
-/// Which part of a sync a trigger asks for (ftpsync's `sync:` words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// A complete sync in one run: `sync:all`.
-    All,
-    /// Pool only, no indices: `sync:stage1`.
-    Stage1,
-    /// Indices and cleanup: `sync:stage2`.
-    Stage2,
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Stage::All => "all",
-            Stage::Stage1 => "stage1",
-            Stage::Stage2 => "stage2",
-        })
-    }
-}
-
-impl std::str::FromStr for Stage {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "all" => Ok(Stage::All),
-            "stage1" => Ok(Stage::Stage1),
-            "stage2" => Ok(Stage::Stage2),
-            other => Err(format!("unknown stage `{other}`, expected all, stage1 or stage2")),
-        }
-    }
-}
+use crate::model::{ErrorClass, Stage};
 
 /// One trigger, as a transport sees it.
 #[derive(Debug, Clone, Copy)]
@@ -101,46 +66,6 @@ pub struct Delivered {
     pub exit_code: Option<i32>,
     /// How long the downstream's sync took, when we waited for it.
     pub sync_duration: Option<Duration>,
-}
-
-/// Why an attempt failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorClass {
-    /// TCP connection failed.
-    Connect,
-    /// Name resolution failed.
-    Dns,
-    /// No answer within the timeout.
-    Timeout,
-    /// The downstream refused our credentials.
-    Auth,
-    /// The SSH host key did not match.
-    HostKey,
-    /// The remote command exited non-zero.
-    RemoteExit,
-    /// The HTTP answer was not 2xx.
-    HttpStatus,
-    /// TLS handshake or certificate failed.
-    Tls,
-    /// Anything else (protocol errors, local I/O).
-    Other,
-}
-
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ErrorClass::Connect => "connect",
-            ErrorClass::Dns => "dns",
-            ErrorClass::Timeout => "timeout",
-            ErrorClass::Auth => "auth",
-            ErrorClass::HostKey => "host-key",
-            ErrorClass::RemoteExit => "remote-exit",
-            ErrorClass::HttpStatus => "http-status",
-            ErrorClass::Tls => "tls",
-            ErrorClass::Other => "other",
-        })
-    }
 }
 
 /// A failed attempt: what class, what message (never a secret), and whether to retry.
@@ -258,18 +183,5 @@ impl Trigger for Transports {
                 Err(AttemptError::permanent(ErrorClass::Other, "no SSH identity loaded for this SSH mirror"))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Stage;
-
-    #[test]
-    fn stage_wire_form_round_trips_and_rejects_other_words() {
-        for stage in [Stage::All, Stage::Stage1, Stage::Stage2] {
-            assert_eq!(stage.to_string().parse::<Stage>(), Ok(stage));
-        }
-        assert!("mhop".parse::<Stage>().unwrap_err().contains("expected all, stage1 or stage2"));
     }
 }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use pushmirror::demo::{HttpReceiver, Reply};
-use pushmirror::report::{Outcome, Report};
+use pushmirror::model::Outcome;
+use pushmirror::report::Report;
 
 use crate::common::{Fixture, run_bin, stderr, stdout};
 

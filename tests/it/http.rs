@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pushmirror::demo::{HttpReceiver, Log, Reply};
+use pushmirror::model::{ErrorClass, Outcome};
 use pushmirror::plan::PushRequest;
-use pushmirror::report::Outcome;
-use pushmirror::transport::ErrorClass;
 
 use crate::common::{Fixture, row};
 

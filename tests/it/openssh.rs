@@ -6,9 +6,10 @@ use std::sync::Arc;
 use pushmirror::clock::Clock;
 use pushmirror::dispatch::Options;
 use pushmirror::keys;
+use pushmirror::model::{ErrorClass, Outcome};
 use pushmirror::plan::PushRequest;
-use pushmirror::report::{Outcome, Report};
-use pushmirror::transport::{ErrorClass, Transports};
+use pushmirror::report::Report;
+use pushmirror::transport::Transports;
 
 use crate::common::{Fixture, row, stderr, stdout};
 use crate::sshd::{self, Sshd};

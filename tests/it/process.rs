@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pushmirror::demo::{HttpReceiver, Reply};
-use pushmirror::report::{Outcome, Report};
+use pushmirror::model::Outcome;
+use pushmirror::report::Report;
 use tokio::sync::Notify;
 
 use crate::common::Fixture;

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pushmirror::demo::{HttpReceiver, base64_basic, write_secret};
+use pushmirror::model::Outcome;
 use pushmirror::plan::PushRequest;
 use pushmirror::receive::{ArchiveSync, ReceiveStatus, Receiving};
-use pushmirror::report::{History, Outcome};
+use pushmirror::report::History;
 use pushmirror::signature;
 use tokio_util::sync::CancellationToken;
 

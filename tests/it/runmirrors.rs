@@ -10,9 +10,8 @@ use std::time::Duration;
 use pushmirror::config::{MirrorKind, Transport};
 use pushmirror::demo::{Behaviour, SshReceiver};
 use pushmirror::keys;
+use pushmirror::model::{Outcome, Stage};
 use pushmirror::plan::PushRequest;
-use pushmirror::report::Outcome;
-use pushmirror::transport::Stage;
 use russh::keys::PublicKey;
 
 use crate::common::{Fixture, row, run_bin, stderr, stdout};

@@ -11,9 +11,10 @@ use pushmirror::demo::{Behaviour, ExecLog, SshReceiver};
 use pushmirror::dispatch::Options;
 use pushmirror::hostkeys::ScanStatus;
 use pushmirror::keys;
+use pushmirror::model::{ErrorClass, Outcome};
 use pushmirror::plan::PushRequest;
-use pushmirror::report::{Outcome, Report};
-use pushmirror::transport::{ErrorClass, Transports};
+use pushmirror::report::Report;
+use pushmirror::transport::Transports;
 use russh::keys::{PrivateKey, PublicKey};
 
 use crate::common::{Fixture, row, run_bin, stderr, stdout};
