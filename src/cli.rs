@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::parser::ValueSource;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::output::Format;
 use crate::plan::PushKind;
 
 /// Push mirroring: tell every downstream mirror to sync now, over SSH or HTTP, and report.
@@ -40,15 +41,6 @@ impl Cli {
         cli.config_is_default = matches.value_source("config") == Some(ValueSource::DefaultValue);
         cli
     }
-}
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Aligned text for a terminal.
-    Table,
-    /// One JSON document.
-    Json,
 }
 
 /// Subcommands.

@@ -1,5 +1,5 @@
-//! What each subcommand does. Every function returns the process exit code:
-//! 0 all selected mirrors ok (or deferred), 1 a mirror failed, 2 usage or config error.
+//! What each subcommand does. Each returns how it ended ([`Ended`]); [`run`] turns that into the
+//! exit status through [`output::conclude`], the one place that maps endings to exit codes.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -11,44 +11,38 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, Format, HostkeysCommand, KeygenArgs, PushArgs};
+use crate::cli::{Cli, Command, HostkeysCommand, KeygenArgs, PushArgs};
 use crate::config::{self, Config};
 use crate::dispatch::Options;
 use crate::model::Outcome;
+use crate::output::{self, Ended, Format, Nagios, Stop, Verdict, conclude, print_json};
 use crate::plan::PushRequest;
 use crate::report::{History, Report, TriggerReport, align};
 
-/// Exit code: every selected mirror ok or deferred.
-pub const EXIT_OK: u8 = 0;
-/// Exit code: at least one mirror failed.
-pub const EXIT_FAILED: u8 = 1;
-/// Exit code: usage or configuration error; nothing was sent.
-pub const EXIT_USAGE: u8 = 2;
-
-/// Runs the parsed command line.
+/// Runs the parsed command line; returns the process exit status.
 pub async fn run(cli: Cli) -> u8 {
+    conclude(dispatch(&cli).await)
+}
+
+async fn dispatch(cli: &Cli) -> Ended {
     match &cli.command {
-        Command::Push(args) => push(&cli, args).await,
-        Command::Check => check(&cli),
-        Command::List { archive } => list(&cli, archive.as_deref()),
-        Command::Status { check } => status(&cli, *check),
-        Command::Daemon { grace } => daemon(&cli, *grace).await,
+        Command::Push(args) => push(cli, args).await,
+        Command::Check => check(cli),
+        Command::List { archive } => list(cli, archive.as_deref()),
+        Command::Status { check } => status(cli, *check),
+        Command::Daemon { grace } => daemon(cli, *grace).await,
         Command::Receive { file, grace } => receive(file, *grace).await,
-        Command::Keygen(args) => keygen(&cli, args),
-        Command::Hostkeys { command: HostkeysCommand::Scan { only } } => hostkeys_scan(&cli, only).await,
+        Command::Keygen(args) => keygen(cli, args),
+        Command::Hostkeys { command: HostkeysCommand::Scan { only } } => hostkeys_scan(cli, only).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "pushmirror", &mut std::io::stdout());
-            EXIT_OK
+            Ok(Verdict::Clean)
         }
         Command::Manpage => {
-            match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()) {
-                Ok(()) => EXIT_OK,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    EXIT_FAILED
-                }
-            }
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            page.render(&mut std::io::stdout()).map_err(Stop::usage)?;
+            Ok(Verdict::Clean)
         }
         Command::Runmirrors(args) => {
             let config = if cli.config_is_default { crate::runmirrors::discover_config() } else { cli.config.clone() };
@@ -59,16 +53,16 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
-/// Loads the config or prints every error and gives the usage exit code.
-fn load(cli: &Cli) -> Result<Config, u8> {
+/// Loads the config or prints every error (each with its position): nothing is done.
+fn load(cli: &Cli) -> Result<Config, Stop> {
     config::load(&cli.config).map_err(|errors| {
         eprintln!("{errors}");
         eprintln!("{}: {} error(s); nothing was done", cli.config.display(), errors.0.len());
-        EXIT_USAGE
+        Stop::Shown
     })
 }
 
-fn check(cli: &Cli) -> u8 {
+fn check(cli: &Cli) -> Ended {
     match config::load(&cli.config) {
         Ok(c) => {
             let ssh = c.mirrors.iter().filter(|m| m.transport_name() == "ssh").count();
@@ -85,7 +79,7 @@ fn check(cli: &Cli) -> u8 {
                     c.mirrors.len() - ssh
                 ),
             }
-            EXIT_OK
+            Ok(Verdict::Clean)
         }
         Err(errors) => {
             if cli.format == Format::Json {
@@ -94,75 +88,55 @@ fn check(cli: &Cli) -> u8 {
             }
             eprintln!("{errors}");
             eprintln!("{}: {} error(s)", cli.config.display(), errors.0.len());
-            EXIT_USAGE
+            Err(Stop::Shown)
         }
     }
 }
 
-async fn daemon(cli: &Cli, grace: Duration) -> u8 {
-    let config = match load(cli) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+async fn daemon(cli: &Cli, grace: Duration) -> Ended {
+    let config = load(cli)?;
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
-    if let Err(e) = forward_signals(shutdown.clone(), reload_tx) {
-        eprintln!("error: cannot install signal handlers: {e}");
-        return EXIT_USAGE;
-    }
+    forward_signals(shutdown.clone(), reload_tx)?;
     let control = crate::daemon::Control { shutdown, reload: reload_rx };
-    match crate::daemon::start(cli.config.clone(), config, control, grace).await {
-        Ok(daemon) => {
-            daemon.wait().await;
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            EXIT_USAGE
-        }
-    }
+    let daemon = crate::daemon::start(cli.config.clone(), config, control, grace).await.map_err(alternate)?;
+    daemon.wait().await;
+    Ok(Verdict::Clean)
 }
 
 /// `receive`: serves triggers until SIGTERM/SIGINT, then drains like the daemon.
-async fn receive(file: &std::path::Path, grace: Duration) -> u8 {
-    let config = match crate::receive::load(file) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("{}: {} error(s); nothing was started", file.display(), errors.0.len());
-            return EXIT_USAGE;
-        }
-    };
+async fn receive(file: &std::path::Path, grace: Duration) -> Ended {
+    let config = crate::receive::load(file).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("{}: {} error(s); nothing was started", file.display(), errors.0.len());
+        Stop::Shown
+    })?;
     let shutdown = CancellationToken::new();
     let (reload_tx, mut reload_rx) = mpsc::unbounded_channel();
-    if let Err(e) = forward_signals(shutdown.clone(), reload_tx) {
-        eprintln!("error: cannot install signal handlers: {e}");
-        return EXIT_USAGE;
-    }
+    forward_signals(shutdown.clone(), reload_tx)?;
     // The daemon reloads on SIGHUP; receive has nothing to reload, and says so rather than stay silent.
     tokio::spawn(async move {
         while reload_rx.recv().await.is_some() {
             tracing::warn!("SIGHUP ignored: `receive` reads its configuration only at start; restart it");
         }
     });
-    match crate::receive::start(config, shutdown).await {
-        Ok(receiving) => {
-            receiving.wait(grace).await;
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            EXIT_USAGE
-        }
-    }
+    let receiving = crate::receive::start(config, shutdown).await.map_err(alternate)?;
+    receiving.wait(grace).await;
+    Ok(Verdict::Clean)
+}
+
+/// An error with its whole chain of causes (`{:#}`), as a usage stop.
+fn alternate(e: anyhow::Error) -> Stop {
+    Stop::Usage(format!("{e:#}"))
 }
 
 /// SIGTERM and SIGINT cancel `shutdown`; SIGHUP asks for a reload.
-fn forward_signals(shutdown: CancellationToken, reload: mpsc::UnboundedSender<()>) -> std::io::Result<()> {
+fn forward_signals(shutdown: CancellationToken, reload: mpsc::UnboundedSender<()>) -> Result<(), Stop> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
+    let install = |kind| signal(kind).map_err(|e| Stop::usage(format_args!("cannot install signal handlers: {e}")));
+    let mut term = install(SignalKind::terminate())?;
+    let mut int = install(SignalKind::interrupt())?;
+    let mut hup = install(SignalKind::hangup())?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -175,11 +149,8 @@ fn forward_signals(shutdown: CancellationToken, reload: mpsc::UnboundedSender<()
     Ok(())
 }
 
-async fn push(cli: &Cli, args: &PushArgs) -> u8 {
-    let config = match load(cli) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+async fn push(cli: &Cli, args: &PushArgs) -> Ended {
+    let config = load(cli)?;
     let (kind, from_ftpsync) = args.kind();
     let request = PushRequest {
         archive: args.archive.clone(),
@@ -189,13 +160,7 @@ async fn push(cli: &Cli, args: &PushArgs) -> u8 {
         kind,
         from_ftpsync,
     };
-    let plan = match crate::push::plan_push(&config, &request) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
+    let plan = crate::push::plan_push(&config, &request).map_err(Stop::usage)?;
     let sending = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len() as u64).sum();
     let show_bar = !args.no_progress && !args.dry_run && cli.format == Format::Table && std::io::stderr().is_terminal();
     let progress = show_bar.then(|| Progress::start(sending));
@@ -205,45 +170,24 @@ async fn push(cli: &Cli, args: &PushArgs) -> u8 {
         on_done: progress.as_ref().map(Progress::callback),
         ..Options::default()
     };
-    let report = match crate::push::once(&config, &plan, &options, "cli").await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return EXIT_USAGE;
-        }
-    };
+    let report = crate::push::once(&config, &plan, &options, "cli").await.map_err(alternate)?;
     drop(progress);
-    print_report(&report, cli.format);
-    report.exit_code()
+    output::print(&report, cli.format);
+    Ok(report.verdict())
 }
 
 /// `keygen`: writes a new ed25519 key and prints the authorized_keys line for downstreams.
-fn keygen(cli: &Cli, args: &KeygenArgs) -> u8 {
+fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
     // The config may not validate yet (its SSH mirrors need this very key), so only its
     // `identity:` line is read.
-    let Some(out) = args.out.clone().or_else(|| config::identity_path(&cli.config)) else {
-        eprintln!("error: --out PATH is required: {} does not name an `identity:` key", cli.config.display());
-        return EXIT_USAGE;
-    };
+    let out = args.out.clone().or_else(|| config::identity_path(&cli.config)).ok_or_else(|| {
+        Stop::usage(format_args!("--out PATH is required: {} does not name an `identity:` key", cli.config.display()))
+    })?;
     // Options first: a bad --command must not leave a key behind.
-    if let Err(e) = crate::keys::authorized_keys_options(&args.command, args.from.as_deref()) {
-        eprintln!("error: {e}");
-        return EXIT_USAGE;
-    }
-    let new = match crate::keys::generate(&out, &crate::keys::default_comment()) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let line = match crate::keys::authorized_keys_line(&new.public, &args.command, args.from.as_deref()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
+    crate::keys::authorized_keys_options(&args.command, args.from.as_deref()).map_err(Stop::usage)?;
+    let new = crate::keys::generate(&out, &crate::keys::default_comment()).map_err(Stop::usage)?;
+    let line =
+        crate::keys::authorized_keys_line(&new.public, &args.command, args.from.as_deref()).map_err(Stop::usage)?;
     match cli.format {
         Format::Json => print_json(&serde_json::json!({
             "private_key": new.private,
@@ -262,44 +206,19 @@ fn keygen(cli: &Cli, args: &KeygenArgs) -> u8 {
             println!("{line}");
         }
     }
-    EXIT_OK
+    Ok(Verdict::Clean)
 }
 
 /// `hostkeys scan`: records new host keys, reports known and changed ones.
-async fn hostkeys_scan(cli: &Cli, only: &[String]) -> u8 {
-    let config = match load(cli) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let rows = match crate::hostkeys::scan(&config, only).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
+async fn hostkeys_scan(cli: &Cli, only: &[String]) -> Ended {
+    let config = load(cli)?;
+    let rows = crate::hostkeys::scan(&config, only).await.map_err(Stop::usage)?;
     match cli.format {
         Format::Json => print_json(&rows),
         Format::Table if rows.is_empty() => eprintln!("no SSH mirrors configured"),
         Format::Table => rows.iter().for_each(|r| println!("{r}")),
     }
-    if rows.iter().any(|r| r.status.is_problem()) { EXIT_FAILED } else { EXIT_OK }
-}
-
-/// Prints a report on stdout in the chosen format.
-pub fn print_report(report: &Report, format: Format) {
-    match format {
-        Format::Json => print_json(report),
-        Format::Table => print!("{}", report.to_table()),
-    }
-}
-
-/// Prints one JSON document on stdout.
-pub fn print_json<T: Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot encode JSON: {e}"),
-    }
+    Ok(if rows.iter().any(|r| r.status.is_problem()) { Verdict::Failed } else { Verdict::Clean })
 }
 
 /// A progress bar on stderr that appears only once a push has taken a second.
@@ -353,11 +272,8 @@ struct MirrorListing {
     last: Option<TriggerReport>,
 }
 
-fn list(cli: &Cli, archive: Option<&str>) -> u8 {
-    let config = match load(cli) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+fn list(cli: &Cli, archive: Option<&str>) -> Ended {
+    let config = load(cli)?;
     let last = last_rows(&config);
     let rows: Vec<MirrorListing> = config
         .mirrors
@@ -407,7 +323,7 @@ fn list(cli: &Cli, archive: Option<&str>) -> u8 {
             print!("{}", align(&table));
         }
     }
-    EXIT_OK
+    Ok(Verdict::Clean)
 }
 
 /// The newest trigger row of each mirror across the history.
@@ -430,21 +346,14 @@ fn last_rows(config: &Config) -> BTreeMap<String, TriggerReport> {
     last
 }
 
-fn status(cli: &Cli, nagios: bool) -> u8 {
-    let config = match load(cli) {
-        Ok(c) => c,
-        Err(code) => return if nagios { 3 } else { code },
-    };
-    let latest = match History::new(&config.state_dir, config.status.history).latest_per_archive() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot read reports in {}: {e}", config.state_dir.display());
-            return if nagios { 3 } else { EXIT_USAGE };
-        }
-    };
+fn status(cli: &Cli, nagios: bool) -> Ended {
     if nagios {
-        return nagios_status(&latest);
+        return Ok(Verdict::Nagios(nagios_status(cli)));
     }
+    let config = load(cli)?;
+    let latest = History::new(&config.state_dir, config.status.history)
+        .latest_per_archive()
+        .map_err(|e| Stop::usage(format_args!("cannot read reports in {}: {e}", config.state_dir.display())))?;
     match cli.format {
         Format::Json => print_json(&latest),
         Format::Table if latest.is_empty() => println!("no reports yet in {}", config.state_dir.display()),
@@ -455,14 +364,27 @@ fn status(cli: &Cli, nagios: bool) -> u8 {
             }
         }
     }
-    EXIT_OK
+    Ok(Verdict::Clean)
 }
 
-/// Nagios plugin semantics: 0 OK, 1 WARNING (deferred), 2 CRITICAL (failed), 3 UNKNOWN (no report).
-fn nagios_status(latest: &BTreeMap<String, Report>) -> u8 {
+/// Nagios plugin semantics: OK, WARNING (deferred), CRITICAL (failed), UNKNOWN (no report, or
+/// nothing readable to judge by).
+fn nagios_status(cli: &Cli) -> Nagios {
+    let Ok(config) = load(cli) else { return Nagios::Unknown };
+    let latest = match History::new(&config.state_dir, config.status.history).latest_per_archive() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot read reports in {}: {e}", config.state_dir.display());
+            return Nagios::Unknown;
+        }
+    };
+    nagios_verdict(&latest)
+}
+
+fn nagios_verdict(latest: &BTreeMap<String, Report>) -> Nagios {
     if latest.is_empty() {
         println!("PUSHMIRROR UNKNOWN - no push reports yet");
-        return 3;
+        return Nagios::Unknown;
     }
     let failed: usize = latest.values().map(|r| r.summary.failed).sum();
     let deferred: usize = latest.values().map(|r| r.summary.deferred).sum();
@@ -472,11 +394,11 @@ fn nagios_status(latest: &BTreeMap<String, Report>) -> u8 {
             format!("{}: {} ok, {} failed, {} deferred", r.archive, r.summary.ok, r.summary.failed, r.summary.deferred)
         })
         .collect();
-    let (word, code) = match (failed, deferred) {
-        (0, 0) => ("OK", 0),
-        (0, _) => ("WARNING", 1),
-        _ => ("CRITICAL", 2),
+    let (word, state) = match (failed, deferred) {
+        (0, 0) => ("OK", Nagios::Ok),
+        (0, _) => ("WARNING", Nagios::Warning),
+        _ => ("CRITICAL", Nagios::Critical),
     };
     println!("PUSHMIRROR {word} - {}", parts.join("; "));
-    code
+    state
 }

@@ -53,6 +53,7 @@ pub mod fsutil;
 pub mod hostkeys;
 pub mod keys;
 pub mod model;
+pub mod output;
 pub mod plan;
 pub mod push;
 pub mod ratelimit;

@@ -21,11 +21,11 @@ fn main() -> ExitCode {
 }
 
 fn block_on(work: impl Future<Output = u8>) -> ExitCode {
+    use pushmirror::output::{Stop, conclude};
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(pushmirror::commands::EXIT_USAGE);
+            return ExitCode::from(conclude(Err(Stop::usage(format_args!("cannot start the async runtime: {e}")))));
         }
     };
     ExitCode::from(runtime.block_on(work))

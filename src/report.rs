@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
+use crate::output::{Tabular, Verdict, exit_code};
 
 /// One trigger to one mirror (staged mirrors have one per stage).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,9 +176,14 @@ impl Report {
         }
     }
 
-    /// 1 if any trigger failed, else 0 (deferred by a rate limit is not a failure).
+    /// Failed if any trigger failed (deferred by a rate limit is not a failure).
+    pub fn verdict(&self) -> Verdict {
+        if self.summary.failed > 0 { Verdict::Failed } else { Verdict::Clean }
+    }
+
+    /// The process exit status this report means (see [`crate::output::exit_code`]).
     pub fn exit_code(&self) -> u8 {
-        u8::from(self.summary.failed > 0)
+        exit_code(&Ok(self.verdict()))
     }
 
     /// The report as a human-readable table.
@@ -210,6 +216,12 @@ impl Report {
             format_ms(self.duration_ms),
         );
         out
+    }
+}
+
+impl Tabular for Report {
+    fn to_table(&self) -> String {
+        Report::to_table(self)
     }
 }
 

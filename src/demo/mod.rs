@@ -13,8 +13,8 @@ use russh::keys::PublicKey;
 pub use http::{Hit, HttpReceiver, Log, Reply};
 pub use ssh::{Behaviour, Exec, ExecLog, SshReceiver};
 
-use crate::cli::Format;
 use crate::dispatch::Options;
+use crate::output::{self, Ended, Format, Stop};
 use crate::plan::PushRequest;
 use crate::transport::known_hosts::{KnownHostsFile, host_entry_name};
 
@@ -51,17 +51,11 @@ pub fn random_token() -> String {
 }
 
 /// The `demo` command: start `n` receivers, write a temporary config, push, print the report.
-pub async fn run(n: usize, format: Format) -> u8 {
-    match demo(n.max(1), format).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("demo failed to set up: {e:#}");
-            crate::commands::EXIT_USAGE
-        }
-    }
+pub async fn run(n: usize, format: Format) -> Ended {
+    demo(n.max(1), format).await.map_err(|e| Stop::Usage(format!("demo failed to set up: {e:#}")))?
 }
 
-async fn demo(n: usize, format: Format) -> anyhow::Result<u8> {
+async fn demo(n: usize, format: Format) -> anyhow::Result<Ended> {
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     std::fs::create_dir_all(root.join("archive/project/trace"))?;
@@ -87,7 +81,7 @@ async fn demo(n: usize, format: Format) -> anyhow::Result<u8> {
     let config = crate::config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config invalid:\n{e}"))?;
     let plan = crate::push::plan_push(&config, &PushRequest::default())?;
     let report = crate::push::once(&config, &plan, &Options::default(), "demo").await?;
-    crate::commands::print_report(&report, format);
+    output::print(&report, format);
     if format == Format::Table {
         eprintln!(
             "demo: {} receiver(s) on 127.0.0.1 recorded {} trigger(s)",
@@ -95,7 +89,7 @@ async fn demo(n: usize, format: Format) -> anyhow::Result<u8> {
             receivers.http_log.count() + receivers.ssh_log.count()
         );
     }
-    Ok(report.exit_code())
+    Ok(Ok(report.verdict()))
 }
 
 /// The demo's receivers; each method starts one and returns its mirror file.

@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use super::conf::{self, Conf, DEFAULT_KEYFILE, DEFAULT_PUSHDELAY};
 use super::ssh_options::{self, SshOption};
-use crate::cli::{Format, ImportArgs};
-use crate::commands::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_json};
+use crate::cli::ImportArgs;
 use crate::config::{MirrorKind, valid_name};
+use crate::output::{Ended, Format, Stop, Verdict, print_json};
 
 /// Something the import reports about one line of a source file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -103,17 +103,14 @@ struct JsonOutput<'a> {
 }
 
 /// The `import-runmirrors` command.
-pub fn run(args: &ImportArgs, format: Format) -> u8 {
+pub fn run(args: &ImportArgs, format: Format) -> Ended {
     if let Some(a) = args.archive.as_deref().filter(|a| !valid_name(a)) {
-        eprintln!("error: --archive {a}: archive names may hold only letters, digits, `.`, `_` and `-`");
-        return EXIT_USAGE;
+        let why = "archive names may hold only letters, digits, `.`, `_` and `-`";
+        return Err(Stop::usage(format_args!("--archive {a}: {why}")));
     }
-    let Some(mirrors) = read_source(&args.file) else { return EXIT_USAGE };
+    let mirrors = read_source(&args.file)?;
     let conf = match &args.conf {
-        Some(path) => match read_source(path) {
-            Some(text) => Some((path.as_path(), text)),
-            None => return EXIT_USAGE,
-        },
+        Some(path) => Some((path.as_path(), read_source(path)?)),
         None => None,
     };
     let mut conversion = convert(
@@ -121,10 +118,8 @@ pub fn run(args: &ImportArgs, format: Format) -> u8 {
         conf.as_ref().map(|(path, text)| Source { path, text }),
         args.archive.as_deref(),
     );
-    if let Err(e) = std::fs::create_dir_all(&args.out) {
-        eprintln!("error: cannot create {}: {e}", args.out.display());
-        return EXIT_USAGE;
-    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| Stop::usage(format_args!("cannot create {}: {e}", args.out.display())))?;
     let written = write_files(&args.out, &args.file, &conversion.mirrors, &mut conversion.findings);
     for finding in &conversion.findings.0 {
         eprintln!("{finding}");
@@ -148,11 +143,11 @@ pub fn run(args: &ImportArgs, format: Format) -> u8 {
             n => format!("{n} thing(s) not converted, listed above"),
         }
     );
-    if lost == 0 { EXIT_OK } else { EXIT_FAILED }
+    Ok(if lost == 0 { Verdict::Clean } else { Verdict::Failed })
 }
 
-fn read_source(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).map_err(|e| eprintln!("error: cannot read {}: {e}", path.display())).ok()
+fn read_source(path: &Path) -> Result<String, Stop> {
+    std::fs::read_to_string(path).map_err(|e| Stop::usage(format_args!("cannot read {}: {e}", path.display())))
 }
 
 /// Writes each file unless one of that name exists; returns the files written.

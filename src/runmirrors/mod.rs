@@ -17,11 +17,11 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::cli::{Format, RunmirrorsArgs, RunmirrorsCli};
-use crate::commands::{EXIT_OK, EXIT_USAGE, print_report};
+use crate::cli::{RunmirrorsArgs, RunmirrorsCli};
 use crate::config::{self, Config, DEFAULT_CONFIG};
 use crate::dispatch::Options;
 use crate::model::Timestamp;
+use crate::output::{self, Ended, Format, Stop, Verdict};
 use crate::plan::PushRequest;
 use crate::report::Report;
 
@@ -55,37 +55,28 @@ fn config_under(home: Option<&Path>) -> PathBuf {
 
 /// pushmirror invoked as `runmirrors`: discovered config, table report.
 pub async fn run_standalone(cli: RunmirrorsCli) -> u8 {
-    run(&discover_config(), &cli.args, Format::Table).await
+    output::conclude(run(&discover_config(), &cli.args, Format::Table).await)
 }
 
-/// One runmirrors push of the archive's mirrors; returns the exit code.
-pub async fn run(config_path: &Path, args: &RunmirrorsArgs, format: Format) -> u8 {
-    let config = match config::load(config_path) {
-        Ok(c) => c,
-        Err(errors) => {
-            eprintln!("{errors}");
-            eprintln!("{}: {} error(s); runmirrors pushed nothing", config_path.display(), errors.0.len());
-            return EXIT_USAGE;
-        }
-    };
+/// One runmirrors push of the archive's mirrors.
+pub async fn run(config_path: &Path, args: &RunmirrorsArgs, format: Format) -> Ended {
+    let config = config::load(config_path).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("{}: {} error(s); runmirrors pushed nothing", config_path.display(), errors.0.len());
+        Stop::Shown
+    })?;
     let request = PushRequest {
         archive: args.archive(),
         kind: args.kind,
         from_ftpsync: args.from_ftpsync,
         ..PushRequest::default()
     };
-    let report = match push(&config, &request).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("runmirrors: error: {e:#}");
-            return EXIT_USAGE;
-        }
-    };
+    let report = push(&config, &request).await.map_err(|e| Stop::Usage(format!("runmirrors: {e:#}")))?;
     if format == Format::Table {
         println!("{}", header(&report, args, config_path));
     }
-    print_report(&report, format);
-    exit_code(&report, args)
+    output::print(&report, format);
+    Ok(verdict(&report, args))
 }
 
 /// Plans and carries out the push with the production transports.
@@ -107,19 +98,19 @@ fn header(report: &Report, args: &RunmirrorsArgs, config_path: &Path) -> String 
     )
 }
 
-/// pushmirror's exit code, except that failed mirrors exit 0 under `-f`: ftpsync runs runmirrors
+/// The report's verdict, except that failed mirrors exit 0 under `-f`: ftpsync runs runmirrors
 /// under `set -e`, so a non-zero exit would end the hub's own, successful sync as failed (skipping
 /// its last hook), and its upstream would then withhold the hub's stage 2. runmirrors exited 0.
-fn exit_code(report: &Report, args: &RunmirrorsArgs) -> u8 {
-    let code = report.exit_code();
-    if code != EXIT_OK && args.from_ftpsync {
+fn verdict(report: &Report, args: &RunmirrorsArgs) -> Verdict {
+    let verdict = report.verdict();
+    if verdict == Verdict::Failed && args.from_ftpsync {
         eprintln!(
             "runmirrors: {} mirror(s) failed (see above); exit 0 because -f: ftpsync's sync itself succeeded",
             report.summary.failed
         );
-        return EXIT_OK;
+        return Verdict::Clean;
     }
-    code
+    verdict
 }
 
 #[cfg(test)]
