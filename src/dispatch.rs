@@ -18,8 +18,9 @@ use crate::config::{Backoff, Mirror};
 use crate::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
 use crate::plan::{Plan, PlanEntry};
 use crate::ratelimit::{Admission, RateLimits};
-use crate::report::{TriggerReport, millis};
+use crate::report::TriggerReport;
 use crate::transport::{Attempt, AttemptError, Trigger, TriggerRequest};
+use crate::units::millis;
 
 /// Called with each trigger's report as soon as it is known (progress bars, live status).
 pub type OnDone = Arc<dyn Fn(&TriggerReport) + Send + Sync>;

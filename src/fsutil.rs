@@ -1,7 +1,10 @@
-//! Small file-system helpers shared by everything that persists state.
+//! Small file-system helpers: atomic writes of state, and reading secrets only their owner may read.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+
+use crate::secret::Secret;
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsynced, then
 /// renamed over the target. Readers see the old or the new content, never a mix.
@@ -14,4 +17,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Reads a secret from a file that only its owner may read; trailing newlines are dropped.
+pub fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    check_private(path, &meta)?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = text.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(value))
+}
+
+/// Refuses files that group or others may access, as OpenSSH does for private keys.
+pub fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "permissions {mode:04o} of {} are too open: it must not be accessible by group or others (chmod 600)",
+            path.display()
+        ));
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::{Algorithm, HashAlg, PrivateKey, PublicKey};
 
-use crate::config::check_private;
+use crate::fsutil::check_private;
 
 /// The forced command of the printed `authorized_keys` line when `--command` is not given: the
 /// Ubuntu rule, a script that backgrounds the sync so the trigger returns at once.

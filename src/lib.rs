@@ -64,6 +64,7 @@ pub mod secret;
 pub mod server;
 pub mod signature;
 pub mod transport;
+pub mod units;
 pub mod watch;
 
 use tracing_subscriber::EnvFilter;

@@ -21,7 +21,8 @@ use tokio::sync::watch;
 
 use crate::dispatch::{OnAttempt, OnDone};
 use crate::model::Timestamp;
-use crate::report::{DaemonStatus, MirrorStatus, Report, TriggerReport, format_ms};
+use crate::report::{DaemonStatus, MirrorStatus, Report, TriggerReport};
+use crate::units::format_ms;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TriggerLabels {

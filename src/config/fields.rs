@@ -11,6 +11,7 @@ use serde_norway::{Mapping, Value};
 
 use super::error::ConfigError;
 use super::locate::locate;
+use crate::units::parse_duration;
 
 /// Where errors of one validation run are collected.
 pub type Sink = RefCell<Vec<ConfigError>>;
@@ -184,15 +185,6 @@ impl<'a> Fields<'a> {
                 None
             }
         }
-    }
-}
-
-/// Parses a humantime duration, rejecting zero.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err(format!("duration `{s}` must be greater than zero")),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!("invalid duration `{s}`: {e} (examples: 30s, 5m, 6h)")),
     }
 }
 

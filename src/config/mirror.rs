@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,8 +10,9 @@ use reqwest::Url;
 
 use super::fields::{Fields, Sink};
 use super::{Archive, ConfigError, valid_name};
-use crate::ratelimit::RateLimit;
+use crate::fsutil::read_secret_file;
 use crate::secret::Secret;
+use crate::units::RateLimit;
 
 /// A registered downstream mirror, with defaults applied.
 #[derive(Debug, Clone)]
@@ -469,28 +469,4 @@ pub(crate) fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<Secret<Strin
             None
         }
     }
-}
-
-/// Reads a secret from a file that only its owner may read; trailing newlines are dropped.
-pub fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    check_private(path, &meta)?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let value = text.trim_end_matches(['\n', '\r']).to_string();
-    if value.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(Secret::new(value))
-}
-
-/// Refuses files that group or others may access, as OpenSSH does for private keys.
-pub fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "permissions {mode:04o} of {} are too open: it must not be accessible by group or others (chmod 600)",
-            path.display()
-        ));
-    }
-    Ok(())
 }

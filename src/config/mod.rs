@@ -15,10 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use fields::{parse_duration, resolve};
-pub use mirror::{
-    Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport, check_private, read_secret_file,
-};
+pub use fields::resolve;
+pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport};
 
 pub(crate) use mirror::{basic_auth, secret_field};
 
