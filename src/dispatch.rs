@@ -352,15 +352,14 @@ fn blank_row(mirror: &Mirror, stage: Stage, outcome: Outcome) -> TriggerReport {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::collections::{HashMap, VecDeque};
     use std::sync::Mutex;
 
     use tokio::time::Instant;
 
     use super::*;
-    use crate::config::{HttpMethod, HttpTarget, MirrorKind, Transport};
-    use crate::secret::Secret;
+    use crate::config::MirrorKind;
     use crate::transport::{AttemptResult, Delivered};
 
     /// Answers each mirror's attempts from a script, after an optional delay, and records when.
@@ -394,31 +393,8 @@ pub(crate) mod tests {
     }
 
     /// An enabled `all` HTTP mirror with quick backoff (also used by other modules' tests).
-    pub(crate) fn mirror(name: &str) -> Mirror {
-        Mirror {
-            name: name.into(),
-            file: format!("{name}.yaml").into(),
-            transport: Transport::Http(HttpTarget {
-                url: Secret::new("http://127.0.0.1:9/".parse().unwrap()),
-                method: HttpMethod::Get,
-                basic_auth: None,
-                bearer_token: None,
-                headers: vec![],
-                hmac_secret: None,
-            }),
-            archives: None,
-            kind: MirrorKind::All,
-            rate_limit: None,
-            retries: 3,
-            timeout: Duration::from_secs(60),
-            backoff: Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(4) },
-            tags: vec![],
-            enabled: true,
-            wait_for_sync: false,
-            sync_timeout: Duration::from_secs(3600),
-            busy_exit: None,
-            command: None,
-        }
+    fn mirror(name: &str) -> Mirror {
+        Mirror::example(name)
     }
 
     fn plan(mirrors: Vec<Mirror>) -> Plan {

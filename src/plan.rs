@@ -182,7 +182,7 @@ mod tests {
     use crate::model::Stage::{All as SyncAll, Stage1, Stage2};
 
     fn part(kind: MirrorKind, push: PushKind, from_ftpsync: bool) -> (Vec<Stage>, bool) {
-        let mut mirror = crate::dispatch::tests::mirror("m");
+        let mut mirror = Mirror::example("m");
         mirror.kind = kind;
         let p = part_of(&mirror, push, from_ftpsync);
         (p.stages, p.mhop)

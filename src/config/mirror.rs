@@ -470,3 +470,34 @@ pub(crate) fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<Secret<Strin
         }
     }
 }
+
+#[cfg(test)]
+impl Mirror {
+    /// An enabled HTTP mirror of every archive with 3 retries and a 60 s timeout, for tests.
+    pub(crate) fn example(name: &str) -> Mirror {
+        Mirror {
+            name: name.into(),
+            file: format!("{name}.yaml").into(),
+            transport: Transport::Http(HttpTarget {
+                url: Secret::new("http://127.0.0.1:9/".parse().unwrap()),
+                method: HttpMethod::Get,
+                basic_auth: None,
+                bearer_token: None,
+                headers: vec![],
+                hmac_secret: None,
+            }),
+            archives: None,
+            kind: MirrorKind::All,
+            rate_limit: None,
+            retries: 3,
+            timeout: Duration::from_secs(60),
+            backoff: Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(4) },
+            tags: vec![],
+            enabled: true,
+            wait_for_sync: false,
+            sync_timeout: Duration::from_secs(3600),
+            busy_exit: None,
+            command: None,
+        }
+    }
+}

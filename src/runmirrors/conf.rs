@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::import::Findings;
+use super::findings::Findings;
 
 /// runmirrors' default `KEYFILE`, relative to its user's home directory.
 pub const DEFAULT_KEYFILE: &str = ".ssh/pushmirror";

@@ -10,6 +10,7 @@
 //! with a line saying what was pushed, when, and why.
 
 mod conf;
+mod findings;
 pub mod import;
 mod ssh_options;
 

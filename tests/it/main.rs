@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod daemon;
 mod http;
+mod layout;
 mod openssh;
 mod process;
 mod receive;
