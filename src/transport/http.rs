@@ -1,6 +1,7 @@
 //! HTTP triggers: one request per attempt over one shared reqwest client (rustls, keep-alive).
 
-use std::error::Error as _;
+use std::error::Error as StdError;
+use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -135,37 +136,85 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Maps a reqwest error to a class and a message that never holds the URL.
+///
+/// The class comes from the error's types, never from its text, so that a reqwest, hyper or
+/// rustls upgrade that rewords a message cannot silently move a failure to another class.
 fn classify(err: reqwest::Error) -> AttemptError {
     let err = err.without_url();
     let mut chain = Vec::new();
     let mut source = err.source();
     while let Some(s) = source {
         let text = s.to_string();
-        // hyper's wrapper ("client error (Connect)") says nothing its causes do not.
+        // hyper's wrapper ("client error (Connect)") says nothing its causes do not. Display
+        // only: the class below never looks at text.
         if !text.starts_with("client error (") {
             chain.push(text);
         }
         source = s.source();
     }
     let detail = if chain.is_empty() { err.to_string() } else { chain.join(": ") };
-    let lower = detail.to_ascii_lowercase();
-    let class = if lower.contains("dns error") || lower.contains("failed to lookup address") {
-        ErrorClass::Dns
-    } else if err.is_timeout() {
-        ErrorClass::Timeout
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-        ErrorClass::Tls
-    } else if err.is_connect() {
-        ErrorClass::Connect
-    } else {
-        ErrorClass::Other
-    };
+    let class = class_of(&err);
     // Certificate problems do not fix themselves; everything else on the network may.
     if class == ErrorClass::Tls {
         AttemptError::permanent(class, detail)
     } else {
         AttemptError::transient(class, detail)
     }
+}
+
+/// The class of a failed request, from the types in its cause chain.
+fn class_of(err: &reqwest::Error) -> ErrorClass {
+    let io_kinds = || causes(err).filter_map(|e| e.downcast_ref::<io::Error>()).map(io::Error::kind);
+    // A failed lookup: reqwest wraps every error of its resolver (the getaddrinfo one by
+    // default) in its own `DnsError` and `is_dns` looks for that type in the chain. The type is
+    // private, and is the only typed signal there is: hyper-util's `ConnectError` ("dns error")
+    // has no public accessor, and the `io::Error` std makes of a getaddrinfo failure has the
+    // unstable kind `Uncategorized` and no raw OS error (the EAI_* code is only in its text;
+    // EAI_SYSTEM carries an errno, which says nothing about DNS).
+    // First, because a failed lookup is a connect error as well.
+    if err.is_dns() {
+        ErrorClass::Dns
+    } else if err.is_timeout() || io_kinds().any(|k| k == io::ErrorKind::TimedOut) {
+        ErrorClass::Timeout
+    } else if causes(err).any(|e| e.is::<rustls::Error>()) {
+        // A handshake or certificate failure: tokio-rustls hands it up as an `io::Error`
+        // wrapping the `rustls::Error` (certificate verdicts included, e.g. `UnknownIssuer`).
+        ErrorClass::Tls
+    } else if err.is_connect() || io_kinds().any(is_connect_kind) {
+        ErrorClass::Connect
+    } else {
+        ErrorClass::Other
+    }
+}
+
+/// I/O error kinds that mean the TCP connection could not be made or was lost.
+fn is_connect_kind(kind: io::ErrorKind) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | BrokenPipe
+            | AddrInUse
+            | AddrNotAvailable
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+    )
+}
+
+/// Every cause of `err`, nearest first. An `io::Error` that wraps another error reports that
+/// error's source as its own, skipping the wrapped error itself; that error is where tokio-rustls
+/// puts a `rustls::Error`, so it is visited next here.
+fn causes<'a>(err: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(err.source(), |&e: &&'a (dyn StdError + 'static)| {
+        match e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(wrapped) => Some(wrapped as &(dyn StdError + 'static)),
+            None => e.source(),
+        }
+    })
 }
 
 #[cfg(test)]
