@@ -219,7 +219,92 @@ fn causes<'a>(err: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dy
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tokio::net::TcpListener;
+    use tokio_rustls::rustls;
+
     use super::*;
+    use crate::config::Transport;
+    use crate::secret::Secret;
+    use crate::transport::Stage;
+
+    /// One GET at `url` through the production client and [`HttpTransport::fire`], bounded by
+    /// `timeout` (the mirror's `timeout:`); the request must fail.
+    async fn fire_at(url: &str, timeout: Duration) -> AttemptError {
+        let mut mirror = crate::dispatch::tests::mirror("m");
+        mirror.timeout = timeout;
+        let target = HttpTarget {
+            url: Secret::new(url.parse().unwrap()),
+            method: HttpMethod::Get,
+            basic_auth: None,
+            bearer_token: None,
+            headers: vec![],
+            hmac_secret: None,
+        };
+        mirror.transport = Transport::Http(target.clone());
+        let req = TriggerRequest { mirror: &mirror, archive: "debian", stage: Stage::All, serial: None, mhop: false };
+        HttpTransport::new().unwrap().fire(&target, req).await.unwrap_err()
+    }
+
+    const AMPLE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn refused_port_is_connect() {
+        // Bind, learn the port, close: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = fire_at(&format!("http://127.0.0.1:{port}/"), AMPLE).await;
+        assert_eq!((err.class, err.transient), (ErrorClass::Connect, true), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn unresolvable_name_is_dns() {
+        // `.invalid` never resolves (RFC 2606), with or without a network.
+        let err = fire_at("http://nonexistent.invalid/", AMPLE).await;
+        assert_eq!((err.class, err.transient), (ErrorClass::Dns, true), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn self_signed_certificate_is_permanent_tls() {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der());
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], key.into())
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            acceptor.accept(tcp).await.map(drop)
+        });
+        let err = fire_at(&format!("https://127.0.0.1:{port}/"), AMPLE).await;
+        assert_eq!((err.class, err.transient), (ErrorClass::Tls, false), "{}", err.message);
+        // The client got as far as a handshake, and broke it off.
+        assert!(server.await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn silent_server_is_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and keeps every connection open without ever answering.
+        let server = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                open.push(tcp);
+            }
+        });
+        // The client has no timeout of its own: `fire` bounds the exchange by the mirror's.
+        let err = fire_at(&format!("http://127.0.0.1:{port}/"), Duration::from_millis(200)).await;
+        server.abort();
+        assert_eq!((err.class, err.transient), (ErrorClass::Timeout, true), "{}", err.message);
+    }
 
     #[test]
     fn judges_status_codes() {
