@@ -1,6 +1,7 @@
 //! HTTP triggers: one request per attempt over one shared reqwest client (rustls, keep-alive).
 
-use std::error::Error as _;
+use std::error::Error as StdError;
+use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -136,31 +137,24 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Maps a reqwest error to a class and a message that never holds the URL.
+///
+/// The class comes from the error's types, never from its text, so that a reqwest, hyper or
+/// rustls upgrade that rewords a message cannot silently move a failure to another class.
 fn classify(err: reqwest::Error) -> AttemptError {
     let err = err.without_url();
     let mut chain = Vec::new();
     let mut source = err.source();
     while let Some(s) = source {
         let text = s.to_string();
-        // hyper's wrapper ("client error (Connect)") says nothing its causes do not.
+        // hyper's wrapper ("client error (Connect)") says nothing its causes do not. Display
+        // only: the class below never looks at text.
         if !text.starts_with("client error (") {
             chain.push(text);
         }
         source = s.source();
     }
     let detail = if chain.is_empty() { err.to_string() } else { chain.join(": ") };
-    let lower = detail.to_ascii_lowercase();
-    let class = if lower.contains("dns error") || lower.contains("failed to lookup address") {
-        ErrorClass::Dns
-    } else if err.is_timeout() {
-        ErrorClass::Timeout
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-        ErrorClass::Tls
-    } else if err.is_connect() {
-        ErrorClass::Connect
-    } else {
-        ErrorClass::Other
-    };
+    let class = class_of(&err);
     // Certificate problems do not fix themselves; everything else on the network may.
     if class == ErrorClass::Tls {
         AttemptError::permanent(class, detail)
@@ -169,9 +163,149 @@ fn classify(err: reqwest::Error) -> AttemptError {
     }
 }
 
+/// The class of a failed request, from the types in its cause chain.
+fn class_of(err: &reqwest::Error) -> ErrorClass {
+    let io_kinds = || causes(err).filter_map(|e| e.downcast_ref::<io::Error>()).map(io::Error::kind);
+    // A failed lookup: reqwest wraps every error of its resolver (the getaddrinfo one by
+    // default) in its own `DnsError` and `is_dns` looks for that type in the chain. The type is
+    // private, and is the only typed signal there is: hyper-util's `ConnectError` ("dns error")
+    // has no public accessor, and the `io::Error` std makes of a getaddrinfo failure has the
+    // unstable kind `Uncategorized` and no raw OS error (the EAI_* code is only in its text;
+    // EAI_SYSTEM carries an errno, which says nothing about DNS).
+    // First, because a failed lookup is a connect error as well.
+    if err.is_dns() {
+        ErrorClass::Dns
+    } else if err.is_timeout() || io_kinds().any(|k| k == io::ErrorKind::TimedOut) {
+        ErrorClass::Timeout
+    } else if causes(err).any(|e| e.is::<rustls::Error>()) {
+        // A handshake or certificate failure: tokio-rustls hands it up as an `io::Error`
+        // wrapping the `rustls::Error` (certificate verdicts included, e.g. `UnknownIssuer`).
+        ErrorClass::Tls
+    } else if err.is_connect() || io_kinds().any(is_connect_kind) {
+        ErrorClass::Connect
+    } else {
+        ErrorClass::Other
+    }
+}
+
+/// I/O error kinds that mean the TCP connection could not be made or was lost.
+fn is_connect_kind(kind: io::ErrorKind) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionRefused
+            | ConnectionReset
+            | ConnectionAborted
+            | NotConnected
+            | BrokenPipe
+            | AddrInUse
+            | AddrNotAvailable
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+    )
+}
+
+/// Every cause of `err`, nearest first. An `io::Error` that wraps another error reports that
+/// error's source as its own, skipping the wrapped error itself; that error is where tokio-rustls
+/// puts a `rustls::Error`, so it is visited next here.
+fn causes<'a>(err: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(err.source(), |&e: &&'a (dyn StdError + 'static)| {
+        match e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(wrapped) => Some(wrapped as &(dyn StdError + 'static)),
+            None => e.source(),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tokio::net::TcpListener;
+    use tokio_rustls::rustls;
+
     use super::*;
+    use crate::config::Transport;
+    use crate::secret::Secret;
+    use crate::transport::Stage;
+
+    /// One GET at `url` through the production client and [`HttpTransport::fire`], bounded by
+    /// `timeout` (the mirror's `timeout:`); the request must fail.
+    async fn fire_at(url: &str, timeout: Duration) -> AttemptError {
+        let mut mirror = crate::dispatch::tests::mirror("m");
+        mirror.timeout = timeout;
+        let target = HttpTarget {
+            url: Secret::new(url.parse().unwrap()),
+            method: HttpMethod::Get,
+            basic_auth: None,
+            bearer_token: None,
+            headers: vec![],
+            hmac_secret: None,
+        };
+        mirror.transport = Transport::Http(target.clone());
+        let req = TriggerRequest { mirror: &mirror, archive: "debian", stage: Stage::All, serial: None, mhop: false };
+        HttpTransport::new().unwrap().fire(&target, req).await.unwrap_err()
+    }
+
+    const AMPLE: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn refused_port_is_connect() {
+        // Bind, learn the port, close: nothing listens there now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = fire_at(&format!("http://127.0.0.1:{port}/"), AMPLE).await;
+        assert_eq!((err.class, err.transient), (ErrorClass::Connect, true), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn unresolvable_name_is_dns() {
+        // `.invalid` never resolves (RFC 2606), with or without a network.
+        let err = fire_at("http://nonexistent.invalid/", AMPLE).await;
+        assert_eq!((err.class, err.transient), (ErrorClass::Dns, true), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn self_signed_certificate_is_permanent_tls() {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der());
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], key.into())
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            acceptor.accept(tcp).await.map(drop)
+        });
+        let err = fire_at(&format!("https://127.0.0.1:{port}/"), AMPLE).await;
+        assert_eq!((err.class, err.transient), (ErrorClass::Tls, false), "{}", err.message);
+        // The client got as far as a handshake, and broke it off.
+        assert!(server.await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn silent_server_is_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and keeps every connection open without ever answering.
+        let server = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                open.push(tcp);
+            }
+        });
+        // The client has no timeout of its own: `fire` bounds the exchange by the mirror's.
+        let err = fire_at(&format!("http://127.0.0.1:{port}/"), Duration::from_millis(200)).await;
+        server.abort();
+        assert_eq!((err.class, err.transient), (ErrorClass::Timeout, true), "{}", err.message);
+    }
 
     #[test]
     fn judges_status_codes() {
