@@ -227,13 +227,13 @@ mod tests {
 
     use super::*;
     use crate::config::Transport;
+    use crate::model::Stage;
     use crate::secret::Secret;
-    use crate::transport::Stage;
 
     /// One GET at `url` through the production client and [`HttpTransport::fire`], bounded by
     /// `timeout` (the mirror's `timeout:`); the request must fail.
     async fn fire_at(url: &str, timeout: Duration) -> AttemptError {
-        let mut mirror = crate::dispatch::tests::mirror("m");
+        let mut mirror = crate::config::Mirror::example("m");
         mirror.timeout = timeout;
         let target = HttpTarget {
             url: Secret::new(url.parse().unwrap()),
