@@ -15,6 +15,7 @@ pub mod state;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -27,14 +28,14 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::{Engine, Options};
 use crate::model::{Outcome, SkipReason, Stage, Timestamp};
-use crate::plan::{PushRequest, plan};
+use crate::plan::{Plan, PushRequest, plan};
 use crate::report::{
     ArchiveStatus, DaemonStatus, DeferredTrigger, History, MirrorStatus, PushProgress, Report, TriggerReport,
 };
 use crate::server::{Metrics, ServerState};
 use crate::transport::Transports;
 use crate::watch::{WatchState, Watcher};
-use state::{DeferredMap, StateDir};
+use state::{DeferredMap, Journal, StateDir};
 
 /// How the daemon is told to reload or stop.
 pub struct Control {
@@ -286,55 +287,82 @@ impl GenCtx {
         }
     }
 
-    /// One push of `version`, journalled so that a crash loses nothing.
+    /// One push of `version`, journalled so that a crash loses nothing: journal, plan, dispatch,
+    /// record the outcome, keep what was deferred.
     async fn push(&self, archive: &str, version: String, resumed: Option<BTreeSet<String>>) {
-        let journal = match &resumed {
-            Some(_) => self.state.resume(archive),
-            None => self.state.begin(archive, &version),
+        let journal = Arc::new(self.open_journal(archive, &version, resumed.is_some()));
+        let Some(plan) = self.plan_version(archive, &version, resumed.as_ref()) else { return };
+        let total = self.announce(archive, &version, &plan);
+        let (report, ended) = self.dispatch(archive, &plan, &journal).await;
+        let interrupted = report.triggers.iter().any(TriggerReport::is_interrupted);
+        let previous = self.state.pushed(archive).flatten();
+        self.shared.metrics.push_ended(&report, total.saturating_sub(ended), previous.as_deref());
+        if interrupted {
+            tracing::warn!(%archive, %version, "push interrupted; it stays due and resumes at the next start");
+        } else {
+            self.record_pushed(archive, &version, journal);
+        }
+        self.defer(&report);
+        log_summary(&report);
+        self.finish_status(archive, report, !interrupted);
+        notify_systemd(&[sd_notify::NotifyState::Status("watching")]);
+    }
+
+    /// Persists the push as due before anything is sent (a resumed push continues its journal);
+    /// without a journal the push still goes out, it just cannot resume after a crash.
+    fn open_journal(&self, archive: &str, version: &str, resumed: bool) -> Option<Journal> {
+        let journal = if resumed { self.state.resume(archive) } else { self.state.begin(archive, version) };
+        journal.map_err(|e| tracing::error!(%archive, error = %e, "cannot persist the due push; pushing anyway")).ok()
+    }
+
+    /// The plan for `version`; mirrors that had their trigger before a restart are skipped.
+    fn plan_version(&self, archive: &str, version: &str, done: Option<&BTreeSet<String>>) -> Option<Plan> {
+        let request = PushRequest {
+            archive: Some(archive.to_string()),
+            serial: Some(version.to_string()),
+            ..PushRequest::default()
         };
-        let journal = match journal {
-            Ok(j) => Some(j),
-            Err(e) => {
-                tracing::error!(%archive, error = %e, "cannot persist the due push; pushing anyway");
-                None
-            }
-        };
-        let request =
-            PushRequest { archive: Some(archive.to_string()), serial: Some(version.clone()), ..PushRequest::default() };
-        let mut plan = match plan(&self.config, &request) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(%archive, error = %e, "cannot plan the push");
-                return;
-            }
-        };
-        if let Some(done) = &resumed {
+        let mut plan = plan(&self.config, &request)
+            .map_err(|e| tracing::error!(%archive, error = %e, "cannot plan the push"))
+            .ok()?;
+        if let Some(done) = done {
             for entry in plan.entries.iter_mut().filter(|e| e.skip.is_none() && done.contains(&e.mirror.name)) {
                 entry.skip = Some(SkipReason::DeliveredBeforeRestart);
             }
         }
+        Some(plan)
+    }
+
+    /// Logs, counts and shows the push as started; returns how many triggers it sends.
+    fn announce(&self, archive: &str, version: &str, plan: &Plan) -> usize {
         let total: usize = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len()).sum();
         tracing::info!(%archive, %version, triggers = total, "pushing");
         notify_systemd(&[sd_notify::NotifyState::Status(&format!("pushing {archive} {version}"))]);
         self.shared.metrics.push_started(total);
-        let started = Timestamp(SystemTime::now());
-        let progress_version = version.clone();
-        self.update_archive(archive, |a| {
-            a.push =
-                Some(PushProgress { version: Some(progress_version), started_at: started, total, done: Vec::new() })
-        });
-        let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let journal = Arc::new(journal);
+        let progress = PushProgress {
+            version: Some(version.to_string()),
+            started_at: Timestamp(SystemTime::now()),
+            total,
+            done: vec![],
+        };
+        self.update_archive(archive, |a| a.push = Some(progress));
+        total
+    }
+
+    /// Sends the plan; each final trigger is journalled and shown as it ends. Returns the report
+    /// and how many triggers ended (the rest never started: shutdown).
+    async fn dispatch(&self, archive: &str, plan: &Plan, journal: &Arc<Option<Journal>>) -> (Report, usize) {
+        let ended = Arc::new(AtomicUsize::new(0));
         let options = {
             let (journal, ended, shared, archive) =
-                (Arc::clone(&journal), Arc::clone(&ended), Arc::clone(&self.shared), archive.to_string());
+                (Arc::clone(journal), Arc::clone(&ended), Arc::clone(&self.shared), archive.to_string());
             self.options(move |row: &TriggerReport| {
                 if let Some(j) = journal.as_ref()
                     && is_final(row)
                 {
                     j.record_done(&row.mirror);
                 }
-                ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                ended.fetch_add(1, Ordering::SeqCst);
                 shared.status.send_modify(|s| {
                     if let Some(p) = s.archives.iter_mut().find(|a| a.name == archive).and_then(|a| a.push.as_mut()) {
                         p.done.push(row.clone());
@@ -342,33 +370,26 @@ impl GenCtx {
                 });
             })
         };
-        let report = crate::push::execute(&self.config, &self.engine, &plan, &options, "daemon").await;
-        // The callback holds the journal too; it must go before the journal can be finished.
+        let report = crate::push::execute(&self.config, &self.engine, plan, &options, "daemon").await;
+        // The callback holds the journal too; it must be gone before the journal can be finished.
         drop(options);
-        let interrupted = report.triggers.iter().any(TriggerReport::is_interrupted);
-        let previous = self.state.pushed(archive).flatten();
-        let unfinished = total.saturating_sub(ended.load(std::sync::atomic::Ordering::SeqCst));
-        self.shared.metrics.push_ended(&report, unfinished, previous.as_deref());
-        if interrupted {
-            tracing::warn!(%archive, %version, "push interrupted; it stays due and resumes at the next start");
-        } else {
-            if let Err(e) = self.state.set_pushed(archive, Some(&version)) {
-                tracing::error!(%archive, error = %e, "cannot record the pushed version");
-            }
-            match Arc::into_inner(journal) {
-                Some(Some(j)) => {
-                    if let Err(e) = j.finish() {
-                        tracing::error!(%archive, error = %e, "cannot clear the due push");
-                    }
-                }
-                Some(None) => {}
-                None => tracing::error!(%archive, "the due push journal is still in use; it stays due"),
-            }
+        (report, ended.load(Ordering::SeqCst))
+    }
+
+    /// Records `version` as pushed and clears the due push.
+    fn record_pushed(&self, archive: &str, version: &str, journal: Arc<Option<Journal>>) {
+        if let Err(e) = self.state.set_pushed(archive, Some(version)) {
+            tracing::error!(%archive, error = %e, "cannot record the pushed version");
         }
-        self.defer(&report);
-        log_summary(&report);
-        self.finish_status(archive, report, !interrupted);
-        notify_systemd(&[sd_notify::NotifyState::Status("watching")]);
+        match Arc::into_inner(journal) {
+            Some(Some(j)) => {
+                if let Err(e) = j.finish() {
+                    tracing::error!(%archive, error = %e, "cannot clear the due push");
+                }
+            }
+            Some(None) => {}
+            None => tracing::error!(%archive, "the due push journal is still in use; it stays due"),
+        }
     }
 
     /// Engine options of a daemon push: metrics, `also` per ended trigger, and the hard stop.
