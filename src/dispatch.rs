@@ -19,7 +19,7 @@ use crate::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
 use crate::plan::{Plan, PlanEntry};
 use crate::ratelimit::{Admission, RateLimits};
 use crate::report::TriggerReport;
-use crate::transport::{Attempt, AttemptError, Trigger, TriggerRequest};
+use crate::transport::{Attempt, AttemptError, Downstream, Trigger, TriggerRequest};
 use crate::units::millis;
 
 /// Called with each trigger's report as soon as it is known (progress bars, live status).
@@ -89,7 +89,7 @@ struct Job {
 impl Job {
     fn request(&self, stage: Stage) -> TriggerRequest<'_> {
         TriggerRequest {
-            mirror: &self.mirror,
+            mirror: Downstream::of(&self.mirror),
             archive: &self.archive,
             stage,
             serial: self.serial.as_deref(),
@@ -382,7 +382,7 @@ mod tests {
 
     impl Trigger for Scripted {
         async fn fire(&self, req: TriggerRequest<'_>, _attempt: &Attempt) -> AttemptResult {
-            let name = req.mirror.name.clone();
+            let name = req.mirror.name.to_string();
             self.attempts.lock().unwrap().push((name.clone(), Instant::now()));
             if let Some(d) = self.delay.get(&name) {
                 tokio::time::sleep(*d).await;

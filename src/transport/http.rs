@@ -229,6 +229,7 @@ mod tests {
     use crate::config::Transport;
     use crate::model::Stage;
     use crate::secret::Secret;
+    use crate::transport::Downstream;
 
     /// One GET at `url` through the production client and [`HttpTransport::fire`], bounded by
     /// `timeout` (the mirror's `timeout:`); the request must fail.
@@ -244,7 +245,13 @@ mod tests {
             hmac_secret: None,
         };
         mirror.transport = Transport::Http(target.clone());
-        let req = TriggerRequest { mirror: &mirror, archive: "debian", stage: Stage::All, serial: None, mhop: false };
+        let req = TriggerRequest {
+            mirror: Downstream::of(&mirror),
+            archive: "debian",
+            stage: Stage::All,
+            serial: None,
+            mhop: false,
+        };
         HttpTransport::new().unwrap().fire(&target, req).await.unwrap_err()
     }
 

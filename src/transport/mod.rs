@@ -19,11 +19,46 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::config::{Config, HttpMethod, Mirror, Transport};
 use crate::model::{ErrorClass, Stage};
 
+/// What a transport knows of a mirror: where it is, what to say and how long to wait. Retries,
+/// backoff and rate limits are the engine's, and out of a transport's reach.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream<'a> {
+    /// The mirror's name (logs and messages).
+    pub name: &'a str,
+    /// How to reach it.
+    pub transport: &'a Transport,
+    /// Its own command template, instead of the ftpsync words.
+    pub command: Option<&'a str>,
+    /// Connect/answer timeout of one attempt.
+    pub timeout: Duration,
+    /// How long to wait for its sync, when waited for.
+    pub sync_timeout: Duration,
+    /// Wait for the remote sync to end (stage 1 always waits).
+    pub wait_for_sync: bool,
+    /// A remote exit code that means "busy, re-run queued": delivered.
+    pub busy_exit: Option<i32>,
+}
+
+impl<'a> Downstream<'a> {
+    /// The transport's view of `mirror`.
+    pub fn of(mirror: &'a Mirror) -> Self {
+        Downstream {
+            name: &mirror.name,
+            transport: &mirror.transport,
+            command: mirror.command.as_deref(),
+            timeout: mirror.timeout,
+            sync_timeout: mirror.sync_timeout,
+            wait_for_sync: mirror.wait_for_sync,
+            busy_exit: mirror.busy_exit,
+        }
+    }
+}
+
 /// One trigger, as a transport sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct TriggerRequest<'a> {
     /// The mirror to trigger.
-    pub mirror: &'a Mirror,
+    pub mirror: Downstream<'a>,
     /// The archive to sync.
     pub archive: &'a str,
     /// Which stage.
@@ -39,7 +74,7 @@ impl TriggerRequest<'_> {
     /// The ftpsync command string: `sync:archive:debian sync:all`, with `sync:mhop` when
     /// [`TriggerRequest::mhop`], or the mirror's own `command:` template.
     pub fn command_string(&self) -> String {
-        if let Some(template) = &self.mirror.command {
+        if let Some(template) = self.mirror.command {
             return self.substitute(template);
         }
         let mhop = if self.mhop { " sync:mhop" } else { "" };
@@ -134,7 +169,7 @@ pub trait Trigger: Send + Sync + 'static {
 
 /// What a trigger would do, for dry runs: the SSH command or the HTTP method and redacted URL.
 pub fn describe(req: &TriggerRequest<'_>) -> String {
-    match &req.mirror.transport {
+    match req.mirror.transport {
         Transport::Ssh(t) => format!("ssh {t} \"{}\"", req.command_string()),
         Transport::Http(t) => {
             let method = match t.method {
@@ -176,7 +211,7 @@ impl Trigger for Transports {
     // then wait for a permit), and an unboxed SSH handshake future inside each task would reserve
     // its full size up front — about 9 KiB per trigger, 90 MB for 10,000 mirrors.
     async fn fire(&self, req: TriggerRequest<'_>, attempt: &Attempt) -> AttemptResult {
-        match (&req.mirror.transport, &self.ssh) {
+        match (req.mirror.transport, &self.ssh) {
             (Transport::Http(target), _) => Box::pin(self.http.fire(target, req)).await,
             (Transport::Ssh(target), Some(ssh)) => Box::pin(ssh.fire(target, req, attempt)).await,
             (Transport::Ssh(_), None) => {
