@@ -4,20 +4,37 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: clap definitions of the command line.
-//! - [`commands`]: what each subcommand does; maps results to exit codes 0 / 1 / 2.
+//! A push flows one way: **config → plan → dispatch → transport → outcome → report**. The daemon
+//! adds a source of pushes in front (watch → daemon → push) and readers behind (server);
+//! `receive` is another source on a downstream (trigger → sync command → push of the next tier).
+//! Nothing reaches back: dispatch only knows [`transport::Trigger`], so its retry and rate-limit
+//! logic is tested with scripted fakes under paused time, and transports against real servers.
+//! No module imports one that imports it back; `tests/it/layout.rs` fails the build if one does.
+//!
+//! Leaves (use nothing of the crate; everything may use them):
+//! - [`model`]: the vocabulary — `Stage`, `ErrorClass`, `Outcome`, `SkipReason`, `Timestamp`.
+//! - [`output`]: output `Format`, printing tables and JSON, and `exit_code`, the one mapping from
+//!   how a command ended to exit status 0 / 1 / 2.
+//! - [`units`]: durations, rate limits (`N/period`), millisecond formatting.
+//! - [`secret`]: values that never print. [`clock`]: wall time that follows tokio's clock.
+//!   [`signature`]: HMAC-signed HTTP triggers (sender and receiver side).
+//!
+//! The push, in flow order:
 //! - [`config`]: loads the main YAML file and `mirrors.d/`, reports every error as
-//!   `path:line:col: field: message`.
-//! - [`plan`]: configuration + push request → which mirror gets which stage.
+//!   `path:line:col: field: message`, positions from the YAML parser.
+//! - [`plan`]: configuration + push request → which mirror gets which stage, or why it is skipped.
 //! - [`dispatch`]: the fan-out engine — semaphore, rate limits, retries, backoff → one outcome
 //!   per trigger.
-//! - [`ratelimit`]: governor limiters per mirror, state persisted in `state_dir`.
-//! - [`transport`]: the `Trigger` interface; [`transport::http`] (reqwest), [`transport::ssh`]
-//!   (russh client, host key checks) and [`transport::known_hosts`] (pushmirror's own file).
-//! - [`keys`]: the sender's SSH key — loading it safely, `keygen`, the `authorized_keys` line.
-//! - [`hostkeys`]: `hostkeys scan`, recording mirrors' host keys in pushmirror's known_hosts.
+//! - [`ratelimit`]: governor limiters per mirror, their sends persisted in `state_dir`.
+//! - [`transport`]: the `Trigger` interface and the `Downstream` it is handed; [`transport::http`]
+//!   (reqwest), [`transport::ssh`] (russh client, host key checks) and [`transport::known_hosts`].
 //! - [`report`]: the report model (JSON, table) and the bounded history on disk.
 //! - [`push`]: one push from plan to stored report, shared by every command that pushes.
+//!
+//! Around it:
+//! - [`cli`]: clap definitions of the command line; [`commands`]: what each subcommand does.
+//! - [`keys`]: the sender's SSH key — loading it safely, `keygen`, the `authorized_keys` line.
+//! - [`hostkeys`]: `hostkeys scan`, recording mirrors' host keys in pushmirror's known_hosts.
 //! - [`runmirrors`]: archvsync compatibility — the `runmirrors` CLI (also as an argv\[0\] symlink)
 //!   that a hub's ftpsync calls, and `import-runmirrors` ([`runmirrors::import`]).
 //! - [`watch`]: an archive's version from its trace file, and update-completion detection
@@ -25,19 +42,11 @@
 //! - [`daemon`]: the watch → push loop: coalescing, journalled due pushes ([`daemon::state`]),
 //!   deferred triggers, SIGHUP reload generations, SIGTERM drain.
 //! - [`server`]: the daemon's status server (`/status`, `/metrics`, `/`, `/healthz`) and metrics.
-//! - [`demo`]: in-process receivers used by `demo`, the tests and the benchmarks.
-//! - [`signature`]: HMAC-signed HTTP triggers (sender and receiver side).
 //! - [`receive`]: the downstream side, `pushmirror receive` — authenticates HTTP triggers, runs
 //!   the local sync command (one at a time per archive, later triggers coalesce into one queued
 //!   run), then may push the next tier through [`push`].
-//! - [`clock`], [`secret`], [`fsutil`]: wall time that follows tokio's clock; values that never
-//!   print; atomic file writes.
-//!
-//! A push flows one way: config → plan → dispatch → transport → outcome → report. The daemon
-//! adds a source of pushes in front (watch → daemon → push) and readers behind (server);
-//! `receive` is another source on a downstream (trigger → sync command → push of the next tier).
-//! Nothing reaches back: dispatch only knows [`transport::Trigger`], so its retry and rate-limit
-//! logic is tested with scripted fakes under paused time, and transports against real servers.
+//! - [`demo`]: in-process receivers used by `demo`, the tests and the benchmarks.
+//! - [`fsutil`]: atomic file writes; secret files only their owner may read.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
