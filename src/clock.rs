@@ -1,27 +1,60 @@
-//! Wall-clock time that follows tokio's clock, so that paused-time tests move it too.
+//! Wall-clock time: the OS clock in production, read afresh every time (an NTP step after start is
+//! seen, and every process compares the same time); a clock that follows tokio's for tests whose
+//! waiting logic runs under paused time.
 
 use std::time::{Duration, SystemTime};
 
-/// Wall time anchored once and advanced by `tokio::time::Instant`.
+/// Where the wall time comes from.
 #[derive(Debug, Clone)]
-pub struct Clock {
-    anchor_wall: SystemTime,
-    anchor: tokio::time::Instant,
+pub struct Clock(Source);
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// `SystemTime::now()` at every call.
+    Os,
+    /// Wall time anchored once and advanced by `tokio::time::Instant` (tests under paused time).
+    Tokio { anchor_wall: SystemTime, anchor: tokio::time::Instant },
 }
 
 impl Clock {
-    /// Anchored at the real current time.
+    /// The OS wall clock: what is stored on disk or compared across processes.
     pub fn system() -> Self {
-        Clock { anchor_wall: SystemTime::now(), anchor: tokio::time::Instant::now() }
+        Clock(Source::Os)
+    }
+
+    /// Wall time that moves with tokio's clock, for tests of waiting logic under
+    /// `tokio::time::pause`; never for time that another process reads.
+    pub fn following_tokio() -> Self {
+        Clock(Source::Tokio { anchor_wall: SystemTime::now(), anchor: tokio::time::Instant::now() })
     }
 
     /// The current wall time.
     pub fn now(&self) -> SystemTime {
-        self.anchor_wall + self.anchor.elapsed()
+        match &self.0 {
+            Source::Os => SystemTime::now(),
+            Source::Tokio { anchor_wall, anchor } => anchor_wall.checked_add(anchor.elapsed()).unwrap_or(*anchor_wall),
+        }
     }
 
     /// How long from now until `t` (zero if it has passed).
     pub fn until(&self, t: SystemTime) -> Duration {
         t.duration_since(self.now()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_system_clock_is_the_os_clock_not_an_anchor_that_tokio_moves() {
+        let system = Clock::system();
+        let following = Clock::following_tokio();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        // The OS clock did not move by an hour; only the test clock did.
+        let drift = system.now().duration_since(SystemTime::now()).unwrap_or_default();
+        assert!(drift < Duration::from_secs(60), "system clock ran ahead of the OS clock by {drift:?}");
+        let ahead = following.now().duration_since(SystemTime::now()).unwrap_or_default();
+        assert!(ahead >= Duration::from_secs(3500), "the test clock follows tokio: {ahead:?}");
     }
 }

@@ -407,7 +407,7 @@ mod tests {
 
     fn engine(fake: Scripted, concurrency: usize, state: &std::path::Path) -> (Engine<Scripted>, Arc<Scripted>) {
         let fake = Arc::new(fake);
-        let clock = Clock::system();
+        let clock = Clock::following_tokio();
         let limits = RateLimits::persistent(state, clock.clone());
         (Engine::new(Arc::clone(&fake), concurrency, limits, clock), fake)
     }
@@ -568,7 +568,7 @@ mod tests {
     #[tokio::test]
     async fn a_trigger_whose_task_panics_still_ends_in_a_failed_row() {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Clock::system();
+        let clock = Clock::following_tokio();
         let engine = Engine::new(Arc::new(Panicky), 4, RateLimits::persistent(dir.path(), clock.clone()), clock);
         let mut staged = mirror("boom");
         staged.kind = MirrorKind::Staged;

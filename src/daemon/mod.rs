@@ -43,6 +43,9 @@ pub struct Control {
     pub shutdown: CancellationToken,
     /// One message per SIGHUP.
     pub reload: mpsc::UnboundedReceiver<()>,
+    /// Wall time: [`Clock::system`] in production; tests of waiting logic under paused time pass
+    /// [`Clock::following_tokio`].
+    pub clock: Clock,
 }
 
 /// A running daemon.
@@ -93,7 +96,7 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
         deferred_changed: Notify::new(),
         hard_stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
-        clock: Clock::system(),
+        clock: control.clock.clone(),
     });
     let generation = Generation::start(config, &shared).context("cannot start")?;
     let server_stop = CancellationToken::new();

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use pushmirror::clock::Clock;
 use pushmirror::daemon::{Control, Daemon};
 use pushmirror::demo::{HttpReceiver, Reply};
 use pushmirror::report::DaemonStatus;
@@ -28,7 +29,7 @@ struct Running {
 async fn start(f: &Fixture) -> Running {
     let shutdown = CancellationToken::new();
     let (reload, rx) = mpsc::unbounded_channel();
-    let control = Control { shutdown: shutdown.clone(), reload: rx };
+    let control = Control { shutdown: shutdown.clone(), reload: rx, clock: Clock::following_tokio() };
     let daemon = pushmirror::daemon::start(f.config_path(), f.config(), control, Duration::from_secs(5)).await.unwrap();
     Running { daemon, shutdown, reload }
 }
