@@ -112,6 +112,23 @@ async fn the_line_printed_by_keygen_works_when_pasted_verbatim() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_command_with_a_backslash_runs_as_written() {
+    if !sshd::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let f = installation();
+    // A single-quoted backslash reaches printf as is; the double quotes need sshd's `\"`.
+    let sshd = Sshd::start(&key_line(&f, &format!("printf '%s' 'a\\b' > \"{}\"", out.display())));
+    mirror_on(&f, &sshd, "");
+    let report = push(&f).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.exit_code), (Outcome::Ok, Some(0)), "{r:?}\n{}", sshd.log());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\\b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_command_still_running_at_timeout_is_ok_still_running() {
     let Some(d) = downstream("sleep 30", "timeout: 2s\n") else { return };
     let started = std::time::Instant::now();
