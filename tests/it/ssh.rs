@@ -187,6 +187,23 @@ async fn strict_known_hosts_accepts_a_recorded_key_and_refuses_an_unknown_host()
 }
 
 #[tokio::test]
+async fn a_hashed_known_hosts_entry_matches_a_host_name_written_in_capitals() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Exit(0)).await;
+    // What ssh records (the name in lower case, hashed by `HashKnownHosts yes` or `ssh-keygen -H`).
+    let known_hosts = f.path("known_hosts");
+    std::fs::write(&known_hosts, format!("[localhost]:{} {}\n", rx.port(), rx.host_key_line())).unwrap();
+    let hashed = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&known_hosts).output().unwrap();
+    assert!(hashed.status.success(), "{}", String::from_utf8_lossy(&hashed.stderr));
+    assert!(std::fs::read_to_string(&known_hosts).unwrap().starts_with("|1|"));
+    f.mirror("m", &format!("ssh: {{ host: LocalHost, port: {}, user: archvsync }}\nretries: 0\n", rx.port()));
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(rx.log().count(), 1);
+}
+
+#[tokio::test]
 async fn accept_new_records_the_first_key_and_refuses_a_changed_one() {
     let (f, client) = installation("host_key_policy: accept-new\n");
     let first = receiver(&client, Behaviour::Exit(0)).await;
