@@ -86,7 +86,7 @@ async fn a_push_execs_exactly_the_ftpsync_command_once() {
     assert_eq!(r.note, None);
     let execs = rx.log().execs();
     assert_eq!(execs.len(), 1);
-    assert_eq!(execs[0].command, "sync:archive:debian sync:all");
+    assert_eq!(execs[0].command, " sync:archive:debian sync:all");
     assert_eq!(execs[0].user, "archvsync");
     assert_eq!(execs[0].auth_algorithm, "ssh-ed25519");
 }
@@ -244,7 +244,7 @@ async fn stage_one_waits_for_the_downstream_before_stage_two_is_sent() {
     assert_eq!((rows[1].0.as_str(), rows[1].1, rows[1].2), ("stage2", Outcome::Ok, None));
     let execs = rx.log().execs();
     let commands: Vec<&str> = execs.iter().map(|e| e.command.as_str()).collect();
-    assert_eq!(commands, ["sync:archive:debian sync:stage1", "sync:archive:debian sync:stage2"]);
+    assert_eq!(commands, [" sync:archive:debian sync:stage1", " sync:archive:debian sync:stage2"]);
     assert!(execs[1].at - execs[0].at >= Duration::from_secs(3), "stage 2 only after stage 1 ended");
 }
 
