@@ -142,7 +142,7 @@ async fn openssh_client(
     let script = format!(
         "xargs -P {parallel} -I PORT ssh -n -p PORT -l bench -i {key} -o BatchMode=yes -o ConnectTimeout=45 \
          -o ServerAliveInterval=45 -o PasswordAuthentication=no -o StrictHostKeyChecking=yes \
-         -o UserKnownHostsFile={kh} -o LogLevel=ERROR 127.0.0.1 'sync:archive:debian sync:all'",
+         -o UserKnownHostsFile={kh} -o LogLevel=ERROR 127.0.0.1 ' sync:archive:debian sync:all'",
         key = root.join("id_ed25519").display(),
         kh = root.join("known_hosts.openssh").display(),
     );

@@ -157,12 +157,20 @@ pub fn authorized_keys_options(command: &str, from: Option<&str>) -> Result<Stri
     Ok(options)
 }
 
-/// sshd reads option values up to the next unescaped `"`; a newline would end the line.
+/// `value` as sshd reads it back between the quotes of an option: sshd turns `\"` into `"` and
+/// leaves every other backslash alone, so only `"` is escaped. What it cannot read back is
+/// refused: a line break or NUL ends the line or the string, and a final backslash would turn the
+/// closing quote into `\"`.
 fn quote_option(value: &str, flag: &str) -> Result<String, String> {
-    if value.contains(['\n', '\r']) {
-        return Err(format!("{flag} must be a single line"));
+    for (c, name) in [('\n', "a newline"), ('\r', "a carriage return"), ('\0', "a NUL")] {
+        if value.contains(c) {
+            return Err(format!("{flag} cannot contain {name}: sshd could not read it back"));
+        }
     }
-    Ok(value.replace('\\', "\\\\").replace('"', "\\\""))
+    if value.ends_with('\\') {
+        return Err(format!("{flag} cannot end with a backslash: sshd would read it and the closing quote as `\\\"`"));
+    }
+    Ok(value.replace('"', "\\\""))
 }
 
 /// `pushmirror@HOST`, the comment of a new key, so downstreams can tell whose key it is.
@@ -224,5 +232,23 @@ mod tests {
         let line = authorized_keys_line(&public, "say \"hi\"", None).unwrap();
         assert!(line.contains(",command=\"say \\\"hi\\\"\" ssh-ed25519 ") && !line.contains("from="), "{line}");
         assert!(authorized_keys_line(&public, "a\nb", None).is_err());
+    }
+
+    #[test]
+    fn a_backslash_in_the_forced_command_is_written_once() {
+        // sshd unescapes only `\"` in option values; every other backslash reaches the shell as is.
+        let options = authorized_keys_options(r#"printf '%s' 'a\b' > "/tmp/x y""#, None).unwrap();
+        assert!(options.ends_with(r#",command="printf '%s' 'a\b' > \"/tmp/x y\"""#), "{options}");
+    }
+
+    #[test]
+    fn values_sshd_cannot_read_back_are_refused() {
+        for (command, why) in
+            [("a\nb", "newline"), ("a\rb", "carriage return"), ("a\0b", "NUL"), ("echo a\\", "backslash")]
+        {
+            let err = authorized_keys_options(command, None).unwrap_err();
+            assert!(err.starts_with("--command ") && err.contains(why), "{command:?}: {err}");
+        }
+        assert!(authorized_keys_options("x", Some("10.0.0.1\0")).unwrap_err().starts_with("--from "));
     }
 }

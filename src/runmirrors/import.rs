@@ -564,7 +564,7 @@ impl Target {
             (Some(ours), Some(theirs)) if ours != theirs => {
                 out.push_str(&format!("archives: [{}]\n", quoted(ours)));
                 out.push_str(&format!("# runmirrors told this mirror the archive is `{theirs}`.\n"));
-                out.push_str(&format!("command: {}\n", quoted(&format!("sync:archive:{theirs} sync:{{stage}}"))));
+                out.push_str(&format!("command: {}\n", quoted(&format!(" sync:archive:{theirs} sync:{{stage}}"))));
             }
             (Some(archive), _) | (None, Some(archive)) => out.push_str(&format!("archives: [{}]\n", quoted(archive))),
             (None, None) => {}
@@ -619,6 +619,6 @@ mod tests {
         assert_eq!(c.findings.lost_count(), 1, "{:?}", c.findings);
         assert!(c.findings.0[0].to_string().starts_with("runmirrors-debian.mirror:1: archive `debian-archive`"));
         assert!(yaml.contains("archives: [\"debian\"]\n"), "{yaml}");
-        assert!(yaml.contains("command: \"sync:archive:debian-archive sync:{stage}\"\n"), "{yaml}");
+        assert!(yaml.contains("command: \" sync:archive:debian-archive sync:{stage}\"\n"), "{yaml}");
     }
 }

@@ -32,19 +32,33 @@ impl HttpTransport {
         Ok(HttpTransport { client })
     }
 
-    /// Sends one trigger to `target`, bounded by the mirror's timeout.
+    /// Sends one trigger to `target`: the answer's status line and headers are bounded by the
+    /// mirror's timeout, its body by [`body_bound`]. A 2xx status is a delivered trigger, however
+    /// slowly the body follows.
     pub async fn fire(&self, target: &HttpTarget, req: TriggerRequest<'_>) -> AttemptResult {
         let timeout = req.mirror.timeout;
-        match tokio::time::timeout(timeout, self.exchange(target, req)).await {
-            Ok(result) => result,
-            Err(_) => Err(AttemptError::transient(
-                ErrorClass::Timeout,
-                format!("no answer within {}", humantime::format_duration(timeout)),
-            )),
-        }
+        let response = match tokio::time::timeout(timeout, self.send(target, req)).await {
+            Ok(response) => response?,
+            Err(_) => {
+                return Err(AttemptError::transient(
+                    ErrorClass::Timeout,
+                    format!("no answer within {}", humantime::format_duration(timeout)),
+                ));
+            }
+        };
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = drain_body(response, body_bound(timeout)).await;
+        judge(status, retry_after).map(|mut delivered| {
+            if body == Body::Abandoned {
+                delivered.note = Some(BODY_ABANDONED.to_string());
+            }
+            delivered
+        })
     }
 
-    async fn exchange(&self, target: &HttpTarget, req: TriggerRequest<'_>) -> AttemptResult {
+    /// Sends the request; resolves once the answer's status line and headers have arrived.
+    async fn send(&self, target: &HttpTarget, req: TriggerRequest<'_>) -> Result<Response, AttemptError> {
         let url = target.url.expose().as_str();
         let mut builder = match target.method {
             HttpMethod::Get => self.client.get(url),
@@ -75,11 +89,7 @@ impl HttpTransport {
         if let Some(token) = &target.bearer_token {
             builder = builder.bearer_auth(token.expose());
         }
-        let response = builder.send().await.map_err(classify)?;
-        let status = response.status();
-        let retry_after = retry_after(response.headers());
-        drain_body(response).await;
-        judge(status, retry_after)
+        builder.send().await.map_err(classify)
     }
 }
 
@@ -95,14 +105,44 @@ fn headers(target: &HttpTarget, req: &TriggerRequest<'_>) -> Result<HeaderMap, A
     Ok(map)
 }
 
-/// Reads at most [`MAX_BODY`] bytes so the connection can be reused, and drops the rest.
-async fn drain_body(mut response: Response) {
-    let mut read = 0;
-    while read < MAX_BODY {
-        match response.chunk().await {
-            Ok(Some(chunk)) => read += chunk.len(),
-            _ => break,
+/// The longest an answer's body is read for, and never longer than the mirror's `timeout`.
+pub const MAX_BODY_TIME: Duration = Duration::from_secs(2);
+
+/// The note of a delivered trigger whose answer's body did not arrive within [`body_bound`].
+pub const BODY_ABANDONED: &str = "body not read to the end";
+
+/// How long the body of an answer is read for: the status line has already decided the outcome,
+/// so a body that dribbles in must neither hold the attempt nor turn a delivered trigger into a
+/// timeout (and a retry that triggers the mirror again). An attempt thus ends within `timeout` +
+/// [`MAX_BODY_TIME`], well inside the engine's outer budget for it.
+pub fn body_bound(timeout: Duration) -> Duration {
+    timeout.min(MAX_BODY_TIME)
+}
+
+/// How reading an answer's body ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Body {
+    /// It ended, failed, or reached [`MAX_BODY`]: nothing more is worth waiting for.
+    Done,
+    /// It was still arriving after the bound and was dropped with its connection.
+    Abandoned,
+}
+
+/// Reads at most [`MAX_BODY`] bytes for at most `within`, so that the connection can be reused,
+/// and drops the rest.
+async fn drain_body(mut response: Response, within: Duration) -> Body {
+    let read = async {
+        let mut read = 0;
+        while read < MAX_BODY {
+            match response.chunk().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                _ => break,
+            }
         }
+    };
+    match tokio::time::timeout(within, read).await {
+        Ok(()) => Body::Done,
+        Err(_) => Body::Abandoned,
     }
 }
 

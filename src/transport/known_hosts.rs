@@ -18,9 +18,12 @@ use sha1::Sha1;
 
 use crate::keys::same_key;
 
-/// The name a host is recorded under: `host` on port 22, else `[host]:port`.
+/// The name a host is recorded under, as ssh forms it: the host name in lower case, on port 22
+/// as is, else `[host]:port`. A hashed entry is the hash of exactly this text, so a mirror
+/// configured as `Mirror.Example.org` must be looked up as `mirror.example.org`.
 pub fn host_entry_name(host: &str, port: u16) -> String {
-    if port == 22 { host.to_string() } else { format!("[{host}]:{port}") }
+    let host = host.to_ascii_lowercase();
+    if port == 22 { host } else { format!("[{host}]:{port}") }
 }
 
 /// One usable line of a known_hosts file.
@@ -305,6 +308,19 @@ mod tests {
         assert!(matches!(judge(&entries, "[mirror.example.net]:2222", &k), Verdict::Known));
         assert!(matches!(judge(&entries, "plain.example.net", &k), Verdict::Known));
         assert!(matches!(judge(&entries, "mirror.example.net", &k), Verdict::Unknown));
+    }
+
+    #[test]
+    fn hashed_entries_match_the_host_name_in_any_case() {
+        // ssh lowercases the name before it hashes it, as it does before it compares patterns.
+        let k = key();
+        let text = line(&hashed("mirror.example.org", b"0123456789abcdefghij"), &k)
+            + &line(&hashed("[mirror.example.org]:2222", b"salt-two-salt-two-xx"), &k);
+        let entries = parse(&text);
+        for (host, port) in [("Mirror.Example.org", 22), ("MIRROR.EXAMPLE.ORG", 2222), ("mirror.example.org", 22)] {
+            let name = host_entry_name(host, port);
+            assert!(matches!(judge(&entries, &name, &k), Verdict::Known), "{name}");
+        }
     }
 
     #[test]

@@ -71,14 +71,17 @@ pub struct TriggerRequest<'a> {
 }
 
 impl TriggerRequest<'_> {
-    /// The ftpsync command string: `sync:archive:debian sync:all`, with `sync:mhop` when
-    /// [`TriggerRequest::mhop`], or the mirror's own `command:` template.
+    /// The ftpsync command string byte for byte as archvsync's runmirrors sends it:
+    /// `" sync:archive:debian sync:all"`, with ` sync:mhop` before the stage when
+    /// [`TriggerRequest::mhop`]; or the mirror's own `command:` template. The leading space is
+    /// runmirrors' (ftpsync ignores it), kept because downstream wrappers compare
+    /// `$SSH_ORIGINAL_COMMAND` with the exact string.
     pub fn command_string(&self) -> String {
         if let Some(template) = self.mirror.command {
             return self.substitute(template);
         }
         let mhop = if self.mhop { " sync:mhop" } else { "" };
-        format!("sync:archive:{}{} sync:{}", self.archive, mhop, self.stage)
+        format!(" sync:archive:{}{} sync:{}", self.archive, mhop, self.stage)
     }
 
     /// Replaces `{archive}`, `{stage}` and `{serial}` in `template`.

@@ -80,7 +80,7 @@ async fn a_push_delivers_exactly_the_ftpsync_string_to_the_forced_command() {
     let report = push(&d.f).await;
     let r = row(&report, "m");
     assert_eq!((r.outcome, r.attempts, r.exit_code), (Outcome::Ok, 1, Some(0)), "{r:?}\n{}", d.sshd.log());
-    assert_eq!(std::fs::read_to_string(&d.received).unwrap(), "sync:archive:debian sync:all\n");
+    assert_eq!(std::fs::read_to_string(&d.received).unwrap(), " sync:archive:debian sync:all\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +108,24 @@ async fn the_line_printed_by_keygen_works_when_pasted_verbatim() {
     mirror_on(&f, &sshd, "");
     let out = f.cli(&["push", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}\n{}", stderr(&out), sshd.log());
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "sync:archive:debian sync:all\n");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), " sync:archive:debian sync:all\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_command_with_a_backslash_runs_as_written() {
+    if !sshd::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let f = installation();
+    // A single-quoted backslash reaches printf as is; the double quotes need sshd's `\"`.
+    let sshd = Sshd::start(&key_line(&f, &format!("printf '%s' 'a\\b' > \"{}\"", out.display())));
+    mirror_on(&f, &sshd, "");
+    let report = push(&f).await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.exit_code), (Outcome::Ok, Some(0)), "{r:?}\n{}", sshd.log());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\\b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +267,7 @@ async fn three_tiers_chain_through_runmirrors() {
     let runmirrors_log = std::fs::read_to_string(work.path().join("runmirrors.log")).unwrap_or_default();
     assert_eq!(
         std::fs::read_to_string(&tier2_log).unwrap_or_default(),
-        "sync:archive:debian sync:all\n",
+        " sync:archive:debian sync:all\n",
         "tier 2 did not get the chained trigger; runmirrors said:\n{runmirrors_log}"
     );
     let tier1_trace = std::fs::read_to_string(tier1.path("archive/project/trace/master")).unwrap();

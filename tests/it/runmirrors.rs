@@ -17,11 +17,16 @@ use russh::keys::PublicKey;
 use crate::common::{Fixture, row, run_bin, stderr, stdout};
 
 const IDENTITY: &str = "keys/id_ed25519";
-const STAGE1: &str = "sync:archive:debian sync:stage1";
-const STAGE2: &str = "sync:archive:debian sync:stage2";
-const ALL: &str = "sync:archive:debian sync:all";
-const MHOP1: &str = "sync:archive:debian sync:mhop sync:stage1";
-const MHOP2: &str = "sync:archive:debian sync:mhop sync:stage2";
+// What archvsync's runmirrors (ftpsync 20180513+nmu1, `signal()`) gives ssh as the remote
+// command, byte for byte: it builds `PUSHARGS=" sync:archive:${PUSHARCHIVE}"`, appends
+// ` sync:mhop` for an mhop mirror in an mhop push, and passes `"${PUSHARGS} sync:STAGE"` as one
+// argument, so the command starts with a space. Downstream wrappers compare
+// `$SSH_ORIGINAL_COMMAND` with exactly these strings.
+const STAGE1: &str = " sync:archive:debian sync:stage1";
+const STAGE2: &str = " sync:archive:debian sync:stage2";
+const ALL: &str = " sync:archive:debian sync:all";
+const MHOP1: &str = " sync:archive:debian sync:mhop sync:stage1";
+const MHOP2: &str = " sync:archive:debian sync:mhop sync:stage2";
 
 /// An installation whose sender key is `keys/id_ed25519`; returns its public key.
 fn installation() -> (Fixture, PublicKey) {
@@ -90,6 +95,19 @@ async fn stage_two_waits_for_the_last_stage_one_and_all_mirrors_do_not_wait() {
     assert_eq!(plain.log().commands(), [ALL]);
     assert!(plain.log().execs()[0].at - start < Duration::from_secs(1), "the all mirror waited for stage 1");
     assert_eq!(row(&report, "plain").outcome, Outcome::Ok);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_kind_of_ssh_trigger_is_byte_for_byte_what_runmirrors_sends() {
+    let tier = Tier::new().await;
+    // runmirrors' default kind: a complete push, hubs told sync:mhop.
+    let report = tier.f.push(PushRequest::default()).await;
+    assert_eq!(report.summary.ok, 5, "{}", report.to_table());
+    // The receiver records the exec request's bytes; comparing strings compares them all.
+    let received = |name: &str| tier.receivers[name].log().commands();
+    assert_eq!(received("leaf"), [ALL]);
+    assert_eq!(received("staged"), [STAGE1, STAGE2]);
+    assert_eq!(received("hub"), [MHOP1, MHOP2]);
 }
 
 /// A `runmirrors` symlink to the pushmirror binary in a fresh directory.

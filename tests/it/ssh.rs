@@ -86,7 +86,7 @@ async fn a_push_execs_exactly_the_ftpsync_command_once() {
     assert_eq!(r.note, None);
     let execs = rx.log().execs();
     assert_eq!(execs.len(), 1);
-    assert_eq!(execs[0].command, "sync:archive:debian sync:all");
+    assert_eq!(execs[0].command, " sync:archive:debian sync:all");
     assert_eq!(execs[0].user, "archvsync");
     assert_eq!(execs[0].auth_algorithm, "ssh-ed25519");
 }
@@ -187,6 +187,23 @@ async fn strict_known_hosts_accepts_a_recorded_key_and_refuses_an_unknown_host()
 }
 
 #[tokio::test]
+async fn a_hashed_known_hosts_entry_matches_a_host_name_written_in_capitals() {
+    let (f, client) = installation("");
+    let rx = receiver(&client, Behaviour::Exit(0)).await;
+    // What ssh records (the name in lower case, hashed by `HashKnownHosts yes` or `ssh-keygen -H`).
+    let known_hosts = f.path("known_hosts");
+    std::fs::write(&known_hosts, format!("[localhost]:{} {}\n", rx.port(), rx.host_key_line())).unwrap();
+    let hashed = std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(&known_hosts).output().unwrap();
+    assert!(hashed.status.success(), "{}", String::from_utf8_lossy(&hashed.stderr));
+    assert!(std::fs::read_to_string(&known_hosts).unwrap().starts_with("|1|"));
+    f.mirror("m", &format!("ssh: {{ host: LocalHost, port: {}, user: archvsync }}\nretries: 0\n", rx.port()));
+    let report = f.push(PushRequest::default()).await;
+    let r = row(&report, "m");
+    assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+    assert_eq!(rx.log().count(), 1);
+}
+
+#[tokio::test]
 async fn accept_new_records_the_first_key_and_refuses_a_changed_one() {
     let (f, client) = installation("host_key_policy: accept-new\n");
     let first = receiver(&client, Behaviour::Exit(0)).await;
@@ -227,7 +244,7 @@ async fn stage_one_waits_for_the_downstream_before_stage_two_is_sent() {
     assert_eq!((rows[1].0.as_str(), rows[1].1, rows[1].2), ("stage2", Outcome::Ok, None));
     let execs = rx.log().execs();
     let commands: Vec<&str> = execs.iter().map(|e| e.command.as_str()).collect();
-    assert_eq!(commands, ["sync:archive:debian sync:stage1", "sync:archive:debian sync:stage2"]);
+    assert_eq!(commands, [" sync:archive:debian sync:stage1", " sync:archive:debian sync:stage2"]);
     assert!(execs[1].at - execs[0].at >= Duration::from_secs(3), "stage 2 only after stage 1 ended");
 }
 
