@@ -98,10 +98,15 @@ async fn daemon(cli: &Cli, grace: Duration) -> Ended {
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
     forward_signals(shutdown.clone(), reload_tx)?;
-    let control = crate::daemon::Control { shutdown, reload: reload_rx, clock: crate::clock::Clock::system() };
+    let control = crate::daemon::Control::new(shutdown, reload_rx);
     let daemon = crate::daemon::start(cli.config.clone(), config, control, grace).await.map_err(alternate)?;
-    daemon.wait().await;
-    Ok(Verdict::Clean)
+    match daemon.wait().await {
+        Ok(()) => Ok(Verdict::Clean),
+        Err(died) => {
+            eprintln!("error: {died}");
+            Ok(Verdict::Failed)
+        }
+    }
 }
 
 /// `receive`: serves triggers until SIGTERM/SIGINT, then drains like the daemon.

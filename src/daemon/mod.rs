@@ -14,7 +14,7 @@ pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::dispatch::{Engine, Options};
 use crate::model::{Outcome, SkipReason, Stage, Timestamp};
 use crate::plan::{Plan, PushRequest, plan};
@@ -37,7 +37,10 @@ use crate::transport::Transports;
 use crate::watch::{WatchState, Watcher};
 use state::{DeferredMap, Journal, StateDir};
 
-/// How the daemon is told to reload or stop.
+/// Reads and validates the configuration file (on the blocking pool: it reads files).
+pub type Loader = Arc<dyn Fn(&Path) -> Result<Config, ConfigErrors> + Send + Sync>;
+
+/// How the daemon is told to reload or stop, and what it reads time and configuration with.
 pub struct Control {
     /// Cancelled on SIGTERM/SIGINT: stop accepting work, drain, exit.
     pub shutdown: CancellationToken,
@@ -46,6 +49,15 @@ pub struct Control {
     /// Wall time: [`Clock::system`] in production; tests of waiting logic under paused time pass
     /// [`Clock::following_tokio`].
     pub clock: Clock,
+    /// How a reload reads the configuration: [`crate::config::load`] in production.
+    pub load: Loader,
+}
+
+impl Control {
+    /// Production control: the OS clock and [`crate::config::load`].
+    pub fn new(shutdown: CancellationToken, reload: mpsc::UnboundedReceiver<()>) -> Self {
+        Control { shutdown, reload, clock: Clock::system(), load: Arc::new(crate::config::load) }
+    }
 }
 
 /// A running daemon.
@@ -54,13 +66,42 @@ pub struct Daemon {
     pub addr: SocketAddr,
     /// The live status (what `/status` serves).
     pub status: watch::Receiver<DaemonStatus>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), Died>>,
+}
+
+/// A part of the daemon died (a bug): the daemon stopped, and must exit non-zero so that its
+/// supervisor (systemd's `Restart=on-failure`) restarts it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{part} died: {cause}")]
+pub struct Died {
+    /// What it was doing (`watcher of debian`, `reload`, `status server`).
+    pub part: String,
+    /// The panic message or error.
+    pub cause: String,
+}
+
+impl Died {
+    fn of_join_error(part: impl Into<String>, e: &tokio::task::JoinError) -> Self {
+        Died { part: part.into(), cause: panic_message(e) }
+    }
+}
+
+/// The message of a panicked task (or "cancelled").
+fn panic_message(e: &tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "cancelled".to_string();
+    }
+    // A JoinError does not lend out its payload; its Display carries the panic message.
+    e.to_string()
 }
 
 impl Daemon {
-    /// Waits until the daemon has drained and stopped.
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    /// Waits until the daemon has drained and stopped; an error when a part of it died.
+    pub async fn wait(self) -> Result<(), Died> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(Died::of_join_error("supervisor", &e)),
+        }
     }
 }
 
@@ -76,6 +117,30 @@ struct Shared {
     hard_stop: CancellationToken,
     tasks: TaskTracker,
     clock: Clock,
+    /// The first part that died; the daemon then stops and reports it.
+    died: Mutex<Option<Died>>,
+    /// Cancelled when a part died.
+    fatal: CancellationToken,
+}
+
+impl Shared {
+    /// Runs `work` on the task tracker; a panic ends the daemon (non-zero) instead of leaving it
+    /// running without that part.
+    fn spawn_supervised(self: &Arc<Self>, part: String, work: impl Future<Output = ()> + Send + 'static) {
+        let inner = tokio::spawn(work);
+        let shared = Arc::clone(self);
+        self.tasks.spawn(async move {
+            if let Err(e) = inner.await {
+                shared.die(Died::of_join_error(part, &e));
+            }
+        });
+    }
+
+    fn die(&self, died: Died) {
+        tracing::error!(part = %died.part, cause = %died.cause, "a part of the daemon died; stopping (exit 1)");
+        self.died.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(died);
+        self.fatal.cancel();
+    }
 }
 
 /// Starts the daemon: binds the status server, starts watching, returns at once.
@@ -97,31 +162,57 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
         hard_stop: CancellationToken::new(),
         tasks: TaskTracker::new(),
         clock: control.clock.clone(),
+        died: Mutex::new(None),
+        fatal: CancellationToken::new(),
     });
     let generation = Generation::start(config, &shared).context("cannot start")?;
     let server_stop = CancellationToken::new();
     let app = crate::server::router(ServerState { status: status_rx.clone(), metrics });
     let stop = server_stop.clone();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
-    });
+    let server =
+        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
     tracing::info!(%addr, "status server listening");
     let task = tokio::spawn(async move {
-        supervise(generation, control, grace, &shared).await;
+        let server_died = Arc::clone(&shared);
+        let watch_server = tokio::spawn(async move {
+            let died = match server.await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => Died { part: "status server".into(), cause: e.to_string() },
+                Err(e) => Died::of_join_error("status server", &e),
+            };
+            server_died.die(died);
+        });
+        let supervised = tokio::spawn(supervise(generation, control, grace, Arc::clone(&shared))).await;
         server_stop.cancel();
-        let _ = server.await;
+        let _ = watch_server.await;
+        if let Err(e) = supervised {
+            shared.die(Died::of_join_error("supervisor", &e));
+        }
+        shared.died.lock().unwrap_or_else(|e| e.into_inner()).take().map_or(Ok(()), Err)
     });
     Ok(Daemon { addr, status: status_rx, task })
 }
 
-async fn supervise(mut generation: Generation, mut control: Control, grace: Duration, shared: &Arc<Shared>) {
+async fn supervise(mut generation: Generation, mut control: Control, grace: Duration, shared: Arc<Shared>) {
+    let shared = &shared;
     notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("watching")]);
     loop {
         tokio::select! {
             _ = control.shutdown.cancelled() => break,
+            _ = shared.fatal.cancelled() => break,
             Some(()) = control.reload.recv() => {
                 notify_systemd(&[sd_notify::NotifyState::Reloading]);
-                match crate::config::load(&shared.config_path) {
+                // Reading files is blocking work: off the async workers, so /healthz and running
+                // pushes never wait for a reload.
+                let (load, path) = (Arc::clone(&control.load), shared.config_path.clone());
+                let loaded = match tokio::task::spawn_blocking(move || load(&path)).await {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        shared.die(Died::of_join_error("reload", &e));
+                        break;
+                    }
+                };
+                match loaded {
                     Ok(config) => match Generation::start(config, shared) {
                         Ok(next) => {
                             generation.stop.cancel();
@@ -207,7 +298,7 @@ impl Generation {
         });
         let ctx = Arc::new(GenCtx { config, engine, state, shared: Arc::clone(shared), stop: stop.clone() });
         for archive in ctx.config.archives.values() {
-            let pushed = match ctx.state.pushed(&archive.name) {
+            let pushed = match ctx.state.pushed(&archive.name).context("cannot read the daemon's state")? {
                 Some(v) => v,
                 None => {
                     // First start: what is there now counts as pushed; only later updates are pushed.
@@ -222,16 +313,30 @@ impl Generation {
             // (a resumed push may move `pushed` past the version read here).
             let (tx, rx) = watch::channel(WatchState::default());
             let watcher = Watcher::new(archive.clone(), pushed);
-            shared.tasks.spawn(watcher.run(tx, stop.clone()));
-            shared.tasks.spawn(Arc::clone(&ctx).mirror_observations(archive.name.clone(), rx.clone()));
-            shared.tasks.spawn(Arc::clone(&ctx).pusher(archive.name.clone(), rx));
+            let name = &archive.name;
+            shared.spawn_supervised(format!("watcher of {name}"), watcher.run(tx, stop.clone()));
+            let observe = Arc::clone(&ctx).mirror_observations(name.clone(), rx.clone());
+            shared.spawn_supervised(format!("status of {name}"), observe);
+            shared.spawn_supervised(format!("pusher of {name}"), Arc::clone(&ctx).pusher(name.clone(), rx));
         }
-        shared.tasks.spawn(Arc::clone(&ctx).deferred_loop());
+        shared.spawn_supervised("deferred triggers".into(), Arc::clone(&ctx).deferred_loop());
         Ok(Generation { stop })
     }
 }
 
 impl GenCtx {
+    /// The last pushed version; one that cannot be read now counts as none (so the current
+    /// version is pushed again rather than skipped), and says so.
+    fn last_pushed(&self, archive: &str) -> Option<String> {
+        self.state
+            .pushed(archive)
+            .unwrap_or_else(|e| {
+                tracing::error!(%archive, error = %e, "cannot read the last pushed version");
+                None
+            })
+            .flatten()
+    }
+
     fn update_archive(&self, name: &str, f: impl FnOnce(&mut ArchiveStatus)) {
         self.shared.status.send_modify(|s| {
             if let Some(a) = s.archives.iter_mut().find(|a| a.name == name) {
@@ -274,7 +379,7 @@ impl GenCtx {
         let mut attempted: Option<String> = None;
         loop {
             let completed = rx.borrow_and_update().completed.clone();
-            let pushed = self.state.pushed(&archive).flatten();
+            let pushed = self.last_pushed(&archive);
             if let Some(version) = completed.filter(|v| Some(v) != pushed.as_ref() && Some(v) != attempted.as_ref()) {
                 if self.stop.is_cancelled() {
                     return;
@@ -298,7 +403,7 @@ impl GenCtx {
         let total = self.announce(archive, &version, &plan);
         let (report, ended) = self.dispatch(archive, &plan, &journal).await;
         let interrupted = report.triggers.iter().any(TriggerReport::is_interrupted);
-        let previous = self.state.pushed(archive).flatten();
+        let previous = self.last_pushed(archive);
         self.shared.metrics.push_ended(&report, total.saturating_sub(ended), previous.as_deref());
         if interrupted {
             tracing::warn!(%archive, %version, "push interrupted; it stays due and resumes at the next start");
@@ -515,7 +620,7 @@ impl GenCtx {
         let request = PushRequest {
             archive: Some(archive.to_string()),
             only: known,
-            serial: self.state.pushed(archive).flatten(),
+            serial: self.last_pushed(archive),
             ..PushRequest::default()
         };
         let mut plan = plan(&self.config, &request).ok()?;

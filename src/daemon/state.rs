@@ -69,10 +69,22 @@ impl StateDir {
     }
 
     /// The last pushed version: `None` if the daemon never ran for this archive, `Some(None)` if
-    /// it ran while the archive had no trace file.
-    pub fn pushed(&self, archive: &str) -> Option<Option<String>> {
-        let bytes = std::fs::read(self.file(archive, "pushed")).ok()?;
-        serde_json::from_slice::<Pushed>(&bytes).ok().map(|p| p.version)
+    /// it ran while the archive had no trace file. A file that exists but cannot be read is an
+    /// error, never a first start (which would record the current version without pushing it).
+    pub fn pushed(&self, archive: &str) -> std::io::Result<Option<Option<String>>> {
+        let path = self.file(archive, "pushed");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))),
+        };
+        let pushed: Pushed = serde_json::from_slice(&bytes).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a pushed-version file: {e}", path.display()),
+            )
+        })?;
+        Ok(Some(pushed.version))
     }
 
     /// Records the last pushed version.
@@ -168,9 +180,9 @@ mod tests {
     fn a_due_push_survives_and_lists_what_was_done() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
-        assert_eq!(state.pushed("debian"), None);
+        assert_eq!(state.pushed("debian").unwrap(), None);
         state.set_pushed("debian", Some("1")).unwrap();
-        assert_eq!(state.pushed("debian"), Some(Some("1".into())));
+        assert_eq!(state.pushed("debian").unwrap(), Some(Some("1".into())));
         let journal = state.begin("debian", "2").unwrap();
         journal.record_done("a");
         journal.record_done("b");

@@ -1,9 +1,10 @@
 //! The daemon in-process: completion detection, coalescing, reload, status endpoints.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pushmirror::clock::Clock;
-use pushmirror::daemon::{Control, Daemon};
+use pushmirror::daemon::{Control, Daemon, Loader};
 use pushmirror::demo::{HttpReceiver, Reply};
 use pushmirror::report::DaemonStatus;
 use tokio::sync::mpsc;
@@ -27,9 +28,14 @@ struct Running {
 }
 
 async fn start(f: &Fixture) -> Running {
+    start_with(f, Arc::new(pushmirror::config::load)).await
+}
+
+/// A daemon whose reloads read the configuration with `load`.
+async fn start_with(f: &Fixture, load: Loader) -> Running {
     let shutdown = CancellationToken::new();
     let (reload, rx) = mpsc::unbounded_channel();
-    let control = Control { shutdown: shutdown.clone(), reload: rx, clock: Clock::following_tokio() };
+    let control = Control { clock: Clock::following_tokio(), load, ..Control::new(shutdown.clone(), rx) };
     let daemon = pushmirror::daemon::start(f.config_path(), f.config(), control, Duration::from_secs(5)).await.unwrap();
     Running { daemon, shutdown, reload }
 }
@@ -47,7 +53,7 @@ impl Running {
 
     async fn stop(self) {
         self.shutdown.cancel();
-        self.daemon.wait().await;
+        self.daemon.wait().await.expect("the daemon stopped cleanly");
     }
 }
 
@@ -332,4 +338,57 @@ async fn a_version_that_cannot_be_recorded_is_still_pushed_only_once() {
         _ = tokio::time::sleep(SETTLE * 20) => {}
     }
     d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_reload_exits_non_zero() {
+    let f = Fixture::new();
+    f.set_main(&main_yaml("30s", "1s"));
+    let d = start_with(&f, Arc::new(|_: &std::path::Path| panic!("loader bug"))).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    d.reload.send(()).unwrap();
+    // Not SIGTERM: the daemon stops by itself, and says which part died.
+    let died = d.daemon.wait().await.expect_err("a daemon whose reload panicked must not end cleanly");
+    assert_eq!(died.part, "reload");
+    assert!(died.cause.contains("loader bug"), "{died}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_while_a_reload_is_still_reading_the_configuration() {
+    let f = Fixture::new();
+    f.set_main(&main_yaml("30s", "1s"));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let (entered_tx, mut entered) = mpsc::unbounded_channel::<()>();
+    let slow: Loader = Arc::new(move |path: &std::path::Path| {
+        let _ = entered_tx.send(());
+        // A pathological file: the loader is busy until the test lets it go.
+        let _ = released.lock().unwrap().recv();
+        pushmirror::config::load(path)
+    });
+    let d = start_with(&f, slow).await;
+    d.reload.send(()).unwrap();
+    entered.recv().await.unwrap();
+    let health = reqwest::get(format!("http://{}/healthz", d.daemon.addr)).await.unwrap();
+    assert_eq!(health.status(), 200, "the status server answers while the reload reads");
+    release.send(()).unwrap();
+    d.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_pushed_file_is_an_error_not_a_first_start() {
+    let rx = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("30s", "1s"));
+    f.http_mirror("m", &rx.url("/"), "");
+    // Something that exists but cannot be read as a file (tests run as root: modes do not stop it).
+    std::fs::create_dir_all(f.path("state/daemon/debian.pushed")).unwrap();
+    let shutdown = CancellationToken::new();
+    let (_reload, reload_rx) = mpsc::unbounded_channel();
+    let control = Control { clock: Clock::following_tokio(), ..Control::new(shutdown, reload_rx) };
+    let started = pushmirror::daemon::start(f.config_path(), f.config(), control, Duration::from_secs(5)).await;
+    let error = format!("{:#}", started.err().expect("the daemon must not start on an unreadable state file"));
+    assert!(error.contains("debian.pushed"), "{error}");
+    assert!(f.path("state/daemon/debian.pushed").is_dir(), "nothing was recorded over it");
+    assert_eq!(rx.log().count(), 0);
 }
