@@ -1,16 +1,19 @@
 //! Reads a YAML mapping one field at a time, recording every problem (with its line and column)
 //! instead of stopping at the first, and rejecting the keys nobody asked for.
+//!
+//! Positions come from the parser ([`super::yaml`]): every key remembers where it was written,
+//! also after it was taken, since most errors are found only once a value has been read.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use serde_norway::{Mapping, Value};
 
 use super::error::ConfigError;
-use super::locate::locate;
+use super::yaml::{self, Node, Pos, Value};
 use crate::units::parse_duration;
 
 /// Where errors of one validation run are collected.
@@ -19,37 +22,48 @@ pub type Sink = RefCell<Vec<ConfigError>>;
 /// The not-yet-read fields of one YAML mapping in one file.
 pub struct Fields<'a> {
     file: &'a Path,
-    text: &'a str,
     prefix: Vec<String>,
-    map: Mapping,
+    /// Where this mapping's own key is (1:1 for a whole file): missing fields are reported here.
+    at: Pos,
+    /// Unread entries, in file order.
+    entries: Vec<Field>,
+    /// Keys already read, with their positions.
+    taken: HashMap<String, Pos>,
     sink: &'a Sink,
+}
+
+/// One entry of the mapping.
+struct Field {
+    key: String,
+    pos: Pos,
+    value: Node,
 }
 
 impl<'a> Fields<'a> {
     /// Parses a whole file as a mapping. An empty file is an empty mapping.
     pub fn parse_file(file: &'a Path, text: &'a str, sink: &'a Sink) -> Option<Fields<'a>> {
-        let value: Value = match serde_norway::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                let pos = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-                sink.borrow_mut().push(ConfigError::at(
-                    file,
-                    pos,
-                    "",
-                    format!("invalid YAML: {}", strip_location(&e.to_string())),
-                ));
+        let node = match yaml::parse(text) {
+            Ok(node) => node,
+            Err(errors) => {
+                let mut sink = sink.borrow_mut();
+                sink.extend(errors.into_iter().map(|e| ConfigError::at(file, e.pos, "", e.message)));
                 return None;
             }
         };
-        let map = match value {
-            Value::Null => Mapping::new(),
-            Value::Mapping(m) => m,
+        let entries = match node.value {
+            Value::Null => Vec::new(),
+            Value::Map(entries) => entries,
             _ => {
-                sink.borrow_mut().push(ConfigError::at(file, (1, 1), "", "expected a mapping of `field: value`"));
+                sink.borrow_mut().push(ConfigError::at(file, node.pos, "", "expected a mapping of `field: value`"));
                 return None;
             }
         };
-        Some(Fields { file, text, prefix: Vec::new(), map, sink })
+        Some(Fields::new(file, Vec::new(), (1, 1), entries, sink))
+    }
+
+    fn new(file: &'a Path, prefix: Vec<String>, at: Pos, entries: Vec<(Node, Node)>, sink: &'a Sink) -> Self {
+        let entries = entries.into_iter().map(|(k, value)| Field { key: key_text(&k), pos: k.pos, value }).collect();
+        Fields { file, prefix, at, entries, taken: HashMap::new(), sink }
     }
 
     /// The file these fields come from.
@@ -64,11 +78,10 @@ impl<'a> Fields<'a> {
         parts.join(".")
     }
 
-    /// The position of `key` (or of this mapping when absent).
+    /// The position of `key`, read or not; of this mapping's own key when `key` is absent.
     pub fn position(&self, key: &str) -> (usize, usize) {
-        let mut parts: Vec<&str> = self.prefix.iter().map(String::as_str).collect();
-        parts.push(key);
-        locate(self.text, &parts)
+        let unread = self.entries.iter().find(|f| f.key == key).map(|f| f.pos);
+        unread.or_else(|| self.taken.get(key).copied()).unwrap_or(self.at)
     }
 
     /// Records an error about `key`.
@@ -85,19 +98,19 @@ impl<'a> Fields<'a> {
 
     /// Whether `key` is still unread.
     pub fn has(&self, key: &str) -> bool {
-        self.map.contains_key(key)
+        self.entries.iter().any(|f| f.key == key)
     }
 
     /// Removes `key` and converts it with serde; a wrong type is recorded and gives `None`.
     pub fn take<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
-        let value = self.map.remove(key)?;
-        if value.is_null() {
+        let value = self.remove(key)?;
+        if value.value == Value::Null {
             return None;
         }
-        match serde_norway::from_value(value) {
+        match serde_norway::from_value(to_serde(value)) {
             Ok(v) => Some(v),
             Err(e) => {
-                self.error(key, strip_location(&e.to_string()));
+                self.error(key, e.to_string());
                 None
             }
         }
@@ -136,48 +149,69 @@ impl<'a> Fields<'a> {
 
     /// Removes a nested mapping and reads it field by field.
     pub fn nested(&mut self, key: &str) -> Option<Fields<'a>> {
-        let value = self.map.remove(key)?;
-        match value {
-            Value::Mapping(map) => {
-                let mut prefix = self.prefix.clone();
-                prefix.push(key.to_string());
-                Some(Fields { file: self.file, text: self.text, prefix, map, sink: self.sink })
-            }
-            Value::Null => None,
-            _ => {
-                self.error(key, "expected a mapping");
-                None
-            }
-        }
+        let i = self.entries.iter().position(|f| f.key == key)?;
+        let field = self.entries.remove(i);
+        self.open(field).1
     }
 
     /// The keys of this mapping that are still unread, as strings.
+    #[expect(dead_code, reason = "kept for callers of the reader; free-form maps use drain_nested")]
     pub fn remaining_keys(&self) -> Vec<String> {
-        self.map.keys().map(key_text).collect()
+        self.entries.iter().map(|f| f.key.clone()).collect()
     }
 
     /// Removes and returns every remaining entry (for free-form maps such as `archives:`).
     pub fn drain_nested(&mut self) -> Vec<(String, Option<Fields<'a>>)> {
-        let keys = self.remaining_keys();
-        keys.into_iter()
-            .map(|k| {
-                let f = self.nested(&k);
-                (k, f)
-            })
-            .collect()
+        std::mem::take(&mut self.entries).into_iter().map(|field| self.open(field)).collect()
     }
 
     /// Ends reading: every key not taken is an unknown field.
     pub fn finish(self, known: &[&str]) {
-        for key in self.remaining_keys() {
-            self.error(&key, format!("unknown field, expected one of: {}", known.join(", ")));
+        for field in &self.entries {
+            let e = ConfigError::at(
+                self.file,
+                field.pos,
+                &self.field_name(&field.key),
+                format!("unknown field, expected one of: {}", known.join(", ")),
+            );
+            self.sink.borrow_mut().push(e);
         }
     }
 
+    fn with_prefix(&self, key: &str) -> Vec<String> {
+        let mut prefix = self.prefix.clone();
+        prefix.push(key.to_string());
+        prefix
+    }
+
+    /// Takes `key` out of the unread entries, remembering where it was.
+    fn remove(&mut self, key: &str) -> Option<Node> {
+        let i = self.entries.iter().position(|f| f.key == key)?;
+        let field = self.entries.remove(i);
+        self.taken.entry(field.key).or_insert(field.pos);
+        Some(field.value)
+    }
+
+    /// Reads a removed entry as a nested mapping, remembering where it was.
+    fn open(&mut self, field: Field) -> (String, Option<Fields<'a>>) {
+        self.taken.entry(field.key.clone()).or_insert(field.pos);
+        let nested = match field.value.value {
+            Value::Map(entries) => {
+                Some(Fields::new(self.file, self.with_prefix(&field.key), field.pos, entries, self.sink))
+            }
+            Value::Null => None,
+            _ => {
+                self.error(&field.key, "expected a mapping");
+                None
+            }
+        };
+        (field.key, nested)
+    }
+
     fn take_scalar_string(&mut self, key: &str) -> Option<String> {
-        match self.map.remove(key)? {
-            Value::String(s) => Some(s),
-            Value::Number(n) => Some(n.to_string()),
+        match self.remove(key)?.value {
+            Value::Str(s) => Some(s),
+            v @ (Value::Int(_) | Value::Float(_)) => Some(scalar_text(v)),
             Value::Bool(b) => Some(b.to_string()),
             Value::Null => None,
             _ => {
@@ -194,16 +228,35 @@ pub fn resolve(file: &Path, raw: &str) -> PathBuf {
     if p.is_absolute() { p.to_path_buf() } else { file.parent().unwrap_or(Path::new(".")).join(p) }
 }
 
-fn key_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => serde_norway::to_string(other).unwrap_or_default().trim().to_string(),
+/// A key as the code names it: a string as is, anything else as YAML would write it.
+fn key_text(key: &Node) -> String {
+    match &key.value {
+        Value::Str(s) => s.clone(),
+        other => scalar_text(other.clone()),
     }
 }
 
-fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+/// A non-string value written as YAML, on one line when it is a scalar.
+fn scalar_text(value: Value) -> String {
+    let node = Node { pos: (1, 1), value };
+    serde_norway::to_string(&to_serde(node)).unwrap_or_default().trim().to_string()
+}
+
+/// The node as a serde_norway value, for serde to convert into a field's type.
+fn to_serde(node: Node) -> serde_norway::Value {
+    use serde_norway::{Number, Value as V};
+    match node.value {
+        Value::Null => V::Null,
+        Value::Bool(b) => V::Bool(b),
+        Value::Int(i) => match (i64::try_from(i), u64::try_from(i)) {
+            (Ok(i), _) => V::Number(i.into()),
+            (_, Ok(u)) => V::Number(u.into()),
+            #[allow(clippy::cast_precision_loss)]
+            _ => V::Number(Number::from(i as f64)),
+        },
+        Value::Float(f) => V::Number(f.into()),
+        Value::Str(s) => V::String(s),
+        Value::Seq(items) => V::Sequence(items.into_iter().map(to_serde).collect()),
+        Value::Map(entries) => V::Mapping(entries.into_iter().map(|(k, v)| (to_serde(k), to_serde(v))).collect()),
     }
 }

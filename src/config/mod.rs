@@ -5,8 +5,8 @@
 
 mod error;
 pub(crate) mod fields;
-mod locate;
 mod mirror;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -209,9 +209,13 @@ fn check_identity(key: &Path) -> Result<(), String> {
 /// that `keygen` can create the key a configuration names before that configuration is valid.
 pub fn identity_path(path: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(path).ok()?;
-    let value: serde_norway::Value = serde_norway::from_str(&text).ok()?;
-    let raw = value.get("identity")?.as_str()?;
-    Some(resolve(path, raw))
+    let yaml::Value::Map(entries) = yaml::parse(&text).ok()?.value else {
+        return None;
+    };
+    entries.into_iter().find_map(|(key, value)| match (key.value, value.value) {
+        (yaml::Value::Str(key), yaml::Value::Str(raw)) if key == "identity" => Some(resolve(path, &raw)),
+        _ => None,
+    })
 }
 
 fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Archive> {

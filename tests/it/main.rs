@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod config_yaml;
 mod daemon;
 mod http;
 mod layout;
