@@ -64,7 +64,7 @@ pub enum Command {
     /// Watch the archives, push when an update completes, serve status; runs until SIGTERM.
     Daemon {
         /// After SIGTERM, how long running triggers may take before they are interrupted.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = crate::units::parse_grace)]
         grace: std::time::Duration,
     },
     /// Downstream side: accept HTTP triggers, run the local sync command, then push the next tier.
@@ -73,7 +73,7 @@ pub enum Command {
         #[arg(default_value = crate::receive::DEFAULT_CONFIG)]
         file: PathBuf,
         /// After SIGTERM, how long a running sync may take before it is killed.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = crate::units::parse_grace)]
         grace: std::time::Duration,
     },
     /// Create the sender's ed25519 key and print the authorized_keys line downstreams install.

@@ -42,6 +42,13 @@ impl Clock {
     }
 }
 
+/// `t + d`, or a time so far ahead that it never comes when that does not fit (instead of the
+/// panic of `Instant + Duration`).
+pub fn later(t: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +63,12 @@ mod tests {
         assert!(drift < Duration::from_secs(60), "system clock ran ahead of the OS clock by {drift:?}");
         let ahead = following.now().duration_since(SystemTime::now()).unwrap_or_default();
         assert!(ahead >= Duration::from_secs(3500), "the test clock follows tokio: {ahead:?}");
+    }
+
+    #[test]
+    fn later_never_panics_on_overflow() {
+        let now = tokio::time::Instant::now();
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(365 * 24 * 3600));
+        assert_eq!(later(now, Duration::from_secs(5)), now + Duration::from_secs(5));
     }
 }

@@ -322,8 +322,8 @@ pub fn backoff_delay(backoff: &Backoff, attempt: u32, retry_after: Option<Durati
 /// An outer bound in case a transport fails to bound itself.
 fn attempt_budget(mirror: &Mirror, stage: Stage) -> Duration {
     let waiting = mirror.wait_for_sync || stage == Stage::Stage1;
-    let base = if waiting { mirror.timeout + mirror.sync_timeout } else { mirror.timeout };
-    base + Duration::from_secs(30)
+    let base = if waiting { mirror.timeout.saturating_add(mirror.sync_timeout) } else { mirror.timeout };
+    base.saturating_add(Duration::from_secs(30))
 }
 
 fn notify(options: &Options, row: &TriggerReport) {

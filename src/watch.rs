@@ -12,6 +12,8 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+use crate::clock::later;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Archive;
@@ -96,17 +98,18 @@ impl Settle {
         };
         match &self.candidate {
             Some((v, since)) if v == fresh => {
-                if now >= *since + self.settle {
+                let settles_at = later(*since, self.settle);
+                if now >= settles_at {
                     self.completed = Some(fresh.clone());
                     self.candidate = None;
                     Verdict::Complete(fresh.clone())
                 } else {
-                    Verdict::SettlesAt(*since + self.settle)
+                    Verdict::SettlesAt(settles_at)
                 }
             }
             _ => {
                 self.candidate = Some((fresh.clone(), now));
-                Verdict::SettlesAt(now + self.settle)
+                Verdict::SettlesAt(later(now, self.settle))
             }
         }
     }

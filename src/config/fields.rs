@@ -136,9 +136,9 @@ impl<'a> Fields<'a> {
         self.take_parsed(key, |s| s.parse::<T>().map_err(|e| e.to_string()))
     }
 
-    /// Removes a humantime duration (`30s`, `5m`, `6h`).
-    pub fn duration(&mut self, key: &str) -> Option<Duration> {
-        self.take_parsed(key, parse_duration)
+    /// Removes a humantime duration (`30s`, `5m`, `6h`) of at most `max`.
+    pub fn duration(&mut self, key: &str, max: Duration) -> Option<Duration> {
+        self.take_parsed(key, |s| parse_duration(s, max))
     }
 
     /// Removes a path, resolved against the directory of this file.

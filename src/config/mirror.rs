@@ -12,7 +12,7 @@ use super::fields::{Fields, Sink};
 use super::{Archive, ConfigError, valid_name};
 use crate::fsutil::read_secret_file;
 use crate::secret::Secret;
-use crate::units::RateLimit;
+use crate::units::{RateLimit, max};
 
 /// A registered downstream mirror, with defaults applied.
 #[derive(Debug, Clone)]
@@ -243,18 +243,18 @@ impl MirrorSettings {
             kind: f.take_from_str("type"),
             rate_limit: f.take_from_str("rate_limit"),
             retries: f.take("retries"),
-            timeout: f.duration("timeout"),
+            timeout: f.duration("timeout", max::TIMEOUT),
             tags: f.take("tags"),
             enabled: f.take("enabled"),
             wait_for_sync: f.take("wait_for_sync"),
-            sync_timeout: f.duration("sync_timeout"),
+            sync_timeout: f.duration("sync_timeout", max::SYNC_TIMEOUT),
             busy_exit: f.take("busy_exit"),
             command: f.take("command"),
             ..Default::default()
         };
         if let Some(mut b) = f.nested("backoff") {
-            s.backoff_initial = b.duration("initial");
-            s.backoff_max = b.duration("max");
+            s.backoff_initial = b.duration("initial", max::BACKOFF);
+            s.backoff_max = b.duration("max", max::BACKOFF);
             b.finish(&["initial", "max"]);
         }
         if let (Some(list), Some(known)) = (&s.archives, archives) {

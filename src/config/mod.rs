@@ -20,6 +20,7 @@ pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget,
 
 pub(crate) use mirror::{basic_auth, secret_field};
 
+use crate::units::max;
 use fields::{Fields, Sink};
 use mirror::MirrorSettings;
 
@@ -237,8 +238,8 @@ fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Archive> {
         }
         let trace = a.take::<String>("trace").unwrap_or_else(|| "project/trace/master".into());
         let locks = a.take::<Vec<String>>("locks").unwrap_or_else(|| vec!["Archive-Update-in-Progress-*".into()]);
-        let settle = a.duration("settle").unwrap_or(Duration::from_secs(30));
-        let poll = a.duration("poll").unwrap_or(Duration::from_secs(60));
+        let settle = a.duration("settle", max::SETTLE).unwrap_or(Duration::from_secs(30));
+        let poll = a.duration("poll", max::POLL).unwrap_or(Duration::from_secs(60));
         a.finish(&["root", "trace", "locks", "settle", "poll"]);
         if let Some(root) = root {
             out.insert(name.clone(), Archive { name, root, trace: PathBuf::from(trace), locks, settle, poll });

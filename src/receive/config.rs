@@ -107,7 +107,7 @@ fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Arc<SyncArchive>> {
 
 fn read_archive(name: &str, a: &mut Fields<'_>, parent: &Fields<'_>) -> Option<SyncArchive> {
     let command = read_command(a, name);
-    let timeout = a.duration("timeout").unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = a.duration("timeout", crate::units::max::SYNC_COMMAND).unwrap_or(DEFAULT_TIMEOUT);
     let credentials = read_credentials(a, name, parent);
     let push = a.path("push");
     Some(SyncArchive { name: name.to_string(), command: command?, timeout, credentials: credentials?, push })

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::known_hosts::{self, Entry, KnownHostsFile, Verdict, host_entry_name};
 use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
+use crate::clock::later;
 use crate::config::{HostKeyPolicy, SshTarget};
 use crate::keys::{KeyError, fingerprint, load_identity, parse_public_key, same_key};
 use crate::model::{ErrorClass, Stage};
@@ -446,7 +447,7 @@ impl Session {
         let exec_at = Instant::now();
         self.channel.exec(true, req.command_string()).await.map_err(|e| classify(SshError::Ssh(e)))?;
         let mut progress = Progress::default();
-        let mut deadline = exec_at + mirror.timeout;
+        let mut deadline = later(exec_at, mirror.timeout);
         loop {
             let msg = match tokio::time::timeout_at(deadline, self.channel.wait()).await {
                 Ok(Some(msg)) => msg,
@@ -460,7 +461,7 @@ impl Session {
                     if waiting {
                         // The trigger is delivered; only waiting remains, which must not hold a permit.
                         attempt.release_permit();
-                        deadline = Instant::now() + mirror.sync_timeout;
+                        deadline = later(Instant::now(), mirror.sync_timeout);
                     }
                 }
                 ChannelMsg::Failure if progress.accepted.is_none() => {

@@ -326,3 +326,19 @@ fn random_edits_of_the_shipped_config_never_panic_and_every_error_points_into_it
     );
     assert!(rejected > CASES / 2 && loaded > 0, "the edits should break most cases, not all: {loaded} loaded");
 }
+
+#[test]
+fn a_duration_beyond_its_maximum_is_a_config_error_not_a_later_overflow() {
+    // `settle: 300000000000y` used to pass `check`; the watcher then panicked on Instant overflow.
+    let f = Fixture::new();
+    f.set_main("mirrors_dir: mirrors.d\nstate_dir: state\narchives:\n  debian:\n    root: archive\n    settle: 300000000000y\n");
+    f.mirror("m", "http:\n  url: http://127.0.0.1:9/\nsync_timeout: 8d\nrate_limit: 1/400d\n");
+    let errors = config::load(&f.config_path()).unwrap_err().to_string();
+    for want in [
+        "pushmirror.yaml:6:5: archives.debian.settle: duration `300000000000y` is longer than the maximum 1day",
+        "m.yaml:3:1: sync_timeout: duration `8d` is longer than the maximum 7days",
+        "m.yaml:4:1: rate_limit: invalid rate limit `1/400d`: duration `400d` is longer than the maximum",
+    ] {
+        assert!(errors.contains(want), "missing {want:?} in\n{errors}");
+    }
+}
