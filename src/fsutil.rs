@@ -1,5 +1,7 @@
-//! Small file-system helpers: atomic writes of state, and reading secrets only their owner may read.
+//! Small file-system helpers: atomic writes of state, locks shared by every process, and reading
+//! secrets only their owner may read.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -17,6 +19,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Takes an exclusive lock on the file at `path` (created if missing), held until the returned
+/// file is dropped. It is an advisory `flock`: every process that takes it, and every handle in
+/// one process, excludes the others. Lock a file that is never replaced: a rename over it would
+/// leave the lock on the old inode.
+pub fn lock_exclusive(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    file.lock()?;
+    Ok(file)
 }
 
 /// Reads a secret from a file that only its owner may read; trailing newlines are dropped.
