@@ -555,6 +555,23 @@ mod tests {
         assert!(fake.times("b-waiting").is_empty(), "b-waiting never got a permit");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn unreadable_rate_limit_state_fails_the_trigger_instead_of_sending_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, fake) = engine(Scripted::default(), 4, dir.path());
+        let mut m = mirror("m");
+        m.rate_limit = Some("1/1h".parse().unwrap());
+        let plan = plan(vec![m]);
+        assert_eq!(engine.run(&plan, &Options::default()).await[0].outcome, Outcome::Ok);
+        let state = dir.path().join("ratelimit/m.json");
+        std::fs::write(&state, "").unwrap();
+        let rows = engine.run(&plan, &Options::default()).await;
+        assert_eq!((rows[0].outcome, rows[0].error_class), (Outcome::Failed, Some(ErrorClass::Other)));
+        let error = rows[0].error.as_deref().unwrap();
+        assert!(error.contains(&state.display().to_string()), "{error}");
+        assert_eq!(fake.times("m").len(), 1, "sent although the limit could not be checked");
+    }
+
     /// A transport that panics for one mirror.
     struct Panicky;
 

@@ -2,12 +2,15 @@
 //! persisted in `state_dir/ratelimit/<mirror>.json`, so that neither a restart nor a second
 //! process (a CLI push next to the daemon) resets a limit.
 //!
-//! Each admission locks the mirror's state file, replays the recorded sends into a fresh limiter,
-//! asks it, and records the send if it was allowed. The GCRA math stays governor's; the file is
-//! the single source of truth shared by every process.
+//! Each admission takes the mirror's lock (`<mirror>.lock`, a file that is never replaced), reads
+//! the recorded sends, replays them into a fresh limiter, asks it, and if the send is allowed
+//! replaces the state file atomically before letting go of the lock. The GCRA math stays
+//! governor's; the file is the single source of truth shared by every process.
+//!
+//! A state file that cannot be read or does not parse is an error, never "no sends": reading it
+//! as empty would silently lift the limit.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +22,7 @@ use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
+use crate::fsutil::{lock_exclusive, write_atomic};
 use crate::units::RateLimit;
 
 /// governor's quota for `limit`: one send per `per / count`, bursts of `count`.
@@ -78,37 +82,49 @@ fn admit_locked(
     now: SystemTime,
     record: bool,
 ) -> std::io::Result<Admission> {
-    std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{mirror}.json"));
-    let mut file = match OpenOptions::new().read(true).write(record).create(record).truncate(false).open(&path) {
-        Err(e) if !record && e.kind() == std::io::ErrorKind::NotFound => return Ok(decide(&[], limit, unix_ms(now))),
-        other => other?,
-    };
-    file.lock()?;
-    let mut log = read_log(&mut file);
     let now_ms = unix_ms(now);
-    let window_ms = u64::try_from(limit.per.as_millis()).unwrap_or(u64::MAX);
-    log.sent_ms.retain(|&t| t.saturating_add(window_ms) > now_ms && t <= now_ms);
-    log.sent_ms.sort_unstable();
-    let admission = decide(&log.sent_ms, limit, now_ms);
-    if record && admission == Admission::Allowed {
-        log.sent_ms.push(now_ms);
-        file.set_len(0)?;
-        file.rewind()?;
-        file.write_all(&serde_json::to_vec(&log)?)?;
-        file.sync_data()?;
+    if !record {
+        // The file is only ever replaced whole, so a probe needs no lock.
+        return Ok(decide(&recent_sends(&path, limit, now_ms)?, limit, now_ms));
     }
-    file.unlock()?;
+    let lock = dir.join(format!("{mirror}.lock"));
+    std::fs::create_dir_all(dir).map_err(at(dir))?;
+    let _held = lock_exclusive(&lock).map_err(at(&lock))?;
+    let mut sent_ms = recent_sends(&path, limit, now_ms)?;
+    let admission = decide(&sent_ms, limit, now_ms);
+    if admission == Admission::Allowed {
+        sent_ms.push(now_ms);
+        let body = serde_json::to_vec(&SendLog { sent_ms })?;
+        write_atomic(&path, &body).map_err(at(&path))?;
+    }
     Ok(admission)
 }
 
-fn read_log(file: &mut File) -> SendLog {
-    let mut buf = Vec::new();
-    // A corrupt or empty file means no recorded sends; the limit then starts afresh.
-    match file.read_to_end(&mut buf) {
-        Ok(_) => serde_json::from_slice(&buf).unwrap_or_default(),
-        Err(_) => SendLog::default(),
-    }
+/// The sends recorded in `path` that still count against `limit` at `now_ms`, oldest first; none
+/// if the file does not exist.
+fn recent_sends(path: &Path, limit: RateLimit, now_ms: u64) -> std::io::Result<Vec<u64>> {
+    let mut log = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice::<SendLog>(&bytes)
+            .map_err(|e| {
+                std::io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("not a valid send log ({e}); remove the file to reset the limit"),
+                )
+            })
+            .map_err(at(path))?,
+        Err(e) if e.kind() == ErrorKind::NotFound => SendLog::default(),
+        Err(e) => return Err(at(path)(e)),
+    };
+    let window_ms = u64::try_from(limit.per.as_millis()).unwrap_or(u64::MAX);
+    log.sent_ms.retain(|&t| t.saturating_add(window_ms) > now_ms && t <= now_ms);
+    log.sent_ms.sort_unstable();
+    Ok(log.sent_ms)
+}
+
+/// Names `path` in an I/O error about it.
+fn at(path: &Path) -> impl Fn(std::io::Error) -> std::io::Error + '_ {
+    move |e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Replays `sent_ms` into a governor limiter and asks it about `now_ms`.
@@ -186,5 +202,27 @@ mod tests {
         assert!(matches!(second.admit("m", l).await.unwrap(), Admission::DeferredUntil(_)));
         assert!(matches!(probe.admit("m", l).await.unwrap(), Admission::DeferredUntil(_)));
         assert_eq!(second.admit("other", l).await.unwrap(), Admission::Allowed);
+    }
+
+    #[tokio::test]
+    async fn a_state_file_emptied_or_cut_short_by_a_crash_does_not_reset_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = limit("2/1h");
+        let limits = RateLimits::persistent(dir.path(), Clock::system());
+        assert_eq!(limits.admit("m", l).await.unwrap(), Admission::Allowed);
+        assert_eq!(limits.admit("m", l).await.unwrap(), Admission::Allowed);
+        let state = dir.path().join("ratelimit/m.json");
+        let whole = std::fs::read(&state).unwrap();
+        // What a crash between truncating and rewriting the file leaves, and a write cut short.
+        for left in [&whole[..0], &whole[..whole.len() / 2]] {
+            std::fs::write(&state, left).unwrap();
+            for probing in [false, true] {
+                let limits = if probing { limits.probe() } else { limits.clone() };
+                match limits.admit("m", l).await {
+                    Ok(admission) => panic!("{} bytes of state read as {admission:?}", left.len()),
+                    Err(e) => assert!(e.to_string().contains(&state.display().to_string()), "{e}"),
+                }
+            }
+        }
     }
 }
