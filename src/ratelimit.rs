@@ -40,13 +40,47 @@ pub enum Admission {
     DeferredUntil(SystemTime),
 }
 
+/// Why a mirror's rate limit could not be checked or its send recorded. The trigger is then not
+/// sent: without the state, the limit cannot be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The mirror's lock file could not be created or locked.
+    #[error("cannot lock the rate-limit state with {}: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The recorded sends could not be read, or are not a send log.
+    #[error("cannot read the rate-limit state {}: {source}", path.display())]
+    Read {
+        /// The state file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The send was allowed, but could not be recorded (a full disk, say).
+    #[error("cannot record the send in {}: {source}", path.display())]
+    Write {
+        /// The state file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
 /// Rate-limit state of all mirrors, kept under one directory.
 #[derive(Clone)]
 pub struct RateLimits {
     dir: PathBuf,
-    record: bool,
+    /// How an allowed send is recorded; `None` for a probe, which records nothing.
+    record: Option<WriteFn>,
     clock: Clock,
 }
+
+/// Replaces a file's content atomically: [`write_atomic`], or a failing stand-in in tests.
+type WriteFn = fn(&Path, &[u8]) -> std::io::Result<()>;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct SendLog {
@@ -57,21 +91,29 @@ struct SendLog {
 impl RateLimits {
     /// State persisted under `state_dir/ratelimit`.
     pub fn persistent(state_dir: &Path, clock: Clock) -> Self {
-        RateLimits { dir: state_dir.join("ratelimit"), record: true, clock }
+        RateLimits { dir: state_dir.join("ratelimit"), record: Some(write_atomic), clock }
     }
 
     /// The same state, read but never recorded to: for `--dry-run`.
     pub fn probe(&self) -> Self {
-        RateLimits { record: false, ..self.clone() }
+        RateLimits { record: None, ..self.clone() }
+    }
+
+    /// The same state, with sends recorded by `write` (a disk that fails, in tests).
+    #[cfg(test)]
+    pub(crate) fn recording_with(&self, write: WriteFn) -> Self {
+        RateLimits { record: Some(write), ..self.clone() }
     }
 
     /// Asks whether `mirror` may be triggered now, and records the send if so.
-    pub async fn admit(&self, mirror: &str, limit: RateLimit) -> std::io::Result<Admission> {
+    pub async fn admit(&self, mirror: &str, limit: RateLimit) -> Result<Admission, StateError> {
         let now = self.clock.now();
         let (dir, record, mirror) = (self.dir.clone(), self.record, mirror.to_string());
-        tokio::task::spawn_blocking(move || admit_locked(&dir, &mirror, limit, now, record))
-            .await
-            .map_err(std::io::Error::other)?
+        match tokio::task::spawn_blocking(move || admit_locked(&dir, &mirror, limit, now, record)).await {
+            Ok(admission) => admission,
+            // A panic in the check is the trigger task's own: the engine reports it as such.
+            Err(e) => std::panic::resume_unwind(e.try_into_panic().unwrap_or_else(|e| Box::new(e.to_string()))),
+        }
     }
 }
 
@@ -80,51 +122,44 @@ fn admit_locked(
     mirror: &str,
     limit: RateLimit,
     now: SystemTime,
-    record: bool,
-) -> std::io::Result<Admission> {
+    record: Option<WriteFn>,
+) -> Result<Admission, StateError> {
     let path = dir.join(format!("{mirror}.json"));
     let now_ms = unix_ms(now);
-    if !record {
+    let Some(write) = record else {
         // The file is only ever replaced whole, so a probe needs no lock.
         return Ok(decide(&recent_sends(&path, limit, now_ms)?, limit, now_ms));
-    }
+    };
     let lock = dir.join(format!("{mirror}.lock"));
-    std::fs::create_dir_all(dir).map_err(at(dir))?;
-    let _held = lock_exclusive(&lock).map_err(at(&lock))?;
+    let _held = std::fs::create_dir_all(dir)
+        .and_then(|()| lock_exclusive(&lock))
+        .map_err(|source| StateError::Lock { path: lock, source })?;
     let mut sent_ms = recent_sends(&path, limit, now_ms)?;
     let admission = decide(&sent_ms, limit, now_ms);
     if admission == Admission::Allowed {
         sent_ms.push(now_ms);
-        let body = serde_json::to_vec(&SendLog { sent_ms })?;
-        write_atomic(&path, &body).map_err(at(&path))?;
+        let body = serde_json::to_vec(&SendLog { sent_ms }).expect("a list of numbers serialises");
+        write(&path, &body).map_err(|source| StateError::Write { path, source })?;
     }
     Ok(admission)
 }
 
 /// The sends recorded in `path` that still count against `limit` at `now_ms`, oldest first; none
 /// if the file does not exist.
-fn recent_sends(path: &Path, limit: RateLimit, now_ms: u64) -> std::io::Result<Vec<u64>> {
+fn recent_sends(path: &Path, limit: RateLimit, now_ms: u64) -> Result<Vec<u64>, StateError> {
+    let unreadable = |source| StateError::Read { path: path.to_path_buf(), source };
     let mut log = match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<SendLog>(&bytes)
-            .map_err(|e| {
-                std::io::Error::new(
-                    ErrorKind::InvalidData,
-                    format!("not a valid send log ({e}); remove the file to reset the limit"),
-                )
-            })
-            .map_err(at(path))?,
+        Ok(bytes) => serde_json::from_slice::<SendLog>(&bytes).map_err(|e| {
+            let why = format!("not a valid send log ({e}); remove the file to reset the limit");
+            unreadable(std::io::Error::new(ErrorKind::InvalidData, why))
+        })?,
         Err(e) if e.kind() == ErrorKind::NotFound => SendLog::default(),
-        Err(e) => return Err(at(path)(e)),
+        Err(e) => return Err(unreadable(e)),
     };
     let window_ms = u64::try_from(limit.per.as_millis()).unwrap_or(u64::MAX);
     log.sent_ms.retain(|&t| t.saturating_add(window_ms) > now_ms && t <= now_ms);
     log.sent_ms.sort_unstable();
     Ok(log.sent_ms)
-}
-
-/// Names `path` in an I/O error about it.
-fn at(path: &Path) -> impl Fn(std::io::Error) -> std::io::Error + '_ {
-    move |e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Replays `sent_ms` into a governor limiter and asks it about `now_ms`.
@@ -219,8 +254,8 @@ mod tests {
             for probing in [false, true] {
                 let limits = if probing { limits.probe() } else { limits.clone() };
                 match limits.admit("m", l).await {
-                    Ok(admission) => panic!("{} bytes of state read as {admission:?}", left.len()),
-                    Err(e) => assert!(e.to_string().contains(&state.display().to_string()), "{e}"),
+                    Err(StateError::Read { path, .. }) => assert_eq!(path, state),
+                    other => panic!("{} bytes of state read as {other:?}", left.len()),
                 }
             }
         }
