@@ -211,7 +211,7 @@ impl<T: Trigger> Engine<T> {
                     Err(e) => {
                         let mut row = blank_row(&job.mirror, stage, Outcome::Failed);
                         row.error_class = Some(ErrorClass::Other);
-                        row.error = Some(format!("rate-limit state unreadable: {e}"));
+                        row.error = Some(format!("rate limit: {e}"));
                         notify(options, &row);
                         return row;
                     }
@@ -553,6 +553,43 @@ mod tests {
         }
         assert_eq!(fake.times("c-flaky").len(), 1, "c-flaky was backing off, not retried");
         assert!(fake.times("b-waiting").is_empty(), "b-waiting never got a permit");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unreadable_rate_limit_state_fails_the_trigger_instead_of_sending_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, fake) = engine(Scripted::default(), 4, dir.path());
+        let mut m = mirror("m");
+        m.rate_limit = Some("1/1h".parse().unwrap());
+        let plan = plan(vec![m]);
+        assert_eq!(engine.run(&plan, &Options::default()).await[0].outcome, Outcome::Ok);
+        let state = dir.path().join("ratelimit/m.json");
+        std::fs::write(&state, "").unwrap();
+        let rows = engine.run(&plan, &Options::default()).await;
+        assert_eq!((rows[0].outcome, rows[0].error_class), (Outcome::Failed, Some(ErrorClass::Other)));
+        let error = rows[0].error.as_deref().unwrap();
+        assert!(error.contains(&state.display().to_string()), "{error}");
+        assert_eq!(fake.times("m").len(), 1, "sent although the limit could not be checked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_that_cannot_be_recorded_fails_saying_it_could_not_be_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Scripted::default());
+        let clock = Clock::system();
+        let disk_full: fn(&std::path::Path, &[u8]) -> std::io::Result<()> =
+            |_, _| Err(std::io::Error::from_raw_os_error(28));
+        let limits = RateLimits::persistent(dir.path(), clock.clone()).recording_with(disk_full);
+        let engine = Engine::new(Arc::clone(&fake), 4, limits, clock);
+        let mut m = mirror("m");
+        m.rate_limit = Some("1/1h".parse().unwrap());
+        let rows = engine.run(&plan(vec![m]), &Options::default()).await;
+        assert_eq!((rows[0].outcome, rows[0].error_class), (Outcome::Failed, Some(ErrorClass::Other)));
+        let state = dir.path().join("ratelimit/m.json");
+        let expected = format!("cannot record the send in {}: No space left on device", state.display());
+        let error = rows[0].error.as_deref().unwrap();
+        assert!(error.contains(&expected) && !error.contains("unreadable"), "{error}");
+        assert!(fake.times("m").is_empty(), "sent although the send could not be recorded");
     }
 
     /// A transport that panics for one mirror.

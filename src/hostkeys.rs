@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Mirror, SshTarget, Transport};
 use crate::keys::{fingerprint, parse_public_key, same_key};
-use crate::transport::known_hosts::{self, KnownHostsFile, Verdict, host_entry_name};
+use crate::transport::known_hosts::{KnownHostsFile, Verdict, host_entry_name};
 use crate::transport::ssh::scan_host_key;
 
 /// What a scan found for one mirror.
@@ -120,7 +120,8 @@ pub async fn scan(config: &Config, only: &[String]) -> Result<Vec<ScanRow>, Scan
         .buffer_unordered(config.concurrency.max(1))
         .collect()
         .await;
-    // Judging and recording run one at a time, so two mirrors on one host record its key once.
+    // Judging and recording run one at a time, each under known_hosts' lock, so two mirrors on one
+    // host (or a scan next to another process) record its key once.
     let mut rows: Vec<ScanRow> = fetched
         .into_iter()
         .map(|(mirror, target, key)| match key {
@@ -172,22 +173,16 @@ fn judge(file: &KnownHostsFile, mirror: &str, target: &SshTarget, key: &PublicKe
         return row;
     }
     let name = host_entry_name(&target.host, target.port);
-    let entries = match file.entries() {
-        Ok(entries) => entries,
-        Err(e) => return failed(row, format!("cannot read {}: {e}", file.path().display())),
-    };
-    match known_hosts::judge(&entries, &name, key) {
-        Verdict::Known => row.status = ScanStatus::Known,
-        Verdict::Unknown => match file.append(&name, key) {
-            Ok(()) => row.status = ScanStatus::New,
-            Err(e) => return failed(row, format!("cannot write {}: {e}", file.path().display())),
-        },
-        Verdict::Changed { expected } => {
+    match file.record_if_unknown(&name, key) {
+        Err(e) => return failed(row, e.to_string()),
+        Ok(Verdict::Known) => row.status = ScanStatus::Known,
+        Ok(Verdict::Unknown) => row.status = ScanStatus::New,
+        Ok(Verdict::Changed { expected }) => {
             row.status = ScanStatus::Changed;
             let fps: Vec<String> = expected.iter().map(fingerprint).collect();
             row.detail = Some(format!("recorded: {}", fps.join(", ")));
         }
-        Verdict::Revoked => row.status = ScanStatus::Revoked,
+        Ok(Verdict::Revoked) => row.status = ScanStatus::Revoked,
     }
     row
 }

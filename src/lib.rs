@@ -25,7 +25,8 @@
 //! - [`plan`]: configuration + push request → which mirror gets which stage, or why it is skipped.
 //! - [`dispatch`]: the fan-out engine — semaphore, rate limits, retries, backoff → one outcome
 //!   per trigger.
-//! - [`ratelimit`]: governor limiters per mirror, their sends persisted in `state_dir`.
+//! - [`ratelimit`]: governor limiters per mirror, their sends persisted in `state_dir` (replaced
+//!   atomically under a per-mirror lock; unreadable state fails the trigger, never lifts the limit).
 //! - [`transport`]: the `Trigger` interface and the `Downstream` it is handed; [`transport::http`]
 //!   (reqwest), [`transport::ssh`] (russh client, host key checks) and [`transport::known_hosts`].
 //! - [`report`]: the report model (JSON, table) and the bounded history on disk.
@@ -46,7 +47,8 @@
 //!   the local sync command (one at a time per archive, later triggers coalesce into one queued
 //!   run), then may push the next tier through [`push`].
 //! - [`demo`]: in-process receivers used by `demo`, the tests and the benchmarks.
-//! - [`fsutil`]: atomic file writes; secret files only their owner may read.
+//! - [`fsutil`]: atomic file writes, locks shared by every process; secret files only their owner
+//!   may read.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

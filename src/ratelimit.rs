@@ -2,12 +2,15 @@
 //! persisted in `state_dir/ratelimit/<mirror>.json`, so that neither a restart nor a second
 //! process (a CLI push next to the daemon) resets a limit.
 //!
-//! Each admission locks the mirror's state file, replays the recorded sends into a fresh limiter,
-//! asks it, and records the send if it was allowed. The GCRA math stays governor's; the file is
-//! the single source of truth shared by every process.
+//! Each admission takes the mirror's lock (`<mirror>.lock`, a file that is never replaced), reads
+//! the recorded sends, replays them into a fresh limiter, asks it, and if the send is allowed
+//! replaces the state file atomically before letting go of the lock. The GCRA math stays
+//! governor's; the file is the single source of truth shared by every process.
+//!
+//! A state file that cannot be read or does not parse is an error, never "no sends": reading it
+//! as empty would silently lift the limit.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +22,7 @@ use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
+use crate::fsutil::{lock_exclusive, write_atomic};
 use crate::units::RateLimit;
 
 /// governor's quota for `limit`: one send per `per / count`, bursts of `count`.
@@ -36,13 +40,47 @@ pub enum Admission {
     DeferredUntil(SystemTime),
 }
 
+/// Why a mirror's rate limit could not be checked or its send recorded. The trigger is then not
+/// sent: without the state, the limit cannot be kept.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The mirror's lock file could not be created or locked.
+    #[error("cannot lock the rate-limit state with {}: {source}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The recorded sends could not be read, or are not a send log.
+    #[error("cannot read the rate-limit state {}: {source}", path.display())]
+    Read {
+        /// The state file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The send was allowed, but could not be recorded (a full disk, say).
+    #[error("cannot record the send in {}: {source}", path.display())]
+    Write {
+        /// The state file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
 /// Rate-limit state of all mirrors, kept under one directory.
 #[derive(Clone)]
 pub struct RateLimits {
     dir: PathBuf,
-    record: bool,
+    /// How an allowed send is recorded; `None` for a probe, which records nothing.
+    record: Option<WriteFn>,
     clock: Clock,
 }
+
+/// Replaces a file's content atomically: [`write_atomic`], or a failing stand-in in tests.
+type WriteFn = fn(&Path, &[u8]) -> std::io::Result<()>;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct SendLog {
@@ -53,21 +91,29 @@ struct SendLog {
 impl RateLimits {
     /// State persisted under `state_dir/ratelimit`.
     pub fn persistent(state_dir: &Path, clock: Clock) -> Self {
-        RateLimits { dir: state_dir.join("ratelimit"), record: true, clock }
+        RateLimits { dir: state_dir.join("ratelimit"), record: Some(write_atomic), clock }
     }
 
     /// The same state, read but never recorded to: for `--dry-run`.
     pub fn probe(&self) -> Self {
-        RateLimits { record: false, ..self.clone() }
+        RateLimits { record: None, ..self.clone() }
+    }
+
+    /// The same state, with sends recorded by `write` (a disk that fails, in tests).
+    #[cfg(test)]
+    pub(crate) fn recording_with(&self, write: WriteFn) -> Self {
+        RateLimits { record: Some(write), ..self.clone() }
     }
 
     /// Asks whether `mirror` may be triggered now, and records the send if so.
-    pub async fn admit(&self, mirror: &str, limit: RateLimit) -> std::io::Result<Admission> {
+    pub async fn admit(&self, mirror: &str, limit: RateLimit) -> Result<Admission, StateError> {
         let now = self.clock.now();
         let (dir, record, mirror) = (self.dir.clone(), self.record, mirror.to_string());
-        tokio::task::spawn_blocking(move || admit_locked(&dir, &mirror, limit, now, record))
-            .await
-            .map_err(std::io::Error::other)?
+        match tokio::task::spawn_blocking(move || admit_locked(&dir, &mirror, limit, now, record)).await {
+            Ok(admission) => admission,
+            // A panic in the check is the trigger task's own: the engine reports it as such.
+            Err(e) => std::panic::resume_unwind(e.try_into_panic().unwrap_or_else(|e| Box::new(e.to_string()))),
+        }
     }
 }
 
@@ -76,39 +122,46 @@ fn admit_locked(
     mirror: &str,
     limit: RateLimit,
     now: SystemTime,
-    record: bool,
-) -> std::io::Result<Admission> {
-    std::fs::create_dir_all(dir)?;
+    record: Option<WriteFn>,
+) -> Result<Admission, StateError> {
     let path = dir.join(format!("{mirror}.json"));
-    let mut file = match OpenOptions::new().read(true).write(record).create(record).truncate(false).open(&path) {
-        Err(e) if !record && e.kind() == std::io::ErrorKind::NotFound => return Ok(decide(&[], limit, unix_ms(now))),
-        other => other?,
-    };
-    file.lock()?;
-    let mut log = read_log(&mut file);
     let now_ms = unix_ms(now);
-    let window_ms = u64::try_from(limit.per.as_millis()).unwrap_or(u64::MAX);
-    log.sent_ms.retain(|&t| t.saturating_add(window_ms) > now_ms && t <= now_ms);
-    log.sent_ms.sort_unstable();
-    let admission = decide(&log.sent_ms, limit, now_ms);
-    if record && admission == Admission::Allowed {
-        log.sent_ms.push(now_ms);
-        file.set_len(0)?;
-        file.rewind()?;
-        file.write_all(&serde_json::to_vec(&log)?)?;
-        file.sync_data()?;
+    let Some(write) = record else {
+        // The file is only ever replaced whole, so a probe needs no lock.
+        return Ok(decide(&recent_sends(&path, limit, now_ms)?, limit, now_ms));
+    };
+    let lock = dir.join(format!("{mirror}.lock"));
+    let _held = std::fs::create_dir_all(dir)
+        .and_then(|()| lock_exclusive(&lock))
+        .map_err(|source| StateError::Lock { path: lock, source })?;
+    let mut sent_ms = recent_sends(&path, limit, now_ms)?;
+    let admission = decide(&sent_ms, limit, now_ms);
+    if admission == Admission::Allowed {
+        sent_ms.push(now_ms);
+        let body = serde_json::to_vec(&SendLog { sent_ms }).expect("a list of numbers serialises");
+        write(&path, &body).map_err(|source| StateError::Write { path, source })?;
     }
-    file.unlock()?;
     Ok(admission)
 }
 
-fn read_log(file: &mut File) -> SendLog {
-    let mut buf = Vec::new();
-    // A corrupt or empty file means no recorded sends; the limit then starts afresh.
-    match file.read_to_end(&mut buf) {
-        Ok(_) => serde_json::from_slice(&buf).unwrap_or_default(),
-        Err(_) => SendLog::default(),
-    }
+/// The sends recorded in `path` that still count against `limit` at `now_ms`, oldest first; none
+/// if the file does not exist.
+fn recent_sends(path: &Path, limit: RateLimit, now_ms: u64) -> Result<Vec<u64>, StateError> {
+    let unreadable = |source| StateError::Read { path: path.to_path_buf(), source };
+    let mut log = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice::<SendLog>(&bytes).map_err(|e| {
+            let why = format!("not a valid send log ({e}); remove the file to reset the limit");
+            unreadable(std::io::Error::new(ErrorKind::InvalidData, why))
+        })?,
+        Err(e) if e.kind() == ErrorKind::NotFound => SendLog::default(),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let window_ms = u64::try_from(limit.per.as_millis()).unwrap_or(u64::MAX);
+    // A send stamped after `now` (recorded before the OS clock stepped back) still counts: dropping
+    // it would lift the limit.
+    log.sent_ms.retain(|&t| t.saturating_add(window_ms) > now_ms);
+    log.sent_ms.sort_unstable();
+    Ok(log.sent_ms)
 }
 
 /// Replays `sent_ms` into a governor limiter and asks it about `now_ms`.
@@ -161,6 +214,18 @@ mod tests {
     }
 
     #[test]
+    fn a_send_stamped_ahead_of_now_still_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        let (now, ahead) = (1_000_000_000, 1_000_000_000 + 600_000);
+        std::fs::write(&path, format!("{{\"sent_ms\":[{ahead}]}}")).unwrap();
+        let sends = recent_sends(&path, limit("1/1h"), now).unwrap();
+        assert_eq!(sends, [ahead], "a send from before a clock step back is kept");
+        let until = UNIX_EPOCH + Duration::from_millis(ahead + 3_600_000);
+        assert_eq!(decide(&sends, limit("1/1h"), now), Admission::DeferredUntil(until));
+    }
+
+    #[test]
     fn bursts_up_to_n_then_defers_until_a_slot_frees() {
         let l = limit("2/1h");
         let t0 = 1_000_000_000;
@@ -186,5 +251,27 @@ mod tests {
         assert!(matches!(second.admit("m", l).await.unwrap(), Admission::DeferredUntil(_)));
         assert!(matches!(probe.admit("m", l).await.unwrap(), Admission::DeferredUntil(_)));
         assert_eq!(second.admit("other", l).await.unwrap(), Admission::Allowed);
+    }
+
+    #[tokio::test]
+    async fn a_state_file_emptied_or_cut_short_by_a_crash_does_not_reset_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = limit("2/1h");
+        let limits = RateLimits::persistent(dir.path(), Clock::system());
+        assert_eq!(limits.admit("m", l).await.unwrap(), Admission::Allowed);
+        assert_eq!(limits.admit("m", l).await.unwrap(), Admission::Allowed);
+        let state = dir.path().join("ratelimit/m.json");
+        let whole = std::fs::read(&state).unwrap();
+        // What a crash between truncating and rewriting the file leaves, and a write cut short.
+        for left in [&whole[..0], &whole[..whole.len() / 2]] {
+            std::fs::write(&state, left).unwrap();
+            for probing in [false, true] {
+                let limits = if probing { limits.probe() } else { limits.clone() };
+                match limits.admit("m", l).await {
+                    Err(StateError::Read { path, .. }) => assert_eq!(path, state),
+                    other => panic!("{} bytes of state read as {other:?}", left.len()),
+                }
+            }
+        }
     }
 }

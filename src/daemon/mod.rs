@@ -545,11 +545,13 @@ impl GenCtx {
         let snapshot = {
             let mut map = self.shared.deferred.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut map);
+            // Written while the map is held: two generations changing it at once would otherwise
+            // race to the disk, and the older snapshot could land last.
+            if let Err(e) = self.state.set_deferred(&map) {
+                tracing::error!(error = %e, "cannot persist deferred triggers");
+            }
             map.clone()
         };
-        if let Err(e) = self.state.set_deferred(&snapshot) {
-            tracing::error!(error = %e, "cannot persist deferred triggers");
-        }
         self.shared.status.send_modify(|s| {
             s.deferred = snapshot
                 .iter()

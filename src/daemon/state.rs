@@ -4,7 +4,7 @@
 //! - `ARCHIVE.due`: a journal, written before a push is dispatched: its first line names the
 //!   version, each further line a mirror whose trigger has ended. Removed once the push is
 //!   complete; found at start, it is resumed for the mirrors not yet listed;
-//! - `deferred.json`: triggers waiting for a rate limit.
+//! - `deferred.json`: triggers waiting for a rate limit, replaced only under `deferred.lock`.
 //!
 //! Journal lines are appended without fsync: they survive `kill -9` (the page cache is the
 //! kernel's), which is the crash this guards against.
@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{lock_exclusive, write_atomic};
 use crate::model::Timestamp;
 
 /// The daemon's state directory.
@@ -130,7 +130,8 @@ impl StateDir {
             .collect()
     }
 
-    /// Replaces the persisted deferred triggers.
+    /// Replaces the persisted deferred triggers, under a file lock that every `StateDir` and
+    /// every process takes, so that writers never meet in the file.
     pub fn set_deferred(&self, map: &DeferredMap) -> std::io::Result<()> {
         let list: Vec<DeferredEntry> = map
             .iter()
@@ -140,7 +141,10 @@ impl StateDir {
                 until: Timestamp(*until),
             })
             .collect();
-        write_atomic(&self.dir.join("deferred.json"), &serde_json::to_vec_pretty(&list)?)
+        let body = serde_json::to_vec_pretty(&list)?;
+        std::fs::create_dir_all(&self.dir)?;
+        let _lock = lock_exclusive(&self.dir.join("deferred.lock"))?;
+        write_atomic(&self.dir.join("deferred.json"), &body)
     }
 }
 
@@ -205,5 +209,50 @@ mod tests {
         map.insert(("debian".into(), "m".into()), t);
         state.set_deferred(&map).unwrap();
         assert_eq!(state.deferred(), map);
+    }
+
+    #[test]
+    fn concurrent_deferred_writers_in_two_state_dirs_never_fail_or_tear_the_file() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        // Two maps of different lengths, so a mix of both is never either of them.
+        let maps: Vec<DeferredMap> = [3, 40]
+            .iter()
+            .map(|&n| (0..n).map(|i| (("debian".to_string(), format!("mirror-{n}-{i}")), t)).collect())
+            .collect();
+        let start = std::sync::Barrier::new(3);
+        let writing = AtomicUsize::new(maps.len());
+        let (errors, torn) = std::thread::scope(|s| {
+            let writers: Vec<_> = maps
+                .iter()
+                .map(|map| {
+                    let (start, writing) = (&start, &writing);
+                    let state = StateDir::new(dir.path());
+                    s.spawn(move || {
+                        start.wait();
+                        let errors: Vec<String> =
+                            (0..300).filter_map(|_| state.set_deferred(map).err()).map(|e| e.to_string()).collect();
+                        writing.fetch_sub(1, Ordering::SeqCst);
+                        errors
+                    })
+                })
+                .collect();
+            let path = dir.path().join("daemon/deferred.json");
+            let mut torn = Vec::new();
+            start.wait();
+            while writing.load(Ordering::SeqCst) > 0 {
+                let Ok(bytes) = std::fs::read(&path) else { continue };
+                match serde_json::from_slice::<Vec<DeferredEntry>>(&bytes) {
+                    Ok(read) if maps.iter().any(|m| m.len() == read.len()) => {}
+                    _ => torn.push(String::from_utf8_lossy(&bytes).into_owned()),
+                }
+            }
+            let errors: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+            (errors, torn)
+        });
+        assert!(errors.is_empty(), "{} writes failed, first: {}", errors.len(), errors[0]);
+        assert!(torn.is_empty(), "{} torn reads, first: {:?}", torn.len(), torn[0]);
+        assert!(maps.contains(&StateDir::new(dir.path()).deferred()));
     }
 }

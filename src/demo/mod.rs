@@ -131,7 +131,7 @@ impl Receivers {
         let receiver = SshReceiver::builder().authorize(sender).log(Arc::clone(&self.ssh_log)).start().await?;
         let port = receiver.port();
         let known_hosts = KnownHostsFile::new(root.join("known_hosts"));
-        known_hosts.append(&host_entry_name("127.0.0.1", port), receiver.host_key())?;
+        known_hosts.record_if_unknown(&host_entry_name("127.0.0.1", port), receiver.host_key())?;
         self.ssh.push(receiver);
         Ok(format!("ssh: {{ host: 127.0.0.1, port: {port}, user: archvsync }}\nbusy_exit: 1\ntags: [demo, ssh]\n"))
     }

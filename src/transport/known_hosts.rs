@@ -5,7 +5,9 @@
 //! Lines that cannot be parsed are skipped, as OpenSSH does, so one odd line (a key type we do
 //! not know, a `@cert-authority` entry) never makes the whole file unusable.
 
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -172,7 +174,8 @@ pub fn judge(entries: &[Entry], name: &str, offered: &PublicKey) -> Verdict {
 
 /// A known_hosts file on disk. Its parsed entries are kept until the file's size or
 /// modification time changes, so a push to a thousand mirrors parses it once, while edits (by
-/// hand, by `hostkeys scan`, by accept-new) are seen by the next connection.
+/// hand, by `hostkeys scan`, by accept-new) are seen by the next connection. Keys are added only
+/// through [`KnownHostsFile::record_if_unknown`], under the file's lock.
 #[derive(Debug, Clone)]
 pub struct KnownHostsFile {
     path: PathBuf,
@@ -222,26 +225,83 @@ impl KnownHostsFile {
         Ok(self.entries_for(name)?.into_iter().filter(|e| !e.revoked).map(|e| e.key).collect())
     }
 
-    /// Appends `name key` as a plain entry, creating the file (and its directory) if needed.
-    pub fn append(&self, name: &str, key: &PublicKey) -> std::io::Result<()> {
+    /// Records `key` for the host recorded as `name`, unless the file already says something
+    /// about it, and returns the verdict the file gave: [`Verdict::Unknown`] means the key was
+    /// unknown and is now recorded (as a plain entry; the file and its directory are created if
+    /// needed).
+    ///
+    /// All of it runs under an exclusive lock on the file itself, which every process and every
+    /// handle takes before appending (`hostkeys scan`, accept-new in the daemon or a CLI push):
+    /// the file is judged as it is under the lock, so a key recorded meanwhile elsewhere is not
+    /// recorded twice, and a different one is refused.
+    pub fn record_if_unknown(&self, name: &str, key: &PublicKey) -> Result<Verdict, RecordError> {
+        let path = || self.path.clone();
+        let mut file = self.open_locked().map_err(|source| RecordError::Lock { path: path(), source })?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(|source| RecordError::Read { path: path(), source })?;
+        let verdict = judge(&parse(&text), name, key);
+        if matches!(verdict, Verdict::Unknown) {
+            // The comment is dropped: it is the server's business, not part of what we trust.
+            let mut bare = key.clone();
+            bare.set_comment("");
+            let encoded =
+                bare.to_openssh().map_err(|e| RecordError::Write { path: path(), source: std::io::Error::other(e) })?;
+            let prefix = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
+            file.write_all(format!("{prefix}{name} {encoded}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|source| RecordError::Write { path: path(), source })?;
+        }
+        Ok(verdict)
+    }
+
+    /// The file opened for reading and appending, exclusively locked until it is dropped.
+    fn open_locked(&self) -> std::io::Result<File> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = std::fs::OpenOptions::new().read(true).append(true).create(true).open(&self.path)?;
-        let mut missing_newline = false;
-        if file.seek(SeekFrom::End(-1)).is_ok() {
-            let mut last = [0u8; 1];
-            file.read_exact(&mut last)?;
-            missing_newline = last[0] != b'\n';
+        loop {
+            let file = OpenOptions::new().read(true).append(true).create(true).open(&self.path)?;
+            file.lock()?;
+            // Someone may have replaced the file while we waited (`ssh-keygen -R` renames a new
+            // one in): the lock is then on the old one, and the new one must be locked instead.
+            let held = file.metadata()?;
+            match std::fs::metadata(&self.path) {
+                Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => return Ok(file),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
         }
-        // The comment is dropped: it is the server's business, not part of what we trust.
-        let mut bare = key.clone();
-        bare.set_comment("");
-        let encoded = bare.to_openssh().map_err(std::io::Error::other)?;
-        let prefix = if missing_newline { "\n" } else { "" };
-        file.write_all(format!("{prefix}{name} {encoded}\n").as_bytes())?;
-        file.sync_all()
     }
+}
+
+/// Why a host key could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The file could not be opened or locked.
+    #[error("cannot lock {}: {source}", path.display())]
+    Lock {
+        /// The known_hosts file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file could not be read under the lock.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The known_hosts file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The key could not be appended.
+    #[error("cannot append to {}: {source}", path.display())]
+    Write {
+        /// The known_hosts file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
 }
 
 #[cfg(test)]
@@ -348,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn append_writes_a_line_that_reads_back() {
+    fn recording_appends_a_line_that_reads_back_once() {
         let dir = tempfile::tempdir().unwrap();
         let file = KnownHostsFile::new(dir.path().join("sub/known_hosts"));
         assert!(file.keys_for("x").unwrap().is_empty());
@@ -359,10 +419,38 @@ mod tests {
         )
         .unwrap();
         let k = key();
-        file.append("[127.0.0.1]:2222", &k).unwrap();
+        assert!(matches!(file.record_if_unknown("[127.0.0.1]:2222", &k).unwrap(), Verdict::Unknown));
         let text = std::fs::read_to_string(file.path()).unwrap();
         assert!(text.ends_with(&format!("\n[127.0.0.1]:2222 {}\n", k.to_openssh().unwrap())), "{text}");
         assert_eq!(file.keys_for("[127.0.0.1]:2222").unwrap().len(), 1);
         assert_eq!(file.keys_for("other").unwrap().len(), 1);
+        assert!(matches!(file.record_if_unknown("[127.0.0.1]:2222", &k).unwrap(), Verdict::Known));
+        assert!(matches!(file.record_if_unknown("[127.0.0.1]:2222", &key()).unwrap(), Verdict::Changed { .. }));
+        assert_eq!(std::fs::read_to_string(file.path()).unwrap(), text, "nothing recorded twice or over");
+    }
+
+    #[test]
+    fn independent_handles_recording_at_once_land_every_host_once_in_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let hosts: Vec<(String, PublicKey)> = (0..8).map(|i| (format!("[127.0.0.1]:{}", 2200 + i), key())).collect();
+        let start = std::sync::Barrier::new(hosts.len() * 2);
+        std::thread::scope(|s| {
+            // Two handles per host, none sharing anything in memory, all starting together.
+            for (name, k) in hosts.iter().chain(hosts.iter()) {
+                let (start, file) = (&start, KnownHostsFile::new(&path));
+                s.spawn(move || {
+                    start.wait();
+                    file.record_if_unknown(name, k).unwrap();
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        let mut expected: Vec<String> =
+            hosts.iter().map(|(name, k)| format!("{name} {}", k.to_openssh().unwrap())).collect();
+        expected.sort_unstable();
+        assert_eq!(lines, expected, "{text}");
     }
 }

@@ -52,9 +52,6 @@ struct Inner {
     key: Arc<PrivateKey>,
     known_hosts: KnownHostsFile,
     policy: HostKeyPolicy,
-    /// Serialises accept-new's re-read and append, so that concurrent first connections to one
-    /// host record its key once, and a second, different key is refused.
-    learning: Mutex<()>,
 }
 
 impl SshTransport {
@@ -66,7 +63,7 @@ impl SshTransport {
     /// A transport with a key already in memory.
     pub fn with_key(key: PrivateKey, known_hosts: PathBuf, policy: HostKeyPolicy) -> Self {
         let known_hosts = KnownHostsFile::new(known_hosts);
-        SshTransport { inner: Arc::new(Inner { key: Arc::new(key), known_hosts, policy, learning: Mutex::new(()) }) }
+        SshTransport { inner: Arc::new(Inner { key: Arc::new(key), known_hosts, policy }) }
     }
 
     /// Sends one trigger to `target`: connect, verify, authenticate, exec, wait for the exit.
@@ -207,16 +204,14 @@ fn rsa_hash(announced: Result<Option<Option<HashAlg>>, russh::Error>) -> Option<
 impl Inner {
     /// accept-new: records `key` for `name` unless, by now, the file says otherwise.
     fn learn(&self, name: &str, key: &PublicKey) -> Result<(), SshError> {
-        let _guard = self.learning.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.known_hosts.path().display();
-        let entries =
-            self.known_hosts.entries_for(name).map_err(|e| SshError::Local(format!("cannot read {path}: {e}")))?;
-        match known_hosts::judge(&entries, name, key) {
+        let verdict = self
+            .known_hosts
+            .record_if_unknown(name, key)
+            .map_err(|e| SshError::Local(format!("cannot record the host key of {name}: {e}")))?;
+        match verdict {
             Verdict::Known => Ok(()),
             Verdict::Unknown => {
-                self.known_hosts
-                    .append(name, key)
-                    .map_err(|e| SshError::Local(format!("cannot record the host key of {name} in {path}: {e}")))?;
                 tracing::info!(host = %name, fingerprint = %fingerprint(key), file = %path, "recorded a new host key");
                 Ok(())
             }

@@ -108,6 +108,19 @@ pub fn run_bin(config: &Path, args: &[&str]) -> Output {
         .expect("run pushmirror")
 }
 
+/// Starts pushmirror with `args`, its output piped.
+pub fn spawn_bin(config: &Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pushmirror"))
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start pushmirror")
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -1,7 +1,10 @@
 //! The SSH transport, `keygen` and `hostkeys scan` against in-process russh receivers on
 //! 127.0.0.1:0.
 
-use std::os::unix::fs::PermissionsExt;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +20,7 @@ use pushmirror::report::Report;
 use pushmirror::transport::Transports;
 use russh::keys::{PrivateKey, PublicKey};
 
-use crate::common::{Fixture, row, run_bin, stderr, stdout};
+use crate::common::{Fixture, row, run_bin, spawn_bin, stderr, stdout};
 
 const IDENTITY: &str = "keys/id_ed25519";
 
@@ -432,4 +435,89 @@ async fn hostkeys_scan_records_new_keys_reports_known_ones_and_never_overwrites_
     let only = pushmirror::hostkeys::scan(&config, &["a".to_string()]).await.unwrap();
     assert_eq!(only.len(), 1);
     assert!(pushmirror::hostkeys::scan(&config, &["nope".to_string()]).await.is_err());
+}
+
+/// Whether `child` came to wait for the lock on `file` (as `/proc/locks` lists a blocked
+/// `flock`), rather than ending without ever asking for it.
+fn waits_for_lock(child: &mut Child, file: &Path) -> bool {
+    let pid = child.id().to_string();
+    let inode = format!(":{}", std::fs::metadata(file).unwrap().ino());
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        let blocked = locks.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).any(|f| {
+            f.get(1) == Some(&"->") && f.get(5) == Some(&pid.as_str()) && f.get(6).is_some_and(|i| i.ends_with(&inode))
+        });
+        if blocked {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// Runs pushmirror with `args` while this process holds the lock on `known_hosts`, as every writer
+/// of it must; once pushmirror waits for the lock, appends `line` and lets go. Returns whether it
+/// waited, and its output.
+async fn run_while_appending_under_lock(
+    config: PathBuf,
+    known_hosts: PathBuf,
+    args: &'static [&'static str],
+    line: String,
+) -> (bool, Output) {
+    tokio::task::spawn_blocking(move || {
+        let mut held = std::fs::OpenOptions::new().append(true).create(true).open(&known_hosts).unwrap();
+        held.lock().unwrap();
+        let mut child = spawn_bin(&config, args);
+        let waited = waits_for_lock(&mut child, &known_hosts);
+        writeln!(held, "{line}").unwrap();
+        held.sync_all().unwrap();
+        drop(held);
+        (waited, child.wait_with_output().unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn hostkeys_scan_waits_for_the_known_hosts_lock_and_does_not_repeat_a_key_recorded_meanwhile() {
+    let (f, client) = installation("");
+    let a = receiver(&client, Behaviour::Exit(0)).await;
+    let b = receiver(&client, Behaviour::Exit(0)).await;
+    unpinned_mirror(&f, "a", &a, "");
+    unpinned_mirror(&f, "b", &b, "");
+    let (waited, out) = run_while_appending_under_lock(
+        f.config_path(),
+        f.path("known_hosts"),
+        &["hostkeys", "scan"],
+        a.known_hosts_line(),
+    )
+    .await;
+    let recorded = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert!(waited, "hostkeys scan wrote known_hosts without its lock:\n{}\n{recorded}", stdout(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("a [127.0.0.1]:{} {} known", a.port(), keys::fingerprint(a.host_key()))), "{text}");
+    assert!(text.contains(&format!("b [127.0.0.1]:{} {} new", b.port(), keys::fingerprint(b.host_key()))), "{text}");
+    assert_eq!(recorded, format!("{}\n{}\n", a.known_hosts_line(), b.known_hosts_line()), "each key once, whole lines");
+}
+
+#[tokio::test]
+async fn accept_new_in_another_process_waits_for_the_known_hosts_lock_and_does_not_repeat_a_key() {
+    let (f, client) = installation("host_key_policy: accept-new\n");
+    let rx = receiver(&client, Behaviour::Exit(0)).await;
+    unpinned_mirror(&f, "a", &rx, "");
+    let (waited, out) = run_while_appending_under_lock(
+        f.config_path(),
+        f.path("known_hosts"),
+        &["push", "--no-progress"],
+        rx.known_hosts_line(),
+    )
+    .await;
+    let recorded = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert!(waited, "push recorded the host key without the known_hosts lock:\n{}\n{recorded}", stdout(&out));
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(rx.log().count(), 1);
+    assert_eq!(recorded, format!("{}\n", rx.known_hosts_line()), "recorded once");
 }
