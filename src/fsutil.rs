@@ -54,11 +54,74 @@ pub fn lock_exclusive(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Size bounds of the files pushmirror reads because its configuration names them.
+pub mod limit {
+    /// The main file, a mirror file, `receive`'s file, a runmirrors file to import.
+    pub const CONFIG_FILE: u64 = 1024 * 1024;
+    /// `url_file`, `password_file`, `token_file`, `hmac_secret_file`.
+    pub const SECRET: u64 = 64 * 1024;
+    /// The sender's private key.
+    pub const KEY: u64 = 64 * 1024;
+    /// An archive's trace file (ftpsync's are about 2 KiB).
+    pub const TRACE: u64 = 1024 * 1024;
+    /// pushmirror's known_hosts.
+    pub const KNOWN_HOSTS: u64 = 16 * 1024 * 1024;
+}
+
+/// Opens `path` for reading without ever blocking in `open()` (a FIFO would), and refuses
+/// anything that is not a regular file (FIFOs, devices such as a symlink to `/dev/zero`,
+/// directories, sockets) before a byte is read.
+pub fn open_regular(path: &Path) -> std::io::Result<(File, std::fs::Metadata)> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        return Ok((file, meta));
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("not a regular file ({what})")))
+}
+
+/// Reads all of `file`, refusing more than `limit` bytes.
+pub fn read_limited(mut file: File, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::io::Read::take(&mut file, limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, format!("larger than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// A regular file of at most `limit` bytes (see [`open_regular`]).
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let (file, _) = open_regular(path)?;
+    read_limited(file, limit)
+}
+
+/// Like [`read_bounded`], as UTF-8 text.
+pub fn read_bounded_text(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path, limit)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// Reads a secret from a file that only its owner may read; trailing newlines are dropped.
 pub fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let (file, meta) = open_regular(path).map_err(unreadable)?;
     check_private(path, &meta)?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8(read_limited(file, limit::SECRET).map_err(unreadable)?)
+        .map_err(|_| format!("cannot read {}: not UTF-8 text", path.display()))?;
     let value = text.trim_end_matches(['\n', '\r']).to_string();
     if value.is_empty() {
         return Err(format!("{} is empty", path.display()));

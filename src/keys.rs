@@ -56,9 +56,11 @@ pub enum KeyError {
 /// (as OpenSSH does) and keys protected by a passphrase (nobody is there to type it).
 pub fn load_identity(path: &Path) -> Result<PrivateKey, KeyError> {
     let unreadable = |e: std::io::Error| KeyError::Unreadable { path: path.to_path_buf(), reason: e.to_string() };
-    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    let (file, meta) = crate::fsutil::open_regular(path).map_err(unreadable)?;
     check_private(path, &meta).map_err(KeyError::TooOpen)?;
-    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    let bytes = crate::fsutil::read_limited(file, crate::fsutil::limit::KEY).map_err(unreadable)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| unreadable(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")))?;
     let malformed = |reason: String| KeyError::Malformed { path: path.to_path_buf(), reason };
     let key = russh::keys::decode_secret_key(&text, None).map_err(|e| match e {
         russh::keys::Error::KeyIsEncrypted => {

@@ -21,7 +21,7 @@ use crate::config::Archive;
 /// The archive's version: the `Archive serial:` line of its trace file, else the trace's first
 /// line, else a hash of its content. `None` when there is no trace file.
 pub fn read_version(archive: &Archive) -> Option<String> {
-    let text = std::fs::read(archive.root.join(&archive.trace)).ok()?;
+    let text = crate::fsutil::read_bounded(&archive.root.join(&archive.trace), crate::fsutil::limit::TRACE).ok()?;
     Some(version_of(&text))
 }
 

@@ -294,7 +294,7 @@ pub fn read_dir(
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut mirrors = Vec::new();
     for file in files {
-        let text = match std::fs::read_to_string(&file) {
+        let text = match crate::fsutil::read_bounded_text(&file, crate::fsutil::limit::CONFIG_FILE) {
             Ok(t) => t,
             Err(e) => {
                 sink.borrow_mut().push(ConfigError::at(&file, (1, 1), "", format!("cannot read: {e}")));

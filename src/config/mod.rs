@@ -20,6 +20,7 @@ pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget,
 
 pub(crate) use mirror::{basic_auth, secret_field};
 
+use crate::fsutil::{limit, read_bounded_text};
 use crate::units::max;
 use fields::{Fields, Sink};
 use mirror::MirrorSettings;
@@ -97,7 +98,7 @@ impl Config {
 /// Loads and validates the configuration rooted at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let sink = Sink::default();
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_bounded_text(path, limit::CONFIG_FILE) {
         Ok(t) => t,
         Err(e) => {
             return Err(ConfigErrors(vec![ConfigError::at(path, (1, 1), "", format!("cannot read config file: {e}"))]));
@@ -209,7 +210,7 @@ fn check_identity(key: &Path) -> Result<(), String> {
 /// The `identity:` path of the main file at `path`, read without validating anything else, so
 /// that `keygen` can create the key a configuration names before that configuration is valid.
 pub fn identity_path(path: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = read_bounded_text(path, limit::CONFIG_FILE).ok()?;
     let yaml::Value::Map(entries) = yaml::parse(&text).ok()?.value else {
         return None;
     };

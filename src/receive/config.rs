@@ -58,7 +58,7 @@ pub struct SyncArchive {
 
 /// Loads and validates the receive configuration at `path`, or returns every error found.
 pub fn load(path: &Path) -> Result<ReceiveConfig, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::fsutil::read_bounded_text(path, crate::fsutil::limit::CONFIG_FILE)
         .map_err(|e| ConfigErrors(vec![ConfigError::at(path, (1, 1), "", format!("cannot read config file: {e}"))]))?;
     let sink = Sink::default();
     let config = Fields::parse_file(path, &text, &sink).map(read_top);

@@ -106,7 +106,8 @@ pub fn run(args: &ImportArgs, format: Format) -> Ended {
 }
 
 fn read_source(path: &Path) -> Result<String, Stop> {
-    std::fs::read_to_string(path).map_err(|e| Stop::usage(format_args!("cannot read {}: {e}", path.display())))
+    crate::fsutil::read_bounded_text(path, crate::fsutil::limit::CONFIG_FILE)
+        .map_err(|e| Stop::usage(format_args!("cannot read {}: {e}", path.display())))
 }
 
 /// Writes each file unless one of that name exists; returns the files written.

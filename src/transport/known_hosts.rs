@@ -210,7 +210,8 @@ impl KnownHostsFile {
         if let Some(c) = cache.as_ref().filter(|c| c.stamp == stamp) {
             return Ok(Arc::clone(&c.entries));
         }
-        let entries = Arc::new(parse(&std::fs::read_to_string(&self.path)?));
+        let text = crate::fsutil::read_bounded_text(&self.path, crate::fsutil::limit::KNOWN_HOSTS)?;
+        let entries = Arc::new(parse(&text));
         *cache = Some(Cached { stamp, entries: Arc::clone(&entries) });
         Ok(entries)
     }

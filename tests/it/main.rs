@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area.
 
+mod bounded;
 mod cli;
 mod common;
 mod config_yaml;
