@@ -62,8 +62,19 @@ fn load(cli: &Cli) -> Result<Config, Stop> {
     })
 }
 
+/// [`load`], then what writing commands need on disk ([`config::verify_files`]).
+fn load_for_writing(cli: &Cli) -> Result<Config, Stop> {
+    let config = load(cli)?;
+    config::verify_files(&config).map_err(|errors| {
+        eprintln!("{errors}");
+        eprintln!("{}: {} error(s); nothing was done", cli.config.display(), errors.0.len());
+        Stop::Shown
+    })?;
+    Ok(config)
+}
+
 fn check(cli: &Cli) -> Ended {
-    match config::load(&cli.config) {
+    match config::load(&cli.config).and_then(|c| config::verify_files(&c).map(|()| c)) {
         Ok(c) => {
             let ssh = c.mirrors.iter().filter(|m| m.transport_name() == "ssh").count();
             match cli.format {
@@ -94,7 +105,7 @@ fn check(cli: &Cli) -> Ended {
 }
 
 async fn daemon(cli: &Cli, grace: Duration) -> Ended {
-    let config = load(cli)?;
+    let config = load_for_writing(cli)?;
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
     forward_signals(shutdown.clone(), reload_tx)?;
@@ -155,7 +166,7 @@ fn forward_signals(shutdown: CancellationToken, reload: mpsc::UnboundedSender<()
 }
 
 async fn push(cli: &Cli, args: &PushArgs) -> Ended {
-    let config = load(cli)?;
+    let config = load_for_writing(cli)?;
     let (kind, from_ftpsync) = args.kind();
     let request = PushRequest {
         archive: args.archive.clone(),
@@ -216,7 +227,7 @@ fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
 
 /// `hostkeys scan`: records new host keys, reports known and changed ones.
 async fn hostkeys_scan(cli: &Cli, only: &[String]) -> Ended {
-    let config = load(cli)?;
+    let config = load_for_writing(cli)?;
     let rows = crate::hostkeys::scan(&config, only).await.map_err(Stop::usage)?;
     match cli.format {
         Format::Json => print_json(&rows),

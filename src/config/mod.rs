@@ -51,6 +51,9 @@ pub struct Config {
     pub status: StatusConfig,
     /// Every mirror, sorted by name.
     pub mirrors: Vec<Arc<Mirror>>,
+    /// Where fields that [`verify_files`] checks were written (`state_dir`, `known_hosts`,
+    /// `archives.NAME.trace`), for its errors.
+    positions: BTreeMap<String, (usize, usize)>,
 }
 
 /// Host keys that are not yet in known_hosts.
@@ -136,6 +139,10 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
             other => Err(format!("unknown policy `{other}`, expected strict or accept-new")),
         })
         .unwrap_or(HostKeyPolicy::Strict);
+    let mut positions = BTreeMap::new();
+    for key in ["state_dir", "known_hosts"] {
+        positions.insert(key.to_string(), f.position(key));
+    }
     let mirrors_dir = f.path("mirrors_dir").unwrap_or_else(|| resolve(&path, "mirrors.d"));
     let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from("/var/lib/pushmirror"));
     let concurrency = match f.take::<usize>("concurrency") {
@@ -159,7 +166,7 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         }
         None => MirrorSettings::default(),
     };
-    let archives = read_archives(&mut f);
+    let archives = read_archives(&mut f, &mut positions);
     let status = read_status(&mut f);
     f.finish(MAIN_FIELDS);
 
@@ -195,7 +202,59 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         archives,
         status,
         mirrors: mirrors.into_iter().map(Arc::new).collect(),
+        positions,
     })
+}
+
+/// What the commands that write state need on disk, beyond a valid file: `state_dir` a writable
+/// directory (created if missing), pushmirror's `known_hosts` a regular file within its bound when
+/// SSH mirrors use it, and each archive's trace file, where present, a regular file within its
+/// bound. `check`, `push`, `runmirrors` and `daemon` call it; readers (`status`, `list`) do not,
+/// so a monitoring user that cannot write `state_dir` can still read it.
+pub fn verify_files(config: &Config) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut error = |field: &str, message: String| {
+        let at = config.positions.get(field).copied().unwrap_or((1, 1));
+        errors.push(ConfigError::at(&config.path, at, field, message));
+    };
+    if let Err(why) = writable_dir(&config.state_dir) {
+        error("state_dir", format!("{}: {why}", config.state_dir.display()));
+    }
+    let uses_ssh = config.mirrors.iter().any(|m| matches!(m.transport, Transport::Ssh(_)));
+    if uses_ssh
+        && config.known_hosts.exists()
+        && let Err(e) = read_bounded_text(&config.known_hosts, limit::KNOWN_HOSTS)
+    {
+        error("known_hosts", format!("cannot read {}: {e}", config.known_hosts.display()));
+    }
+    for archive in config.archives.values() {
+        let trace = archive.root.join(&archive.trace);
+        if trace.symlink_metadata().is_ok()
+            && let Err(e) = crate::fsutil::read_bounded(&trace, limit::TRACE)
+        {
+            error(&format!("archives.{}.trace", archive.name), format!("cannot read {}: {e}", trace.display()));
+        }
+    }
+    if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+}
+
+/// Whether `dir` is a directory this process can create files in, or, when missing, can be
+/// created: the honest test is to create (and remove) a file in it, or in its nearest existing
+/// ancestor. Nothing is left behind.
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let existing = dir.ancestors().find(|a| a.symlink_metadata().is_ok()).unwrap_or(Path::new("/"));
+    if !existing.is_dir() {
+        return match existing == dir {
+            true => Err("exists but is not a directory".into()),
+            false => Err(format!("cannot be created: {} is not a directory", existing.display())),
+        };
+    }
+    let probe = tempfile::Builder::new().prefix(".pushmirror-check").tempfile_in(existing);
+    match (probe, existing == dir) {
+        (Ok(_), _) => Ok(()),
+        (Err(e), true) => Err(format!("is not writable by this user: {e}")),
+        (Err(e), false) => Err(format!("cannot be created in {}: {e}", existing.display())),
+    }
 }
 
 /// Whether the sender's key loads; the message says how to fix it when it does not.
@@ -220,7 +279,7 @@ pub fn identity_path(path: &Path) -> Option<PathBuf> {
     })
 }
 
-fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Archive> {
+fn read_archives(f: &mut Fields<'_>, positions: &mut BTreeMap<String, (usize, usize)>) -> BTreeMap<String, Archive> {
     let mut out = BTreeMap::new();
     let Some(mut all) = f.nested("archives") else {
         return out;
@@ -237,6 +296,7 @@ fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Archive> {
         if root.is_none() {
             a.error("root", "missing: the archive's root directory");
         }
+        positions.insert(format!("archives.{name}.trace"), a.position("trace"));
         let trace = a.take::<String>("trace").unwrap_or_else(|| "project/trace/master".into());
         let locks = a.take::<Vec<String>>("locks").unwrap_or_else(|| vec!["Archive-Update-in-Progress-*".into()]);
         let settle = a.duration("settle", max::SETTLE).unwrap_or(Duration::from_secs(30));

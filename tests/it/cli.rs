@@ -227,3 +227,19 @@ fn the_shipped_example_config_and_mirror_files_pass_check() {
     assert!(stdout(&out).contains(&format!("2 archive(s), {examples} mirror(s)")), "{}", stdout(&out));
     assert!(examples >= 4, "one example of each kind");
 }
+
+#[tokio::test]
+async fn a_state_dir_that_is_a_file_fails_check_and_push_sends_nothing() {
+    let rx = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("good", &rx.url("/"), "");
+    // The fixture's main file says `state_dir: state`; a regular file stands there instead.
+    std::fs::write(f.path("state"), "not a directory").unwrap();
+    let check = cli(f.config_path(), &["check"]).await;
+    assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
+    assert!(stderr(&check).contains(": state_dir: "), "{}", stderr(&check));
+    assert!(stderr(&check).contains("exists but is not a directory"), "{}", stderr(&check));
+    let push = cli(f.config_path(), &["push"]).await;
+    assert_eq!(push.status.code(), Some(2), "{}", stderr(&push));
+    assert_eq!(rx.log().count(), 0, "a push that cannot be recorded sends nothing");
+}
