@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod config_yaml;
 mod daemon;
+mod faults;
 mod http;
 mod layout;
 mod openssh;
