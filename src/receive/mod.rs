@@ -33,7 +33,6 @@ use tokio_util::task::TaskTracker;
 pub use config::{DEFAULT_CONFIG, ReceiveConfig, SyncArchive, load};
 pub use status::{ArchiveSync, ChainedPush, ReceiveStatus};
 
-use crate::clock::Clock;
 use crate::model::Timestamp;
 use sync::{Lane, Workers};
 
@@ -77,7 +76,6 @@ impl Receiving {
 struct Endpoint {
     lanes: BTreeMap<String, Arc<Lane>>,
     workers: Arc<Workers>,
-    clock: Clock,
 }
 
 /// Binds `config.listen`, starts one worker per archive and serves; returns at once.
@@ -105,7 +103,7 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
     for lane in lanes.values() {
         tasks.spawn(Arc::clone(&workers).run_lane(Arc::clone(lane)));
     }
-    let endpoint = Arc::new(Endpoint { lanes, workers: Arc::clone(&workers), clock: Clock::system() });
+    let endpoint = Arc::new(Endpoint { lanes, workers: Arc::clone(&workers) });
     let app = router(endpoint).into_make_service_with_connect_info::<SocketAddr>();
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
@@ -170,8 +168,7 @@ async fn trigger(
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
-    let now = endpoint.clock.now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let Some(method) = auth::authenticate(&lane.archive.credentials, &headers, &body, &lane.seen, now) else {
+    let Some(method) = auth::authenticate(&lane.archive.credentials, &headers, &body, &lane.seen, unix_now()) else {
         tracing::warn!("unauthorized trigger for {archive} from {}", peer.ip());
         return StatusCode::UNAUTHORIZED.into_response();
     };
@@ -186,4 +183,71 @@ async fn trigger(
     let waits = endpoint.workers.enqueue(lane, request);
     let sync = if waits { "queued" } else { "starting" };
     (StatusCode::ACCEPTED, Json(serde_json::json!({ "archive": archive, "sync": sync }))).into_response()
+}
+
+/// The OS wall clock in unix seconds, read afresh for every request. A sender signs by its own
+/// OS clock, so freshness is judged by ours: not by a clock anchored at start and advanced by the
+/// monotonic one, which parts from the wall clock when the host is suspended or its clock stepped.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::receive::auth::Credentials;
+    use crate::secret::Secret;
+    use crate::signature;
+
+    const KEY: &str = "hmac-key";
+
+    /// An endpoint for one archive, `debian`, that accepts signatures made with [`KEY`];
+    /// no worker runs, so a trigger is only queued.
+    fn endpoint() -> Arc<Endpoint> {
+        let archive = Arc::new(SyncArchive {
+            name: "debian".into(),
+            command: vec!["/bin/true".into()],
+            timeout: Duration::from_secs(60),
+            credentials: Credentials { hmac_secret: Some(Secret::new(KEY.into())), ..Credentials::default() },
+            push: None,
+        });
+        let status = ReceiveStatus {
+            started_at: None,
+            archives: vec![ArchiveSync { name: "debian".into(), ..ArchiveSync::default() }],
+        };
+        let workers = Arc::new(Workers {
+            status: watch::channel(status).0,
+            shutdown: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+        });
+        let lanes = BTreeMap::from([("debian".to_string(), Arc::new(Lane::new(archive)))]);
+        Arc::new(Endpoint { lanes, workers })
+    }
+
+    /// A trigger signed now by the OS clock, as a sender on another host would sign it.
+    fn signed_now() -> Request<Body> {
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
+        let body = br#"{"stage":"all"}"#;
+        let mut request = Request::post("/trigger/debian")
+            .header(signature::TIMESTAMP_HEADER, &t)
+            .header(signature::SIGNATURE_HEADER, signature::sign(KEY.as_bytes(), &t, body))
+            .body(Body::from(body.as_slice()))
+            .unwrap();
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+        request
+    }
+
+    /// The sender signs by its OS clock, so freshness must be judged by ours, even when the
+    /// process's monotonic clock has gone its own way (here tokio's, paused and moved on an hour;
+    /// in production a suspended VM or a stepped clock).
+    #[tokio::test(start_paused = true)]
+    async fn signature_freshness_is_judged_by_the_os_clock() {
+        let endpoint = endpoint();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let response = router(endpoint).oneshot(signed_now()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
 }
