@@ -5,9 +5,11 @@
 //! `path:line:col: field: message` and unknown fields are errors.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
 /// Bound of one sync run when `timeout:` is absent (a full Debian sync takes hours).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-const TOP_FIELDS: &[&str] = &["listen", "archives"];
+const TOP_FIELDS: &[&str] = &["listen", "status", "archives"];
 const ARCHIVE_FIELDS: &[&str] = &["command", "timeout", "bearer_token_file", "basic_auth", "hmac_secret_file", "push"];
 const AUTH_FIELDS: &[&str] = &["bearer_token_file", "basic_auth", "hmac_secret_file"];
 
@@ -37,8 +39,41 @@ pub struct ReceiveConfig {
     pub path: PathBuf,
     /// Address of the trigger endpoint, `/status` and `/healthz`.
     pub listen: SocketAddr,
+    /// Who may read `GET /status`.
+    pub status: StatusAccess,
     /// Archives by name (the `{archive}` of `/trigger/{archive}`).
     pub archives: BTreeMap<String, Arc<SyncArchive>>,
+}
+
+/// Who may read `GET /status` (`status:`). `/healthz` is open to anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusAccess {
+    /// Only requests with the credentials of one of the archives (the default): the status
+    /// tells which archives exist, which serial is syncing and when the last sync ended.
+    #[default]
+    Authenticated,
+    /// Anyone who can reach the endpoint.
+    Public,
+}
+
+impl fmt::Display for StatusAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StatusAccess::Authenticated => "authenticated",
+            StatusAccess::Public => "public",
+        })
+    }
+}
+
+impl FromStr for StatusAccess {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "authenticated" => Ok(StatusAccess::Authenticated),
+            "public" => Ok(StatusAccess::Public),
+            _ => Err(format!("expected `authenticated` (the default) or `public`, not `{s}`")),
+        }
+    }
 }
 
 /// One archive this host syncs when triggered.
@@ -73,9 +108,10 @@ fn read_top(mut f: Fields<'_>) -> ReceiveConfig {
     let path = f.file().to_path_buf();
     let listen =
         f.take_from_str::<SocketAddr>("listen").unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("literal address"));
+    let status = f.take_from_str("status").unwrap_or_default();
     let archives = read_archives(&mut f);
     f.finish(TOP_FIELDS);
-    ReceiveConfig { path, listen, archives }
+    ReceiveConfig { path, listen, status, archives }
 }
 
 fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Arc<SyncArchive>> {
@@ -221,6 +257,7 @@ mod tests {
         );
         let c = load(&path).unwrap();
         assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.status, StatusAccess::Authenticated);
         let a = &c.archives["debian"];
         let program = dir.path().join("bin/sync").to_string_lossy().into_owned();
         assert_eq!(a.command, [program.as_str(), "sync:archive:debian", "debian-x"]);
@@ -229,6 +266,21 @@ mod tests {
         assert_eq!(a.credentials.basic_auth.as_ref().unwrap().0, "u");
         assert!(a.credentials.hmac_secret.is_none());
         assert_eq!(a.push.as_deref(), Some(dir.path().join("pushmirror.yaml").as_path()));
+    }
+
+    #[test]
+    fn the_status_is_authenticated_or_public() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "token", "t", 0o600);
+        let archives = "archives:\n  a:\n    command: [\"true\"]\n    bearer_token_file: token\n";
+        let path = write(dir.path(), "receive.yaml", &format!("status: public\n{archives}"), 0o644);
+        assert_eq!(load(&path).unwrap().status, StatusAccess::Public);
+        let path = write(dir.path(), "receive.yaml", &format!("status: open\n{archives}"), 0o644);
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(
+            errors.contains(":1:1: status: expected `authenticated` (the default) or `public`, not `open`"),
+            "{errors}"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! ([`sync`]) runs the configured command, one run at a time with at most one queued: triggers
 //! arriving during a run coalesce into that one queued re-run (ftpsync's Update-Required
 //! semantics). After a successful run it may push the next tier with [`crate::push`].
-//! `GET /status` serves [`ReceiveStatus`], which is also the queue; `GET /healthz` says `ok`.
+//! `GET /status` serves [`ReceiveStatus`], which is also the queue, to requests with the
+//! credentials of one of the archives (or to anyone with `status: public`); `GET /healthz` says
+//! `ok` to anyone.
 
 pub mod auth;
 pub mod config;
@@ -30,7 +32,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{DEFAULT_CONFIG, ReceiveConfig, SyncArchive, load};
+pub use config::{DEFAULT_CONFIG, ReceiveConfig, StatusAccess, SyncArchive, load};
 pub use status::{ArchiveSync, ChainedPush, ReceiveStatus};
 
 use crate::model::Timestamp;
@@ -76,6 +78,7 @@ impl Receiving {
 struct Endpoint {
     lanes: BTreeMap<String, Arc<Lane>>,
     workers: Arc<Workers>,
+    status_access: StatusAccess,
 }
 
 /// Binds `config.listen`, starts one worker per archive and serves; returns at once.
@@ -103,7 +106,7 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
     for lane in lanes.values() {
         tasks.spawn(Arc::clone(&workers).run_lane(Arc::clone(lane)));
     }
-    let endpoint = Arc::new(Endpoint { lanes, workers: Arc::clone(&workers) });
+    let endpoint = Arc::new(Endpoint { lanes, workers: Arc::clone(&workers), status_access: config.status });
     let app = router(endpoint).into_make_service_with_connect_info::<SocketAddr>();
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
@@ -146,8 +149,29 @@ fn router(endpoint: Arc<Endpoint>) -> Router {
         .with_state(endpoint)
 }
 
-async fn status(State(endpoint): State<Arc<Endpoint>>) -> Json<ReceiveStatus> {
-    Json(endpoint.workers.status.borrow().clone())
+/// 401 (empty) unless the status is public or the request carries the credentials of one of the
+/// archives · 200 [`ReceiveStatus`].
+async fn status(
+    State(endpoint): State<Arc<Endpoint>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if endpoint.status_access == StatusAccess::Authenticated && !endpoint.any_archive_admits(&headers) {
+        tracing::warn!("unauthorized status request from {}", peer.ip());
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    Json(endpoint.workers.status.borrow().clone()).into_response()
+}
+
+impl Endpoint {
+    /// Whether `headers` carry what would authorise a trigger of one of the archives (a
+    /// signature covers the empty body, and is then used up like a trigger's).
+    fn any_archive_admits(&self, headers: &HeaderMap) -> bool {
+        let now = unix_now();
+        self.lanes
+            .values()
+            .any(|lane| auth::authenticate(&lane.archive.credentials, headers, b"", &lane.seen, now).is_some())
+    }
 }
 
 /// 404 unknown archive · 413 body over [`MAX_BODY`] · 401 (empty) unauthorised · 400 bad
@@ -224,7 +248,7 @@ mod tests {
             hard_stop: CancellationToken::new(),
         });
         let lanes = BTreeMap::from([("debian".to_string(), Arc::new(Lane::new(archive)))]);
-        Arc::new(Endpoint { lanes, workers })
+        Arc::new(Endpoint { lanes, workers, status_access: StatusAccess::Authenticated })
     }
 
     /// A trigger signed now by the OS clock, as a sender on another host would sign it.

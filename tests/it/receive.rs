@@ -43,7 +43,12 @@ impl Downstream {
 
     /// Writes receive.yaml listening on a free port with `archives` (YAML, indented by two).
     fn config(&self, archives: &str) -> &Self {
-        std::fs::write(self.config_path(), format!("listen: 127.0.0.1:0\narchives:\n{archives}")).unwrap();
+        self.config_with("", archives)
+    }
+
+    /// Like [`Downstream::config`], with more top-level fields (`top`, YAML lines).
+    fn config_with(&self, top: &str, archives: &str) -> &Self {
+        std::fs::write(self.config_path(), format!("listen: 127.0.0.1:0\n{top}archives:\n{archives}")).unwrap();
         self
     }
 
@@ -175,7 +180,8 @@ async fn ten_triggers_during_a_slow_sync_run_the_command_exactly_twice() {
     let done = r.until("debian", "two runs, idle", |a| a.runs_started == 2 && a.idle()).await;
     assert_eq!(d.runs(), ["debian all 1", "debian all 10"]);
     assert_eq!((done.triggers, done.last_exit_code), (10, Some(0)));
-    let served: ReceiveStatus = r.client.get(r.url("/status")).send().await.unwrap().json().await.unwrap();
+    let served: ReceiveStatus =
+        r.client.get(r.url("/status")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
     let served = served.archive("debian").unwrap();
     assert_eq!((served.triggers, served.runs_started, served.idle()), (10, 2, true), "{served:?}");
     assert_eq!(answer(r.client.get(r.url("/healthz"))).await, (200, "ok\n".to_string()));
@@ -277,6 +283,47 @@ async fn a_signed_trigger_from_pushmirror_is_accepted_once_and_a_stale_one_never
     let a = r.until("debian", "three accepted, idle", |a| a.triggers == 3 && a.idle()).await;
     assert!(a.runs_started >= 2, "{a:?}");
     assert!(d.runs().iter().all(|l| l == "debian all 2026112501" || l == "debian all 2026112502"), "{:?}", d.runs());
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn status_needs_the_credentials_of_a_trigger_unless_it_is_public() {
+    let d = Downstream::new();
+    let archives = format!(
+        "  debian:\n    command: {sync}\n    bearer_token_file: secrets/token\n    hmac_secret_file: secrets/hmac\n  \
+         ubuntu:\n    command: {sync}\n    basic_auth: {{ user: ubuntu, password_file: secrets/pw }}\n",
+        sync = d.quick_sync(0)
+    );
+    d.config(&archives);
+    let r = start(&d).await;
+    let status = || r.client.get(r.url("/status"));
+    assert_eq!(answer(status()).await, (401, String::new()), "status without credentials");
+    assert_eq!(answer(status().bearer_auth(PASSWORD)).await, (401, String::new()), "status with a wrong token");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
+    let signed = status()
+        .header(signature::TIMESTAMP_HEADER, &now)
+        .header(signature::SIGNATURE_HEADER, signature::sign(HMAC_KEY.as_bytes(), &now, b""));
+    // Any archive's credentials will do, in any of the three ways.
+    for (i, request) in [
+        status().bearer_auth(TOKEN),
+        status().header("authorization", base64_basic("ubuntu", PASSWORD)),
+        signed.try_clone().unwrap(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (code, body) = answer(request).await;
+        assert_eq!(code, 200, "request {i}: {body}");
+        let served: ReceiveStatus = serde_json::from_str(&body).unwrap();
+        assert_eq!(served.archives.len(), 2, "{served:?}");
+    }
+    assert_eq!(answer(signed).await.0, 401, "a replayed signature read the status");
+    assert_eq!(answer(r.client.get(r.url("/healthz"))).await, (200, "ok\n".to_string()));
+    r.stop().await;
+
+    d.config_with("status: public\n", &archives);
+    let r = start(&d).await;
+    assert_eq!(answer(r.client.get(r.url("/status"))).await.0, 200, "a public status needs no credentials");
     r.stop().await;
 }
 
