@@ -1,10 +1,8 @@
 //! Who may trigger a sync: a bearer token, basic auth, or an HMAC signature
 //! ([`crate::signature`]). Every secret is compared in constant time; a signature is refused when
-//! stale or when it has been accepted before (a replay).
+//! stale or when it has been accepted before (a replay, [`super::replay`]).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -12,8 +10,9 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
+use super::replay::SeenSignatures;
 use crate::secret::Secret;
-use crate::signature::{self, MAX_AGE_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// The secrets one archive accepts; any one of them authorises a trigger.
 #[derive(Debug, Clone, Default)]
@@ -51,23 +50,6 @@ impl fmt::Display for Method {
             Method::Basic => "basic auth",
             Method::Signature => "signature",
         })
-    }
-}
-
-/// Signatures accepted within the freshness window. Anything older is refused as stale anyway,
-/// so the set never holds more than [`MAX_AGE_SECS`] worth of accepted triggers.
-#[derive(Debug, Default)]
-pub struct SeenSignatures {
-    seen: Mutex<HashMap<String, u64>>,
-}
-
-impl SeenSignatures {
-    /// Records `signature` made at `timestamp`; false when it was recorded before.
-    fn first_use(&self, signature: &str, timestamp: u64, now: u64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|_, t| t.abs_diff(now) <= MAX_AGE_SECS);
-        // Hex digits verify in either case: the same signature in capitals is still a replay.
-        seen.insert(signature.to_ascii_lowercase(), timestamp).is_none()
     }
 }
 
@@ -209,13 +191,5 @@ mod tests {
         assert_eq!(authenticate(&all_three(), &signed(NOW - 301, b"key"), b"{}", &seen, NOW), None, "stale");
         assert_eq!(authenticate(&all_three(), &signed(NOW + 301, b"key"), b"{}", &seen, NOW), None, "future");
         assert_eq!(authenticate(&all_three(), &signed(NOW - 12, b"other"), b"{}", &seen, NOW), None, "wrong key");
-    }
-
-    #[test]
-    fn the_replay_set_forgets_what_staleness_refuses_anyway() {
-        let seen = SeenSignatures::default();
-        assert!(seen.first_use("a", NOW, NOW));
-        assert!(seen.first_use("b", NOW + 400, NOW + 400));
-        assert_eq!(seen.seen.lock().unwrap().len(), 1, "the stale entry was kept");
     }
 }

@@ -25,10 +25,13 @@ pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/receive.yaml";
 /// Listen address when `listen:` is absent: loopback, for a TLS-terminating proxy in front.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
 
+/// Where signatures already accepted are kept when `state_dir:` is absent.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror-receive";
+
 /// Bound of one sync run when `timeout:` is absent (a full Debian sync takes hours).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-const TOP_FIELDS: &[&str] = &["listen", "status", "archives"];
+const TOP_FIELDS: &[&str] = &["listen", "status", "state_dir", "archives"];
 const ARCHIVE_FIELDS: &[&str] = &["command", "timeout", "bearer_token_file", "basic_auth", "hmac_secret_file", "push"];
 const AUTH_FIELDS: &[&str] = &["bearer_token_file", "basic_auth", "hmac_secret_file"];
 
@@ -41,6 +44,8 @@ pub struct ReceiveConfig {
     pub listen: SocketAddr,
     /// Who may read `GET /status`.
     pub status: StatusAccess,
+    /// Where receive keeps what must outlive a restart: the signatures it has accepted.
+    pub state_dir: PathBuf,
     /// Archives by name (the `{archive}` of `/trigger/{archive}`).
     pub archives: BTreeMap<String, Arc<SyncArchive>>,
 }
@@ -109,9 +114,10 @@ fn read_top(mut f: Fields<'_>) -> ReceiveConfig {
     let listen =
         f.take_from_str::<SocketAddr>("listen").unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("literal address"));
     let status = f.take_from_str("status").unwrap_or_default();
+    let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let archives = read_archives(&mut f);
     f.finish(TOP_FIELDS);
-    ReceiveConfig { path, listen, status, archives }
+    ReceiveConfig { path, listen, status, state_dir, archives }
 }
 
 fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Arc<SyncArchive>> {
@@ -258,6 +264,7 @@ mod tests {
         let c = load(&path).unwrap();
         assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(c.status, StatusAccess::Authenticated);
+        assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
         let a = &c.archives["debian"];
         let program = dir.path().join("bin/sync").to_string_lossy().into_owned();
         assert_eq!(a.command, [program.as_str(), "sync:archive:debian", "debian-x"]);

@@ -1,7 +1,8 @@
 //! `pushmirror receive`: the downstream side of HTTP triggers.
 //!
 //! `POST|GET /trigger/{archive}` authenticates the trigger ([`auth`]: bearer token, basic auth or
-//! an HMAC signature, constant-time, stale and replayed signatures refused), validates its stage
+//! an HMAC signature, constant-time, stale and replayed signatures refused — [`replay`] keeps the
+//! accepted ones in the state directory across restarts), validates its stage
 //! and serial ([`request`]), queues it and answers `202` at once. Per archive one worker
 //! ([`sync`]) runs the configured command, one run at a time with at most one queued: triggers
 //! arriving during a run coalesce into that one queued re-run (ftpsync's Update-Required
@@ -12,6 +13,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod replay;
 pub mod request;
 pub mod status;
 pub mod sync;
@@ -36,6 +38,7 @@ pub use config::{DEFAULT_CONFIG, ReceiveConfig, StatusAccess, SyncArchive, load}
 pub use status::{ArchiveSync, ChainedPush, ReceiveStatus};
 
 use crate::model::Timestamp;
+use replay::SeenSignatures;
 use sync::{Lane, Workers};
 
 /// At most this much of a trigger's body is read (pushmirror's is about 100 bytes).
@@ -84,6 +87,7 @@ struct Endpoint {
 /// Binds `config.listen`, starts one worker per archive and serves; returns at once.
 /// Cancelling `shutdown` stops accepting triggers; see [`Receiving::wait`].
 pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow::Result<Receiving> {
+    let lanes = lanes(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen: in {})", config.listen, config.path.display()))?;
@@ -100,8 +104,6 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
     let (status_tx, status_rx) = watch::channel(initial);
     let workers =
         Arc::new(Workers { status: status_tx, shutdown: shutdown.clone(), hard_stop: CancellationToken::new() });
-    let lanes: BTreeMap<String, Arc<Lane>> =
-        config.archives.iter().map(|(name, a)| (name.clone(), Arc::new(Lane::new(Arc::clone(a))))).collect();
     let tasks = TaskTracker::new();
     for lane in lanes.values() {
         tasks.spawn(Arc::clone(&workers).run_lane(Arc::clone(lane)));
@@ -117,6 +119,23 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
     let names: Vec<&str> = config.archives.keys().map(String::as_str).collect();
     tracing::info!(%addr, archives = %names.join(","), "receiving triggers");
     Ok(Receiving { addr, status: status_rx, workers, tasks })
+}
+
+/// One lane per archive, each with the signatures it accepted before a restart.
+fn lanes(config: &ReceiveConfig) -> anyhow::Result<BTreeMap<String, Arc<Lane>>> {
+    let now = unix_now();
+    let mut lanes = BTreeMap::new();
+    for (name, archive) in &config.archives {
+        let seen = SeenSignatures::load(replay_file(&config.state_dir, name), now)
+            .with_context(|| format!("cannot use the state directory (state_dir: in {})", config.path.display()))?;
+        lanes.insert(name.clone(), Arc::new(Lane::new(Arc::clone(archive), seen)));
+    }
+    Ok(lanes)
+}
+
+/// Where the signatures accepted for `archive` are kept.
+fn replay_file(state_dir: &std::path::Path, archive: &str) -> std::path::PathBuf {
+    state_dir.join("seen-signatures").join(format!("{archive}.json"))
 }
 
 /// A `push:` configuration is loaded afresh after each sync; saying now what is wrong with it
@@ -247,7 +266,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
         });
-        let lanes = BTreeMap::from([("debian".to_string(), Arc::new(Lane::new(archive)))]);
+        let lanes = BTreeMap::from([("debian".to_string(), Arc::new(Lane::new(archive, SeenSignatures::default())))]);
         Arc::new(Endpoint { lanes, workers, status_access: StatusAccess::Authenticated })
     }
 

@@ -46,9 +46,11 @@ impl Downstream {
         self.config_with("", archives)
     }
 
-    /// Like [`Downstream::config`], with more top-level fields (`top`, YAML lines).
+    /// Like [`Downstream::config`], with more top-level fields (`top`, YAML lines). The state
+    /// directory is always `state/` in the temporary directory.
     fn config_with(&self, top: &str, archives: &str) -> &Self {
-        std::fs::write(self.config_path(), format!("listen: 127.0.0.1:0\n{top}archives:\n{archives}")).unwrap();
+        let text = format!("listen: 127.0.0.1:0\nstate_dir: state\n{top}archives:\n{archives}");
+        std::fs::write(self.config_path(), text).unwrap();
         self
     }
 
@@ -284,6 +286,31 @@ async fn a_signed_trigger_from_pushmirror_is_accepted_once_and_a_stale_one_never
     assert!(a.runs_started >= 2, "{a:?}");
     assert!(d.runs().iter().all(|l| l == "debian all 2026112501" || l == "debian all 2026112502"), "{:?}", d.runs());
     r.stop().await;
+}
+
+/// The replay set outlives the process: a captured trigger sent again after a restart (within
+/// the five minutes it is fresh) is still a replay.
+#[tokio::test]
+async fn a_replayed_signed_trigger_is_refused_after_a_restart() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    hmac_secret_file: secrets/hmac\n", d.quick_sync(0)));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let body = br#"{"archive":"debian","stage":"all","serial":"2026112501"}"#;
+    let signed = |t: u64| (t.to_string(), signature::sign(HMAC_KEY.as_bytes(), &t.to_string(), body));
+    let (t, sig) = signed(now);
+
+    let r = start(&d).await;
+    assert_eq!(r.post_signed(&t, &sig, body).await.0, 202);
+    r.until("debian", "the run done", |a| a.runs_started == 1 && a.idle()).await;
+    r.stop().await;
+
+    let r = start(&d).await;
+    assert_eq!(r.post_signed(&t, &sig, body).await, (401, String::new()), "the replay was accepted after a restart");
+    let (t, sig) = signed(now + 1);
+    assert_eq!(r.post_signed(&t, &sig, body).await.0, 202, "a new signature was refused");
+    r.until("debian", "the second run done", |a| a.runs_started == 1 && a.idle()).await;
+    r.stop().await;
+    assert_eq!(d.runs(), ["debian all 2026112501", "debian all 2026112501"]);
 }
 
 #[tokio::test]
