@@ -43,7 +43,8 @@
 //!   deferred triggers, SIGHUP reload generations, SIGTERM drain.
 //! - [`server`]: the daemon's status server (`/status`, `/metrics`, `/`, `/healthz`) and metrics.
 //! - [`receive`]: the downstream side, `pushmirror receive` — authenticates HTTP triggers (the
-//!   signatures it accepted kept in its state directory, [`receive::replay`]), runs the local
+//!   signatures it accepted kept in its state directory, [`receive::replay`]; refusals logged
+//!   once, then summarised, [`receive::refusals`]), runs the local
 //!   sync command (one at a time per archive, later triggers coalesce into one queued run), then
 //!   may push the next tier through [`push`].
 //! - [`demo`]: in-process receivers used by `demo`, the tests and the benchmarks.

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod refusals;
 pub mod replay;
 pub mod request;
 pub mod status;
@@ -38,6 +39,7 @@ pub use config::{DEFAULT_CONFIG, ReceiveConfig, StatusAccess, SyncArchive, load}
 pub use status::{ArchiveSync, ChainedPush, ReceiveStatus};
 
 use crate::model::Timestamp;
+use refusals::{Refusal, Refusals};
 use replay::SeenSignatures;
 use sync::{Lane, Workers};
 
@@ -82,6 +84,7 @@ struct Endpoint {
     lanes: BTreeMap<String, Arc<Lane>>,
     workers: Arc<Workers>,
     status_access: StatusAccess,
+    refusals: Arc<Refusals>,
 }
 
 /// Binds `config.listen`, starts one worker per archive and serves; returns at once.
@@ -108,7 +111,12 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
     for lane in lanes.values() {
         tasks.spawn(Arc::clone(&workers).run_lane(Arc::clone(lane)));
     }
-    let endpoint = Arc::new(Endpoint { lanes, workers: Arc::clone(&workers), status_access: config.status });
+    let refusals = Arc::new(Refusals::default());
+    tasks.spawn({
+        let (refusals, shutdown) = (Arc::clone(&refusals), shutdown.clone());
+        async move { refusals.summarise(shutdown, |summary| tracing::warn!("{summary}")).await }
+    });
+    let endpoint = Arc::new(Endpoint { lanes, workers: Arc::clone(&workers), status_access: config.status, refusals });
     let app = router(endpoint).into_make_service_with_connect_info::<SocketAddr>();
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
@@ -175,8 +183,10 @@ async fn status(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if endpoint.status_access == StatusAccess::Authenticated && !endpoint.any_archive_admits(&headers) {
-        tracing::warn!("unauthorized status request from {}", peer.ip());
+    if endpoint.status_access == StatusAccess::Authenticated
+        && let Err(refusal) = endpoint.any_archive_admits(&headers)
+    {
+        endpoint.refuse(refusal, || format!("status request from {}", peer.ip()));
         return StatusCode::UNAUTHORIZED.into_response();
     }
     Json(endpoint.workers.status.borrow().clone()).into_response()
@@ -184,12 +194,30 @@ async fn status(
 
 impl Endpoint {
     /// Whether `headers` carry what would authorise a trigger of one of the archives (a
-    /// signature covers the empty body, and is then used up like a trigger's).
-    fn any_archive_admits(&self, headers: &HeaderMap) -> bool {
+    /// signature covers the empty body, and is then used up like a trigger's); if not, the most
+    /// specific reason an archive gave.
+    fn any_archive_admits(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         let now = unix_now();
-        self.lanes
-            .values()
-            .any(|lane| auth::authenticate(&lane.archive.credentials, headers, b"", &lane.seen, now).is_some())
+        let mut refusal = Refusal::NoCredentials;
+        for lane in self.lanes.values() {
+            match auth::authenticate(&lane.archive.credentials, headers, b"", &lane.seen, now) {
+                Ok(_) => return Ok(()),
+                Err(r) => refusal = refusal.max(r),
+            }
+        }
+        Err(refusal)
+    }
+
+    /// Counts a refusal, and logs it when it is the first in a while (`what` is only formatted
+    /// then): "trigger for debian from 192.0.2.1 refused: wrong credentials".
+    fn refuse(&self, refusal: Refusal, what: impl FnOnce() -> String) {
+        if self.refusals.note(refusal) {
+            tracing::warn!(
+                "{} refused: {refusal} (more refusals are counted and summarised every {})",
+                what(),
+                humantime::format_duration(refusals::SUMMARY_INTERVAL)
+            );
+        }
     }
 }
 
@@ -208,12 +236,17 @@ async fn trigger(
     };
     // A client that stops sending can no longer read any answer; the size limit is the failure
     // worth answering.
+    let refused = |refusal| endpoint.refuse(refusal, || format!("trigger for {archive} from {}", peer.ip()));
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        refused(Refusal::BodyTooLarge);
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
-    let Some(method) = auth::authenticate(&lane.archive.credentials, &headers, &body, &lane.seen, unix_now()) else {
-        tracing::warn!("unauthorized trigger for {archive} from {}", peer.ip());
-        return StatusCode::UNAUTHORIZED.into_response();
+    let method = match auth::authenticate(&lane.archive.credentials, &headers, &body, &lane.seen, unix_now()) {
+        Ok(method) => method,
+        Err(refusal) => {
+            refused(refusal);
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
     };
     let request = match request::parse(&archive, &uri, &body) {
         Ok(r) => r,
@@ -267,7 +300,12 @@ mod tests {
             hard_stop: CancellationToken::new(),
         });
         let lanes = BTreeMap::from([("debian".to_string(), Arc::new(Lane::new(archive, SeenSignatures::default())))]);
-        Arc::new(Endpoint { lanes, workers, status_access: StatusAccess::Authenticated })
+        Arc::new(Endpoint {
+            lanes,
+            workers,
+            status_access: StatusAccess::Authenticated,
+            refusals: Arc::new(Refusals::default()),
+        })
     }
 
     /// A trigger signed now by the OS clock, as a sender on another host would sign it.
