@@ -1,6 +1,7 @@
 //! `pushmirror receive`: the downstream side of HTTP triggers.
 //!
-//! `POST|GET /trigger/{archive}` authenticates the trigger ([`auth`]: bearer token, basic auth or
+//! `serve` accepts the connections — bounded in number, header and body time — and hands each
+//! request to the router. `POST|GET /trigger/{archive}` authenticates the trigger ([`auth`]: bearer token, basic auth or
 //! an HMAC signature, constant-time, stale and replayed signatures refused — [`replay`] keeps the
 //! accepted ones in the state directory across restarts), validates its stage
 //! and serial ([`request`]), queues it and answers `202` at once. Per archive one worker
@@ -16,6 +17,7 @@ pub mod config;
 pub mod refusals;
 pub mod replay;
 pub mod request;
+mod serve;
 pub mod status;
 pub mod sync;
 
@@ -35,7 +37,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{DEFAULT_CONFIG, ReceiveConfig, StatusAccess, SyncArchive, load};
+pub use config::{DEFAULT_CONFIG, Limits, ReceiveConfig, StatusAccess, SyncArchive, load};
 pub use status::{ArchiveSync, ChainedPush, ReceiveStatus};
 
 use crate::model::Timestamp;
@@ -85,6 +87,7 @@ struct Endpoint {
     workers: Arc<Workers>,
     status_access: StatusAccess,
     refusals: Arc<Refusals>,
+    body_timeout: Duration,
 }
 
 /// Binds `config.listen`, starts one worker per archive and serves; returns at once.
@@ -116,17 +119,43 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
         let (refusals, shutdown) = (Arc::clone(&refusals), shutdown.clone());
         async move { refusals.summarise(shutdown, |summary| tracing::warn!("{summary}")).await }
     });
-    let endpoint = Arc::new(Endpoint { lanes, workers: Arc::clone(&workers), status_access: config.status, refusals });
-    let app = router(endpoint).into_make_service_with_connect_info::<SocketAddr>();
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-            tracing::error!(error = %e, "trigger endpoint failed");
-        }
+    let endpoint = Arc::new(Endpoint {
+        lanes,
+        workers: Arc::clone(&workers),
+        status_access: config.status,
+        refusals: Arc::clone(&refusals),
+        body_timeout: config.limits.body_timeout,
     });
+    let server = serve::Server {
+        listener,
+        router: router(endpoint),
+        limits: Limits { connections: connection_cap(&config), ..config.limits },
+        refusals,
+        tasks: tasks.clone(),
+        shutdown,
+        hard_stop: workers.hard_stop.clone(),
+    };
+    tasks.spawn(server.run());
     tasks.close();
     let names: Vec<&str> = config.archives.keys().map(String::as_str).collect();
     tracing::info!(%addr, archives = %names.join(","), "receiving triggers");
     Ok(Receiving { addr, status: status_rx, workers, tasks })
+}
+
+/// `limits.connections`, lowered (and said so) when the open-file limit is too low for it.
+fn connection_cap(config: &ReceiveConfig) -> usize {
+    let configured = config.limits.connections;
+    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let cap = serve::connection_cap(configured, open_files);
+    if cap < configured {
+        tracing::warn!(
+            "limits.connections lowered from {configured} to {cap}: at most half the open-file limit ({}), \
+             so that sync commands and pushes have descriptors too; raise the limit (LimitNOFILE= \
+             under systemd) to hold more",
+            open_files.unwrap_or_default()
+        );
+    }
+    cap
 }
 
 /// One lane per archive, each with the signatures it accepted before a restart.
@@ -221,8 +250,8 @@ impl Endpoint {
     }
 }
 
-/// 404 unknown archive · 413 body over [`MAX_BODY`] · 401 (empty) unauthorised · 400 bad
-/// parameters · 202 queued.
+/// 404 unknown archive · 413 body over [`MAX_BODY`] · 408 body not complete within
+/// `limits.body_timeout` · 401 (empty) unauthorised · 400 bad parameters · 202 queued.
 async fn trigger(
     State(endpoint): State<Arc<Endpoint>>,
     Path(archive): Path<String>,
@@ -234,12 +263,19 @@ async fn trigger(
     let Some(lane) = endpoint.lanes.get(&archive) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    // A client that stops sending can no longer read any answer; the size limit is the failure
-    // worth answering.
     let refused = |refusal| endpoint.refuse(refusal, || format!("trigger for {archive} from {}", peer.ip()));
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        refused(Refusal::BodyTooLarge);
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    // A client that cuts its body off can no longer read any answer; the size limit is the
+    // failure worth answering.
+    let body = match tokio::time::timeout(endpoint.body_timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            refused(Refusal::BodyTooLarge);
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        }
+        Err(_) => {
+            refused(Refusal::BodyTimeout);
+            return StatusCode::REQUEST_TIMEOUT.into_response();
+        }
     };
     let method = match auth::authenticate(&lane.archive.credentials, &headers, &body, &lane.seen, unix_now()) {
         Ok(method) => method,
@@ -305,6 +341,7 @@ mod tests {
             workers,
             status_access: StatusAccess::Authenticated,
             refusals: Arc::new(Refusals::default()),
+            body_timeout: Limits::default().body_timeout,
         })
     }
 

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 /// How often counted refusals are summarised.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Why a request was refused. Declared from the least to the most specific reason.
+/// Why a request or a connection was refused. The reasons authentication gives come first,
+/// from the least to the most specific.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Refusal {
     /// Neither an `Authorization` header nor a signature.
@@ -31,6 +32,16 @@ pub enum Refusal {
     ReplayedSignature,
     /// A body over [`super::MAX_BODY`], or one cut off by the client.
     BodyTooLarge,
+    /// A body not complete within `limits.body_timeout`.
+    BodyTimeout,
+    /// A connection without a complete request head within `limits.header_timeout`.
+    HeaderTimeout,
+    /// A quiet connection closed at `limits.connections` for a new one.
+    ClosedToMakeRoom,
+    /// A new connection closed at `limits.connections`: every one was mid-request.
+    AllConnectionsBusy,
+    /// The receiver could not accept a connection (out of descriptors or memory).
+    AcceptFailed,
 }
 
 impl fmt::Display for Refusal {
@@ -42,6 +53,11 @@ impl fmt::Display for Refusal {
             Refusal::StaleSignature => "stale signature",
             Refusal::ReplayedSignature => "replayed signature",
             Refusal::BodyTooLarge => "body over 64 KiB or cut off",
+            Refusal::BodyTimeout => "body too slow",
+            Refusal::HeaderTimeout => "request head too slow",
+            Refusal::ClosedToMakeRoom => "quiet connection closed to make room",
+            Refusal::AllConnectionsBusy => "connection closed, all busy",
+            Refusal::AcceptFailed => "accept failed",
         })
     }
 }

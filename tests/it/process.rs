@@ -27,8 +27,24 @@ impl DaemonProcess {
 
     /// `pushmirror ARGS…`.
     pub(crate) fn spawn_args(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pushmirror"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pushmirror"));
+        command.args(args);
+        Self::spawn_command(command)
+    }
+
+    /// `pushmirror ARGS…` allowed at most `files` open files, as `ulimit -n` in its shell would.
+    pub(crate) fn spawn_with_open_files(files: u32, args: &[&str]) -> Self {
+        let mut command = Command::new("/bin/sh");
+        command
+            .args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
+            .arg(files.to_string())
+            .arg(env!("CARGO_BIN_EXE_pushmirror"))
+            .args(args);
+        Self::spawn_command(command)
+    }
+
+    fn spawn_command(mut command: Command) -> Self {
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -63,7 +79,7 @@ impl DaemonProcess {
         found.unwrap_or_else(|_| panic!("no log line with `{needle}`:\n{}", self.log()))
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 

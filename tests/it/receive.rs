@@ -523,7 +523,11 @@ async fn spawn_receive(d: &Downstream, extra: &[&str]) -> (DaemonProcess, String
     let config = d.config_path();
     let mut args = vec!["receive", config.to_str().unwrap()];
     args.extend(extra);
-    let p = DaemonProcess::spawn_args(&args);
+    listening(DaemonProcess::spawn_args(&args)).await
+}
+
+/// A started `pushmirror receive` and the address it logged.
+async fn listening(p: DaemonProcess) -> (DaemonProcess, String) {
     let listening = p.line("receiving triggers").await;
     let addr = listening.split("addr=").nth(1).and_then(|s| s.split_whitespace().next());
     let addr = addr.unwrap_or_else(|| panic!("no address in: {listening}")).to_string();
@@ -567,4 +571,138 @@ async fn an_unauthorised_trigger_is_logged_without_its_secret() {
     let (status, log) = p.exit().await;
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(!log.contains(TOKEN), "a token was logged:\n{log}");
+}
+
+/// On a host with a small open-file limit, more idle connections than receive could hold must
+/// not keep a valid trigger out: receive holds fewer connections than it has descriptors (here
+/// at most 32 of 64) and closes the quietest one to make room for a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_starve_valid_triggers() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
+    let config = d.config_path();
+    let (p, addr) = listening(DaemonProcess::spawn_with_open_files(64, &["receive", config.to_str().unwrap()])).await;
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Not a bound on speed: without it, a starved trigger would wait forever.
+    let sent = reqwest::Client::new()
+        .post(format!("http://{addr}/trigger/debian"))
+        .bearer_auth(TOKEN)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await;
+    let code = sent.map(|r| r.status().as_u16()).map_err(|e| format!("{e:?}"));
+    assert_eq!(code, Ok(202), "a valid trigger behind 100 idle connections\n{}", p.log());
+    let mut oldest = idle.swap_remove(0);
+    assert_eq!(read_to_end(&mut oldest).await.0, Vec::<u8>::new(), "the quietest connection was kept");
+    p.line("sync finished").await;
+    p.signal("TERM");
+    let (status, log) = p.exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("closed to make room"), "{log}");
+}
+
+/// Everything the peer sends until it closes (or resets) the connection, and whether it reset it.
+async fn read_to_end(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt as _;
+    let mut bytes = Vec::new();
+    let reset = stream.read_to_end(&mut bytes).await.is_err();
+    (bytes, reset)
+}
+
+/// Reads until the receiver closes `stream`; fails if it is still open after an hour (of paused
+/// time: the clock jumps to the next timer when nothing else can happen).
+async fn until_closed(what: &str, stream: &mut tokio::net::TcpStream) -> String {
+    let read = tokio::time::timeout(Duration::from_secs(3600), read_to_end(stream)).await;
+    let (bytes, _) = read.unwrap_or_else(|_| panic!("the {what} connection was still open after an hour"));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Connections that send nothing, or only part of a request head, or nothing more after an
+/// answer, are closed once the header timeout (default 10 s) has passed.
+#[tokio::test(start_paused = true)]
+async fn silent_half_sent_and_spent_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
+    let r = start(&d).await;
+    let opened = tokio::time::Instant::now();
+    let connect = || tokio::net::TcpStream::connect(r.receiving.addr);
+    let mut silent = connect().await.unwrap();
+    let mut half_sent = connect().await.unwrap();
+    half_sent.write_all(b"GET /healthz HTTP/1.1\r\nHost: receive\r\n").await.unwrap();
+    let mut spent = connect().await.unwrap();
+    spent.write_all(b"GET /healthz HTTP/1.1\r\nHost: receive\r\n\r\n").await.unwrap();
+
+    assert_eq!(until_closed("silent", &mut silent).await, "");
+    assert_eq!(until_closed("half-sent", &mut half_sent).await, "");
+    let answered = until_closed("spent", &mut spent).await;
+    assert!(answered.starts_with("HTTP/1.1 200") && answered.ends_with("ok\n"), "{answered}");
+    assert!(opened.elapsed() >= Duration::from_secs(10), "closed after {:?}", opened.elapsed());
+    r.stop().await;
+}
+
+/// A body that stops arriving is answered with 408 once the body timeout (default 10 s) has
+/// passed, not waited for as long as the client keeps the connection open.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_arriving_is_answered_408_after_the_body_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
+    let r = start(&d).await;
+    let sent = tokio::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(r.receiving.addr).await.unwrap();
+    let head = format!(
+        "POST /trigger/debian HTTP/1.1\r\nHost: receive\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{\"stage\""
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = until_closed("stalled", &mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(sent.elapsed() >= Duration::from_secs(10), "answered after {:?}", sent.elapsed());
+    assert_eq!(r.receiving.status.borrow().archive("debian").unwrap().triggers, 0);
+    r.stop().await;
+}
+
+/// At the connection limit a connection in the middle of a request is never closed for a new
+/// one: when every connection is mid-request, the new one is closed at once.
+#[tokio::test]
+async fn at_the_connection_limit_requests_in_progress_are_kept_and_a_new_connection_is_closed() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let d = Downstream::new();
+    d.config_with(
+        "limits: { connections: 2 }\n",
+        &format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)),
+    );
+    let r = start(&d).await;
+    let connect = || tokio::net::TcpStream::connect(r.receiving.addr);
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut stream = BufReader::new(connect().await.unwrap());
+        let head = format!(
+            "POST /trigger/debian HTTP/1.1\r\nHost: receive\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        );
+        stream.get_mut().write_all(head.as_bytes()).await.unwrap();
+        // The 100 comes once the handler reads the body: the request is in progress.
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+        stream.read_line(&mut line).await.unwrap();
+        busy.push(stream);
+    }
+    let mut third = connect().await.unwrap();
+    // Not a bound on speed: without it, a connection kept open would be waited for forever.
+    let (bytes, _) = tokio::time::timeout(Duration::from_secs(60), read_to_end(&mut third))
+        .await
+        .expect("the new connection was neither answered nor closed");
+    assert_eq!(bytes, Vec::<u8>::new(), "the new connection got an answer");
+    for mut stream in busy {
+        stream.get_mut().write_all(b"{}").await.unwrap();
+        let (answer, _) = read_to_end(stream.get_mut()).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    }
+    r.stop().await;
 }
