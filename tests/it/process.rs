@@ -18,6 +18,8 @@ pub(crate) struct DaemonProcess {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     changed: Arc<Notify>,
+    /// The thread collecting `lines`; it ends when the process's stderr closes.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl DaemonProcess {
@@ -54,14 +56,14 @@ impl DaemonProcess {
         let changed = Arc::new(Notify::new());
         let stderr = child.stderr.take().unwrap();
         let (l, c) = (Arc::clone(&lines), Arc::clone(&changed));
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 l.lock().unwrap().push(line);
                 c.notify_waiters();
             }
             c.notify_waiters();
         });
-        DaemonProcess { child, lines, changed }
+        DaemonProcess { child, lines, changed, reader: Some(reader) }
     }
 
     /// Waits (up to a minute) for a log line containing `needle`.
@@ -89,15 +91,18 @@ impl DaemonProcess {
     }
 
     pub(crate) async fn exit(mut self) -> (ExitStatus, String) {
-        let status = tokio::task::spawn_blocking(move || {
+        let (status, mut this) = tokio::task::spawn_blocking(move || {
             let s = self.child.wait().unwrap();
             (s, self)
         })
         .await
         .unwrap();
-        // Let the reader thread drain what was left.
-        let log = status.1.log();
-        (status.0, log)
+        // The process is gone, but its last lines may still be in the pipe: the log is complete
+        // once the reader has seen the end of it.
+        let reader = this.reader.take().unwrap();
+        let drained = tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || reader.join()));
+        assert!(matches!(drained.await, Ok(Ok(Ok(())))), "stderr was not read to its end:\n{}", this.log());
+        (status, this.log())
     }
 }
 
