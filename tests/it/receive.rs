@@ -2,7 +2,6 @@
 //! push to the next tier, config errors, shutdown. Tests wait on the status channel, never sleep.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pushmirror::demo::{HttpReceiver, base64_basic, write_secret};
@@ -355,71 +354,6 @@ async fn status_needs_the_credentials_of_a_trigger_unless_it_is_public() {
     r.stop().await;
 }
 
-/// What a test's tracing subscriber wrote, formatted as in production.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    /// A subscriber writing into these logs, to be set as the test thread's default (a
-    /// current-thread runtime polls the receiver's tasks on that thread too).
-    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
-        let logs = self.clone();
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || logs.clone())
-            .finish()
-    }
-
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).lines().map(String::from).collect()
-    }
-}
-
-/// A flood of refused triggers costs a bounded number of log lines: the first refusal in detail
-/// at once, then at most one summary per minute with the counts by reason.
-#[tokio::test]
-async fn a_flood_of_refused_triggers_is_logged_once_then_summarised() {
-    let logs = Logs::default();
-    let _default = tracing::subscriber::set_default(logs.subscriber());
-    let d = Downstream::new();
-    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
-    let r = start(&d).await;
-    let flood = std::time::Instant::now();
-    for i in 0..1000 {
-        let auth = if i % 4 == 3 { Auth::None } else { Auth::Bearer("not-the-token") };
-        assert_eq!(r.trigger("debian", auth).await.0, 401);
-    }
-    let minutes = flood.elapsed().as_secs() / 60 + 1;
-    // No grace period to run out (nothing runs): the only warnings are about the refusals.
-    r.shutdown.cancel();
-    r.receiving.wait(Duration::from_secs(3600)).await;
-
-    let warnings: Vec<String> = logs.lines().into_iter().filter(|l| l.contains(" WARN ")).collect();
-    let bound = 2 * minutes as usize;
-    assert!(warnings.len() <= bound, "{} warnings for 1000 refusals in {minutes} minute(s)", warnings.len());
-    assert!(warnings[0].contains("trigger for debian from 127.0.0.1 refused: wrong credentials"), "{warnings:#?}");
-    let summaries: Vec<&String> = warnings.iter().filter(|l| l.contains(" more refused in the last ")).collect();
-    let summarised: u64 = summaries
-        .iter()
-        .map(|l| l.split(" more refused").next().unwrap().rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
-    assert_eq!(summarised as usize + warnings.len() - summaries.len(), 1000, "{warnings:#?}");
-    let last = summaries.last().unwrap();
-    assert!(last.contains("wrong credentials") && last.contains("no credentials"), "{last}");
-    assert!(!logs.lines().iter().any(|l| l.contains(TOKEN)), "the token was logged");
-}
-
 /// An upstream config with archives debian and ubuntu and one HTTP mirror, `next`.
 fn next_tier(next: &HttpReceiver) -> Fixture {
     let f = Fixture::new();
@@ -550,6 +484,44 @@ async fn sigterm_stops_receive_and_kills_a_sync_past_the_grace_period() {
     assert!(log.contains("stopped"), "{log}");
     assert!(!log.contains(TOKEN), "the token was logged:\n{log}");
     assert_eq!(d.runs().len(), 1);
+}
+
+/// A flood of refused triggers costs a bounded number of log lines: the first refusal in detail
+/// at once, then at most one summary per minute with the counts by reason (and the last counts
+/// at shutdown). Read from the process's log, as an operator would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_triggers_is_logged_once_then_summarised() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
+    let (p, addr) = spawn_receive(&d, &[]).await;
+    let client = reqwest::Client::new();
+    let flood = std::time::Instant::now();
+    for i in 0..1000 {
+        let request = client.get(format!("http://{addr}/trigger/debian"));
+        let request = if i % 4 == 3 { request } else { request.bearer_auth("not-the-token") };
+        assert_eq!(request.send().await.unwrap().status().as_u16(), 401);
+    }
+    let minutes = flood.elapsed().as_secs() / 60 + 1;
+    p.signal("TERM");
+    let (status, log) = p.exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && (l.contains("trigger for debian") || l.contains(" more refused ")))
+        .collect();
+    let bound = 2 * minutes as usize;
+    assert!(refusals.len() <= bound, "{} lines for 1000 refusals in {minutes} minute(s)", refusals.len());
+    assert!(refusals[0].contains("trigger for debian from 127.0.0.1 refused: wrong credentials"), "{log}");
+    let summaries: Vec<&str> = refusals.iter().copied().filter(|l| l.contains(" more refused in the last ")).collect();
+    let summarised: usize = summaries
+        .iter()
+        .map(|l| l.split(" more refused").next().unwrap().rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(summarised + refusals.len() - summaries.len(), 1000, "{log}");
+    let last = summaries.last().unwrap();
+    assert!(last.contains("wrong credentials") && last.contains("no credentials"), "{last}");
+    assert!(!log.contains(TOKEN), "the token was logged");
 }
 
 /// The unauthorised attempt is logged with archive and address, never with what was sent.
