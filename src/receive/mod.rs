@@ -1,10 +1,11 @@
 //! `pushmirror receive`: the downstream side of HTTP triggers.
 //!
 //! `serve` accepts the connections — bounded in number, header and body time — and hands each
-//! request to the router. `POST|GET /trigger/{archive}` authenticates the trigger ([`auth`]: bearer token, basic auth or
-//! an HMAC signature, constant-time, stale and replayed signatures refused — [`replay`] keeps the
-//! accepted ones in the state directory across restarts), validates its stage
-//! and serial ([`request`]), queues it and answers `202` at once. Per archive one worker
+//! request to the router. `POST|GET /trigger/{archive}` authenticates the trigger ([`auth`]:
+//! bearer token, basic auth or an HMAC signature, constant-time, stale and replayed signatures
+//! refused — [`replay`] keeps the accepted ones in the state directory across restarts; refusals
+//! are logged by [`refusals`]), validates its stage and serial ([`request`]), queues it and
+//! answers `202` at once. Per archive one worker
 //! ([`sync`]) runs the configured command, one run at a time with at most one queued: triggers
 //! arriving during a run coalesce into that one queued re-run (ftpsync's Update-Required
 //! semantics). After a successful run it may push the next tier with [`crate::push`].
