@@ -43,9 +43,11 @@
 //! - [`daemon`]: the watch → push loop: coalescing, journalled due pushes ([`daemon::state`]),
 //!   deferred triggers, SIGHUP reload generations, SIGTERM drain.
 //! - [`server`]: the daemon's status server (`/status`, `/metrics`, `/`, `/healthz`) and metrics.
-//! - [`receive`]: the downstream side, `pushmirror receive` — authenticates HTTP triggers, runs
-//!   the local sync command (one at a time per archive, later triggers coalesce into one queued
-//!   run), then may push the next tier through [`push`].
+//! - [`receive`]: the downstream side, `pushmirror receive` — accepts connections bounded in
+//!   number and time (`receive::serve`), authenticates HTTP triggers (the signatures it accepted
+//!   kept in its state directory, [`receive::replay`]; refusals logged once, then summarised,
+//!   [`receive::refusals`]), runs the local sync command (one at a time per archive, later
+//!   triggers coalesce into one queued run), then may push the next tier through [`push`].
 //! - [`demo`]: in-process receivers used by `demo`, the tests and the benchmarks.
 //! - [`fsutil`]: atomic file writes, locks shared by every process; secret files only their owner
 //!   may read.

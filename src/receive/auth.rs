@@ -1,10 +1,8 @@
 //! Who may trigger a sync: a bearer token, basic auth, or an HMAC signature
 //! ([`crate::signature`]). Every secret is compared in constant time; a signature is refused when
-//! stale or when it has been accepted before (a replay).
+//! stale or when it has been accepted before (a replay, [`super::replay`]).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -12,8 +10,10 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
+use super::refusals::Refusal;
+use super::replay::SeenSignatures;
 use crate::secret::Secret;
-use crate::signature::{self, MAX_AGE_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// The secrets one archive accepts; any one of them authorises a trigger.
 #[derive(Debug, Clone, Default)]
@@ -54,24 +54,7 @@ impl fmt::Display for Method {
     }
 }
 
-/// Signatures accepted within the freshness window. Anything older is refused as stale anyway,
-/// so the set never holds more than [`MAX_AGE_SECS`] worth of accepted triggers.
-#[derive(Debug, Default)]
-pub struct SeenSignatures {
-    seen: Mutex<HashMap<String, u64>>,
-}
-
-impl SeenSignatures {
-    /// Records `signature` made at `timestamp`; false when it was recorded before.
-    fn first_use(&self, signature: &str, timestamp: u64, now: u64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|_, t| t.abs_diff(now) <= MAX_AGE_SECS);
-        // Hex digits verify in either case: the same signature in capitals is still a replay.
-        seen.insert(signature.to_ascii_lowercase(), timestamp).is_none()
-    }
-}
-
-/// Which configured method, if any, `headers` and `body` satisfy at unix time `now`.
+/// Which configured method `headers` and `body` satisfy at unix time `now`, or why none does.
 /// Only a signature that verifies is remembered, so forged ones cannot fill the replay set.
 pub fn authenticate(
     credentials: &Credentials,
@@ -79,16 +62,18 @@ pub fn authenticate(
     body: &[u8],
     seen: &SeenSignatures,
     now: u64,
-) -> Option<Method> {
+) -> Result<Method, Refusal> {
     let authorization = header(headers, AUTHORIZATION.as_str());
     if bearer_matches(credentials, authorization) {
-        Some(Method::Bearer)
+        Ok(Method::Bearer)
     } else if basic_matches(credentials, authorization) {
-        Some(Method::Basic)
-    } else if signature_matches(credentials, headers, body, seen, now) {
-        Some(Method::Signature)
+        Ok(Method::Basic)
+    } else if headers.contains_key(TIMESTAMP_HEADER) || headers.contains_key(SIGNATURE_HEADER) {
+        check_signature(credentials, headers, body, seen, now).map(|()| Method::Signature)
+    } else if headers.contains_key(AUTHORIZATION) {
+        Err(Refusal::WrongCredentials)
     } else {
-        None
+        Err(Refusal::NoCredentials)
     }
 }
 
@@ -109,21 +94,29 @@ fn basic_matches(credentials: &Credentials, authorization: Option<&str>) -> bool
     }
 }
 
-fn signature_matches(
+/// A signature is checked before its age, so that "stale" (a clock off, or an old capture sent
+/// again) is only said of signatures made with the key.
+fn check_signature(
     credentials: &Credentials,
     headers: &HeaderMap,
     body: &[u8],
     seen: &SeenSignatures,
     now: u64,
-) -> bool {
-    let (Some(secret), Some(timestamp), Some(sig)) =
-        (&credentials.hmac_secret, header(headers, TIMESTAMP_HEADER), header(headers, SIGNATURE_HEADER))
-    else {
-        return false;
+) -> Result<(), Refusal> {
+    let Some(secret) = &credentials.hmac_secret else { return Err(Refusal::WrongCredentials) };
+    let (Some(timestamp), Some(sig)) = (header(headers, TIMESTAMP_HEADER), header(headers, SIGNATURE_HEADER)) else {
+        return Err(Refusal::WrongSignature);
     };
-    signature::is_fresh(timestamp, now)
-        && signature::verify(secret.expose().as_bytes(), timestamp, body, sig)
-        && timestamp.parse().is_ok_and(|t| seen.first_use(sig, t, now))
+    let Ok(t) = timestamp.parse::<u64>() else { return Err(Refusal::WrongSignature) };
+    if !signature::verify(secret.expose().as_bytes(), timestamp, body, sig) {
+        Err(Refusal::WrongSignature)
+    } else if !signature::is_fresh(timestamp, now) {
+        Err(Refusal::StaleSignature)
+    } else if !seen.first_use(sig, t, now) {
+        Err(Refusal::ReplayedSignature)
+    } else {
+        Ok(())
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -172,23 +165,24 @@ mod tests {
         h
     }
 
-    fn check(headers: &HeaderMap, body: &[u8]) -> Option<Method> {
+    fn check(headers: &HeaderMap, body: &[u8]) -> Result<Method, Refusal> {
         authenticate(&all_three(), headers, body, &SeenSignatures::default(), NOW)
     }
 
     #[test]
     fn bearer_and_basic_need_the_exact_secret() {
-        assert_eq!(check(&with(&[("authorization", "Bearer tok".into())]), b""), Some(Method::Bearer));
-        assert_eq!(check(&with(&[("authorization", "bearer tok".into())]), b""), Some(Method::Bearer));
-        assert_eq!(check(&with(&[("authorization", "Bearer tok2".into())]), b""), None);
-        assert_eq!(check(&with(&[("authorization", "Bearer to".into())]), b""), None);
-        let basic = crate::demo::base64_basic("ubuntu", "pw");
-        assert_eq!(check(&with(&[("authorization", basic)]), b""), Some(Method::Basic));
+        let authorization = |v: &str| with(&[("authorization", v.to_string())]);
+        assert_eq!(check(&authorization("Bearer tok"), b""), Ok(Method::Bearer));
+        assert_eq!(check(&authorization("bearer tok"), b""), Ok(Method::Bearer));
+        assert_eq!(check(&authorization("Bearer tok2"), b""), Err(Refusal::WrongCredentials));
+        assert_eq!(check(&authorization("Bearer to"), b""), Err(Refusal::WrongCredentials));
+        assert_eq!(check(&authorization(&crate::demo::base64_basic("ubuntu", "pw")), b""), Ok(Method::Basic));
         for (user, pw) in [("ubuntu", "pw2"), ("debian", "pw"), ("ubuntu", "")] {
-            assert_eq!(check(&with(&[("authorization", crate::demo::base64_basic(user, pw))]), b""), None);
+            let given = authorization(&crate::demo::base64_basic(user, pw));
+            assert_eq!(check(&given, b""), Err(Refusal::WrongCredentials), "{user}:{pw}");
         }
-        assert_eq!(check(&with(&[("authorization", "Basic !!!".into())]), b""), None);
-        assert_eq!(check(&HeaderMap::new(), b""), None);
+        assert_eq!(check(&authorization("Basic !!!"), b""), Err(Refusal::WrongCredentials));
+        assert_eq!(check(&HeaderMap::new(), b""), Err(Refusal::NoCredentials));
     }
 
     #[test]
@@ -197,25 +191,24 @@ mod tests {
         let signed = |t: u64, key: &[u8]| {
             with(&[(TIMESTAMP_HEADER, t.to_string()), (SIGNATURE_HEADER, signature::sign(key, &t.to_string(), b"{}"))])
         };
+        let check = |headers: &HeaderMap, body: &[u8]| authenticate(&all_three(), headers, body, &seen, NOW);
         let fresh = signed(NOW - 10, b"key");
-        assert_eq!(authenticate(&all_three(), &fresh, b"{}", &seen, NOW), Some(Method::Signature));
-        assert_eq!(authenticate(&all_three(), &fresh, b"{}", &seen, NOW), None, "replay accepted");
+        assert_eq!(check(&fresh, b"{}"), Ok(Method::Signature));
+        assert_eq!(check(&fresh, b"{}"), Err(Refusal::ReplayedSignature));
         let shouted =
             fresh.get(SIGNATURE_HEADER).unwrap().to_str().unwrap().to_ascii_uppercase().replace("SHA256=", "sha256=");
         let mut replay = fresh.clone();
         replay.insert(SIGNATURE_HEADER, HeaderValue::from_str(&shouted).unwrap());
-        assert_eq!(authenticate(&all_three(), &replay, b"{}", &seen, NOW), None, "replay in capitals accepted");
-        assert_eq!(authenticate(&all_three(), &signed(NOW - 11, b"key"), b"{ }", &seen, NOW), None, "body changed");
-        assert_eq!(authenticate(&all_three(), &signed(NOW - 301, b"key"), b"{}", &seen, NOW), None, "stale");
-        assert_eq!(authenticate(&all_three(), &signed(NOW + 301, b"key"), b"{}", &seen, NOW), None, "future");
-        assert_eq!(authenticate(&all_three(), &signed(NOW - 12, b"other"), b"{}", &seen, NOW), None, "wrong key");
-    }
-
-    #[test]
-    fn the_replay_set_forgets_what_staleness_refuses_anyway() {
-        let seen = SeenSignatures::default();
-        assert!(seen.first_use("a", NOW, NOW));
-        assert!(seen.first_use("b", NOW + 400, NOW + 400));
-        assert_eq!(seen.seen.lock().unwrap().len(), 1, "the stale entry was kept");
+        assert_eq!(check(&replay, b"{}"), Err(Refusal::ReplayedSignature), "replay in capitals");
+        assert_eq!(check(&signed(NOW - 11, b"key"), b"{ }"), Err(Refusal::WrongSignature), "body changed");
+        assert_eq!(check(&signed(NOW - 301, b"key"), b"{}"), Err(Refusal::StaleSignature), "stale");
+        assert_eq!(check(&signed(NOW + 301, b"key"), b"{}"), Err(Refusal::StaleSignature), "future");
+        assert_eq!(check(&signed(NOW - 12, b"other"), b"{}"), Err(Refusal::WrongSignature), "wrong key");
+        assert_eq!(check(&signed(NOW - 400, b"other"), b"{}"), Err(Refusal::WrongSignature), "forged and stale");
+        let half = with(&[(TIMESTAMP_HEADER, NOW.to_string())]);
+        assert_eq!(check(&half, b"{}"), Err(Refusal::WrongSignature), "timestamp without signature");
+        let no_key = Credentials { bearer_token: Some(Secret::new("tok".into())), ..Credentials::default() };
+        let unaccepted = authenticate(&no_key, &signed(NOW, b"key"), b"{}", &seen, NOW);
+        assert_eq!(unaccepted, Err(Refusal::WrongCredentials), "a signature where none is accepted");
     }
 }

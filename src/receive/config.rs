@@ -5,9 +5,11 @@
 //! `path:line:col: field: message` and unknown fields are errors.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +25,14 @@ pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/receive.yaml";
 /// Listen address when `listen:` is absent: loopback, for a TLS-terminating proxy in front.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
 
+/// Where signatures already accepted are kept when `state_dir:` is absent.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror-receive";
+
 /// Bound of one sync run when `timeout:` is absent (a full Debian sync takes hours).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-const TOP_FIELDS: &[&str] = &["listen", "archives"];
+const TOP_FIELDS: &[&str] = &["listen", "status", "state_dir", "limits", "archives"];
+const LIMIT_FIELDS: &[&str] = &["connections", "header_timeout", "body_timeout"];
 const ARCHIVE_FIELDS: &[&str] = &["command", "timeout", "bearer_token_file", "basic_auth", "hmac_secret_file", "push"];
 const AUTH_FIELDS: &[&str] = &["bearer_token_file", "basic_auth", "hmac_secret_file"];
 
@@ -37,8 +43,82 @@ pub struct ReceiveConfig {
     pub path: PathBuf,
     /// Address of the trigger endpoint, `/status` and `/healthz`.
     pub listen: SocketAddr,
+    /// Who may read `GET /status`.
+    pub status: StatusAccess,
+    /// Where receive keeps what must outlive a restart: the signatures it has accepted.
+    pub state_dir: PathBuf,
+    /// Bounds on connections and on how long a request may take to arrive.
+    pub limits: Limits,
     /// Archives by name (the `{archive}` of `/trigger/{archive}`).
     pub archives: BTreeMap<String, Arc<SyncArchive>>,
+}
+
+/// Bounds on the endpoint's connections (`limits:`), so that clients that connect and then send
+/// nothing, or send slowly, cannot hold the receiver's descriptors and keep valid triggers out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once; at the limit the quietest is closed for a new one (or the new
+    /// one, when every connection is in the middle of a request). Also at most half the
+    /// open-file limit, checked at start.
+    pub connections: usize,
+    /// A request head must be complete within this from when the connection is ready for it:
+    /// opened, or the previous answer sent (so it also ends idle kept-alive connections).
+    pub header_timeout: Duration,
+    /// A trigger's body must be complete within this from the end of its head, else `408`.
+    pub body_timeout: Duration,
+}
+
+impl Limits {
+    /// `connections:` when absent.
+    pub const DEFAULT_CONNECTIONS: usize = 512;
+    /// Largest `connections:` accepted.
+    pub const MAX_CONNECTIONS: usize = 65_536;
+    /// `header_timeout:` and `body_timeout:` when absent.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Largest `header_timeout:` and `body_timeout:` accepted: a trigger is a few hundred bytes,
+    /// and a longer bound would let idle connections pile up again.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: Self::DEFAULT_CONNECTIONS,
+            header_timeout: Self::DEFAULT_TIMEOUT,
+            body_timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Who may read `GET /status` (`status:`). `/healthz` is open to anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusAccess {
+    /// Only requests with the credentials of one of the archives (the default): the status
+    /// tells which archives exist, which serial is syncing and when the last sync ended.
+    #[default]
+    Authenticated,
+    /// Anyone who can reach the endpoint.
+    Public,
+}
+
+impl fmt::Display for StatusAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StatusAccess::Authenticated => "authenticated",
+            StatusAccess::Public => "public",
+        })
+    }
+}
+
+impl FromStr for StatusAccess {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "authenticated" => Ok(StatusAccess::Authenticated),
+            "public" => Ok(StatusAccess::Public),
+            _ => Err(format!("expected `authenticated` (the default) or `public`, not `{s}`")),
+        }
+    }
 }
 
 /// One archive this host syncs when triggered.
@@ -73,9 +153,30 @@ fn read_top(mut f: Fields<'_>) -> ReceiveConfig {
     let path = f.file().to_path_buf();
     let listen =
         f.take_from_str::<SocketAddr>("listen").unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("literal address"));
+    let status = f.take_from_str("status").unwrap_or_default();
+    let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let limits = f.nested("limits").map(read_limits).unwrap_or_default();
     let archives = read_archives(&mut f);
     f.finish(TOP_FIELDS);
-    ReceiveConfig { path, listen, archives }
+    ReceiveConfig { path, listen, status, state_dir, limits, archives }
+}
+
+/// Reads `limits:`; a value out of range is reported and the default used in its place.
+fn read_limits(mut l: Fields<'_>) -> Limits {
+    let default = Limits::default();
+    let connections = match l.take::<u64>("connections") {
+        Some(n) if (1..=Limits::MAX_CONNECTIONS as u64).contains(&n) => n as usize,
+        Some(_) => {
+            l.error("connections", format!("must be between 1 and {}", Limits::MAX_CONNECTIONS));
+            default.connections
+        }
+        None => default.connections,
+    };
+    // Longer would let slow clients hold connections.
+    let mut timeout = |key: &str| l.duration(key, Limits::MAX_TIMEOUT).unwrap_or(Limits::DEFAULT_TIMEOUT);
+    let (header_timeout, body_timeout) = (timeout("header_timeout"), timeout("body_timeout"));
+    l.finish(LIMIT_FIELDS);
+    Limits { connections, header_timeout, body_timeout }
 }
 
 fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Arc<SyncArchive>> {
@@ -221,6 +322,9 @@ mod tests {
         );
         let c = load(&path).unwrap();
         assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.status, StatusAccess::Authenticated);
+        assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(c.limits, Limits::default());
         let a = &c.archives["debian"];
         let program = dir.path().join("bin/sync").to_string_lossy().into_owned();
         assert_eq!(a.command, [program.as_str(), "sync:archive:debian", "debian-x"]);
@@ -229,6 +333,43 @@ mod tests {
         assert_eq!(a.credentials.basic_auth.as_ref().unwrap().0, "u");
         assert!(a.credentials.hmac_secret.is_none());
         assert_eq!(a.push.as_deref(), Some(dir.path().join("pushmirror.yaml").as_path()));
+    }
+
+    #[test]
+    fn the_status_is_authenticated_or_public() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "token", "t", 0o600);
+        let archives = "archives:\n  a:\n    command: [\"true\"]\n    bearer_token_file: token\n";
+        let path = write(dir.path(), "receive.yaml", &format!("status: public\n{archives}"), 0o644);
+        assert_eq!(load(&path).unwrap().status, StatusAccess::Public);
+        let path = write(dir.path(), "receive.yaml", &format!("status: open\n{archives}"), 0o644);
+        let errors = load(&path).unwrap_err().to_string();
+        assert!(
+            errors.contains(":1:1: status: expected `authenticated` (the default) or `public`, not `open`"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn limits_are_read_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "token", "t", 0o600);
+        let archives = "archives:\n  a:\n    command: [\"true\"]\n    bearer_token_file: token\n";
+        let config = |limits: &str| write(dir.path(), "receive.yaml", &format!("limits: {limits}\n{archives}"), 0o644);
+        let path = config("{ connections: 64, header_timeout: 5s, body_timeout: 1m }");
+        let expected =
+            Limits { connections: 64, header_timeout: Duration::from_secs(5), body_timeout: Duration::from_secs(60) };
+        assert_eq!(load(&path).unwrap().limits, expected);
+        let path = config("{ connections: 0, header_timeout: 61s, body_timeout: 0s, idle: 1m }");
+        let errors = load(&path).unwrap_err().to_string();
+        for expected in [
+            "limits.connections: must be between 1 and 65536",
+            "limits.header_timeout: duration `61s` is longer than the maximum 1m",
+            "limits.body_timeout: duration `0s` must be greater than zero",
+            "limits.idle: unknown field",
+        ] {
+            assert!(errors.contains(expected), "missing `{expected}` in:\n{errors}");
+        }
     }
 
     #[test]

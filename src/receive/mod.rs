@@ -1,16 +1,24 @@
 //! `pushmirror receive`: the downstream side of HTTP triggers.
 //!
-//! `POST|GET /trigger/{archive}` authenticates the trigger ([`auth`]: bearer token, basic auth or
-//! an HMAC signature, constant-time, stale and replayed signatures refused), validates its stage
-//! and serial ([`request`]), queues it and answers `202` at once. Per archive one worker
+//! `serve` accepts the connections — bounded in number, header and body time — and hands each
+//! request to the router. `POST|GET /trigger/{archive}` authenticates the trigger ([`auth`]:
+//! bearer token, basic auth or an HMAC signature, constant-time, stale and replayed signatures
+//! refused — [`replay`] keeps the accepted ones in the state directory across restarts; refusals
+//! are logged by [`refusals`]), validates its stage and serial ([`request`]), queues it and
+//! answers `202` at once. Per archive one worker
 //! ([`sync`]) runs the configured command, one run at a time with at most one queued: triggers
 //! arriving during a run coalesce into that one queued re-run (ftpsync's Update-Required
 //! semantics). After a successful run it may push the next tier with [`crate::push`].
-//! `GET /status` serves [`ReceiveStatus`], which is also the queue; `GET /healthz` says `ok`.
+//! `GET /status` serves [`ReceiveStatus`], which is also the queue, to requests with the
+//! credentials of one of the archives (or to anyone with `status: public`); `GET /healthz` says
+//! `ok` to anyone.
 
 pub mod auth;
 pub mod config;
+pub mod refusals;
+pub mod replay;
 pub mod request;
+mod serve;
 pub mod status;
 pub mod sync;
 
@@ -30,11 +38,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{DEFAULT_CONFIG, ReceiveConfig, SyncArchive, load};
+pub use config::{DEFAULT_CONFIG, Limits, ReceiveConfig, StatusAccess, SyncArchive, load};
 pub use status::{ArchiveSync, ChainedPush, ReceiveStatus};
 
-use crate::clock::Clock;
 use crate::model::Timestamp;
+use refusals::{Refusal, Refusals};
+use replay::SeenSignatures;
 use sync::{Lane, Workers};
 
 /// At most this much of a trigger's body is read (pushmirror's is about 100 bytes).
@@ -77,12 +86,15 @@ impl Receiving {
 struct Endpoint {
     lanes: BTreeMap<String, Arc<Lane>>,
     workers: Arc<Workers>,
-    clock: Clock,
+    status_access: StatusAccess,
+    refusals: Arc<Refusals>,
+    body_timeout: Duration,
 }
 
 /// Binds `config.listen`, starts one worker per archive and serves; returns at once.
 /// Cancelling `shutdown` stops accepting triggers; see [`Receiving::wait`].
 pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow::Result<Receiving> {
+    let lanes = lanes(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen: in {})", config.listen, config.path.display()))?;
@@ -99,23 +111,69 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
     let (status_tx, status_rx) = watch::channel(initial);
     let workers =
         Arc::new(Workers { status: status_tx, shutdown: shutdown.clone(), hard_stop: CancellationToken::new() });
-    let lanes: BTreeMap<String, Arc<Lane>> =
-        config.archives.iter().map(|(name, a)| (name.clone(), Arc::new(Lane::new(Arc::clone(a))))).collect();
     let tasks = TaskTracker::new();
     for lane in lanes.values() {
         tasks.spawn(Arc::clone(&workers).run_lane(Arc::clone(lane)));
     }
-    let endpoint = Arc::new(Endpoint { lanes, workers: Arc::clone(&workers), clock: Clock::system() });
-    let app = router(endpoint).into_make_service_with_connect_info::<SocketAddr>();
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-            tracing::error!(error = %e, "trigger endpoint failed");
-        }
+    let refusals = Arc::new(Refusals::default());
+    tasks.spawn({
+        let (refusals, shutdown) = (Arc::clone(&refusals), shutdown.clone());
+        async move { refusals.summarise(shutdown, |summary| tracing::warn!("{summary}")).await }
     });
+    let endpoint = Arc::new(Endpoint {
+        lanes,
+        workers: Arc::clone(&workers),
+        status_access: config.status,
+        refusals: Arc::clone(&refusals),
+        body_timeout: config.limits.body_timeout,
+    });
+    let server = serve::Server {
+        listener,
+        router: router(endpoint),
+        limits: Limits { connections: connection_cap(&config), ..config.limits },
+        refusals,
+        tasks: tasks.clone(),
+        shutdown,
+        hard_stop: workers.hard_stop.clone(),
+    };
+    tasks.spawn(server.run());
     tasks.close();
     let names: Vec<&str> = config.archives.keys().map(String::as_str).collect();
     tracing::info!(%addr, archives = %names.join(","), "receiving triggers");
     Ok(Receiving { addr, status: status_rx, workers, tasks })
+}
+
+/// `limits.connections`, lowered (and said so) when the open-file limit is too low for it.
+fn connection_cap(config: &ReceiveConfig) -> usize {
+    let configured = config.limits.connections;
+    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let cap = serve::connection_cap(configured, open_files);
+    if cap < configured {
+        tracing::warn!(
+            "limits.connections lowered from {configured} to {cap}: at most half the open-file limit ({}), \
+             so that sync commands and pushes have descriptors too; raise the limit (LimitNOFILE= \
+             under systemd) to hold more",
+            open_files.unwrap_or_default()
+        );
+    }
+    cap
+}
+
+/// One lane per archive, each with the signatures it accepted before a restart.
+fn lanes(config: &ReceiveConfig) -> anyhow::Result<BTreeMap<String, Arc<Lane>>> {
+    let now = unix_now();
+    let mut lanes = BTreeMap::new();
+    for (name, archive) in &config.archives {
+        let seen = SeenSignatures::load(replay_file(&config.state_dir, name), now)
+            .with_context(|| format!("cannot use the state directory (state_dir: in {})", config.path.display()))?;
+        lanes.insert(name.clone(), Arc::new(Lane::new(Arc::clone(archive), seen)));
+    }
+    Ok(lanes)
+}
+
+/// Where the signatures accepted for `archive` are kept.
+fn replay_file(state_dir: &std::path::Path, archive: &str) -> std::path::PathBuf {
+    state_dir.join("seen-signatures").join(format!("{archive}.json"))
 }
 
 /// A `push:` configuration is loaded afresh after each sync; saying now what is wrong with it
@@ -148,12 +206,53 @@ fn router(endpoint: Arc<Endpoint>) -> Router {
         .with_state(endpoint)
 }
 
-async fn status(State(endpoint): State<Arc<Endpoint>>) -> Json<ReceiveStatus> {
-    Json(endpoint.workers.status.borrow().clone())
+/// 401 (empty) unless the status is public or the request carries the credentials of one of the
+/// archives · 200 [`ReceiveStatus`].
+async fn status(
+    State(endpoint): State<Arc<Endpoint>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if endpoint.status_access == StatusAccess::Authenticated
+        && let Err(refusal) = endpoint.any_archive_admits(&headers)
+    {
+        endpoint.refuse(refusal, || format!("status request from {}", peer.ip()));
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    Json(endpoint.workers.status.borrow().clone()).into_response()
 }
 
-/// 404 unknown archive · 413 body over [`MAX_BODY`] · 401 (empty) unauthorised · 400 bad
-/// parameters · 202 queued.
+impl Endpoint {
+    /// Whether `headers` carry what would authorise a trigger of one of the archives (a
+    /// signature covers the empty body, and is then used up like a trigger's); if not, the most
+    /// specific reason an archive gave.
+    fn any_archive_admits(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let now = unix_now();
+        let mut refusal = Refusal::NoCredentials;
+        for lane in self.lanes.values() {
+            match auth::authenticate(&lane.archive.credentials, headers, b"", &lane.seen, now) {
+                Ok(_) => return Ok(()),
+                Err(r) => refusal = refusal.max(r),
+            }
+        }
+        Err(refusal)
+    }
+
+    /// Counts a refusal, and logs it when it is the first in a while (`what` is only formatted
+    /// then): "trigger for debian from 192.0.2.1 refused: wrong credentials".
+    fn refuse(&self, refusal: Refusal, what: impl FnOnce() -> String) {
+        if self.refusals.note(refusal) {
+            tracing::warn!(
+                "{} refused: {refusal} (more refusals are counted and summarised every {})",
+                what(),
+                humantime::format_duration(refusals::SUMMARY_INTERVAL)
+            );
+        }
+    }
+}
+
+/// 404 unknown archive · 413 body over [`MAX_BODY`] · 408 body not complete within
+/// `limits.body_timeout` · 401 (empty) unauthorised · 400 bad parameters · 202 queued.
 async fn trigger(
     State(endpoint): State<Arc<Endpoint>>,
     Path(archive): Path<String>,
@@ -165,15 +264,26 @@ async fn trigger(
     let Some(lane) = endpoint.lanes.get(&archive) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    // A client that stops sending can no longer read any answer; the size limit is the failure
-    // worth answering.
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    let refused = |refusal| endpoint.refuse(refusal, || format!("trigger for {archive} from {}", peer.ip()));
+    // A client that cuts its body off can no longer read any answer; the size limit is the
+    // failure worth answering.
+    let body = match tokio::time::timeout(endpoint.body_timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            refused(Refusal::BodyTooLarge);
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        }
+        Err(_) => {
+            refused(Refusal::BodyTimeout);
+            return StatusCode::REQUEST_TIMEOUT.into_response();
+        }
     };
-    let now = endpoint.clock.now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let Some(method) = auth::authenticate(&lane.archive.credentials, &headers, &body, &lane.seen, now) else {
-        tracing::warn!("unauthorized trigger for {archive} from {}", peer.ip());
-        return StatusCode::UNAUTHORIZED.into_response();
+    let method = match auth::authenticate(&lane.archive.credentials, &headers, &body, &lane.seen, unix_now()) {
+        Ok(method) => method,
+        Err(refusal) => {
+            refused(refusal);
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
     };
     let request = match request::parse(&archive, &uri, &body) {
         Ok(r) => r,
@@ -186,4 +296,77 @@ async fn trigger(
     let waits = endpoint.workers.enqueue(lane, request);
     let sync = if waits { "queued" } else { "starting" };
     (StatusCode::ACCEPTED, Json(serde_json::json!({ "archive": archive, "sync": sync }))).into_response()
+}
+
+/// The OS wall clock in unix seconds, read afresh for every request. A sender signs by its own
+/// OS clock, so freshness is judged by ours: not by a clock anchored at start and advanced by the
+/// monotonic one, which parts from the wall clock when the host is suspended or its clock stepped.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::receive::auth::Credentials;
+    use crate::secret::Secret;
+    use crate::signature;
+
+    const KEY: &str = "hmac-key";
+
+    /// An endpoint for one archive, `debian`, that accepts signatures made with [`KEY`];
+    /// no worker runs, so a trigger is only queued.
+    fn endpoint() -> Arc<Endpoint> {
+        let archive = Arc::new(SyncArchive {
+            name: "debian".into(),
+            command: vec!["/bin/true".into()],
+            timeout: Duration::from_secs(60),
+            credentials: Credentials { hmac_secret: Some(Secret::new(KEY.into())), ..Credentials::default() },
+            push: None,
+        });
+        let status = ReceiveStatus {
+            started_at: None,
+            archives: vec![ArchiveSync { name: "debian".into(), ..ArchiveSync::default() }],
+        };
+        let workers = Arc::new(Workers {
+            status: watch::channel(status).0,
+            shutdown: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+        });
+        let lanes = BTreeMap::from([("debian".to_string(), Arc::new(Lane::new(archive, SeenSignatures::default())))]);
+        Arc::new(Endpoint {
+            lanes,
+            workers,
+            status_access: StatusAccess::Authenticated,
+            refusals: Arc::new(Refusals::default()),
+            body_timeout: Limits::default().body_timeout,
+        })
+    }
+
+    /// A trigger signed now by the OS clock, as a sender on another host would sign it.
+    fn signed_now() -> Request<Body> {
+        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
+        let body = br#"{"stage":"all"}"#;
+        let mut request = Request::post("/trigger/debian")
+            .header(signature::TIMESTAMP_HEADER, &t)
+            .header(signature::SIGNATURE_HEADER, signature::sign(KEY.as_bytes(), &t, body))
+            .body(Body::from(body.as_slice()))
+            .unwrap();
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+        request
+    }
+
+    /// The sender signs by its OS clock, so freshness must be judged by ours, even when the
+    /// process's monotonic clock has gone its own way (here tokio's, paused and moved on an hour;
+    /// in production a suspended VM or a stepped clock).
+    #[tokio::test(start_paused = true)]
+    async fn signature_freshness_is_judged_by_the_os_clock() {
+        let endpoint = endpoint();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let response = router(endpoint).oneshot(signed_now()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
 }

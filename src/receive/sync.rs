@@ -13,8 +13,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::SeenSignatures;
 use super::config::SyncArchive;
+use super::replay::SeenSignatures;
 use super::request::SyncRequest;
 use super::status::{ChainedPush, ReceiveStatus};
 use crate::dispatch::Options;
@@ -47,8 +47,8 @@ pub(super) struct Lane {
 }
 
 impl Lane {
-    pub fn new(archive: Arc<SyncArchive>) -> Self {
-        Lane { archive, wake: Notify::new(), seen: SeenSignatures::default() }
+    pub fn new(archive: Arc<SyncArchive>, seen: SeenSignatures) -> Self {
+        Lane { archive, wake: Notify::new(), seen }
     }
 }
 

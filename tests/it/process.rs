@@ -18,6 +18,8 @@ pub(crate) struct DaemonProcess {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     changed: Arc<Notify>,
+    /// The thread collecting `lines`; it ends when the process's stderr closes.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl DaemonProcess {
@@ -27,8 +29,24 @@ impl DaemonProcess {
 
     /// `pushmirror ARGS…`.
     pub(crate) fn spawn_args(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pushmirror"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pushmirror"));
+        command.args(args);
+        Self::spawn_command(command)
+    }
+
+    /// `pushmirror ARGS…` allowed at most `files` open files, as `ulimit -n` in its shell would.
+    pub(crate) fn spawn_with_open_files(files: u32, args: &[&str]) -> Self {
+        let mut command = Command::new("/bin/sh");
+        command
+            .args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
+            .arg(files.to_string())
+            .arg(env!("CARGO_BIN_EXE_pushmirror"))
+            .args(args);
+        Self::spawn_command(command)
+    }
+
+    fn spawn_command(mut command: Command) -> Self {
+        let mut child = command
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -38,14 +56,14 @@ impl DaemonProcess {
         let changed = Arc::new(Notify::new());
         let stderr = child.stderr.take().unwrap();
         let (l, c) = (Arc::clone(&lines), Arc::clone(&changed));
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 l.lock().unwrap().push(line);
                 c.notify_waiters();
             }
             c.notify_waiters();
         });
-        DaemonProcess { child, lines, changed }
+        DaemonProcess { child, lines, changed, reader: Some(reader) }
     }
 
     /// Waits (up to a minute) for a log line containing `needle`.
@@ -63,7 +81,7 @@ impl DaemonProcess {
         found.unwrap_or_else(|_| panic!("no log line with `{needle}`:\n{}", self.log()))
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
 
@@ -73,15 +91,18 @@ impl DaemonProcess {
     }
 
     pub(crate) async fn exit(mut self) -> (ExitStatus, String) {
-        let status = tokio::task::spawn_blocking(move || {
+        let (status, mut this) = tokio::task::spawn_blocking(move || {
             let s = self.child.wait().unwrap();
             (s, self)
         })
         .await
         .unwrap();
-        // Let the reader thread drain what was left.
-        let log = status.1.log();
-        (status.0, log)
+        // The process is gone, but its last lines may still be in the pipe: the log is complete
+        // once the reader has seen the end of it.
+        let reader = this.reader.take().unwrap();
+        let drained = tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(move || reader.join()));
+        assert!(matches!(drained.await, Ok(Ok(Ok(())))), "stderr was not read to its end:\n{}", this.log());
+        (status, this.log())
     }
 }
 

@@ -43,7 +43,14 @@ impl Downstream {
 
     /// Writes receive.yaml listening on a free port with `archives` (YAML, indented by two).
     fn config(&self, archives: &str) -> &Self {
-        std::fs::write(self.config_path(), format!("listen: 127.0.0.1:0\narchives:\n{archives}")).unwrap();
+        self.config_with("", archives)
+    }
+
+    /// Like [`Downstream::config`], with more top-level fields (`top`, YAML lines). The state
+    /// directory is always `state/` in the temporary directory.
+    fn config_with(&self, top: &str, archives: &str) -> &Self {
+        let text = format!("listen: 127.0.0.1:0\nstate_dir: state\n{top}archives:\n{archives}");
+        std::fs::write(self.config_path(), text).unwrap();
         self
     }
 
@@ -175,7 +182,8 @@ async fn ten_triggers_during_a_slow_sync_run_the_command_exactly_twice() {
     let done = r.until("debian", "two runs, idle", |a| a.runs_started == 2 && a.idle()).await;
     assert_eq!(d.runs(), ["debian all 1", "debian all 10"]);
     assert_eq!((done.triggers, done.last_exit_code), (10, Some(0)));
-    let served: ReceiveStatus = r.client.get(r.url("/status")).send().await.unwrap().json().await.unwrap();
+    let served: ReceiveStatus =
+        r.client.get(r.url("/status")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
     let served = served.archive("debian").unwrap();
     assert_eq!((served.triggers, served.runs_started, served.idle()), (10, 2, true), "{served:?}");
     assert_eq!(answer(r.client.get(r.url("/healthz"))).await, (200, "ok\n".to_string()));
@@ -277,6 +285,72 @@ async fn a_signed_trigger_from_pushmirror_is_accepted_once_and_a_stale_one_never
     let a = r.until("debian", "three accepted, idle", |a| a.triggers == 3 && a.idle()).await;
     assert!(a.runs_started >= 2, "{a:?}");
     assert!(d.runs().iter().all(|l| l == "debian all 2026112501" || l == "debian all 2026112502"), "{:?}", d.runs());
+    r.stop().await;
+}
+
+/// The replay set outlives the process: a captured trigger sent again after a restart (within
+/// the five minutes it is fresh) is still a replay.
+#[tokio::test]
+async fn a_replayed_signed_trigger_is_refused_after_a_restart() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    hmac_secret_file: secrets/hmac\n", d.quick_sync(0)));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let body = br#"{"archive":"debian","stage":"all","serial":"2026112501"}"#;
+    let signed = |t: u64| (t.to_string(), signature::sign(HMAC_KEY.as_bytes(), &t.to_string(), body));
+    let (t, sig) = signed(now);
+
+    let r = start(&d).await;
+    assert_eq!(r.post_signed(&t, &sig, body).await.0, 202);
+    r.until("debian", "the run done", |a| a.runs_started == 1 && a.idle()).await;
+    r.stop().await;
+
+    let r = start(&d).await;
+    assert_eq!(r.post_signed(&t, &sig, body).await, (401, String::new()), "the replay was accepted after a restart");
+    let (t, sig) = signed(now + 1);
+    assert_eq!(r.post_signed(&t, &sig, body).await.0, 202, "a new signature was refused");
+    r.until("debian", "the second run done", |a| a.runs_started == 1 && a.idle()).await;
+    r.stop().await;
+    assert_eq!(d.runs(), ["debian all 2026112501", "debian all 2026112501"]);
+}
+
+#[tokio::test]
+async fn status_needs_the_credentials_of_a_trigger_unless_it_is_public() {
+    let d = Downstream::new();
+    let archives = format!(
+        "  debian:\n    command: {sync}\n    bearer_token_file: secrets/token\n    hmac_secret_file: secrets/hmac\n  \
+         ubuntu:\n    command: {sync}\n    basic_auth: {{ user: ubuntu, password_file: secrets/pw }}\n",
+        sync = d.quick_sync(0)
+    );
+    d.config(&archives);
+    let r = start(&d).await;
+    let status = || r.client.get(r.url("/status"));
+    assert_eq!(answer(status()).await, (401, String::new()), "status without credentials");
+    assert_eq!(answer(status().bearer_auth(PASSWORD)).await, (401, String::new()), "status with a wrong token");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
+    let signed = status()
+        .header(signature::TIMESTAMP_HEADER, &now)
+        .header(signature::SIGNATURE_HEADER, signature::sign(HMAC_KEY.as_bytes(), &now, b""));
+    // Any archive's credentials will do, in any of the three ways.
+    for (i, request) in [
+        status().bearer_auth(TOKEN),
+        status().header("authorization", base64_basic("ubuntu", PASSWORD)),
+        signed.try_clone().unwrap(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (code, body) = answer(request).await;
+        assert_eq!(code, 200, "request {i}: {body}");
+        let served: ReceiveStatus = serde_json::from_str(&body).unwrap();
+        assert_eq!(served.archives.len(), 2, "{served:?}");
+    }
+    assert_eq!(answer(signed).await.0, 401, "a replayed signature read the status");
+    assert_eq!(answer(r.client.get(r.url("/healthz"))).await, (200, "ok\n".to_string()));
+    r.stop().await;
+
+    d.config_with("status: public\n", &archives);
+    let r = start(&d).await;
+    assert_eq!(answer(r.client.get(r.url("/status"))).await.0, 200, "a public status needs no credentials");
     r.stop().await;
 }
 
@@ -383,7 +457,11 @@ async fn spawn_receive(d: &Downstream, extra: &[&str]) -> (DaemonProcess, String
     let config = d.config_path();
     let mut args = vec!["receive", config.to_str().unwrap()];
     args.extend(extra);
-    let p = DaemonProcess::spawn_args(&args);
+    listening(DaemonProcess::spawn_args(&args)).await
+}
+
+/// A started `pushmirror receive` and the address it logged.
+async fn listening(p: DaemonProcess) -> (DaemonProcess, String) {
     let listening = p.line("receiving triggers").await;
     let addr = listening.split("addr=").nth(1).and_then(|s| s.split_whitespace().next());
     let addr = addr.unwrap_or_else(|| panic!("no address in: {listening}")).to_string();
@@ -408,6 +486,44 @@ async fn sigterm_stops_receive_and_kills_a_sync_past_the_grace_period() {
     assert_eq!(d.runs().len(), 1);
 }
 
+/// A flood of refused triggers costs a bounded number of log lines: the first refusal in detail
+/// at once, then at most one summary per minute with the counts by reason (and the last counts
+/// at shutdown). Read from the process's log, as an operator would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_triggers_is_logged_once_then_summarised() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
+    let (p, addr) = spawn_receive(&d, &[]).await;
+    let client = reqwest::Client::new();
+    let flood = std::time::Instant::now();
+    for i in 0..1000 {
+        let request = client.get(format!("http://{addr}/trigger/debian"));
+        let request = if i % 4 == 3 { request } else { request.bearer_auth("not-the-token") };
+        assert_eq!(request.send().await.unwrap().status().as_u16(), 401);
+    }
+    let minutes = flood.elapsed().as_secs() / 60 + 1;
+    p.signal("TERM");
+    let (status, log) = p.exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && (l.contains("trigger for debian") || l.contains(" more refused ")))
+        .collect();
+    let bound = 2 * minutes as usize;
+    assert!(refusals.len() <= bound, "{} lines for 1000 refusals in {minutes} minute(s)", refusals.len());
+    assert!(refusals[0].contains("trigger for debian from 127.0.0.1 refused: wrong credentials"), "{log}");
+    let summaries: Vec<&str> = refusals.iter().copied().filter(|l| l.contains(" more refused in the last ")).collect();
+    let summarised: usize = summaries
+        .iter()
+        .map(|l| l.split(" more refused").next().unwrap().rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(summarised + refusals.len() - summaries.len(), 1000, "{log}");
+    let last = summaries.last().unwrap();
+    assert!(last.contains("wrong credentials") && last.contains("no credentials"), "{last}");
+    assert!(!log.contains(TOKEN), "the token was logged");
+}
+
 /// The unauthorised attempt is logged with archive and address, never with what was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthorised_trigger_is_logged_without_its_secret() {
@@ -418,10 +534,147 @@ async fn an_unauthorised_trigger_is_logged_without_its_secret() {
     let response =
         reqwest::Client::new().get(format!("http://{addr}/trigger/debian")).bearer_auth(&wrong).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 401);
-    let line = p.line("unauthorized trigger").await;
-    assert!(line.contains("WARN") && line.contains("unauthorized trigger for debian from 127.0.0.1"), "{line}");
+    let line = p.line("trigger for debian").await;
+    assert!(
+        line.contains("WARN") && line.contains("trigger for debian from 127.0.0.1 refused: wrong credentials"),
+        "{line}"
+    );
     p.signal("TERM");
     let (status, log) = p.exit().await;
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(!log.contains(TOKEN), "a token was logged:\n{log}");
+}
+
+/// On a host with a small open-file limit, more idle connections than receive could hold must
+/// not keep a valid trigger out: receive holds fewer connections than it has descriptors (here
+/// at most 32 of 64) and closes the quietest one to make room for a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_starve_valid_triggers() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
+    let config = d.config_path();
+    let (p, addr) = listening(DaemonProcess::spawn_with_open_files(64, &["receive", config.to_str().unwrap()])).await;
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Not a bound on speed: without it, a starved trigger would wait forever.
+    let sent = reqwest::Client::new()
+        .post(format!("http://{addr}/trigger/debian"))
+        .bearer_auth(TOKEN)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await;
+    let code = sent.map(|r| r.status().as_u16()).map_err(|e| format!("{e:?}"));
+    assert_eq!(code, Ok(202), "a valid trigger behind 100 idle connections\n{}", p.log());
+    let mut oldest = idle.swap_remove(0);
+    assert_eq!(read_to_end(&mut oldest).await.0, Vec::<u8>::new(), "the quietest connection was kept");
+    p.line("sync finished").await;
+    p.signal("TERM");
+    let (status, log) = p.exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("closed to make room"), "{log}");
+}
+
+/// Everything the peer sends until it closes (or resets) the connection, and whether it reset it.
+async fn read_to_end(stream: &mut tokio::net::TcpStream) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt as _;
+    let mut bytes = Vec::new();
+    let reset = stream.read_to_end(&mut bytes).await.is_err();
+    (bytes, reset)
+}
+
+/// Reads until the receiver closes `stream`; fails if it is still open after an hour (of paused
+/// time: the clock jumps to the next timer when nothing else can happen).
+async fn until_closed(what: &str, stream: &mut tokio::net::TcpStream) -> String {
+    let read = tokio::time::timeout(Duration::from_secs(3600), read_to_end(stream)).await;
+    let (bytes, _) = read.unwrap_or_else(|_| panic!("the {what} connection was still open after an hour"));
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Connections that send nothing, or only part of a request head, or nothing more after an
+/// answer, are closed once the header timeout (default 10 s) has passed.
+#[tokio::test(start_paused = true)]
+async fn silent_half_sent_and_spent_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
+    let r = start(&d).await;
+    let opened = tokio::time::Instant::now();
+    let connect = || tokio::net::TcpStream::connect(r.receiving.addr);
+    let mut silent = connect().await.unwrap();
+    let mut half_sent = connect().await.unwrap();
+    half_sent.write_all(b"GET /healthz HTTP/1.1\r\nHost: receive\r\n").await.unwrap();
+    let mut spent = connect().await.unwrap();
+    spent.write_all(b"GET /healthz HTTP/1.1\r\nHost: receive\r\n\r\n").await.unwrap();
+
+    assert_eq!(until_closed("silent", &mut silent).await, "");
+    assert_eq!(until_closed("half-sent", &mut half_sent).await, "");
+    let answered = until_closed("spent", &mut spent).await;
+    assert!(answered.starts_with("HTTP/1.1 200") && answered.ends_with("ok\n"), "{answered}");
+    assert!(opened.elapsed() >= Duration::from_secs(10), "closed after {:?}", opened.elapsed());
+    r.stop().await;
+}
+
+/// A body that stops arriving is answered with 408 once the body timeout (default 10 s) has
+/// passed, not waited for as long as the client keeps the connection open.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_arriving_is_answered_408_after_the_body_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)));
+    let r = start(&d).await;
+    let sent = tokio::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(r.receiving.addr).await.unwrap();
+    let head = format!(
+        "POST /trigger/debian HTTP/1.1\r\nHost: receive\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{\"stage\""
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = until_closed("stalled", &mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(sent.elapsed() >= Duration::from_secs(10), "answered after {:?}", sent.elapsed());
+    assert_eq!(r.receiving.status.borrow().archive("debian").unwrap().triggers, 0);
+    r.stop().await;
+}
+
+/// At the connection limit a connection in the middle of a request is never closed for a new
+/// one: when every connection is mid-request, the new one is closed at once.
+#[tokio::test]
+async fn at_the_connection_limit_requests_in_progress_are_kept_and_a_new_connection_is_closed() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let d = Downstream::new();
+    d.config_with(
+        "limits: { connections: 2 }\n",
+        &format!("  debian:\n    command: {}\n    bearer_token_file: secrets/token\n", d.quick_sync(0)),
+    );
+    let r = start(&d).await;
+    let connect = || tokio::net::TcpStream::connect(r.receiving.addr);
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut stream = BufReader::new(connect().await.unwrap());
+        let head = format!(
+            "POST /trigger/debian HTTP/1.1\r\nHost: receive\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        );
+        stream.get_mut().write_all(head.as_bytes()).await.unwrap();
+        // The 100 comes once the handler reads the body: the request is in progress.
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+        stream.read_line(&mut line).await.unwrap();
+        busy.push(stream);
+    }
+    let mut third = connect().await.unwrap();
+    // Not a bound on speed: without it, a connection kept open would be waited for forever.
+    let (bytes, _) = tokio::time::timeout(Duration::from_secs(60), read_to_end(&mut third))
+        .await
+        .expect("the new connection was neither answered nor closed");
+    assert_eq!(bytes, Vec::<u8>::new(), "the new connection got an answer");
+    for mut stream in busy {
+        stream.get_mut().write_all(b"{}").await.unwrap();
+        let (answer, _) = read_to_end(stream.get_mut()).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    }
+    r.stop().await;
 }
