@@ -137,8 +137,13 @@ async fn receive(file: &std::path::Path, grace: Duration) -> Ended {
         }
     });
     let receiving = crate::receive::start(config, shutdown).await.map_err(alternate)?;
-    receiving.wait(grace).await;
-    Ok(Verdict::Clean)
+    match receiving.wait(grace).await {
+        Ok(()) => Ok(Verdict::Clean),
+        Err(died) => {
+            eprintln!("error: {died}");
+            Ok(Verdict::Failed)
+        }
+    }
 }
 
 /// An error with its whole chain of causes (`{:#}`), as a usage stop.

@@ -76,6 +76,7 @@ pub mod runmirrors;
 pub mod secret;
 pub mod server;
 pub mod signature;
+pub mod supervise;
 pub mod transport;
 pub mod units;
 pub mod watch;

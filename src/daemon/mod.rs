@@ -22,7 +22,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
@@ -33,6 +32,7 @@ use crate::report::{
     ArchiveStatus, DaemonStatus, DeferredTrigger, History, MirrorStatus, PushProgress, Report, TriggerReport,
 };
 use crate::server::{Metrics, ServerState};
+use crate::supervise::{Died, Supervisor};
 use crate::transport::Transports;
 use crate::watch::{WatchState, Watcher};
 use state::{DeferredMap, Journal, StateDir};
@@ -69,32 +69,6 @@ pub struct Daemon {
     task: tokio::task::JoinHandle<Result<(), Died>>,
 }
 
-/// A part of the daemon died (a bug): the daemon stopped, and must exit non-zero so that its
-/// supervisor (systemd's `Restart=on-failure`) restarts it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{part} died: {cause}")]
-pub struct Died {
-    /// What it was doing (`watcher of debian`, `reload`, `status server`).
-    pub part: String,
-    /// The panic message or error.
-    pub cause: String,
-}
-
-impl Died {
-    fn of_join_error(part: impl Into<String>, e: &tokio::task::JoinError) -> Self {
-        Died { part: part.into(), cause: panic_message(e) }
-    }
-}
-
-/// The message of a panicked task (or "cancelled").
-fn panic_message(e: &tokio::task::JoinError) -> String {
-    if !e.is_panic() {
-        return "cancelled".to_string();
-    }
-    // A JoinError does not lend out its payload; its Display carries the panic message.
-    e.to_string()
-}
-
 impl Daemon {
     /// Waits until the daemon has drained and stopped; an error when a part of it died.
     pub async fn wait(self) -> Result<(), Died> {
@@ -115,32 +89,9 @@ struct Shared {
     deferred_changed: Notify,
     /// Cancelled when the grace period after SIGTERM has run out: running triggers are cut short.
     hard_stop: CancellationToken,
-    tasks: TaskTracker,
+    /// Every long-running part: one that panics stops the daemon (exit 1).
+    parts: Arc<Supervisor>,
     clock: Clock,
-    /// The first part that died; the daemon then stops and reports it.
-    died: Mutex<Option<Died>>,
-    /// Cancelled when a part died.
-    fatal: CancellationToken,
-}
-
-impl Shared {
-    /// Runs `work` on the task tracker; a panic ends the daemon (non-zero) instead of leaving it
-    /// running without that part.
-    fn spawn_supervised(self: &Arc<Self>, part: String, work: impl Future<Output = ()> + Send + 'static) {
-        let inner = tokio::spawn(work);
-        let shared = Arc::clone(self);
-        self.tasks.spawn(async move {
-            if let Err(e) = inner.await {
-                shared.die(Died::of_join_error(part, &e));
-            }
-        });
-    }
-
-    fn die(&self, died: Died) {
-        tracing::error!(part = %died.part, cause = %died.cause, "a part of the daemon died; stopping (exit 1)");
-        self.died.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(died);
-        self.fatal.cancel();
-    }
 }
 
 /// Starts the daemon: binds the status server, starts watching, returns at once.
@@ -160,10 +111,8 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
         deferred: Mutex::new(StateDir::new(&config.state_dir).deferred()),
         deferred_changed: Notify::new(),
         hard_stop: CancellationToken::new(),
-        tasks: TaskTracker::new(),
+        parts: Supervisor::new(),
         clock: control.clock.clone(),
-        died: Mutex::new(None),
-        fatal: CancellationToken::new(),
     });
     let generation = Generation::start(config, &shared).context("cannot start")?;
     let server_stop = CancellationToken::new();
@@ -173,22 +122,22 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
     tracing::info!(%addr, "status server listening");
     let task = tokio::spawn(async move {
-        let server_died = Arc::clone(&shared);
+        let parts = Arc::clone(&shared.parts);
         let watch_server = tokio::spawn(async move {
             let died = match server.await {
                 Ok(Ok(())) => return,
                 Ok(Err(e)) => Died { part: "status server".into(), cause: e.to_string() },
                 Err(e) => Died::of_join_error("status server", &e),
             };
-            server_died.die(died);
+            parts.die(died);
         });
         let supervised = tokio::spawn(supervise(generation, control, grace, Arc::clone(&shared))).await;
         server_stop.cancel();
         let _ = watch_server.await;
         if let Err(e) = supervised {
-            shared.die(Died::of_join_error("supervisor", &e));
+            shared.parts.die(Died::of_join_error("supervisor", &e));
         }
-        shared.died.lock().unwrap_or_else(|e| e.into_inner()).take().map_or(Ok(()), Err)
+        shared.parts.died().map_or(Ok(()), Err)
     });
     Ok(Daemon { addr, status: status_rx, task })
 }
@@ -199,7 +148,7 @@ async fn supervise(mut generation: Generation, mut control: Control, grace: Dura
     loop {
         tokio::select! {
             _ = control.shutdown.cancelled() => break,
-            _ = shared.fatal.cancelled() => break,
+            _ = shared.parts.fatal().cancelled() => break,
             Some(()) = control.reload.recv() => {
                 notify_systemd(&[sd_notify::NotifyState::Reloading]);
                 // Reading files is blocking work: off the async workers, so /healthz and running
@@ -208,7 +157,7 @@ async fn supervise(mut generation: Generation, mut control: Control, grace: Dura
                 let loaded = match tokio::task::spawn_blocking(move || load(&path)).await {
                     Ok(loaded) => loaded,
                     Err(e) => {
-                        shared.die(Died::of_join_error("reload", &e));
+                        shared.parts.die(Died::of_join_error("reload", &e));
                         break;
                     }
                 };
@@ -241,8 +190,8 @@ async fn supervise(mut generation: Generation, mut control: Control, grace: Dura
         tracing::warn!("grace period over: interrupting running triggers");
         hard_stop.cancel();
     });
-    shared.tasks.close();
-    shared.tasks.wait().await;
+    shared.parts.tasks().close();
+    shared.parts.tasks().wait().await;
     timer.abort();
     tracing::info!("stopped");
 }
@@ -314,12 +263,12 @@ impl Generation {
             let (tx, rx) = watch::channel(WatchState::default());
             let watcher = Watcher::new(archive.clone(), pushed);
             let name = &archive.name;
-            shared.spawn_supervised(format!("watcher of {name}"), watcher.run(tx, stop.clone()));
+            shared.parts.spawn(format!("watcher of {name}"), watcher.run(tx, stop.clone()));
             let observe = Arc::clone(&ctx).mirror_observations(name.clone(), rx.clone());
-            shared.spawn_supervised(format!("status of {name}"), observe);
-            shared.spawn_supervised(format!("pusher of {name}"), Arc::clone(&ctx).pusher(name.clone(), rx));
+            shared.parts.spawn(format!("status of {name}"), observe);
+            shared.parts.spawn(format!("pusher of {name}"), Arc::clone(&ctx).pusher(name.clone(), rx));
         }
-        shared.spawn_supervised("deferred triggers".into(), Arc::clone(&ctx).deferred_loop());
+        shared.parts.spawn("deferred triggers", Arc::clone(&ctx).deferred_loop());
         Ok(Generation { stop })
     }
 }

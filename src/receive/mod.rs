@@ -42,6 +42,7 @@ pub use config::{DEFAULT_CONFIG, Limits, ReceiveConfig, StatusAccess, SyncArchiv
 pub use status::{ArchiveSync, ChainedPush, ReceiveStatus};
 
 use crate::model::Timestamp;
+use crate::supervise::{Died, Supervisor};
 use refusals::{Refusal, Refusals};
 use replay::SeenSignatures;
 use sync::{Lane, Workers};
@@ -56,15 +57,23 @@ pub struct Receiving {
     /// The live status (what `/status` serves).
     pub status: watch::Receiver<ReceiveStatus>,
     workers: Arc<Workers>,
+    /// Connections in progress.
     tasks: TaskTracker,
+    /// The long-running parts (sync workers, the endpoint, the refusal log).
+    parts: Arc<Supervisor>,
 }
 
 impl Receiving {
     /// Waits until the receiver has stopped. Once shutdown is requested no new run starts and
     /// queued ones are dropped; a running sync (and its push) gets `grace` to finish and is
     /// then killed.
-    pub async fn wait(self, grace: Duration) {
-        let drained = self.tasks.wait();
+    /// An error when a part died (a bug): the receiver then stopped by itself.
+    pub async fn wait(self, grace: Duration) -> Result<(), Died> {
+        let (tasks, parts) = (self.tasks.clone(), Arc::clone(&self.parts));
+        let drained = async move {
+            parts.tasks().wait().await;
+            tasks.wait().await;
+        };
         tokio::pin!(drained);
         let grace_over = async {
             self.workers.shutdown.cancelled().await;
@@ -79,6 +88,7 @@ impl Receiving {
             }
         }
         tracing::info!("stopped");
+        self.parts.died().map_or(Ok(()), Err)
     }
 }
 
@@ -112,11 +122,20 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
     let workers =
         Arc::new(Workers { status: status_tx, shutdown: shutdown.clone(), hard_stop: CancellationToken::new() });
     let tasks = TaskTracker::new();
-    for lane in lanes.values() {
-        tasks.spawn(Arc::clone(&workers).run_lane(Arc::clone(lane)));
+    let parts = Supervisor::new();
+    // A part that dies stops the receiver like SIGTERM does; `wait` then reports it.
+    let (fatal, stop) = (parts.fatal().clone(), shutdown.clone());
+    parts.spawn("stop on a dead part", async move {
+        tokio::select! {
+            _ = fatal.cancelled() => stop.cancel(),
+            _ = stop.cancelled() => {}
+        }
+    });
+    for (name, lane) in &lanes {
+        parts.spawn(format!("sync worker of {name}"), Arc::clone(&workers).run_lane(Arc::clone(lane)));
     }
     let refusals = Arc::new(Refusals::default());
-    tasks.spawn({
+    parts.spawn("refusal log", {
         let (refusals, shutdown) = (Arc::clone(&refusals), shutdown.clone());
         async move { refusals.summarise(shutdown, |summary| tracing::warn!("{summary}")).await }
     });
@@ -136,11 +155,12 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
         shutdown,
         hard_stop: workers.hard_stop.clone(),
     };
-    tasks.spawn(server.run());
+    parts.spawn("trigger endpoint", server.run());
+    parts.tasks().close();
     tasks.close();
     let names: Vec<&str> = config.archives.keys().map(String::as_str).collect();
     tracing::info!(%addr, archives = %names.join(","), "receiving triggers");
-    Ok(Receiving { addr, status: status_rx, workers, tasks })
+    Ok(Receiving { addr, status: status_rx, workers, tasks, parts })
 }
 
 /// `limits.connections`, lowered (and said so) when the open-file limit is too low for it.

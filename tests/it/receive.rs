@@ -151,7 +151,7 @@ impl Running {
 
     async fn stop(self) {
         self.shutdown.cancel();
-        self.receiving.wait(Duration::ZERO).await;
+        self.receiving.wait(Duration::ZERO).await.expect("the receiver stopped cleanly");
     }
 }
 
