@@ -156,3 +156,22 @@ fn random_runmirrors_files_never_panic_the_importer() {
     }
     eprintln!("import fuzz: {cases} runmirrors files, no panic");
 }
+
+#[test]
+fn check_refuses_a_fifo_trace_file_and_a_device_as_known_hosts() {
+    let f = Fixture::with_main("identity: keys/id\nknown_hosts: kh\n");
+    pushmirror::keys::generate(&f.path("keys/id"), "test").unwrap();
+    std::fs::remove_file(f.path("archive/project/trace/master")).unwrap();
+    mkfifo(&f.path("archive/project/trace/master"));
+    std::os::unix::fs::symlink("/dev/zero", f.path("kh")).unwrap();
+    f.mirror("ssh", "ssh: { host: 127.0.0.1, user: mirror }\n");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = f.config_path();
+    std::thread::spawn(move || {
+        let _ = tx.send(pushmirror::config::verify_files(&pushmirror::config::load(&path).unwrap()));
+    });
+    let errors = rx.recv_timeout(Duration::from_secs(120)).expect("verify_files blocked").unwrap_err().to_string();
+    for want in ["archives.debian.trace: cannot read", "(a FIFO)", "known_hosts: cannot read", "(a device)"] {
+        assert!(errors.contains(want), "missing {want:?} in\n{errors}");
+    }
+}
