@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use pushmirror::clock::Clock;
 use pushmirror::config::{self, Config};
@@ -10,6 +12,8 @@ use pushmirror::dispatch::Options;
 use pushmirror::plan::PushRequest;
 use pushmirror::report::Report;
 use pushmirror::transport::Transports;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::TcpListener;
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -132,4 +136,38 @@ pub fn stderr(o: &Output) -> String {
 /// The report row of mirror `name`.
 pub fn row<'a>(report: &'a Report, name: &str) -> &'a pushmirror::report::TriggerReport {
     report.triggers.iter().find(|t| t.mirror == name).unwrap_or_else(|| panic!("no row for {name}"))
+}
+
+/// A server on 127.0.0.1:0 that answers every request with `200` and a `Content-Length` of 1000,
+/// then sends that body one byte a second. Returns its URL and how many requests it read.
+pub async fn dribbling_server() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&requests);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut tcp = BufReader::new(tcp);
+                let mut line = String::new();
+                // The request head ends with an empty line.
+                while tcp.read_line(&mut line).await.unwrap_or(0) > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n";
+                if tcp.get_mut().write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                for _ in 0..1000 {
+                    if tcp.get_mut().write_all(b".").await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+    });
+    (url, requests)
 }

@@ -1,16 +1,14 @@
 //! The HTTP transport and the engine against real HTTP servers on 127.0.0.1:0.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pushmirror::demo::{HttpReceiver, Log, Reply};
 use pushmirror::model::{ErrorClass, Outcome};
 use pushmirror::plan::PushRequest;
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::TcpListener;
 
-use crate::common::{Fixture, row};
+use crate::common::{Fixture, dribbling_server, row};
 
 #[tokio::test]
 async fn two_hundred_is_ok_and_the_receiver_gets_one_request() {
@@ -145,40 +143,6 @@ async fn concurrency_four_over_twenty_slow_receivers_never_exceeds_four() {
     assert_eq!(report.summary.ok, 20);
     assert_eq!(log.count(), 20);
     assert_eq!(log.peak_in_flight(), 4, "the limit should be reached and never exceeded");
-}
-
-/// A server on 127.0.0.1:0 that answers every request with `200` and a `Content-Length` of 1000,
-/// then sends that body one byte a second. Returns its URL and how many requests it read.
-async fn dribbling_server() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let requests = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&requests);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let mut tcp = BufReader::new(tcp);
-                let mut line = String::new();
-                // The request head ends with an empty line.
-                while tcp.read_line(&mut line).await.unwrap_or(0) > 0 && line != "\r\n" {
-                    line.clear();
-                }
-                seen.fetch_add(1, Ordering::SeqCst);
-                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n";
-                if tcp.get_mut().write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                for _ in 0..1000 {
-                    if tcp.get_mut().write_all(b".").await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            });
-        }
-    });
-    (url, requests)
 }
 
 #[tokio::test(start_paused = true)]
