@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -290,7 +292,41 @@ struct MirrorListing {
     retries: u32,
     enabled: bool,
     tags: Vec<String>,
+    /// Per archive it carries: the key and source address its triggers are sent with.
+    sent_as: Vec<SentAs>,
     last: Option<TriggerReport>,
+}
+
+/// Who a mirror's triggers of one archive are sent as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct SentAs {
+    archive: String,
+    /// The `SHA256:…` fingerprint of the SSH key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    /// The key's file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_address: Option<IpAddr>,
+}
+
+impl SentAs {
+    /// `SHA256:… from 192.0.2.7`, or `-` when neither is set.
+    fn short(&self) -> String {
+        let mut parts: Vec<String> = self.key.iter().cloned().collect();
+        parts.extend(self.source_address.map(|a| format!("from {a}")));
+        if parts.is_empty() { "-".to_string() } else { parts.join(" ") }
+    }
+}
+
+/// The SENT AS cell: one value when every archive is sent alike, else one per archive.
+fn sent_as_text(all: &[SentAs]) -> String {
+    match all.split_first() {
+        None => "-".to_string(),
+        Some((first, rest)) if rest.iter().all(|s| s.short() == first.short()) => first.short(),
+        Some(_) => all.iter().map(|s| format!("{}: {}", s.archive, s.short())).collect::<Vec<_>>().join("; "),
+    }
 }
 
 fn list(cli: &Cli, archive: Option<&str>) -> Ended {
@@ -311,6 +347,17 @@ fn list(cli: &Cli, archive: Option<&str>) -> Ended {
             retries: m.retries,
             enabled: m.enabled,
             tags: m.tags.clone(),
+            sent_as: m
+                .senders
+                .iter()
+                .filter(|(name, _)| archive.is_none_or(|a| a == name.as_str()))
+                .map(|(name, s)| SentAs {
+                    archive: name.clone(),
+                    key: s.fingerprint.clone(),
+                    identity: s.identity.clone(),
+                    source_address: s.source_address,
+                })
+                .collect(),
             last: last.get(&m.name).cloned(),
         })
         .collect();
@@ -318,7 +365,7 @@ fn list(cli: &Cli, archive: Option<&str>) -> Ended {
         Format::Json => print_json(&rows),
         Format::Table => {
             let mut table = vec![
-                ["NAME", "TRANSPORT", "TARGET", "ARCHIVES", "TYPE", "RATE", "TIMEOUT", "RETRIES", "LAST"]
+                ["NAME", "TRANSPORT", "TARGET", "ARCHIVES", "TYPE", "RATE", "TIMEOUT", "RETRIES", "SENT AS", "LAST"]
                     .map(String::from),
             ];
             for r in &rows {
@@ -338,6 +385,7 @@ fn list(cli: &Cli, archive: Option<&str>) -> Ended {
                     r.rate_limit.clone().unwrap_or_else(|| "-".into()),
                     r.timeout.clone(),
                     r.retries.to_string(),
+                    sent_as_text(&r.sent_as),
                     last,
                 ]);
             }

@@ -21,14 +21,18 @@
 //!
 //! The push, in flow order:
 //! - [`config`]: loads the main YAML file and `mirrors.d/`, reports every error as
-//!   `path:line:col: field: message`, positions from the YAML parser.
+//!   `path:line:col: field: message`, positions from the YAML parser; resolves who each mirror's
+//!   triggers of each archive are sent as (`identity:` key, `source_address:`: mirror file, else
+//!   archive, else main file).
 //! - [`plan`]: configuration + push request → which mirror gets which stage, or why it is skipped.
 //! - [`dispatch`]: the fan-out engine — semaphore, rate limits, retries, backoff → one outcome
 //!   per trigger.
 //! - [`ratelimit`]: governor limiters per mirror, their sends persisted in `state_dir` (replaced
 //!   atomically under a per-mirror lock; unreadable state fails the trigger, never lifts the limit).
-//! - [`transport`]: the `Trigger` interface and the `Downstream` it is handed; [`transport::http`]
-//!   (reqwest), [`transport::ssh`] (russh client, host key checks) and [`transport::known_hosts`].
+//! - [`transport`]: the `Trigger` interface and the `Downstream` it is handed (with its key and
+//!   source address); [`transport::http`] (reqwest, one client per source address),
+//!   [`transport::ssh`] (russh client over a socket bound to the source address, each key loaded
+//!   once, host key checks) and [`transport::known_hosts`].
 //! - [`report`]: the report model (JSON, table) and the bounded history on disk.
 //! - [`push`]: one push from plan to stored report, shared by every command that pushes.
 //!
