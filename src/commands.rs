@@ -35,6 +35,7 @@ async fn dispatch(cli: &Cli) -> Ended {
         Command::Daemon { grace } => daemon(cli, *grace).await,
         Command::Receive { file, grace } => receive(file, *grace).await,
         Command::Keygen(args) => keygen(cli, args),
+        Command::Keys { archive } => keys(cli, archive.as_deref()),
         Command::Hostkeys { command: HostkeysCommand::Scan { only } } => hostkeys_scan(cli, only).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -201,16 +202,35 @@ async fn push(cli: &Cli, args: &PushArgs) -> Ended {
 
 /// `keygen`: writes a new ed25519 key and prints the authorized_keys line for downstreams.
 fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
-    // The config may not validate yet (its SSH mirrors need this very key), so only its
-    // `identity:` line is read.
-    let out = args.out.clone().or_else(|| config::identity_path(&cli.config)).ok_or_else(|| {
-        Stop::usage(format_args!("--out PATH is required: {} does not name an `identity:` key", cli.config.display()))
+    // The config may not validate yet (its SSH mirrors need this very key), so only the settings
+    // of the key are read from it.
+    let archive = match &args.archive {
+        Some(name) => Some(config::archive_key_settings(&cli.config, name).map_err(Stop::usage)?),
+        None => None,
+    };
+    let configured = match &archive {
+        Some(settings) => settings.identity.clone(),
+        None => config::identity_path(&cli.config),
+    };
+    let out = args.out.clone().or(configured).ok_or_else(|| {
+        let config = cli.config.display();
+        Stop::usage(match &args.archive {
+            Some(name) => format!("--out PATH is required: {config} names no `identity:` key for archive {name}"),
+            None => format!("--out PATH is required: {config} does not name an `identity:` key"),
+        })
     })?;
+    let command = match (&args.command, &archive) {
+        (Some(command), _) => command.clone(),
+        (None, Some(settings)) => {
+            settings.forced_command.clone().unwrap_or_else(|| crate::keys::FTPSYNC_FORCED_COMMAND.to_string())
+        }
+        (None, None) => crate::keys::DEFAULT_FORCED_COMMAND.to_string(),
+    };
+    let from = args.from.clone().or_else(|| archive.as_ref()?.source_address.map(|a| a.to_string()));
     // Options first: a bad --command must not leave a key behind.
-    crate::keys::authorized_keys_options(&args.command, args.from.as_deref()).map_err(Stop::usage)?;
+    crate::keys::authorized_keys_options(&command, from.as_deref()).map_err(Stop::usage)?;
     let new = crate::keys::generate(&out, &crate::keys::default_comment()).map_err(Stop::usage)?;
-    let line =
-        crate::keys::authorized_keys_line(&new.public, &args.command, args.from.as_deref()).map_err(Stop::usage)?;
+    let line = crate::keys::authorized_keys_line(&new.public, &command, from.as_deref()).map_err(Stop::usage)?;
     match cli.format {
         Format::Json => print_json(&serde_json::json!({
             "private_key": new.private,
@@ -228,6 +248,17 @@ fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
             eprintln!("downstreams add this line to the authorized_keys of their sync user:");
             println!("{line}");
         }
+    }
+    Ok(Verdict::Clean)
+}
+
+/// `keys`: what downstream admins install and allow, per archive (see [`crate::keypage`]).
+fn keys(cli: &Cli, archive: Option<&str>) -> Ended {
+    let config = load(cli)?;
+    let page = crate::keypage::page(&config, archive).map_err(Stop::usage)?;
+    match cli.format {
+        Format::Json => print_json(&page),
+        Format::Table => print!("{}", crate::keypage::to_text(&page)),
     }
     Ok(Verdict::Clean)
 }

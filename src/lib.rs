@@ -38,7 +38,11 @@
 //!
 //! Around it:
 //! - [`cli`]: clap definitions of the command line; [`commands`]: what each subcommand does.
-//! - [`keys`]: the sender's SSH key — loading it safely, `keygen`, the `authorized_keys` line.
+//! - [`keys`]: the sender's SSH keys — loading them safely, `keygen`, the `authorized_keys` line,
+//!   fingerprints.
+//! - [`keypage`]: `pushmirror keys`, the page published for downstream admins — per archive each
+//!   key's restricted `authorized_keys` line, its SHA256 and MD5 fingerprints, the source
+//!   addresses to allow.
 //! - [`hostkeys`]: `hostkeys scan`, recording mirrors' host keys in pushmirror's known_hosts.
 //! - [`runmirrors`]: archvsync compatibility — the `runmirrors` CLI (also as an argv\[0\] symlink)
 //!   that a hub's ftpsync calls, and `import-runmirrors` ([`runmirrors::import`]).
@@ -68,6 +72,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod fsutil;
 pub mod hostkeys;
+pub mod keypage;
 pub mod keys;
 pub mod model;
 pub mod output;

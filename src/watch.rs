@@ -292,6 +292,7 @@ mod tests {
             poll: Duration::from_secs(60),
             identity: None,
             source_address: None,
+            forced_command: None,
         };
         let dirs: Vec<String> = watched_dirs(&archive).iter().map(|d| d.display().to_string()).collect();
         assert_eq!(dirs, ["/srv/debian", "/srv/debian/project/trace", "/srv/debian/a"]);
@@ -321,6 +322,7 @@ mod tests {
             poll: Duration::from_secs(60),
             identity: None,
             source_address: None,
+            forced_command: None,
         };
         assert_eq!(observe(&archive), Observation { version: None, locked: false });
         std::fs::write(dir.path().join("trace"), "Archive serial: 7\n").unwrap();

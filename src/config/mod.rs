@@ -92,6 +92,9 @@ pub struct Archive {
     /// The address its triggers leave from: its own `source_address:`, else the main file's. A
     /// mirror file's own overrides it for that mirror.
     pub source_address: Option<IpAddr>,
+    /// The forced command downstreams bind its key to in `authorized_keys`, as `keys` and
+    /// `keygen --archive` print it; `None` means ftpsync's ([`crate::keys::FTPSYNC_FORCED_COMMAND`]).
+    pub forced_command: Option<String>,
 }
 
 /// The daemon's status server and report history.
@@ -266,14 +269,68 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
 /// The `identity:` path of the main file at `path`, read without validating anything else, so
 /// that `keygen` can create the key a configuration names before that configuration is valid.
 pub fn identity_path(path: &Path) -> Option<PathBuf> {
-    let text = read_bounded_text(path, limit::CONFIG_FILE).ok()?;
-    let yaml::Value::Map(entries) = yaml::parse(&text).ok()?.value else {
-        return None;
-    };
-    entries.into_iter().find_map(|(key, value)| match (key.value, value.value) {
-        (yaml::Value::Str(key), yaml::Value::Str(raw)) if key == "identity" => Some(resolve(path, &raw)),
+    let top = raw_mapping(path).ok()?;
+    string_values(&top).remove("identity").map(|raw| resolve(path, &raw))
+}
+
+/// What `keygen --archive NAME` needs of the main file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveKeySettings {
+    /// The archive's `identity:`, else the main file's.
+    pub identity: Option<PathBuf>,
+    /// The archive's `source_address:`, else the main file's.
+    pub source_address: Option<IpAddr>,
+    /// The archive's `forced_command:`.
+    pub forced_command: Option<String>,
+}
+
+/// The key settings of `archive` in the main file at `path`, read like [`identity_path`] without
+/// validating anything else (only a source address that is not an IP literal is refused: it
+/// would make a `from=` sshd cannot match).
+pub fn archive_key_settings(path: &Path, archive: &str) -> Result<ArchiveKeySettings, String> {
+    let top = raw_mapping(path)?;
+    let mut main = string_values(&top);
+    let archives = top.into_iter().find_map(|(key, value)| match key.value {
+        yaml::Value::Str(key) if key == "archives" => Some(mapping(value)),
         _ => None,
-    })
+    });
+    let own = archives.unwrap_or_default().into_iter().find_map(|(key, value)| match key.value {
+        yaml::Value::Str(key) if key == archive => Some(mapping(value)),
+        _ => None,
+    });
+    let mut own = string_values(&own.ok_or_else(|| format!("archive `{archive}` is not in {}", path.display()))?);
+    let mut either = |key: &str| own.remove(key).or_else(|| main.remove(key));
+    let identity = either("identity").map(|raw| resolve(path, &raw));
+    let source_address = either("source_address").map(|raw| parse_source_address(&raw)).transpose()?;
+    Ok(ArchiveKeySettings { identity, source_address, forced_command: own.remove("forced_command") })
+}
+
+/// The top-level mapping of the file at `path`, parsed but not validated.
+fn raw_mapping(path: &Path) -> Result<Vec<(yaml::Node, yaml::Node)>, String> {
+    let text =
+        read_bounded_text(path, limit::CONFIG_FILE).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let node = yaml::parse(&text)
+        .map_err(|_| format!("{} is not a YAML document: `pushmirror check` says where", path.display()))?;
+    Ok(mapping(node))
+}
+
+/// A node's entries when it is a mapping, else none.
+fn mapping(node: yaml::Node) -> Vec<(yaml::Node, yaml::Node)> {
+    match node.value {
+        yaml::Value::Map(entries) => entries,
+        _ => Vec::new(),
+    }
+}
+
+/// The entries of a mapping whose key and value are both strings.
+fn string_values(entries: &[(yaml::Node, yaml::Node)]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .filter_map(|(key, value)| match (&key.value, &value.value) {
+            (yaml::Value::Str(k), yaml::Value::Str(v)) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The archives, and the `identity:`/`source_address:` each resolves to (its own, else `main`'s).
@@ -306,7 +363,8 @@ fn read_archives(
         let settle = a.duration("settle", max::SETTLE).unwrap_or(Duration::from_secs(30));
         let poll = a.duration("poll", max::POLL).unwrap_or(Duration::from_secs(60));
         let level = Level::read(&mut a, local).or(main);
-        a.finish(&["root", "trace", "locks", "settle", "poll", "identity", "source_address"]);
+        let forced_command = a.take_parsed("forced_command", |c| crate::keys::quote_option(c).map(|_| c.to_string()));
+        a.finish(&["root", "trace", "locks", "settle", "poll", "identity", "source_address", "forced_command"]);
         if let Some(root) = root {
             let archive = Archive {
                 name: name.clone(),
@@ -317,6 +375,7 @@ fn read_archives(
                 poll,
                 identity: level.identity.as_ref().map(|s| s.value.clone()),
                 source_address: level.source_address.as_ref().map(|s| s.value),
+                forced_command,
             };
             out.insert(name.clone(), archive);
             levels.insert(name, level);
