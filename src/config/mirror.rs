@@ -323,6 +323,9 @@ pub(super) fn read_dir(
             f.finish(&mirror_fields());
             continue;
         };
+        if level.identity.is_some() && matches!(m.transport, Transport::Http(_)) {
+            f.error("identity", "an HTTP mirror is triggered without an SSH key; remove `identity:`");
+        }
         if let Some(first) = seen.get(&m.name) {
             f.error("name", format!("duplicate mirror name `{}`, also defined in {}", m.name, first.display()));
         } else {

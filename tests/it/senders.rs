@@ -198,6 +198,9 @@ fn check_reports_foreign_addresses_host_names_and_unusable_keys_where_they_are_w
     }
     assert!(!err.contains("defaults.identity: unknown field"), "reported once, not again as unknown:\n{err}");
     assert_eq!(err.matches("keys/missing").count(), 1, "a key named for two mirrors is reported once:\n{err}");
+    let c = f.path("mirrors.d/c.yaml").display().to_string();
+    let expected = format!("{c}:3:1: identity: an HTTP mirror is triggered without an SSH key");
+    assert!(err.lines().any(|l| l.starts_with(&expected)), "missing `{expected}` in:\n{err}");
     assert!(!err.contains("also-missing"), "an HTTP mirror's key is never loaded:\n{err}");
 }
 
