@@ -78,6 +78,14 @@ pub enum Command {
     },
     /// Create the sender's ed25519 key and print the authorized_keys line downstreams install.
     Keygen(KeygenArgs),
+    /// Print, per archive, what downstream admins install: each key's restricted authorized_keys
+    /// line, its SHA256 and legacy MD5 fingerprints, and the source addresses to allow.
+    ///
+    /// The text is meant to be published, signed with `gpg --clearsign` as it is.
+    Keys {
+        /// Only this archive.
+        archive: Option<String>,
+    },
     /// Manage the SSH host keys of mirrors in pushmirror's own known_hosts.
     Hostkeys {
         /// What to do.
@@ -223,13 +231,20 @@ pub struct ImportArgs {
 /// Arguments of `keygen`.
 #[derive(Debug, Args, Clone)]
 pub struct KeygenArgs {
-    /// Private key file to create (PATH.pub gets the public key) [default: the config's `identity:`].
+    /// Private key file to create (PATH.pub gets the public key) [default: the config's
+    /// `identity:`, or with --archive that archive's].
     #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
-    /// Forced command of the printed authorized_keys line.
-    #[arg(long, value_name = "CMD", default_value = crate::keys::DEFAULT_FORCED_COMMAND)]
-    pub command: String,
-    /// Addresses the key may log in from (authorized_keys `from=`), e.g. "203.0.113.7,2001:db8::7".
+    /// Create this archive's key (its `identity:`, else the main file's) and print its line: the
+    /// archive's `forced_command:` (default ~/bin/ftpsync) and `from=` its `source_address:`.
+    #[arg(long, value_name = "NAME")]
+    pub archive: Option<String>,
+    /// Forced command of the printed authorized_keys line [default: "~/archive-sync &", or with
+    /// --archive the archive's].
+    #[arg(long, value_name = "CMD")]
+    pub command: Option<String>,
+    /// Addresses the key may log in from (authorized_keys `from=`), e.g. "203.0.113.7,2001:db8::7"
+    /// [default with --archive: the archive's source_address, when set].
     #[arg(long, value_name = "ADDRS")]
     pub from: Option<String>,
 }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ async fn dispatch(cli: &Cli) -> Ended {
         Command::Daemon { grace } => daemon(cli, *grace).await,
         Command::Receive { file, grace } => receive(file, *grace).await,
         Command::Keygen(args) => keygen(cli, args),
+        Command::Keys { archive } => keys(cli, archive.as_deref()),
         Command::Hostkeys { command: HostkeysCommand::Scan { only } } => hostkeys_scan(cli, only).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -199,16 +202,35 @@ async fn push(cli: &Cli, args: &PushArgs) -> Ended {
 
 /// `keygen`: writes a new ed25519 key and prints the authorized_keys line for downstreams.
 fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
-    // The config may not validate yet (its SSH mirrors need this very key), so only its
-    // `identity:` line is read.
-    let out = args.out.clone().or_else(|| config::identity_path(&cli.config)).ok_or_else(|| {
-        Stop::usage(format_args!("--out PATH is required: {} does not name an `identity:` key", cli.config.display()))
+    // The config may not validate yet (its SSH mirrors need this very key), so only the settings
+    // of the key are read from it.
+    let archive = match &args.archive {
+        Some(name) => Some(config::archive_key_settings(&cli.config, name).map_err(Stop::usage)?),
+        None => None,
+    };
+    let configured = match &archive {
+        Some(settings) => settings.identity.clone(),
+        None => config::identity_path(&cli.config),
+    };
+    let out = args.out.clone().or(configured).ok_or_else(|| {
+        let config = cli.config.display();
+        Stop::usage(match &args.archive {
+            Some(name) => format!("--out PATH is required: {config} names no `identity:` key for archive {name}"),
+            None => format!("--out PATH is required: {config} does not name an `identity:` key"),
+        })
     })?;
+    let command = match (&args.command, &archive) {
+        (Some(command), _) => command.clone(),
+        (None, Some(settings)) => {
+            settings.forced_command.clone().unwrap_or_else(|| crate::keys::FTPSYNC_FORCED_COMMAND.to_string())
+        }
+        (None, None) => crate::keys::DEFAULT_FORCED_COMMAND.to_string(),
+    };
+    let from = args.from.clone().or_else(|| archive.as_ref()?.source_address.map(|a| a.to_string()));
     // Options first: a bad --command must not leave a key behind.
-    crate::keys::authorized_keys_options(&args.command, args.from.as_deref()).map_err(Stop::usage)?;
+    crate::keys::authorized_keys_options(&command, from.as_deref()).map_err(Stop::usage)?;
     let new = crate::keys::generate(&out, &crate::keys::default_comment()).map_err(Stop::usage)?;
-    let line =
-        crate::keys::authorized_keys_line(&new.public, &args.command, args.from.as_deref()).map_err(Stop::usage)?;
+    let line = crate::keys::authorized_keys_line(&new.public, &command, from.as_deref()).map_err(Stop::usage)?;
     match cli.format {
         Format::Json => print_json(&serde_json::json!({
             "private_key": new.private,
@@ -226,6 +248,17 @@ fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
             eprintln!("downstreams add this line to the authorized_keys of their sync user:");
             println!("{line}");
         }
+    }
+    Ok(Verdict::Clean)
+}
+
+/// `keys`: what downstream admins install and allow, per archive (see [`crate::keypage`]).
+fn keys(cli: &Cli, archive: Option<&str>) -> Ended {
+    let config = load(cli)?;
+    let page = crate::keypage::page(&config, archive).map_err(Stop::usage)?;
+    match cli.format {
+        Format::Json => print_json(&page),
+        Format::Table => print!("{}", crate::keypage::to_text(&page)),
     }
     Ok(Verdict::Clean)
 }
@@ -290,7 +323,41 @@ struct MirrorListing {
     retries: u32,
     enabled: bool,
     tags: Vec<String>,
+    /// Per archive it carries: the key and source address its triggers are sent with.
+    sent_as: Vec<SentAs>,
     last: Option<TriggerReport>,
+}
+
+/// Who a mirror's triggers of one archive are sent as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct SentAs {
+    archive: String,
+    /// The `SHA256:…` fingerprint of the SSH key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    /// The key's file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_address: Option<IpAddr>,
+}
+
+impl SentAs {
+    /// `SHA256:… from 192.0.2.7`, or `-` when neither is set.
+    fn short(&self) -> String {
+        let mut parts: Vec<String> = self.key.iter().cloned().collect();
+        parts.extend(self.source_address.map(|a| format!("from {a}")));
+        if parts.is_empty() { "-".to_string() } else { parts.join(" ") }
+    }
+}
+
+/// The SENT AS cell: one value when every archive is sent alike, else one per archive.
+fn sent_as_text(all: &[SentAs]) -> String {
+    match all.split_first() {
+        None => "-".to_string(),
+        Some((first, rest)) if rest.iter().all(|s| s.short() == first.short()) => first.short(),
+        Some(_) => all.iter().map(|s| format!("{}: {}", s.archive, s.short())).collect::<Vec<_>>().join("; "),
+    }
 }
 
 fn list(cli: &Cli, archive: Option<&str>) -> Ended {
@@ -311,6 +378,17 @@ fn list(cli: &Cli, archive: Option<&str>) -> Ended {
             retries: m.retries,
             enabled: m.enabled,
             tags: m.tags.clone(),
+            sent_as: m
+                .senders
+                .iter()
+                .filter(|(name, _)| archive.is_none_or(|a| a == name.as_str()))
+                .map(|(name, s)| SentAs {
+                    archive: name.clone(),
+                    key: s.fingerprint.clone(),
+                    identity: s.identity.clone(),
+                    source_address: s.source_address,
+                })
+                .collect(),
             last: last.get(&m.name).cloned(),
         })
         .collect();
@@ -318,7 +396,7 @@ fn list(cli: &Cli, archive: Option<&str>) -> Ended {
         Format::Json => print_json(&rows),
         Format::Table => {
             let mut table = vec![
-                ["NAME", "TRANSPORT", "TARGET", "ARCHIVES", "TYPE", "RATE", "TIMEOUT", "RETRIES", "LAST"]
+                ["NAME", "TRANSPORT", "TARGET", "ARCHIVES", "TYPE", "RATE", "TIMEOUT", "RETRIES", "SENT AS", "LAST"]
                     .map(String::from),
             ];
             for r in &rows {
@@ -338,6 +416,7 @@ fn list(cli: &Cli, archive: Option<&str>) -> Ended {
                     r.rate_limit.clone().unwrap_or_else(|| "-".into()),
                     r.timeout.clone(),
                     r.retries.to_string(),
+                    sent_as_text(&r.sent_as),
                     last,
                 ]);
             }

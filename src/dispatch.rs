@@ -89,7 +89,7 @@ struct Job {
 impl Job {
     fn request(&self, stage: Stage) -> TriggerRequest<'_> {
         TriggerRequest {
-            mirror: Downstream::of(&self.mirror),
+            mirror: Downstream::of(&self.mirror, &self.archive),
             archive: &self.archive,
             stage,
             serial: self.serial.as_deref(),
@@ -261,7 +261,7 @@ impl<T: Trigger> Engine<T> {
                 other => break other,
             }
         };
-        let mut row = blank_row(mirror, stage, Outcome::Ok);
+        let mut row = sent_row(mirror, &job.archive, stage, Outcome::Ok);
         row.attempts = attempts;
         row.started_at = Some(Timestamp(started));
         row.duration_ms = millis(t0.elapsed());
@@ -298,7 +298,7 @@ impl<T: Trigger> Engine<T> {
         stages
             .iter()
             .map(|&stage| {
-                let mut row = blank_row(&job.mirror, stage, Outcome::Planned);
+                let mut row = sent_row(&job.mirror, &job.archive, stage, Outcome::Planned);
                 row.note = Some(crate::transport::describe(&job.request(stage)));
                 row.deferred_until = until;
                 row
@@ -349,6 +349,17 @@ fn skipped(entry: &PlanEntry, stage: Stage, reason: SkipReason) -> TriggerReport
 
 fn blank_row(mirror: &Mirror, stage: Stage, outcome: Outcome) -> TriggerReport {
     TriggerReport::new(&mirror.name, mirror.transport_name(), mirror.transport.display_target(), stage, outcome)
+}
+
+/// The row of a trigger that was (or, planned, would be) sent: it names the key and the source
+/// address it was sent with.
+fn sent_row(mirror: &Mirror, archive: &str, stage: Stage, outcome: Outcome) -> TriggerReport {
+    let sender = mirror.sender(archive);
+    TriggerReport {
+        key: sender.fingerprint.clone(),
+        source_address: sender.source_address,
+        ..blank_row(mirror, stage, outcome)
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@ use crate::fsutil::check_private;
 /// Ubuntu rule, a script that backgrounds the sync so the trigger returns at once.
 pub const DEFAULT_FORCED_COMMAND: &str = "~/archive-sync &";
 
+/// The forced command of an archive's key when its configuration names none: ftpsync, as its
+/// README tells downstreams to install it (ftpsync reads the archive from the trigger's words).
+pub const FTPSYNC_FORCED_COMMAND: &str = "~/bin/ftpsync";
+
 /// Why the sender's key cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
@@ -82,6 +86,15 @@ pub fn parse_public_key(line: &str) -> Result<PublicKey, String> {
 /// The `SHA256:…` fingerprint OpenSSH shows for `key`.
 pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// The legacy MD5 fingerprint, `c8:ea:0f:…`: what OpenSSH showed before 6.8 and what
+/// `ssh-keygen -l -E md5` still prints after its `MD5:`, and the form older published key pages
+/// (Ubuntu's among them) use. It is the MD5 of the key's wire encoding, as the SHA256 one is its
+/// SHA-256. Only for people comparing it with such a page; pushmirror itself never trusts MD5.
+pub fn md5_fingerprint(key: &PublicKey) -> Result<String, String> {
+    let blob = key.to_bytes().map_err(|e| format!("cannot encode the public key: {e}"))?;
+    Ok(md5::compute(blob).0.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
 }
 
 /// Whether two public keys are the same key (comments aside).
@@ -152,9 +165,10 @@ pub fn authorized_keys_line(key: &PublicKey, command: &str, from: Option<&str>) 
 /// The options part of [`authorized_keys_line`]; fails on values sshd could not read back.
 pub fn authorized_keys_options(command: &str, from: Option<&str>) -> Result<String, String> {
     let mut options = String::from("no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty");
-    options.push_str(&format!(",command=\"{}\"", quote_option(command, "--command")?));
+    let quoted = |value, flag| quote_option(value).map_err(|why| format!("{flag} {why}"));
+    options.push_str(&format!(",command=\"{}\"", quoted(command, "--command")?));
     if let Some(from) = from {
-        options.push_str(&format!(",from=\"{}\"", quote_option(from, "--from")?));
+        options.push_str(&format!(",from=\"{}\"", quoted(from, "--from")?));
     }
     Ok(options)
 }
@@ -162,15 +176,15 @@ pub fn authorized_keys_options(command: &str, from: Option<&str>) -> Result<Stri
 /// `value` as sshd reads it back between the quotes of an option: sshd turns `\"` into `"` and
 /// leaves every other backslash alone, so only `"` is escaped. What it cannot read back is
 /// refused: a line break or NUL ends the line or the string, and a final backslash would turn the
-/// closing quote into `\"`.
-fn quote_option(value: &str, flag: &str) -> Result<String, String> {
+/// closing quote into `\"`. The error says why, to follow the name of the value.
+pub fn quote_option(value: &str) -> Result<String, String> {
     for (c, name) in [('\n', "a newline"), ('\r', "a carriage return"), ('\0', "a NUL")] {
         if value.contains(c) {
-            return Err(format!("{flag} cannot contain {name}: sshd could not read it back"));
+            return Err(format!("cannot contain {name}: sshd could not read it back"));
         }
     }
     if value.ends_with('\\') {
-        return Err(format!("{flag} cannot end with a backslash: sshd would read it and the closing quote as `\\\"`"));
+        return Err("cannot end with a backslash: sshd would read it and the closing quote as `\\\"`".to_string());
     }
     Ok(value.replace('"', "\\\""))
 }

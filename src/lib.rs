@@ -21,20 +21,28 @@
 //!
 //! The push, in flow order:
 //! - [`config`]: loads the main YAML file and `mirrors.d/`, reports every error as
-//!   `path:line:col: field: message`, positions from the YAML parser.
+//!   `path:line:col: field: message`, positions from the YAML parser; resolves who each mirror's
+//!   triggers of each archive are sent as (`identity:` key, `source_address:`: mirror file, else
+//!   archive, else main file).
 //! - [`plan`]: configuration + push request → which mirror gets which stage, or why it is skipped.
 //! - [`dispatch`]: the fan-out engine — semaphore, rate limits, retries, backoff → one outcome
 //!   per trigger.
 //! - [`ratelimit`]: governor limiters per mirror, their sends persisted in `state_dir` (replaced
 //!   atomically under a per-mirror lock; unreadable state fails the trigger, never lifts the limit).
-//! - [`transport`]: the `Trigger` interface and the `Downstream` it is handed; [`transport::http`]
-//!   (reqwest), [`transport::ssh`] (russh client, host key checks) and [`transport::known_hosts`].
+//! - [`transport`]: the `Trigger` interface and the `Downstream` it is handed (with its key and
+//!   source address); [`transport::http`] (reqwest, one client per source address),
+//!   [`transport::ssh`] (russh client over a socket bound to the source address, each key loaded
+//!   once, host key checks) and [`transport::known_hosts`].
 //! - [`report`]: the report model (JSON, table) and the bounded history on disk.
 //! - [`push`]: one push from plan to stored report, shared by every command that pushes.
 //!
 //! Around it:
 //! - [`cli`]: clap definitions of the command line; [`commands`]: what each subcommand does.
-//! - [`keys`]: the sender's SSH key — loading it safely, `keygen`, the `authorized_keys` line.
+//! - [`keys`]: the sender's SSH keys — loading them safely, `keygen`, the `authorized_keys` line,
+//!   fingerprints.
+//! - [`keypage`]: `pushmirror keys`, the page published for downstream admins — per archive each
+//!   key's restricted `authorized_keys` line, its SHA256 and MD5 fingerprints, the source
+//!   addresses to allow.
 //! - [`hostkeys`]: `hostkeys scan`, recording mirrors' host keys in pushmirror's known_hosts.
 //! - [`runmirrors`]: archvsync compatibility — the `runmirrors` CLI (also as an argv\[0\] symlink)
 //!   that a hub's ftpsync calls, and `import-runmirrors` ([`runmirrors::import`]).
@@ -64,6 +72,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod fsutil;
 pub mod hostkeys;
+pub mod keypage;
 pub mod keys;
 pub mod model;
 pub mod output;

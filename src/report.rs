@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -58,6 +59,13 @@ pub struct TriggerReport {
     /// How long the downstream's sync took, when waited for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_duration_ms: Option<u64>,
+    /// The `SHA256:…` fingerprint of the key an SSH trigger authenticated with (or would, in a
+    /// dry run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The local address the trigger left from, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<IpAddr>,
 }
 
 impl TriggerReport {
@@ -80,6 +88,8 @@ impl TriggerReport {
             exit_code: None,
             http_status: None,
             sync_duration_ms: None,
+            key: None,
+            source_address: None,
         }
     }
 
@@ -248,6 +258,12 @@ fn detail_text(t: &TriggerReport) -> String {
     }
     if t.attempts > 0 || t.outcome == Outcome::Failed {
         parts.push(t.target.clone());
+    }
+    if let Some(from) = t.source_address {
+        parts.push(format!("from {from}"));
+    }
+    if let Some(key) = &t.key {
+        parts.push(format!("key {key}"));
     }
     parts.join("; ")
 }

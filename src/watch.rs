@@ -290,6 +290,9 @@ mod tests {
             locks: vec!["Archive-Update-in-Progress-*".into(), "project/trace/.lock".into(), "a/*/b/x".into()],
             settle: Duration::from_secs(1),
             poll: Duration::from_secs(60),
+            identity: None,
+            source_address: None,
+            forced_command: None,
         };
         let dirs: Vec<String> = watched_dirs(&archive).iter().map(|d| d.display().to_string()).collect();
         assert_eq!(dirs, ["/srv/debian", "/srv/debian/project/trace", "/srv/debian/a"]);
@@ -317,6 +320,9 @@ mod tests {
             locks: vec!["Archive-Update-in-Progress-*".into()],
             settle: Duration::from_secs(1),
             poll: Duration::from_secs(60),
+            identity: None,
+            source_address: None,
+            forced_command: None,
         };
         assert_eq!(observe(&archive), Observation { version: None, locked: false });
         std::fs::write(dir.path().join("trace"), "Archive serial: 7\n").unwrap();

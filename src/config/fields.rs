@@ -116,6 +116,12 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Removes `key` unread, once an error about it has been recorded, so that
+    /// [`Fields::finish`] does not report it a second time as unknown.
+    pub fn discard(&mut self, key: &str) {
+        self.remove(key);
+    }
+
     /// Removes a string field and parses it with `parse`, recording its error.
     pub fn take_parsed<T>(&mut self, key: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
         let raw: String = self.take_scalar_string(key)?;

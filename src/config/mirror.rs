@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::fields::{Fields, Sink};
+use super::sender::{Level, LocalAddresses, Sender, UNSET};
 use super::{Archive, ConfigError, valid_name};
 use crate::fsutil::read_secret_file;
 use crate::secret::Secret;
@@ -47,12 +48,21 @@ pub struct Mirror {
     pub busy_exit: Option<i32>,
     /// Replaces the ftpsync command string; `{archive}`, `{stage}`, `{serial}` are substituted.
     pub command: Option<String>,
+    /// Who its triggers are sent as, per configured archive it carries (its own `identity:` and
+    /// `source_address:`, else the archive's, else the main file's).
+    pub senders: BTreeMap<String, Sender>,
 }
 
 impl Mirror {
     /// Whether this mirror carries `archive`.
     pub fn serves(&self, archive: &str) -> bool {
         self.archives.as_ref().is_none_or(|a| a.iter().any(|x| x == archive))
+    }
+
+    /// Who a trigger of `archive` to this mirror is sent as (nothing set for an archive it does
+    /// not carry).
+    pub fn sender(&self, archive: &str) -> &Sender {
+        self.senders.get(archive).unwrap_or(&UNSET)
     }
 
     /// `ssh` or `http`.
@@ -210,9 +220,13 @@ pub const DEFAULTS_FIELDS: &[&str] = &[
 /// Fields only a mirror file may hold.
 pub const OWN_FIELDS: &[&str] = &["name", "ssh", "http", "host_key"];
 
+/// Fields a mirror file shares with the main file and its archives, not with `defaults:` (the
+/// main file's own value is the default).
+pub const SENDER_FIELDS: &[&str] = &["identity", "source_address"];
+
 /// Fields a mirror file may hold.
 fn mirror_fields() -> Vec<&'static str> {
-    OWN_FIELDS.iter().chain(DEFAULTS_FIELDS).copied().collect()
+    OWN_FIELDS.iter().chain(SENDER_FIELDS).chain(DEFAULTS_FIELDS).copied().collect()
 }
 
 /// Mirror fields as read, before defaults are applied.
@@ -267,14 +281,16 @@ impl MirrorSettings {
     }
 }
 
-/// Reads every `*.yaml`/`*.yml` file in `dir` as a mirror.
-pub fn read_dir(
+/// Reads every `*.yaml`/`*.yml` file in `dir` as a mirror, each with its own `identity:` and
+/// `source_address:` (resolved later, with the archives' and the main file's).
+pub(super) fn read_dir(
     dir: &Path,
     main: &Path,
     defaults: &MirrorSettings,
     archives: &BTreeMap<String, Archive>,
+    local: &LocalAddresses,
     sink: &Sink,
-) -> Vec<Mirror> {
+) -> Vec<(Mirror, Level)> {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -302,19 +318,23 @@ pub fn read_dir(
             }
         };
         let Some(mut f) = Fields::parse_file(&file, &text, sink) else { continue };
+        let level = Level::read(&mut f, local);
         let Some(m) = read_mirror(&mut f, defaults, archives) else {
             f.finish(&mirror_fields());
             continue;
         };
+        if level.identity.is_some() && matches!(m.transport, Transport::Http(_)) {
+            f.error("identity", "an HTTP mirror is triggered without an SSH key; remove `identity:`");
+        }
         if let Some(first) = seen.get(&m.name) {
             f.error("name", format!("duplicate mirror name `{}`, also defined in {}", m.name, first.display()));
         } else {
             seen.insert(m.name.clone(), file.clone());
         }
         f.finish(&mirror_fields());
-        mirrors.push(m);
+        mirrors.push((m, level));
     }
-    mirrors.sort_by(|a, b| a.name.cmp(&b.name));
+    mirrors.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name));
     mirrors
 }
 
@@ -365,6 +385,7 @@ fn read_mirror(f: &mut Fields<'_>, defaults: &MirrorSettings, archives: &BTreeMa
         sync_timeout: mine.sync_timeout.or(d.sync_timeout).unwrap_or(Duration::from_secs(6 * 3600)),
         busy_exit: mine.busy_exit.or(d.busy_exit),
         command: mine.command.or_else(|| d.command.clone()),
+        senders: BTreeMap::new(),
     })
 }
 
@@ -471,6 +492,71 @@ pub(crate) fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<Secret<Strin
     }
 }
 
+/// Resolves each mirror's sender for every configured archive it carries (mirror file, else
+/// archive, else main file), and checks what SSH mirrors use: that some `identity:` applies to
+/// each archive they carry, and that each key file loads — once per distinct file, the error at
+/// the first place that names it.
+pub(super) fn resolve_senders(
+    main: &Level,
+    archives: &BTreeMap<String, Level>,
+    mirrors: &mut [(Mirror, Level)],
+    main_file: &Path,
+    sink: &Sink,
+) {
+    let mut keys: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
+    for (mirror, own) in mirrors.iter_mut() {
+        let uses_ssh = matches!(mirror.transport, Transport::Ssh(_));
+        let mut without_identity = Vec::new();
+        let carried: Vec<(&String, &Level)> = archives.iter().filter(|(name, _)| mirror.serves(name)).collect();
+        for (archive, level) in carried {
+            let resolved = own.or(level).or(main);
+            let mut sender = Sender { source_address: resolved.source_address.map(|s| s.value), ..Sender::default() };
+            match (uses_ssh, resolved.identity) {
+                (false, _) => {}
+                (true, None) => without_identity.push(archive.as_str()),
+                (true, Some(identity)) => {
+                    let fingerprint = keys
+                        .entry(identity.value.clone())
+                        .or_insert_with(|| match key_fingerprint(&identity.value) {
+                            Ok(fingerprint) => Some(fingerprint),
+                            Err(msg) => {
+                                sink.borrow_mut().push(identity.at.error(msg));
+                                None
+                            }
+                        })
+                        .clone();
+                    sender.identity = Some(identity.value);
+                    sender.fingerprint = fingerprint;
+                }
+            }
+            mirror.senders.insert(archive.clone(), sender);
+        }
+        if !without_identity.is_empty() {
+            sink.borrow_mut().push(ConfigError::at(
+                &mirror.file,
+                (1, 1),
+                "ssh",
+                format!(
+                    "mirror {} uses SSH but no `identity:` key applies to archive {}: set one in {}, under \
+                     `archives.NAME.identity` there, or in this file",
+                    mirror.name,
+                    without_identity.join(", "),
+                    main_file.display()
+                ),
+            ));
+        }
+    }
+}
+
+/// The `SHA256:…` fingerprint of the sender's key at `path`, or how to fix the file.
+fn key_fingerprint(path: &Path) -> Result<String, String> {
+    match crate::keys::load_identity(path) {
+        Ok(key) => Ok(crate::keys::fingerprint(key.public_key())),
+        Err(e) if !path.exists() => Err(format!("{e}; create one with `pushmirror keygen`")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 impl Mirror {
     /// An enabled HTTP mirror of every archive with 3 retries and a 60 s timeout, for tests.
@@ -498,6 +584,7 @@ impl Mirror {
             sync_timeout: Duration::from_secs(3600),
             busy_exit: None,
             command: None,
+            senders: BTreeMap::new(),
         }
     }
 }

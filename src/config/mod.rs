@@ -6,10 +6,11 @@
 mod error;
 pub(crate) mod fields;
 mod mirror;
+mod sender;
 mod yaml;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use fields::resolve;
 pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport};
+pub use sender::{Sender, parse_source_address};
 
 pub(crate) use mirror::{basic_auth, secret_field};
 
@@ -24,6 +26,7 @@ use crate::fsutil::{limit, read_bounded_text};
 use crate::units::max;
 use fields::{Fields, Sink};
 use mirror::MirrorSettings;
+use sender::{Level, LocalAddresses};
 
 /// Where `push` and friends look when `-c` and `$PUSHMIRROR_CONFIG` are absent.
 pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/pushmirror.yaml";
@@ -33,8 +36,11 @@ pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/pushmirror.yaml";
 pub struct Config {
     /// The main file it was loaded from.
     pub path: PathBuf,
-    /// The sender's private key, if any SSH mirror needs it.
+    /// The sender's private key: the default of archives and mirrors that name none.
     pub identity: Option<PathBuf>,
+    /// The local address triggers are sent from: the default of archives and mirrors that name
+    /// none. Without one the routing table picks.
+    pub source_address: Option<IpAddr>,
     /// pushmirror's own known_hosts file.
     pub known_hosts: PathBuf,
     /// What to do with a host key not yet known.
@@ -80,6 +86,15 @@ pub struct Archive {
     pub settle: Duration,
     /// Fallback poll interval for file systems without inotify.
     pub poll: Duration,
+    /// The key its triggers are sent with: its own `identity:`, else the main file's. A mirror
+    /// file's own `identity:` overrides it for that mirror.
+    pub identity: Option<PathBuf>,
+    /// The address its triggers leave from: its own `source_address:`, else the main file's. A
+    /// mirror file's own overrides it for that mirror.
+    pub source_address: Option<IpAddr>,
+    /// The forced command downstreams bind its key to in `authorized_keys`, as `keys` and
+    /// `keygen --archive` print it; `None` means ftpsync's ([`crate::keys::FTPSYNC_FORCED_COMMAND`]).
+    pub forced_command: Option<String>,
 }
 
 /// The daemon's status server and report history.
@@ -117,6 +132,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 const MAIN_FIELDS: &[&str] = &[
     "identity",
+    "source_address",
     "known_hosts",
     "host_key_policy",
     "mirrors_dir",
@@ -129,8 +145,8 @@ const MAIN_FIELDS: &[&str] = &[
 
 fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     let path = f.file().to_path_buf();
-    let identity_at = f.position("identity");
-    let identity = f.path("identity");
+    let local = LocalAddresses::default();
+    let main_level = Level::read(&mut f, &local);
     let known_hosts = f.path("known_hosts").unwrap_or_else(|| resolve(&path, "known_hosts"));
     let host_key_policy = f
         .take_parsed("host_key_policy", |s| match s {
@@ -159,6 +175,16 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
             for key in mirror::OWN_FIELDS {
                 if d.has(key) {
                     d.error(key, "is per mirror and cannot be set in defaults");
+                    d.discard(key);
+                }
+            }
+            for key in mirror::SENDER_FIELDS {
+                if d.has(key) {
+                    d.error(
+                        key,
+                        format!("the main file's own `{key}:` is the default: set it there, per archive or per mirror"),
+                    );
+                    d.discard(key);
                 }
             }
             d.finish(mirror::DEFAULTS_FIELDS);
@@ -166,34 +192,17 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         }
         None => MirrorSettings::default(),
     };
-    let archives = read_archives(&mut f, &mut positions);
+    let (archives, archive_levels) = read_archives(&mut f, &mut positions, &main_level, &local);
     let status = read_status(&mut f);
     f.finish(MAIN_FIELDS);
 
-    let mirrors = mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, sink);
-    let uses_ssh = mirrors.iter().any(|m| matches!(m.transport, Transport::Ssh(_)));
-    match &identity {
-        None => {
-            for m in mirrors.iter().filter(|m| matches!(m.transport, Transport::Ssh(_))) {
-                sink.borrow_mut().push(ConfigError::at(
-                    &m.file,
-                    (1, 1),
-                    "ssh",
-                    format!("mirror {} uses SSH but {} sets no `identity:` key", m.name, path.display()),
-                ));
-            }
-        }
-        // Only SSH needs the key, so an HTTP-only setup may name one that does not exist yet.
-        Some(key) if uses_ssh => {
-            if let Err(msg) = check_identity(key) {
-                sink.borrow_mut().push(ConfigError::at(&path, identity_at, "identity", msg));
-            }
-        }
-        Some(_) => {}
-    }
+    let mut mirrors = mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, sink);
+    // Only SSH needs keys, so an HTTP-only setup may name one that does not exist yet.
+    mirror::resolve_senders(&main_level, &archive_levels, &mut mirrors, &path, sink);
     Some(Config {
         path,
-        identity,
+        identity: main_level.identity.map(|s| s.value),
+        source_address: main_level.source_address.map(|s| s.value),
         known_hosts,
         host_key_policy,
         mirrors_dir,
@@ -201,7 +210,7 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         concurrency,
         archives,
         status,
-        mirrors: mirrors.into_iter().map(Arc::new).collect(),
+        mirrors: mirrors.into_iter().map(|(m, _)| Arc::new(m)).collect(),
         positions,
     })
 }
@@ -257,32 +266,84 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
-/// Whether the sender's key loads; the message says how to fix it when it does not.
-fn check_identity(key: &Path) -> Result<(), String> {
-    match crate::keys::load_identity(key) {
-        Ok(_) => Ok(()),
-        Err(e) if !key.exists() => Err(format!("{e}; create one with `pushmirror keygen`")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// The `identity:` path of the main file at `path`, read without validating anything else, so
 /// that `keygen` can create the key a configuration names before that configuration is valid.
 pub fn identity_path(path: &Path) -> Option<PathBuf> {
-    let text = read_bounded_text(path, limit::CONFIG_FILE).ok()?;
-    let yaml::Value::Map(entries) = yaml::parse(&text).ok()?.value else {
-        return None;
-    };
-    entries.into_iter().find_map(|(key, value)| match (key.value, value.value) {
-        (yaml::Value::Str(key), yaml::Value::Str(raw)) if key == "identity" => Some(resolve(path, &raw)),
-        _ => None,
-    })
+    let top = raw_mapping(path).ok()?;
+    string_values(&top).remove("identity").map(|raw| resolve(path, &raw))
 }
 
-fn read_archives(f: &mut Fields<'_>, positions: &mut BTreeMap<String, (usize, usize)>) -> BTreeMap<String, Archive> {
+/// What `keygen --archive NAME` needs of the main file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveKeySettings {
+    /// The archive's `identity:`, else the main file's.
+    pub identity: Option<PathBuf>,
+    /// The archive's `source_address:`, else the main file's.
+    pub source_address: Option<IpAddr>,
+    /// The archive's `forced_command:`.
+    pub forced_command: Option<String>,
+}
+
+/// The key settings of `archive` in the main file at `path`, read like [`identity_path`] without
+/// validating anything else (only a source address that is not an IP literal is refused: it
+/// would make a `from=` sshd cannot match).
+pub fn archive_key_settings(path: &Path, archive: &str) -> Result<ArchiveKeySettings, String> {
+    let top = raw_mapping(path)?;
+    let mut main = string_values(&top);
+    let archives = top.into_iter().find_map(|(key, value)| match key.value {
+        yaml::Value::Str(key) if key == "archives" => Some(mapping(value)),
+        _ => None,
+    });
+    let own = archives.unwrap_or_default().into_iter().find_map(|(key, value)| match key.value {
+        yaml::Value::Str(key) if key == archive => Some(mapping(value)),
+        _ => None,
+    });
+    let mut own = string_values(&own.ok_or_else(|| format!("archive `{archive}` is not in {}", path.display()))?);
+    let mut either = |key: &str| own.remove(key).or_else(|| main.remove(key));
+    let identity = either("identity").map(|raw| resolve(path, &raw));
+    let source_address = either("source_address").map(|raw| parse_source_address(&raw)).transpose()?;
+    Ok(ArchiveKeySettings { identity, source_address, forced_command: own.remove("forced_command") })
+}
+
+/// The top-level mapping of the file at `path`, parsed but not validated.
+fn raw_mapping(path: &Path) -> Result<Vec<(yaml::Node, yaml::Node)>, String> {
+    let text =
+        read_bounded_text(path, limit::CONFIG_FILE).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let node = yaml::parse(&text)
+        .map_err(|_| format!("{} is not a YAML document: `pushmirror check` says where", path.display()))?;
+    Ok(mapping(node))
+}
+
+/// A node's entries when it is a mapping, else none.
+fn mapping(node: yaml::Node) -> Vec<(yaml::Node, yaml::Node)> {
+    match node.value {
+        yaml::Value::Map(entries) => entries,
+        _ => Vec::new(),
+    }
+}
+
+/// The entries of a mapping whose key and value are both strings.
+fn string_values(entries: &[(yaml::Node, yaml::Node)]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .filter_map(|(key, value)| match (&key.value, &value.value) {
+            (yaml::Value::Str(k), yaml::Value::Str(v)) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The archives, and the `identity:`/`source_address:` each resolves to (its own, else `main`'s).
+fn read_archives(
+    f: &mut Fields<'_>,
+    positions: &mut BTreeMap<String, (usize, usize)>,
+    main: &Level,
+    local: &LocalAddresses,
+) -> (BTreeMap<String, Archive>, BTreeMap<String, Level>) {
     let mut out = BTreeMap::new();
+    let mut levels = BTreeMap::new();
     let Some(mut all) = f.nested("archives") else {
-        return out;
+        return (out, levels);
     };
     for (name, fields) in all.drain_nested() {
         if !valid_name(&name) {
@@ -301,12 +362,26 @@ fn read_archives(f: &mut Fields<'_>, positions: &mut BTreeMap<String, (usize, us
         let locks = a.take::<Vec<String>>("locks").unwrap_or_else(|| vec!["Archive-Update-in-Progress-*".into()]);
         let settle = a.duration("settle", max::SETTLE).unwrap_or(Duration::from_secs(30));
         let poll = a.duration("poll", max::POLL).unwrap_or(Duration::from_secs(60));
-        a.finish(&["root", "trace", "locks", "settle", "poll"]);
+        let level = Level::read(&mut a, local).or(main);
+        let forced_command = a.take_parsed("forced_command", |c| crate::keys::quote_option(c).map(|_| c.to_string()));
+        a.finish(&["root", "trace", "locks", "settle", "poll", "identity", "source_address", "forced_command"]);
         if let Some(root) = root {
-            out.insert(name.clone(), Archive { name, root, trace: PathBuf::from(trace), locks, settle, poll });
+            let archive = Archive {
+                name: name.clone(),
+                root,
+                trace: PathBuf::from(trace),
+                locks,
+                settle,
+                poll,
+                identity: level.identity.as_ref().map(|s| s.value.clone()),
+                source_address: level.source_address.as_ref().map(|s| s.value),
+                forced_command,
+            };
+            out.insert(name.clone(), archive);
+            levels.insert(name, level);
         }
     }
-    out
+    (out, levels)
 }
 
 fn read_status(f: &mut Fields<'_>) -> StatusConfig {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
@@ -37,6 +37,8 @@ pub struct Hit {
     pub headers: Vec<(String, String)>,
     /// Request body.
     pub body: Bytes,
+    /// The address and port the request's connection came from.
+    pub peer: SocketAddr,
     /// When it arrived (tokio time).
     pub at: tokio::time::Instant,
 }
@@ -148,6 +150,7 @@ impl HttpReceiverBuilder {
             expect_auth: self.expect_auth,
         });
         let app = axum::Router::new().fallback(answer).with_state(Arc::clone(&state));
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -201,6 +204,7 @@ impl Drop for InFlight<'_> {
 
 async fn answer(
     State(state): State<Arc<ReceiverState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -219,6 +223,7 @@ async fn answer(
             .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
         body,
+        peer,
         at: tokio::time::Instant::now(),
     });
     if !authorized {

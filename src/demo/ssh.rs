@@ -32,6 +32,10 @@ pub struct Exec {
     pub user: String,
     /// The signature algorithm of its public-key login (`ssh-ed25519`, `rsa-sha2-512`, …).
     pub auth_algorithm: String,
+    /// The `SHA256:…` fingerprint of the key it logged in with.
+    pub key_fingerprint: String,
+    /// The address and port it connected from.
+    pub peer: Option<SocketAddr>,
     /// The command string, as `$SSH_ORIGINAL_COMMAND` would hold it.
     pub command: String,
     /// When it arrived (tokio time).
@@ -259,16 +263,24 @@ struct Receiver {
 impl server::Server for Receiver {
     type Handler = Connection;
 
-    fn new_client(&mut self, _peer: Option<SocketAddr>) -> Connection {
-        Connection { state: Arc::clone(&self.state), user: String::new(), auth_algorithm: String::new() }
+    fn new_client(&mut self, peer: Option<SocketAddr>) -> Connection {
+        Connection {
+            state: Arc::clone(&self.state),
+            peer,
+            user: String::new(),
+            auth_algorithm: String::new(),
+            key_fingerprint: String::new(),
+        }
     }
 }
 
 /// One client connection.
 struct Connection {
     state: Arc<State>,
+    peer: Option<SocketAddr>,
     user: String,
     auth_algorithm: String,
+    key_fingerprint: String,
 }
 
 impl server::Handler for Connection {
@@ -284,6 +296,7 @@ impl server::Handler for Connection {
         }
         self.user = user.to_string();
         self.auth_algorithm = key.algorithm.as_str().to_string();
+        self.key_fingerprint = crate::keys::fingerprint(key.public_key);
         Ok(Auth::Accept)
     }
 
@@ -307,6 +320,8 @@ impl server::Handler for Connection {
         state.log.record(Exec {
             user: self.user.clone(),
             auth_algorithm: self.auth_algorithm.clone(),
+            key_fingerprint: self.key_fingerprint.clone(),
+            peer: self.peer,
             command: String::from_utf8_lossy(data).into_owned(),
             at: tokio::time::Instant::now(),
         });

@@ -3,11 +3,13 @@
 //! Every mirror line becomes `DIR/SHORTNAME.yaml` with what runmirrors actually did with it:
 //! ssh's first port wins (SSH_OPTS before the line's own options), runmirrors' own
 //! `-o user=USER` comes first so the line's USER is the login, the archive is the URL's or the
-//! file's. Whatever a mirror file cannot say is reported as `FILE:LINE: what: why` — nothing is
+//! file's, a line's key file (`2 KEYFILE`, `-i`, `IdentityFile=`) is the mirror's `identity:` and
+//! its bind address (`-b`, `BindAddress=`) its `source_address:`. Whatever a mirror file cannot say is reported as `FILE:LINE: what: why` — nothing is
 //! dropped silently — and makes the exit code 1.
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -16,7 +18,7 @@ use super::conf::{self, Conf, DEFAULT_KEYFILE, DEFAULT_PUSHDELAY};
 use super::findings::{Finding, Findings};
 use super::ssh_options::{self, SshOption};
 use crate::cli::ImportArgs;
-use crate::config::{MirrorKind, valid_name};
+use crate::config::{MirrorKind, parse_source_address, valid_name};
 use crate::output::{Ended, Format, Stop, Verdict, print_json};
 
 /// One mirror file to write.
@@ -203,6 +205,8 @@ struct Settings {
     pushdelay: (u64, String),
     /// The port of runmirrors.conf's SSH_OPTS, which precedes every line's own options.
     port: Option<(u16, String)>,
+    /// The bind address of runmirrors.conf's SSH_OPTS: every mirror's source address.
+    source_address: Option<IpAddr>,
     /// `KEYFILE`.
     keyfile: Keyfile,
     /// runmirrors' default SSH_OPTS (no host key checks) was in force.
@@ -219,12 +223,14 @@ impl Settings {
             None => (DEFAULT_PUSHDELAY, format!("runmirrors' default PUSHDELAY={DEFAULT_PUSHDELAY}")),
         };
         let ssh_opts = conf.and_then(|(p, c)| c.ssh_opts.clone().map(|o| (p, o)));
-        let port = ssh_opts.as_ref().and_then(|(path, (line, opts))| global_port(path, *line, opts, findings));
+        let global = ssh_opts.as_ref().map(|(path, (line, opts))| global_options(path, *line, opts, findings));
+        let (port, source_address) = global.unwrap_or_default();
         Settings {
             archive: archive.map(str::to_string).or(named).or(pusharchive),
             sent_archive,
             pushdelay,
             port,
+            source_address,
             keyfile: Keyfile::of(conf),
             default_ssh_opts: ssh_opts.is_none(),
         }
@@ -247,6 +253,12 @@ impl Settings {
                 format!("# pushmirror.yaml: set `identity:` to the key runmirrors pushed with ({origin}): {why}\n")
             }
         };
+        if let Some(address) = self.source_address {
+            out.push_str(&format!(
+                "# runmirrors.conf's SSH_OPTS bound every push to this local address\nsource_address: {}\n",
+                quoted(&address.to_string())
+            ));
+        }
         if self.default_ssh_opts {
             out.push_str(
                 "# runmirrors did not check host keys (its default SSH_OPTS is -o StrictHostKeyChecking=no);\n\
@@ -303,10 +315,17 @@ fn identity_path(keyfile: &str) -> Result<PathBuf, String> {
     Ok(home.join(relative))
 }
 
-/// SSH_OPTS: its first port applies to every mirror; everything else is reported once, here.
-fn global_port(path: &Path, line: usize, opts: &str, findings: &mut Findings) -> Option<(u16, String)> {
+/// SSH_OPTS: its first port and its bind address apply to every mirror; everything else is
+/// reported once, here.
+fn global_options(
+    path: &Path,
+    line: usize,
+    opts: &str,
+    findings: &mut Findings,
+) -> (Option<(u16, String)>, Option<IpAddr>) {
     let words: Vec<&str> = opts.split_whitespace().collect();
     let mut port = None;
+    let mut source_address = None;
     for option in ssh_options::parse(&words) {
         match option {
             SshOption::Port(p) if port.is_none() => port = Some((p, format!("SSH_OPTS at {}:{line}", path.display()))),
@@ -318,11 +337,50 @@ fn global_port(path: &Path, line: usize, opts: &str, findings: &mut Findings) ->
                 line,
                 format!("SSH_OPTS user {u}: ssh ignored it, runmirrors passes each mirror's `-o user=USER` first"),
             ),
+            SshOption::BindAddress(raw) => {
+                if let Some(address) =
+                    bind_address(path, line, &format!("SSH_OPTS bind address {raw}"), &raw, source_address, findings)
+                {
+                    source_address = Some(address);
+                }
+            }
+            SshOption::Identity(file) => findings.lost(
+                path,
+                line,
+                format!(
+                    "SSH_OPTS key file {file}: ssh offered it before KEYFILE, and the first key a downstream \
+                     accepts decides its forced command; pushmirror offers one key per trigger: set `identity:` \
+                     to the one your downstreams accept"
+                ),
+            ),
             SshOption::Implied => {}
             SshOption::Unsupported { option, why } => findings.lost(path, line, format!("SSH_OPTS {option}: {why}")),
         }
     }
-    port
+    (port, source_address)
+}
+
+/// A bind address (`-b`, `BindAddress=`) as a source address: an IP literal, the first one given.
+/// `None` when it is not one (reported as not carried over) or when one was given before.
+fn bind_address(
+    path: &Path,
+    line: usize,
+    what: &str,
+    raw: &str,
+    earlier: Option<IpAddr>,
+    findings: &mut Findings,
+) -> Option<IpAddr> {
+    match (parse_source_address(raw), earlier) {
+        (Ok(address), None) => Some(address),
+        (Ok(_), Some(first)) => {
+            findings.note(path, line, format!("{what}: a bind address was given before; kept {first}"));
+            None
+        }
+        (Err(why), _) => {
+            findings.lost(path, line, format!("{what}: {why}"));
+            None
+        }
+    }
 }
 
 /// One mirror line, understood.
@@ -336,6 +394,10 @@ struct Target {
     url_archive: Option<String>,
     /// Where the port came from, for the file's comment.
     port_origin: Option<String>,
+    /// The key runmirrors pushed this mirror with, when the line names one.
+    identity: Option<PathBuf>,
+    /// The local address runmirrors' ssh bound, when the line names one.
+    source_address: Option<IpAddr>,
 }
 
 /// Reads one non-comment line of runmirrors.mirror, the way runmirrors' main loop does.
@@ -436,6 +498,8 @@ fn url_target(path: &Path, line: usize, url: &str, extra: &[&str], findings: &mu
         user: user.to_string(),
         url_archive: archive.map(str::to_string),
         port_origin: port.map(|_| URL_PORT.to_string()),
+        identity: None,
+        source_address: None,
     })
 }
 
@@ -476,12 +540,14 @@ fn host_user_target(path: &Path, line: usize, host: &str, rest: &[&str], finding
         user: user.to_string(),
         url_archive: None,
         port_origin: None,
+        identity: None,
+        source_address: None,
     };
     let options = &rest[1..];
     match options.first() {
         None => {}
         Some(first) if first.starts_with('-') => line_options(path, line, options, &mut target, findings),
-        Some(&proto @ ("1" | "2")) => protocol_and_key(path, line, proto, &options[1..], findings),
+        Some(&proto @ ("1" | "2")) => protocol_and_key(path, line, proto, &options[1..], &mut target, findings),
         Some(_) => {
             let why = format!(
                 "`{}`: neither ssh options (starting with -) nor `1|2 [KEYFILE]`; runmirrors skipped this mirror",
@@ -516,30 +582,77 @@ fn line_options(path: &Path, line: usize, words: &[&str], target: &mut Target, f
                 line,
                 format!("user {u}: ssh ignored it, runmirrors passes `-o user={}` first; kept {0}", target.user),
             ),
+            SshOption::Identity(file) if target.identity.is_none() => {
+                target.identity = key_file(path, line, &file, findings);
+                if target.identity.is_some() {
+                    let why = format!(
+                        "key file {file}: runmirrors' ssh offered its KEYFILE first and this key second, and the \
+                         first key the downstream accepts decides its forced command; pushmirror offers only \
+                         this one"
+                    );
+                    findings.note(path, line, why);
+                }
+            }
+            SshOption::Identity(file) => {
+                let why = format!("key file {file}: pushmirror offers one key per trigger, the first one given");
+                findings.lost(path, line, why);
+            }
+            SshOption::BindAddress(raw) => {
+                let what = format!("bind address {raw}");
+                if let Some(address) = bind_address(path, line, &what, &raw, target.source_address, findings) {
+                    target.source_address = Some(address);
+                }
+            }
             SshOption::Implied => {}
             SshOption::Unsupported { option, why } => findings.lost(path, line, format!("{option}: {why}")),
         }
     }
 }
 
-/// The old `PROTO [KEYFILE]` form.
-fn protocol_and_key(path: &Path, line: usize, proto: &str, key: &[&str], findings: &mut Findings) {
+/// A line's key file as a mirror's `identity:`, resolved as runmirrors' ssh resolved it.
+fn key_file(path: &Path, line: usize, file: &str, findings: &mut Findings) -> Option<PathBuf> {
+    match identity_path(file) {
+        Ok(identity) if Path::new(file).is_absolute() => Some(identity),
+        Ok(identity) => {
+            let why = format!(
+                "key file {file}: runmirrors' ssh read it relative to the directory runmirrors ran in \
+                 (its BASEDIR); taken as {} (its user's home directory)",
+                identity.display()
+            );
+            findings.note(path, line, why);
+            Some(identity)
+        }
+        Err(why) => {
+            findings.lost(path, line, format!("key file {file}: {why}"));
+            None
+        }
+    }
+}
+
+/// The old `PROTO [KEYFILE]` form: the line's KEYFILE replaces runmirrors.conf's.
+fn protocol_and_key(path: &Path, line: usize, proto: &str, key: &[&str], target: &mut Target, findings: &mut Findings) {
     if proto == "1" {
         findings.lost(path, line, "SSH protocol 1: gone from OpenSSH and never spoken by pushmirror; SSH 2 is used");
     }
-    if key.is_empty() {
-        let why = format!(
-            "`{proto}` without KEYFILE: runmirrors then passed no -i, so ssh logged in with its default keys \
-             (~/.ssh/id_*); pushmirror uses its `identity:`"
-        );
-        findings.note(path, line, why);
-    } else {
-        let why = format!(
-            "key file {}: pushmirror signs every trigger with its one `identity:` key; install that key on the \
-             downstream instead",
-            key.join(" ")
-        );
-        findings.lost(path, line, why);
+    match key {
+        [] => {
+            let why = format!(
+                "`{proto}` without KEYFILE: runmirrors then passed no -i, so ssh logged in with its default keys \
+                 (~/.ssh/id_*); pushmirror uses its `identity:`"
+            );
+            findings.note(path, line, why);
+        }
+        [file, rest @ ..] => {
+            target.identity = key_file(path, line, file, findings);
+            if !rest.is_empty() {
+                let why = format!(
+                    "`{}` after KEYFILE: runmirrors passed it to ssh unquoted, which took it as the host to \
+                     connect to; not carried over",
+                    rest.join(" ")
+                );
+                findings.lost(path, line, why);
+            }
+        }
     }
 }
 
@@ -561,6 +674,18 @@ impl Target {
             self.port,
             quoted(&self.user)
         ));
+        if let Some(identity) = &self.identity {
+            out.push_str(&format!(
+                "# The key runmirrors pushed this mirror with.\nidentity: {}\n",
+                quoted(&identity.display().to_string())
+            ));
+        }
+        if let Some(address) = self.source_address {
+            out.push_str(&format!(
+                "# The local address runmirrors' ssh bound.\nsource_address: {}\n",
+                quoted(&address.to_string())
+            ));
+        }
         match (&settings.archive, self.sent_archive(settings)) {
             (Some(ours), Some(theirs)) if ours != theirs => {
                 out.push_str(&format!("archives: [{}]\n", quoted(ours)));

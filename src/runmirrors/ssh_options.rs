@@ -8,6 +8,10 @@ pub enum SshOption {
     Port(u16),
     /// `-l USER`, `-lUSER`, `-o User=USER`.
     User(String),
+    /// `-i FILE`, `-o IdentityFile=FILE`: a key ssh offers.
+    Identity(String),
+    /// `-b ADDRESS`, `-o BindAddress=ADDRESS`: the local address ssh connects from.
+    BindAddress(String),
     /// What pushmirror always does anyway (`-2`, `BatchMode=yes`, `PasswordAuthentication=no`).
     Implied,
     /// No equivalent: the option as written and why.
@@ -22,8 +26,6 @@ pub enum SshOption {
 /// ssh(1) flags that take an argument, so that `-J host` is one option, not two.
 const FLAGS_WITH_ARGUMENT: &str = "BbcDEeFIiJLlmOopQRSWw";
 
-const PER_MIRROR_KEY: &str = "pushmirror signs every trigger with its one `identity:` key; install that key on the \
-     downstream (its authorized_keys) instead of a per-mirror key";
 const HOST_KEYS: &str = "pushmirror always verifies host keys against its own known_hosts or a `host_key:` pin; \
      record them with `pushmirror hostkeys scan`";
 const NO_EQUIVALENT: &str = "pushmirror has no setting for this ssh option";
@@ -61,7 +63,8 @@ fn classify(written: String, word: &str, flag: char, argument: Option<&str>) -> 
         ('p', Some(port)) => port_option(&written, port),
         ('l', Some(user)) => SshOption::User(user.to_string()),
         ('o', Some(setting)) => config_option(&written, setting),
-        ('i', _) => SshOption::Unsupported { option: written, why: PER_MIRROR_KEY },
+        ('i', Some(file)) => SshOption::Identity(file.to_string()),
+        ('b', Some(address)) => SshOption::BindAddress(address.to_string()),
         ('1', _) => SshOption::Unsupported { option: written, why: "SSH protocol 1 is gone; pushmirror speaks SSH 2" },
         _ => SshOption::Unsupported { option: written, why: NO_EQUIVALENT },
     }
@@ -77,7 +80,8 @@ fn config_option(written: &str, setting: &str) -> SshOption {
         ("stricthostkeychecking" | "userknownhostsfile" | "globalknownhostsfile", _) => {
             SshOption::Unsupported { option: written.to_string(), why: HOST_KEYS }
         }
-        ("identityfile", _) => SshOption::Unsupported { option: written.to_string(), why: PER_MIRROR_KEY },
+        ("identityfile", _) if !value.is_empty() => SshOption::Identity(value.to_string()),
+        ("bindaddress", _) if !value.is_empty() => SshOption::BindAddress(value.to_string()),
         _ => SshOption::Unsupported { option: written.to_string(), why: NO_EQUIVALENT },
     }
 }
@@ -113,7 +117,7 @@ mod tests {
 
     #[test]
     fn flags_keep_their_argument_and_unknown_ones_are_named_with_it() {
-        let parsed = words("-2 -o BatchMode=yes -J jump.example -i /k -C -p");
+        let parsed = words("-2 -o BatchMode=yes -J jump.example -B eth1 -C -p");
         assert_eq!(parsed[0..2], [SshOption::Implied, SshOption::Implied]);
         let named: Vec<&str> = parsed[2..]
             .iter()
@@ -122,6 +126,16 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(named, ["-J jump.example", "-i /k", "-C", "-p"]);
+        assert_eq!(named, ["-J jump.example", "-B eth1", "-C", "-p"]);
+    }
+
+    #[test]
+    fn keys_and_bind_addresses_in_every_spelling() {
+        for spelling in ["-i /k", "-i/k", "-o IdentityFile=/k", "-oidentityfile=/k"] {
+            assert_eq!(words(spelling), [SshOption::Identity("/k".into())], "{spelling}");
+        }
+        for spelling in ["-b 192.0.2.7", "-b192.0.2.7", "-o BindAddress=192.0.2.7", "-obindaddress=192.0.2.7"] {
+            assert_eq!(words(spelling), [SshOption::BindAddress("192.0.2.7".into())], "{spelling}");
+        }
     }
 }

@@ -1,7 +1,10 @@
-//! HTTP triggers: one request per attempt over one shared reqwest client (rustls, keep-alive).
+//! HTTP triggers: one request per attempt over a shared reqwest client (rustls, keep-alive) —
+//! one per source address, since reqwest binds its local address per client.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -15,21 +18,25 @@ use crate::signature;
 /// At most this much of an answer's body is read; the rest is dropped.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The shared HTTP client.
+/// The shared HTTP clients: one that leaves from whatever address the routing table picks, and
+/// one per configured source address.
 #[derive(Clone)]
 pub struct HttpTransport {
-    client: Client,
+    clients: HashMap<Option<IpAddr>, Client>,
 }
 
 impl HttpTransport {
-    /// Builds the client. Fails only if TLS cannot be initialised.
-    pub fn new() -> anyhow::Result<Self> {
-        let client = Client::builder()
-            .user_agent(concat!("pushmirror/", env!("CARGO_PKG_VERSION")))
-            .tls_backend_rustls()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(HttpTransport { client })
+    /// Builds a client for unbound triggers and one bound to each of `sources` (each keeps its own
+    /// connection pool, so connections are reused per address, never per request). Fails only if
+    /// TLS cannot be initialised.
+    pub fn new(sources: impl IntoIterator<Item = IpAddr>) -> anyhow::Result<Self> {
+        let mut clients = HashMap::from([(None, client(None)?)]);
+        for source in sources {
+            if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(Some(source)) {
+                slot.insert(client(Some(source))?);
+            }
+        }
+        Ok(HttpTransport { clients })
     }
 
     /// Sends one trigger to `target`: the answer's status line and headers are bounded by the
@@ -59,9 +66,14 @@ impl HttpTransport {
 
     /// Sends the request; resolves once the answer's status line and headers have arrived.
     async fn send(&self, target: &HttpTarget, req: TriggerRequest<'_>) -> Result<Response, AttemptError> {
+        let source = req.mirror.source_address;
+        let client = self.clients.get(&source).ok_or_else(|| {
+            let from = source.map(|s| s.to_string()).unwrap_or_default();
+            AttemptError::permanent(ErrorClass::Other, format!("no HTTP client was set up for source_address {from}"))
+        })?;
         let url = target.url.expose().as_str();
         let mut builder = match target.method {
-            HttpMethod::Get => self.client.get(url),
+            HttpMethod::Get => client.get(url),
             HttpMethod::Post => {
                 let sent_at = SystemTime::now();
                 let body = serde_json::to_vec(&serde_json::json!({
@@ -73,7 +85,7 @@ impl HttpTransport {
                     "sent_at": humantime::format_rfc3339_millis(sent_at).to_string(),
                 }))
                 .map_err(|e| AttemptError::permanent(ErrorClass::Other, e.to_string()))?;
-                let mut b = self.client.post(url).header(CONTENT_TYPE, "application/json");
+                let mut b = client.post(url).header(CONTENT_TYPE, "application/json");
                 if let Some(secret) = &target.hmac_secret {
                     let timestamp = sent_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
                     let signature = signature::sign(secret.expose().as_bytes(), &timestamp, &body);
@@ -91,6 +103,17 @@ impl HttpTransport {
         }
         builder.send().await.map_err(classify)
     }
+}
+
+/// A client leaving from `source` (reqwest only binds it for destinations of the same family, and
+/// then connects only to those).
+fn client(source: Option<IpAddr>) -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .user_agent(concat!("pushmirror/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_rustls()
+        .pool_idle_timeout(Duration::from_secs(30))
+        .local_address(source)
+        .build()?)
 }
 
 fn headers(target: &HttpTarget, req: &TriggerRequest<'_>) -> Result<HeaderMap, AttemptError> {
@@ -286,13 +309,13 @@ mod tests {
         };
         mirror.transport = Transport::Http(target.clone());
         let req = TriggerRequest {
-            mirror: Downstream::of(&mirror),
+            mirror: Downstream::of(&mirror, "debian"),
             archive: "debian",
             stage: Stage::All,
             serial: None,
             mhop: false,
         };
-        HttpTransport::new().unwrap().fire(&target, req).await.unwrap_err()
+        HttpTransport::new([]).unwrap().fire(&target, req).await.unwrap_err()
     }
 
     const AMPLE: Duration = Duration::from_secs(60);

@@ -9,7 +9,10 @@ pub mod http;
 pub mod known_hosts;
 pub mod ssh;
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,12 +40,20 @@ pub struct Downstream<'a> {
     pub wait_for_sync: bool,
     /// A remote exit code that means "busy, re-run queued": delivered.
     pub busy_exit: Option<i32>,
+    /// The private key an SSH trigger authenticates with.
+    pub identity: Option<&'a Path>,
+    /// The local address to bind before connecting; else the routing table picks.
+    pub source_address: Option<IpAddr>,
 }
 
 impl<'a> Downstream<'a> {
-    /// The transport's view of `mirror`.
-    pub fn of(mirror: &'a Mirror) -> Self {
+    /// The transport's view of `mirror` when it is sent a trigger of `archive`: its sender
+    /// (key and source address) is the one configured for that archive.
+    pub fn of(mirror: &'a Mirror, archive: &str) -> Self {
+        let sender = mirror.sender(archive);
         Downstream {
+            identity: sender.identity.as_deref(),
+            source_address: sender.source_address,
             name: &mirror.name,
             transport: &mirror.transport,
             command: mirror.command.as_deref(),
@@ -193,19 +204,35 @@ pub struct Transports {
 }
 
 impl Transports {
-    /// Builds the transports `config` needs: HTTP always, SSH (loading the sender's key) when a
-    /// mirror uses it.
+    /// Builds the transports `config` needs: HTTP always (one client per source address its HTTP
+    /// mirrors leave from), SSH when a mirror uses it, loading each key its SSH mirrors
+    /// authenticate with once.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let uses_ssh = config.mirrors.iter().any(|m| matches!(m.transport, Transport::Ssh(_)));
-        let ssh = match (&config.identity, uses_ssh) {
-            (Some(identity), true) => Some(
-                ssh::SshTransport::new(identity, config.known_hosts.clone(), config.host_key_policy)
-                    .context("loading the SSH identity")?,
+        let mut identities: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut http_sources: BTreeSet<IpAddr> = BTreeSet::new();
+        let mut uses_ssh = false;
+        for mirror in &config.mirrors {
+            for (archive, sender) in &mirror.senders {
+                match &mirror.transport {
+                    Transport::Ssh(_) => {
+                        uses_ssh = true;
+                        let identity = sender.identity.clone().with_context(|| {
+                            format!("SSH mirror {} has no `identity:` for archive {archive}", mirror.name)
+                        })?;
+                        identities.insert(identity);
+                    }
+                    Transport::Http(_) => http_sources.extend(sender.source_address),
+                }
+            }
+        }
+        let ssh = match uses_ssh {
+            true => Some(
+                ssh::SshTransport::new(&identities, config.known_hosts.clone(), config.host_key_policy)
+                    .context("loading the SSH identities")?,
             ),
-            (None, true) => anyhow::bail!("SSH mirrors are configured but `identity:` is not set"),
-            (_, false) => None,
+            false => None,
         };
-        Ok(Transports { http: http::HttpTransport::new()?, ssh })
+        Ok(Transports { http: http::HttpTransport::new(http_sources)?, ssh })
     }
 }
 
@@ -218,7 +245,7 @@ impl Trigger for Transports {
             (Transport::Http(target), _) => Box::pin(self.http.fire(target, req)).await,
             (Transport::Ssh(target), Some(ssh)) => Box::pin(ssh.fire(target, req, attempt)).await,
             (Transport::Ssh(_), None) => {
-                Err(AttemptError::permanent(ErrorClass::Other, "no SSH identity loaded for this SSH mirror"))
+                Err(AttemptError::permanent(ErrorClass::Other, "no SSH keys loaded: no SSH mirror was configured"))
             }
         }
     }

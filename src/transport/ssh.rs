@@ -1,6 +1,7 @@
-//! SSH triggers: one connection per trigger (russh), the host key checked against the mirror's
-//! pin or pushmirror's own known_hosts, public-key auth with the sender's key, one `exec` of the
-//! ftpsync command string, then the exit status.
+//! SSH triggers: one connection per trigger (russh), bound to the mirror's source address when
+//! it has one, the host key checked against the mirror's pin or pushmirror's own known_hosts,
+//! public-key auth with the key configured for the mirror and archive, one `exec` of the ftpsync
+//! command string, then the exit status.
 //!
 //! Time: connecting, key exchange, authentication and opening the channel are bounded by the
 //! mirror's `timeout`. The command then has `timeout` (from the exec request) to exit; one still
@@ -9,7 +10,8 @@
 //! SSH keepalives, to learn when the downstream finished.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +19,7 @@ use std::time::Duration;
 use russh::client::{self, Handle};
 use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect, Preferred};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 use super::known_hosts::{self, Entry, KnownHostsFile, Verdict, host_entry_name};
@@ -42,35 +44,44 @@ const KEEPALIVE_MAX: usize = 3;
 /// channel open long after it told us how it ended.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 
-/// The SSH transport: the sender's key and how host keys are checked.
+/// The SSH transport: the sender's keys and how host keys are checked.
 #[derive(Clone)]
 pub struct SshTransport {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    key: Arc<PrivateKey>,
+    /// Every key a mirror may authenticate with, by the path the configuration names it with.
+    keys: HashMap<PathBuf, Arc<PrivateKey>>,
     known_hosts: KnownHostsFile,
     policy: HostKeyPolicy,
 }
 
 impl SshTransport {
-    /// Loads the sender's key from `identity` (refusing a file others may read).
-    pub fn new(identity: &Path, known_hosts: PathBuf, policy: HostKeyPolicy) -> Result<Self, KeyError> {
-        Ok(Self::with_key(load_identity(identity)?, known_hosts, policy))
-    }
-
-    /// A transport with a key already in memory.
-    pub fn with_key(key: PrivateKey, known_hosts: PathBuf, policy: HostKeyPolicy) -> Self {
+    /// Loads each key in `identities` once (refusing files others may read); a trigger
+    /// authenticates with the one its mirror's [`super::Downstream::identity`] names.
+    pub fn new<'a>(
+        identities: impl IntoIterator<Item = &'a PathBuf>,
+        known_hosts: PathBuf,
+        policy: HostKeyPolicy,
+    ) -> Result<Self, KeyError> {
+        let mut keys = HashMap::new();
+        for path in identities {
+            if let std::collections::hash_map::Entry::Vacant(slot) = keys.entry(path.clone()) {
+                slot.insert(Arc::new(load_identity(path)?));
+            }
+        }
         let known_hosts = KnownHostsFile::new(known_hosts);
-        SshTransport { inner: Arc::new(Inner { key: Arc::new(key), known_hosts, policy }) }
+        Ok(SshTransport { inner: Arc::new(Inner { keys, known_hosts, policy }) })
     }
 
     /// Sends one trigger to `target`: connect, verify, authenticate, exec, wait for the exit.
     pub async fn fire(&self, target: &SshTarget, req: TriggerRequest<'_>, attempt: &Attempt) -> AttemptResult {
         let waiting = req.mirror.wait_for_sync || req.stage == Stage::Stage1;
         let timeout = req.mirror.timeout;
-        let mut session = match tokio::time::timeout(timeout, self.open(target, waiting)).await {
+        let key = self.key_for(req.mirror.identity)?;
+        let from = req.mirror.source_address;
+        let mut session = match tokio::time::timeout(timeout, self.open(target, key, from, waiting)).await {
             Ok(Ok(session)) => session,
             Ok(Err(e)) => return Err(e),
             Err(_) => {
@@ -85,13 +96,30 @@ impl SshTransport {
         result
     }
 
-    /// Connects, verifies the host key, authenticates and opens a session channel.
-    async fn open(&self, target: &SshTarget, waiting: bool) -> Result<Session, AttemptError> {
+    /// The loaded key the configuration named for this trigger.
+    fn key_for(&self, identity: Option<&Path>) -> Result<&Arc<PrivateKey>, AttemptError> {
+        let missing = |what: String| AttemptError::permanent(ErrorClass::Other, what);
+        let path = identity.ok_or_else(|| missing("no `identity:` key applies to this mirror".to_string()))?;
+        self.inner
+            .keys
+            .get(path)
+            .ok_or_else(|| missing(format!("key {} was not loaded when the transports were set up", path.display())))
+    }
+
+    /// Connects (from `source` when given), verifies the host key, authenticates with `key` and
+    /// opens a session channel.
+    async fn open(
+        &self,
+        target: &SshTarget,
+        key: &Arc<PrivateKey>,
+        source: Option<IpAddr>,
+        waiting: bool,
+    ) -> Result<Session, AttemptError> {
         let check = self.host_check(target)?;
         let config = client_config(&check.expected_algorithms(), waiting);
-        let stream = tcp_connect(&target.host, target.port).await?;
+        let stream = tcp_connect(&target.host, target.port, source).await?;
         let mut handle = client::connect_stream(config, stream, check).await.map_err(classify)?;
-        self.authenticate(&mut handle, &target.user).await?;
+        authenticate(&mut handle, &target.user, key).await?;
         let channel = handle.channel_open_session().await.map_err(|e| match e {
             russh::Error::ChannelOpenFailure(reason) => AttemptError::permanent(
                 ErrorClass::Other,
@@ -118,24 +146,23 @@ impl SshTransport {
         };
         Ok(HostCheck { name, expect, transport: Arc::clone(&self.inner) })
     }
+}
 
-    /// Public-key auth. RSA keys sign with the best hash the server announces, so a modern sshd
-    /// (which refuses SHA-1 `ssh-rsa`) accepts them.
-    async fn authenticate(&self, handle: &mut Handle<HostCheck>, user: &str) -> Result<(), AttemptError> {
-        let key = &self.inner.key;
-        let hash = if key.algorithm().is_rsa() { rsa_hash(handle.best_supported_rsa_hash().await) } else { None };
-        let result = handle
-            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
-            .await
-            .map_err(|e| classify(SshError::Ssh(e)))?;
-        if result.success() {
-            Ok(())
-        } else {
-            Err(AttemptError::permanent(
-                ErrorClass::Auth,
-                format!("the downstream refused key {} for user {user}", fingerprint(key.public_key())),
-            ))
-        }
+/// Public-key auth with `key`. RSA keys sign with the best hash the server announces, so a modern
+/// sshd (which refuses SHA-1 `ssh-rsa`) accepts them.
+async fn authenticate(handle: &mut Handle<HostCheck>, user: &str, key: &Arc<PrivateKey>) -> Result<(), AttemptError> {
+    let hash = if key.algorithm().is_rsa() { rsa_hash(handle.best_supported_rsa_hash().await) } else { None };
+    let result = handle
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
+        .await
+        .map_err(|e| classify(SshError::Ssh(e)))?;
+    if result.success() {
+        Ok(())
+    } else {
+        Err(AttemptError::permanent(
+            ErrorClass::Auth,
+            format!("the downstream refused key {} for user {user}", fingerprint(key.public_key())),
+        ))
     }
 }
 
@@ -151,7 +178,7 @@ pub async fn scan_host_key(
     let seen = Arc::new(Mutex::new(None));
     let grab = KeyGrab { seen: Arc::clone(&seen) };
     let exchange = async {
-        let stream = tcp_connect(host, port).await?;
+        let stream = tcp_connect(host, port, None).await?;
         // The grabber refuses every key, so the handshake always ends right after the key is seen.
         match client::connect_stream(client_config(known, false), stream, grab).await {
             Ok(handle) => {
@@ -258,24 +285,56 @@ fn client_config(known: &[Algorithm], waiting: bool) -> Arc<client::Config> {
     })
 }
 
-/// Resolves and connects, telling name-resolution failures apart from unreachable hosts.
-async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, AttemptError> {
+/// Resolves and connects, telling name-resolution failures apart from unreachable hosts. With a
+/// `source` address the socket is bound to it first, and only the host's addresses of the same
+/// family are tried (an IPv4 source cannot reach an IPv6 address).
+async fn tcp_connect(host: &str, port: u16, source: Option<IpAddr>) -> Result<TcpStream, AttemptError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|e| AttemptError::transient(ErrorClass::Dns, format!("cannot resolve {host}: {e}")))?
         .collect();
     let mut last = AttemptError::transient(ErrorClass::Dns, format!("{host} has no address"));
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
+    let reachable: Vec<SocketAddr> = match source {
+        Some(from) => {
+            let same_family: Vec<SocketAddr> =
+                addrs.iter().copied().filter(|a| a.is_ipv4() == from.is_ipv4()).collect();
+            if same_family.is_empty() && !addrs.is_empty() {
+                let family = if from.is_ipv4() { "IPv4" } else { "IPv6" };
+                last = AttemptError::transient(
+                    ErrorClass::Connect,
+                    format!("{host} has no {family} address to reach from source_address {from}"),
+                );
+            }
+            same_family
+        }
+        None => addrs,
+    };
+    for addr in reachable {
+        match connect_from(addr, source).await {
             Ok(stream) => {
                 // The handshake is many small packets; Nagle would delay each.
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            Err(e) => last = AttemptError::transient(ErrorClass::Connect, format!("cannot connect to {addr}: {e}")),
+            Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+/// One TCP connection to `addr`, leaving from `source` when given.
+async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, AttemptError> {
+    let failed = |what: String| AttemptError::transient(ErrorClass::Connect, what);
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        .map_err(|e| failed(format!("cannot open a socket for {addr}: {e}")))?;
+    if let Some(from) = source {
+        // The check verified the address is local; one that has gone since (a failover moved
+        // it) may come back, so this is worth another attempt too.
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .map_err(|e| failed(format!("cannot bind source_address {from} to connect to {addr}: {e}")))?;
+    }
+    socket.connect(addr).await.map_err(|e| failed(format!("cannot connect to {addr}: {e}")))
 }
 
 /// Errors of a connection: russh's own, and ours from inside the handler.
@@ -556,6 +615,31 @@ mod tests {
         assert!(key.contains(&Algorithm::Ed25519));
         assert_eq!(client_config(&[], true).preferred.key[0], Algorithm::Ed25519);
         assert_eq!(client_config(&[], true).keepalive_interval, Some(KEEPALIVE));
+    }
+
+    #[tokio::test]
+    async fn a_connection_leaves_from_its_source_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let from: IpAddr = "127.0.0.2".parse().unwrap();
+        let (stream, accepted) = tokio::join!(tcp_connect("127.0.0.1", port, Some(from)), listener.accept());
+        assert_eq!(stream.unwrap().local_addr().unwrap().ip(), from);
+        assert_eq!(accepted.unwrap().1.ip(), from, "the server sees the source address");
+
+        let err = tcp_connect("127.0.0.1", port, Some("::1".parse().unwrap())).await.unwrap_err();
+        assert_eq!((err.class, err.transient), (ErrorClass::Connect, true), "{}", err.message);
+        assert!(err.message.contains("has no IPv6 address to reach from source_address ::1"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_source_address_is_bound_too() {
+        // Not every build host has IPv6 loopback; where it has none there is nothing to bind.
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else { return };
+        let port = listener.local_addr().unwrap().port();
+        let from: IpAddr = "::1".parse().unwrap();
+        let (stream, accepted) = tokio::join!(tcp_connect("::1", port, Some(from)), listener.accept());
+        assert_eq!(stream.unwrap().local_addr().unwrap().ip(), from);
+        assert_eq!(accepted.unwrap().1.ip(), from);
     }
 
     #[test]

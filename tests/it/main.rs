@@ -12,5 +12,6 @@ mod openssh;
 mod process;
 mod receive;
 mod runmirrors;
+mod senders;
 mod ssh;
 mod sshd;

@@ -274,3 +274,131 @@ async fn three_tiers_chain_through_runmirrors() {
     assert!(tier1_trace.contains("2026112599"), "tier 1 synced before pushing");
     assert!(runmirrors_log.contains("2026112599"), "tier 1's report names the serial it synced:\n{runmirrors_log}");
 }
+
+/// The forced commands of Ubuntu's push setup: a script per archive that records each run as a
+/// file `ran/NAME.PID` (written under another name, then renamed, so a file that exists is whole).
+fn sync_script(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let script = dir.join(name);
+    let ran = dir.join("ran");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$SSH_ORIGINAL_COMMAND\" > {ran}/.{name}.$$ && mv {ran}/.{name}.$$ {ran}/{name}.$$\n",
+            ran = ran.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    script
+}
+
+/// How many times `name` has recorded a run in `ran`.
+fn runs(ran: &std::path::Path, name: &str) -> usize {
+    let prefix = format!("{name}.");
+    std::fs::read_dir(ran)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(&prefix))
+        .count()
+}
+
+/// Waits (up to a minute) until `name` has recorded `n` runs in `ran`, woken by inotify rather
+/// than by polling: `command="… &"` backgrounds the script, which may still be starting when the
+/// trigger has returned.
+async fn wait_for_runs(ran: &std::path::Path, name: &str, n: usize) {
+    use notify::Watcher as _;
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    })
+    .unwrap();
+    watcher.watch(ran, notify::RecursiveMode::NonRecursive).unwrap();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while runs(ran, name) < n {
+            if events.recv().await.is_none() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok() && runs(ran, name) >= n, "{name} did not record {n} run(s)");
+}
+
+/// The main file of Ubuntu's setup against one downstream: archive `ubuntu` with key A from
+/// `archive_from`, `ubuntu-releases` with key B from `releases_from`.
+fn ubuntu_main(archive_from: &str, releases_from: &str) -> String {
+    format!(
+        "mirrors_dir: mirrors.d\nstate_dir: state\nknown_hosts: known_hosts\narchives:\n  \
+         ubuntu:\n    root: archive\n    identity: keys/archive\n    source_address: {archive_from}\n  \
+         ubuntu-releases:\n    root: archive\n    identity: keys/releases\n    source_address: {releases_from}\n"
+    )
+}
+
+async fn push_archive(f: &Fixture, archive: &str) -> Report {
+    f.push(PushRequest { archive: Some(archive.into()), ..PushRequest::default() }).await
+}
+
+/// Ubuntu's push mirroring against a real sshd: the downstream's authorized_keys holds one key per
+/// archive, each bound to the archive's script and to the address that archive is pushed from.
+/// The downstream picks the script by the key that logged in, so each push must use its archive's
+/// key from its archive's address; with the addresses swapped sshd refuses both keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ubuntu_one_key_per_archive_each_from_its_own_address() {
+    if !sshd::available() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ran = work.path().join("ran");
+    std::fs::create_dir(&ran).unwrap();
+    let f = Fixture::new();
+    f.set_main(&ubuntu_main("127.0.0.2", "127.0.0.3"));
+    let archive_key = keys::generate(&f.path("keys/archive"), "archive@upstream").unwrap().public;
+    let releases_key = keys::generate(&f.path("keys/releases"), "releases@upstream").unwrap().public;
+    // Exactly the lines of Ubuntu's page, with this test's paths.
+    let line = |script: &std::path::Path, from: &str, key: &russh::keys::PublicKey| {
+        format!("{OPTIONS},command=\"{} &\",from=\"{from}\" {}\n", script.display(), key.to_openssh().unwrap())
+    };
+    let authorized_keys = line(&sync_script(work.path(), "archive-sync"), "127.0.0.2", &archive_key)
+        + &line(&sync_script(work.path(), "releases-sync"), "127.0.0.3", &releases_key);
+    let sshd = Sshd::start(&authorized_keys);
+    mirror_on(&f, &sshd, "");
+
+    let report = push_archive(&f, "ubuntu").await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.exit_code), (Outcome::Ok, Some(0)), "{r:?}\n{}", sshd.log());
+    wait_for_runs(&ran, "archive-sync", 1).await;
+    assert_eq!(runs(&ran, "releases-sync"), 0, "the releases script ran for an archive push");
+
+    let report = push_archive(&f, "ubuntu-releases").await;
+    let r = row(&report, "m");
+    assert_eq!((r.outcome, r.exit_code), (Outcome::Ok, Some(0)), "{r:?}\n{}", sshd.log());
+    wait_for_runs(&ran, "releases-sync", 1).await;
+    assert_eq!(runs(&ran, "archive-sync"), 1, "the archive script ran for a releases push");
+
+    // sshd logs the accepted key and where the connection came from before it lets the client in.
+    let log = sshd.log();
+    let accepted: Vec<&str> = log.lines().filter(|l| l.contains("Accepted publickey")).collect();
+    assert_eq!(accepted.len(), 2, "{log}");
+    assert!(
+        accepted[0].contains(" from 127.0.0.2 port ") && accepted[0].contains(&keys::fingerprint(&archive_key)),
+        "{log}"
+    );
+    assert!(
+        accepted[1].contains(" from 127.0.0.3 port ") && accepted[1].contains(&keys::fingerprint(&releases_key)),
+        "{log}"
+    );
+
+    // Each key from the other archive's address: sshd's from= refuses both, nothing runs.
+    f.set_main(&ubuntu_main("127.0.0.3", "127.0.0.2"));
+    for archive in ["ubuntu", "ubuntu-releases"] {
+        let report = push_archive(&f, archive).await;
+        let r = row(&report, "m");
+        assert_eq!((r.outcome, r.error_class, r.attempts), (Outcome::Failed, Some(ErrorClass::Auth), 1), "{r:?}");
+    }
+    let log = sshd.log();
+    assert_eq!(log.matches("Accepted publickey").count(), 2, "no further login was accepted:\n{log}");
+    let refused: Vec<&str> =
+        log.lines().filter(|l| l.contains("with correct key but not from a permitted host")).collect();
+    assert!(refused.iter().any(|l| l.contains("ip=127.0.0.3, required=127.0.0.2")), "{log}");
+    assert!(refused.iter().any(|l| l.contains("ip=127.0.0.2, required=127.0.0.3")), "{log}");
+    assert_eq!((runs(&ran, "archive-sync"), runs(&ran, "releases-sync")), (1, 1), "nothing ran");
+}

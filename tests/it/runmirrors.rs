@@ -261,7 +261,7 @@ all eu.plain plain.example.net archvsync
 all eu.proto plain2.example.net archvsync 2
 staged eu.port port.example.net archvsync -p 2222
 mhop eu.hub hub.example.net archvsync -oPort=2200
-staged eu.key key.example.net archvsync 2 /home/archvsync/.ssh/other_key
+staged eu.key key.example.net archvsync 2 {OTHER_KEY}
 all url.one ssh+ftpsync://mirror@url.example.org
 all url.two ssh+ftpsync://mirror@two.example.org:2022/debian
 
@@ -287,7 +287,10 @@ fn import_runmirrors_converts_every_line_form_and_names_the_rest() {
     std::fs::remove_dir(f.path("mirrors.d")).unwrap();
     let source = f.path("runmirrors-debian.mirror");
     let conf = f.path("runmirrors-debian.conf");
-    std::fs::write(&source, MIRROR_FILE).unwrap();
+    // Line 6 names a key of its own, which `check` must be able to load.
+    let other_key = f.path("keys/other_key");
+    keys::generate(&other_key, "other@test").unwrap();
+    std::fs::write(&source, MIRROR_FILE.replace("{OTHER_KEY}", other_key.to_str().unwrap())).unwrap();
     std::fs::write(&conf, CONF_FILE).unwrap();
     let out_dir = f.path("mirrors.d");
     let import = |args: &[&str]| {
@@ -305,7 +308,6 @@ fn import_runmirrors_converts_every_line_form_and_names_the_rest() {
     let err = stderr(&out);
     let (src, cnf) = (source.display(), conf.display());
     for expected in [
-        format!("{src}:6: key file /home/archvsync/.ssh/other_key: pushmirror signs every trigger with its one"),
         format!("{src}:10: DELAY 60: "),
         format!("{src}:11: -J bastion.example.net: pushmirror has no setting for this ssh option"),
         format!("{src}:13: DELAY 600 stage1: "),
@@ -318,7 +320,10 @@ fn import_runmirrors_converts_every_line_form_and_names_the_rest() {
         assert!(err.lines().any(|l| l.starts_with(&expected)), "missing `{expected}` in:\n{err}");
     }
     let lost = err.lines().filter(|l| l.starts_with(&*src.to_string()) || l.starts_with(&*cnf.to_string()));
-    assert_eq!(lost.filter(|l| !l.contains(": note: ")).count(), 8, "{err}");
+    assert_eq!(lost.filter(|l| !l.contains(": note: ")).count(), 7, "{err}");
+    assert!(!err.contains(&format!("{src}:6:")), "line 6's key file is carried over:\n{err}");
+    let key_yaml = std::fs::read_to_string(out_dir.join("eu.key.yaml")).unwrap();
+    assert!(key_yaml.contains(&format!("identity: \"{}\"\n", other_key.display())), "{key_yaml}");
 
     let check = f.cli(&["check"]);
     assert_eq!(check.status.code(), Some(0), "generated files must pass check: {}", stderr(&check));
@@ -393,6 +398,63 @@ fn import_runmirrors_exits_0_when_everything_converts_and_2_on_usage_errors() {
     let out = run_bin(&config, &["import-runmirrors", missing.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains(&format!("cannot read {}", missing.display())), "{}", stderr(&out));
+}
+
+/// runmirrors.mirror lines with keys and bind addresses of their own — `-i KEYFILE -b ADDRESS`,
+/// the old `2 KEYFILE`, `-o IdentityFile= -o BindAddress=` — become mirror files that pass
+/// `check` and push with exactly those keys from exactly those addresses; nothing is reported as
+/// not carried over. The receiver accepts only the two line keys, not the installation's own.
+#[tokio::test]
+async fn per_line_keys_and_bind_addresses_are_imported_and_pushed_with() {
+    let (f, _not_accepted) = installation();
+    let key_a = f.path("keys/a");
+    let key_b = f.path("keys/b");
+    let a = keys::generate(&key_a, "a@test").unwrap().public;
+    let b = keys::generate(&key_b, "b@test").unwrap().public;
+    let rx = SshReceiver::builder().authorize(&a).authorize(&b).start().await.unwrap();
+    std::fs::write(f.path("known_hosts"), format!("{}\n", rx.known_hosts_line())).unwrap();
+    std::fs::remove_dir(f.path("mirrors.d")).unwrap();
+    let source = f.path("runmirrors-debian.mirror");
+    let conf = f.path("runmirrors-debian.conf");
+    let (a_path, b_path) = (key_a.display(), key_b.display());
+    std::fs::write(
+        &source,
+        format!(
+            "all m1 127.0.0.1 archvsync -i {a_path} -b 127.0.0.2\n\
+             all m2 127.0.0.1 archvsync 2 {b_path}\n\
+             all m3 127.0.0.1 archvsync -o IdentityFile={b_path} -o BindAddress=127.0.0.3\n"
+        ),
+    )
+    .unwrap();
+    let main_key = f.path(IDENTITY);
+    std::fs::write(&conf, format!("KEYFILE={}\nSSH_OPTS=\"-p {}\"\n", main_key.display(), rx.port())).unwrap();
+    let out = f.cli(&[
+        "import-runmirrors",
+        source.to_str().unwrap(),
+        "--conf",
+        conf.to_str().unwrap(),
+        "--out",
+        f.path("mirrors.d").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "everything is carried over:\n{}", stderr(&out));
+    let note = format!("{}:1: note: key file {a_path}: runmirrors' ssh offered its KEYFILE first", source.display());
+    assert!(stderr(&out).lines().any(|l| l.starts_with(&note)), "{}", stderr(&out));
+
+    let check = f.cli(&["check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(report.summary.ok, 3, "{}", report.to_table());
+    let fp = keys::fingerprint;
+    let mut seen: Vec<(String, String)> =
+        rx.log().execs().into_iter().map(|e| (e.peer.unwrap().ip().to_string(), e.key_fingerprint)).collect();
+    seen.sort();
+    let mut expected =
+        vec![("127.0.0.2".to_string(), fp(&a)), ("127.0.0.1".to_string(), fp(&b)), ("127.0.0.3".to_string(), fp(&b))];
+    expected.sort();
+    assert_eq!(seen, expected);
+    let m1 = row(&report, "m1");
+    assert_eq!((m1.key.as_deref(), m1.source_address), (Some(fp(&a).as_str()), Some("127.0.0.2".parse().unwrap())));
+    assert_eq!(row(&report, "m2").source_address, None);
 }
 
 #[test]
