@@ -58,26 +58,23 @@ async fn dispatch(cli: &Cli) -> Ended {
 
 /// Loads the config or prints every error (each with its position): nothing is done.
 fn load(cli: &Cli) -> Result<Config, Stop> {
-    config::load(&cli.config).map_err(|errors| {
-        eprintln!("{errors}");
-        eprintln!("{}: {} error(s); nothing was done", cli.config.display(), errors.0.len());
-        Stop::Shown
-    })
+    config::load(&cli.config).map_err(|errors| shown(cli, &errors))
 }
 
-/// [`load`], then what writing commands need on disk ([`config::verify_files`]).
+/// [`load`] for commands that write state: also what they need on disk ([`config::verify_files`]).
 fn load_for_writing(cli: &Cli) -> Result<Config, Stop> {
-    let config = load(cli)?;
-    config::verify_files(&config).map_err(|errors| {
-        eprintln!("{errors}");
-        eprintln!("{}: {} error(s); nothing was done", cli.config.display(), errors.0.len());
-        Stop::Shown
-    })?;
-    Ok(config)
+    config::load_for_writing(&cli.config).map_err(|errors| shown(cli, &errors))
+}
+
+/// Prints every configuration error, then that nothing was done.
+fn shown(cli: &Cli, errors: &config::ConfigErrors) -> Stop {
+    eprintln!("{errors}");
+    eprintln!("{}: {} error(s); nothing was done", cli.config.display(), errors.0.len());
+    Stop::Shown
 }
 
 fn check(cli: &Cli) -> Ended {
-    match config::load(&cli.config).and_then(|c| config::verify_files(&c).map(|()| c)) {
+    match config::load_for_writing(&cli.config) {
         Ok(c) => {
             let ssh = c.mirrors.iter().filter(|m| m.transport_name() == "ssh").count();
             match cli.format {

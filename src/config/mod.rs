@@ -215,6 +215,13 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     })
 }
 
+/// [`load`], then [`verify_files`]: the configuration of a command that writes state.
+pub fn load_for_writing(path: &Path) -> Result<Config, ConfigErrors> {
+    let config = load(path)?;
+    verify_files(&config)?;
+    Ok(config)
+}
+
 /// What the commands that write state need on disk, beyond a valid file: `state_dir` a writable
 /// directory (created if missing), pushmirror's `known_hosts` a regular file within its bound when
 /// SSH mirrors use it, and each archive's trace file, where present, a regular file within its

@@ -4,7 +4,6 @@
 //! archive, so that a restart within the window does not forget it.
 
 use std::collections::HashMap;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -125,24 +124,16 @@ fn serialize(seen: &HashMap<String, u64>) -> Vec<u8> {
 }
 
 /// The bytes of `file`, `None` when it does not exist; only a regular file, at most
-/// [`MAX_FILE_BYTES`] of it.
+/// [`MAX_FILE_BYTES`] of it ([`crate::fsutil::read_bounded`]).
 fn read_bounded(file: &Path) -> Result<Option<Vec<u8>>, LoadError> {
-    let read_error = |source| LoadError::Read { path: file.to_path_buf(), source };
-    let meta = match std::fs::metadata(file) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read_error(e)),
-    };
     let not_replay_file = |what| LoadError::NotReplayFile { path: file.to_path_buf(), what };
-    if !meta.is_file() {
-        return Err(not_replay_file("not a regular file"));
+    match crate::fsutil::read_bounded(file, MAX_FILE_BYTES) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(not_replay_file("not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => Err(not_replay_file("larger than 4 MiB")),
+        Err(source) => Err(LoadError::Read { path: file.to_path_buf(), source }),
     }
-    let mut bytes = Vec::new();
-    std::fs::File::open(file).and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)).map_err(read_error)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(not_replay_file("larger than 4 MiB"));
-    }
-    Ok(Some(bytes))
 }
 
 #[cfg(test)]

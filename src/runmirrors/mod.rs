@@ -61,7 +61,7 @@ pub async fn run_standalone(cli: RunmirrorsCli) -> u8 {
 
 /// One runmirrors push of the archive's mirrors.
 pub async fn run(config_path: &Path, args: &RunmirrorsArgs, format: Format) -> Ended {
-    let config = config::load(config_path).and_then(|c| config::verify_files(&c).map(|()| c)).map_err(|errors| {
+    let config = config::load_for_writing(config_path).map_err(|errors| {
         eprintln!("{errors}");
         eprintln!("{}: {} error(s); runmirrors pushed nothing", config_path.display(), errors.0.len());
         Stop::Shown
