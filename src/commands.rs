@@ -61,7 +61,8 @@ fn load(cli: &Cli) -> Result<Config, Stop> {
     config::load(&cli.config).map_err(|errors| shown(cli, &errors))
 }
 
-/// [`load`] for commands that write state: also what they need on disk ([`config::verify_files`]).
+/// [`load`] for commands that write state: also the ownership rule and what they need on disk
+/// ([`config::load_for_writing`]).
 fn load_for_writing(cli: &Cli) -> Result<Config, Stop> {
     config::load_for_writing(&cli.config).map_err(|errors| shown(cli, &errors))
 }
@@ -74,7 +75,7 @@ fn shown(cli: &Cli, errors: &config::ConfigErrors) -> Stop {
 }
 
 fn check(cli: &Cli) -> Ended {
-    match config::load_for_writing(&cli.config) {
+    match config::load_for_check(&cli.config) {
         Ok(c) => {
             let ssh = c.mirrors.iter().filter(|m| m.transport_name() == "ssh").count();
             match cli.format {
@@ -105,7 +106,7 @@ fn check(cli: &Cli) -> Ended {
 }
 
 async fn daemon(cli: &Cli, grace: Duration) -> Ended {
-    let config = load_for_writing(cli)?;
+    let config = config::load_for_daemon(&cli.config).map_err(|errors| shown(cli, &errors))?;
     let shutdown = CancellationToken::new();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
     forward_signals(shutdown.clone(), reload_tx)?;
@@ -209,6 +210,13 @@ fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
         Some(settings) => settings.identity.clone(),
         None => config::identity_path(&cli.config),
     };
+    // A key the configuration names is the service user's (the ownership rule, crate::owner).
+    if args.out.is_none()
+        && configured.is_some()
+        && let Some(state_dir) = config::state_dir_path(&cli.config)
+    {
+        crate::owner::require_owner(&state_dir, &cli.config).map_err(Stop::usage)?;
+    }
     let out = args.out.clone().or(configured).ok_or_else(|| {
         let config = cli.config.display();
         Stop::usage(match &args.archive {
@@ -465,23 +473,32 @@ fn status(cli: &Cli, nagios: bool) -> Ended {
 }
 
 /// Nagios plugin semantics: OK, WARNING (deferred), CRITICAL (failed), UNKNOWN (no report, or
-/// nothing readable to judge by).
+/// nothing readable to judge by). Whatever the state, exactly one status line on stdout: it is
+/// what Nagios shows.
 fn nagios_status(cli: &Cli) -> Nagios {
-    let Ok(config) = load(cli) else { return Nagios::Unknown };
-    let latest = match History::new(&config.state_dir, config.status.history).latest_per_archive() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot read reports in {}: {e}", config.state_dir.display());
-            return Nagios::Unknown;
-        }
+    let (state, line) = match nagios_judge(cli) {
+        Ok(latest) => nagios_verdict(&latest),
+        Err(why) => (Nagios::Unknown, format!("PUSHMIRROR UNKNOWN - {why}")),
     };
-    nagios_verdict(&latest)
+    println!("{line}");
+    state
 }
 
-fn nagios_verdict(latest: &BTreeMap<String, Report>) -> Nagios {
+/// The latest report of each archive, or why there is nothing to judge by.
+fn nagios_judge(cli: &Cli) -> Result<BTreeMap<String, Report>, String> {
+    let config = config::load(&cli.config).map_err(|errors| {
+        eprintln!("{errors}");
+        let first = errors.0.first().map(ToString::to_string).unwrap_or_default();
+        format!("{} configuration error(s), first: {first}", errors.0.len())
+    })?;
+    History::new(&config.state_dir, config.status.history)
+        .latest_per_archive()
+        .map_err(|e| format!("cannot read reports in {}: {e}", config.state_dir.display()))
+}
+
+fn nagios_verdict(latest: &BTreeMap<String, Report>) -> (Nagios, String) {
     if latest.is_empty() {
-        println!("PUSHMIRROR UNKNOWN - no push reports yet");
-        return Nagios::Unknown;
+        return (Nagios::Unknown, "PUSHMIRROR UNKNOWN - no push reports yet".to_string());
     }
     let failed: usize = latest.values().map(|r| r.summary.failed).sum();
     let deferred: usize = latest.values().map(|r| r.summary.deferred).sum();
@@ -496,6 +513,5 @@ fn nagios_verdict(latest: &BTreeMap<String, Report>) -> Nagios {
         (0, _) => ("WARNING", Nagios::Warning),
         _ => ("CRITICAL", Nagios::Critical),
     };
-    println!("PUSHMIRROR {word} - {}", parts.join("; "));
-    state
+    (state, format!("PUSHMIRROR {word} - {}", parts.join("; ")))
 }

@@ -202,7 +202,6 @@ impl<T: Trigger> Engine<T> {
                         }
                     }
                     Ok(Admission::DeferredUntil(until)) => {
-                        tracing::info!(mirror = %job.mirror.name, until = %Timestamp(until), "rate limit: deferred");
                         let mut row = blank_row(&job.mirror, stage, Outcome::Deferred);
                         row.deferred_until = Some(Timestamp(until));
                         notify(options, &row);
@@ -267,14 +266,12 @@ impl<T: Trigger> Engine<T> {
         row.duration_ms = millis(t0.elapsed());
         match result {
             Ok(d) => {
-                tracing::info!(mirror = %mirror.name, %stage, attempts, note = d.note.as_deref().unwrap_or(""), "delivered");
                 row.note = d.note;
                 row.http_status = d.http_status;
                 row.exit_code = d.exit_code;
                 row.sync_duration_ms = d.sync_duration.map(millis);
             }
             Err(e) => {
-                tracing::warn!(mirror = %mirror.name, %stage, attempts, class = %e.class, error = %e.message, "failed");
                 row.outcome = Outcome::Failed;
                 row.error_class = Some(e.class);
                 row.error = Some(e.message);
@@ -326,15 +323,37 @@ fn attempt_budget(mirror: &Mirror, stage: Stage) -> Duration {
     base.saturating_add(Duration::from_secs(30))
 }
 
+/// Every trigger that ends, whichever path ended it, comes through here: it is logged once (a
+/// failure with mirror, stage, class and reason; a deferral with when it may be sent), then passed
+/// to the caller's callback.
 fn notify(options: &Options, row: &TriggerReport) {
+    log_outcome(row);
     if let Some(f) = &options.on_done {
         f(row);
     }
 }
 
+fn log_outcome(row: &TriggerReport) {
+    let (mirror, stage, attempts) = (&row.mirror, row.stage, row.attempts);
+    match row.outcome {
+        Outcome::Failed => {
+            let class = row.error_class.map(|c| c.to_string()).unwrap_or_default();
+            let error = row.error.as_deref().unwrap_or("");
+            tracing::warn!(%mirror, %stage, attempts, %class, %error, "trigger failed");
+        }
+        Outcome::Deferred => {
+            let until = row.deferred_until.map(|t| t.to_string()).unwrap_or_default();
+            tracing::info!(%mirror, %stage, %until, "trigger deferred by the rate limit");
+        }
+        outcome => {
+            let note = row.note.as_deref().unwrap_or("");
+            tracing::info!(%mirror, %stage, attempts, %outcome, %note, "trigger finished");
+        }
+    }
+}
+
 /// The row of a trigger whose task died (a bug, never a mirror's doing): still one outcome.
 fn lost(entry: &PlanEntry, stage: Stage, error: &tokio::task::JoinError, options: &Options) -> TriggerReport {
-    tracing::error!(mirror = %entry.mirror.name, %stage, %error, "trigger task failed");
     let mut row = blank_row(&entry.mirror, stage, Outcome::Failed);
     row.error_class = Some(ErrorClass::Other);
     row.error = Some(format!("internal error: the trigger task failed ({error})"));

@@ -64,6 +64,8 @@ pub mod limit {
     pub const KEY: u64 = 64 * 1024;
     /// An archive's trace file (ftpsync's are about 2 KiB).
     pub const TRACE: u64 = 1024 * 1024;
+    /// One mirror's rate-limit state (its recent sends, a few bytes each).
+    pub const RATE_STATE: u64 = 1024 * 1024;
     /// pushmirror's known_hosts.
     pub const KNOWN_HOSTS: u64 = 16 * 1024 * 1024;
 }
@@ -117,7 +119,8 @@ pub fn read_bounded_text(path: &Path, limit: u64) -> std::io::Result<String> {
 
 /// Reads a secret from a file that only its owner may read; trailing newlines are dropped.
 pub fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
-    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let unreadable =
+        |e: std::io::Error| format!("cannot read {}: {}", path.display(), crate::owner::unreadable_reason(path, &e));
     let (file, meta) = open_regular(path).map_err(unreadable)?;
     check_private(path, &meta)?;
     let text = String::from_utf8(read_limited(file, limit::SECRET).map_err(unreadable)?)

@@ -25,11 +25,13 @@ pub const FTPSYNC_FORCED_COMMAND: &str = "~/bin/ftpsync";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
     /// The file cannot be read (missing, unreadable).
-    #[error("cannot read private key {path}: {reason}")]
+    #[error("cannot read private key {}: {reason}", path.display())]
     Unreadable {
         /// The key file.
         path: PathBuf,
-        /// The I/O error, in words.
+        /// It does not exist (else it exists but cannot be read).
+        missing: bool,
+        /// What is wrong, in words (see [`crate::owner::unreadable_reason`]).
         reason: String,
     },
     /// Group or others may access the file.
@@ -59,7 +61,11 @@ pub enum KeyError {
 /// Loads the sender's private key from `path`, refusing files that group or others may access
 /// (as OpenSSH does) and keys protected by a passphrase (nobody is there to type it).
 pub fn load_identity(path: &Path) -> Result<PrivateKey, KeyError> {
-    let unreadable = |e: std::io::Error| KeyError::Unreadable { path: path.to_path_buf(), reason: e.to_string() };
+    let unreadable = |e: std::io::Error| KeyError::Unreadable {
+        path: path.to_path_buf(),
+        missing: e.kind() == std::io::ErrorKind::NotFound,
+        reason: crate::owner::unreadable_reason(path, &e),
+    };
     let (file, meta) = crate::fsutil::open_regular(path).map_err(unreadable)?;
     check_private(path, &meta).map_err(KeyError::TooOpen)?;
     let bytes = crate::fsutil::read_limited(file, crate::fsutil::limit::KEY).map_err(unreadable)?;

@@ -57,6 +57,8 @@
 //!   [`receive::refusals`]), runs the local sync command (one at a time per archive, later
 //!   triggers coalesce into one queued run), then may push the next tier through [`push`].
 //! - [`demo`]: in-process receivers used by `demo`, the tests and the benchmarks.
+//! - [`owner`]: the ownership rule — commands that write run as the owner of `state_dir`, else
+//!   refuse with the `sudo -u OWNER …` to run; "exists but is not readable by user X".
 //! - [`fsutil`]: atomic file writes, locks shared by every process; secret files only their owner
 //!   may read.
 
@@ -76,6 +78,7 @@ pub mod keypage;
 pub mod keys;
 pub mod model;
 pub mod output;
+pub mod owner;
 pub mod plan;
 pub mod push;
 pub mod ratelimit;

@@ -53,7 +53,7 @@ pub enum StateError {
         source: std::io::Error,
     },
     /// The recorded sends could not be read, or are not a send log.
-    #[error("cannot read the rate-limit state {}: {source}", path.display())]
+    #[error("cannot read the rate-limit state {}: {}", path.display(), crate::owner::unreadable_reason(path, source))]
     Read {
         /// The state file.
         path: PathBuf,
@@ -148,7 +148,7 @@ fn admit_locked(
 /// if the file does not exist.
 fn recent_sends(path: &Path, limit: RateLimit, now_ms: u64) -> Result<Vec<u64>, StateError> {
     let unreadable = |source| StateError::Read { path: path.to_path_buf(), source };
-    let mut log = match std::fs::read(path) {
+    let mut log = match crate::fsutil::read_bounded(path, crate::fsutil::limit::RATE_STATE) {
         Ok(bytes) => serde_json::from_slice::<SendLog>(&bytes).map_err(|e| {
             let why = format!("not a valid send log ({e}); remove the file to reset the limit");
             unreadable(std::io::Error::new(ErrorKind::InvalidData, why))

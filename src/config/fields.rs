@@ -178,7 +178,7 @@ impl<'a> Fields<'a> {
                 self.file,
                 field.pos,
                 &self.field_name(&field.key),
-                format!("unknown field, expected one of: {}", known.join(", ")),
+                unknown_field_message(&field.key, known),
             );
             self.sink.borrow_mut().push(e);
         }
@@ -265,4 +265,27 @@ fn to_serde(node: Node) -> serde_norway::Value {
         Value::Seq(items) => V::Sequence(items.into_iter().map(to_serde).collect()),
         Value::Map(entries) => V::Mapping(entries.into_iter().map(|(k, v)| (to_serde(k), to_serde(v))).collect()),
     }
+}
+
+/// "unknown field", with the known field nearest to `key` when one is close enough to be a typo
+/// (`retires` → `retries`), then every known field.
+pub fn unknown_field_message(key: &str, known: &[&str]) -> String {
+    let all = known.join(", ");
+    match nearest(key, known) {
+        Some(near) => format!("unknown field; did you mean `{near}`? (expected one of: {all})"),
+        None => format!("unknown field, expected one of: {all}"),
+    }
+}
+
+/// The candidate closest to `word` by edit distance (a swap of neighbours counts once), if it is
+/// within a third of the word's length (at least 1); ties go to the first listed.
+pub fn nearest<'k>(word: &str, candidates: &[&'k str]) -> Option<&'k str> {
+    let lower = word.to_ascii_lowercase();
+    let within = (word.chars().count() / 3).max(1);
+    candidates
+        .iter()
+        .map(|c| (strsim::osa_distance(&lower, c), *c))
+        .filter(|(d, _)| *d <= within)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }

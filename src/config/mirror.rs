@@ -552,7 +552,9 @@ pub(super) fn resolve_senders(
 fn key_fingerprint(path: &Path) -> Result<String, String> {
     match crate::keys::load_identity(path) {
         Ok(key) => Ok(crate::keys::fingerprint(key.public_key())),
-        Err(e) if !path.exists() => Err(format!("{e}; create one with `pushmirror keygen`")),
+        Err(e @ crate::keys::KeyError::Unreadable { missing: true, .. }) => {
+            Err(format!("{e}; create one with `pushmirror keygen`"))
+        }
         Err(e) => Err(e.to_string()),
     }
 }

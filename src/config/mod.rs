@@ -31,6 +31,9 @@ use sender::{Level, LocalAddresses};
 /// Where `push` and friends look when `-c` and `$PUSHMIRROR_CONFIG` are absent.
 pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/pushmirror.yaml";
 
+/// `state_dir` when the main file sets none.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror";
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -119,14 +122,29 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = match read_bounded_text(path, limit::CONFIG_FILE) {
         Ok(t) => t,
         Err(e) => {
-            return Err(ConfigErrors(vec![ConfigError::at(path, (1, 1), "", format!("cannot read config file: {e}"))]));
+            return Err(ConfigErrors(vec![ConfigError::at(path, (1, 1), "", unreadable_config(path, &e))]));
         }
     };
     let config = Fields::parse_file(path, &text, &sink).and_then(|f| read_main(f, &sink));
-    let errors = sink.into_inner();
+    let mut errors = sink.into_inner();
+    sort(&mut errors);
     match config {
         Some(c) if errors.is_empty() => Ok(c),
         _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Why the main file cannot be read; when it is the default one and missing, how to name another.
+fn unreadable_config(path: &Path, e: &std::io::Error) -> String {
+    let why = crate::owner::unreadable_reason(path, e);
+    if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG) {
+        format!(
+            "cannot read config file: {} {why}. Name one with `-c FILE` or `PUSHMIRROR_CONFIG=FILE`, \
+             or try `pushmirror demo`, which needs none",
+            path.display()
+        )
+    } else {
+        format!("cannot read config file: {why}")
     }
 }
 
@@ -156,11 +174,11 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         })
         .unwrap_or(HostKeyPolicy::Strict);
     let mut positions = BTreeMap::new();
-    for key in ["state_dir", "known_hosts"] {
+    for key in ["state_dir", "known_hosts", "identity"] {
         positions.insert(key.to_string(), f.position(key));
     }
     let mirrors_dir = f.path("mirrors_dir").unwrap_or_else(|| resolve(&path, "mirrors.d"));
-    let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from("/var/lib/pushmirror"));
+    let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let concurrency = match f.take::<usize>("concurrency") {
         Some(0) => {
             f.error("concurrency", "must be at least 1");
@@ -215,11 +233,148 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     })
 }
 
-/// [`load`], then [`verify_files`]: the configuration of a command that writes state.
+/// Errors in the order a reader fixes them: by file, line, column (stable, so two errors at one
+/// place keep the order they were found in).
+fn sort(errors: &mut [ConfigError]) {
+    errors.sort_by(|a, b| (&a.path, a.line, a.col).cmp(&(&b.path, b.line, b.col)));
+}
+
+/// [`load`], then the ownership rule ([`crate::owner`]: this process must run as the owner of
+/// `state_dir`), then [`verify_files`]: the configuration of a command that writes state.
 pub fn load_for_writing(path: &Path) -> Result<Config, ConfigErrors> {
     let config = load(path)?;
+    if let Err(refused) = crate::owner::require_owner(&config.state_dir, path) {
+        return Err(ConfigErrors(vec![config.error_at("state_dir", refused.to_string())]));
+    }
     verify_files(&config)?;
     Ok(config)
+}
+
+/// [`load_for_writing`], and every archive root an existing directory: the daemon's start and
+/// reload (it would otherwise watch nothing and log `version="none"` forever). `push` does not
+/// need the tree: its serial may come from `--serial`.
+pub fn load_for_daemon(path: &Path) -> Result<Config, ConfigErrors> {
+    let config = load_for_writing(path)?;
+    let errors = archive_roots(&config);
+    if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+}
+
+/// What `check` verifies: [`verify_files`], archive roots that are existing directories, and that
+/// the files the service user must read or write belong to it ([`audit_ownership`]) — whoever
+/// runs `check`. Errors in file, line, column order.
+pub fn load_for_check(path: &Path) -> Result<Config, ConfigErrors> {
+    let config = load(path)?;
+    let mut errors = verify_files(&config).err().map(|e| e.0).unwrap_or_default();
+    errors.extend(archive_roots(&config));
+    errors.extend(audit_ownership(&config));
+    sort(&mut errors);
+    if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+}
+
+impl Config {
+    /// An error about one of the main file's fields that [`verify_files`] checks.
+    fn error_at(&self, field: &str, message: String) -> ConfigError {
+        let at = self.positions.get(field).copied().unwrap_or((1, 1));
+        ConfigError::at(&self.path, at, field, message)
+    }
+}
+
+/// The ownership rule, checked: every key the configuration names, pushmirror's `known_hosts` and
+/// everything in `state_dir` (two levels deep) must belong to the owner of `state_dir`, the user
+/// the daemon runs as. Files root left behind are named with the `chown` that fixes them.
+fn audit_ownership(config: &Config) -> Vec<ConfigError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(state) = config.state_dir.metadata() else { return Vec::new() };
+    let (uid, gid) = (state.uid(), state.gid());
+    if uid == 0 {
+        return Vec::new();
+    }
+    let owner = crate::owner::user_name(uid);
+    let mut errors = Vec::new();
+    // (file, position, field, path): where each file the service user must read is named.
+    let main = |field: &str, path: &PathBuf| {
+        let at = config.positions.get(field).copied().unwrap_or((1, 1));
+        (config.path.clone(), at, field.to_string(), path.clone())
+    };
+    let mut named = Vec::new();
+    named.extend(config.identity.iter().map(|p| main("identity", p)));
+    for archive in config.archives.values() {
+        named.extend(archive.identity.iter().map(|p| main(&format!("archives.{}.identity", archive.name), p)));
+    }
+    for mirror in &config.mirrors {
+        for identity in mirror.senders.values().filter_map(|s| s.identity.as_ref()) {
+            named.push((mirror.file.clone(), (1, 1), "identity".to_string(), identity.clone()));
+        }
+    }
+    named.push(main("known_hosts", &config.known_hosts));
+    let mut seen = std::collections::BTreeSet::new();
+    for (file, at, field, path) in named {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        if let Ok(meta) = path.metadata()
+            && meta.uid() != uid
+        {
+            let message = format!(
+                "{} is owned by {}, but the service user {owner} (the owner of state_dir) must read it: \
+                 chown {owner}:{} {}",
+                path.display(),
+                crate::owner::user_name(meta.uid()),
+                crate::owner::group_name(gid),
+                path.display()
+            );
+            errors.push(ConfigError::at(&file, at, &field, message));
+        }
+    }
+    let foreign = foreign_entries(&config.state_dir, uid);
+    if let Some(first) = foreign.first() {
+        errors.push(config.error_at(
+            "state_dir",
+            format!(
+                "{} entr{} in {} not owned by {owner}, who must update them (first: {}, owned by {}): \
+                 chown -R {owner}:{} {}",
+                foreign.len(),
+                if foreign.len() == 1 { "y is" } else { "ies are" },
+                config.state_dir.display(),
+                first.0.display(),
+                crate::owner::user_name(first.1),
+                crate::owner::group_name(gid),
+                config.state_dir.display()
+            ),
+        ));
+    }
+    errors
+}
+
+/// Entries of `dir` and of its subdirectories (two levels, at most 100,000 looked at) whose owner
+/// is not `uid`.
+fn foreign_entries(dir: &Path, uid: u32) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = Vec::new();
+    let mut budget = 100_000usize;
+    let mut level = vec![dir.to_path_buf()];
+    for _depth in 0..2 {
+        let mut next = Vec::new();
+        for d in level {
+            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            for entry in entries.flatten() {
+                budget = match budget.checked_sub(1) {
+                    Some(b) => b,
+                    None => return out,
+                };
+                let Ok(meta) = entry.path().symlink_metadata() else { continue };
+                if meta.uid() != uid {
+                    out.push((entry.path(), meta.uid()));
+                }
+                if meta.is_dir() {
+                    next.push(entry.path());
+                }
+            }
+        }
+        level = next;
+    }
+    out.sort();
+    out
 }
 
 /// What the commands that write state need on disk, beyond a valid file: `state_dir` a writable
@@ -229,10 +384,7 @@ pub fn load_for_writing(path: &Path) -> Result<Config, ConfigErrors> {
 /// so a monitoring user that cannot write `state_dir` can still read it.
 pub fn verify_files(config: &Config) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
-    let mut error = |field: &str, message: String| {
-        let at = config.positions.get(field).copied().unwrap_or((1, 1));
-        errors.push(ConfigError::at(&config.path, at, field, message));
-    };
+    let mut error = |field: &str, message: String| errors.push(config.error_at(field, message));
     if let Err(why) = writable_dir(&config.state_dir) {
         error("state_dir", format!("{}: {why}", config.state_dir.display()));
     }
@@ -241,17 +393,40 @@ pub fn verify_files(config: &Config) -> Result<(), ConfigErrors> {
         && config.known_hosts.exists()
         && let Err(e) = read_bounded_text(&config.known_hosts, limit::KNOWN_HOSTS)
     {
-        error("known_hosts", format!("cannot read {}: {e}", config.known_hosts.display()));
+        let why = crate::owner::unreadable_reason(&config.known_hosts, &e);
+        error("known_hosts", format!("cannot read {}: {why}", config.known_hosts.display()));
     }
     for archive in config.archives.values() {
         let trace = archive.root.join(&archive.trace);
         if trace.symlink_metadata().is_ok()
             && let Err(e) = crate::fsutil::read_bounded(&trace, limit::TRACE)
         {
-            error(&format!("archives.{}.trace", archive.name), format!("cannot read {}: {e}", trace.display()));
+            let why = crate::owner::unreadable_reason(&trace, &e);
+            error(&format!("archives.{}.trace", archive.name), format!("cannot read {}: {why}", trace.display()));
         }
     }
     if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+}
+
+/// An error for each archive whose root is not an existing directory.
+fn archive_roots(config: &Config) -> Vec<ConfigError> {
+    let roots = config.archives.values();
+    roots
+        .filter_map(|a| not_a_directory(&a.root).map(|why| config.error_at(&format!("archives.{}.root", a.name), why)))
+        .collect()
+}
+
+/// Why an archive's root is unusable: it must be an existing directory (the daemon would
+/// otherwise watch nothing and log `version="none"` forever).
+fn not_a_directory(root: &Path) -> Option<String> {
+    match root.metadata() {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some(format!("{} exists but is not a directory", root.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(format!("{} does not exist: the archive's root directory (a typo in `root:`?)", root.display()))
+        }
+        Err(e) => Some(format!("cannot read {}: {}", root.display(), crate::owner::unreadable_reason(root, &e))),
+    }
 }
 
 /// Whether `dir` is a directory this process can create files in, or, when missing, can be
@@ -278,6 +453,14 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
 pub fn identity_path(path: &Path) -> Option<PathBuf> {
     let top = raw_mapping(path).ok()?;
     string_values(&top).remove("identity").map(|raw| resolve(path, &raw))
+}
+
+/// The `state_dir:` of the main file at `path` (its default when unset), read like
+/// [`identity_path`]; `None` when the file cannot be read.
+pub fn state_dir_path(path: &Path) -> Option<PathBuf> {
+    let top = raw_mapping(path).ok()?;
+    let raw = string_values(&top).remove("state_dir");
+    Some(raw.map(|raw| resolve(path, &raw)).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)))
 }
 
 /// What `keygen --archive NAME` needs of the main file.
@@ -364,7 +547,9 @@ fn read_archives(
         if root.is_none() {
             a.error("root", "missing: the archive's root directory");
         }
-        positions.insert(format!("archives.{name}.trace"), a.position("trace"));
+        for key in ["trace", "root", "identity"] {
+            positions.insert(format!("archives.{name}.{key}"), a.position(key));
+        }
         let trace = a.take::<String>("trace").unwrap_or_else(|| "project/trace/master".into());
         let locks = a.take::<Vec<String>>("locks").unwrap_or_else(|| vec!["Archive-Update-in-Progress-*".into()]);
         let settle = a.duration("settle", max::SETTLE).unwrap_or(Duration::from_secs(30));
@@ -412,4 +597,19 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_default_config_says_how_to_name_one() {
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let said = unreadable_config(Path::new(DEFAULT_CONFIG), &missing);
+        for want in ["does not exist", "`-c FILE`", "PUSHMIRROR_CONFIG", "`pushmirror demo`"] {
+            assert!(said.contains(want), "no `{want}` in {said}");
+        }
+        assert!(!unreadable_config(Path::new("/elsewhere.yaml"), &missing).contains("demo"));
+    }
 }

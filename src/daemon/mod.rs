@@ -49,14 +49,14 @@ pub struct Control {
     /// Wall time: [`Clock::system`] in production; tests of waiting logic under paused time pass
     /// [`Clock::following_tokio`].
     pub clock: Clock,
-    /// How a reload reads the configuration: [`crate::config::load`] in production.
+    /// How a reload reads the configuration: [`crate::config::load_for_daemon`] in production.
     pub load: Loader,
 }
 
 impl Control {
-    /// Production control: the OS clock and [`crate::config::load`].
+    /// Production control: the OS clock and [`crate::config::load_for_daemon`].
     pub fn new(shutdown: CancellationToken, reload: mpsc::UnboundedReceiver<()>) -> Self {
-        Control { shutdown, reload, clock: Clock::system(), load: Arc::new(crate::config::load) }
+        Control { shutdown, reload, clock: Clock::system(), load: Arc::new(crate::config::load_for_daemon) }
     }
 }
 

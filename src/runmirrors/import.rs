@@ -117,9 +117,15 @@ fn write_files(dir: &Path, source: &Path, files: &[MirrorFile], findings: &mut F
     let mut written = Vec::new();
     for file in files {
         let path = dir.join(format!("{}.yaml", file.name));
-        // create_new: an existing file is never replaced, even one appearing while we run.
+        // create_new: an existing file is never replaced, even one appearing while we run. Mode
+        // 0644 whatever the umask: a mirror file is configuration (no secrets; those live in
+        // `*_file`s), written by root and read by the service user (the ownership rule).
         let result = OpenOptions::new().write(true).create_new(true).open(&path);
-        match result.and_then(|mut f| f.write_all(file.yaml.as_bytes())) {
+        let readable = |f: std::fs::File| {
+            use std::os::unix::fs::PermissionsExt as _;
+            f.set_permissions(std::fs::Permissions::from_mode(0o644)).map(|()| f)
+        };
+        match result.and_then(readable).and_then(|mut f| f.write_all(file.yaml.as_bytes())) {
             Ok(()) => {
                 eprintln!("wrote {} (from {}:{})", path.display(), source.display(), file.line);
                 written.push(path);

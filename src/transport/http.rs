@@ -71,7 +71,8 @@ impl HttpTransport {
             let from = source.map(|s| s.to_string()).unwrap_or_default();
             AttemptError::permanent(ErrorClass::Other, format!("no HTTP client was set up for source_address {from}"))
         })?;
-        let url = target.url.expose().as_str();
+        let url = req.substitute_url(target.url.expose()).map_err(|e| AttemptError::permanent(ErrorClass::Other, e))?;
+        let url = url.as_str();
         let mut builder = match target.method {
             HttpMethod::Get => client.get(url),
             HttpMethod::Post => {

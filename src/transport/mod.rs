@@ -97,12 +97,40 @@ impl TriggerRequest<'_> {
 
     /// Replaces `{archive}`, `{stage}` and `{serial}` in `template`.
     pub fn substitute(&self, template: &str) -> String {
-        template
-            .replace("{archive}", self.archive)
-            .replace("{stage}", &self.stage.to_string())
-            .replace("{serial}", self.serial.unwrap_or(""))
+        self.placeholders().iter().fold(template.to_string(), |text, (name, value)| text.replace(name, value))
+    }
+
+    /// `{archive}`, `{stage}` and `{serial}` replaced in a URL's path and query, each value
+    /// percent-encoded (a serial is whatever the trace file said). The URL parser has already
+    /// encoded the braces of the path (`%7Bserial%7D`), so both spellings are replaced.
+    pub fn substitute_url(&self, url: &reqwest::Url) -> Result<reqwest::Url, String> {
+        let text = url.as_str();
+        if !text.contains('{') && !text.contains("%7B") {
+            return Ok(url.clone());
+        }
+        let replaced = self.placeholders().iter().fold(text.to_string(), |text, (name, value)| {
+            let encoded = percent_encoding::utf8_percent_encode(value, URL_VALUE).to_string();
+            let braced = format!("%7B{}%7D", &name[1..name.len() - 1]);
+            text.replace(name, &encoded).replace(&braced, &encoded)
+        });
+        // The error names neither URL: both may hold a secret token.
+        reqwest::Url::parse(&replaced)
+            .map_err(|e| format!("the URL is invalid once its placeholders are replaced: {e}"))
+    }
+
+    fn placeholders(&self) -> [(&'static str, String); 3] {
+        [
+            ("{archive}", self.archive.to_string()),
+            ("{stage}", self.stage.to_string()),
+            ("{serial}", self.serial.unwrap_or("").to_string()),
+        ]
     }
 }
+
+/// What is percent-encoded in a value put into a URL: everything but RFC 3986's unreserved
+/// characters.
+const URL_VALUE: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// What a successful attempt learned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

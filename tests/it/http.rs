@@ -32,6 +32,22 @@ async fn two_hundred_is_ok_and_the_receiver_gets_one_request() {
     assert_eq!(hits[0].header("x-serial"), Some("2026112501"));
 }
 
+#[tokio::test]
+async fn placeholders_in_the_url_are_replaced_and_encoded_and_never_shown() {
+    let rx = HttpReceiver::builder().reply(Reply::Status(204)).start().await.unwrap();
+    let f = Fixture::new();
+    f.set_serial("2026 11/29");
+    let url = rx.url("/sync/{archive}/{stage}?serial={serial}&token=s3cret");
+    f.mirror("m", &format!("http:\n  url: \"{url}\"\n"));
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(row(&report, "m").outcome, Outcome::Ok);
+    let hits = rx.log().hits();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].uri, "/sync/debian/all?serial=2026%2011%2F29&token=s3cret");
+    let shown = serde_json::to_string(&report).unwrap();
+    assert!(!shown.contains("s3cret") && !shown.contains("/sync/"), "the report shows the URL: {shown}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn server_error_then_ok_is_ok_after_two_attempts() {
     let rx = HttpReceiver::builder().script([Reply::Status(500)]).start().await.unwrap();

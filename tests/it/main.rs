@@ -9,6 +9,7 @@ mod faults;
 mod http;
 mod layout;
 mod openssh;
+mod operator;
 mod process;
 mod receive;
 mod runmirrors;

@@ -1,0 +1,224 @@
+//! What an operator meets first (issue 13): errors that say what to do, in file order, with a
+//! suggestion for a typo; archive roots checked; the ownership rule; `status --check` always one
+//! line; the demo's bad day.
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use pushmirror::demo::{HttpReceiver, Reply};
+
+use crate::common::{Fixture, run_bin, stderr, stdout};
+
+async fn cli(config: PathBuf, args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || run_bin(&config, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
+}
+
+#[test]
+fn an_unknown_field_suggests_the_nearest_known_one() {
+    let f = Fixture::with_main("concurency: 4\n");
+    f.mirror("m", "http:\n  url: http://127.0.0.1:9/\nretires: 3\nbogus_thing: 1\nhttp_:\n");
+    let err = stderr(&f.cli(&["check"]));
+    let main = f.config_path();
+    let mirror = f.path("mirrors.d/m.yaml");
+    for want in [
+        format!("{}:3:1: retires: unknown field; did you mean `retries`?", mirror.display()),
+        format!("{}:4:1: concurency: unknown field; did you mean `concurrency`?", main.display()),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+    }
+    let bogus = err.lines().find(|l| l.contains("bogus_thing")).expect("bogus_thing reported");
+    assert!(bogus.contains("unknown field, expected one of:") && !bogus.contains("did you mean"), "{bogus}");
+}
+
+#[test]
+fn errors_print_in_file_line_column_order() {
+    // Mistakes found in a different order than they are written: a missing root is noticed
+    // after the unknown fields below it, a bad duration in `defaults` before `archives`.
+    let f = Fixture::new();
+    f.set_main(
+        "mirrors_dir: mirrors.d\nstate_dir: state\narchives:\n  debian:\n    settle: 5 parsecs\n    rooot: archive\n\
+         defaults:\n  timeout: never\nstatus:\n  listen: nowhere\nconcurrency: 0\n",
+    );
+    f.mirror("b", "http:\n  url: http://127.0.0.1:9/\ntimeout: never\nretires: 1\n");
+    f.mirror("a", "retires: 1\nhttp:\n  url: ftp://x/\n");
+    let err = stderr(&f.cli(&["check"]));
+    let located: Vec<(String, usize, usize)> = err
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(4, ':');
+            let (file, line, col) = (parts.next()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+            Some((file.to_string(), line, col))
+        })
+        .collect();
+    assert!(located.len() >= 9, "{err}");
+    let mut sorted = located.clone();
+    sorted.sort();
+    assert_eq!(located, sorted, "errors out of order:\n{err}");
+}
+
+#[test]
+fn check_names_an_archive_root_that_does_not_exist_or_is_a_file() {
+    let f = Fixture::new();
+    f.set_main(
+        "mirrors_dir: mirrors.d\nstate_dir: state\narchives:\n  debian:\n    root: archive\n  ubuntu:\n    root: /srv/no-such-root\n  \
+         file:\n    root: pushmirror.yaml\n",
+    );
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    let main = f.config_path();
+    for want in [
+        format!("{}:7:5: archives.ubuntu.root: /srv/no-such-root does not exist", main.display()),
+        format!("{}:9:5: archives.file.root: {} exists but is not a directory", main.display(), main.display()),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+    }
+    assert!(!err.contains("archives.debian.root"), "{err}");
+}
+
+#[test]
+fn a_missing_config_says_how_to_name_one() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushmirror"))
+        .args(["-c", "/nonexistent/pushmirror.yaml", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.starts_with("/nonexistent/pushmirror.yaml:1:1: cannot read config file: does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn status_check_prints_one_line_for_every_exit_code() {
+    let ok = HttpReceiver::builder().reply(Reply::Status(204)).start().await.unwrap();
+    let refusing = HttpReceiver::builder().reply(Reply::Status(404)).start().await.unwrap();
+    let line = |o: &Output| {
+        let out = stdout(o);
+        assert_eq!(out.lines().count(), 1, "not one line: {out:?}\n{}", stderr(o));
+        (o.status.code(), out.trim_end().to_string())
+    };
+
+    let fresh = Fixture::new();
+    let (code, text) = line(&cli(fresh.config_path(), &["status", "--check"]).await);
+    assert_eq!((code, text.as_str()), (Some(3), "PUSHMIRROR UNKNOWN - no push reports yet"));
+
+    let good = Fixture::new();
+    good.http_mirror("m", &ok.url("/"), "");
+    cli(good.config_path(), &["push"]).await;
+    let (code, text) = line(&cli(good.config_path(), &["status", "--check"]).await);
+    assert_eq!((code, text.as_str()), (Some(0), "PUSHMIRROR OK - debian: 1 ok, 0 failed, 0 deferred"));
+
+    let limited = Fixture::new();
+    limited.http_mirror("m", &ok.url("/"), "rate_limit: 1/1h\n");
+    cli(limited.config_path(), &["push"]).await;
+    cli(limited.config_path(), &["push"]).await;
+    let (code, text) = line(&cli(limited.config_path(), &["status", "--check"]).await);
+    assert_eq!((code, text.as_str()), (Some(1), "PUSHMIRROR WARNING - debian: 0 ok, 0 failed, 1 deferred"));
+
+    let failing = Fixture::new();
+    failing.http_mirror("m", &refusing.url("/"), "");
+    cli(failing.config_path(), &["push"]).await;
+    let (code, text) = line(&cli(failing.config_path(), &["status", "--check"]).await);
+    assert_eq!((code, text.as_str()), (Some(2), "PUSHMIRROR CRITICAL - debian: 0 ok, 1 failed, 0 deferred"));
+
+    let broken = Fixture::with_main("concurrency: many\n");
+    let (code, text) = line(&cli(broken.config_path(), &["status", "--check"]).await);
+    assert_eq!(code, Some(3));
+    assert!(text.starts_with("PUSHMIRROR UNKNOWN - 1 configuration error(s), first: "), "{text}");
+    assert!(text.contains("concurrency:"), "{text}");
+
+    let unreadable = Fixture::new();
+    std::fs::write(unreadable.path("state"), "a file where state_dir should be").unwrap();
+    let (code, text) = line(&cli(unreadable.config_path(), &["status", "--check"]).await);
+    assert_eq!(code, Some(3));
+    assert!(text.starts_with("PUSHMIRROR UNKNOWN - cannot read reports in "), "{text}");
+}
+
+/// The ownership rule: a command that writes, run by anyone but the owner of `state_dir`, does
+/// nothing and prints the command to run instead.
+#[test]
+fn a_command_that_writes_run_by_another_user_refuses_with_the_command_to_run() {
+    use std::os::unix::fs::MetadataExt as _;
+    let f = Fixture::new();
+    f.http_mirror("m", "http://127.0.0.1:9/", "");
+    std::fs::create_dir(f.path("state")).unwrap();
+    let as_root = nix_uid() == 0;
+    if as_root {
+        std::os::unix::fs::chown(f.path("state"), Some(65534), Some(65534)).unwrap();
+    } else {
+        // Not root: state_dir is a directory root owns, which this user can never write to.
+        f.set_main("mirrors_dir: mirrors.d\nstate_dir: /\narchives:\n  debian:\n    root: archive\n");
+    }
+    let owner_uid = std::fs::metadata(if as_root { f.path("state") } else { PathBuf::from("/") }).unwrap().uid();
+    for args in [&["push"][..], &["hostkeys", "scan"], &["keygen"], &["daemon"]] {
+        if args == ["keygen"] {
+            // keygen follows the rule for the key the configuration names.
+            let main = std::fs::read_to_string(f.config_path()).unwrap();
+            std::fs::write(f.config_path(), format!("identity: keys/id\n{main}")).unwrap();
+        }
+        let out = f.cli(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let instead = format!(
+            "sudo -u {} {} -c {} {}",
+            user_name(owner_uid),
+            env!("CARGO_BIN_EXE_pushmirror"),
+            f.config_path().display(),
+            args.join(" ")
+        );
+        assert!(err.contains(&instead), "{args:?}: no `{instead}` in:\n{err}");
+        assert!(err.contains(&format!("belongs to user {}", user_name(owner_uid))), "{err}");
+    }
+    assert!(!f.path("keys/id").exists(), "keygen wrote a key it was refused");
+    let state: Vec<_> = std::fs::read_dir(f.path("state")).unwrap().collect();
+    assert!(!as_root || state.is_empty(), "a refused command wrote state: {state:?}");
+    // Reading is anyone's: check and status run, and check names what the owner cannot read.
+    assert_ne!(f.cli(&["status"]).status.code(), Some(2));
+}
+
+/// State root left behind in the service user's `state_dir` (a root-owned `ratelimit/` fails
+/// every rate-limited mirror in the daemon): `check`, run by anyone, names it and the `chown`.
+#[test]
+fn check_names_files_the_service_user_cannot_read() {
+    if nix_uid() != 0 {
+        return; // Needs files of two users; CI runs the suite as root.
+    }
+    let f = Fixture::new();
+    std::fs::create_dir_all(f.path("state/ratelimit")).unwrap();
+    std::fs::write(f.path("state/ratelimit/m.json"), r#"{"sent_ms":[]}"#).unwrap();
+    std::os::unix::fs::chown(f.path("state"), Some(65534), Some(65534)).unwrap();
+    let out = f.cli(&["check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let nobody = user_name(65534);
+    assert!(err.contains(&format!("2 entries are in {} not owned by {nobody}", f.path("state").display())), "{err}");
+    assert!(err.contains(&format!("chown -R {nobody}:")), "{err}");
+}
+
+fn nix_uid() -> u32 {
+    pushmirror::owner::current_uid()
+}
+
+fn user_name(uid: u32) -> String {
+    pushmirror::owner::user_name(uid)
+}
+
+#[tokio::test]
+async fn a_failed_trigger_on_the_rate_limit_path_is_logged_with_mirror_class_and_reason() {
+    let rx = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("limited", &rx.url("/"), "rate_limit: 1/1h\n");
+    std::fs::create_dir_all(f.path("state/ratelimit")).unwrap();
+    std::fs::write(f.path("state/ratelimit/limited.json"), "not json").unwrap();
+    let out = cli(f.config_path(), &["-v", "push"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let logged: Vec<&str> = err.lines().filter(|l| l.contains("trigger failed")).collect();
+    assert_eq!(logged.len(), 1, "logged once:\n{err}");
+    for want in ["mirror=limited", "class=other", "rate limit", "limited.json", "not a valid send log"] {
+        assert!(logged[0].contains(want), "no `{want}` in {}", logged[0]);
+    }
+    assert!(rx.log().hits().is_empty(), "sent despite unreadable rate-limit state");
+}
