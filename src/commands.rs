@@ -43,8 +43,7 @@ async fn dispatch(cli: &Cli) -> Ended {
             Ok(Verdict::Clean)
         }
         Command::Manpage => {
-            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
-            page.render(&mut std::io::stdout()).map_err(Stop::usage)?;
+            crate::manpage::render(&mut std::io::stdout()).map_err(Stop::usage)?;
             Ok(Verdict::Clean)
         }
         Command::Runmirrors(args) => {

@@ -37,7 +37,8 @@
 //! - [`push`]: one push from plan to stored report, shared by every command that pushes.
 //!
 //! Around it:
-//! - [`cli`]: clap definitions of the command line; [`commands`]: what each subcommand does.
+//! - [`cli`]: clap definitions of the command line; [`commands`]: what each subcommand does;
+//!   [`manpage`]: pushmirror(1), every subcommand and the configuration on one page.
 //! - [`keys`]: the sender's SSH keys — loading them safely, `keygen`, the `authorized_keys` line,
 //!   fingerprints.
 //! - [`keypage`]: `pushmirror keys`, the page published for downstream admins — per archive each
@@ -76,6 +77,7 @@ pub mod fsutil;
 pub mod hostkeys;
 pub mod keypage;
 pub mod keys;
+pub mod manpage;
 pub mod model;
 pub mod output;
 pub mod owner;

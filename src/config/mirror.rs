@@ -225,7 +225,7 @@ pub const OWN_FIELDS: &[&str] = &["name", "ssh", "http", "host_key"];
 pub const SENDER_FIELDS: &[&str] = &["identity", "source_address"];
 
 /// Fields a mirror file may hold.
-fn mirror_fields() -> Vec<&'static str> {
+pub fn mirror_fields() -> Vec<&'static str> {
     OWN_FIELDS.iter().chain(SENDER_FIELDS).chain(DEFAULTS_FIELDS).copied().collect()
 }
 

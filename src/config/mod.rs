@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use fields::resolve;
-pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport};
+pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport, mirror_fields};
 pub use sender::{Sender, parse_source_address};
 
 pub(crate) use mirror::{basic_auth, secret_field};
@@ -148,7 +148,8 @@ fn unreadable_config(path: &Path, e: &std::io::Error) -> String {
     }
 }
 
-const MAIN_FIELDS: &[&str] = &[
+/// The fields of the main file.
+pub const MAIN_FIELDS: &[&str] = &[
     "identity",
     "source_address",
     "known_hosts",
@@ -523,6 +524,10 @@ fn string_values(entries: &[(yaml::Node, yaml::Node)]) -> BTreeMap<String, Strin
         .collect()
 }
 
+/// The fields of `archives.NAME`.
+pub const ARCHIVE_FIELDS: &[&str] =
+    &["root", "trace", "locks", "settle", "poll", "identity", "source_address", "forced_command"];
+
 /// The archives, and the `identity:`/`source_address:` each resolves to (its own, else `main`'s).
 fn read_archives(
     f: &mut Fields<'_>,
@@ -556,7 +561,7 @@ fn read_archives(
         let poll = a.duration("poll", max::POLL).unwrap_or(Duration::from_secs(60));
         let level = Level::read(&mut a, local).or(main);
         let forced_command = a.take_parsed("forced_command", |c| crate::keys::quote_option(c).map(|_| c.to_string()));
-        a.finish(&["root", "trace", "locks", "settle", "poll", "identity", "source_address", "forced_command"]);
+        a.finish(ARCHIVE_FIELDS);
         if let Some(root) = root {
             let archive = Archive {
                 name: name.clone(),

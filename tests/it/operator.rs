@@ -222,3 +222,64 @@ async fn a_failed_trigger_on_the_rate_limit_path_is_logged_with_mirror_class_and
     }
     assert!(rx.log().hits().is_empty(), "sent despite unreadable rate-limit state");
 }
+
+/// `man -l` of the generated page shows every section an operator looks for, and the page names
+/// no other pushmirror page (none is shipped).
+#[test]
+fn the_man_page_renders_with_every_section() {
+    let page = tempfile::NamedTempFile::new().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushmirror")).arg("manpage").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    std::fs::write(page.path(), &out.stdout).unwrap();
+    let man = std::process::Command::new("man")
+        .arg("-l")
+        .arg(page.path())
+        .env("MANWIDTH", "100")
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .output();
+    let man = match man {
+        Ok(man) => man,
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "man is required in CI (apt-get install man-db): {e}");
+            eprintln!("man not installed ({e}): skipping outside CI");
+            return;
+        }
+    };
+    assert!(man.status.success(), "{}", stderr(&man));
+    // Without a terminal, groff may still overstrike bold text (`N\bN`): keep the last of each pair.
+    let text: String = {
+        let raw = stdout(&man);
+        let mut out = String::new();
+        for c in raw.chars() {
+            if c == '\u{8}' {
+                out.pop();
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let headers: Vec<&str> =
+        text.lines().filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase())).collect();
+    for want in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "COMMANDS",
+        "CONFIGURATION",
+        "FILES",
+        "ENVIRONMENT",
+        "EXIT STATUS",
+        "SIGNALS",
+        "EXAMPLES",
+    ] {
+        assert!(headers.contains(&want), "no {want} section; sections: {headers:?}");
+    }
+    for command in ["pushmirror push", "pushmirror hostkeys scan", "pushmirror import-runmirrors", "pushmirror receive"]
+    {
+        assert!(text.contains(command), "COMMANDS lacks {command}");
+    }
+    assert!(!text.contains("pushmirror-"), "refers to a page that is not shipped:\n{text}");
+}
