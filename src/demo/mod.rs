@@ -75,10 +75,18 @@ async fn demo(n: usize, format: Format) -> anyhow::Result<Ended> {
         };
         std::fs::write(root.join(format!("mirrors.d/{name}.yaml")), mirror)?;
     }
+    // A bad day, as a real network has one: these three are the last rows of the report.
+    for (name, mirror) in receivers.bad_day(root).await? {
+        std::fs::write(root.join(format!("mirrors.d/{name}.yaml")), mirror)?;
+    }
     let main = "identity: keys/id_ed25519\nknown_hosts: known_hosts\nmirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: 16\ndefaults:\n  timeout: 10s\n  retries: 2\n  backoff: { initial: 100ms, max: 1s }\narchives:\n  debian:\n    root: archive\n";
     let config_path = root.join("pushmirror.yaml");
     std::fs::write(&config_path, main)?;
     let config = crate::config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config invalid:\n{e}"))?;
+    // The rate-limited mirror was triggered earlier this hour: that send is recorded through the
+    // same state a real push keeps, so this push defers it.
+    let limits = crate::ratelimit::RateLimits::persistent(&config.state_dir, crate::clock::Clock::system());
+    limits.admit(LIMITED, "1/1h".parse::<crate::units::RateLimit>().map_err(anyhow::Error::msg)?).await?;
     let plan = crate::push::plan_push(&config, &PushRequest::default())?;
     let report = crate::push::once(&config, &plan, &Options::default(), "demo").await?;
     output::print(&report, format);
@@ -88,8 +96,52 @@ async fn demo(n: usize, format: Format) -> anyhow::Result<Ended> {
             receivers.http.len() + receivers.ssh.len(),
             receivers.http_log.count() + receivers.ssh_log.count()
         );
+        eprint!("{}", bad_day_summary(&report));
     }
     Ok(Ok(report.verdict()))
+}
+
+/// The bad-day mirrors: one answers 503 once, one is rate-limited, one refuses.
+const FLAKY: &str = "demo-zz-flaky";
+const LIMITED: &str = "demo-zz-limited";
+const REFUSING: &str = "demo-zz-refusing";
+
+/// What happened to the bad-day mirrors and what the exit status means, in words, from the report.
+fn bad_day_summary(report: &crate::report::Report) -> String {
+    use crate::model::Outcome;
+    let mut out = String::from("a bad day, as the engine handles it:\n");
+    for row in report.triggers.iter().filter(|r| [FLAKY, LIMITED, REFUSING].contains(&r.mirror.as_str())) {
+        let what = match row.outcome {
+            Outcome::Ok if row.attempts > 1 => {
+                format!("answered 503 (transient), was retried after backoff: ok after {} attempts", row.attempts)
+            }
+            Outcome::Deferred => format!(
+                "deferred: its rate_limit 1/1h was used earlier this hour; allowed again at {} \
+                 (the daemon sends it then; push --wait would wait)",
+                row.deferred_until.map(|t| t.to_string()).unwrap_or_default()
+            ),
+            Outcome::Failed => format!(
+                "failed ({}): {}; permanent, so not retried",
+                row.error_class.map(|c| c.to_string()).unwrap_or_default(),
+                row.error.as_deref().unwrap_or("")
+            ),
+            other => other.to_string(),
+        };
+        out.push_str(&format!("  {:<18} {what}\n", row.mirror));
+    }
+    let s = &report.summary;
+    out.push_str(&format!(
+        "summary: {} ok, {} failed, {} deferred; exit status {}",
+        s.ok,
+        s.failed,
+        s.deferred,
+        crate::output::exit_code(&Ok(report.verdict()))
+    ));
+    out.push_str(match s.failed {
+        0 => " (deferred alone is not a failure)\n",
+        _ => ": a mirror failed (a deferred one alone would exit 0)\n",
+    });
+    out
 }
 
 /// The demo's receivers; each method starts one and returns its mirror file.
@@ -102,6 +154,26 @@ struct Receivers {
 }
 
 impl Receivers {
+    /// The bad-day mirrors ([`FLAKY`], [`LIMITED`], [`REFUSING`]) and their mirror files.
+    async fn bad_day(&mut self, root: &Path) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let log = || Arc::clone(&self.http_log);
+        let flaky = HttpReceiver::builder().log(log()).script([Reply::Status(503)]).start().await?;
+        let limited = HttpReceiver::builder().log(log()).start().await?;
+        let refusing = HttpReceiver::builder().log(log()).reply(Reply::Status(403)).start().await?;
+        let mut files = Vec::new();
+        for (name, receiver, extra) in
+            [(FLAKY, &flaky, ""), (LIMITED, &limited, "rate_limit: 1/1h\n"), (REFUSING, &refusing, "")]
+        {
+            write_secret(
+                &root.join(format!("secrets/{name}.url")),
+                &receiver.url(&format!("/trigger/{}", random_token())),
+            )?;
+            files.push((name, format!("http:\n  url_file: ../secrets/{name}.url\n{extra}tags: [demo, bad-day]\n")));
+        }
+        self.http.extend([flaky, limited, refusing]);
+        Ok(files)
+    }
+
     /// Ubuntu-style secret URL: the token is the path.
     async fn http_token(&mut self, root: &Path, name: &str) -> anyhow::Result<String> {
         let receiver = HttpReceiver::builder().log(Arc::clone(&self.http_log)).start().await?;

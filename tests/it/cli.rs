@@ -178,14 +178,34 @@ async fn secrets_never_appear_in_any_output() {
 }
 
 #[test]
-fn the_demo_pushes_to_its_receivers_and_all_are_ok() {
+fn the_demo_pushes_to_its_receivers_and_shows_a_bad_day() {
     let out = run_bin(std::path::Path::new("/nonexistent/pushmirror.yaml"), &["demo", "--format", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "a mirror refuses, so exit 1: {}", stderr(&out));
     let report = json_report(&out);
-    assert!(report.triggers.len() >= 6);
-    assert!(report.triggers.iter().all(|t| t.outcome == Outcome::Ok && t.attempts == 1), "{report:?}");
-    let ssh = report.triggers.iter().filter(|t| t.transport == "ssh").count();
-    assert_eq!(ssh, 2, "every third demo mirror is SSH: {report:?}");
+    let (good, bad): (Vec<_>, Vec<_>) = report.triggers.iter().partition(|t| !t.mirror.starts_with("demo-zz-"));
+    assert_eq!(good.len(), 6);
+    assert!(good.iter().all(|t| t.outcome == Outcome::Ok && t.attempts == 1), "{report:?}");
+    assert_eq!(good.iter().filter(|t| t.transport == "ssh").count(), 2, "every third demo mirror is SSH");
+    let seen: Vec<_> = bad.iter().map(|t| (t.mirror.as_str(), t.outcome, t.attempts, t.error_class)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("demo-zz-flaky", Outcome::Ok, 2, None),
+            ("demo-zz-limited", Outcome::Deferred, 0, None),
+            ("demo-zz-refusing", Outcome::Failed, 1, Some(pushmirror::model::ErrorClass::HttpStatus)),
+        ]
+    );
+
+    let table = run_bin(std::path::Path::new("/nonexistent/pushmirror.yaml"), &["demo"]);
+    let said = stderr(&table);
+    for want in [
+        "demo-zz-flaky      answered 503 (transient), was retried after backoff: ok after 2 attempts",
+        "demo-zz-limited    deferred: its rate_limit 1/1h was used earlier this hour",
+        "demo-zz-refusing   failed (http-status): HTTP 403 Forbidden; permanent, so not retried",
+        "summary: 7 ok, 1 failed, 1 deferred; exit status 1: a mirror failed",
+    ] {
+        assert!(said.contains(want), "no `{want}` in:\n{said}");
+    }
 }
 
 #[test]
