@@ -6,7 +6,8 @@
 #   user, still triggers the rate-limited mirror; `systemd-analyze verify` on the installed unit;
 #   `dpkg -P` leaves no /var/lib/pushmirror and no /etc/pushmirror. The machine is left as found:
 #   the package purged, the service user (which this script found absent) removed, temp files gone.
-# Usage: dist/ci-deb.sh   (from .ci/run after the tests; needs root)
+# Usage: dist/ci-deb.sh [PACKAGE.deb]   (from .ci/run after the tests; needs root; without a
+# package it builds one with dist/build-deb.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,9 +42,12 @@ chmod 0755 "$work"
 # not pass SIGTERM on).
 as_service() { setpriv --reuid=pushmirror --regid=pushmirror --init-groups -- "$@"; }
 
-step "building the package"
-bash dist/build-deb.sh >&2
-deb="$(ls -t target/debian/pushmirror_*.deb | head -n1)"
+deb="${1:-}"
+if [ -z "$deb" ]; then
+  step "building the package"
+  bash dist/build-deb.sh >&2
+  deb="$(ls -t target/debian/pushmirror_*.deb | head -n1)"
+fi
 
 step "installing $deb"
 dpkg -i "$deb" >&2
