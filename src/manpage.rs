@@ -89,48 +89,14 @@ pub fn render(w: &mut dyn Write) -> std::io::Result<()> {
     fields(w, "Main file", MAIN_FIELDS)?;
     fields(w, "archives.NAME", ARCHIVE_FIELDS)?;
     fields(w, "Mirror file (mirrors_dir/NAME.yaml)", MIRROR_FIELDS)?;
-    section(w, "FILES")?;
-    for (path, what) in FILES {
-        tagged(w, &bold(path), what)?;
+    for (name, list) in
+        [("FILES", FILES), ("ENVIRONMENT", ENVIRONMENT), ("EXIT STATUS", EXIT_STATUS), ("SIGNALS", SIGNALS)]
+    {
+        section(w, name)?;
+        for (term, what) in list {
+            tagged(w, &bold(term), what)?;
+        }
     }
-    section(w, "ENVIRONMENT")?;
-    tagged(w, &bold("PUSHMIRROR_CONFIG"), "The main file when -c is not given.")?;
-    tagged(w, &bold("RUST_LOG"), "Log filter (tracing-subscriber syntax), overriding -v and -q.")?;
-    tagged(
-        w,
-        &bold("NOTIFY_SOCKET"),
-        "Set by systemd: the daemon reports READY, RELOADING, STOPPING and a STATUS line.",
-    )?;
-    tagged(w, &bold("HOME"), "runmirrors looks for $HOME/.config/pushmirror/pushmirror.yaml.")?;
-    section(w, "EXIT STATUS")?;
-    tagged(
-        w,
-        &bold("0"),
-        "Every selected mirror ok, or deferred by its own rate limit; a clean stop of daemon and receive.",
-    )?;
-    tagged(w, &bold("1"), "At least one mirror failed; for daemon and receive, a part of the service died.")?;
-    tagged(
-        w,
-        &bold("2"),
-        "Usage or configuration error, or a command that writes run by a user who does not own state_dir: nothing was done. The packaged unit does not restart on 2.",
-    )?;
-    tagged(
-        w,
-        &bold("status --check"),
-        "Nagios: 0 OK, 1 WARNING (deferred), 2 CRITICAL (failed), 3 UNKNOWN; one status line on stdout.",
-    )?;
-    tagged(w, &bold("runmirrors -f"), "Failed mirrors exit 0, as archvsync's runmirrors under ftpsync did.")?;
-    section(w, "SIGNALS")?;
-    tagged(
-        w,
-        &bold("SIGHUP"),
-        "daemon: reload the configuration; an invalid one is refused, every error logged, the old one kept.",
-    )?;
-    tagged(
-        w,
-        &bold("SIGTERM, SIGINT"),
-        "daemon and receive: stop accepting work, let running triggers or syncs finish for up to --grace, write the report, exit 0.",
-    )?;
     section(w, "EXAMPLES")?;
     for (what, example) in EXAMPLES {
         writeln!(w, ".TP\n{}\n{}", escape(what), line_start(&bold(example)))?;
@@ -153,6 +119,37 @@ const FILES: &[(&str, &str)] = &[
         "state_dir, owned by pushmirror: reports/, ratelimit/, daemon/ (pending pushes, deferred triggers), known_hosts.",
     ),
     ("/lib/systemd/system/pushmirror.service", "The daemon's unit; it runs as pushmirror."),
+];
+
+const ENVIRONMENT: &[(&str, &str)] = &[
+    ("PUSHMIRROR_CONFIG", "The main file when -c is not given."),
+    ("RUST_LOG", "Log filter (tracing-subscriber syntax), overriding -v and -q."),
+    ("NOTIFY_SOCKET", "Set by systemd: the daemon reports READY, RELOADING, STOPPING and a STATUS line."),
+    ("HOME", "runmirrors looks for $HOME/.config/pushmirror/pushmirror.yaml."),
+];
+
+const EXIT_STATUS: &[(&str, &str)] = &[
+    ("0", "Every selected mirror ok, or deferred by its own rate limit; a clean stop of daemon and receive."),
+    ("1", "At least one mirror failed; for daemon and receive, a part of the service died."),
+    (
+        "2",
+        "Usage or configuration error, or a command that writes run by a user who does not own state_dir: nothing \
+         was done. The packaged unit does not restart on 2.",
+    ),
+    (
+        "status --check",
+        "Nagios: 0 OK, 1 WARNING (deferred), 2 CRITICAL (failed), 3 UNKNOWN; one status line on stdout.",
+    ),
+    ("runmirrors -f", "Failed mirrors exit 0, as archvsync's runmirrors under ftpsync did."),
+];
+
+const SIGNALS: &[(&str, &str)] = &[
+    ("SIGHUP", "daemon: reload the configuration; an invalid one is refused, every error logged, the old one kept."),
+    (
+        "SIGTERM, SIGINT",
+        "daemon and receive: stop accepting work, let running triggers or syncs finish for up to --grace, write \
+         the report, exit 0.",
+    ),
 ];
 
 const EXAMPLES: &[(&str, &str)] = &[

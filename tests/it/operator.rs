@@ -104,24 +104,21 @@ async fn status_check_prints_one_line_for_every_exit_code() {
     let (code, text) = line(&cli(fresh.config_path(), &["status", "--check"]).await);
     assert_eq!((code, text.as_str()), (Some(3), "PUSHMIRROR UNKNOWN - no push reports yet"));
 
-    let good = Fixture::new();
-    good.http_mirror("m", &ok.url("/"), "");
-    cli(good.config_path(), &["push"]).await;
-    let (code, text) = line(&cli(good.config_path(), &["status", "--check"]).await);
-    assert_eq!((code, text.as_str()), (Some(0), "PUSHMIRROR OK - debian: 1 ok, 0 failed, 0 deferred"));
-
-    let limited = Fixture::new();
-    limited.http_mirror("m", &ok.url("/"), "rate_limit: 1/1h\n");
-    cli(limited.config_path(), &["push"]).await;
-    cli(limited.config_path(), &["push"]).await;
-    let (code, text) = line(&cli(limited.config_path(), &["status", "--check"]).await);
-    assert_eq!((code, text.as_str()), (Some(1), "PUSHMIRROR WARNING - debian: 0 ok, 0 failed, 1 deferred"));
-
-    let failing = Fixture::new();
-    failing.http_mirror("m", &refusing.url("/"), "");
-    cli(failing.config_path(), &["push"]).await;
-    let (code, text) = line(&cli(failing.config_path(), &["status", "--check"]).await);
-    assert_eq!((code, text.as_str()), (Some(2), "PUSHMIRROR CRITICAL - debian: 0 ok, 1 failed, 0 deferred"));
+    // (receiver, mirror file extra, pushes) → (exit code, line)
+    let cases = [
+        (&ok, "", 1, 0, "PUSHMIRROR OK - debian: 1 ok, 0 failed, 0 deferred"),
+        (&ok, "rate_limit: 1/1h\n", 2, 1, "PUSHMIRROR WARNING - debian: 0 ok, 0 failed, 1 deferred"),
+        (&refusing, "", 1, 2, "PUSHMIRROR CRITICAL - debian: 0 ok, 1 failed, 0 deferred"),
+    ];
+    for (receiver, extra, pushes, want_code, want_line) in cases {
+        let f = Fixture::new();
+        f.http_mirror("m", &receiver.url("/"), extra);
+        for _ in 0..pushes {
+            cli(f.config_path(), &["push"]).await;
+        }
+        let (code, text) = line(&cli(f.config_path(), &["status", "--check"]).await);
+        assert_eq!((code, text.as_str()), (Some(want_code), want_line));
+    }
 
     let broken = Fixture::with_main("concurrency: many\n");
     let (code, text) = line(&cli(broken.config_path(), &["status", "--check"]).await);
