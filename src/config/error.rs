@@ -35,9 +35,18 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every error found in one validation run, in file order.
+/// Every error found in one validation run, in file order ([`ConfigErrors::sorted`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The errors in the order a reader fixes them: by file, line, column (stable, so two errors
+    /// at one place keep the order they were found in).
+    pub fn sorted(mut errors: Vec<ConfigError>) -> Self {
+        errors.sort_by(|a, b| (&a.path, a.line, a.col).cmp(&(&b.path, b.line, b.col)));
+        ConfigErrors(errors)
+    }
+}
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -126,11 +126,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }
     };
     let config = Fields::parse_file(path, &text, &sink).and_then(|f| read_main(f, &sink));
-    let mut errors = sink.into_inner();
-    sort(&mut errors);
+    let errors = sink.into_inner();
     match config {
         Some(c) if errors.is_empty() => Ok(c),
-        _ => Err(ConfigErrors(errors)),
+        _ => Err(ConfigErrors::sorted(errors)),
     }
 }
 
@@ -234,12 +233,6 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     })
 }
 
-/// Errors in the order a reader fixes them: by file, line, column (stable, so two errors at one
-/// place keep the order they were found in).
-fn sort(errors: &mut [ConfigError]) {
-    errors.sort_by(|a, b| (&a.path, a.line, a.col).cmp(&(&b.path, b.line, b.col)));
-}
-
 /// [`load`], then the ownership rule ([`crate::owner`]: this process must run as the owner of
 /// `state_dir`), then [`verify_files`]: the configuration of a command that writes state.
 pub fn load_for_writing(path: &Path) -> Result<Config, ConfigErrors> {
@@ -268,8 +261,7 @@ pub fn load_for_check(path: &Path) -> Result<Config, ConfigErrors> {
     let mut errors = verify_files(&config).err().map(|e| e.0).unwrap_or_default();
     errors.extend(archive_roots(&config));
     errors.extend(audit_ownership(&config));
-    sort(&mut errors);
-    if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+    if errors.is_empty() { Ok(config) } else { Err(ConfigErrors::sorted(errors)) }
 }
 
 impl Config {

@@ -138,14 +138,16 @@ pub struct SyncArchive {
 
 /// Loads and validates the receive configuration at `path`, or returns every error found.
 pub fn load(path: &Path) -> Result<ReceiveConfig, ConfigErrors> {
-    let text = crate::fsutil::read_bounded_text(path, crate::fsutil::limit::CONFIG_FILE)
-        .map_err(|e| ConfigErrors(vec![ConfigError::at(path, (1, 1), "", format!("cannot read config file: {e}"))]))?;
+    let text = crate::fsutil::read_bounded_text(path, crate::fsutil::limit::CONFIG_FILE).map_err(|e| {
+        let why = crate::owner::unreadable_reason(path, &e);
+        ConfigErrors(vec![ConfigError::at(path, (1, 1), "", format!("cannot read config file: {why}"))])
+    })?;
     let sink = Sink::default();
     let config = Fields::parse_file(path, &text, &sink).map(read_top);
     let errors = sink.into_inner();
     match config {
         Some(c) if errors.is_empty() => Ok(c),
-        _ => Err(ConfigErrors(errors)),
+        _ => Err(ConfigErrors::sorted(errors)),
     }
 }
 

@@ -201,7 +201,7 @@ fn replay_file(state_dir: &std::path::Path, archive: &str) -> std::path::PathBuf
 fn warn_about_push_configs(config: &ReceiveConfig) {
     for archive in config.archives.values() {
         let Some(path) = &archive.push else { continue };
-        match crate::config::load(path) {
+        match crate::config::load_for_writing(path) {
             Ok(c) if !c.archives.contains_key(&archive.name) => tracing::warn!(
                 archive = %archive.name,
                 "{} configures no archive `{}`: pushes after its syncs will fail",

@@ -298,7 +298,8 @@ async fn push(
     serial: Option<String>,
     hard_stop: &CancellationToken,
 ) -> Result<Report, String> {
-    let config = crate::config::load(config_path).map_err(|errors| {
+    // The ownership rule holds here too: a push writes the config's state_dir.
+    let config = crate::config::load_for_writing(config_path).map_err(|errors| {
         for e in &errors.0 {
             tracing::error!("{e}");
         }
