@@ -6,10 +6,15 @@
 #   user, still triggers the rate-limited mirror; `systemd-analyze verify` on the installed unit;
 #   `dpkg -P` leaves no /var/lib/pushmirror and no /etc/pushmirror. The machine is left as found:
 #   the package purged, the service user (which this script found absent) removed, temp files gone.
+# A run killed before its cleanup (SIGKILL, a CI timeout) leaves the package and the user behind,
+# and the next run refuses to start; clean up with: dpkg -P pushmirror; deluser --system pushmirror
 # Usage: dist/ci-deb.sh [PACKAGE.deb]   (from .ci/run after the tests; needs root; without a
 # package it builds one with dist/build-deb.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Files this script writes for the service user to read (archive, mirror files) must be readable
+# whatever root's umask is.
+umask 022
 
 fail() { echo "ci-deb: FAILED: $*" >&2; exit 1; }
 step() { echo "ci-deb: $*" >&2; }
@@ -51,6 +56,7 @@ fi
 
 step "installing $deb"
 dpkg -i "$deb" >&2
+[ "$(command -v pushmirror)" = /usr/bin/pushmirror ] || fail "pushmirror on PATH is $(command -v pushmirror), not the package's"
 [ "$(stat -c %U /var/lib/pushmirror)" = pushmirror ] || fail "/var/lib/pushmirror is not the service user's"
 [ "$(stat -c %U:%a /etc/pushmirror/keys)" = pushmirror:700 ] || fail "/etc/pushmirror/keys is not pushmirror's, 0700"
 
@@ -151,6 +157,8 @@ grep -Eq '^limited +all +ok ' "$work/status.txt" || fail "the limited mirror's r
 as_service pushmirror status --check >&2 || fail "status --check after the daemon's push"
 kill "${pids[1]}"
 wait "${pids[1]}" || fail "the daemon did not stop cleanly on SIGTERM: $(cat "$work/daemon.log")"
+unset 'pids[1]'
+
 
 step "purge"
 dpkg -P pushmirror >&2

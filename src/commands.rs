@@ -209,13 +209,7 @@ fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
         Some(settings) => settings.identity.clone(),
         None => config::identity_path(&cli.config),
     };
-    // A key the configuration names is the service user's (the ownership rule, crate::owner).
-    if args.out.is_none()
-        && configured.is_some()
-        && let Some(state_dir) = config::state_dir_path(&cli.config)
-    {
-        crate::owner::require_owner(&state_dir, &cli.config).map_err(Stop::usage)?;
-    }
+    let named_by_config = args.out.is_none() && configured.is_some();
     let out = args.out.clone().or(configured).ok_or_else(|| {
         let config = cli.config.display();
         Stop::usage(match &args.archive {
@@ -223,6 +217,15 @@ fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
             None => format!("--out PATH is required: {config} does not name an `identity:` key"),
         })
     })?;
+    // The ownership rule (crate::owner): a key the configuration names is the service user's; and
+    // root writes no key into another user's directory (`--out /etc/pushmirror/keys/…` as root
+    // would leave a key the daemon cannot read). Other users cannot write there anyway.
+    if named_by_config && let Some(state_dir) = config::state_dir_path(&cli.config) {
+        crate::owner::require_owner(&state_dir, &cli.config).map_err(Stop::usage)?;
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty() && crate::owner::current_uid() == 0) {
+        crate::owner::require_owner(dir, &cli.config).map_err(Stop::usage)?;
+    }
     let command = match (&args.command, &archive) {
         (Some(command), _) => command.clone(),
         (None, Some(settings)) => {

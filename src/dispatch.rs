@@ -339,7 +339,11 @@ fn log_outcome(row: &TriggerReport) {
         Outcome::Failed => {
             let class = row.error_class.map(|c| c.to_string()).unwrap_or_default();
             let error = row.error.as_deref().unwrap_or("");
-            tracing::warn!(%mirror, %stage, attempts, %class, %error, "trigger failed");
+            if row.error_class == Some(ErrorClass::Internal) {
+                tracing::error!(%mirror, %stage, attempts, %class, %error, "trigger failed: a bug in pushmirror");
+            } else {
+                tracing::warn!(%mirror, %stage, attempts, %class, %error, "trigger failed");
+            }
         }
         Outcome::Deferred => {
             let until = row.deferred_until.map(|t| t.to_string()).unwrap_or_default();
@@ -355,7 +359,7 @@ fn log_outcome(row: &TriggerReport) {
 /// The row of a trigger whose task died (a bug, never a mirror's doing): still one outcome.
 fn lost(entry: &PlanEntry, stage: Stage, error: &tokio::task::JoinError, options: &Options) -> TriggerReport {
     let mut row = blank_row(&entry.mirror, stage, Outcome::Failed);
-    row.error_class = Some(ErrorClass::Other);
+    row.error_class = Some(ErrorClass::Internal);
     row.error = Some(format!("internal error: the trigger task failed ({error})"));
     notify(options, &row);
     row
@@ -650,6 +654,61 @@ mod tests {
             ]
         );
         assert!(rows[0].error.as_deref().unwrap().starts_with("internal error"));
+        assert_eq!(rows[0].error_class, Some(ErrorClass::Internal));
+    }
+
+    /// Log lines written while `run` runs, without colours.
+    async fn logged<F: std::future::Future>(run: F) -> (F::Output, String) {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || sink.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let out = run.await;
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        (out, text)
+    }
+
+    #[tokio::test]
+    async fn a_dead_task_is_logged_as_a_bug_and_a_deferral_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::following_tokio();
+        let engine = Engine::new(Arc::new(Panicky), 4, RateLimits::persistent(dir.path(), clock.clone()), clock);
+        let mut limited = mirror("limited");
+        limited.rate_limit = Some("1/1h".parse().unwrap());
+        let plan = plan(vec![mirror("boom"), limited]);
+        engine.run(&plan, &Options::default()).await;
+        let (rows, log) = logged(engine.run(&plan, &Options::default())).await;
+        assert_eq!(rows.iter().map(|r| r.outcome).collect::<Vec<_>>(), [Outcome::Failed, Outcome::Deferred]);
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("trigger")).collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(
+            lines.iter().any(|l| l.contains("ERROR")
+                && l.contains("a bug in pushmirror")
+                && l.contains("mirror=boom")
+                && l.contains("class=internal")),
+            "{log}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("INFO")
+                && l.contains("trigger deferred by the rate limit mirror=limited")
+                && l.contains("until=")),
+            "{log}"
+        );
     }
 
     #[test]

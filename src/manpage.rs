@@ -155,12 +155,12 @@ const SIGNALS: &[(&str, &str)] = &[
 const EXAMPLES: &[(&str, &str)] = &[
     ("See the engine work, no configuration needed:", "pushmirror demo"),
     ("Create the sender key, as the service user:", "sudo -u pushmirror pushmirror keygen"),
-    ("Validate everything (any user):", "pushmirror check"),
+    ("Validate everything, ownership included (root or the service user):", "sudo pushmirror check"),
     ("Push one archive now:", "sudo -u pushmirror pushmirror push debian"),
     ("Who would get what, and when:", "pushmirror push debian --dry-run"),
     ("Record the mirrors' SSH host keys:", "sudo -u pushmirror pushmirror hostkeys scan"),
     ("Run the daemon:", "systemctl enable --now pushmirror"),
-    ("Monitor from Nagios:", "pushmirror status --check"),
+    ("Monitor from Nagios (NRPE, with a sudoers line for it):", "sudo -u pushmirror pushmirror status --check"),
 ];
 
 /// COMMANDS: every subcommand (and theirs), with its usage, description and arguments.

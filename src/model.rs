@@ -65,6 +65,8 @@ pub enum ErrorClass {
     Interrupted,
     /// Anything else (protocol errors, local I/O).
     Other,
+    /// A bug in pushmirror: the trigger's task died (a panic). Logged as an error, never a mirror's doing.
+    Internal,
 }
 
 impl fmt::Display for ErrorClass {
@@ -80,6 +82,7 @@ impl fmt::Display for ErrorClass {
             ErrorClass::Tls => "tls",
             ErrorClass::Interrupted => "interrupted",
             ErrorClass::Other => "other",
+            ErrorClass::Internal => "internal",
         })
     }
 }

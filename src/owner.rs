@@ -18,12 +18,19 @@ pub fn current_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
-/// A user's login name, else `uid N`.
+/// A user's login name, if the user database has one.
+fn login(uid: u32) -> Option<String> {
+    User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|user| user.name)
+}
+
+/// A user's login name, else `uid N`: for messages.
 pub fn user_name(uid: u32) -> String {
-    match User::from_uid(Uid::from_raw(uid)) {
-        Ok(Some(user)) => user.name,
-        _ => format!("uid {uid}"),
-    }
+    login(uid).unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// A user as `chown` takes it: the login name, else the number.
+pub fn chown_user(uid: u32) -> String {
+    login(uid).unwrap_or_else(|| uid.to_string())
 }
 
 /// A group's name, else its number.
@@ -68,48 +75,57 @@ impl std::fmt::Display for NotOwner {
     }
 }
 
-/// Refuses to go on unless this process runs as the owner of `state_dir` (a `state_dir` that
-/// does not exist yet will be this user's). The command to run instead is this process's own
-/// command line, naming `config` explicitly when the command line does not (`sudo` passes on
-/// neither `$PUSHMIRROR_CONFIG` nor `$HOME`).
+/// Refuses to go on unless this process runs as the owner of `state_dir` — or, while it does not
+/// exist yet, of its nearest existing ancestor (which is whose it will have to be). The command to
+/// run instead is this process's own command line with `-c` and the configuration's absolute path
+/// (`sudo` passes on neither `$PUSHMIRROR_CONFIG` nor `$HOME`, and the service user may not be able
+/// to enter this directory).
 pub fn require_owner(state_dir: &Path, config: &Path) -> Result<(), NotOwner> {
-    let argv: Vec<String> = std::env::args().collect();
-    require_owner_with(state_dir, config, &argv)
+    require_owner_with(state_dir, config, || std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect())
 }
 
-fn require_owner_with(state_dir: &Path, config: &Path, argv: &[String]) -> Result<(), NotOwner> {
-    let Ok(meta) = state_dir.metadata() else { return Ok(()) };
+fn require_owner_with(state_dir: &Path, config: &Path, argv: impl FnOnce() -> Vec<String>) -> Result<(), NotOwner> {
+    let Some(meta) = state_dir.ancestors().find_map(|dir| dir.metadata().ok()) else { return Ok(()) };
     let uid = current_uid();
     if meta.uid() == uid {
         return Ok(());
     }
-    let owner = user_name(meta.uid());
+    let sudo_user = login(meta.uid()).unwrap_or_else(|| format!("#{}", meta.uid()));
     Err(NotOwner {
-        instead: instead(&owner, argv, config),
-        owner,
+        instead: instead(&sudo_user, &argv(), config),
+        owner: user_name(meta.uid()),
         running_as: user_name(uid),
         state_dir: state_dir.to_path_buf(),
     })
 }
 
-/// `sudo -u OWNER ARGV…`, shell-quoted, with `-c CONFIG` added when ARGV does not name the
-/// config (as `runmirrors`, which has no `-c`: `env PUSHMIRROR_CONFIG=CONFIG runmirrors …`).
+/// `sudo -u OWNER PROGRAM -c CONFIG ARGS…`, shell-quoted: ARGV with whatever named the config
+/// (`-c X`, `-cX`, `--config X`, `--config=X`, `-vc X`) replaced by CONFIG's absolute path. As
+/// `runmirrors`, which has no `-c`: `sudo -u OWNER env PUSHMIRROR_CONFIG=CONFIG runmirrors ARGS…`.
 fn instead(owner: &str, argv: &[String], config: &Path) -> String {
-    let names_config =
-        argv.iter().any(|a| a == "-c" || a == "--config" || a.starts_with("--config=") || a.starts_with("-c"));
-    let config = config.display().to_string();
-    let mut words = vec!["sudo".to_string(), "-u".into(), owner.to_string()];
+    let config = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf()).display().to_string();
     let mut args = argv.iter();
     let program = args.next().cloned().unwrap_or_else(|| "pushmirror".into());
-    let runmirrors = Path::new(&program).file_name().is_some_and(|n| n == "runmirrors");
-    if runmirrors && !names_config {
-        words.extend(["env".to_string(), format!("PUSHMIRROR_CONFIG={config}"), program]);
-    } else if !names_config {
-        words.extend([program, "-c".into(), config]);
-    } else {
-        words.push(program);
+    let mut rest = Vec::new();
+    while let Some(arg) = args.next() {
+        let short = arg.starts_with('-') && !arg.starts_with("--");
+        if arg == "-c" || arg == "--config" {
+            args.next();
+        } else if arg.starts_with("--config=") || (short && arg.starts_with("-c")) {
+        } else if short && arg.len() > 2 && arg.ends_with('c') {
+            rest.push(arg[..arg.len() - 1].to_string());
+            args.next();
+        } else {
+            rest.push(arg.clone());
+        }
     }
-    words.extend(args.cloned());
+    let mut words = vec!["sudo".to_string(), "-u".into(), owner.to_string()];
+    if Path::new(&program).file_name().is_some_and(|n| n == "runmirrors") {
+        words.extend(["env".to_string(), format!("PUSHMIRROR_CONFIG={config}"), program]);
+    } else {
+        words.extend([program, "-c".into(), config]);
+    }
+    words.extend(rest);
     words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
 }
 
@@ -130,7 +146,7 @@ pub fn unreadable_reason(path: &Path, error: &std::io::Error) -> String {
     use std::io::ErrorKind;
     let user = current_user();
     match error.kind() {
-        ErrorKind::PermissionDenied => match path.symlink_metadata() {
+        ErrorKind::PermissionDenied => match path.metadata().or_else(|_| path.symlink_metadata()) {
             Ok(meta) => format!(
                 "exists but is not readable by user {user} (owner {}, mode {:04o})",
                 user_name(meta.uid()),
@@ -148,16 +164,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_command_to_run_instead_is_quoted_and_names_the_config() {
+    fn the_command_to_run_instead_is_quoted_and_names_the_config_by_its_absolute_path() {
         let argv = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
         let config = Path::new("/etc/pm/a b.yaml");
         assert_eq!(
             instead("pushmirror", &argv(&["pushmirror", "push", "debian", "--only", "it's"]), config),
             r"sudo -u pushmirror pushmirror -c '/etc/pm/a b.yaml' push debian --only 'it'\''s'"
         );
+        for named in
+            [&["-c", "x.yaml"][..], &["--config", "x.yaml"], &["--config=x.yaml"], &["-cx.yaml"], &["-vc", "x.yaml"]]
+        {
+            let mut words = vec!["pushmirror"];
+            words.extend(named);
+            words.push("push");
+            let verbose = if named[0] == "-vc" { " -v" } else { "" };
+            assert_eq!(
+                instead("pushmirror", &argv(&words), config),
+                format!("sudo -u pushmirror pushmirror -c '/etc/pm/a b.yaml'{verbose} push"),
+                "{named:?}"
+            );
+        }
+        let relative = instead("pushmirror", &argv(&["pushmirror", "push"]), Path::new("c.yaml"));
+        let absolute = std::env::current_dir().unwrap().join("c.yaml");
         assert_eq!(
-            instead("pushmirror", &argv(&["pushmirror", "-c", "x.yaml", "push"]), config),
-            "sudo -u pushmirror pushmirror -c x.yaml push"
+            relative,
+            format!("sudo -u pushmirror pushmirror -c {} push", shell_quote(&absolute.display().to_string()))
         );
         assert_eq!(
             instead("mirror", &argv(&["/usr/bin/runmirrors", "-a", "debian"]), config),
@@ -166,11 +197,11 @@ mod tests {
     }
 
     #[test]
-    fn the_owner_of_state_dir_may_write_and_a_missing_state_dir_will_be_ours() {
+    fn the_owner_of_state_dir_may_write_and_a_missing_state_dir_is_its_parents() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Path::new("c.yaml");
-        assert_eq!(require_owner_with(dir.path(), config, &[]), Ok(()));
-        assert_eq!(require_owner_with(&dir.path().join("new"), config, &[]), Ok(()));
+        let config = Path::new("/c.yaml");
+        assert_eq!(require_owner_with(dir.path(), config, Vec::new), Ok(()));
+        assert_eq!(require_owner_with(&dir.path().join("new/deeper"), config, Vec::new), Ok(()));
     }
 
     #[test]
@@ -183,11 +214,13 @@ mod tests {
         } else {
             PathBuf::from("/")
         };
-        let argv = ["pushmirror".to_string(), "push".into()];
-        let refused = require_owner_with(&other, Path::new("c.yaml"), &argv).unwrap_err();
-        assert_eq!(refused.running_as, current_user());
-        assert_eq!(refused.instead, format!("sudo -u {} pushmirror -c c.yaml push", refused.owner));
-        assert!(refused.to_string().ends_with(&format!("Run it as {}:\n  {}", refused.owner, refused.instead)));
+        let argv = || vec!["pushmirror".to_string(), "push".into()];
+        for state_dir in [other.clone(), other.join("not-yet")] {
+            let refused = require_owner_with(&state_dir, Path::new("/c.yaml"), argv).unwrap_err();
+            assert_eq!(refused.running_as, current_user());
+            assert_eq!(refused.instead, format!("sudo -u {} pushmirror -c /c.yaml push", refused.owner));
+            assert!(refused.to_string().ends_with(&format!("Run it as {}:\n  {}", refused.owner, refused.instead)));
+        }
     }
 
     #[test]

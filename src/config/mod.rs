@@ -244,13 +244,16 @@ pub fn load_for_writing(path: &Path) -> Result<Config, ConfigErrors> {
     Ok(config)
 }
 
-/// [`load_for_writing`], and every archive root an existing directory: the daemon's start and
-/// reload (it would otherwise watch nothing and log `version="none"` forever). `push` does not
-/// need the tree: its serial may come from `--serial`.
+/// [`load_for_writing`] for the daemon's start and reloads, warning about every archive root that
+/// is not an existing directory: a typo would leave it watching nothing, so it is said in the log,
+/// but not refused — a root on a file system mounted after the daemon starts (NFS) appears later
+/// and is then watched. `check` refuses it.
 pub fn load_for_daemon(path: &Path) -> Result<Config, ConfigErrors> {
     let config = load_for_writing(path)?;
-    let errors = archive_roots(&config);
-    if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+    for error in archive_roots(&config) {
+        tracing::warn!("{error}; watching for it to appear");
+    }
+    Ok(config)
 }
 
 /// What `check` verifies: [`verify_files`], archive roots that are existing directories, and that
@@ -283,6 +286,7 @@ fn audit_ownership(config: &Config) -> Vec<ConfigError> {
         return Vec::new();
     }
     let owner = crate::owner::user_name(uid);
+    let chown = format!("{}:{}", crate::owner::chown_user(uid), crate::owner::group_name(gid));
     let mut errors = Vec::new();
     // (file, position, field, path): where each file the service user must read is named.
     let main = |field: &str, path: &PathBuf| {
@@ -310,10 +314,9 @@ fn audit_ownership(config: &Config) -> Vec<ConfigError> {
         {
             let message = format!(
                 "{} is owned by {}, but the service user {owner} (the owner of state_dir) must read it: \
-                 chown {owner}:{} {}",
+                 chown {chown} {}",
                 path.display(),
                 crate::owner::user_name(meta.uid()),
-                crate::owner::group_name(gid),
                 path.display()
             );
             errors.push(ConfigError::at(&file, at, &field, message));
@@ -325,13 +328,12 @@ fn audit_ownership(config: &Config) -> Vec<ConfigError> {
             "state_dir",
             format!(
                 "{} entr{} in {} not owned by {owner}, who must update them (first: {}, owned by {}): \
-                 chown -R {owner}:{} {}",
+                 chown -R {chown} {}",
                 foreign.len(),
                 if foreign.len() == 1 { "y is" } else { "ies are" },
                 config.state_dir.display(),
                 first.0.display(),
                 crate::owner::user_name(first.1),
-                crate::owner::group_name(gid),
                 config.state_dir.display()
             ),
         ));

@@ -61,11 +61,23 @@ pub async fn run_standalone(cli: RunmirrorsCli) -> u8 {
 
 /// One runmirrors push of the archive's mirrors.
 pub async fn run(config_path: &Path, args: &RunmirrorsArgs, format: Format) -> Ended {
-    let config = config::load_for_writing(config_path).map_err(|errors| {
+    let shown = |errors: config::ConfigErrors| {
         eprintln!("{errors}");
         eprintln!("{}: {} error(s); runmirrors pushed nothing", config_path.display(), errors.0.len());
         Stop::Shown
-    })?;
+    };
+    let config = config::load(config_path).map_err(shown)?;
+    // The ownership rule, said for runmirrors' usual caller: ftpsync runs it as the mirror user,
+    // who cannot `sudo`; that user needs a configuration of its own.
+    if let Err(refused) = crate::owner::require_owner(&config.state_dir, config_path) {
+        eprintln!("{}: {refused}", config_path.display());
+        eprintln!(
+            "runmirrors pushed nothing. Called from ftpsync (HUB=true), it runs as ftpsync's user: give that user \
+             its own configuration, ~/.config/pushmirror/pushmirror.yaml, with a state_dir it owns."
+        );
+        return Err(Stop::Shown);
+    }
+    config::verify_files(&config).map_err(shown)?;
     let request = PushRequest {
         archive: args.archive(),
         kind: args.kind,

@@ -73,7 +73,7 @@ fn check_reports_six_mistakes_at_once_with_their_positions() {
         ("b-unknown-field", 3, "retires: unknown field"),
         ("c-bad-duration", 3, "timeout: invalid duration `5 parsecs`"),
         ("d-bad-rate", 3, "rate_limit: invalid rate limit `often`"),
-        ("e-missing-secret", 2, "http.url_file: "),
+        ("e-missing-secret", 2, "http.url_file: cannot read"),
         ("f-unknown-archive", 3, "archives: unknown archive `ubuntu`"),
     ];
     let located: Vec<&str> = err.lines().filter(|l| l.starts_with(dir.to_str().unwrap())).collect();
