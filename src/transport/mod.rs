@@ -100,22 +100,36 @@ impl TriggerRequest<'_> {
         self.placeholders().iter().fold(template.to_string(), |text, (name, value)| text.replace(name, value))
     }
 
-    /// `{archive}`, `{stage}` and `{serial}` replaced in a URL's path and query, each value
-    /// percent-encoded (a serial is whatever the trace file said). The URL parser has already
-    /// encoded the braces of the path (`%7Bserial%7D`), so both spellings are replaced.
+    /// `{archive}`, `{stage}` and `{serial}` replaced in a URL's path and query (nowhere else),
+    /// each value percent-encoded (a serial is whatever the trace file said). The URL parser has
+    /// already encoded the braces of the path (`%7Bserial%7D`), so both spellings are replaced. A
+    /// value of `.` or `..` is refused: in a path it would move the request to another resource.
     pub fn substitute_url(&self, url: &reqwest::Url) -> Result<reqwest::Url, String> {
-        let text = url.as_str();
-        if !text.contains('{') && !text.contains("%7B") {
-            return Ok(url.clone());
+        let placeholders = self.placeholders();
+        let replace = |text: &str| {
+            placeholders.iter().fold(text.to_string(), |text, (name, value)| {
+                let encoded = percent_encoding::utf8_percent_encode(value, URL_VALUE).to_string();
+                let braced = format!("%7B{}%7D", &name[1..name.len() - 1]);
+                text.replace(name, &encoded).replace(&braced, &encoded)
+            })
+        };
+        let mut out = url.clone();
+        let path = replace(url.path());
+        let query = url.query().map(replace);
+        if path == url.path() && query.as_deref() == url.query() {
+            return Ok(out);
         }
-        let replaced = self.placeholders().iter().fold(text.to_string(), |text, (name, value)| {
-            let encoded = percent_encoding::utf8_percent_encode(value, URL_VALUE).to_string();
+        let used = |name: &str| {
             let braced = format!("%7B{}%7D", &name[1..name.len() - 1]);
-            text.replace(name, &encoded).replace(&braced, &encoded)
-        });
-        // The error names neither URL: both may hold a secret token.
-        reqwest::Url::parse(&replaced)
-            .map_err(|e| format!("the URL is invalid once its placeholders are replaced: {e}"))
+            [Some(url.path()), url.query()].into_iter().flatten().any(|t| t.contains(name) || t.contains(&braced))
+        };
+        if let Some((name, value)) = placeholders.iter().find(|(n, v)| (v == "." || v == "..") && used(n)) {
+            // Neither URL is named: both may hold a secret token.
+            return Err(format!("{name} is `{value}`, which cannot be put into a URL"));
+        }
+        out.set_path(&path);
+        out.set_query(query.as_deref());
+        Ok(out)
     }
 
     fn placeholders(&self) -> [(&'static str, String); 3] {
@@ -276,5 +290,40 @@ impl Trigger for Transports {
                 Err(AttemptError::permanent(ErrorClass::Other, "no SSH keys loaded: no SSH mirror was configured"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn substituted(url: &str, serial: &str) -> Result<String, String> {
+        let mirror = crate::config::Mirror::example("m");
+        let req = TriggerRequest {
+            mirror: Downstream::of(&mirror, "debian"),
+            archive: "debian",
+            stage: Stage::Stage1,
+            serial: Some(serial),
+            mhop: false,
+        };
+        req.substitute_url(&url.parse().unwrap()).map(|u| u.to_string())
+    }
+
+    #[test]
+    fn placeholders_are_replaced_in_path_and_query_only() {
+        assert_eq!(
+            substituted("https://u:{serial}@h.example/{archive}/x?s={serial}&t=%7Bkeep%7D", "2026 1/2").unwrap(),
+            "https://u:%7Bserial%7D@h.example/debian/x?s=2026%201%2F2&t=%7Bkeep%7D"
+        );
+        assert_eq!(substituted("https://h.example/a/{stage}", "1").unwrap(), "https://h.example/a/stage1");
+        assert_eq!(substituted("https://h.example/plain?x=1", "..").unwrap(), "https://h.example/plain?x=1");
+    }
+
+    #[test]
+    fn a_dot_segment_value_is_refused_without_naming_the_url() {
+        let err = substituted("https://h.example/s3cret/{serial}/go", "..").unwrap_err();
+        assert_eq!(err, "{serial} is `..`, which cannot be put into a URL");
+        assert!(substituted("https://h.example/s3cret/?s={serial}", "..").is_err());
+        assert!(substituted("https://h.example/{archive}/", "..").is_ok(), "serial not used");
     }
 }
