@@ -47,6 +47,7 @@
 //! - [`hostkeys`]: `hostkeys scan`, recording mirrors' host keys in pushmirror's known_hosts.
 //! - [`runmirrors`]: archvsync compatibility — the `runmirrors` CLI (also as an argv\[0\] symlink)
 //!   that a hub's ftpsync calls, and `import-runmirrors` ([`runmirrors::import`]).
+//! - [`trace`]: the trace files a Debian mirror publishes (`master`, its own, `_hierarchy`), parsed.
 //! - [`watch`]: an archive's version from its trace file, and update-completion detection
 //!   (settle, lock globs, inotify plus a poll).
 //! - [`daemon`]: the watch → push loop: coalescing, journalled due pushes ([`daemon::state`]),
@@ -91,6 +92,7 @@ pub mod secret;
 pub mod server;
 pub mod signature;
 pub mod supervise;
+pub mod trace;
 pub mod transport;
 pub mod units;
 pub mod watch;
