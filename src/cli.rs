@@ -61,6 +61,16 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Survey which version each mirror serves, from the trace files under its `check:` URL.
+    ///
+    /// Per mirror (triggered or check-only): its standing (up to date, syncing, behind,
+    /// unreachable), version, lag (how old the version it serves is), last sync's duration and
+    /// upstream. Exit 0 all within their archive's max_lag, 1 some behind or unreachable, 2
+    /// configuration error.
+    Freshness {
+        /// Only this archive.
+        archive: Option<String>,
+    },
     /// Watch the archives, push when an update completes, serve status; runs until SIGTERM.
     Daemon {
         /// After SIGTERM, how long running triggers may take before they are interrupted.

@@ -33,6 +33,7 @@ async fn dispatch(cli: &Cli) -> Ended {
         Command::List { archive } => list(cli, archive.as_deref()),
         Command::Status { check } => status(cli, *check),
         Command::Daemon { grace } => daemon(cli, *grace).await,
+        Command::Freshness { archive } => freshness(cli, archive.as_deref()).await,
         Command::Receive { file, grace } => receive(file, *grace).await,
         Command::Keygen(args) => keygen(cli, args),
         Command::Keys { archive } => keys(cli, archive.as_deref()),
@@ -257,6 +258,22 @@ fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
         }
     }
     Ok(Verdict::Clean)
+}
+
+/// `freshness`: which version each mirror serves ([`crate::freshness`]).
+async fn freshness(cli: &Cli, archive: Option<&str>) -> Ended {
+    let config = load(cli)?;
+    if let Some(name) = archive.filter(|a| !config.archives.contains_key(*a)) {
+        let known: Vec<&str> = config.archives.keys().map(String::as_str).collect();
+        return Err(Stop::usage(format_args!("unknown archive `{name}` (configured: {})", known.join(", "))));
+    }
+    let rows = crate::freshness::survey(&config, archive).await.map_err(alternate)?;
+    match cli.format {
+        Format::Json => print_json(&rows),
+        Format::Table if rows.is_empty() => println!("no mirror has a `check:` URL"),
+        Format::Table => print!("{}", crate::freshness::to_table(&rows)),
+    }
+    Ok(if crate::freshness::all_fresh(&rows) { Verdict::Clean } else { Verdict::Failed })
 }
 
 /// `keys`: what downstream admins install and allow, per archive (see [`crate::keypage`]).

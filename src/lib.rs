@@ -47,6 +47,8 @@
 //! - [`hostkeys`]: `hostkeys scan`, recording mirrors' host keys in pushmirror's known_hosts.
 //! - [`runmirrors`]: archvsync compatibility — the `runmirrors` CLI (also as an argv\[0\] symlink)
 //!   that a hub's ftpsync calls, and `import-runmirrors` ([`runmirrors::import`]).
+//! - [`freshness`]: `pushmirror freshness` — which version each mirror (`check:` URL) serves, how old
+//!   it is, its upstream chain; check-only mirrors included.
 //! - [`trace`]: the trace files a Debian mirror publishes (`master`, its own, `_hierarchy`), parsed.
 //! - [`watch`]: an archive's version from its trace file, and update-completion detection
 //!   (settle, lock globs, inotify plus a poll).
@@ -74,6 +76,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dispatch;
+pub mod freshness;
 pub mod fsutil;
 pub mod hostkeys;
 pub mod keypage;

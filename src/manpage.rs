@@ -39,6 +39,7 @@ pub const ARCHIVE_FIELDS: &[(&str, &str)] = &[
     ("identity", "This archive's key (one key per archive); else the main file's."),
     ("source_address", "This archive's source address; else the main file's."),
     ("forced_command", "The forced command shown in its authorized_keys line. Default: ~/bin/ftpsync."),
+    ("max_lag", "How old the version a mirror serves may be before freshness counts it as behind. Default: 12h."),
 ];
 
 /// The fields of a mirror file.
@@ -50,6 +51,10 @@ pub const MIRROR_FIELDS: &[(&str, &str)] = &[
         "url or url_file (a secret), method (GET or POST), basic_auth { user, password_file }, token_file, hmac_secret_file, headers. {archive}, {stage} and {serial} are replaced in url and headers.",
     ),
     ("host_key", "A pinned SSH host key instead of known_hosts."),
+    (
+        "check",
+        "The mirror's public base URL of the archive (https://mirror.example.net/debian/), where pushmirror freshness reads its trace files. With neither ssh nor http: a check-only mirror, surveyed but never triggered.",
+    ),
     ("identity", "This mirror's SSH key for every archive it carries."),
     ("source_address", "The local address this mirror's triggers leave from."),
     ("archives", "Archives it carries. Default: all."),

@@ -51,6 +51,39 @@ pub struct Mirror {
     /// Who its triggers are sent as, per configured archive it carries (its own `identity:` and
     /// `source_address:`, else the archive's, else the main file's).
     pub senders: BTreeMap<String, Sender>,
+    /// Its public base URL of the archive (`check:`), where its trace files are read.
+    pub check: Option<Url>,
+}
+
+/// A check-only mirror: a file with `check:` and neither `ssh:` nor `http:`. Never triggered (it is
+/// not a [`Mirror`], so no plan can hold it); its trace files are read like any mirror's.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// Its name.
+    pub name: String,
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Its public base URL of the archive.
+    pub check: Url,
+    /// Archives it carries; `None` means all.
+    pub archives: Option<Vec<String>>,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// Disabled ones are not checked.
+    pub enabled: bool,
+}
+
+impl Watched {
+    /// Whether this mirror carries `archive`.
+    pub fn serves(&self, archive: &str) -> bool {
+        self.archives.as_ref().is_none_or(|a| a.iter().any(|x| x == archive))
+    }
+}
+
+/// What one mirror file describes.
+enum Described {
+    Triggered(Box<Mirror>),
+    CheckOnly(Watched),
 }
 
 impl Mirror {
@@ -218,7 +251,7 @@ pub const DEFAULTS_FIELDS: &[&str] = &[
 ];
 
 /// Fields only a mirror file may hold.
-pub const OWN_FIELDS: &[&str] = &["name", "ssh", "http", "host_key"];
+pub const OWN_FIELDS: &[&str] = &["name", "ssh", "http", "host_key", "check"];
 
 /// Fields a mirror file shares with the main file and its archives, not with `defaults:` (the
 /// main file's own value is the default).
@@ -290,7 +323,7 @@ pub(super) fn read_dir(
     archives: &BTreeMap<String, Archive>,
     local: &LocalAddresses,
     sink: &Sink,
-) -> Vec<(Mirror, Level)> {
+) -> (Vec<(Mirror, Level)>, Vec<Watched>) {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -303,12 +336,13 @@ pub(super) fn read_dir(
                 "mirrors_dir",
                 format!("cannot read mirrors directory {}: {e}", dir.display()),
             ));
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     files.sort();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     let mut mirrors = Vec::new();
+    let mut watched = Vec::new();
     for file in files {
         let text = match crate::fsutil::read_bounded_text(&file, crate::fsutil::limit::CONFIG_FILE) {
             Ok(t) => t,
@@ -319,29 +353,58 @@ pub(super) fn read_dir(
         };
         let Some(mut f) = Fields::parse_file(&file, &text, sink) else { continue };
         let level = Level::read(&mut f, local);
-        let Some(m) = read_mirror(&mut f, defaults, archives) else {
+        let Some(described) = read_mirror(&mut f, defaults, archives) else {
             f.finish(&mirror_fields());
             continue;
         };
-        if level.identity.is_some() && matches!(m.transport, Transport::Http(_)) {
-            f.error("identity", "an HTTP mirror is triggered without an SSH key; remove `identity:`");
-        }
-        if let Some(first) = seen.get(&m.name) {
-            f.error("name", format!("duplicate mirror name `{}`, also defined in {}", m.name, first.display()));
+        let name = match &described {
+            Described::Triggered(m) => &m.name,
+            Described::CheckOnly(w) => &w.name,
+        };
+        if let Some(first) = seen.get(name) {
+            f.error("name", format!("duplicate mirror name `{name}`, also defined in {}", first.display()));
         } else {
-            seen.insert(m.name.clone(), file.clone());
+            seen.insert(name.clone(), file.clone());
+        }
+        match described {
+            Described::Triggered(m) => {
+                if level.identity.is_some() && matches!(m.transport, Transport::Http(_)) {
+                    f.error("identity", "an HTTP mirror is triggered without an SSH key; remove `identity:`");
+                }
+                mirrors.push((*m, level));
+            }
+            Described::CheckOnly(w) => {
+                for key in SENDER_FIELDS {
+                    if level_has(&level, key) {
+                        f.error(key, "a check-only mirror (`check:` without `ssh:` or `http:`) is never triggered");
+                    }
+                }
+                watched.push(w);
+            }
         }
         f.finish(&mirror_fields());
-        mirrors.push((m, level));
     }
     mirrors.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name));
-    mirrors
+    watched.sort_by(|a: &Watched, b: &Watched| a.name.cmp(&b.name));
+    (mirrors, watched)
 }
 
-fn read_mirror(f: &mut Fields<'_>, defaults: &MirrorSettings, archives: &BTreeMap<String, Archive>) -> Option<Mirror> {
+fn level_has(level: &Level, key: &str) -> bool {
+    match key {
+        "identity" => level.identity.is_some(),
+        _ => level.source_address.is_some(),
+    }
+}
+
+fn read_mirror(
+    f: &mut Fields<'_>,
+    defaults: &MirrorSettings,
+    archives: &BTreeMap<String, Archive>,
+) -> Option<Described> {
     let file = f.file().to_path_buf();
     let has_ssh = f.has("ssh");
     let has_http = f.has("http");
+    let check = f.take_parsed("check", parse_check_url);
     let host_key: Option<String> = f.take("host_key");
     if let Some(Err(msg)) = host_key.as_deref().map(crate::keys::parse_public_key) {
         f.error("host_key", msg);
@@ -351,8 +414,9 @@ fn read_mirror(f: &mut Fields<'_>, defaults: &MirrorSettings, archives: &BTreeMa
             f.error("http", "a mirror has either `ssh:` or `http:`, not both");
             None
         }
+        (false, false) if check.is_some() => None,
         (false, false) => {
-            f.error("", "a mirror needs `ssh:` or `http:`");
+            f.error("", "a mirror needs `ssh:` or `http:` (or `check:` alone, for a mirror only watched)");
             None
         }
         (true, false) => f.nested("ssh").and_then(|s| read_ssh(s, host_key)).map(Transport::Ssh),
@@ -369,7 +433,17 @@ fn read_mirror(f: &mut Fields<'_>, defaults: &MirrorSettings, archives: &BTreeMa
         initial: mine.backoff_initial.or(d.backoff_initial).unwrap_or(Duration::from_secs(5)),
         max: mine.backoff_max.or(d.backoff_max).unwrap_or(Duration::from_secs(300)),
     };
-    Some(Mirror {
+    if !has_ssh && !has_http {
+        return Some(Described::CheckOnly(Watched {
+            name,
+            file,
+            check: check?,
+            archives: mine.archives.or_else(|| d.archives.clone()),
+            tags: mine.tags.or_else(|| d.tags.clone()).unwrap_or_default(),
+            enabled: mine.enabled.or(d.enabled).unwrap_or(true),
+        }));
+    }
+    Some(Described::Triggered(Box::new(Mirror {
         name,
         file,
         transport: transport?,
@@ -386,7 +460,24 @@ fn read_mirror(f: &mut Fields<'_>, defaults: &MirrorSettings, archives: &BTreeMa
         busy_exit: mine.busy_exit.or(d.busy_exit),
         command: mine.command.or_else(|| d.command.clone()),
         senders: BTreeMap::new(),
-    })
+        check,
+    })))
+}
+
+/// `check:`: the mirror's public base URL of the archive, http(s) with a host; a trailing `/` is
+/// added so that trace paths join below it.
+fn parse_check_url(raw: &str) -> Result<Url, String> {
+    let mut url = Url::parse(raw.trim()).map_err(|e| format!("invalid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("the URL must be http:// or https:// with a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the base URL of the archive has no query or fragment".into());
+    }
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Ok(url)
 }
 
 fn read_ssh(mut s: Fields<'_>, host_key: Option<String>) -> Option<SshTarget> {
@@ -587,6 +678,7 @@ impl Mirror {
             busy_exit: None,
             command: None,
             senders: BTreeMap::new(),
+            check: None,
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use fields::resolve;
-pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport, mirror_fields};
+pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport, Watched, mirror_fields};
 pub use sender::{Sender, parse_source_address};
 
 pub(crate) use mirror::{basic_auth, secret_field};
@@ -30,6 +30,9 @@ use sender::{Level, LocalAddresses};
 
 /// Where `push` and friends look when `-c` and `$PUSHMIRROR_CONFIG` are absent.
 pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/pushmirror.yaml";
+
+/// `max_lag` when an archive sets none: two of Debian's six-hourly archive updates.
+pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(12 * 3600);
 
 /// `state_dir` when the main file sets none.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror";
@@ -58,8 +61,11 @@ pub struct Config {
     pub archives: BTreeMap<String, Archive>,
     /// Status server and report history.
     pub status: StatusConfig,
-    /// Every mirror, sorted by name.
+    /// Every mirror that is triggered, sorted by name.
     pub mirrors: Vec<Arc<Mirror>>,
+    /// Check-only mirrors (`check:` without `ssh:`/`http:`), sorted by name: watched, never
+    /// triggered.
+    pub watched: Vec<Watched>,
     /// Where fields that [`verify_files`] checks were written (`state_dir`, `known_hosts`,
     /// `archives.NAME.trace`), for its errors.
     positions: BTreeMap<String, (usize, usize)>,
@@ -89,6 +95,8 @@ pub struct Archive {
     pub settle: Duration,
     /// Fallback poll interval for file systems without inotify.
     pub poll: Duration,
+    /// How old the version a mirror serves may be before `freshness` counts it as behind.
+    pub max_lag: Duration,
     /// The key its triggers are sent with: its own `identity:`, else the main file's. A mirror
     /// file's own `identity:` overrides it for that mirror.
     pub identity: Option<PathBuf>,
@@ -214,7 +222,7 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     let status = read_status(&mut f);
     f.finish(MAIN_FIELDS);
 
-    let mut mirrors = mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, sink);
+    let (mut mirrors, watched) = mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, sink);
     // Only SSH needs keys, so an HTTP-only setup may name one that does not exist yet.
     mirror::resolve_senders(&main_level, &archive_levels, &mut mirrors, &path, sink);
     Some(Config {
@@ -229,6 +237,7 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         archives,
         status,
         mirrors: mirrors.into_iter().map(|(m, _)| Arc::new(m)).collect(),
+        watched,
         positions,
     })
 }
@@ -520,7 +529,7 @@ fn string_values(entries: &[(yaml::Node, yaml::Node)]) -> BTreeMap<String, Strin
 
 /// The fields of `archives.NAME`.
 pub const ARCHIVE_FIELDS: &[&str] =
-    &["root", "trace", "locks", "settle", "poll", "identity", "source_address", "forced_command"];
+    &["root", "trace", "locks", "settle", "poll", "identity", "source_address", "forced_command", "max_lag"];
 
 /// The archives, and the `identity:`/`source_address:` each resolves to (its own, else `main`'s).
 fn read_archives(
@@ -553,6 +562,7 @@ fn read_archives(
         let locks = a.take::<Vec<String>>("locks").unwrap_or_else(|| vec!["Archive-Update-in-Progress-*".into()]);
         let settle = a.duration("settle", max::SETTLE).unwrap_or(Duration::from_secs(30));
         let poll = a.duration("poll", max::POLL).unwrap_or(Duration::from_secs(60));
+        let max_lag = a.duration("max_lag", max::SYNC_TIMEOUT).unwrap_or(DEFAULT_MAX_LAG);
         let level = Level::read(&mut a, local).or(main);
         let forced_command = a.take_parsed("forced_command", |c| crate::keys::quote_option(c).map(|_| c.to_string()));
         a.finish(ARCHIVE_FIELDS);
@@ -564,6 +574,7 @@ fn read_archives(
                 locks,
                 settle,
                 poll,
+                max_lag,
                 identity: level.identity.as_ref().map(|s| s.value.clone()),
                 source_address: level.source_address.as_ref().map(|s| s.value),
                 forced_command,

@@ -96,6 +96,9 @@ struct ReceiverState {
     log: Arc<Log>,
     script: Script<Reply>,
     expect_auth: Option<String>,
+    /// Files it publishes, by path: a GET of one answers 200 with its content (a mirror's trace
+    /// files, for freshness).
+    files: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// An HTTP receiver on 127.0.0.1 with a port of its own. Stops when dropped.
@@ -148,6 +151,7 @@ impl HttpReceiverBuilder {
             log: self.log.unwrap_or_default(),
             script: Script::new(self.script, self.default.unwrap_or(Reply::Status(200))),
             expect_auth: self.expect_auth,
+            files: Default::default(),
         });
         let app = axum::Router::new().fallback(answer).with_state(Arc::clone(&state));
         let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -172,6 +176,12 @@ impl HttpReceiver {
     /// `http://127.0.0.1:PORT` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Publishes `content` at `path` (`/debian/project/trace/master`): a GET of it answers 200
+    /// with it, replacing what was published there before.
+    pub fn publish(&self, path: &str, content: &str) {
+        self.state.files.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_string(), content.to_string());
     }
 
     /// What this receiver (and any sharing its log) saw.
@@ -228,6 +238,12 @@ async fn answer(
     });
     if !authorized {
         return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if method == Method::GET {
+        let published = state.files.lock().unwrap_or_else(|e| e.into_inner()).get(uri.path()).cloned();
+        if let Some(content) = published {
+            return content.into_response();
+        }
     }
     match state.script.next() {
         Reply::Status(code) => status(code).into_response(),

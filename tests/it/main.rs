@@ -6,6 +6,7 @@ mod common;
 mod config_yaml;
 mod daemon;
 mod faults;
+mod freshness;
 mod http;
 mod layout;
 mod openssh;

@@ -1,0 +1,264 @@
+//! Freshness: which version each mirror serves, read from the trace files it publishes under its
+//! `check:` URL, compared with this archive's own. A survey reads, per mirror, `project/trace/master`
+//! (the version it serves, and that version's `Date:`), `_hierarchy` (its chain of upstreams) and
+//! its own trace (its last sync's duration): GETs bounded in size (64 KiB) and time, HTTPS
+//! verified, a global cap on requests in flight.
+//!
+//! A mirror's **lag** is how old the version it serves is: zero when it serves this archive's
+//! version, else the time since that version's `Date:`. It is **behind** when its lag exceeds the
+//! archive's `max_lag`, or when that age cannot be told; **unreachable** when its `master` cannot
+//! be read.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::Url;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::config::{Archive, Config};
+use crate::model::Timestamp;
+use crate::trace::{Hop, Trace, parse_hierarchy};
+use crate::units::format_ms;
+
+/// The most of a trace file that is read.
+pub const MAX_TRACE: usize = 64 * 1024;
+/// The longest one GET may take, connection included.
+pub const GET_TIMEOUT: Duration = Duration::from_secs(10);
+/// GETs in flight at once, all mirrors together.
+pub const CONCURRENCY: usize = 64;
+
+/// How a mirror stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standing {
+    /// It serves this archive's version.
+    UpToDate,
+    /// It serves an older version, not older than `max_lag`.
+    Syncing,
+    /// Its version is older than `max_lag`, or its age cannot be told.
+    Behind,
+    /// Its `master` trace could not be read.
+    Unreachable,
+}
+
+impl std::fmt::Display for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Standing::UpToDate => "up to date",
+            Standing::Syncing => "syncing",
+            Standing::Behind => "behind",
+            Standing::Unreachable => "unreachable",
+        })
+    }
+}
+
+/// One mirror of one archive, surveyed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Archive.
+    pub archive: String,
+    /// Mirror name.
+    pub mirror: String,
+    /// `triggered` (it has `ssh:`/`http:`) or `check-only`.
+    pub kind: &'static str,
+    /// How it stands.
+    pub standing: Standing,
+    /// The version it serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The `Date:` of that version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_date: Option<Timestamp>,
+    /// How old the version it serves is, milliseconds (0 when up to date).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
+    /// Its last sync's duration, from its own trace, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sync_ms: Option<u64>,
+    /// The host it syncs from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Its chain from the primary, `_hierarchy`'s mirror names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+    /// When it was read.
+    pub checked_at: Timestamp,
+    /// What went wrong reading it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a survey needs to know of one mirror.
+struct Target {
+    name: String,
+    kind: &'static str,
+    check: Url,
+}
+
+/// Surveys every mirror with a `check:` URL (triggered and check-only, enabled ones) of each
+/// archive, or only of `only`. Rows are sorted by archive, then mirror.
+pub async fn survey(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Row>> {
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("pushmirror/", env!("CARGO_PKG_VERSION"), " (freshness)"))
+        .tls_backend_rustls()
+        .timeout(GET_TIMEOUT)
+        .build()?;
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for archive in config.archives.values().filter(|a| only.is_none_or(|o| o == a.name)) {
+        let ours = Arc::new(local_master(archive));
+        for target in targets(config, &archive.name) {
+            let (client, permits, ours) = (client.clone(), Arc::clone(&permits), Arc::clone(&ours));
+            let (name, max_lag) = (archive.name.clone(), archive.max_lag);
+            tasks.spawn(async move {
+                let read = read_mirror(&client, &permits, &target.check).await;
+                judge(&name, &target, &ours, max_lag, read, SystemTime::now())
+            });
+        }
+    }
+    let mut rows = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        // A survey task that panicked is a bug: it is not a mirror's state, so it is not hidden.
+        rows.push(joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+    }
+    rows.sort_by(|a, b| (&a.archive, &a.mirror).cmp(&(&b.archive, &b.mirror)));
+    Ok(rows)
+}
+
+fn targets(config: &Config, archive: &str) -> Vec<Target> {
+    let triggered = config
+        .mirrors_of(archive)
+        .filter(|m| m.enabled)
+        .filter_map(|m| m.check.clone().map(|check| Target { name: m.name.clone(), kind: "triggered", check }));
+    let watched = config.watched.iter().filter(|w| w.enabled && w.serves(archive)).map(|w| Target {
+        name: w.name.clone(),
+        kind: "check-only",
+        check: w.check.clone(),
+    });
+    triggered.chain(watched).collect()
+}
+
+/// This archive's own `master` trace, as the mirrors will publish it.
+fn local_master(archive: &Archive) -> Trace {
+    let path = archive.root.join(&archive.trace);
+    crate::fsutil::read_bounded_text(&path, crate::fsutil::limit::TRACE).map(|t| Trace::parse(&t)).unwrap_or_default()
+}
+
+/// What was read of one mirror.
+struct Read {
+    master: Result<Trace, String>,
+    hierarchy: Vec<Hop>,
+    own: Option<Trace>,
+}
+
+async fn read_mirror(client: &reqwest::Client, permits: &Semaphore, base: &Url) -> Read {
+    let get = |path: String| async move { fetch(client, permits, base, &path).await };
+    let master = get("project/trace/master".into()).await.map(|t| Trace::parse(&t));
+    if master.is_err() {
+        return Read { master, hierarchy: Vec::new(), own: None };
+    }
+    let hierarchy = get("project/trace/_hierarchy".into()).await.map(|t| parse_hierarchy(&t)).unwrap_or_default();
+    // The last tier is the mirror itself; its trace file is named in the first word.
+    let own = match hierarchy.last() {
+        Some(hop) if is_file_name(&hop.tracefile) => {
+            get(format!("project/trace/{}", hop.tracefile)).await.ok().map(|t| Trace::parse(&t))
+        }
+        _ => None,
+    };
+    Read { master, hierarchy, own }
+}
+
+/// A trace file name from `_hierarchy` that may be joined below `project/trace/`.
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// GETs `path` below `base`: 200 with at most [`MAX_TRACE`] bytes of UTF-8, else why not. The
+/// error never holds the URL's path (the base URL is public, but keep errors uniform).
+async fn fetch(client: &reqwest::Client, permits: &Semaphore, base: &Url, path: &str) -> Result<String, String> {
+    let url = base.join(path).map_err(|e| format!("invalid URL: {e}"))?;
+    let _permit = permits.acquire().await.map_err(|_| "survey closed".to_string())?;
+    let mut response = client.get(url).send().await.map_err(|e| e.without_url().to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("{path}: HTTP {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.without_url().to_string())? {
+        if body.len() + chunk.len() > MAX_TRACE {
+            return Err(format!("{path}: larger than {MAX_TRACE} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| format!("{path}: not UTF-8 text"))
+}
+
+fn judge(archive: &str, target: &Target, ours: &Trace, max_lag: Duration, read: Read, now: SystemTime) -> Row {
+    let mut row = Row {
+        archive: archive.to_string(),
+        mirror: target.name.clone(),
+        kind: target.kind,
+        standing: Standing::Unreachable,
+        version: None,
+        version_date: None,
+        lag_ms: None,
+        last_sync_ms: None,
+        upstream: None,
+        chain: read.hierarchy.iter().map(|h| h.mirror.clone()).collect(),
+        checked_at: Timestamp(now),
+        error: None,
+    };
+    let master = match read.master {
+        Ok(m) => m,
+        Err(e) => {
+            row.error = Some(e);
+            return row;
+        }
+    };
+    row.version = master.serial().map(str::to_string);
+    row.version_date = master.date().map(Timestamp);
+    row.last_sync_ms = read.own.as_ref().and_then(Trace::sync_duration).map(crate::units::millis);
+    row.upstream = read.own.as_ref().and_then(|t| t.upstream().map(str::to_string));
+    let lag = if row.version.is_some() && row.version.as_deref() == ours.serial() {
+        Some(Duration::ZERO)
+    } else {
+        master.date().map(|d| now.duration_since(d).unwrap_or_default())
+    };
+    row.lag_ms = lag.map(crate::units::millis);
+    row.standing = match lag {
+        Some(Duration::ZERO) => Standing::UpToDate,
+        Some(age) if age <= max_lag => Standing::Syncing,
+        _ => Standing::Behind,
+    };
+    if row.version.is_none() {
+        row.error = Some("its master trace has no `Archive serial:`".into());
+    }
+    row
+}
+
+/// Whether every row is up to date or within its archive's `max_lag`.
+pub fn all_fresh(rows: &[Row]) -> bool {
+    rows.iter().all(|r| matches!(r.standing, Standing::UpToDate | Standing::Syncing))
+}
+
+/// The survey as a table.
+pub fn to_table(rows: &[Row]) -> String {
+    let mut lines = vec![
+        ["ARCHIVE", "MIRROR", "STANDING", "VERSION", "LAG", "LAST SYNC", "UPSTREAM", "KIND", "ERROR"].map(String::from),
+    ];
+    for r in rows {
+        let ms = |v: Option<u64>| v.map(format_ms).unwrap_or_else(|| "-".into());
+        lines.push([
+            r.archive.clone(),
+            r.mirror.clone(),
+            r.standing.to_string(),
+            r.version.clone().unwrap_or_else(|| "-".into()),
+            ms(r.lag_ms),
+            ms(r.last_sync_ms),
+            r.upstream.clone().unwrap_or_else(|| "-".into()),
+            r.kind.to_string(),
+            r.error.clone().unwrap_or_default(),
+        ]);
+    }
+    crate::report::align(&lines)
+}

@@ -1,0 +1,142 @@
+//! `pushmirror freshness` against mirrors that publish their trace files over HTTP (in-process
+//! receivers on 127.0.0.1:0): up to date, syncing, behind, unreachable, a check-only mirror.
+
+use std::process::Output;
+use std::time::{Duration, SystemTime};
+
+use pushmirror::demo::{HttpReceiver, Reply};
+use pushmirror::freshness::Standing;
+use pushmirror::plan::PushRequest;
+
+use crate::common::{Fixture, run_bin, stderr, stdout};
+
+async fn cli(f: &Fixture, args: &[&str]) -> Output {
+    let (config, args): (_, Vec<String>) = (f.config_path(), args.iter().map(|s| s.to_string()).collect());
+    tokio::task::spawn_blocking(move || run_bin(&config, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
+}
+
+fn date(ago: Duration) -> String {
+    httpdate::fmt_http_date(SystemTime::now() - ago)
+}
+
+/// A mirror's `project/trace/` below `/debian/`: `master` at `serial`, written `age` ago, and,
+/// when `tier` is given, `_hierarchy` (tier1 → tier) and the tier's own trace (a 4 s sync).
+fn publish(rx: &HttpReceiver, serial: &str, age: Duration, tier: Option<&str>) {
+    rx.publish(
+        "/debian/project/trace/master",
+        &format!("Sun Nov 29 08:52:03 UTC 2026\nArchive serial: {serial}\nDate: {}\n", date(age)),
+    );
+    if let Some(tier) = tier {
+        rx.publish(
+            "/debian/project/trace/_hierarchy",
+            &format!(
+                "tier1.example.net tier1.example.net t1 primary.example.net\n{tier} {tier} {tier} tier1.example.net\n"
+            ),
+        );
+        rx.publish(
+            &format!("/debian/project/trace/{tier}"),
+            &format!(
+                "x\nDate: {}\nDate-Started: {}\nArchive serial: {serial}\nUpstream-mirror: tier1.example.net\n",
+                date(Duration::from_secs(100)),
+                date(Duration::from_secs(104))
+            ),
+        );
+    }
+}
+
+#[tokio::test]
+async fn freshness_tells_up_to_date_syncing_behind_and_unreachable_and_never_triggers_check_only() {
+    let fresh = HttpReceiver::start().await.unwrap();
+    let syncing = HttpReceiver::start().await.unwrap();
+    let stale = HttpReceiver::start().await.unwrap();
+    let watched = HttpReceiver::start().await.unwrap();
+    let gone = HttpReceiver::builder().reply(Reply::Status(404)).start().await.unwrap();
+    let f = Fixture::new();
+    f.set_serial("2026112902");
+    publish(&fresh, "2026112902", Duration::from_secs(60), Some("tier2.example.net"));
+    publish(&syncing, "2026112901", Duration::from_secs(3600), None);
+    publish(&stale, "2026112701", Duration::from_secs(2 * 86400), None);
+    publish(&watched, "2026112902", Duration::from_secs(60), None);
+    for (name, rx) in [("a-fresh", &fresh), ("b-syncing", &syncing), ("c-stale", &stale), ("d-gone", &gone)] {
+        f.http_mirror(name, &rx.url("/trigger"), &format!("check: {}\n", rx.url("/debian")));
+    }
+    f.mirror("e-watched", &format!("check: {}/debian/\n", watched.url("")));
+
+    let out = cli(&f, &["freshness", "--format", "json"]).await;
+    assert_eq!(out.status.code(), Some(1), "some are behind: {}", stderr(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let standing = |r: &serde_json::Value| serde_json::from_value::<Standing>(r["standing"].clone()).unwrap();
+    let seen: Vec<(&str, Standing, &str)> =
+        rows.iter().map(|r| (r["mirror"].as_str().unwrap(), standing(r), r["kind"].as_str().unwrap())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("a-fresh", Standing::UpToDate, "triggered"),
+            ("b-syncing", Standing::Syncing, "triggered"),
+            ("c-stale", Standing::Behind, "triggered"),
+            ("d-gone", Standing::Unreachable, "triggered"),
+            ("e-watched", Standing::UpToDate, "check-only"),
+        ]
+    );
+    let fresh_row = &rows[0];
+    assert_eq!(fresh_row["lag_ms"], 0);
+    assert_eq!(fresh_row["last_sync_ms"], 4000);
+    assert_eq!(fresh_row["upstream"], "tier1.example.net");
+    assert_eq!(fresh_row["chain"], serde_json::json!(["tier1.example.net", "tier2.example.net"]));
+    let lag = |i: usize| rows[i]["lag_ms"].as_u64().unwrap();
+    assert!((3_600_000..3_700_000).contains(&lag(1)), "syncing lag {}", lag(1));
+    assert!(lag(2) >= 2 * 86_400_000, "stale lag {}", lag(2));
+    assert!(rows[3]["error"].as_str().unwrap().contains("HTTP 404"), "{}", rows[3]);
+
+    let table = cli(&f, &["freshness"]).await;
+    let text = stdout(&table);
+    for want in ["a-fresh", "up to date", "syncing", "behind", "unreachable", "check-only", "4.0s"] {
+        assert!(text.contains(want), "no `{want}` in:\n{text}");
+    }
+
+    // The check-only mirror is never triggered: a push reaches the four others only.
+    let report = f.push(PushRequest::default()).await;
+    let pushed: Vec<&str> = report.triggers.iter().map(|t| t.mirror.as_str()).collect();
+    assert_eq!(pushed, ["a-fresh", "b-syncing", "c-stale", "d-gone"]);
+    assert!(watched.log().hits().iter().all(|h| h.method == "GET" && h.uri.starts_with("/debian/")));
+
+    // Once the stale one catches up and the gone one is dropped, all are within max_lag: exit 0.
+    publish(&stale, "2026112902", Duration::from_secs(60), None);
+    std::fs::remove_file(f.path("mirrors.d/d-gone.yaml")).unwrap();
+    let out = cli(&f, &["freshness"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+}
+
+#[tokio::test]
+async fn an_archive_max_lag_decides_behind_and_an_unknown_archive_is_a_usage_error() {
+    let syncing = HttpReceiver::start().await.unwrap();
+    publish(&syncing, "2026112901", Duration::from_secs(3600), None);
+    let f = Fixture::new();
+    f.set_main("mirrors_dir: mirrors.d\nstate_dir: state\narchives:\n  debian:\n    root: archive\n    max_lag: 30m\n");
+    f.mirror("m", &format!("check: {}\n", syncing.url("/debian")));
+    let out = cli(&f, &["freshness", "debian"]).await;
+    assert_eq!(out.status.code(), Some(1), "an hour old is behind under max_lag 30m: {}", stdout(&out));
+    assert!(stdout(&out).contains("behind"), "{}", stdout(&out));
+    let out = cli(&f, &["freshness", "ubuntu"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown archive `ubuntu`"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_check_url_is_validated_and_a_check_only_mirror_takes_no_key() {
+    let f = Fixture::with_main("identity: keys/none\n");
+    f.mirror("a", "check: ftp://mirror.example/debian/\n");
+    f.mirror("b", "check: https://mirror.example/debian/\nsource_address: 127.0.0.1\n");
+    f.mirror("c", "timeout: 5s\n");
+    let err = stderr(&f.cli(&["check"]));
+    let dir = f.path("mirrors.d");
+    for want in [
+        format!("{}/a.yaml:1:1: check: the URL must be http:// or https:// with a host", dir.display()),
+        format!("{}/b.yaml:2:1: source_address: a check-only mirror", dir.display()),
+        format!("{}/c.yaml:1:1: a mirror needs `ssh:` or `http:` (or `check:` alone", dir.display()),
+    ] {
+        assert!(err.contains(&want), "missing `{want}` in:\n{err}");
+    }
+}
