@@ -241,6 +241,18 @@ pub fn all_fresh(rows: &[Row]) -> bool {
     rows.iter().all(|r| matches!(r.standing, Standing::UpToDate | Standing::Syncing))
 }
 
+/// An age as an operator reads it: `0`, `42s`, `17m`, `5h03m`, `2d04h`.
+pub fn format_age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => "0".into(),
+        1..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..172_800 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// The survey as a table.
 pub fn to_table(rows: &[Row]) -> String {
     let mut lines = vec![
@@ -248,12 +260,13 @@ pub fn to_table(rows: &[Row]) -> String {
     ];
     for r in rows {
         let ms = |v: Option<u64>| v.map(format_ms).unwrap_or_else(|| "-".into());
+        let age = |v: Option<u64>| v.map(format_age).unwrap_or_else(|| "-".into());
         lines.push([
             r.archive.clone(),
             r.mirror.clone(),
             r.standing.to_string(),
             r.version.clone().unwrap_or_else(|| "-".into()),
-            ms(r.lag_ms),
+            age(r.lag_ms),
             ms(r.last_sync_ms),
             r.upstream.clone().unwrap_or_else(|| "-".into()),
             r.kind.to_string(),
@@ -261,4 +274,18 @@ pub fn to_table(rows: &[Row]) -> String {
         ]);
     }
     crate::report::align(&lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_an_operator_says_them() {
+        let said: Vec<String> = [0, 999, 42_000, 17 * 60_000, 5 * 3_600_000 + 3 * 60_000, 52 * 3_600_000]
+            .into_iter()
+            .map(format_age)
+            .collect();
+        assert_eq!(said, ["0", "0", "42s", "17m", "5h03m", "2d04h"]);
+    }
 }

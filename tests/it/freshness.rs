@@ -92,7 +92,10 @@ async fn freshness_tells_up_to_date_syncing_behind_and_unreachable_and_never_tri
 
     let table = cli(&f, &["freshness"]).await;
     let text = stdout(&table);
-    for want in ["a-fresh", "up to date", "syncing", "behind", "unreachable", "check-only", "4.0s"] {
+    eprintln!("{text}");
+    for want in
+        ["a-fresh", "up to date", "syncing", "behind", "unreachable", "check-only", "4.0s", " 1h00m ", " 2d00h "]
+    {
         assert!(text.contains(want), "no `{want}` in:\n{text}");
     }
 
