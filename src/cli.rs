@@ -153,6 +153,11 @@ pub struct PushArgs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Then watch each delivered mirror with a `check:` URL until it serves the pushed version
+    /// (or the archive's propagation_timeout passes); the report gets how long each took. Exit 1
+    /// when one is not live in time.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub follow: bool,
     /// Only the second stage, as `runmirrors -k stage2`: stage 2 to staged and mhop mirrors,
     /// sync:all to `all` mirrors, no stage 1 (a hub relaying its upstream's stage 2).
     #[arg(long, conflicts_with = "mhop")]

@@ -192,10 +192,16 @@ async fn push(cli: &Cli, args: &PushArgs) -> Ended {
         on_done: progress.as_ref().map(Progress::callback),
         ..Options::default()
     };
-    let report = crate::push::once(&config, &plan, &options, "cli").await.map_err(alternate)?;
+    let report = if args.follow {
+        crate::push::once_and_follow(&config, &plan, &options, "cli").await
+    } else {
+        crate::push::once(&config, &plan, &options, "cli").await
+    }
+    .map_err(alternate)?;
     drop(progress);
     output::print(&report, cli.format);
-    Ok(report.verdict())
+    let not_live = report.propagation.iter().any(|p| p.live_after_ms.is_none());
+    Ok(if not_live { Verdict::Failed } else { report.verdict() })
 }
 
 /// `keygen`: writes a new ed25519 key and prints the authorized_keys line for downstreams.

@@ -99,20 +99,15 @@ struct Target {
 /// Surveys every mirror with a `check:` URL (triggered and check-only, enabled ones) of each
 /// archive, or only of `only`. Rows are sorted by archive, then mirror.
 pub async fn survey(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Row>> {
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("pushmirror/", env!("CARGO_PKG_VERSION"), " (freshness)"))
-        .tls_backend_rustls()
-        .timeout(GET_TIMEOUT)
-        .build()?;
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let prober = Prober::new()?;
     let mut tasks = tokio::task::JoinSet::new();
     for archive in config.archives.values().filter(|a| only.is_none_or(|o| o == a.name)) {
         let ours = Arc::new(local_master(archive));
         for target in targets(config, &archive.name) {
-            let (client, permits, ours) = (client.clone(), Arc::clone(&permits), Arc::clone(&ours));
+            let (prober, ours) = (prober.clone(), Arc::clone(&ours));
             let (name, max_lag) = (archive.name.clone(), archive.max_lag);
             tasks.spawn(async move {
-                let read = read_mirror(&client, &permits, &target.check).await;
+                let read = read_mirror(&prober, &target.check).await;
                 judge(&name, &target, &ours, max_lag, read, SystemTime::now())
             });
         }
@@ -152,20 +147,12 @@ struct Read {
     own: Option<Trace>,
 }
 
-async fn read_mirror(client: &reqwest::Client, permits: &Semaphore, base: &Url) -> Read {
-    let get = |path: String| async move { fetch(client, permits, base, &path).await };
-    let master = get("project/trace/master".into()).await.map(|t| Trace::parse(&t));
+async fn read_mirror(prober: &Prober, base: &Url) -> Read {
+    let master = prober.get(base, "project/trace/master").await.map(|t| Trace::parse(&t));
     if master.is_err() {
         return Read { master, hierarchy: Vec::new(), own: None };
     }
-    let hierarchy = get("project/trace/_hierarchy".into()).await.map(|t| parse_hierarchy(&t)).unwrap_or_default();
-    // The last tier is the mirror itself; its trace file is named in the first word.
-    let own = match hierarchy.last() {
-        Some(hop) if is_file_name(&hop.tracefile) => {
-            get(format!("project/trace/{}", hop.tracefile)).await.ok().map(|t| Trace::parse(&t))
-        }
-        _ => None,
-    };
+    let (hierarchy, own) = prober.own_trace(base).await;
     Read { master, hierarchy, own }
 }
 
@@ -174,23 +161,94 @@ fn is_file_name(name: &str) -> bool {
     !name.is_empty() && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
-/// GETs `path` below `base`: 200 with at most [`MAX_TRACE`] bytes of UTF-8, else why not. The
-/// error never holds the URL's path (the base URL is public, but keep errors uniform).
-async fn fetch(client: &reqwest::Client, permits: &Semaphore, base: &Url, path: &str) -> Result<String, String> {
-    let url = base.join(path).map_err(|e| format!("invalid URL: {e}"))?;
-    let _permit = permits.acquire().await.map_err(|_| "survey closed".to_string())?;
-    let mut response = client.get(url).send().await.map_err(|e| e.without_url().to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("{path}: HTTP {}", response.status()));
+/// Reads trace files over HTTP: one client (HTTPS verified, [`GET_TIMEOUT`] per GET) and a cap
+/// of [`CONCURRENCY`] GETs in flight, shared by everything that probes mirrors.
+#[derive(Clone)]
+pub struct Prober {
+    client: reqwest::Client,
+    permits: Arc<Semaphore>,
+}
+
+/// What a conditional GET was told last time (`ETag`, `Last-Modified`), to send back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+/// The answer to a conditional GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// 200: the content and its validators.
+    Body(String, Validators),
+    /// 304: unchanged since the validators sent.
+    NotModified,
+}
+
+impl Prober {
+    /// A prober with its own client.
+    pub fn new() -> anyhow::Result<Prober> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("pushmirror/", env!("CARGO_PKG_VERSION"), " (freshness)"))
+            .tls_backend_rustls()
+            .timeout(GET_TIMEOUT)
+            .build()?;
+        Ok(Prober { client, permits: Arc::new(Semaphore::new(CONCURRENCY)) })
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.without_url().to_string())? {
-        if body.len() + chunk.len() > MAX_TRACE {
-            return Err(format!("{path}: larger than {MAX_TRACE} bytes"));
+
+    /// GETs `path` below `base`: 200 with at most [`MAX_TRACE`] bytes of UTF-8, else why not.
+    pub async fn get(&self, base: &Url, path: &str) -> Result<String, String> {
+        match self.get_if_changed(base, path, &Validators::default()).await? {
+            Fetched::Body(text, _) => Ok(text),
+            Fetched::NotModified => Err(format!("{path}: HTTP 304 to an unconditional GET")),
         }
-        body.extend_from_slice(&chunk);
     }
-    String::from_utf8(body).map_err(|_| format!("{path}: not UTF-8 text"))
+
+    /// Like [`Prober::get`], sending `since` as `If-None-Match` / `If-Modified-Since`. Errors
+    /// never hold the URL (a base URL is public, but errors stay uniform with the triggers').
+    pub async fn get_if_changed(&self, base: &Url, path: &str, since: &Validators) -> Result<Fetched, String> {
+        use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+        let url = base.join(path).map_err(|e| format!("invalid URL: {e}"))?;
+        let _permit = self.permits.acquire().await.map_err(|_| "prober closed".to_string())?;
+        let mut request = self.client.get(url);
+        if let Some(etag) = &since.etag {
+            request = request.header(IF_NONE_MATCH, etag);
+        }
+        if let Some(date) = &since.last_modified {
+            request = request.header(IF_MODIFIED_SINCE, date);
+        }
+        let mut response = request.send().await.map_err(|e| e.without_url().to_string())?;
+        if response.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(Fetched::NotModified);
+        }
+        if !response.status().is_success() {
+            return Err(format!("{path}: HTTP {}", response.status()));
+        }
+        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let validators = Validators { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.without_url().to_string())? {
+            if body.len() + chunk.len() > MAX_TRACE {
+                return Err(format!("{path}: larger than {MAX_TRACE} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(body).map_err(|_| format!("{path}: not UTF-8 text"))?;
+        Ok(Fetched::Body(text, validators))
+    }
+
+    /// The trace of the mirror itself, named by the last line of its `_hierarchy`.
+    pub async fn own_trace(&self, base: &Url) -> (Vec<Hop>, Option<Trace>) {
+        let hierarchy =
+            self.get(base, "project/trace/_hierarchy").await.map(|t| parse_hierarchy(&t)).unwrap_or_default();
+        let own = match hierarchy.last() {
+            Some(hop) if is_file_name(&hop.tracefile) => {
+                self.get(base, &format!("project/trace/{}", hop.tracefile)).await.ok().map(|t| Trace::parse(&t))
+            }
+            _ => None,
+        };
+        (hierarchy, own)
+    }
 }
 
 fn judge(archive: &str, target: &Target, ours: &Trace, max_lag: Duration, read: Read, now: SystemTime) -> Row {

@@ -49,6 +49,8 @@
 //!   that a hub's ftpsync calls, and `import-runmirrors` ([`runmirrors::import`]).
 //! - [`freshness`]: `pushmirror freshness` — which version each mirror (`check:` URL) serves, how old
 //!   it is, its upstream chain; check-only mirrors included.
+//! - [`propagation`]: `push --follow` — watching each delivered mirror until it serves the pushed
+//!   version.
 //! - [`trace`]: the trace files a Debian mirror publishes (`master`, its own, `_hierarchy`), parsed.
 //! - [`watch`]: an archive's version from its trace file, and update-completion detection
 //!   (settle, lock globs, inotify plus a poll).
@@ -86,6 +88,7 @@ pub mod model;
 pub mod output;
 pub mod owner;
 pub mod plan;
+pub mod propagation;
 pub mod push;
 pub mod ratelimit;
 pub mod receive;

@@ -40,6 +40,7 @@ pub const ARCHIVE_FIELDS: &[(&str, &str)] = &[
     ("source_address", "This archive's source address; else the main file's."),
     ("forced_command", "The forced command shown in its authorized_keys line. Default: ~/bin/ftpsync."),
     ("max_lag", "How old the version a mirror serves may be before freshness counts it as behind. Default: 12h."),
+    ("propagation_timeout", "How long push --follow watches a mirror for the pushed version. Default: 6h."),
 ];
 
 /// The fields of a mirror file.

@@ -37,16 +37,53 @@ pub async fn execute<T: Trigger>(
     options: &Options,
     origin: &str,
 ) -> Report {
+    let report = dispatch(engine, plan, options, origin).await;
+    save(config, &report);
+    report
+}
+
+async fn dispatch<T: Trigger>(engine: &Engine<T>, plan: &Plan, options: &Options, origin: &str) -> Report {
     let started = SystemTime::now();
     let rows = engine.run(plan, options).await;
-    let report = Report::new(&plan.archive, plan.serial.clone(), origin, options.dry_run, started, rows);
-    if !options.dry_run {
+    Report::new(&plan.archive, plan.serial.clone(), origin, options.dry_run, started, rows)
+}
+
+/// Stores `report` in the history, unless it is a dry run.
+fn save(config: &Config, report: &Report) {
+    if !report.dry_run {
         let history = History::new(&config.state_dir, config.status.history);
-        if let Err(e) = history.save(&report) {
+        if let Err(e) = history.save(report) {
             tracing::error!(dir = %config.state_dir.display(), error = %e, "cannot write the report to the history");
         }
     }
-    report
+}
+
+/// [`once`], then [`crate::propagation::follow`] every delivered mirror with a `check:` URL
+/// until it serves the pushed serial; the report, with its propagation, is stored after that.
+/// Without a serial there is nothing to recognise, and nothing is followed.
+pub async fn once_and_follow(config: &Config, plan: &Plan, options: &Options, origin: &str) -> anyhow::Result<Report> {
+    let transports = Arc::new(Transports::new(config).context("cannot set up transports")?);
+    let engine = engine(config, transports, Clock::system());
+    let started = tokio::time::Instant::now();
+    let mut report = dispatch(&engine, plan, options, origin).await;
+    if let (Some(serial), Some(archive)) = (plan.serial.as_deref(), config.archives.get(&plan.archive)) {
+        let delivered: std::collections::BTreeSet<&str> = report
+            .triggers
+            .iter()
+            .filter(|t| t.outcome == crate::model::Outcome::Ok)
+            .map(|t| t.mirror.as_str())
+            .collect();
+        let follow: Vec<crate::propagation::Follow> = config
+            .mirrors_of(&plan.archive)
+            .filter(|m| delivered.contains(m.name.as_str()))
+            .filter_map(|m| m.check.clone().map(|check| crate::propagation::Follow { mirror: m.name.clone(), check }))
+            .collect();
+        let prober = crate::freshness::Prober::new()?;
+        report.propagation =
+            crate::propagation::follow(&prober, follow, serial, started, archive.propagation_timeout).await;
+    }
+    save(config, &report);
+    Ok(report)
 }
 
 /// A one-off push with the production transports: `push`, `runmirrors`, `receive` and `demo`

@@ -151,6 +151,29 @@ pub struct Report {
     pub summary: Summary,
     /// Every trigger, in mirror order.
     pub triggers: Vec<TriggerReport>,
+    /// When each delivered mirror with a `check:` URL was seen serving the pushed version
+    /// (`push --follow`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub propagation: Vec<Propagated>,
+}
+
+/// How the pushed version reached one mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Propagated {
+    /// Mirror name.
+    pub mirror: String,
+    /// From the start of the push until its `master` trace showed the pushed version,
+    /// milliseconds; absent when it did not within the archive's `propagation_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_after_ms: Option<u64>,
+    /// Its sync's own duration, from its trace, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_ms: Option<u64>,
+    /// GETs of its `master` trace.
+    pub checks: u32,
+    /// The last error reading it, or why it is not live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Report {
@@ -184,6 +207,7 @@ impl Report {
             duration_ms: millis(finished.duration_since(started).unwrap_or_default()),
             summary,
             triggers,
+            propagation: Vec::new(),
         }
     }
 
@@ -226,6 +250,21 @@ impl Report {
             if s.planned > 0 { format!(", {} planned", s.planned) } else { String::new() },
             format_ms(self.duration_ms),
         );
+        if !self.propagation.is_empty() {
+            let mut rows = vec![["MIRROR", "LIVE AFTER", "ITS SYNC", "CHECKS", "DETAIL"].map(String::from)];
+            for p in &self.propagation {
+                rows.push([
+                    p.mirror.clone(),
+                    p.live_after_ms.map(format_ms).unwrap_or_else(|| "not live".into()),
+                    p.sync_ms.map(format_ms).unwrap_or_else(|| "-".into()),
+                    p.checks.to_string(),
+                    p.error.clone().unwrap_or_default(),
+                ]);
+            }
+            out.push_str(&align(&rows));
+            let live = self.propagation.iter().filter(|p| p.live_after_ms.is_some()).count();
+            let _ = writeln!(out, "propagation: {live} of {} followed mirror(s) live", self.propagation.len());
+        }
         out
     }
 }

@@ -97,6 +97,8 @@ pub struct Archive {
     pub poll: Duration,
     /// How old the version a mirror serves may be before `freshness` counts it as behind.
     pub max_lag: Duration,
+    /// How long `push --follow` watches a mirror for the pushed version.
+    pub propagation_timeout: Duration,
     /// The key its triggers are sent with: its own `identity:`, else the main file's. A mirror
     /// file's own `identity:` overrides it for that mirror.
     pub identity: Option<PathBuf>,
@@ -528,8 +530,18 @@ fn string_values(entries: &[(yaml::Node, yaml::Node)]) -> BTreeMap<String, Strin
 }
 
 /// The fields of `archives.NAME`.
-pub const ARCHIVE_FIELDS: &[&str] =
-    &["root", "trace", "locks", "settle", "poll", "identity", "source_address", "forced_command", "max_lag"];
+pub const ARCHIVE_FIELDS: &[&str] = &[
+    "root",
+    "trace",
+    "locks",
+    "settle",
+    "poll",
+    "identity",
+    "source_address",
+    "forced_command",
+    "max_lag",
+    "propagation_timeout",
+];
 
 /// The archives, and the `identity:`/`source_address:` each resolves to (its own, else `main`'s).
 fn read_archives(
@@ -563,6 +575,8 @@ fn read_archives(
         let settle = a.duration("settle", max::SETTLE).unwrap_or(Duration::from_secs(30));
         let poll = a.duration("poll", max::POLL).unwrap_or(Duration::from_secs(60));
         let max_lag = a.duration("max_lag", max::SYNC_TIMEOUT).unwrap_or(DEFAULT_MAX_LAG);
+        let propagation_timeout =
+            a.duration("propagation_timeout", max::SYNC_TIMEOUT).unwrap_or(Duration::from_secs(6 * 3600));
         let level = Level::read(&mut a, local).or(main);
         let forced_command = a.take_parsed("forced_command", |c| crate::keys::quote_option(c).map(|_| c.to_string()));
         a.finish(ARCHIVE_FIELDS);
@@ -575,6 +589,7 @@ fn read_archives(
                 settle,
                 poll,
                 max_lag,
+                propagation_timeout,
                 identity: level.identity.as_ref().map(|s| s.value.clone()),
                 source_address: level.source_address.as_ref().map(|s| s.value),
                 forced_command,

@@ -98,7 +98,14 @@ struct ReceiverState {
     expect_auth: Option<String>,
     /// Files it publishes, by path: a GET of one answers 200 with its content (a mirror's trace
     /// files, for freshness).
-    files: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    files: std::sync::Mutex<std::collections::HashMap<String, Published>>,
+}
+
+/// A published file and its `ETag` (`"N"`, N counting every publication in the process).
+#[derive(Clone)]
+struct Published {
+    content: String,
+    etag: String,
 }
 
 /// An HTTP receiver on 127.0.0.1 with a port of its own. Stops when dropped.
@@ -181,7 +188,10 @@ impl HttpReceiver {
     /// Publishes `content` at `path` (`/debian/project/trace/master`): a GET of it answers 200
     /// with it, replacing what was published there before.
     pub fn publish(&self, path: &str, content: &str) {
-        self.state.files.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_string(), content.to_string());
+        static PUBLISHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let etag = format!("\"{}\"", PUBLISHED.fetch_add(1, Ordering::Relaxed));
+        let mut files = self.state.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.insert(path.to_string(), Published { content: content.to_string(), etag });
     }
 
     /// What this receiver (and any sharing its log) saw.
@@ -241,8 +251,12 @@ async fn answer(
     }
     if method == Method::GET {
         let published = state.files.lock().unwrap_or_else(|e| e.into_inner()).get(uri.path()).cloned();
-        if let Some(content) = published {
-            return content.into_response();
+        if let Some(file) = published {
+            let etag = [("etag", file.etag.clone())];
+            if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(file.etag.as_str()) {
+                return (StatusCode::NOT_MODIFIED, etag).into_response();
+            }
+            return (etag, file.content).into_response();
         }
     }
     match state.script.next() {

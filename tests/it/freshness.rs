@@ -143,3 +143,52 @@ fn a_check_url_is_validated_and_a_check_only_mirror_takes_no_key() {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     }
 }
+
+/// `push --follow`: a mirror whose receiver publishes the pushed version 30 s after the push is
+/// seen live at the first check after that (checks at 5 s, 15 s, 35 s: backoff doubling from 5 s);
+/// one that never does is given up at the archive's propagation_timeout. Paused time.
+#[tokio::test(start_paused = true)]
+async fn a_push_followed_records_when_each_mirror_went_live() {
+    let late = HttpReceiver::start().await.unwrap();
+    let never = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(
+        "mirrors_dir: mirrors.d\nstate_dir: state\narchives:\n  debian:\n    root: archive\n    propagation_timeout: 1m\n",
+    );
+    f.set_serial("2026112902");
+    for rx in [&late, &never] {
+        publish(rx, "2026112901", Duration::from_secs(3600), None);
+    }
+    f.http_mirror("late", &late.url("/trigger"), &format!("check: {}\n", late.url("/debian")));
+    f.http_mirror("never", &never.url("/trigger"), &format!("check: {}\n", never.url("/debian")));
+    f.http_mirror("unchecked", &never.url("/trigger"), "");
+    let published = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        publish(&late, "2026112902", Duration::from_secs(1), Some("tier2.example.net"));
+        late
+    });
+
+    let config = f.config();
+    let plan = pushmirror::push::plan_push(&config, &PushRequest::default()).unwrap();
+    let options = pushmirror::dispatch::Options::default();
+    let report = pushmirror::push::once_and_follow(&config, &plan, &options, "cli").await.unwrap();
+    let late = published.await.unwrap();
+
+    let seen: Vec<(&str, Option<u64>, u32)> =
+        report.propagation.iter().map(|p| (p.mirror.as_str(), p.live_after_ms, p.checks)).collect();
+    assert_eq!(seen, [("late", Some(35_000), 3), ("never", None, 3)]);
+    assert_eq!(report.propagation[0].sync_ms, Some(4000));
+    assert!(
+        report.propagation[1].error.as_deref().unwrap().starts_with("not live within 1m"),
+        "{:?}",
+        report.propagation[1]
+    );
+    // The second check of the late mirror was conditional, and answered 304.
+    let gets: Vec<_> = late.log().hits().into_iter().filter(|h| h.uri == "/debian/project/trace/master").collect();
+    assert_eq!(gets.len(), 3);
+    assert!(gets[0].header("if-none-match").is_none() && gets[1].header("if-none-match").is_some());
+    // The stored report carries the propagation.
+    let stored = pushmirror::report::History::new(&f.path("state"), 10).latest_per_archive().unwrap();
+    assert_eq!(stored["debian"].propagation, report.propagation);
+    assert!(report.to_table().contains("propagation: 1 of 2 followed mirror(s) live"), "{}", report.to_table());
+}

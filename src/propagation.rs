@@ -1,0 +1,84 @@
+//! Propagation: after a push, watch each delivered mirror's `project/trace/master` (under its
+//! `check:` URL) until it shows the pushed version, and record how long that took from the start
+//! of the push. One check per mirror at a time, with backoff; conditional GETs (`ETag`,
+//! `Last-Modified`), so an unchanged trace costs a 304; the [`Prober`]'s global cap on GETs in
+//! flight; every mirror given up at the archive's `propagation_timeout`. Times are tokio's, so
+//! the schedule is tested under paused time.
+
+use std::time::Duration;
+
+use reqwest::Url;
+use tokio::time::Instant;
+
+use crate::freshness::{Fetched, Prober, Validators};
+use crate::report::Propagated;
+use crate::trace::Trace;
+
+/// The first check waits this long after the push started; each later wait doubles, to
+/// [`MAX_INTERVAL`].
+pub const FIRST_CHECK: Duration = Duration::from_secs(5);
+/// The longest wait between two checks of one mirror.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(300);
+
+/// One mirror to follow.
+#[derive(Debug, Clone)]
+pub struct Follow {
+    /// Its name.
+    pub mirror: String,
+    /// Its public base URL of the archive.
+    pub check: Url,
+}
+
+/// Follows every mirror concurrently until each shows `version` or `timeout` has passed since
+/// `started`; rows in the order given.
+pub async fn follow(
+    prober: &Prober,
+    mirrors: Vec<Follow>,
+    version: &str,
+    started: Instant,
+    timeout: Duration,
+) -> Vec<Propagated> {
+    let deadline = started + timeout;
+    let all = mirrors.iter().map(|m| follow_one(prober, m, version, started, deadline));
+    futures::future::join_all(all).await
+}
+
+async fn follow_one(
+    prober: &Prober,
+    mirror: &Follow,
+    version: &str,
+    started: Instant,
+    deadline: Instant,
+) -> Propagated {
+    let mut row =
+        Propagated { mirror: mirror.mirror.clone(), live_after_ms: None, sync_ms: None, checks: 0, error: None };
+    let mut validators = Validators::default();
+    let mut wait = FIRST_CHECK;
+    let mut next = started + wait;
+    loop {
+        if next > deadline {
+            let last = row.error.take().map(|e| format!("; last: {e}")).unwrap_or_default();
+            row.error = Some(format!("not live within {}{last}", humantime::format_duration(deadline - started)));
+            return row;
+        }
+        tokio::time::sleep_until(next).await;
+        row.checks += 1;
+        match prober.get_if_changed(&mirror.check, "project/trace/master", &validators).await {
+            Ok(Fetched::Body(text, fresh)) => {
+                row.error = None;
+                if Trace::parse(&text).serial() == Some(version) {
+                    row.live_after_ms = Some(crate::units::millis(started.elapsed()));
+                    let (_, own) = prober.own_trace(&mirror.check).await;
+                    row.sync_ms = own.as_ref().and_then(Trace::sync_duration).map(crate::units::millis);
+                    tracing::info!(mirror = %row.mirror, %version, after = %humantime::format_duration(started.elapsed()), "mirror live");
+                    return row;
+                }
+                validators = fresh;
+            }
+            Ok(Fetched::NotModified) => row.error = None,
+            Err(e) => row.error = Some(e),
+        }
+        wait = (wait * 2).min(MAX_INTERVAL);
+        next = Instant::now() + wait;
+    }
+}
