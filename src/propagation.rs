@@ -29,6 +29,17 @@ pub struct Follow {
     pub check: Url,
 }
 
+/// The mirrors of `report` worth following: delivered (outcome ok), with a `check:` URL.
+pub fn delivered_with_check(config: &crate::config::Config, report: &crate::report::Report) -> Vec<Follow> {
+    let delivered: std::collections::BTreeSet<&str> =
+        report.triggers.iter().filter(|t| t.outcome == crate::model::Outcome::Ok).map(|t| t.mirror.as_str()).collect();
+    config
+        .mirrors_of(&report.archive)
+        .filter(|m| delivered.contains(m.name.as_str()))
+        .filter_map(|m| m.check.clone().map(|check| Follow { mirror: m.name.clone(), check }))
+        .collect()
+}
+
 /// Follows every mirror concurrently until each shows `version` or `timeout` has passed since
 /// `started`; rows in the order given.
 pub async fn follow(

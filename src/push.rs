@@ -67,17 +67,7 @@ pub async fn once_and_follow(config: &Config, plan: &Plan, options: &Options, or
     let started = tokio::time::Instant::now();
     let mut report = dispatch(&engine, plan, options, origin).await;
     if let (Some(serial), Some(archive)) = (plan.serial.as_deref(), config.archives.get(&plan.archive)) {
-        let delivered: std::collections::BTreeSet<&str> = report
-            .triggers
-            .iter()
-            .filter(|t| t.outcome == crate::model::Outcome::Ok)
-            .map(|t| t.mirror.as_str())
-            .collect();
-        let follow: Vec<crate::propagation::Follow> = config
-            .mirrors_of(&plan.archive)
-            .filter(|m| delivered.contains(m.name.as_str()))
-            .filter_map(|m| m.check.clone().map(|check| crate::propagation::Follow { mirror: m.name.clone(), check }))
-            .collect();
+        let follow = crate::propagation::delivered_with_check(config, &report);
         let prober = crate::freshness::Prober::new()?;
         report.propagation =
             crate::propagation::follow(&prober, follow, serial, started, archive.propagation_timeout).await;

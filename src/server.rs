@@ -49,6 +49,7 @@ pub struct Metrics {
     last_push: Family<ArchiveLabels, Gauge<f64, AtomicU64>>,
     version: Family<VersionLabels, Gauge>,
     in_flight: Gauge,
+    propagation: Histogram,
 }
 
 impl Default for Metrics {
@@ -72,7 +73,14 @@ impl Default for Metrics {
         );
         registry.register("archive_version", "The last pushed version per archive (value 1)", version.clone());
         registry.register("triggers_in_flight", "Triggers of running pushes that have not ended", in_flight.clone());
-        Metrics { registry, triggers, duration, last_push, version, in_flight }
+        // 5 s to about 11 h: a push's start until a mirror serves its version.
+        let propagation = Histogram::new(exponential_buckets(5.0, 2.0, 14));
+        registry.register(
+            "propagation_seconds",
+            "From the start of a push until a followed mirror served the pushed version",
+            propagation.clone(),
+        );
+        Metrics { registry, triggers, duration, last_push, version, in_flight, propagation }
     }
 }
 
@@ -88,6 +96,11 @@ impl Metrics {
             .get_or_create(&TriggerLabels { mirror: row.mirror.clone(), outcome: row.outcome.to_string() })
             .inc();
         self.in_flight.dec();
+    }
+
+    /// A followed mirror served the pushed version `after` the push started.
+    pub fn mirror_live(&self, after: std::time::Duration) {
+        self.propagation.observe(after.as_secs_f64());
     }
 
     /// One attempt ended after `took`.

@@ -91,6 +91,8 @@ struct Shared {
     hard_stop: CancellationToken,
     /// Every long-running part: one that panics stops the daemon (exit 1).
     parts: Arc<Supervisor>,
+    /// Reads mirrors' trace files after pushes.
+    prober: crate::freshness::Prober,
     clock: Clock,
 }
 
@@ -111,6 +113,7 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
         deferred: Mutex::new(StateDir::new(&config.state_dir).deferred()),
         deferred_changed: Notify::new(),
         hard_stop: CancellationToken::new(),
+        prober: crate::freshness::Prober::new()?,
         parts: Supervisor::new(),
         clock: control.clock.clone(),
     });
@@ -347,6 +350,7 @@ impl GenCtx {
     /// One push of `version`, journalled so that a crash loses nothing: journal, plan, dispatch,
     /// record the outcome, keep what was deferred.
     async fn push(&self, archive: &str, version: String, resumed: Option<BTreeSet<String>>) {
+        let started = tokio::time::Instant::now();
         let journal = Arc::new(self.open_journal(archive, &version, resumed.is_some()));
         let Some(plan) = self.plan_version(archive, &version, resumed.as_ref()) else { return };
         let total = self.announce(archive, &version, &plan);
@@ -361,6 +365,7 @@ impl GenCtx {
         }
         self.defer(&report);
         log_summary(&report);
+        self.follow(archive, &report, started);
         self.finish_status(archive, report, !interrupted);
         notify_systemd(&[sd_notify::NotifyState::Status("watching")]);
     }
@@ -458,6 +463,36 @@ impl GenCtx {
             cancel: Some(self.shared.hard_stop.clone()),
             ..Options::default()
         }
+    }
+
+    /// Watches each delivered mirror with a `check:` URL until it serves the pushed version
+    /// ([`crate::propagation`]), as a supervised part that ends with this generation; the result
+    /// goes into the archive's last report in `/status` and the `propagation_seconds` histogram.
+    fn follow(&self, archive: &str, report: &Report, started: tokio::time::Instant) {
+        let (Some(version), Some(config)) = (report.serial.clone(), self.config.archives.get(archive)) else { return };
+        let mirrors = crate::propagation::delivered_with_check(&self.config, report);
+        if mirrors.is_empty() {
+            return;
+        }
+        let (shared, stop, timeout) = (Arc::clone(&self.shared), self.stop.clone(), config.propagation_timeout);
+        let archive = archive.to_string();
+        let part = format!("propagation of {archive} {version}");
+        self.shared.parts.spawn(part, async move {
+            let followed = crate::propagation::follow(&shared.prober, mirrors, &version, started, timeout);
+            let rows = tokio::select! {
+                rows = followed => rows,
+                _ = stop.cancelled() => return,
+            };
+            for after in rows.iter().filter_map(|r| r.live_after_ms) {
+                shared.metrics.mirror_live(Duration::from_millis(after));
+            }
+            shared.status.send_modify(|s| {
+                let last = s.archives.iter_mut().find(|a| a.name == archive).and_then(|a| a.last_report.as_mut());
+                if let Some(report) = last.filter(|r| r.serial.as_deref() == Some(version.as_str())) {
+                    report.propagation = rows;
+                }
+            });
+        });
     }
 
     fn finish_status(&self, archive: &str, report: Report, pushed: bool) {

@@ -392,3 +392,36 @@ async fn an_unreadable_pushed_file_is_an_error_not_a_first_start() {
     assert!(f.path("state/daemon/debian.pushed").is_dir(), "nothing was recorded over it");
     assert_eq!(rx.log().count(), 0);
 }
+
+/// After a push the daemon follows each delivered mirror with a `check:` URL: the mirror below
+/// serves the new version 40 s after its trigger, and is seen at the check after that (5 s, 15 s,
+/// 35 s, 75 s after the push started). `/status` shows it in the last report; `/metrics` counts it
+/// in `pushmirror_propagation_seconds`. Paused time.
+#[tokio::test(start_paused = true)]
+async fn the_daemon_follows_each_pushed_mirror_until_it_serves_the_version() {
+    let rx = HttpReceiver::start().await.unwrap();
+    let master = |serial: &str| format!("x\nArchive serial: {serial}\nDate: Sun, 29 Nov 2026 08:52:03 +0000\n");
+    rx.publish("/debian/project/trace/master", &master("2026112501"));
+    let f = Fixture::new();
+    f.set_main(&main_yaml("30s", "1s"));
+    f.mirror("m", &format!("http:\n  url: {}\ncheck: {}\n", rx.url("/trigger"), rx.url("/debian")));
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+
+    f.set_serial("2026112502");
+    rx.log().wait_for(1).await;
+    let triggered = rx.log().hits()[0].at;
+    d.until("pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
+    tokio::time::sleep_until(triggered + Duration::from_secs(40)).await;
+    rx.publish("/debian/project/trace/master", &master("2026112502"));
+    d.until("propagation recorded", |s| s.archives[0].last_report.as_ref().is_some_and(|r| !r.propagation.is_empty()))
+        .await;
+    let report = d.daemon.status.borrow().archives[0].last_report.clone().unwrap();
+    let p = &report.propagation[0];
+    assert_eq!((p.mirror.as_str(), p.live_after_ms, p.checks), ("m", Some(75_000), 4));
+
+    let metrics = reqwest::get(format!("http://{}/metrics", d.daemon.addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("pushmirror_propagation_seconds_count 1"), "{metrics}");
+    assert!(metrics.contains("pushmirror_propagation_seconds_bucket{le=\"80.0\"} 1"), "{metrics}");
+    d.stop().await;
+}
