@@ -273,7 +273,10 @@ async fn freshness(cli: &Cli, archive: Option<&str>) -> Ended {
         let known: Vec<&str> = config.archives.keys().map(String::as_str).collect();
         return Err(Stop::usage(format_args!("unknown archive `{name}` (configured: {})", known.join(", "))));
     }
-    let rows = crate::freshness::survey(&config, archive).await.map_err(alternate)?;
+    let prober = crate::freshness::Prober::new().map_err(alternate)?;
+    let mut rows = crate::freshness::survey(&config, archive, &prober).await;
+    let history = History::new(&config.state_dir, config.status.history).all().unwrap_or_default();
+    crate::freshness::annotate(&mut rows, &crate::freshness::recall(&config.state_dir), &history);
     match cli.format {
         Format::Json => print_json(&rows),
         Format::Table if rows.is_empty() => println!("no mirror has a `check:` URL"),
@@ -502,41 +505,74 @@ fn status(cli: &Cli, nagios: bool) -> Ended {
 /// what Nagios shows.
 fn nagios_status(cli: &Cli) -> Nagios {
     let (state, line) = match nagios_judge(cli) {
-        Ok(latest) => nagios_verdict(&latest),
+        Ok((latest, freshness)) => nagios_verdict(&latest, &freshness),
         Err(why) => (Nagios::Unknown, format!("PUSHMIRROR UNKNOWN - {why}")),
     };
     println!("{line}");
     state
 }
 
-/// The latest report of each archive, or why there is nothing to judge by.
-fn nagios_judge(cli: &Cli) -> Result<BTreeMap<String, Report>, String> {
+/// What the mirrors' freshness says, for `status --check`: each mirror's standing in the daemon's
+/// last sweep and whether its lag is past twice its archive's `max_lag`.
+struct FreshnessJudged {
+    behind: usize,
+    far_behind: usize,
+    unreachable: usize,
+    total: usize,
+}
+
+/// The latest report of each archive and the last freshness sweep, or why there is nothing to
+/// judge by.
+fn nagios_judge(cli: &Cli) -> Result<(BTreeMap<String, Report>, FreshnessJudged), String> {
+    use crate::freshness::Standing;
     let config = config::load(&cli.config).map_err(|errors| {
         eprintln!("{errors}");
         let first = errors.0.first().map(ToString::to_string).unwrap_or_default();
         format!("{} configuration error(s), first: {first}", errors.0.len())
     })?;
-    History::new(&config.state_dir, config.status.history)
+    let latest = History::new(&config.state_dir, config.status.history)
         .latest_per_archive()
-        .map_err(|e| format!("cannot read reports in {}: {e}", config.state_dir.display()))
+        .map_err(|e| format!("cannot read reports in {}: {e}", config.state_dir.display()))?;
+    let rows = crate::freshness::recall(&config.state_dir);
+    let far = |r: &crate::freshness::Row| {
+        let max_lag = config.archives.get(&r.archive).map_or(config::DEFAULT_MAX_LAG, |a| a.max_lag);
+        r.lag_ms.is_none_or(|ms| Duration::from_millis(ms) > max_lag * 2)
+    };
+    let judged = FreshnessJudged {
+        behind: rows.iter().filter(|r| r.standing == Standing::Behind).count(),
+        far_behind: rows.iter().filter(|r| r.standing == Standing::Behind && far(r)).count(),
+        unreachable: rows.iter().filter(|r| r.standing == Standing::Unreachable).count(),
+        total: rows.len(),
+    };
+    Ok((latest, judged))
 }
 
-fn nagios_verdict(latest: &BTreeMap<String, Report>) -> (Nagios, String) {
-    if latest.is_empty() {
+/// OK; WARNING for a deferred trigger, a mirror behind its archive's `max_lag` or unreachable;
+/// CRITICAL for a failed trigger or a mirror behind twice its `max_lag`.
+fn nagios_verdict(latest: &BTreeMap<String, Report>, freshness: &FreshnessJudged) -> (Nagios, String) {
+    if latest.is_empty() && freshness.total == 0 {
         return (Nagios::Unknown, "PUSHMIRROR UNKNOWN - no push reports yet".to_string());
     }
     let failed: usize = latest.values().map(|r| r.summary.failed).sum();
     let deferred: usize = latest.values().map(|r| r.summary.deferred).sum();
-    let parts: Vec<String> = latest
+    let mut parts: Vec<String> = latest
         .values()
         .map(|r| {
             format!("{}: {} ok, {} failed, {} deferred", r.archive, r.summary.ok, r.summary.failed, r.summary.deferred)
         })
         .collect();
-    let (word, state) = match (failed, deferred) {
-        (0, 0) => ("OK", Nagios::Ok),
-        (0, _) => ("WARNING", Nagios::Warning),
-        _ => ("CRITICAL", Nagios::Critical),
+    if freshness.total > 0 {
+        parts.push(format!(
+            "freshness: {} of {} mirror(s) behind, {} unreachable",
+            freshness.behind, freshness.total, freshness.unreachable
+        ));
+    }
+    let critical = failed > 0 || freshness.far_behind > 0;
+    let warning = deferred > 0 || freshness.behind > 0 || freshness.unreachable > 0;
+    let (word, state) = match (critical, warning) {
+        (true, _) => ("CRITICAL", Nagios::Critical),
+        (false, true) => ("WARNING", Nagios::Warning),
+        (false, false) => ("OK", Nagios::Ok),
     };
     (state, format!("PUSHMIRROR {word} - {}", parts.join("; ")))
 }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
-use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::config::{Archive, Config};
@@ -28,66 +27,7 @@ pub const GET_TIMEOUT: Duration = Duration::from_secs(10);
 /// GETs in flight at once, all mirrors together.
 pub const CONCURRENCY: usize = 64;
 
-/// How a mirror stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Standing {
-    /// It serves this archive's version.
-    UpToDate,
-    /// It serves an older version, not older than `max_lag`.
-    Syncing,
-    /// Its version is older than `max_lag`, or its age cannot be told.
-    Behind,
-    /// Its `master` trace could not be read.
-    Unreachable,
-}
-
-impl std::fmt::Display for Standing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Standing::UpToDate => "up to date",
-            Standing::Syncing => "syncing",
-            Standing::Behind => "behind",
-            Standing::Unreachable => "unreachable",
-        })
-    }
-}
-
-/// One mirror of one archive, surveyed.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    /// Archive.
-    pub archive: String,
-    /// Mirror name.
-    pub mirror: String,
-    /// `triggered` (it has `ssh:`/`http:`) or `check-only`.
-    pub kind: &'static str,
-    /// How it stands.
-    pub standing: Standing,
-    /// The version it serves.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// The `Date:` of that version.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version_date: Option<Timestamp>,
-    /// How old the version it serves is, milliseconds (0 when up to date).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lag_ms: Option<u64>,
-    /// Its last sync's duration, from its own trace, milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_sync_ms: Option<u64>,
-    /// The host it syncs from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<String>,
-    /// Its chain from the primary, `_hierarchy`'s mirror names.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub chain: Vec<String>,
-    /// When it was read.
-    pub checked_at: Timestamp,
-    /// What went wrong reading it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use crate::report::{FreshnessRow as Row, Standing};
 
 /// What a survey needs to know of one mirror.
 struct Target {
@@ -98,8 +38,7 @@ struct Target {
 
 /// Surveys every mirror with a `check:` URL (triggered and check-only, enabled ones) of each
 /// archive, or only of `only`. Rows are sorted by archive, then mirror.
-pub async fn survey(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<Row>> {
-    let prober = Prober::new()?;
+pub async fn survey(config: &Config, only: Option<&str>, prober: &Prober) -> Vec<Row> {
     let mut tasks = tokio::task::JoinSet::new();
     for archive in config.archives.values().filter(|a| only.is_none_or(|o| o == a.name)) {
         let ours = Arc::new(local_master(archive));
@@ -118,7 +57,7 @@ pub async fn survey(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<R
         rows.push(joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
     }
     rows.sort_by(|a, b| (&a.archive, &a.mirror).cmp(&(&b.archive, &b.mirror)));
-    Ok(rows)
+    rows
 }
 
 fn targets(config: &Config, archive: &str) -> Vec<Target> {
@@ -255,7 +194,7 @@ fn judge(archive: &str, target: &Target, ours: &Trace, max_lag: Duration, read: 
     let mut row = Row {
         archive: archive.to_string(),
         mirror: target.name.clone(),
-        kind: target.kind,
+        kind: target.kind.to_string(),
         standing: Standing::Unreachable,
         version: None,
         version_date: None,
@@ -264,6 +203,8 @@ fn judge(archive: &str, target: &Target, ours: &Trace, max_lag: Duration, read: 
         upstream: None,
         chain: read.hierarchy.iter().map(|h| h.mirror.clone()).collect(),
         checked_at: Timestamp(now),
+        since: None,
+        behind_versions: None,
         error: None,
     };
     let master = match read.master {
@@ -294,6 +235,71 @@ fn judge(archive: &str, target: &Target, ours: &Trace, max_lag: Duration, read: 
     row
 }
 
+/// The last sweep's rows, kept in `state_dir/freshness.json` by the daemon (written atomically):
+/// what `status --check` judges lag by, and what tells the next sweep since when each mirror has
+/// served its version.
+pub fn memory_file(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("freshness.json")
+}
+
+/// The rows of the last sweep; none when there was none, or the file is unusable (said in the log).
+pub fn recall(state_dir: &std::path::Path) -> Vec<Row> {
+    let path = memory_file(state_dir);
+    match crate::fsutil::read_bounded(&path, crate::fsutil::limit::STATE) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(file = %path.display(), error = %e, "freshness memory unusable; starting afresh");
+            Vec::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the freshness memory");
+            Vec::new()
+        }
+    }
+}
+
+/// Stores `rows` as the last sweep.
+pub fn remember(state_dir: &std::path::Path, rows: &[Row]) -> std::io::Result<()> {
+    crate::fsutil::write_atomic(&memory_file(state_dir), &serde_json::to_vec(rows)?)
+}
+
+/// Fills in what one survey cannot know alone: `since` (carried from `previous` while a mirror
+/// serves the same version; now, when it changed) and `behind_versions` (from the report
+/// `history`: the distinct serials pushed after the one it serves).
+pub fn annotate(rows: &mut [Row], previous: &[Row], history: &[crate::report::Report]) {
+    for row in rows.iter_mut() {
+        let before = previous.iter().find(|p| p.archive == row.archive && p.mirror == row.mirror);
+        row.since = match (before, &row.version) {
+            (Some(p), Some(v)) if p.version.as_ref() == Some(v) => p.since.or(Some(row.checked_at)),
+            (_, Some(_)) => Some(row.checked_at),
+            (Some(p), None) => p.since,
+            (None, None) => None,
+        };
+        let pushed = pushed_serials(history, &row.archive);
+        row.behind_versions = match (&row.version, row.standing) {
+            (_, Standing::UpToDate) => Some(0),
+            (Some(v), _) => {
+                pushed.iter().position(|s| s == v).map(|i| u32::try_from(pushed.len() - 1 - i).unwrap_or(u32::MAX))
+            }
+            (None, _) => None,
+        };
+    }
+}
+
+/// The serials pushed of `archive`, oldest first, each once.
+fn pushed_serials(history: &[crate::report::Report], archive: &str) -> Vec<String> {
+    let mut reports: Vec<&crate::report::Report> =
+        history.iter().filter(|r| r.archive == archive && !r.dry_run && r.serial.is_some()).collect();
+    reports.sort_by_key(|r| r.started_at);
+    let mut serials: Vec<String> = Vec::new();
+    for serial in reports.iter().filter_map(|r| r.serial.clone()) {
+        if !serials.contains(&serial) {
+            serials.push(serial);
+        }
+    }
+    serials
+}
+
 /// Whether every row is up to date or within its archive's `max_lag`.
 pub fn all_fresh(rows: &[Row]) -> bool {
     rows.iter().all(|r| matches!(r.standing, Standing::UpToDate | Standing::Syncing))
@@ -314,7 +320,8 @@ pub fn format_age(ms: u64) -> String {
 /// The survey as a table.
 pub fn to_table(rows: &[Row]) -> String {
     let mut lines = vec![
-        ["ARCHIVE", "MIRROR", "STANDING", "VERSION", "LAG", "LAST SYNC", "UPSTREAM", "KIND", "ERROR"].map(String::from),
+        ["ARCHIVE", "MIRROR", "STANDING", "VERSION", "BEHIND", "LAG", "LAST SYNC", "UPSTREAM", "KIND", "ERROR"]
+            .map(String::from),
     ];
     for r in rows {
         let ms = |v: Option<u64>| v.map(format_ms).unwrap_or_else(|| "-".into());
@@ -324,6 +331,7 @@ pub fn to_table(rows: &[Row]) -> String {
             r.mirror.clone(),
             r.standing.to_string(),
             r.version.clone().unwrap_or_else(|| "-".into()),
+            r.behind_versions.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             age(r.lag_ms),
             ms(r.last_sync_ms),
             r.upstream.clone().unwrap_or_else(|| "-".into()),

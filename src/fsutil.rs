@@ -66,6 +66,8 @@ pub mod limit {
     pub const TRACE: u64 = 1024 * 1024;
     /// One mirror's rate-limit state (its recent sends, a few bytes each).
     pub const RATE_STATE: u64 = 1024 * 1024;
+    /// State pushmirror writes itself and reads back (the freshness memory).
+    pub const STATE: u64 = 16 * 1024 * 1024;
     /// pushmirror's known_hosts.
     pub const KNOWN_HOSTS: u64 = 16 * 1024 * 1024;
 }

@@ -24,6 +24,7 @@ pub const MAIN_FIELDS: &[(&str, &str)] = &[
     ("defaults", "Any mirror field except name, ssh, http, host_key, identity, source_address."),
     ("archives", "Archives by name; each with the fields below."),
     ("status", "status.listen (default 127.0.0.1:9470) and status.history (reports kept, default 200)."),
+    ("freshness", "freshness.interval: how often the daemon surveys every mirror with a check: URL. Default: 15m."),
 ];
 
 /// The fields of `archives.NAME`.

@@ -128,6 +128,74 @@ pub struct Summary {
     pub planned: usize,
 }
 
+/// How a mirror stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standing {
+    /// It serves this archive's version.
+    UpToDate,
+    /// It serves an older version, not older than `max_lag`.
+    Syncing,
+    /// Its version is older than `max_lag`, or its age cannot be told.
+    Behind,
+    /// Its `master` trace could not be read.
+    Unreachable,
+}
+
+impl std::fmt::Display for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Standing::UpToDate => "up to date",
+            Standing::Syncing => "syncing",
+            Standing::Behind => "behind",
+            Standing::Unreachable => "unreachable",
+        })
+    }
+}
+
+/// One mirror of one archive, surveyed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreshnessRow {
+    /// Archive.
+    pub archive: String,
+    /// Mirror name.
+    pub mirror: String,
+    /// `triggered` (it has `ssh:`/`http:`) or `check-only`.
+    pub kind: String,
+    /// How it stands.
+    pub standing: Standing,
+    /// The version it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Since when it has served that version, as this host's sweeps saw it change (the daemon's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    /// How many versions this archive has pushed after the one it serves, as far as the report
+    /// history goes back (absent when its version is not in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_versions: Option<u32>,
+    /// The `Date:` of that version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_date: Option<Timestamp>,
+    /// How old the version it serves is, milliseconds (0 when up to date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
+    /// Its last sync's duration, from its own trace, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_ms: Option<u64>,
+    /// The host it syncs from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Its chain from the primary, `_hierarchy`'s mirror names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+    /// When it was read.
+    pub checked_at: Timestamp,
+    /// What went wrong reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The result of one push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -334,6 +402,9 @@ pub struct DaemonStatus {
     pub archives: Vec<ArchiveStatus>,
     /// Triggers waiting for their mirror's rate limit.
     pub deferred: Vec<DeferredTrigger>,
+    /// The last freshness sweep: every mirror with a `check:` URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freshness: Vec<FreshnessRow>,
 }
 
 /// One archive as the daemon sees it.

@@ -50,6 +50,15 @@ pub struct Metrics {
     version: Family<VersionLabels, Gauge>,
     in_flight: Gauge,
     propagation: Histogram,
+    lag: Family<MirrorLabels, Gauge<f64, AtomicU64>>,
+    behind: Family<MirrorLabels, Gauge>,
+}
+
+/// Labels of a mirror of an archive.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorLabels {
+    archive: String,
+    mirror: String,
 }
 
 impl Default for Metrics {
@@ -80,7 +89,19 @@ impl Default for Metrics {
             "From the start of a push until a followed mirror served the pushed version",
             propagation.clone(),
         );
-        Metrics { registry, triggers, duration, last_push, version, in_flight, propagation }
+        let lag = Family::<MirrorLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "mirror_lag_seconds",
+            "How old the version each mirror serves is (0: up to date)",
+            lag.clone(),
+        );
+        let behind = Family::<MirrorLabels, Gauge>::default();
+        registry.register(
+            "mirror_behind_versions",
+            "How many pushed versions each mirror is behind, as far as the report history goes back",
+            behind.clone(),
+        );
+        Metrics { registry, triggers, duration, last_push, version, in_flight, propagation, lag, behind }
     }
 }
 
@@ -96,6 +117,22 @@ impl Metrics {
             .get_or_create(&TriggerLabels { mirror: row.mirror.clone(), outcome: row.outcome.to_string() })
             .inc();
         self.in_flight.dec();
+    }
+
+    /// A freshness sweep ended: each mirror's lag and versions behind, where known (a mirror whose
+    /// lag cannot be told has no series, rather than a made-up one).
+    pub fn freshness(&self, rows: &[crate::report::FreshnessRow]) {
+        self.lag.clear();
+        self.behind.clear();
+        for row in rows {
+            let labels = MirrorLabels { archive: row.archive.clone(), mirror: row.mirror.clone() };
+            if let Some(ms) = row.lag_ms {
+                self.lag.get_or_create(&labels).set(ms as f64 / 1000.0);
+            }
+            if let Some(n) = row.behind_versions {
+                self.behind.get_or_create(&labels).set(i64::from(n));
+            }
+        }
     }
 
     /// A followed mirror served the pushed version `after` the push started.

@@ -34,6 +34,9 @@ pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/pushmirror.yaml";
 /// `max_lag` when an archive sets none: two of Debian's six-hourly archive updates.
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(12 * 3600);
 
+/// `freshness.interval` when the main file sets none.
+pub const DEFAULT_FRESHNESS_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
 /// `state_dir` when the main file sets none.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror";
 
@@ -61,6 +64,8 @@ pub struct Config {
     pub archives: BTreeMap<String, Archive>,
     /// Status server and report history.
     pub status: StatusConfig,
+    /// How often the daemon surveys every mirror with a `check:` URL (`freshness.interval`).
+    pub freshness_interval: Duration,
     /// Every mirror that is triggered, sorted by name.
     pub mirrors: Vec<Arc<Mirror>>,
     /// Check-only mirrors (`check:` without `ssh:`/`http:`), sorted by name: watched, never
@@ -169,6 +174,7 @@ pub const MAIN_FIELDS: &[&str] = &[
     "defaults",
     "archives",
     "status",
+    "freshness",
 ];
 
 fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
@@ -222,6 +228,15 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     };
     let (archives, archive_levels) = read_archives(&mut f, &mut positions, &main_level, &local);
     let status = read_status(&mut f);
+    let freshness_interval = match f.nested("freshness") {
+        Some(mut fr) => {
+            let interval = fr.duration("interval", max::POLL);
+            fr.finish(&["interval"]);
+            interval
+        }
+        None => None,
+    }
+    .unwrap_or(DEFAULT_FRESHNESS_INTERVAL);
     f.finish(MAIN_FIELDS);
 
     let (mut mirrors, watched) = mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, sink);
@@ -238,6 +253,7 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         concurrency,
         archives,
         status,
+        freshness_interval,
         mirrors: mirrors.into_iter().map(|(m, _)| Arc::new(m)).collect(),
         watched,
         positions,

@@ -272,11 +272,47 @@ impl Generation {
             shared.parts.spawn(format!("pusher of {name}"), Arc::clone(&ctx).pusher(name.clone(), rx));
         }
         shared.parts.spawn("deferred triggers", Arc::clone(&ctx).deferred_loop());
+        shared.parts.spawn("freshness sweep", Arc::clone(&ctx).freshness_loop());
         Ok(Generation { stop })
     }
 }
 
 impl GenCtx {
+    /// Every `freshness.interval`, surveys every mirror with a `check:` URL
+    /// ([`crate::freshness`]): the rows go to `/status`, `/metrics` and `state_dir/freshness.json`
+    /// (which carries each mirror's `since` over restarts). Ends with this generation.
+    async fn freshness_loop(self: Arc<Self>) {
+        let surveyed = |c: &Config| c.mirrors.iter().any(|m| m.check.is_some()) || !c.watched.is_empty();
+        if !surveyed(&self.config) {
+            return;
+        }
+        let mut previous = crate::freshness::recall(&self.config.state_dir);
+        loop {
+            let survey = crate::freshness::survey(&self.config, None, &self.shared.prober);
+            let mut rows = tokio::select! {
+                rows = survey => rows,
+                _ = self.stop.cancelled() => return,
+            };
+            let history = History::new(&self.config.state_dir, self.config.status.history).all().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the report history: versions behind are not counted");
+                Vec::new()
+            });
+            crate::freshness::annotate(&mut rows, &previous, &history);
+            if let Err(e) = crate::freshness::remember(&self.config.state_dir, &rows) {
+                tracing::error!(dir = %self.config.state_dir.display(), error = %e, "cannot write the freshness memory");
+            }
+            let stale = rows.iter().filter(|r| !crate::freshness::all_fresh(std::slice::from_ref(r))).count();
+            tracing::info!(mirrors = rows.len(), behind_or_unreachable = stale, "freshness sweep");
+            self.shared.metrics.freshness(&rows);
+            self.shared.status.send_modify(|s| s.freshness = rows.clone());
+            previous = rows;
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.freshness_interval) => {}
+                _ = self.stop.cancelled() => return,
+            }
+        }
+    }
+
     /// The last pushed version; one that cannot be read now counts as none (so the current
     /// version is pushed again rather than skipped), and says so.
     fn last_pushed(&self, archive: &str) -> Option<String> {

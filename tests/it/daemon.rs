@@ -6,6 +6,7 @@ use std::time::Duration;
 use pushmirror::clock::Clock;
 use pushmirror::daemon::{Control, Daemon, Loader};
 use pushmirror::demo::{HttpReceiver, Reply};
+use pushmirror::freshness::Standing;
 use pushmirror::report::DaemonStatus;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -409,9 +410,9 @@ async fn the_daemon_follows_each_pushed_mirror_until_it_serves_the_version() {
     d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
 
     f.set_serial("2026112502");
-    rx.log().wait_for(1).await;
-    let triggered = rx.log().hits()[0].at;
     d.until("pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
+    // The receiver also answers the freshness sweep's GETs; the trigger is the one to /trigger.
+    let triggered = rx.log().hits().iter().find(|h| h.uri == "/trigger").expect("triggered").at;
     tokio::time::sleep_until(triggered + Duration::from_secs(40)).await;
     rx.publish("/debian/project/trace/master", &master("2026112502"));
     d.until("propagation recorded", |s| s.archives[0].last_report.as_ref().is_some_and(|r| !r.propagation.is_empty()))
@@ -424,4 +425,59 @@ async fn the_daemon_follows_each_pushed_mirror_until_it_serves_the_version() {
     assert!(metrics.contains("pushmirror_propagation_seconds_count 1"), "{metrics}");
     assert!(metrics.contains("pushmirror_propagation_seconds_bucket{le=\"80.0\"} 1"), "{metrics}");
     d.stop().await;
+}
+
+/// The daemon sweeps every mirror with a `check:` URL at start and every `freshness.interval`:
+/// `/status` and `/metrics` show each one's standing, lag and versions behind (counted in the
+/// report history), `state_dir/freshness.json` keeps since when each has served its version, and
+/// `status --check` turns it into WARNING / CRITICAL. Paused time.
+#[tokio::test(start_paused = true)]
+async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
+    let current = HttpReceiver::start().await.unwrap();
+    let old = HttpReceiver::start().await.unwrap();
+    let master = |serial: &str, date: &str| format!("x\nArchive serial: {serial}\nDate: {date}\n");
+    let long_ago = "Sun, 01 Nov 2026 00:00:00 +0000";
+    let f = Fixture::new();
+    f.set_main(&format!("{}freshness: {{ interval: 10m }}\n", main_yaml("1s", "1s")));
+    f.mirror("a-current", &format!("check: {}\n", current.url("/debian")));
+    f.mirror("b-old", &format!("http:\n  url: {}\ncheck: {}\n", old.url("/t"), old.url("/debian")));
+    current.publish("/debian/project/trace/master", &master("2026112501", long_ago));
+    old.publish("/debian/project/trace/master", &master("2026112501", long_ago));
+    let d = start(&f).await;
+    d.until("first sweep", |s| s.freshness.len() == 2).await;
+    let standings: Vec<_> = d.daemon.status.borrow().freshness.iter().map(|r| r.standing).collect();
+    assert_eq!(standings, [Standing::UpToDate, Standing::UpToDate]);
+
+    // A new version is pushed; only one mirror takes it. The next sweep (10 min on) sees the
+    // other one a version behind, its version old: behind, and far behind.
+    f.set_serial("2026112502");
+    d.until("pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
+    current.publish("/debian/project/trace/master", &master("2026112502", long_ago));
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    d.until("second sweep", |s| s.freshness.iter().any(|r| r.version.as_deref() == Some("2026112502"))).await;
+    let rows = d.daemon.status.borrow().freshness.clone();
+    let seen: Vec<_> = rows.iter().map(|r| (r.mirror.as_str(), r.standing, r.behind_versions)).collect();
+    assert_eq!(seen, [("a-current", Standing::UpToDate, Some(0)), ("b-old", Standing::Behind, None)]);
+    assert!(rows[0].since > rows[1].since, "a-current's version changed at the second sweep");
+
+    let metrics = reqwest::get(format!("http://{}/metrics", d.daemon.addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"pushmirror_mirror_lag_seconds{archive="debian",mirror="a-current"} 0.0"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"pushmirror_mirror_behind_versions{archive="debian",mirror="a-current"} 0"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"pushmirror_mirror_lag_seconds{archive="debian",mirror="b-old"}"#), "{metrics}");
+    d.stop().await;
+
+    let remembered = pushmirror::freshness::recall(&f.path("state"));
+    let json = |r: &[pushmirror::freshness::Row]| serde_json::to_value(r).unwrap();
+    assert_eq!(json(&remembered), json(&rows), "kept as shown (timestamps to the millisecond)");
+    let check = tokio::task::spawn_blocking(move || f.cli(&["status", "--check"])).await.unwrap();
+    let line = String::from_utf8_lossy(&check.stdout).trim_end().to_string();
+    assert_eq!(check.status.code(), Some(2), "{line}");
+    assert!(
+        line.starts_with("PUSHMIRROR CRITICAL - ")
+            && line.ends_with("freshness: 1 of 2 mirror(s) behind, 0 unreachable"),
+        "{line}"
+    );
 }

@@ -192,3 +192,27 @@ async fn a_push_followed_records_when_each_mirror_went_live() {
     assert_eq!(stored["debian"].propagation, report.propagation);
     assert!(report.to_table().contains("propagation: 1 of 2 followed mirror(s) live"), "{}", report.to_table());
 }
+
+/// Versions behind are counted in the report history: a mirror serving the serial pushed two
+/// pushes ago is 2 behind; one serving a serial never pushed here, unknown.
+#[tokio::test]
+async fn versions_behind_come_from_the_pushes_in_the_history() {
+    let trigger = HttpReceiver::start().await.unwrap();
+    let lagging = HttpReceiver::start().await.unwrap();
+    let unknown = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("t", &trigger.url("/"), "");
+    for serial in ["2026112901", "2026112902", "2026112903"] {
+        f.set_serial(serial);
+        f.push(PushRequest::default()).await;
+    }
+    publish(&lagging, "2026112901", Duration::from_secs(600), None);
+    publish(&unknown, "2026110101", Duration::from_secs(600), None);
+    f.mirror("lagging", &format!("check: {}\n", lagging.url("/debian")));
+    f.mirror("unknown", &format!("check: {}\n", unknown.url("/debian")));
+    let out = cli(&f, &["freshness", "--format", "json"]).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let behind: Vec<(&str, Option<u64>)> =
+        rows.iter().map(|r| (r["mirror"].as_str().unwrap(), r["behind_versions"].as_u64())).collect();
+    assert_eq!(behind, [("lagging", Some(2)), ("unknown", None)]);
+}
