@@ -56,6 +56,7 @@
 //!   (settle, lock globs, inotify plus a poll).
 //! - [`daemon`]: the watch → push loop: coalescing, journalled due pushes ([`daemon::state`]),
 //!   deferred triggers, SIGHUP reload generations, SIGTERM drain.
+//! - [`page`]: the daemon's HTML page — mirrors, propagation chart (inline SVG), tiers, freshness.
 //! - [`server`]: the daemon's status server (`/status`, `/metrics`, `/`, `/healthz`) and metrics.
 //! - [`receive`]: the downstream side, `pushmirror receive` — accepts connections bounded in
 //!   number and time (`receive::serve`), authenticates HTTP triggers (the signatures it accepted
@@ -87,6 +88,7 @@ pub mod manpage;
 pub mod model;
 pub mod output;
 pub mod owner;
+pub mod page;
 pub mod plan;
 pub mod propagation;
 pub mod push;

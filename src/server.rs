@@ -1,7 +1,6 @@
 //! The daemon's status server: `GET /status` (JSON, the report model), `GET /metrics`
 //! (Prometheus text), `GET /` (one self-contained HTML page), `GET /healthz`.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::UNIX_EPOCH;
@@ -20,9 +19,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::dispatch::{OnAttempt, OnDone};
-use crate::model::Timestamp;
-use crate::report::{DaemonStatus, MirrorStatus, Report, TriggerReport};
-use crate::units::format_ms;
+use crate::report::{DaemonStatus, Report, TriggerReport};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TriggerLabels {
@@ -208,100 +205,5 @@ async fn metrics(State(s): State<ServerState>) -> Response {
 }
 
 async fn page(State(s): State<ServerState>) -> Html<String> {
-    Html(render_page(&s.status.borrow()))
-}
-
-/// The HTML status page: archives, current push progress, the mirror table. No scripts, no
-/// external resources; it refreshes itself every 10 s.
-pub fn render_page(status: &DaemonStatus) -> String {
-    let mut html = String::from(concat!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        "<meta http-equiv=refresh content=10><title>pushmirror</title><style>",
-        "body{font:14px system-ui,sans-serif;margin:2em;color:#222}",
-        "table{border-collapse:collapse;margin:.5em 0 2em}td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}",
-        "th{background:#f4f4f4}.ok{color:#1a7f37}.failed{color:#cf222e;font-weight:bold}.deferred{color:#9a6700}",
-        ".skipped,.planned{color:#777}small{color:#666}progress{width:20em}",
-        "</style></head><body><h1>pushmirror</h1>"
-    ));
-    if let Some(t) = status.started_at {
-        let _ = write!(html, "<p><small>daemon started {}</small></p>", esc(&t.to_string()));
-    }
-    for a in &status.archives {
-        let _ = write!(
-            html,
-            "<h2>{}</h2><p>trace version <b>{}</b>{} · last pushed <b>{}</b></p>",
-            esc(&a.name),
-            esc(a.observed_version.as_deref().unwrap_or("none")),
-            if a.locked { " (update in progress)" } else { "" },
-            esc(a.pushed_version.as_deref().unwrap_or("none")),
-        );
-        if let Some(p) = &a.push {
-            let _ = write!(
-                html,
-                "<p>pushing {} since {}: <progress max={} value={}></progress> {}/{}</p>",
-                esc(p.version.as_deref().unwrap_or("?")),
-                esc(&p.started_at.to_string()),
-                p.total,
-                p.done.len(),
-                p.done.len(),
-                p.total
-            );
-        }
-        if let Some(r) = &a.last_report {
-            let _ = write!(
-                html,
-                "<p><small>last push: {} at {} — {} ok, {} failed, {} deferred, {} skipped in {}</small></p>",
-                esc(r.serial.as_deref().unwrap_or("?")),
-                esc(&r.finished_at.to_string()),
-                r.summary.ok,
-                r.summary.failed,
-                r.summary.deferred,
-                r.summary.skipped,
-                format_ms(r.duration_ms)
-            );
-        }
-        html.push_str(&mirror_table(&a.mirrors));
-    }
-    if !status.deferred.is_empty() {
-        html.push_str(
-            "<h2>Deferred by rate limits</h2><table><tr><th>archive</th><th>mirror</th><th>sent at</th></tr>",
-        );
-        for d in &status.deferred {
-            let _ = write!(
-                html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&d.archive),
-                esc(&d.mirror),
-                esc(&d.until.to_string())
-            );
-        }
-        html.push_str("</table>");
-    }
-    html.push_str("</body></html>\n");
-    html
-}
-
-fn mirror_table(rows: &[MirrorStatus]) -> String {
-    let mut html = String::from(
-        "<table class=mirrors><tr><th>mirror</th><th>outcome</th><th>at</th><th>last ok</th><th>error</th></tr>",
-    );
-    let time = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
-    for m in rows {
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td class={}>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&m.mirror),
-            m.outcome,
-            m.outcome,
-            time(m.at),
-            time(m.last_ok),
-            esc(m.error.as_deref().unwrap_or("")),
-        );
-    }
-    html.push_str("</table>");
-    html
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    Html(crate::page::render(&s.status.borrow()))
 }

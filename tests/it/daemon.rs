@@ -481,3 +481,93 @@ async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
         "{line}"
     );
 }
+
+/// The page's freshness table, the last push's propagation chart (inline SVG) and the tier view,
+/// rendered by headless Chromium from the HTML the daemon serves (`page::render`).
+#[test]
+fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
+    use pushmirror::model::Timestamp;
+    use pushmirror::report::{ArchiveStatus, FreshnessRow, Propagated, Report};
+    let Some(browser) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "chromium is required in CI (apt-get install chromium)");
+        eprintln!("chromium not installed: skipping outside CI");
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    let mut report = Report::new("debian", Some("2026112902".into()), "daemon", false, now, vec![]);
+    // (mirror, chain from the primary, live after s, freshness standing)
+    let mirrors = [
+        ("hub-a.example.org", vec!["hub-a.example.org"], Some(240), Standing::UpToDate),
+        ("hub-b.example.net", vec!["hub-b.example.net"], Some(420), Standing::UpToDate),
+        ("leaf-1.example.edu", vec!["hub-a.example.org", "leaf-1.example.edu"], Some(900), Standing::UpToDate),
+        ("leaf-2.example.com", vec!["hub-a.example.org", "leaf-2.example.com"], Some(1260), Standing::UpToDate),
+        ("leaf-3.example.de", vec!["hub-b.example.net", "leaf-3.example.de"], Some(1500), Standing::UpToDate),
+        ("leaf-4.example.fr", vec!["hub-b.example.net", "leaf-4.example.fr"], None, Standing::Behind),
+    ];
+    let mut freshness = Vec::new();
+    for (name, chain, live, standing) in &mirrors {
+        report.propagation.push(Propagated {
+            mirror: name.to_string(),
+            live_after_ms: live.map(|s| s * 1000),
+            sync_ms: live.map(|s| s * 400),
+            checks: 5,
+            error: None,
+        });
+        freshness.push(FreshnessRow {
+            archive: "debian".into(),
+            mirror: name.to_string(),
+            kind: "triggered".into(),
+            standing: *standing,
+            version: Some(if live.is_some() { "2026112902" } else { "2026112801" }.into()),
+            since: Some(Timestamp(now)),
+            behind_versions: Some(if live.is_some() { 0 } else { 4 }),
+            version_date: None,
+            lag_ms: Some(if live.is_some() { 0 } else { 26 * 3_600_000 }),
+            last_sync_ms: None,
+            upstream: chain.iter().rev().nth(1).map(|s| s.to_string()),
+            chain: chain.iter().map(|s| s.to_string()).collect(),
+            checked_at: Timestamp(now),
+            error: None,
+        });
+    }
+    let status = DaemonStatus {
+        started_at: Some(Timestamp(now)),
+        archives: vec![ArchiveStatus {
+            name: "debian".into(),
+            observed_version: Some("2026112902".into()),
+            pushed_version: Some("2026112902".into()),
+            last_report: Some(report),
+            ..ArchiveStatus::default()
+        }],
+        deferred: vec![],
+        freshness,
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let page = profile.path().join("status.html");
+    std::fs::write(&page, pushmirror::page::render(&status)).unwrap();
+    let url = format!("file://{}", page.display());
+    let dom = headless(&browser, profile.path(), &["--dump-dom".to_string(), url.clone()]);
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    assert!(dom.contains("<svg class=\"propagation\""), "no chart:\n{dom}");
+    assert!(dom.contains("5 of 6 followed mirrors live"), "{dom}");
+    // The step line: from 0 of 6 at 0 s up to 5 of 6 (y 124 - 88 * 5 / 6) at 1500 s, the right edge.
+    let points = dom.split("points=\"").nth(1).and_then(|p| p.split('"').next()).unwrap();
+    assert_eq!(points.split(' ').count(), 1 + 2 * 5, "{points}");
+    assert!(points.starts_with("36.0,124.0 ") && points.ends_with("444.0,50.7"), "{points}");
+    assert!(
+        dom.contains("<tr><td>1</td><td>hub-a.example.org, hub-b.example.net</td><td></td><td>7m00s</td></tr>"),
+        "{dom}"
+    );
+    assert!(dom.contains("<td>leaf-1.example.edu, leaf-2.example.com, leaf-3.example.de, leaf-4.example.fr</td><td>hub-a.example.org, hub-b.example.net</td><td>21m00s</td>"), "{dom}");
+    assert!(dom.contains("<td class=\"behind\">behind</td>") && dom.contains("<td>26h00m</td>"), "{dom}");
+
+    let shot = profile.path().join("propagation.png");
+    let args = vec![format!("--screenshot={}", shot.display()), "--window-size=1000,900".into(), url];
+    headless(&browser, profile.path(), &args);
+    let png = std::fs::read(&shot).expect("chromium wrote a screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "not a real screenshot");
+    // `PUSHMIRROR_SCREENSHOT_PROPAGATION=docs/propagation.png cargo test propagation_chart` refreshes it.
+    if let Some(dest) = std::env::var_os("PUSHMIRROR_SCREENSHOT_PROPAGATION") {
+        std::fs::write(dest, png).unwrap();
+    }
+}
