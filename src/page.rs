@@ -152,17 +152,24 @@ fn propagation_chart(report: &Report) -> String {
 /// Tiers from the mirrors' `_hierarchy` chains: tier N is N hops from the primary; per tier its
 /// mirrors, the hubs that feed them, and the median time to live of the last push.
 fn tier_table(report: &Report, freshness: &[FreshnessRow]) -> String {
-    let mut tiers: std::collections::BTreeMap<usize, (Vec<String>, Vec<String>, Vec<u64>)> = Default::default();
+    /// One tier: its mirrors, the hubs feeding them, their times to live.
+    #[derive(Default)]
+    struct Tier {
+        mirrors: Vec<String>,
+        hubs: Vec<String>,
+        live: Vec<u64>,
+    }
+    let mut tiers: std::collections::BTreeMap<usize, Tier> = Default::default();
     for row in freshness.iter().filter(|r| r.archive == report.archive && !r.chain.is_empty()) {
         let tier = tiers.entry(row.chain.len()).or_default();
-        tier.0.push(row.mirror.clone());
+        tier.mirrors.push(row.mirror.clone());
         if let Some(hub) = row.chain.iter().rev().nth(1).cloned().or_else(|| row.upstream.clone())
-            && !tier.1.contains(&hub)
+            && !tier.hubs.contains(&hub)
         {
-            tier.1.push(hub);
+            tier.hubs.push(hub);
         }
         let live = report.propagation.iter().find(|p| p.mirror == row.mirror).and_then(|p| p.live_after_ms);
-        tier.2.extend(live);
+        tier.live.extend(live);
     }
     if tiers.is_empty() {
         return String::new();
@@ -170,7 +177,7 @@ fn tier_table(report: &Report, freshness: &[FreshnessRow]) -> String {
     let mut html = String::from(
         "<table class=tiers><tr><th>tier</th><th>mirrors</th><th>fed by</th><th>median live after</th></tr>",
     );
-    for (n, (mirrors, hubs, mut live)) in tiers {
+    for (n, Tier { mirrors, hubs, mut live }) in tiers {
         live.sort_unstable();
         let median = live.get(live.len() / 2).map(|ms| format_ms(*ms)).unwrap_or_else(|| "-".into());
         let _ = write!(
