@@ -467,6 +467,16 @@ async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"pushmirror_mirror_lag_seconds{archive="debian",mirror="b-old"}"#), "{metrics}");
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text");
+    let lag = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "pushmirror_mirror_lag_seconds" && s.labels.get("mirror") == Some("b-old"))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => f64::NAN,
+        });
+    assert!(lag.is_some_and(|v| v > 86_400.0), "b-old serves a version weeks old: {lag:?}");
     d.stop().await;
 
     let remembered = pushmirror::freshness::recall(&f.path("state"));
