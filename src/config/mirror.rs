@@ -474,6 +474,10 @@ fn parse_check_url(raw: &str) -> Result<Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err("the base URL of the archive has no query or fragment".into());
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Trace files are public; a `check:` URL is shown and logged as it is, so it holds no secret.
+        return Err("the public base URL of the archive holds no user or password".into());
+    }
     if !url.path().ends_with('/') {
         url.set_path(&format!("{}/", url.path()));
     }

@@ -133,15 +133,18 @@ fn a_check_url_is_validated_and_a_check_only_mirror_takes_no_key() {
     f.mirror("a", "check: ftp://mirror.example/debian/\n");
     f.mirror("b", "check: https://mirror.example/debian/\nsource_address: 127.0.0.1\n");
     f.mirror("c", "timeout: 5s\n");
+    f.mirror("d", "check: https://user:s3cret@mirror.example/debian/\n");
     let err = stderr(&f.cli(&["check"]));
     let dir = f.path("mirrors.d");
     for want in [
         format!("{}/a.yaml:1:1: check: the URL must be http:// or https:// with a host", dir.display()),
         format!("{}/b.yaml:2:1: source_address: a check-only mirror", dir.display()),
         format!("{}/c.yaml:1:1: a mirror needs `ssh:` or `http:` (or `check:` alone", dir.display()),
+        format!("{}/d.yaml:1:1: check: the public base URL of the archive holds no user or password", dir.display()),
     ] {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     }
+    assert!(!err.contains("s3cret"), "{err}");
 }
 
 /// `push --follow`: a mirror whose receiver publishes the pushed version 30 s after the push is
