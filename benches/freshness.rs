@@ -1,6 +1,7 @@
 //! A freshness sweep: N check-only mirrors on in-process HTTP receivers, each publishing its
 //! `master`, `_hierarchy` and own trace; one `freshness::survey` through the real prober (3 GETs
-//! per mirror, 64 in flight).
+//! per mirror, 64 in flight), with what the daemon does around it each sweep (report history read,
+//! rows annotated, `freshness.json` written atomically).
 //!
 //! ```text
 //! cargo bench --bench freshness -- --mirrors 1000
@@ -66,16 +67,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let config = pushmirror::config::load(&root.join("pushmirror.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let prober = Prober::new()?;
+    // What the daemon does each sweep: read the report history, survey, annotate, remember.
     let t0 = Instant::now();
-    let rows = survey(&config, None, &prober).await;
+    let history = pushmirror::report::History::new(&config.state_dir, 200).all()?;
+    let mut rows = survey(&config, None, &prober, &history).await;
+    pushmirror::freshness::annotate(&mut rows, &[], &history);
+    pushmirror::freshness::remember(&config.state_dir, &rows)?;
     let took = t0.elapsed();
     let up = rows.iter().filter(|r| r.standing == Standing::UpToDate).count();
     let read_own = rows.iter().filter(|r| r.last_sync_ms == Some(4000)).count();
     anyhow::ensure!(rows.len() == args.mirrors, "surveyed {} of {} mirrors", rows.len(), args.mirrors);
     anyhow::ensure!(read_own == args.mirrors, "read the own trace of only {read_own} mirrors");
     println!(
-        "freshness sweep of {} mirrors ({} up to date, {} older; 3 GETs each, in-process receivers): {:.3} s",
+        "freshness sweep of {} mirrors on {} receivers ({} up to date, {} older; 3 GETs each, in-process, \
+         loopback), history read, memory written: {:.3} s",
         rows.len(),
+        receivers.len(),
         up,
         rows.len() - up,
         took.as_secs_f64()

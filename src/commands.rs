@@ -274,9 +274,11 @@ async fn freshness(cli: &Cli, archive: Option<&str>) -> Ended {
         return Err(Stop::usage(format_args!("unknown archive `{name}` (configured: {})", known.join(", "))));
     }
     let prober = crate::freshness::Prober::new().map_err(alternate)?;
-    let mut rows = crate::freshness::survey(&config, archive, &prober).await;
     let history = History::new(&config.state_dir, config.status.history).all().unwrap_or_default();
-    crate::freshness::annotate(&mut rows, &crate::freshness::recall(&config.state_dir), &history);
+    let mut rows = crate::freshness::survey(&config, archive, &prober, &history).await;
+    // The daemon's memory gives since when each mirror serves its version; without one, unknown.
+    let previous = crate::freshness::recall(&config.state_dir).unwrap_or_default();
+    crate::freshness::annotate(&mut rows, &previous, &history);
     match cli.format {
         Format::Json => print_json(&rows),
         Format::Table if rows.is_empty() => println!("no mirror has a `check:` URL"),
@@ -519,6 +521,8 @@ struct FreshnessJudged {
     far_behind: usize,
     unreachable: usize,
     total: usize,
+    /// The last sweep is older than two `freshness.interval`s.
+    stale_sweep: bool,
 }
 
 /// The latest report of each archive and the last freshness sweep, or why there is nothing to
@@ -533,7 +537,12 @@ fn nagios_judge(cli: &Cli) -> Result<(BTreeMap<String, Report>, FreshnessJudged)
     let latest = History::new(&config.state_dir, config.status.history)
         .latest_per_archive()
         .map_err(|e| format!("cannot read reports in {}: {e}", config.state_dir.display()))?;
-    let rows = crate::freshness::recall(&config.state_dir);
+    let rows = crate::freshness::recall(&config.state_dir)?;
+    // A sweep older than two intervals (and a minute): the daemon stopped sweeping.
+    let newest = rows.iter().map(|r| r.checked_at.0).max();
+    let overdue = config.freshness_interval * 2 + Duration::from_secs(60);
+    let stale_sweep =
+        newest.is_some_and(|t| std::time::SystemTime::now().duration_since(t).unwrap_or_default() > overdue);
     let far = |r: &crate::freshness::Row| {
         let max_lag = config.archives.get(&r.archive).map_or(config::DEFAULT_MAX_LAG, |a| a.max_lag);
         r.lag_ms.is_none_or(|ms| Duration::from_millis(ms) > max_lag * 2)
@@ -543,6 +552,7 @@ fn nagios_judge(cli: &Cli) -> Result<(BTreeMap<String, Report>, FreshnessJudged)
         far_behind: rows.iter().filter(|r| r.standing == Standing::Behind && far(r)).count(),
         unreachable: rows.iter().filter(|r| r.standing == Standing::Unreachable).count(),
         total: rows.len(),
+        stale_sweep,
     };
     Ok((latest, judged))
 }
@@ -563,12 +573,15 @@ fn nagios_verdict(latest: &BTreeMap<String, Report>, freshness: &FreshnessJudged
         .collect();
     if freshness.total > 0 {
         parts.push(format!(
-            "freshness: {} of {} mirror(s) behind, {} unreachable",
-            freshness.behind, freshness.total, freshness.unreachable
+            "freshness: {} of {} mirror(s) behind, {} unreachable{}",
+            freshness.behind,
+            freshness.total,
+            freshness.unreachable,
+            if freshness.stale_sweep { " (last sweep overdue: is the daemon running?)" } else { "" }
         ));
     }
     let critical = failed > 0 || freshness.far_behind > 0;
-    let warning = deferred > 0 || freshness.behind > 0 || freshness.unreachable > 0;
+    let warning = deferred > 0 || freshness.behind > 0 || freshness.unreachable > 0 || freshness.stale_sweep;
     let (word, state) = match (critical, warning) {
         (true, _) => ("CRITICAL", Nagios::Critical),
         (false, true) => ("WARNING", Nagios::Warning),

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Archive, Config};
 use crate::model::Timestamp;
+use crate::report::Report;
 use crate::trace::{Hop, Trace, parse_hierarchy};
 use crate::units::format_ms;
 
@@ -37,11 +38,12 @@ struct Target {
 }
 
 /// Surveys every mirror with a `check:` URL (triggered and check-only, enabled ones) of each
-/// archive, or only of `only`. Rows are sorted by archive, then mirror.
-pub async fn survey(config: &Config, only: Option<&str>, prober: &Prober) -> Vec<Row> {
+/// archive, or only of `only`, judging each against this archive's version and the pushes in the
+/// report `history`. Rows are sorted by archive, then mirror.
+pub async fn survey(config: &Config, only: Option<&str>, prober: &Prober, history: &[Report]) -> Vec<Row> {
     let mut tasks = tokio::task::JoinSet::new();
     for archive in config.archives.values().filter(|a| only.is_none_or(|o| o == a.name)) {
-        let ours = Arc::new(local_master(archive));
+        let ours = Arc::new(Ours::of(archive, history));
         for target in targets(config, &archive.name) {
             let (prober, ours) = (prober.clone(), Arc::clone(&ours));
             let (name, max_lag) = (archive.name.clone(), archive.max_lag);
@@ -60,6 +62,37 @@ pub async fn survey(config: &Config, only: Option<&str>, prober: &Prober) -> Vec
     rows
 }
 
+/// What a mirror of one archive is judged against.
+struct Ours {
+    /// This archive's version now (as the daemon reads it: [`crate::watch::version_of`]).
+    version: Option<String>,
+    /// The `Date:` of this archive's trace: when its version appeared.
+    date: Option<SystemTime>,
+    /// The serials pushed, oldest first, each with when it was first pushed.
+    pushed: Vec<(String, SystemTime)>,
+}
+
+impl Ours {
+    fn of(archive: &Archive, history: &[Report]) -> Ours {
+        let path = archive.root.join(&archive.trace);
+        let text = crate::fsutil::read_bounded(&path, crate::fsutil::limit::TRACE).ok();
+        Ours {
+            version: text.as_deref().map(crate::watch::version_of),
+            date: text.as_deref().and_then(|t| Trace::parse(&String::from_utf8_lossy(t)).date()),
+            pushed: pushed_serials(history, &archive.name),
+        }
+    }
+
+    /// Since when a mirror serving `version` has been stale: when the first version after it was
+    /// pushed, else (its version is older than the history) when ours appeared, else unknown.
+    fn stale_since(&self, version: &str) -> Option<SystemTime> {
+        match self.pushed.iter().position(|(s, _)| s == version) {
+            Some(i) => self.pushed.get(i + 1).map(|(_, at)| *at).or(self.date),
+            None => self.date,
+        }
+    }
+}
+
 fn targets(config: &Config, archive: &str) -> Vec<Target> {
     let triggered = config
         .mirrors_of(archive)
@@ -73,26 +106,37 @@ fn targets(config: &Config, archive: &str) -> Vec<Target> {
     triggered.chain(watched).collect()
 }
 
-/// This archive's own `master` trace, as the mirrors will publish it.
-fn local_master(archive: &Archive) -> Trace {
-    let path = archive.root.join(&archive.trace);
-    crate::fsutil::read_bounded_text(&path, crate::fsutil::limit::TRACE).map(|t| Trace::parse(&t)).unwrap_or_default()
-}
-
 /// What was read of one mirror.
 struct Read {
-    master: Result<Trace, String>,
+    master: Result<String, String>,
     hierarchy: Vec<Hop>,
     own: Option<Trace>,
 }
 
 async fn read_mirror(prober: &Prober, base: &Url) -> Read {
-    let master = prober.get(base, "project/trace/master").await.map(|t| Trace::parse(&t));
+    let master = prober.get(base, "project/trace/master").await;
     if master.is_err() {
         return Read { master, hierarchy: Vec::new(), own: None };
     }
     let (hierarchy, own) = prober.own_trace(base).await;
     Read { master, hierarchy, own }
+}
+
+/// A request's error with its causes (`error sending request: … connection refused`), never its
+/// URL.
+fn explain(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A trace file name from `_hierarchy` that may be joined below `project/trace/`.
@@ -131,6 +175,9 @@ impl Prober {
             .user_agent(concat!("pushmirror/", env!("CARGO_PKG_VERSION"), " (freshness)"))
             .tls_backend_rustls()
             .timeout(GET_TIMEOUT)
+            // A trace is read where `check:` says: a redirect (to another host, or from https to
+            // http) is an error, not followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Prober { client, permits: Arc::new(Semaphore::new(CONCURRENCY)) })
     }
@@ -156,7 +203,7 @@ impl Prober {
         if let Some(date) = &since.last_modified {
             request = request.header(IF_MODIFIED_SINCE, date);
         }
-        let mut response = request.send().await.map_err(|e| e.without_url().to_string())?;
+        let mut response = request.send().await.map_err(explain)?;
         if response.status() == reqwest::StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
         }
@@ -166,7 +213,7 @@ impl Prober {
         let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let validators = Validators { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| e.without_url().to_string())? {
+        while let Some(chunk) = response.chunk().await.map_err(explain)? {
             if body.len() + chunk.len() > MAX_TRACE {
                 return Err(format!("{path}: larger than {MAX_TRACE} bytes"));
             }
@@ -190,7 +237,7 @@ impl Prober {
     }
 }
 
-fn judge(archive: &str, target: &Target, ours: &Trace, max_lag: Duration, read: Read, now: SystemTime) -> Row {
+fn judge(archive: &str, target: &Target, ours: &Ours, max_lag: Duration, read: Read, now: SystemTime) -> Row {
     let mut row = Row {
         archive: archive.to_string(),
         mirror: target.name.clone(),
@@ -207,31 +254,36 @@ fn judge(archive: &str, target: &Target, ours: &Trace, max_lag: Duration, read: 
         behind_versions: None,
         error: None,
     };
-    let master = match read.master {
-        Ok(m) => m,
+    let text = match read.master {
+        Ok(text) => text,
         Err(e) => {
             row.error = Some(e);
             return row;
         }
     };
-    row.version = master.serial().map(str::to_string);
+    let version = crate::watch::version_of(text.as_bytes());
+    let master = Trace::parse(&text);
     row.version_date = master.date().map(Timestamp);
-    row.last_sync_ms = read.own.as_ref().and_then(Trace::sync_duration).map(crate::units::millis);
-    row.upstream = read.own.as_ref().and_then(|t| t.upstream().map(str::to_string));
-    let lag = if row.version.is_some() && row.version.as_deref() == ours.serial() {
+    // Its own trace describes its last sync; only the one that brought this version counts.
+    let own = read.own.filter(|t| t.serial() == Some(version.as_str()));
+    row.last_sync_ms = own.as_ref().and_then(Trace::sync_duration).map(crate::units::millis);
+    row.upstream = own.as_ref().and_then(|t| t.upstream().map(str::to_string));
+    let lag = if ours.version.as_deref() == Some(version.as_str()) {
         Some(Duration::ZERO)
     } else {
-        master.date().map(|d| now.duration_since(d).unwrap_or_default())
+        // A `since` in the future (clocks apart) counts as stale since now.
+        ours.stale_since(&version).map(|since| now.duration_since(since).unwrap_or_default())
     };
     row.lag_ms = lag.map(crate::units::millis);
     row.standing = match lag {
-        Some(Duration::ZERO) => Standing::UpToDate,
+        _ if ours.version.as_deref() == Some(version.as_str()) => Standing::UpToDate,
         Some(age) if age <= max_lag => Standing::Syncing,
         _ => Standing::Behind,
     };
-    if row.version.is_none() {
-        row.error = Some("its master trace has no `Archive serial:`".into());
+    if lag.is_none() {
+        row.error = Some("how long it has been stale is unknown: its version was never pushed from here".into());
     }
+    row.version = Some(crate::trace::clean(&version));
     row
 }
 
@@ -242,19 +294,23 @@ pub fn memory_file(state_dir: &std::path::Path) -> std::path::PathBuf {
     state_dir.join("freshness.json")
 }
 
-/// The rows of the last sweep; none when there was none, or the file is unusable (said in the log).
-pub fn recall(state_dir: &std::path::Path) -> Vec<Row> {
+/// The rows of the last sweep (none when there was none), or why they cannot be read.
+pub fn recall(state_dir: &std::path::Path) -> Result<Vec<Row>, String> {
     let path = memory_file(state_dir);
     match crate::fsutil::read_bounded(&path, crate::fsutil::limit::STATE) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            tracing::warn!(file = %path.display(), error = %e, "freshness memory unusable; starting afresh");
-            Vec::new()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "cannot read the freshness memory");
-            Vec::new()
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|e| format!("{} is not a freshness memory: {e}", path.display()))
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("cannot read {}: {}", path.display(), crate::owner::unreadable_reason(&path, &e))),
+    }
+}
+
+/// Removes the memory: nothing is surveyed any more.
+pub fn forget(state_dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(memory_file(state_dir)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -266,35 +322,43 @@ pub fn remember(state_dir: &std::path::Path, rows: &[Row]) -> std::io::Result<()
 /// Fills in what one survey cannot know alone: `since` (carried from `previous` while a mirror
 /// serves the same version; now, when it changed) and `behind_versions` (from the report
 /// `history`: the distinct serials pushed after the one it serves).
-pub fn annotate(rows: &mut [Row], previous: &[Row], history: &[crate::report::Report]) {
+pub fn annotate(rows: &mut [Row], previous: &[Row], history: &[Report]) {
     for row in rows.iter_mut() {
         let before = previous.iter().find(|p| p.archive == row.archive && p.mirror == row.mirror);
-        row.since = match (before, &row.version) {
-            (Some(p), Some(v)) if p.version.as_ref() == Some(v) => p.since.or(Some(row.checked_at)),
-            (_, Some(_)) => Some(row.checked_at),
-            (Some(p), None) => p.since,
-            (None, None) => None,
-        };
+        if row.version.is_none() {
+            // Unreachable: the last version seen stays, with since when.
+            row.version = before.and_then(|p| p.version.clone());
+            row.since = before.and_then(|p| p.since);
+        } else {
+            row.since = match before {
+                Some(p) if p.version == row.version => p.since.or(Some(p.checked_at)),
+                // Changed since the last sweep; on first sight, since when is unknown.
+                Some(_) => Some(row.checked_at),
+                None => None,
+            };
+        }
         let pushed = pushed_serials(history, &row.archive);
         row.behind_versions = match (&row.version, row.standing) {
             (_, Standing::UpToDate) => Some(0),
             (Some(v), _) => {
-                pushed.iter().position(|s| s == v).map(|i| u32::try_from(pushed.len() - 1 - i).unwrap_or(u32::MAX))
+                pushed.iter().position(|(s, _)| s == v).map(|i| u32::try_from(pushed.len() - 1 - i).unwrap_or(u32::MAX))
             }
             (None, _) => None,
         };
     }
 }
 
-/// The serials pushed of `archive`, oldest first, each once.
-fn pushed_serials(history: &[crate::report::Report], archive: &str) -> Vec<String> {
-    let mut reports: Vec<&crate::report::Report> =
+/// The serials pushed of `archive`, oldest first, each once with when it was first pushed.
+fn pushed_serials(history: &[Report], archive: &str) -> Vec<(String, SystemTime)> {
+    let mut reports: Vec<&Report> =
         history.iter().filter(|r| r.archive == archive && !r.dry_run && r.serial.is_some()).collect();
     reports.sort_by_key(|r| r.started_at);
-    let mut serials: Vec<String> = Vec::new();
-    for serial in reports.iter().filter_map(|r| r.serial.clone()) {
-        if !serials.contains(&serial) {
-            serials.push(serial);
+    let mut serials: Vec<(String, SystemTime)> = Vec::new();
+    for r in reports {
+        if let Some(serial) = &r.serial
+            && !serials.iter().any(|(s, _)| s == serial)
+        {
+            serials.push((serial.clone(), r.started_at.0));
         }
     }
     serials

@@ -113,7 +113,7 @@ fn esc(s: &str) -> String {
 }
 
 /// The share of followed mirrors live over time since the push started: a step line, drawn as
-/// inline SVG. The x axis ends at the last mirror seen live (or, if none was, at the last check).
+/// inline SVG. The x axis ends at the last mirror seen live.
 fn propagation_chart(report: &Report) -> String {
     const W: f64 = 480.0;
     const H: f64 = 160.0;

@@ -65,21 +65,20 @@ async fn follow_one(
         Propagated { mirror: mirror.mirror.clone(), live_after_ms: None, sync_ms: None, checks: 0, error: None };
     let mut validators = Validators::default();
     let mut wait = FIRST_CHECK;
-    let mut next = started + wait;
+    // The last check is at the deadline itself.
+    let mut next = (started + wait).min(deadline);
     loop {
-        if next > deadline {
-            let last = row.error.take().map(|e| format!("; last: {e}")).unwrap_or_default();
-            row.error = Some(format!("not live within {}{last}", humantime::format_duration(deadline - started)));
-            return row;
-        }
         tokio::time::sleep_until(next).await;
         row.checks += 1;
         match prober.get_if_changed(&mirror.check, "project/trace/master", &validators).await {
             Ok(Fetched::Body(text, fresh)) => {
                 row.error = None;
-                if Trace::parse(&text).serial() == Some(version) {
-                    row.live_after_ms = Some(crate::units::millis(started.elapsed()));
+                let seen = crate::watch::version_of(text.as_bytes());
+                if serves(&seen, version) {
+                    row.live_after_ms = Some(crate::units::millis(next.saturating_duration_since(started)));
+                    // Its own trace is the sync's only once it describes this version.
                     let (_, own) = prober.own_trace(&mirror.check).await;
+                    let own = own.filter(|t| t.serial() == Some(seen.as_str()));
                     row.sync_ms = own.as_ref().and_then(Trace::sync_duration).map(crate::units::millis);
                     tracing::info!(mirror = %row.mirror, %version, after = %humantime::format_duration(started.elapsed()), "mirror live");
                     return row;
@@ -89,7 +88,34 @@ async fn follow_one(
             Ok(Fetched::NotModified) => row.error = None,
             Err(e) => row.error = Some(e),
         }
+        if next >= deadline {
+            let last = row.error.take().map(|e| format!("; last: {e}")).unwrap_or_default();
+            row.error = Some(format!("not live within {}{last}", humantime::format_duration(deadline - started)));
+            return row;
+        }
         wait = (wait * 2).min(MAX_INTERVAL);
-        next = Instant::now() + wait;
+        next = (Instant::now() + wait).min(deadline);
+    }
+}
+
+/// Whether a mirror whose `master` shows `seen` serves `pushed` (or a later version: it moved on
+/// before it was checked). Later means numerically greater for serials of digits (Debian's
+/// `YYYYMMDDNN`); other versions only compare equal.
+pub fn serves(seen: &str, pushed: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit());
+    seen == pushed || (digits(seen) && digits(pushed) && seen.parse::<u64>().ok() > pushed.parse::<u64>().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_numeric_serial_serves_an_earlier_one_and_others_only_compare_equal() {
+        assert!(serves("2026112902", "2026112902"));
+        assert!(serves("2026112903", "2026112902"));
+        assert!(!serves("2026112901", "2026112902"));
+        assert!(!serves("b-release", "a-release"));
+        assert!(serves("sha256:00ff", "sha256:00ff"));
     }
 }

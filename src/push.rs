@@ -64,11 +64,12 @@ fn save(config: &Config, report: &Report) {
 pub async fn once_and_follow(config: &Config, plan: &Plan, options: &Options, origin: &str) -> anyhow::Result<Report> {
     let transports = Arc::new(Transports::new(config).context("cannot set up transports")?);
     let engine = engine(config, transports, Clock::system());
+    // Set up before anything is sent: a push that happened is always recorded.
+    let prober = crate::freshness::Prober::new()?;
     let started = tokio::time::Instant::now();
     let mut report = dispatch(&engine, plan, options, origin).await;
     if let (Some(serial), Some(archive)) = (plan.serial.as_deref(), config.archives.get(&plan.archive)) {
         let follow = crate::propagation::delivered_with_check(config, &report);
-        let prober = crate::freshness::Prober::new()?;
         report.propagation =
             crate::propagation::follow(&prober, follow, serial, started, archive.propagation_timeout).await;
     }

@@ -17,16 +17,19 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// Parses `text`; lines that are neither the first line nor `Key: value` are ignored.
+    /// Parses `text`; lines that are neither the first line nor `Key: value` are ignored. A trace
+    /// comes from a mirror, so what is kept is bounded: at most [`MAX_FIELDS`] fields, each value
+    /// cut to [`MAX_VALUE`] characters, control characters replaced by `?` (nothing a mirror
+    /// writes reaches a terminal or a page as it is).
     pub fn parse(text: &str) -> Trace {
         let mut trace = Trace::default();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim_end();
             match line.split_once(':') {
-                Some((key, value)) if is_field_name(key) => {
-                    trace.fields.push((key.to_string(), value.trim().to_string()));
+                Some((key, value)) if is_field_name(key) && trace.fields.len() < MAX_FIELDS => {
+                    trace.fields.push((key.to_string(), clean(value.trim())));
                 }
-                _ if i == 0 && !line.is_empty() => trace.first_line = Some(line.to_string()),
+                _ if i == 0 && !line.is_empty() => trace.first_line = Some(clean(line)),
                 _ => {}
             }
         }
@@ -67,6 +70,18 @@ impl Trace {
     }
 }
 
+/// The most fields kept of one trace (ftpsync writes about 20).
+pub const MAX_FIELDS: usize = 64;
+/// The longest value kept, in characters.
+pub const MAX_VALUE: usize = 256;
+/// The most tiers kept of a `_hierarchy`.
+pub const MAX_HOPS: usize = 16;
+
+/// `text` cut to [`MAX_VALUE`] characters, control characters replaced by `?`.
+pub fn clean(text: &str) -> String {
+    text.chars().take(MAX_VALUE).map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
 /// A header-like field name: letters, digits, `-`, `_` and spaces (`Archive serial`), beginning
 /// and ending with a letter (so `Sun Nov 29 13:51:46 UTC 2026`, a first line, is not one).
 fn is_field_name(key: &str) -> bool {
@@ -97,22 +112,27 @@ pub struct Hop {
 }
 
 /// `_hierarchy`: the tiers from the one nearest the primary to the mirror that published it.
-/// Lines that do not have four words are skipped.
+/// Lines that do not have four words are skipped; of a longer chain the last [`MAX_HOPS`] are
+/// kept (the mirror itself is the last), each word [`clean`]ed.
 pub fn parse_hierarchy(text: &str) -> Vec<Hop> {
-    text.lines()
+    let mut hops: Vec<Hop> = text
+        .lines()
         .filter_map(|line| {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words[..] {
                 [tracefile, mirror, host, upstream] => Some(Hop {
-                    tracefile: tracefile.into(),
-                    mirror: mirror.into(),
-                    host: host.into(),
-                    upstream: upstream.into(),
+                    tracefile: clean(tracefile),
+                    mirror: clean(mirror),
+                    host: clean(host),
+                    upstream: clean(upstream),
                 }),
                 _ => None,
             }
         })
-        .collect()
+        .collect();
+    let extra = hops.len().saturating_sub(MAX_HOPS);
+    hops.drain(..extra);
+    hops
 }
 
 #[cfg(test)]
@@ -158,6 +178,19 @@ mod tests {
         let chain: Vec<(&str, &str)> = hops.iter().map(|h| (h.mirror.as_str(), h.upstream.as_str())).collect();
         assert_eq!(chain, [("tier1.example.net", "primary.example.net"), ("tier2.example.net", "tier1.example.net")]);
         assert_eq!(parse_hierarchy(&fixture("tier1/_hierarchy")).len(), 1);
+    }
+
+    #[test]
+    fn what_a_hostile_mirror_writes_is_bounded_and_printable() {
+        let long = "9".repeat(10_000);
+        let t = Trace::parse(&format!("Archive serial: {long}\nUpstream-mirror: evil\u{1b}[2Jhost\n"));
+        assert_eq!(t.serial().map(str::len), Some(MAX_VALUE));
+        assert_eq!(t.upstream(), Some("evil?[2Jhost"));
+        let many: String = (0..1000).map(|i| format!("F{i}x: v\n")).collect();
+        assert_eq!(Trace::parse(&many).fields.len(), MAX_FIELDS);
+        let chain: String = (0..1000).map(|i| format!("m{i} m{i} h{i} u{i}\n")).collect();
+        let hops = parse_hierarchy(&chain);
+        assert_eq!((hops.len(), hops.last().unwrap().mirror.as_str()), (MAX_HOPS, "m999"));
     }
 
     #[test]

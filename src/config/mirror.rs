@@ -357,10 +357,24 @@ pub(super) fn read_dir(
             f.finish(&mirror_fields());
             continue;
         };
-        let name = match &described {
-            Described::Triggered(m) => &m.name,
-            Described::CheckOnly(w) => &w.name,
+        let (name, carries, check) = match &described {
+            Described::Triggered(m) => (&m.name, &m.archives, m.check.is_some()),
+            Described::CheckOnly(w) => (&w.name, &w.archives, true),
         };
+        let carried: Vec<&str> = match carries {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => archives.keys().map(String::as_str).collect(),
+        };
+        if check && carried.len() > 1 {
+            f.error(
+                "check",
+                format!(
+                    "`check:` is the URL of one archive, and this mirror carries {}: name the one it checks in \
+                     `archives: [NAME]` (a mirror file per archive for the others)",
+                    carried.join(", ")
+                ),
+            );
+        }
         if let Some(first) = seen.get(name) {
             f.error("name", format!("duplicate mirror name `{name}`, also defined in {}", first.display()));
         } else {
@@ -406,6 +420,7 @@ fn read_mirror(
     let has_http = f.has("http");
     let check = f.take_parsed("check", parse_check_url);
     let host_key: Option<String> = f.take("host_key");
+    let pinned = host_key.is_some();
     if let Some(Err(msg)) = host_key.as_deref().map(crate::keys::parse_public_key) {
         f.error("host_key", msg);
     }
@@ -434,6 +449,21 @@ fn read_mirror(
         max: mine.backoff_max.or(d.backoff_max).unwrap_or(Duration::from_secs(300)),
     };
     if !has_ssh && !has_http {
+        let triggering = [
+            ("type", mine.kind.is_some()),
+            ("rate_limit", mine.rate_limit.is_some()),
+            ("retries", mine.retries.is_some()),
+            ("timeout", mine.timeout.is_some()),
+            ("backoff", mine.backoff_initial.is_some() || mine.backoff_max.is_some()),
+            ("wait_for_sync", mine.wait_for_sync.is_some()),
+            ("sync_timeout", mine.sync_timeout.is_some()),
+            ("busy_exit", mine.busy_exit.is_some()),
+            ("command", mine.command.is_some()),
+            ("host_key", pinned),
+        ];
+        for (key, _) in triggering.iter().filter(|(_, set)| *set) {
+            f.error(key, "a check-only mirror (`check:` without `ssh:` or `http:`) is never triggered");
+        }
         return Some(Described::CheckOnly(Watched {
             name,
             file,

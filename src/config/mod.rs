@@ -231,6 +231,10 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     let freshness_interval = match f.nested("freshness") {
         Some(mut fr) => {
             let interval = fr.duration("interval", max::POLL);
+            if interval.is_some_and(|i| i < Duration::from_secs(60)) {
+                // Three GETs per mirror per sweep, to the whole network: not more than once a minute.
+                fr.error("interval", "must be at least 1m");
+            }
             fr.finish(&["interval"]);
             interval
         }

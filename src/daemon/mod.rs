@@ -93,6 +93,8 @@ struct Shared {
     parts: Arc<Supervisor>,
     /// Reads mirrors' trace files after pushes.
     prober: crate::freshness::Prober,
+    /// Cancelled by SIGTERM: what outlives a reload (following a push's propagation) ends here.
+    shutdown: CancellationToken,
     clock: Clock,
 }
 
@@ -114,6 +116,7 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
         deferred_changed: Notify::new(),
         hard_stop: CancellationToken::new(),
         prober: crate::freshness::Prober::new()?,
+        shutdown: control.shutdown.clone(),
         parts: Supervisor::new(),
         clock: control.clock.clone(),
     });
@@ -283,23 +286,47 @@ impl GenCtx {
     /// (which carries each mirror's `since` over restarts). Ends with this generation.
     async fn freshness_loop(self: Arc<Self>) {
         let surveyed = |c: &Config| c.mirrors.iter().any(|m| m.check.is_some()) || !c.watched.is_empty();
+        let state_dir = self.config.state_dir.clone();
         if !surveyed(&self.config) {
+            // Nothing to survey (any more): no stale rows linger in /status, /metrics or on disk.
+            self.shared.metrics.freshness(&[]);
+            self.shared.status.send_modify(|s| s.freshness.clear());
+            if let Err(e) = crate::freshness::forget(&state_dir) {
+                tracing::error!(dir = %state_dir.display(), error = %e, "cannot remove the freshness memory");
+            }
             return;
         }
-        let mut previous = crate::freshness::recall(&self.config.state_dir);
+        let (dir, keep) = (state_dir.clone(), self.config.status.history);
+        let mut previous = tokio::task::spawn_blocking(move || {
+            crate::freshness::recall(&dir).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "freshness memory unusable; starting afresh");
+                Vec::new()
+            })
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         loop {
-            let survey = crate::freshness::survey(&self.config, None, &self.shared.prober);
+            let dir = state_dir.clone();
+            let history = tokio::task::spawn_blocking(move || {
+                History::new(&dir, keep).all().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read the report history: versions behind are not counted");
+                    Vec::new()
+                })
+            })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let survey = crate::freshness::survey(&self.config, None, &self.shared.prober, &history);
             let mut rows = tokio::select! {
                 rows = survey => rows,
                 _ = self.stop.cancelled() => return,
             };
-            let history = History::new(&self.config.state_dir, self.config.status.history).all().unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot read the report history: versions behind are not counted");
-                Vec::new()
-            });
             crate::freshness::annotate(&mut rows, &previous, &history);
-            if let Err(e) = crate::freshness::remember(&self.config.state_dir, &rows) {
-                tracing::error!(dir = %self.config.state_dir.display(), error = %e, "cannot write the freshness memory");
+            let (dir, kept) = (state_dir.clone(), rows.clone());
+            let written = tokio::task::spawn_blocking(move || crate::freshness::remember(&dir, &kept))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            if let Err(e) = written {
+                tracing::error!(dir = %state_dir.display(), error = %e, "cannot write the freshness memory");
             }
             let stale = rows.iter().filter(|r| !crate::freshness::all_fresh(std::slice::from_ref(r))).count();
             tracing::info!(mirrors = rows.len(), behind_or_unreachable = stale, "freshness sweep");
@@ -502,7 +529,7 @@ impl GenCtx {
     }
 
     /// Watches each delivered mirror with a `check:` URL until it serves the pushed version
-    /// ([`crate::propagation`]), as a supervised part that ends with this generation; the result
+    /// ([`crate::propagation`]), as a supervised part that ends at shutdown (not at a reload); the result
     /// goes into the archive's last report in `/status` and the `propagation_seconds` histogram.
     fn follow(&self, archive: &str, report: &Report, started: tokio::time::Instant) {
         let (Some(version), Some(config)) = (report.serial.clone(), self.config.archives.get(archive)) else { return };
@@ -510,7 +537,9 @@ impl GenCtx {
         if mirrors.is_empty() {
             return;
         }
-        let (shared, stop, timeout) = (Arc::clone(&self.shared), self.stop.clone(), config.propagation_timeout);
+        // Following outlives a reload (it needs no configuration), not a shutdown.
+        let (shared, stop, timeout) =
+            (Arc::clone(&self.shared), self.shared.shutdown.clone(), config.propagation_timeout);
         let archive = archive.to_string();
         let part = format!("propagation of {archive} {version}");
         self.shared.parts.spawn(part, async move {

@@ -448,9 +448,10 @@ async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
     let standings: Vec<_> = d.daemon.status.borrow().freshness.iter().map(|r| r.standing).collect();
     assert_eq!(standings, [Standing::UpToDate, Standing::UpToDate]);
 
-    // A new version is pushed; only one mirror takes it. The next sweep (10 min on) sees the
-    // other one a version behind, its version old: behind, and far behind.
-    f.set_serial("2026112502");
+    // A new version, dated weeks ago, is pushed; only one mirror takes it. The next sweep (10 min
+    // on) sees the other one stale since that version appeared (its own version was never pushed
+    // from here, only recorded at first start): behind, and far behind.
+    std::fs::write(f.path("archive/project/trace/master"), master("2026112502", long_ago)).unwrap();
     d.until("pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
     current.publish("/debian/project/trace/master", &master("2026112502", long_ago));
     tokio::time::sleep(Duration::from_secs(600)).await;
@@ -479,7 +480,7 @@ async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
     assert!(lag.is_some_and(|v| v > 86_400.0), "b-old serves a version weeks old: {lag:?}");
     d.stop().await;
 
-    let remembered = pushmirror::freshness::recall(&f.path("state"));
+    let remembered = pushmirror::freshness::recall(&f.path("state")).unwrap();
     let json = |r: &[pushmirror::freshness::Row]| serde_json::to_value(r).unwrap();
     assert_eq!(json(&remembered), json(&rows), "kept as shown (timestamps to the millisecond)");
     let check = tokio::task::spawn_blocking(move || f.cli(&["status", "--check"])).await.unwrap();

@@ -54,7 +54,20 @@ async fn freshness_tells_up_to_date_syncing_behind_and_unreachable_and_never_tri
     let watched = HttpReceiver::start().await.unwrap();
     let gone = HttpReceiver::builder().reply(Reply::Status(404)).start().await.unwrap();
     let f = Fixture::new();
-    f.set_serial("2026112902");
+    // This archive's history: 2026112701 pushed two days ago, 2026112901 14 h ago, 2026112902
+    // (the current one) an hour ago.
+    let history = pushmirror::report::History::new(&f.path("state"), 200);
+    for (serial, ago) in [("2026112701", 2 * 86400), ("2026112901", 14 * 3600), ("2026112902", 3600)] {
+        let at = SystemTime::now() - Duration::from_secs(ago);
+        history
+            .save(&pushmirror::report::Report::new("debian", Some(serial.into()), "cli", false, at, vec![]))
+            .unwrap();
+    }
+    std::fs::write(
+        f.path("archive/project/trace/master"),
+        format!("Archive serial: 2026112902\nDate: {}\n", date(Duration::from_secs(3600))),
+    )
+    .unwrap();
     publish(&fresh, "2026112902", Duration::from_secs(60), Some("tier2.example.net"));
     publish(&syncing, "2026112901", Duration::from_secs(3600), None);
     publish(&stale, "2026112701", Duration::from_secs(2 * 86400), None);
@@ -85,16 +98,19 @@ async fn freshness_tells_up_to_date_syncing_behind_and_unreachable_and_never_tri
     assert_eq!(fresh_row["last_sync_ms"], 4000);
     assert_eq!(fresh_row["upstream"], "tier1.example.net");
     assert_eq!(fresh_row["chain"], serde_json::json!(["tier1.example.net", "tier2.example.net"]));
+    // Lag: since the first version after the one it serves was pushed (2026112902 an hour ago;
+    // 2026112901 14 h ago), not the age of its own version.
     let lag = |i: usize| rows[i]["lag_ms"].as_u64().unwrap();
     assert!((3_600_000..3_700_000).contains(&lag(1)), "syncing lag {}", lag(1));
-    assert!(lag(2) >= 2 * 86_400_000, "stale lag {}", lag(2));
+    assert!((14 * 3_600_000..14 * 3_600_000 + 100_000).contains(&lag(2)), "stale lag {}", lag(2));
+    assert_eq!((rows[1]["behind_versions"].as_u64(), rows[2]["behind_versions"].as_u64()), (Some(1), Some(2)));
     assert!(rows[3]["error"].as_str().unwrap().contains("HTTP 404"), "{}", rows[3]);
 
     let table = cli(&f, &["freshness"]).await;
     let text = stdout(&table);
     eprintln!("{text}");
     for want in
-        ["a-fresh", "up to date", "syncing", "behind", "unreachable", "check-only", "4.0s", " 1h00m ", " 2d00h "]
+        ["a-fresh", "up to date", "syncing", "behind", "unreachable", "check-only", "4.0s", " 1h00m ", " 14h00m "]
     {
         assert!(text.contains(want), "no `{want}` in:\n{text}");
     }
@@ -134,6 +150,7 @@ fn a_check_url_is_validated_and_a_check_only_mirror_takes_no_key() {
     f.mirror("b", "check: https://mirror.example/debian/\nsource_address: 127.0.0.1\n");
     f.mirror("c", "timeout: 5s\n");
     f.mirror("d", "check: https://user:s3cret@mirror.example/debian/\n");
+    f.mirror("e", "check: https://mirror.example/debian/\nrate_limit: 1/1h\n");
     let err = stderr(&f.cli(&["check"]));
     let dir = f.path("mirrors.d");
     for want in [
@@ -141,6 +158,10 @@ fn a_check_url_is_validated_and_a_check_only_mirror_takes_no_key() {
         format!("{}/b.yaml:2:1: source_address: a check-only mirror", dir.display()),
         format!("{}/c.yaml:1:1: a mirror needs `ssh:` or `http:` (or `check:` alone", dir.display()),
         format!("{}/d.yaml:1:1: check: the public base URL of the archive holds no user or password", dir.display()),
+        format!(
+            "{}/e.yaml:2:1: rate_limit: a check-only mirror (`check:` without `ssh:` or `http:`) is never triggered",
+            dir.display()
+        ),
     ] {
         assert!(err.contains(&want), "missing `{want}` in:\n{err}");
     }
@@ -149,7 +170,8 @@ fn a_check_url_is_validated_and_a_check_only_mirror_takes_no_key() {
 
 /// `push --follow`: a mirror whose receiver publishes the pushed version 30 s after the push is
 /// seen live at the first check after that (checks at 5 s, 15 s, 35 s: backoff doubling from 5 s);
-/// one that never does is given up at the archive's propagation_timeout. Paused time.
+/// one that never does is checked a last time at the archive's propagation_timeout (60 s) and given
+/// up. Paused time.
 #[tokio::test(start_paused = true)]
 async fn a_push_followed_records_when_each_mirror_went_live() {
     let late = HttpReceiver::start().await.unwrap();
@@ -179,7 +201,8 @@ async fn a_push_followed_records_when_each_mirror_went_live() {
 
     let seen: Vec<(&str, Option<u64>, u32)> =
         report.propagation.iter().map(|p| (p.mirror.as_str(), p.live_after_ms, p.checks)).collect();
-    assert_eq!(seen, [("late", Some(35_000), 3), ("never", None, 3)]);
+    // The last check of `never` is at the deadline, 60 s.
+    assert_eq!(seen, [("late", Some(35_000), 3), ("never", None, 4)]);
     assert_eq!(report.propagation[0].sync_ms, Some(4000));
     assert!(
         report.propagation[1].error.as_deref().unwrap().starts_with("not live within 1m"),
@@ -218,4 +241,28 @@ async fn versions_behind_come_from_the_pushes_in_the_history() {
     let behind: Vec<(&str, Option<u64>)> =
         rows.iter().map(|r| (r["mirror"].as_str().unwrap(), r["behind_versions"].as_u64())).collect();
     assert_eq!(behind, [("lagging", Some(2)), ("unknown", None)]);
+}
+
+/// `check:` is one archive's URL: a mirror carrying two archives must name the one it checks; a
+/// sweep more often than once a minute is refused.
+#[test]
+fn a_check_url_belongs_to_one_archive_and_sweeps_are_not_too_often() {
+    let f = Fixture::new();
+    f.set_main(
+        "mirrors_dir: mirrors.d\nstate_dir: state\nfreshness: { interval: 10s }\narchives:\n  debian:\n    root: archive\n  \
+         security:\n    root: archive\n",
+    );
+    f.mirror("both", "check: https://mirror.example/debian/\n");
+    f.mirror("one", "check: https://mirror.example/debian/\narchives: [debian]\n");
+    let err = stderr(&f.cli(&["check"]));
+    let both = f.path("mirrors.d/both.yaml");
+    assert!(
+        err.contains(&format!(
+            "{}:1:1: check: `check:` is the URL of one archive, and this mirror carries debian, security",
+            both.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("one.yaml"), "{err}");
+    assert!(err.contains("freshness.interval: must be at least 1m"), "{err}");
 }
