@@ -57,7 +57,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         rx.publish(
             &format!("{base}/project/trace/{name}"),
-            "x\nDate: Sun, 29 Nov 2026 09:00:04 +0000\nDate-Started: Sun, 29 Nov 2026 09:00:00 +0000\nUpstream-mirror: hub\n",
+            &format!(
+                "x\nDate: Sun, 29 Nov 2026 09:00:04 +0000\nDate-Started: Sun, 29 Nov 2026 09:00:00 +0000\n\
+                 Archive serial: {serial}\nUpstream-mirror: hub\n"
+            ),
         );
         std::fs::write(root.join(format!("mirrors.d/{name}.yaml")), format!("check: {}\n", rx.url(&base)))?;
     }
