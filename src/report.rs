@@ -511,6 +511,29 @@ impl History {
         History { dir: state_dir.join("reports"), keep: keep.max(1) }
     }
 
+    /// Replaces the stored copy of `report` (the same archive, start and end) with `report` as it
+    /// is now — the daemon adds the propagation it followed after the push. Nothing is written
+    /// when the copy has been pruned meanwhile.
+    pub fn update(&self, report: &Report) -> std::io::Result<()> {
+        let ms = report.finished_at.0.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);
+        let (prefix, suffix) = (format!("{ms:013}-"), format!("-{}.json", report.archive));
+        for path in self.files()? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if !(name.starts_with(&prefix) && name.ends_with(&suffix)) {
+                continue;
+            }
+            let stored: Option<Report> = crate::fsutil::read_bounded(&path, crate::fsutil::limit::STATE)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            // Stored times have milliseconds: compare at that precision.
+            let ms_of = |t: &Timestamp| t.0.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);
+            if stored.is_some_and(|r| ms_of(&r.started_at) == ms_of(&report.started_at)) {
+                return crate::fsutil::write_atomic(&path, &serde_json::to_vec(report)?);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes `report` atomically (temp file + rename), then drops the oldest beyond `keep`.
     pub fn save(&self, report: &Report) -> std::io::Result<PathBuf> {
         let ms = report.finished_at.0.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);

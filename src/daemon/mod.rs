@@ -542,6 +542,8 @@ impl GenCtx {
             (Arc::clone(&self.shared), self.shared.shutdown.clone(), config.propagation_timeout);
         let archive = archive.to_string();
         let part = format!("propagation of {archive} {version}");
+        let mut report = report.clone();
+        let history = History::new(&self.config.state_dir, self.config.status.history);
         self.shared.parts.spawn(part, async move {
             let followed = crate::propagation::follow(&shared.prober, mirrors, &version, started, timeout);
             let rows = tokio::select! {
@@ -551,12 +553,20 @@ impl GenCtx {
             for after in rows.iter().filter_map(|r| r.live_after_ms) {
                 shared.metrics.mirror_live(Duration::from_millis(after));
             }
+            report.propagation = rows;
             shared.status.send_modify(|s| {
                 let last = s.archives.iter_mut().find(|a| a.name == archive).and_then(|a| a.last_report.as_mut());
-                if let Some(report) = last.filter(|r| r.serial.as_deref() == Some(version.as_str())) {
-                    report.propagation = rows;
+                if let Some(shown) = last.filter(|r| r.started_at == report.started_at) {
+                    shown.propagation = report.propagation.clone();
                 }
             });
+            // Into the stored report too, so that the page still shows it after a restart.
+            let written = tokio::task::spawn_blocking(move || history.update(&report))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            if let Err(e) = written {
+                tracing::error!(%archive, error = %e, "cannot add the propagation to the stored report");
+            }
         });
     }
 

@@ -425,6 +425,9 @@ async fn the_daemon_follows_each_pushed_mirror_until_it_serves_the_version() {
     assert!(metrics.contains("pushmirror_propagation_seconds_count 1"), "{metrics}");
     assert!(metrics.contains("pushmirror_propagation_seconds_bucket{le=\"80.0\"} 1"), "{metrics}");
     d.stop().await;
+    // The stored report has it too: the page still shows it after a restart.
+    let stored = pushmirror::report::History::new(&f.path("state"), 10).latest_per_archive().unwrap();
+    assert_eq!(stored["debian"].propagation, report.propagation);
 }
 
 /// The daemon sweeps every mirror with a `check:` URL at start and every `freshness.interval`:
