@@ -273,6 +273,14 @@ async fn freshness(cli: &Cli, archive: Option<&str>) -> Ended {
         let known: Vec<&str> = config.archives.keys().map(String::as_str).collect();
         return Err(Stop::usage(format_args!("unknown archive `{name}` (configured: {})", known.join(", "))));
     }
+    for a in config.archives.values().filter(|a| archive.is_none_or(|o| o == a.name)) {
+        let trace = a.root.join(&a.trace);
+        if let Err(e) = crate::fsutil::read_bounded(&trace, crate::fsutil::limit::TRACE) {
+            // Without this archive's own version no mirror can be up to date: say why.
+            let why = crate::owner::unreadable_reason(&trace, &e);
+            eprintln!("warning: archives.{}.trace: cannot read {}: {why}", a.name, trace.display());
+        }
+    }
     let prober = crate::freshness::Prober::new().map_err(alternate)?;
     let history = History::new(&config.state_dir, config.status.history).all().unwrap_or_default();
     let mut rows = crate::freshness::survey(&config, archive, &prober, &history).await;

@@ -29,13 +29,18 @@ pub struct Follow {
     pub check: Url,
 }
 
-/// The mirrors of `report` worth following: delivered (outcome ok), with a `check:` URL.
+/// The mirrors of `report` worth following: delivered (every row of it ok), with a `check:` URL.
 pub fn delivered_with_check(config: &crate::config::Config, report: &crate::report::Report) -> Vec<Follow> {
-    let delivered: std::collections::BTreeSet<&str> =
-        report.triggers.iter().filter(|t| t.outcome == crate::model::Outcome::Ok).map(|t| t.mirror.as_str()).collect();
+    use crate::model::Outcome;
+    // Delivered: a stage went out, and none failed, was deferred or was skipped (a staged
+    // mirror whose stage 1 went out but whose stage 2 did not has not been told to finish).
+    let delivered = |name: &str| {
+        let mut rows = report.triggers.iter().filter(|t| t.mirror == name).peekable();
+        rows.peek().is_some() && rows.all(|t| t.outcome == Outcome::Ok)
+    };
     config
         .mirrors_of(&report.archive)
-        .filter(|m| delivered.contains(m.name.as_str()))
+        .filter(|m| delivered(&m.name))
         .filter_map(|m| m.check.clone().map(|check| Follow { mirror: m.name.clone(), check }))
         .collect()
 }

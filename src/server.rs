@@ -49,7 +49,11 @@ pub struct Metrics {
     propagation: Histogram,
     lag: Family<MirrorLabels, Gauge<f64, AtomicU64>>,
     behind: Family<MirrorLabels, Gauge>,
+    /// The label sets of the last sweep's lag and behind series, to remove those that go away.
+    freshness_labels: std::sync::Mutex<FreshnessLabels>,
 }
+
+type FreshnessLabels = (std::collections::HashSet<MirrorLabels>, std::collections::HashSet<MirrorLabels>);
 
 /// Labels of a mirror of an archive.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,7 +102,18 @@ impl Default for Metrics {
             "How many pushed versions each mirror is behind, as far as the report history goes back",
             behind.clone(),
         );
-        Metrics { registry, triggers, duration, last_push, version, in_flight, propagation, lag, behind }
+        Metrics {
+            registry,
+            triggers,
+            duration,
+            last_push,
+            version,
+            in_flight,
+            propagation,
+            lag,
+            behind,
+            freshness_labels: Default::default(),
+        }
     }
 }
 
@@ -117,19 +132,30 @@ impl Metrics {
     }
 
     /// A freshness sweep ended: each mirror's lag and versions behind, where known (a mirror whose
-    /// lag cannot be told has no series, rather than a made-up one).
+    /// lag cannot be told has no series, rather than a made-up one). Series are set in place and
+    /// only those no longer known are removed, so a scrape during the update misses none.
     pub fn freshness(&self, rows: &[crate::report::FreshnessRow]) {
-        self.lag.clear();
-        self.behind.clear();
+        let mut lagging = std::collections::HashSet::new();
+        let mut behind = std::collections::HashSet::new();
         for row in rows {
             let labels = MirrorLabels { archive: row.archive.clone(), mirror: row.mirror.clone() };
             if let Some(ms) = row.lag_ms {
                 self.lag.get_or_create(&labels).set(ms as f64 / 1000.0);
+                lagging.insert(labels.clone());
             }
             if let Some(n) = row.behind_versions {
                 self.behind.get_or_create(&labels).set(i64::from(n));
+                behind.insert(labels);
             }
         }
+        let mut known = self.freshness_labels.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in known.0.difference(&lagging) {
+            self.lag.remove(gone);
+        }
+        for gone in known.1.difference(&behind) {
+            self.behind.remove(gone);
+        }
+        *known = (lagging, behind);
     }
 
     /// A followed mirror served the pushed version `after` the push started.
@@ -206,4 +232,42 @@ async fn metrics(State(s): State<ServerState>) -> Response {
 
 async fn page(State(s): State<ServerState>) -> Html<String> {
     Html(crate::page::render(&s.status.borrow()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Timestamp;
+    use crate::report::{FreshnessRow, Standing};
+
+    fn row(mirror: &str, lag_ms: Option<u64>) -> FreshnessRow {
+        FreshnessRow {
+            archive: "debian".into(),
+            mirror: mirror.into(),
+            kind: "check-only".into(),
+            standing: Standing::Syncing,
+            version: Some("1".into()),
+            since: None,
+            behind_versions: lag_ms.map(|_| 1),
+            version_date: None,
+            lag_ms,
+            last_sync_ms: None,
+            upstream: None,
+            chain: vec![],
+            checked_at: Timestamp(std::time::SystemTime::now()),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_sweep_updates_lag_series_in_place_and_removes_only_those_gone() {
+        let metrics = Metrics::default();
+        metrics.freshness(&[row("a", Some(1000)), row("b", Some(2000))]);
+        let text = metrics.encode();
+        assert!(text.contains(r#"pushmirror_mirror_lag_seconds{archive="debian",mirror="b"} 2.0"#), "{text}");
+        metrics.freshness(&[row("a", Some(3000)), row("b", None)]);
+        let text = metrics.encode();
+        assert!(text.contains(r#"pushmirror_mirror_lag_seconds{archive="debian",mirror="a"} 3.0"#), "{text}");
+        assert!(!text.contains(r#"mirror="b""#), "b's lag is no longer known:\n{text}");
+    }
 }

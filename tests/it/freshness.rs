@@ -266,3 +266,26 @@ fn a_check_url_belongs_to_one_archive_and_sweeps_are_not_too_often() {
     assert!(!err.contains("one.yaml"), "{err}");
     assert!(err.contains("freshness.interval: must be at least 1m"), "{err}");
 }
+
+/// Only mirrors whose every trigger went out are followed: a staged mirror whose stage 1 was
+/// delivered but whose stage 2 was refused has not been told to finish, and is not followed.
+#[tokio::test(start_paused = true)]
+async fn a_staged_mirror_whose_stage_two_failed_is_not_followed() {
+    let half = HttpReceiver::builder().script([Reply::Status(200), Reply::Status(404)]).start().await.unwrap();
+    let whole = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main("mirrors_dir: mirrors.d\nstate_dir: state\narchives:\n  debian:\n    root: archive\n    propagation_timeout: 10s\n");
+    f.set_serial("2026112902");
+    for rx in [&half, &whole] {
+        publish(rx, "2026112902", Duration::from_secs(60), None);
+    }
+    f.http_mirror("half", &half.url("/t"), &format!("type: staged\ncheck: {}\n", half.url("/debian")));
+    f.http_mirror("whole", &whole.url("/t"), &format!("type: staged\ncheck: {}\n", whole.url("/debian")));
+    let config = f.config();
+    let plan = pushmirror::push::plan_push(&config, &PushRequest::default()).unwrap();
+    let options = pushmirror::dispatch::Options::default();
+    let report = pushmirror::push::once_and_follow(&config, &plan, &options, "cli").await.unwrap();
+    let followed: Vec<&str> = report.propagation.iter().map(|p| p.mirror.as_str()).collect();
+    assert_eq!(followed, ["whole"], "{:?}", report.triggers);
+    assert_eq!(report.propagation[0].live_after_ms, Some(5000));
+}
