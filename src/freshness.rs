@@ -323,6 +323,8 @@ pub fn remember(state_dir: &std::path::Path, rows: &[Row]) -> std::io::Result<()
 /// serves the same version; now, when it changed) and `behind_versions` (from the report
 /// `history`: the distinct serials pushed after the one it serves).
 pub fn annotate(rows: &mut [Row], previous: &[Row], history: &[Report]) {
+    // Each archive's pushed serials once, not once per row.
+    let mut pushed_of: std::collections::BTreeMap<String, Vec<(String, SystemTime)>> = Default::default();
     for row in rows.iter_mut() {
         let before = previous.iter().find(|p| p.archive == row.archive && p.mirror == row.mirror);
         if row.version.is_none() {
@@ -337,7 +339,7 @@ pub fn annotate(rows: &mut [Row], previous: &[Row], history: &[Report]) {
                 None => None,
             };
         }
-        let pushed = pushed_serials(history, &row.archive);
+        let pushed = pushed_of.entry(row.archive.clone()).or_insert_with(|| pushed_serials(history, &row.archive));
         row.behind_versions = match (&row.version, row.standing) {
             (_, Standing::UpToDate) => Some(0),
             (Some(v), _) => {

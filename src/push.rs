@@ -20,6 +20,12 @@ pub fn engine<T: Trigger>(config: &Config, transport: Arc<T>, clock: Clock) -> E
     Engine::new(transport, config.concurrency, limits, clock)
 }
 
+/// The engine of a one-off push: the production transports and the OS clock.
+fn production_engine(config: &Config) -> anyhow::Result<Engine<Transports>> {
+    let transports = Arc::new(Transports::new(config).context("cannot set up transports")?);
+    Ok(engine(config, transports, Clock::system()))
+}
+
 /// Plans a push, filling in the serial from the archive's trace file when not given.
 pub fn plan_push(config: &Config, request: &PushRequest) -> Result<Plan, crate::plan::PlanError> {
     let mut plan = plan(config, request)?;
@@ -62,8 +68,7 @@ fn save(config: &Config, report: &Report) {
 /// until it serves the pushed serial; the report, with its propagation, is stored after that.
 /// Without a serial there is nothing to recognise, and nothing is followed.
 pub async fn once_and_follow(config: &Config, plan: &Plan, options: &Options, origin: &str) -> anyhow::Result<Report> {
-    let transports = Arc::new(Transports::new(config).context("cannot set up transports")?);
-    let engine = engine(config, transports, Clock::system());
+    let engine = production_engine(config)?;
     // Set up before anything is sent: a push that happened is always recorded.
     let prober = crate::freshness::Prober::new()?;
     let started = tokio::time::Instant::now();
@@ -80,7 +85,6 @@ pub async fn once_and_follow(config: &Config, plan: &Plan, options: &Options, or
 /// A one-off push with the production transports: `push`, `runmirrors`, `receive` and `demo`
 /// (the daemon keeps one engine per configuration instead).
 pub async fn once(config: &Config, plan: &Plan, options: &Options, origin: &str) -> anyhow::Result<Report> {
-    let transports = Arc::new(Transports::new(config).context("cannot set up transports")?);
-    let engine = engine(config, transports, Clock::system());
+    let engine = production_engine(config)?;
     Ok(execute(config, &engine, plan, options, origin).await)
 }

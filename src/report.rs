@@ -505,6 +505,11 @@ pub struct History {
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
+/// Milliseconds since the Unix epoch: the precision reports are stored and named with.
+fn unix_ms(t: Timestamp) -> u64 {
+    t.0.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0)
+}
+
 impl History {
     /// The history under `state_dir`.
     pub fn new(state_dir: &Path, keep: usize) -> Self {
@@ -515,7 +520,7 @@ impl History {
     /// is now — the daemon adds the propagation it followed after the push. Nothing is written
     /// when the copy has been pruned meanwhile.
     pub fn update(&self, report: &Report) -> std::io::Result<()> {
-        let ms = report.finished_at.0.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);
+        let ms = unix_ms(report.finished_at);
         let (prefix, suffix) = (format!("{ms:013}-"), format!("-{}.json", report.archive));
         for path in self.files()? {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -526,8 +531,7 @@ impl History {
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
             // Stored times have milliseconds: compare at that precision.
-            let ms_of = |t: &Timestamp| t.0.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);
-            if stored.is_some_and(|r| ms_of(&r.started_at) == ms_of(&report.started_at)) {
+            if stored.is_some_and(|r| unix_ms(r.started_at) == unix_ms(report.started_at)) {
                 return crate::fsutil::write_atomic(&path, &serde_json::to_vec(report)?);
             }
         }
@@ -536,7 +540,7 @@ impl History {
 
     /// Writes `report` atomically (temp file + rename), then drops the oldest beyond `keep`.
     pub fn save(&self, report: &Report) -> std::io::Result<PathBuf> {
-        let ms = report.finished_at.0.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0);
+        let ms = unix_ms(report.finished_at);
         let seq = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         let name = format!("{ms:013}-{:07}-{seq:04}-{}.json", std::process::id(), report.archive);
         let path = self.dir.join(&name);
