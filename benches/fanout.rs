@@ -94,7 +94,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = pushmirror::config::load(&root.join("pushmirror.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let load = t.elapsed();
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default())?;
-    let engine = pushmirror::push::engine(&config, Arc::new(Transports::new(&config)?), Clock::system());
+    let engine = pushmirror::push::engine(
+        &config,
+        Arc::new(Transports::new(&config, pushmirror::broadcast::connect::Session::Once)?),
+        Clock::system(),
+    );
     let t = Instant::now();
     let report = pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "bench").await;
     let push = t.elapsed();

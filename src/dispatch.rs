@@ -59,6 +59,9 @@ async fn unless_cancelled<F: std::future::Future>(cancel: &Option<CancellationTo
     }
 }
 
+/// Numbers the pushes of this process ([`TriggerRequest::push`]).
+static NEXT_PUSH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The engine: a transport, the concurrency bound, the rate limits and the clock.
 pub struct Engine<T> {
     transport: Arc<T>,
@@ -80,6 +83,7 @@ impl<T> Clone for Engine<T> {
 
 struct Job {
     index: usize,
+    push: u64,
     mirror: Arc<Mirror>,
     archive: Arc<str>,
     serial: Option<Arc<str>>,
@@ -94,6 +98,7 @@ impl Job {
             stage,
             serial: self.serial.as_deref(),
             mhop: self.mhop,
+            push: self.push,
         }
     }
 }
@@ -109,6 +114,7 @@ impl<T: Trigger> Engine<T> {
         let mut rows: Vec<Vec<TriggerReport>> = vec![Vec::new(); plan.entries.len()];
         let archive: Arc<str> = Arc::from(plan.archive.as_str());
         let serial: Option<Arc<str>> = plan.serial.as_deref().map(Arc::from);
+        let push = NEXT_PUSH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut single = JoinSet::new();
         let mut staged = JoinSet::new();
         // Which trigger each task carries, so that one that panics still ends in a row.
@@ -120,6 +126,7 @@ impl<T: Trigger> Engine<T> {
             }
             let job = Job {
                 index,
+                push,
                 mirror: Arc::clone(&entry.mirror),
                 archive: archive.clone(),
                 serial: serial.clone(),
@@ -149,7 +156,8 @@ impl<T: Trigger> Engine<T> {
                     continue;
                 }
             };
-            let delivered = row.outcome == Outcome::Ok;
+            // A pending MQTT mirror has its stage 1 at the broker (retained): stage 2 follows.
+            let delivered = matches!(row.outcome, Outcome::Ok | Outcome::Pending);
             let index = job.index;
             rows[index].push(row);
             if delivered {
@@ -266,6 +274,9 @@ impl<T: Trigger> Engine<T> {
         row.duration_ms = millis(t0.elapsed());
         match result {
             Ok(d) => {
+                if d.pending {
+                    row.outcome = Outcome::Pending;
+                }
                 row.note = d.note;
                 row.http_status = d.http_status;
                 row.exit_code = d.exit_code;
@@ -318,6 +329,11 @@ pub fn backoff_delay(backoff: &Backoff, attempt: u32, retry_after: Option<Durati
 
 /// An outer bound in case a transport fails to bound itself.
 fn attempt_budget(mirror: &Mirror, stage: Stage) -> Duration {
+    if let crate::config::Transport::Mqtt(target) = &mirror.transport {
+        // The publish (bounded by `timeout`), then the ack (by `ack_timeout`, at most a week).
+        let ack = target.ack_timeout.unwrap_or(crate::units::max::SYNC_TIMEOUT);
+        return mirror.timeout.saturating_add(ack).saturating_add(Duration::from_secs(30));
+    }
     let waiting = mirror.wait_for_sync || stage == Stage::Stage1;
     let base = if waiting { mirror.timeout.saturating_add(mirror.sync_timeout) } else { mirror.timeout };
     base.saturating_add(Duration::from_secs(30))

@@ -100,7 +100,7 @@ pub async fn scan(config: &Config, only: &[String]) -> Result<Vec<ScanRow>, Scan
         .iter()
         .filter_map(|m| match &m.transport {
             Transport::Ssh(t) => Some((Arc::clone(m), t.clone())),
-            Transport::Http(_) => None,
+            Transport::Http(_) | Transport::Mqtt(_) => None,
         })
         .collect();
     if let Some(missing) = only.iter().find(|n| !ssh.iter().any(|(m, _)| m.name == **n)) {

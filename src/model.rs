@@ -101,6 +101,9 @@ pub enum Outcome {
     Skipped,
     /// Dry run: would be sent (at `deferred_until`, if set).
     Planned,
+    /// Published to the MQTT broker, not yet acknowledged by the mirror within its `ack_timeout`
+    /// (a later ack updates the daemon's status).
+    Pending,
 }
 
 impl fmt::Display for Outcome {
@@ -111,6 +114,7 @@ impl fmt::Display for Outcome {
             Outcome::Deferred => "deferred",
             Outcome::Skipped => "skipped",
             Outcome::Planned => "planned",
+            Outcome::Pending => "pending",
         })
     }
 }

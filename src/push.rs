@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use std::time::SystemTime;
 
+use crate::broadcast::connect::Session;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::{Engine, Options};
@@ -22,7 +23,7 @@ pub fn engine<T: Trigger>(config: &Config, transport: Arc<T>, clock: Clock) -> E
 
 /// The engine of a one-off push: the production transports and the OS clock.
 fn production_engine(config: &Config) -> anyhow::Result<Engine<Transports>> {
-    let transports = Arc::new(Transports::new(config).context("cannot set up transports")?);
+    let transports = Arc::new(Transports::new(config, Session::Once).context("cannot set up transports")?);
     Ok(engine(config, transports, Clock::system()))
 }
 

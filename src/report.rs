@@ -126,6 +126,9 @@ pub struct Summary {
     pub skipped: usize,
     /// Dry-run plans.
     pub planned: usize,
+    /// Published to MQTT, not acknowledged in time.
+    #[serde(default)]
+    pub pending: usize,
 }
 
 /// How a mirror stands.
@@ -263,6 +266,7 @@ impl Report {
                 Outcome::Deferred => &mut summary.deferred,
                 Outcome::Skipped => &mut summary.skipped,
                 Outcome::Planned => &mut summary.planned,
+                Outcome::Pending => &mut summary.pending,
             } += 1;
         }
         Report {
@@ -349,6 +353,7 @@ fn outcome_text(t: &TriggerReport) -> String {
         (Outcome::Failed, Some(class), _, _) => format!("failed ({class})"),
         (Outcome::Deferred, _, Some(until), _) => format!("deferred until {until}"),
         (Outcome::Planned, _, Some(until), _) => format!("planned at {until}"),
+        (Outcome::Pending, ..) => "pending (no ack)".to_string(),
         (Outcome::Ok, _, _, _) if t.note.is_some() => format!("ok ({})", t.note.as_deref().unwrap_or_default()),
         (outcome, ..) => outcome.to_string(),
     }
@@ -633,7 +638,7 @@ mod tests {
             SystemTime::now(),
             vec![trigger("a", Outcome::Ok), trigger("b", Outcome::Failed), trigger("c", Outcome::Deferred)],
         );
-        assert_eq!(r.summary, Summary { ok: 1, failed: 1, deferred: 1, skipped: 0, planned: 0 });
+        assert_eq!(r.summary, Summary { ok: 1, failed: 1, deferred: 1, skipped: 0, planned: 0, pending: 0 });
         assert_eq!(r.exit_code(), 1);
         let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         // Millisecond precision survives the round trip.

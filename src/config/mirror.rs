@@ -98,11 +98,12 @@ impl Mirror {
         self.senders.get(archive).unwrap_or(&UNSET)
     }
 
-    /// `ssh` or `http`.
+    /// `ssh`, `http` or `mqtt`.
     pub fn transport_name(&self) -> &'static str {
         match self.transport {
             Transport::Ssh(_) => "ssh",
             Transport::Http(_) => "http",
+            Transport::Mqtt(_) => "mqtt",
         }
     }
 }
@@ -114,6 +115,27 @@ pub enum Transport {
     Ssh(SshTarget),
     /// One HTTP request.
     Http(HttpTarget),
+    /// A subscriber of the broadcast tier: the archive's signed trigger is published once to the
+    /// broker (`mqtt:` of the main file) and this mirror acknowledges it.
+    Mqtt(MqttTarget),
+}
+
+/// A registered subscriber of the MQTT broadcast tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttTarget {
+    /// The trigger topic it subscribes to, when not `{prefix}/{archive}/trigger`.
+    pub topic: Option<String>,
+    /// How long a push waits for its final ack; else the main file's `mqtt.ack_timeout`.
+    pub ack_timeout: Option<Duration>,
+}
+
+impl fmt::Display for MqttTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.topic {
+            Some(topic) => write!(f, "mqtt {topic}"),
+            None => f.write_str("mqtt broadcast"),
+        }
+    }
 }
 
 impl Transport {
@@ -122,6 +144,7 @@ impl Transport {
         match self {
             Transport::Ssh(s) => s.to_string(),
             Transport::Http(h) => h.redacted(),
+            Transport::Mqtt(m) => m.to_string(),
         }
     }
 }
@@ -251,7 +274,7 @@ pub const DEFAULTS_FIELDS: &[&str] = &[
 ];
 
 /// Fields only a mirror file may hold.
-pub const OWN_FIELDS: &[&str] = &["name", "ssh", "http", "host_key", "check"];
+pub const OWN_FIELDS: &[&str] = &["name", "ssh", "http", "mqtt", "host_key", "check"];
 
 /// Fields a mirror file shares with the main file and its archives, not with `defaults:` (the
 /// main file's own value is the default).
@@ -322,6 +345,7 @@ pub(super) fn read_dir(
     defaults: &MirrorSettings,
     archives: &BTreeMap<String, Archive>,
     local: &LocalAddresses,
+    broker: bool,
     sink: &Sink,
 ) -> (Vec<(Mirror, Level)>, Vec<Watched>) {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
@@ -385,6 +409,13 @@ pub(super) fn read_dir(
                 if level.identity.is_some() && matches!(m.transport, Transport::Http(_)) {
                     f.error("identity", "an HTTP mirror is triggered without an SSH key; remove `identity:`");
                 }
+                if !broker && matches!(m.transport, Transport::Mqtt(_)) {
+                    let main = main.display();
+                    f.error(
+                        "mqtt",
+                        format!("an MQTT mirror needs the broadcast tier's broker: `mqtt: {{ broker: … }}` in {main}"),
+                    );
+                }
                 mirrors.push((*m, level));
             }
             Described::CheckOnly(w) => {
@@ -418,24 +449,26 @@ fn read_mirror(
     let file = f.file().to_path_buf();
     let has_ssh = f.has("ssh");
     let has_http = f.has("http");
+    let has_mqtt = f.has("mqtt");
     let check = f.take_parsed("check", parse_check_url);
     let host_key: Option<String> = f.take("host_key");
     let pinned = host_key.is_some();
     if let Some(Err(msg)) = host_key.as_deref().map(crate::keys::parse_public_key) {
         f.error("host_key", msg);
     }
-    let transport = match (has_ssh, has_http) {
-        (true, true) => {
-            f.error("http", "a mirror has either `ssh:` or `http:`, not both");
+    let transport = match (has_ssh, has_http, has_mqtt) {
+        (false, false, false) if check.is_some() => None,
+        (false, false, false) => {
+            f.error("", "a mirror needs `ssh:`, `http:` or `mqtt:` (or `check:` alone, for a mirror only watched)");
             None
         }
-        (false, false) if check.is_some() => None,
-        (false, false) => {
-            f.error("", "a mirror needs `ssh:` or `http:` (or `check:` alone, for a mirror only watched)");
+        (true, false, false) => f.nested("ssh").and_then(|s| read_ssh(s, host_key)).map(Transport::Ssh),
+        (false, true, false) => f.nested("http").and_then(read_http).map(Transport::Http),
+        (false, false, true) => read_mqtt(f).map(Transport::Mqtt),
+        (_, _, mqtt) => {
+            f.error(if mqtt { "mqtt" } else { "http" }, "a mirror has one of `ssh:`, `http:` or `mqtt:`, not two");
             None
         }
-        (true, false) => f.nested("ssh").and_then(|s| read_ssh(s, host_key)).map(Transport::Ssh),
-        (false, true) => f.nested("http").and_then(read_http).map(Transport::Http),
     };
     let mine = MirrorSettings::read(f, Some(archives));
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
@@ -448,7 +481,7 @@ fn read_mirror(
         initial: mine.backoff_initial.or(d.backoff_initial).unwrap_or(Duration::from_secs(5)),
         max: mine.backoff_max.or(d.backoff_max).unwrap_or(Duration::from_secs(300)),
     };
-    if !has_ssh && !has_http {
+    if !has_ssh && !has_http && !has_mqtt {
         let triggering = [
             ("type", mine.kind.is_some()),
             ("rate_limit", mine.rate_limit.is_some()),
@@ -512,6 +545,23 @@ fn parse_check_url(raw: &str) -> Result<Url, String> {
         url.set_path(&format!("{}/", url.path()));
     }
     Ok(url)
+}
+
+/// `mqtt: {}` (or `mqtt:` alone), or `mqtt: { topic: …, ack_timeout: … }`.
+fn read_mqtt(f: &mut Fields<'_>) -> Option<MqttTarget> {
+    let before = f.errors_so_far();
+    let Some(mut m) = f.nested("mqtt") else {
+        return (f.errors_so_far() == before).then_some(MqttTarget { topic: None, ack_timeout: None });
+    };
+    let topic = m.take_parsed("topic", |s| match s.split('/').all(super::broker::valid_level) {
+        true => Ok(s.to_string()),
+        false => {
+            Err(format!("invalid topic `{s}`: levels of letters, digits, `.`, `_`, `-` separated by `/`, no wildcards"))
+        }
+    });
+    let ack_timeout = m.duration("ack_timeout", max::SYNC_TIMEOUT);
+    m.finish(&["topic", "ack_timeout"]);
+    Some(MqttTarget { topic, ack_timeout })
 }
 
 fn read_ssh(mut s: Fields<'_>, host_key: Option<String>) -> Option<SshTarget> {
@@ -630,7 +680,8 @@ pub(super) fn resolve_senders(
 ) {
     let mut keys: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
     for (mirror, own) in mirrors.iter_mut() {
-        let uses_ssh = matches!(mirror.transport, Transport::Ssh(_));
+        // SSH triggers authenticate with the key, MQTT triggers are signed with it.
+        let uses_ssh = matches!(mirror.transport, Transport::Ssh(_) | Transport::Mqtt(_));
         let mut without_identity = Vec::new();
         let carried: Vec<(&String, &Level)> = archives.iter().filter(|(name, _)| mirror.serves(name)).collect();
         for (archive, level) in carried {
@@ -660,11 +711,15 @@ pub(super) fn resolve_senders(
             sink.borrow_mut().push(ConfigError::at(
                 &mirror.file,
                 (1, 1),
-                "ssh",
+                mirror.transport_name(),
                 format!(
-                    "mirror {} uses SSH but no `identity:` key applies to archive {}: set one in {}, under \
+                    "mirror {} uses {} but no `identity:` key applies to archive {}: set one in {}, under \
                      `archives.NAME.identity` there, or in this file",
                     mirror.name,
+                    match mirror.transport {
+                        Transport::Mqtt(_) => "MQTT (its triggers are signed with the key)",
+                        _ => "SSH",
+                    },
                     without_identity.join(", "),
                     main_file.display()
                 ),

@@ -3,6 +3,7 @@
 //! [`load`] reads everything, checks everything, and returns either a complete [`Config`] or every
 //! error found ([`ConfigErrors`]); a config is never half-applied.
 
+pub mod broker;
 mod error;
 pub(crate) mod fields;
 mod mirror;
@@ -15,9 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use broker::Broker;
 pub use error::{ConfigError, ConfigErrors};
 pub use fields::resolve;
-pub use mirror::{Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, SshTarget, Transport, Watched, mirror_fields};
+pub use mirror::{
+    Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, MqttTarget, SshTarget, Transport, Watched, mirror_fields,
+};
 pub use sender::{Sender, parse_source_address};
 
 pub(crate) use mirror::{basic_auth, secret_field};
@@ -71,6 +75,8 @@ pub struct Config {
     /// Check-only mirrors (`check:` without `ssh:`/`http:`), sorted by name: watched, never
     /// triggered.
     pub watched: Vec<Watched>,
+    /// The broadcast tier's broker (`mqtt:`), when MQTT mirrors are registered.
+    pub mqtt: Option<MqttSettings>,
     /// Where fields that [`verify_files`] checks were written (`state_dir`, `known_hosts`,
     /// `archives.NAME.trace`), for its errors.
     positions: BTreeMap<String, (usize, usize)>,
@@ -114,6 +120,23 @@ pub struct Archive {
     /// `keygen --archive` print it; `None` means ftpsync's ([`crate::keys::FTPSYNC_FORCED_COMMAND`]).
     pub forced_command: Option<String>,
 }
+
+/// The sender's side of the MQTT broadcast tier (the main file's `mqtt:`).
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// Where the broker is and how we log in.
+    pub broker: Broker,
+    /// MQTT 5 message expiry of a trigger: the broker drops it (also the retained copy) after this.
+    pub expiry: Duration,
+    /// How long a push waits for a mirror's final ack, unless its file says otherwise.
+    pub ack_timeout: Duration,
+}
+
+/// `mqtt.expiry` when none is set: a trigger older than a day is stale.
+pub const DEFAULT_MQTT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+
+/// `mqtt.ack_timeout` when none is set.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// The daemon's status server and report history.
 #[derive(Debug, Clone)]
@@ -175,6 +198,7 @@ pub const MAIN_FIELDS: &[&str] = &[
     "archives",
     "status",
     "freshness",
+    "mqtt",
 ];
 
 fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
@@ -241,10 +265,12 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         None => None,
     }
     .unwrap_or(DEFAULT_FRESHNESS_INTERVAL);
+    let mqtt = f.nested("mqtt").and_then(read_mqtt);
     f.finish(MAIN_FIELDS);
 
-    let (mut mirrors, watched) = mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, sink);
-    // Only SSH needs keys, so an HTTP-only setup may name one that does not exist yet.
+    let (mut mirrors, watched) =
+        mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, mqtt.is_some(), sink);
+    // Only SSH and MQTT need keys, so an HTTP-only setup may name one that does not exist yet.
     mirror::resolve_senders(&main_level, &archive_levels, &mut mirrors, &path, sink);
     Some(Config {
         path,
@@ -260,8 +286,18 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         freshness_interval,
         mirrors: mirrors.into_iter().map(|(m, _)| Arc::new(m)).collect(),
         watched,
+        mqtt,
         positions,
     })
+}
+
+/// The main file's `mqtt:`: the broker, then `expiry` and `ack_timeout`.
+fn read_mqtt(mut m: Fields<'_>) -> Option<MqttSettings> {
+    let broker = broker::read(&mut m, || broker::default_client_id("pushmirror"));
+    let expiry = m.duration("expiry", max::SYNC_TIMEOUT).unwrap_or(DEFAULT_MQTT_EXPIRY);
+    let ack_timeout = m.duration("ack_timeout", max::SYNC_TIMEOUT).unwrap_or(DEFAULT_ACK_TIMEOUT);
+    m.finish(&[broker::BROKER_FIELDS, &["expiry", "ack_timeout"]].concat());
+    Some(MqttSettings { broker: broker?, expiry, ack_timeout })
 }
 
 /// [`load`], then the ownership rule ([`crate::owner`]: this process must run as the owner of

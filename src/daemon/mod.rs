@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::broadcast::connect::Session;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
 use crate::dispatch::{Engine, Options};
@@ -224,7 +225,7 @@ struct GenCtx {
 
 impl Generation {
     fn start(config: Config, shared: &Arc<Shared>) -> anyhow::Result<Generation> {
-        let transports = Arc::new(Transports::new(&config).context("cannot set up transports")?);
+        let transports = Arc::new(Transports::new(&config, Session::Persistent).context("cannot set up transports")?);
         let engine = crate::push::engine(&config, transports, shared.clock.clone());
         let state = StateDir::new(&config.state_dir);
         let stop = CancellationToken::new();

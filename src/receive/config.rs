@@ -13,9 +13,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use russh::keys::PublicKey;
 use serde_norway::Value;
 
 use super::auth::Credentials;
+use crate::config::broker::{self, Broker};
 use crate::config::fields::{Fields, Sink, resolve};
 use crate::config::{ConfigError, ConfigErrors, basic_auth, secret_field, valid_name};
 
@@ -31,7 +33,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror-receive";
 /// Bound of one sync run when `timeout:` is absent (a full Debian sync takes hours).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-const TOP_FIELDS: &[&str] = &["listen", "status", "state_dir", "limits", "archives"];
+const TOP_FIELDS: &[&str] = &["listen", "status", "state_dir", "limits", "archives", "mqtt"];
+/// `mqtt:` holds the broker fields and these.
+const MQTT_FIELDS: &[&str] = &["mirror", "archives", "trusted_keys"];
 const LIMIT_FIELDS: &[&str] = &["connections", "header_timeout", "body_timeout"];
 const ARCHIVE_FIELDS: &[&str] = &["command", "timeout", "bearer_token_file", "basic_auth", "hmac_secret_file", "push"];
 const AUTH_FIELDS: &[&str] = &["bearer_token_file", "basic_auth", "hmac_secret_file"];
@@ -51,6 +55,21 @@ pub struct ReceiveConfig {
     pub limits: Limits,
     /// Archives by name (the `{archive}` of `/trigger/{archive}`).
     pub archives: BTreeMap<String, Arc<SyncArchive>>,
+    /// Triggers by MQTT too (`mqtt:`).
+    pub mqtt: Option<ReceiveMqtt>,
+}
+
+/// The subscriber side of the broadcast tier (`mqtt:`).
+#[derive(Debug, Clone)]
+pub struct ReceiveMqtt {
+    /// The broker and how to log in.
+    pub broker: Broker,
+    /// This mirror's name: its acks go to `{prefix}/{archive}/ack/{mirror}`.
+    pub mirror: String,
+    /// The archives whose triggers it subscribes to.
+    pub archives: Vec<String>,
+    /// The upstream keys a trigger must be signed with (SSHSIG, `pushmirror-trigger`).
+    pub trusted_keys: Vec<PublicKey>,
 }
 
 /// Bounds on the endpoint's connections (`limits:`), so that clients that connect and then send
@@ -158,9 +177,54 @@ fn read_top(mut f: Fields<'_>) -> ReceiveConfig {
     let status = f.take_from_str("status").unwrap_or_default();
     let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     let limits = f.nested("limits").map(read_limits).unwrap_or_default();
-    let archives = read_archives(&mut f);
+    let mqtt_fields = f.nested("mqtt");
+    let archives = read_archives(&mut f, mqtt_fields.is_some());
+    let mqtt = mqtt_fields.and_then(|m| read_mqtt(m, &archives));
     f.finish(TOP_FIELDS);
-    ReceiveConfig { path, listen, status, state_dir, limits, archives }
+    ReceiveConfig { path, listen, status, state_dir, limits, archives, mqtt }
+}
+
+/// `mqtt:`: the broker, this mirror's name, its archives (default: all), the trusted keys.
+fn read_mqtt(mut m: Fields<'_>, configured: &BTreeMap<String, Arc<SyncArchive>>) -> Option<ReceiveMqtt> {
+    let broker = broker::read(&mut m, || broker::default_client_id("pushmirror-receive"));
+    let mirror = m.take_parsed("mirror", |s| match broker::valid_level(s) {
+        true => Ok(s.to_string()),
+        false => Err(format!("invalid mirror name `{s}`: letters, digits, `.`, `_`, `-`")),
+    });
+    let mirror = mirror.or_else(|| broker.as_ref().and_then(|b| b.username.clone()));
+    if mirror.is_none() && !m.has("mirror") {
+        m.error(
+            "mirror",
+            "missing: this mirror's name, as the upstream registered it (its acks are published under it)",
+        );
+    }
+    let archives: Vec<String> = m.take("archives").unwrap_or_else(|| configured.keys().cloned().collect());
+    for a in archives.iter().filter(|a| !configured.contains_key(*a)) {
+        m.error("archives", format!("`{a}` is not one of the archives configured under `archives:`"));
+    }
+    for (name, _) in configured.iter().filter(|(n, a)| a.credentials.is_empty() && !archives.contains(n)) {
+        m.error(
+            "archives",
+            format!("archive `{name}` has no HTTP credentials and is not listed here: nothing could trigger it"),
+        );
+    }
+    let keys: Vec<String> = m.take("trusted_keys").unwrap_or_default();
+    let mut trusted_keys = Vec::new();
+    for line in &keys {
+        match crate::keys::parse_public_key(line) {
+            Ok(key) => trusted_keys.push(key),
+            Err(e) => m.error("trusted_keys", e),
+        }
+    }
+    if keys.is_empty() {
+        m.error(
+            "trusted_keys",
+            "missing: the upstream's public keys (`ssh-ed25519 AAAA…` lines, as `pushmirror keys` prints them); \
+             unsigned triggers are never run",
+        );
+    }
+    m.finish(&[broker::BROKER_FIELDS, MQTT_FIELDS].concat());
+    Some(ReceiveMqtt { broker: broker?, mirror: mirror?, archives, trusted_keys })
 }
 
 /// Reads `limits:`; a value out of range is reported and the default used in its place.
@@ -181,7 +245,8 @@ fn read_limits(mut l: Fields<'_>) -> Limits {
     Limits { connections, header_timeout, body_timeout }
 }
 
-fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Arc<SyncArchive>> {
+/// With `mqtt`, an archive may have no HTTP credentials: it is triggered by MQTT only.
+fn read_archives(f: &mut Fields<'_>, mqtt: bool) -> BTreeMap<String, Arc<SyncArchive>> {
     let mut out = BTreeMap::new();
     let Some(mut all) = f.nested("archives") else {
         f.error("archives", "missing: the archives this host syncs, each with `command:` and a way to authenticate");
@@ -199,7 +264,7 @@ fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Arc<SyncArchive>> {
             all.error(&name, "expected a mapping with `command:` and a way to authenticate");
             continue;
         };
-        let archive = read_archive(&name, &mut a, &all);
+        let archive = read_archive(&name, &mut a, &all, mqtt);
         a.finish(ARCHIVE_FIELDS);
         if let Some(archive) = archive {
             out.insert(name, Arc::new(archive));
@@ -208,16 +273,16 @@ fn read_archives(f: &mut Fields<'_>) -> BTreeMap<String, Arc<SyncArchive>> {
     out
 }
 
-fn read_archive(name: &str, a: &mut Fields<'_>, parent: &Fields<'_>) -> Option<SyncArchive> {
+fn read_archive(name: &str, a: &mut Fields<'_>, parent: &Fields<'_>, mqtt: bool) -> Option<SyncArchive> {
     let command = read_command(a, name);
     let timeout = a.duration("timeout", crate::units::max::SYNC_COMMAND).unwrap_or(DEFAULT_TIMEOUT);
-    let credentials = read_credentials(a, name, parent);
+    let credentials = read_credentials(a, name, parent, mqtt);
     let push = a.path("push");
     Some(SyncArchive { name: name.to_string(), command: command?, timeout, credentials: credentials?, push })
 }
 
 /// Reads the three ways to authenticate; at least one must be configured and readable.
-fn read_credentials(a: &mut Fields<'_>, name: &str, parent: &Fields<'_>) -> Option<Credentials> {
+fn read_credentials(a: &mut Fields<'_>, name: &str, parent: &Fields<'_>, mqtt: bool) -> Option<Credentials> {
     let errors_before = a.errors_so_far();
     let credentials = Credentials {
         bearer_token: secret_field(a, "bearer_token_file"),
@@ -228,7 +293,7 @@ fn read_credentials(a: &mut Fields<'_>, name: &str, parent: &Fields<'_>) -> Opti
         // A named but unusable secret: never run with fewer credentials than configured.
         return None;
     }
-    if credentials.is_empty() {
+    if credentials.is_empty() && !mqtt {
         parent.error(name, format!("no way to authenticate triggers: set one of {}", AUTH_FIELDS.join(", ")));
         return None;
     }

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod mqtt;
 pub mod refusals;
 pub mod replay;
 pub mod request;
@@ -105,6 +106,8 @@ struct Endpoint {
 /// Cancelling `shutdown` stops accepting triggers; see [`Receiving::wait`].
 pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow::Result<Receiving> {
     let lanes = lanes(&config)?;
+    let mqtt_options =
+        config.mqtt.as_ref().map(mqtt::options).transpose().context("cannot set up the MQTT subscriber")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (listen: in {})", config.listen, config.path.display()))?;
@@ -119,8 +122,7 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
             .collect(),
     };
     let (status_tx, status_rx) = watch::channel(initial);
-    let workers =
-        Arc::new(Workers { status: status_tx, shutdown: shutdown.clone(), hard_stop: CancellationToken::new() });
+    let workers = Arc::new(Workers::new(status_tx, shutdown.clone()));
     let tasks = TaskTracker::new();
     let parts = Supervisor::new();
     // A part that dies stops the receiver like SIGTERM does; `wait` then reports it.
@@ -133,6 +135,16 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
     });
     for (name, lane) in &lanes {
         parts.spawn(format!("sync worker of {name}"), Arc::clone(&workers).run_lane(Arc::clone(lane)));
+    }
+    if let (Some(options), Some(settings)) = (mqtt_options, config.mqtt.clone()) {
+        let lanes = settings.archives.iter().filter_map(|a| Some((a.clone(), Arc::clone(lanes.get(a)?)))).collect();
+        let run = mqtt::run(options, settings, lanes, Arc::clone(&workers), config.state_dir.clone(), shutdown.clone());
+        let me = Arc::clone(&parts);
+        parts.spawn("MQTT subscriber", async move {
+            if let Err(cause) = run.await {
+                me.die(Died { part: "MQTT subscriber".into(), cause });
+            }
+        });
     }
     let refusals = Arc::new(Refusals::default());
     parts.spawn("refusal log", {
@@ -351,11 +363,7 @@ mod tests {
             started_at: None,
             archives: vec![ArchiveSync { name: "debian".into(), ..ArchiveSync::default() }],
         };
-        let workers = Arc::new(Workers {
-            status: watch::channel(status).0,
-            shutdown: CancellationToken::new(),
-            hard_stop: CancellationToken::new(),
-        });
+        let workers = Arc::new(Workers::new(watch::channel(status).0, CancellationToken::new()));
         let lanes = BTreeMap::from([("debian".to_string(), Arc::new(Lane::new(archive, SeenSignatures::default())))]);
         Arc::new(Endpoint {
             lanes,

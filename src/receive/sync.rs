@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +59,26 @@ pub(super) struct Workers {
     pub shutdown: CancellationToken,
     /// Running commands are killed and pushes interrupted once this is cancelled.
     pub hard_stop: CancellationToken,
+    /// Every run's start and end, for the MQTT subscriber's acks.
+    pub runs: broadcast::Sender<RunEvent>,
+}
+
+/// A run of an archive's sync command started or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RunEvent {
+    /// The archive.
+    pub archive: String,
+    /// The serial of the trigger it runs for.
+    pub serial: Option<String>,
+    /// `None` when it started; how it ended and after how long.
+    pub ended: Option<(Option<i32>, Duration)>,
+}
+
+impl Workers {
+    /// Workers with nothing running yet.
+    pub fn new(status: watch::Sender<ReceiveStatus>, shutdown: CancellationToken) -> Self {
+        Workers { status, shutdown, hard_stop: CancellationToken::new(), runs: broadcast::channel(64).0 }
+    }
 }
 
 /// How a run of the sync command ended.
@@ -131,7 +151,15 @@ impl Workers {
     async fn run_once(&self, archive: &SyncArchive, request: SyncRequest) {
         let serial = request.serial.as_deref().unwrap_or("");
         tracing::info!(archive = %archive.name, stage = %request.stage, serial, "sync started");
+        let event = |ended| RunEvent { archive: archive.name.clone(), serial: request.serial.clone(), ended };
+        let _ = self.runs.send(event(None));
+        let started = tokio::time::Instant::now();
         let end = run_command(archive, &request, &self.hard_stop).await;
+        let code = match &end {
+            RunEnd::Exited(code) => Some(*code),
+            RunEnd::Abnormal(_) => None,
+        };
+        let _ = self.runs.send(event(Some((code, started.elapsed()))));
         let push_to = archive.push.as_deref().filter(|_| should_push(&end, request.stage));
         log_end(archive, &end, push_to.is_some());
         self.update(&archive.name, |a| {

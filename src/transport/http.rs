@@ -315,6 +315,7 @@ mod tests {
             stage: Stage::All,
             serial: None,
             mhop: false,
+            push: 0,
         };
         HttpTransport::new([]).unwrap().fire(&target, req).await.unwrap_err()
     }

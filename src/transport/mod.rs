@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod known_hosts;
+pub mod mqtt;
 pub mod ssh;
 
 use std::collections::BTreeSet;
@@ -79,6 +80,9 @@ pub struct TriggerRequest<'a> {
     /// Tell the downstream it is a hub in a multi-hop push (`sync:mhop`); see
     /// [`crate::plan::part_of`] for when.
     pub mhop: bool,
+    /// Which push of this process it belongs to: the MQTT transport publishes once per push and
+    /// stage, whatever the number of mirrors and retries.
+    pub push: u64,
 }
 
 impl TriggerRequest<'_> {
@@ -157,6 +161,9 @@ pub struct Delivered {
     pub exit_code: Option<i32>,
     /// How long the downstream's sync took, when we waited for it.
     pub sync_duration: Option<Duration>,
+    /// Sent, but the downstream has not confirmed it: an MQTT mirror whose ack did not arrive
+    /// within its `ack_timeout` (reported `pending`).
+    pub pending: bool,
 }
 
 /// A failed attempt: what class, what message (never a secret), and whether to retry.
@@ -234,6 +241,7 @@ pub fn describe(req: &TriggerRequest<'_>) -> String {
             };
             format!("{method} {}", t.redacted())
         }
+        Transport::Mqtt(t) => format!("publish {t} \"{}\" and wait for its ack", req.stage),
     }
 }
 
@@ -243,13 +251,15 @@ pub struct Transports {
     http: http::HttpTransport,
     /// Absent when no mirror uses SSH, so an HTTP-only setup needs no key.
     ssh: Option<ssh::SshTransport>,
+    /// The broadcast tier's broker connection, when a mirror uses MQTT.
+    mqtt: Option<mqtt::MqttTransport>,
 }
 
 impl Transports {
     /// Builds the transports `config` needs: HTTP always (one client per source address its HTTP
     /// mirrors leave from), SSH when a mirror uses it, loading each key its SSH mirrors
     /// authenticate with once.
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, session: crate::broadcast::connect::Session) -> anyhow::Result<Self> {
         let mut identities: BTreeSet<PathBuf> = BTreeSet::new();
         let mut http_sources: BTreeSet<IpAddr> = BTreeSet::new();
         let mut uses_ssh = false;
@@ -264,6 +274,7 @@ impl Transports {
                         identities.insert(identity);
                     }
                     Transport::Http(_) => http_sources.extend(sender.source_address),
+                    Transport::Mqtt(_) => {}
                 }
             }
         }
@@ -274,7 +285,16 @@ impl Transports {
             ),
             false => None,
         };
-        Ok(Transports { http: http::HttpTransport::new(http_sources)?, ssh })
+        let mqtt = match config.mirrors.iter().any(|m| matches!(m.transport, Transport::Mqtt(_))) {
+            true => Some(mqtt::MqttTransport::new(config, session).context("setting up the MQTT broadcast tier")?),
+            false => None,
+        };
+        Ok(Transports { http: http::HttpTransport::new(http_sources)?, ssh, mqtt })
+    }
+
+    /// The broadcast tier's connection, when a mirror uses MQTT.
+    pub fn mqtt(&self) -> Option<&mqtt::MqttTransport> {
+        self.mqtt.as_ref()
     }
 }
 
@@ -289,6 +309,12 @@ impl Trigger for Transports {
             (Transport::Ssh(_), None) => {
                 Err(AttemptError::permanent(ErrorClass::Other, "no SSH keys loaded: no SSH mirror was configured"))
             }
+            (Transport::Mqtt(target), _) => match &self.mqtt {
+                Some(mqtt) => Box::pin(mqtt.fire(target, req, attempt)).await,
+                None => {
+                    Err(AttemptError::permanent(ErrorClass::Other, "no MQTT broker: no MQTT mirror was configured"))
+                }
+            },
         }
     }
 }
@@ -305,6 +331,7 @@ mod tests {
             stage: Stage::Stage1,
             serial: Some(serial),
             mhop: false,
+            push: 0,
         };
         req.substitute_url(&url.parse().unwrap()).map(|u| u.to_string())
     }

@@ -92,7 +92,11 @@ impl Fixture {
     pub async fn push(&self, request: PushRequest) -> Report {
         let config = self.config();
         let plan = pushmirror::push::plan_push(&config, &request).unwrap();
-        let engine = pushmirror::push::engine(&config, Arc::new(Transports::new(&config).unwrap()), Clock::system());
+        let engine = pushmirror::push::engine(
+            &config,
+            Arc::new(Transports::new(&config, pushmirror::broadcast::connect::Session::Once).unwrap()),
+            Clock::system(),
+        );
         pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "test").await
     }
 

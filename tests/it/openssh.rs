@@ -43,7 +43,11 @@ fn key_line(f: &Fixture, command: &str) -> String {
 async fn push(f: &Fixture) -> Report {
     let config = f.config();
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default()).unwrap();
-    let engine = pushmirror::push::engine(&config, Arc::new(Transports::new(&config).unwrap()), Clock::system());
+    let engine = pushmirror::push::engine(
+        &config,
+        Arc::new(Transports::new(&config, pushmirror::broadcast::connect::Session::Once).unwrap()),
+        Clock::system(),
+    );
     pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "test").await
 }
 

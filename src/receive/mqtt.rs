@@ -1,0 +1,287 @@
+//! `receive`'s subscriber of the broadcast tier: a persistent MQTT session (triggers published
+//! while it was away arrive when it reconnects) subscribed to `{prefix}/{archive}/trigger` of its
+//! archives. A trigger runs only when it is signed by a trusted key ([`crate::broadcast::verify`]),
+//! well-formed, for the archive of its topic, and newer than the last one accepted for that
+//! archive (so a replayed or re-delivered trigger, and the retained copy that comes with every
+//! new subscription, run nothing); anything else is logged and dropped. Accepted triggers join the
+//! same one-at-a-time, coalescing runner as HTTP triggers; every run's start and end is
+//! acknowledged on `{prefix}/{archive}/ack/{mirror}`, and a trigger that arrives during a run is
+//! acknowledged `busy`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::ReceiveMqtt;
+use super::request::{SyncRequest, valid_serial};
+use super::sync::{Lane, RunEvent, Workers};
+use crate::broadcast::connect::{self, Session};
+use crate::broadcast::{self as wire, AckMessage, AckState, TriggerMessage};
+use crate::model::Timestamp;
+use crate::units::millis;
+
+/// Why a received trigger runs nothing. Each is logged with the archive and sender.
+#[derive(Debug, thiserror::Error)]
+pub enum Dropped {
+    /// Over [`wire::MAX_MESSAGE`].
+    #[error("oversized ({0} bytes)")]
+    TooLarge(usize),
+    /// Not one of our trigger topics.
+    #[error("not a trigger topic of this receiver")]
+    Topic,
+    /// The signature check failed.
+    #[error("{0}")]
+    Unverified(#[from] wire::Unverified),
+    /// Not a trigger's JSON.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// Not newer than the last trigger accepted for the archive.
+    #[error(
+        "not newer than the last trigger accepted for this archive (sent {sent}, last {last}): a replay or a repeat"
+    )]
+    NotNewer {
+        /// When this one was sent.
+        sent: Timestamp,
+        /// When the last accepted one was.
+        last: Timestamp,
+    },
+}
+
+/// The last accepted trigger's `sent_at` per archive, kept in the state directory so that a
+/// restart does not run an old trigger again.
+struct Accepted {
+    dir: PathBuf,
+    last: BTreeMap<String, Timestamp>,
+}
+
+impl Accepted {
+    fn load(dir: PathBuf, archives: &[String]) -> Self {
+        let mut last = BTreeMap::new();
+        for archive in archives {
+            let file = dir.join(format!("{archive}.json"));
+            if let Ok(bytes) = crate::fsutil::read_bounded(&file, crate::fsutil::limit::SECRET)
+                && let Ok(t) = serde_json::from_slice::<Timestamp>(&bytes)
+            {
+                last.insert(archive.clone(), t);
+            }
+        }
+        Accepted { dir, last }
+    }
+
+    /// Records `sent` as the last accepted trigger of `archive` unless it is not newer.
+    fn admit(&mut self, archive: &str, sent: Timestamp) -> Result<(), Dropped> {
+        if let Some(&last) = self.last.get(archive)
+            && sent <= last
+        {
+            return Err(Dropped::NotNewer { sent, last });
+        }
+        self.last.insert(archive.to_string(), sent);
+        let file = self.dir.join(format!("{archive}.json"));
+        let bytes = serde_json::to_vec(&sent).unwrap_or_default();
+        if let Err(e) = crate::fsutil::write_atomic(&file, &bytes) {
+            // Still run it: a trigger is not refused for our disk; a restart may run it once more.
+            tracing::error!(%archive, "cannot record the accepted trigger in {}: {e}", file.display());
+        }
+        Ok(())
+    }
+}
+
+/// The subscriber's connection options; an error (unreadable TLS files) stops `receive` at start.
+pub(super) fn options(settings: &ReceiveMqtt) -> anyhow::Result<MqttOptions> {
+    let broker = &settings.broker;
+    let mut options = connect::options(broker, &broker.client_id, Session::Persistent)?;
+    // A trigger is acknowledged to the broker only once it is queued (or dropped), so one that
+    // arrives as we stop is delivered again.
+    options.set_manual_acks(true);
+    Ok(options)
+}
+
+/// Subscribes and serves until `shutdown`; a broker that is down is retried with backoff for as
+/// long as it takes. An error means the connection task died (a bug).
+pub(super) async fn run(
+    options: MqttOptions,
+    settings: ReceiveMqtt,
+    lanes: BTreeMap<String, Arc<Lane>>,
+    workers: Arc<Workers>,
+    state_dir: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let broker = &settings.broker;
+    let (client, eventloop) = AsyncClient::new(options, 256);
+    let topics: BTreeMap<String, String> =
+        settings.archives.iter().map(|a| (wire::trigger_topic(&broker.topic_prefix, a), a.clone())).collect();
+    let (tx, mut incoming) = mpsc::channel(64);
+    let connection =
+        tokio::spawn(drive(eventloop, client.clone(), topics.keys().cloned().collect(), broker.to_string(), tx));
+    let mut accepted = Accepted::load(state_dir.join("mqtt-accepted"), &settings.archives);
+    let mut runs = workers.runs.subscribe();
+    tracing::info!(broker = %broker, mirror = %settings.mirror, archives = %settings.archives.join(","), "subscribing to MQTT triggers");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            publish = incoming.recv() => {
+                let Some(publish) = publish else {
+                    return Err("the MQTT connection task ended".into());
+                };
+                let archive = topics.get(String::from_utf8_lossy(&publish.topic).as_ref());
+                match handle(&publish, archive, &settings, &mut accepted) {
+                    Ok((archive, request, sender)) => {
+                        tracing::info!(
+                            %archive, stage = %request.stage, serial = request.serial.as_deref().unwrap_or(""),
+                            "trigger accepted from {sender} via MQTT"
+                        );
+                        let serial = request.serial.clone();
+                        if let Some(lane) = lanes.get(&archive)
+                            && workers.enqueue(lane, request)
+                        {
+                            acknowledge(&client, &settings, &archive, serial, AckState::Busy, None, None);
+                        }
+                    }
+                    // The retained trigger comes again with every new subscription: not worth a warning.
+                    Err(why @ Dropped::NotNewer { .. }) => tracing::info!(
+                        archive = archive.map_or("?", String::as_str),
+                        "MQTT trigger dropped: {why}"
+                    ),
+                    Err(why) => tracing::warn!(
+                        archive = archive.map_or("?", String::as_str),
+                        "MQTT trigger dropped: {why}"
+                    ),
+                }
+                if let Err(e) = client.try_ack(&publish) {
+                    tracing::warn!("cannot acknowledge the trigger to the broker: {e}");
+                }
+            }
+            run = runs.recv() => match run {
+                Ok(RunEvent { archive, serial, ended }) if settings.archives.contains(&archive) => {
+                    let (state, code, took) = match ended {
+                        None => (AckState::Started, None, None),
+                        Some((Some(0), took)) => (AckState::Ok, Some(0), Some(took)),
+                        Some((code, took)) => (AckState::Failed, code, Some(took)),
+                    };
+                    acknowledge(&client, &settings, &archive, serial, state, code, took);
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("{n} run event(s) not acknowledged over MQTT (too many at once)");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+    let _ = client.try_disconnect();
+    connection.abort();
+    match connection.await {
+        Err(e) if e.is_panic() => Err(format!("the MQTT connection task died: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// Checks one trigger: size, topic, signature, content, freshness; then records it as accepted.
+fn handle(
+    publish: &Publish,
+    archive: Option<&String>,
+    settings: &ReceiveMqtt,
+    accepted: &mut Accepted,
+) -> Result<(String, SyncRequest, String), Dropped> {
+    if publish.payload.len() > wire::MAX_MESSAGE {
+        return Err(Dropped::TooLarge(publish.payload.len()));
+    }
+    let archive = archive.ok_or(Dropped::Topic)?;
+    let mut signatures = publish
+        .properties
+        .iter()
+        .flat_map(|p| &p.user_properties)
+        .filter(|(k, _)| k == wire::SIGNATURE_PROPERTY)
+        .map(|(_, v)| v.as_str());
+    let signature = match (signatures.next(), signatures.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    };
+    wire::verify(&publish.payload, signature, &settings.trusted_keys)?;
+    let message: TriggerMessage =
+        serde_json::from_slice(&publish.payload).map_err(|e| Dropped::Malformed(e.to_string()))?;
+    if &message.archive != archive {
+        return Err(Dropped::Malformed(format!(
+            "signed for archive `{}`, published on another's topic",
+            message.archive
+        )));
+    }
+    if let Some(serial) = &message.serial
+        && !valid_serial(serial)
+    {
+        return Err(Dropped::Malformed("invalid serial".into()));
+    }
+    accepted.admit(archive, message.sent_at)?;
+    let request = SyncRequest { stage: message.stage, serial: message.serial };
+    Ok((archive.clone(), request, message.sender))
+}
+
+/// Publishes an ack (QoS 1, not retained); queued by the client while the broker is away.
+fn acknowledge(
+    client: &AsyncClient,
+    settings: &ReceiveMqtt,
+    archive: &str,
+    serial: Option<String>,
+    state: AckState,
+    exit_code: Option<i32>,
+    took: Option<Duration>,
+) {
+    let ack = AckMessage { mirror: settings.mirror.clone(), serial, state, exit_code, duration_ms: took.map(millis) };
+    let topic = wire::ack_topic(&settings.broker.topic_prefix, archive, &settings.mirror);
+    let payload = serde_json::to_vec(&ack).unwrap_or_default();
+    match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+        Ok(()) => tracing::info!(%archive, %state, "ack published"),
+        Err(e) => tracing::warn!(%archive, %state, "cannot publish the ack: {e}"),
+    }
+}
+
+/// Runs the connection: subscribes whenever the broker has no session for us, hands incoming
+/// publishes over, reconnects with backoff.
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    topics: Vec<String>,
+    broker: String,
+    incoming: mpsc::Sender<Publish>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    let mut failing = false;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = Duration::from_millis(200);
+                failing = false;
+                if !ack.session_present {
+                    for topic in &topics {
+                        if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                            tracing::error!(%broker, %topic, "cannot subscribe: {e}");
+                        }
+                    }
+                }
+                tracing::info!(%broker, session = ack.session_present, at = %Timestamp(SystemTime::now()), "connected to the MQTT broker");
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if incoming.send(p).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if !failing {
+                    let (class, _) = connect::classify(&e);
+                    tracing::warn!(%broker, %class, "MQTT connection failed: {e}; reconnecting");
+                    failing = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
