@@ -25,6 +25,10 @@ pub const MAIN_FIELDS: &[(&str, &str)] = &[
     ("archives", "Archives by name; each with the fields below."),
     ("status", "status.listen (default 127.0.0.1:9470) and status.history (reports kept, default 200)."),
     ("freshness", "freshness.interval: how often the daemon surveys every mirror with a check: URL. Default: 15m."),
+    (
+        "mqtt",
+        "The broadcast tier's broker: broker (mqtt://HOST[:PORT] or mqtts://), client_id (default: pushmirror and the host name), username, password_file, ca_file, client_cert, client_key, topic_prefix (default pushmirror), keepalive (30s), expiry (message expiry of a trigger, 1d), ack_timeout (how long a push waits for a mirror's ack, 10m). Needed by mirrors with mqtt:.",
+    ),
 ];
 
 /// The fields of `archives.NAME`.
@@ -47,17 +51,21 @@ pub const ARCHIVE_FIELDS: &[(&str, &str)] = &[
 /// The fields of a mirror file.
 pub const MIRROR_FIELDS: &[(&str, &str)] = &[
     ("name", "The mirror's name; default: the file name without .yaml."),
-    ("ssh", "{ host, port: 22, user }: an ftpsync downstream. Exactly one of ssh and http."),
+    ("ssh", "{ host, port: 22, user }: an ftpsync downstream. Exactly one of ssh, http and mqtt."),
     (
         "http",
         "url or url_file (a secret), method (GET or POST), basic_auth { user, password_file }, token_file, hmac_secret_file, headers. {archive}, {stage} and {serial} are replaced in url and headers.",
+    ),
+    (
+        "mqtt",
+        "{} or { topic, ack_timeout }: a subscriber of the broadcast tier, triggered by one signed publish to the broker and expected to acknowledge on {prefix}/{archive}/ack/NAME.",
     ),
     ("host_key", "A pinned SSH host key instead of known_hosts."),
     (
         "check",
         "The mirror's public base URL of the archive (https://mirror.example.net/debian/), where pushmirror freshness reads its trace files. With neither ssh nor http: a check-only mirror, surveyed but never triggered.",
     ),
-    ("identity", "This mirror's SSH key for every archive it carries."),
+    ("identity", "This mirror's SSH key for every archive it carries (MQTT: the key its triggers are signed with)."),
     ("source_address", "The local address this mirror's triggers leave from."),
     ("archives", "Archives it carries. Default: all."),
     ("type", "all (default), staged or mhop, as in runmirrors."),

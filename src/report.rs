@@ -131,6 +131,20 @@ pub struct Summary {
     pub pending: usize,
 }
 
+impl Summary {
+    /// Counts one more trigger that ended in `outcome`.
+    pub fn count(&mut self, outcome: Outcome) {
+        *match outcome {
+            Outcome::Ok => &mut self.ok,
+            Outcome::Failed => &mut self.failed,
+            Outcome::Deferred => &mut self.deferred,
+            Outcome::Skipped => &mut self.skipped,
+            Outcome::Planned => &mut self.planned,
+            Outcome::Pending => &mut self.pending,
+        } += 1;
+    }
+}
+
 /// How a mirror stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -260,14 +274,7 @@ impl Report {
         let finished = SystemTime::now().max(started);
         let mut summary = Summary::default();
         for t in &triggers {
-            *match t.outcome {
-                Outcome::Ok => &mut summary.ok,
-                Outcome::Failed => &mut summary.failed,
-                Outcome::Deferred => &mut summary.deferred,
-                Outcome::Skipped => &mut summary.skipped,
-                Outcome::Planned => &mut summary.planned,
-                Outcome::Pending => &mut summary.pending,
-            } += 1;
+            summary.count(t.outcome);
         }
         Report {
             archive: archive.to_string(),
@@ -281,6 +288,26 @@ impl Report {
             triggers,
             propagation: Vec::new(),
         }
+    }
+
+    /// A late acknowledgement of an MQTT mirror: its last row still waiting for one (`pending`,
+    /// or failed because the broker could not be reached) is changed by `apply` and the summary
+    /// recounted. Whether a row changed.
+    pub fn settle(&mut self, mirror: &str, apply: impl FnOnce(&mut TriggerReport)) -> bool {
+        let waiting = |t: &TriggerReport| {
+            t.mirror == mirror
+                && t.transport == "mqtt"
+                && (t.outcome == Outcome::Pending
+                    || (t.outcome == Outcome::Failed
+                        && matches!(t.error_class, Some(ErrorClass::Connect | ErrorClass::Timeout))))
+        };
+        let Some(row) = self.triggers.iter_mut().rev().find(|t| waiting(t)) else { return false };
+        apply(row);
+        self.summary = Summary::default();
+        for t in &self.triggers {
+            self.summary.count(t.outcome);
+        }
+        true
     }
 
     /// Failed if any trigger failed (deferred by a rate limit is not a failure).
@@ -410,6 +437,9 @@ pub struct DaemonStatus {
     /// The last freshness sweep: every mirror with a `check:` URL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freshness: Vec<FreshnessRow>,
+    /// The latest acknowledgement of every registered MQTT mirror, per archive.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acks: Vec<crate::broadcast::AckRecord>,
 }
 
 /// One archive as the daemon sees it.

@@ -95,6 +95,21 @@ pub struct AckMessage {
     pub duration_ms: Option<u64>,
 }
 
+/// The latest ack of one mirror for one archive, as the sender keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckRecord {
+    /// The archive (from the topic).
+    pub archive: String,
+    /// The ack as received.
+    #[serde(flatten)]
+    pub ack: AckMessage,
+    /// When it arrived (our clock).
+    pub received_at: Timestamp,
+    /// Arrival order, to tell acks that came after a publication from those before it.
+    #[serde(skip)]
+    pub(crate) seq: u64,
+}
+
 /// `{prefix}/{archive}/trigger`.
 pub fn trigger_topic(prefix: &str, archive: &str) -> String {
     format!("{prefix}/{archive}/trigger")

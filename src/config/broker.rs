@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use super::fields::Fields;
-use super::mirror::secret_field;
+use super::fields::{Fields, secret_field};
 use crate::secret::Secret;
 
 /// The fields of a broker connection, in both files.

@@ -289,3 +289,15 @@ pub fn nearest<'k>(word: &str, candidates: &[&'k str]) -> Option<&'k str> {
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
+
+/// Reads the secret file named by `key`, recording why it cannot be used.
+pub(crate) fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<crate::secret::Secret<String>> {
+    let path = f.path(key)?;
+    match crate::fsutil::read_secret_file(&path) {
+        Ok(s) => Some(s),
+        Err(msg) => {
+            f.error(key, msg);
+            None
+        }
+    }
+}

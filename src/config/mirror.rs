@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use super::fields::{Fields, Sink};
+use super::fields::{Fields, Sink, secret_field};
 use super::sender::{Level, LocalAddresses, Sender, UNSET};
 use super::{Archive, ConfigError, valid_name};
-use crate::fsutil::read_secret_file;
 use crate::secret::Secret;
 use crate::units::{RateLimit, max};
 
@@ -421,7 +420,10 @@ pub(super) fn read_dir(
             Described::CheckOnly(w) => {
                 for key in SENDER_FIELDS {
                     if level_has(&level, key) {
-                        f.error(key, "a check-only mirror (`check:` without `ssh:` or `http:`) is never triggered");
+                        f.error(
+                            key,
+                            "a check-only mirror (`check:` without `ssh:`, `http:` or `mqtt:`) is never triggered",
+                        );
                     }
                 }
                 watched.push(w);
@@ -467,6 +469,9 @@ fn read_mirror(
         (false, false, true) => read_mqtt(f).map(Transport::Mqtt),
         (_, _, mqtt) => {
             f.error(if mqtt { "mqtt" } else { "http" }, "a mirror has one of `ssh:`, `http:` or `mqtt:`, not two");
+            for key in ["ssh", "http", "mqtt"] {
+                f.discard(key);
+            }
             None
         }
     };
@@ -495,7 +500,7 @@ fn read_mirror(
             ("host_key", pinned),
         ];
         for (key, _) in triggering.iter().filter(|(_, set)| *set) {
-            f.error(key, "a check-only mirror (`check:` without `ssh:` or `http:`) is never triggered");
+            f.error(key, "a check-only mirror (`check:` without `ssh:`, `http:` or `mqtt:`) is never triggered");
         }
         return Some(Described::CheckOnly(Watched {
             name,
@@ -653,18 +658,6 @@ pub(crate) fn basic_auth(mut b: Fields<'_>) -> Option<(String, Secret<String>)> 
     }
     b.finish(&["user", "password_file"]);
     Some((user?, password?))
-}
-
-/// Reads the secret file named by `key`, recording why it cannot be used.
-pub(crate) fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<Secret<String>> {
-    let path = f.path(key)?;
-    match read_secret_file(&path) {
-        Ok(s) => Some(s),
-        Err(msg) => {
-            f.error(key, msg);
-            None
-        }
-    }
 }
 
 /// Resolves each mirror's sender for every configured archive it carries (mirror file, else

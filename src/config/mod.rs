@@ -24,7 +24,8 @@ pub use mirror::{
 };
 pub use sender::{Sender, parse_source_address};
 
-pub(crate) use mirror::{basic_auth, secret_field};
+pub(crate) use fields::secret_field;
+pub(crate) use mirror::basic_auth;
 
 use crate::fsutil::{limit, read_bounded_text};
 use crate::units::max;

@@ -24,10 +24,11 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::broadcast::connect::Session;
+use crate::broadcast::{AckRecord, AckState};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigErrors};
 use crate::dispatch::{Engine, Options};
-use crate::model::{Outcome, SkipReason, Stage, Timestamp};
+use crate::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
 use crate::plan::{Plan, PushRequest, plan};
 use crate::report::{
     ArchiveStatus, DaemonStatus, DeferredTrigger, History, MirrorStatus, PushProgress, Report, TriggerReport,
@@ -35,6 +36,7 @@ use crate::report::{
 use crate::server::{Metrics, ServerState};
 use crate::supervise::{Died, Supervisor};
 use crate::transport::Transports;
+use crate::transport::mqtt::MqttTransport;
 use crate::watch::{WatchState, Watcher};
 use state::{DeferredMap, Journal, StateDir};
 
@@ -226,6 +228,7 @@ struct GenCtx {
 impl Generation {
     fn start(config: Config, shared: &Arc<Shared>) -> anyhow::Result<Generation> {
         let transports = Arc::new(Transports::new(&config, Session::Persistent).context("cannot set up transports")?);
+        let mqtt = transports.mqtt().cloned();
         let engine = crate::push::engine(&config, transports, shared.clock.clone());
         let state = StateDir::new(&config.state_dir);
         let stop = CancellationToken::new();
@@ -277,11 +280,71 @@ impl Generation {
         }
         shared.parts.spawn("deferred triggers", Arc::clone(&ctx).deferred_loop());
         shared.parts.spawn("freshness sweep", Arc::clone(&ctx).freshness_loop());
+        if let Some(mqtt) = mqtt {
+            shared.parts.spawn("MQTT acks", Arc::clone(&ctx).ack_loop(mqtt));
+        }
         Ok(Generation { stop })
     }
 }
 
 impl GenCtx {
+    /// Every ack of an MQTT mirror, also after its push ended: into `/status` (`acks`), and into
+    /// the last report of the archive when it answers that push's serial — a mirror that was
+    /// `pending` (or unreachable through the broker) becomes `ok` or `failed`, in the stored report
+    /// too. Ends with this generation; if the connection task dies (a bug), so does the daemon.
+    async fn ack_loop(self: Arc<Self>, mqtt: MqttTransport) {
+        let mut acks = mqtt.subscribe_acks();
+        let mut link = mqtt.link();
+        self.shared.status.send_modify(|s| s.acks = mqtt.acks());
+        loop {
+            let record = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = link.wait_for(|l| l.dead) => panic!("the MQTT connection task died"),
+                record = acks.recv() => match record {
+                    Ok(record) => record,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            self.late_ack(&record, mqtt.acks());
+        }
+    }
+
+    fn late_ack(&self, record: &AckRecord, latest: Vec<AckRecord>) {
+        let mut settled = None;
+        self.shared.status.send_modify(|s| {
+            s.acks = latest;
+            let Some(a) = s.archives.iter_mut().find(|a| a.name == record.archive) else { return };
+            let Some(report) = a.last_report.as_mut().filter(|r| r.serial == record.ack.serial) else { return };
+            if !record.ack.state.is_final() {
+                return;
+            }
+            let changed = report.settle(&record.ack.mirror, |row| {
+                row.exit_code = record.ack.exit_code;
+                row.sync_duration_ms = record.ack.duration_ms;
+                row.error_class = None;
+                row.error = None;
+                row.note = Some(format!("acknowledged {} after the push", record.ack.state));
+                row.outcome = Outcome::Ok;
+                if record.ack.state == AckState::Failed {
+                    row.outcome = Outcome::Failed;
+                    row.error_class = Some(ErrorClass::RemoteExit);
+                    row.error = Some("the mirror's sync failed".into());
+                }
+            });
+            if changed {
+                let row: Vec<_> = report.triggers.iter().filter(|t| t.mirror == record.ack.mirror).cloned().collect();
+                MirrorStatus::fold(&mut a.mirrors, &row);
+                settled = Some(report.clone());
+            }
+        });
+        let Some(report) = settled else { return };
+        tracing::info!(archive = %record.archive, mirror = %record.ack.mirror, state = %record.ack.state, "late MQTT ack recorded in the last report");
+        let history = History::new(&self.config.state_dir, self.config.status.history);
+        if let Err(e) = history.update(&report) {
+            tracing::error!(archive = %record.archive, error = %e, "cannot record the late ack in the stored report");
+        }
+    }
     /// Every `freshness.interval`, surveys every mirror with a `check:` URL
     /// ([`crate::freshness`]): the rows go to `/status`, `/metrics` and `state_dir/freshness.json`
     /// (which carries each mirror's `since` over restarts). Ends with this generation.

@@ -32,7 +32,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::broadcast::connect::{self, Session};
-use crate::broadcast::{self as wire, AckMessage, AckState, TriggerMessage};
+use crate::broadcast::{self as wire, AckMessage, AckRecord, AckState, TriggerMessage};
 use crate::config::{Config, MqttSettings, MqttTarget, Transport};
 use crate::model::{ErrorClass, Timestamp};
 
@@ -88,21 +88,6 @@ enum Sent {
     Publish(u16),
     PubAck(u16, PubAckReason),
     Down,
-}
-
-/// The latest ack of one mirror for one archive.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AckRecord {
-    /// The archive (from the topic).
-    pub archive: String,
-    /// The ack as received.
-    #[serde(flatten)]
-    pub ack: AckMessage,
-    /// When it arrived (our clock).
-    pub received_at: Timestamp,
-    /// Arrival order, to tell acks that came after a publication from those before it.
-    #[serde(skip)]
-    seq: u64,
 }
 
 /// One slot per registered `(archive, mirror)`: acks from anyone else are dropped, so what is kept

@@ -98,8 +98,8 @@ fn config_mistakes_name_file_line_and_field() {
     let errors = pushmirror::config::load(&f.config_path()).unwrap_err().to_string();
     for want in [
         "mirrors.d/two.yaml:1:1: name: duplicate mirror name `same`, also defined in",
-        "mirrors.d/neither.yaml:1:1: a mirror needs `ssh:` or `http:`",
-        "mirrors.d/both.yaml:2:1: http: a mirror has either `ssh:` or `http:`, not both",
+        "mirrors.d/neither.yaml:1:1: a mirror needs `ssh:`, `http:` or `mqtt:`",
+        "mirrors.d/both.yaml:2:1: http: a mirror has one of `ssh:`, `http:` or `mqtt:`, not two",
         "mirrors.d/too-open.yaml:3:26: http.basic_auth.password_file: permissions 0644",
     ] {
         assert!(errors.contains(want), "missing `{want}` in:\n{errors}");

@@ -554,6 +554,7 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
             ..ArchiveStatus::default()
         }],
         deferred: vec![],
+        acks: vec![],
         freshness,
     };
     let profile = tempfile::tempdir().unwrap();

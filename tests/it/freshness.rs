@@ -156,10 +156,10 @@ fn a_check_url_is_validated_and_a_check_only_mirror_takes_no_key() {
     for want in [
         format!("{}/a.yaml:1:1: check: the URL must be http:// or https:// with a host", dir.display()),
         format!("{}/b.yaml:2:1: source_address: a check-only mirror", dir.display()),
-        format!("{}/c.yaml:1:1: a mirror needs `ssh:` or `http:` (or `check:` alone", dir.display()),
+        format!("{}/c.yaml:1:1: a mirror needs `ssh:`, `http:` or `mqtt:` (or `check:` alone", dir.display()),
         format!("{}/d.yaml:1:1: check: the public base URL of the archive holds no user or password", dir.display()),
         format!(
-            "{}/e.yaml:2:1: rate_limit: a check-only mirror (`check:` without `ssh:` or `http:`) is never triggered",
+            "{}/e.yaml:2:1: rate_limit: a check-only mirror (`check:` without `ssh:`, `http:` or `mqtt:`) is never triggered",
             dir.display()
         ),
     ] {

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per area.
 
 mod bounded;
+mod broker;
 mod cli;
 mod common;
 mod config_yaml;
@@ -9,6 +10,7 @@ mod faults;
 mod freshness;
 mod http;
 mod layout;
+mod mqtt;
 mod openssh;
 mod operator;
 mod process;

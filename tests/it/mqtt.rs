@@ -1,0 +1,440 @@
+//! The MQTT broadcast tier against real mosquitto brokers (password auth and an ACL: only the
+//! sender may publish triggers, each mirror only its own ack topic): the daemon and the CLI push,
+//! `pushmirror receive` subscribers in-process, signatures checked by OpenSSH's own verifier,
+//! a broker restarted mid-push, TLS with client certificates, and two bridged brokers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pushmirror::clock::Clock;
+use pushmirror::daemon::{Control, Daemon};
+use pushmirror::model::Outcome;
+use pushmirror::plan::PushRequest;
+use pushmirror::receive::Receiving;
+use pushmirror::report::{DaemonStatus, Report};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Bridge, Broker, Spec, TlsFiles};
+use crate::common::{Fixture, row};
+
+/// The password of user `name` on the test brokers.
+fn password(name: &str) -> String {
+    format!("{name}-pw")
+}
+
+fn users(names: &[&str]) -> Vec<(String, String)> {
+    names.iter().map(|n| (n.to_string(), password(n))).collect()
+}
+
+/// A broker for the sender (user `sender`) and `mirrors`, with the pushmirror ACL.
+fn network(mirrors: &[&str], persistence: bool) -> Option<Broker> {
+    let all: Vec<&str> = ["sender"].iter().chain(mirrors).copied().collect();
+    Broker::start(Spec {
+        users: users(&all),
+        acl: Some(crate::broker::pushmirror_acl("sender", mirrors, None)),
+        persistence,
+        ..Spec::default()
+    })
+}
+
+/// `tls:` lines of an `mqtt:` section (indented by two).
+fn tls_lines(tls: Option<&TlsFiles>) -> String {
+    tls.map(|t| {
+        format!(
+            "  ca_file: {}\n  client_cert: {}\n  client_key: {}\n",
+            t.ca.display(),
+            t.client_cert.display(),
+            t.client_key.display()
+        )
+    })
+    .unwrap_or_default()
+}
+
+/// The upstream: its key (`id_up`), `mqtt:` logging in as `sender`, and one file per mirror.
+fn upstream(url: &str, tls: Option<&TlsFiles>, mirrors: &[(&str, &str)]) -> (Fixture, String) {
+    let f = Fixture::new();
+    let key = pushmirror::keys::generate(&f.path("id_up"), "up").unwrap();
+    f.secret("secrets/mqtt", &password("sender"));
+    f.set_main(&format!(
+        "mirrors_dir: mirrors.d\nstate_dir: state\nidentity: id_up\nstatus: {{ listen: 127.0.0.1:0 }}\n\
+         mqtt:\n  broker: {url}\n  username: sender\n  password_file: secrets/mqtt\n  client_id: up\n  ack_timeout: 30s\n{}\
+         archives:\n  debian:\n    root: archive\n    settle: 100ms\n    poll: 1s\n",
+        tls_lines(tls)
+    ));
+    for (name, yaml) in mirrors {
+        f.mirror(name, yaml);
+    }
+    (f, key.public.to_openssh().unwrap())
+}
+
+/// A downstream host subscribed as mirror `name`, trusting `trusted`, whose sync command logs
+/// `ARCHIVE STAGE SERIAL` per run.
+struct Subscriber {
+    dir: tempfile::TempDir,
+}
+
+impl Subscriber {
+    fn new(url: &str, name: &str, trusted: &str, tls: Option<&TlsFiles>) -> Self {
+        let s = Subscriber { dir: tempfile::tempdir().unwrap() };
+        let secret = s.dir.path().join("secrets/mqtt");
+        pushmirror::demo::write_secret(&secret, &password(name)).unwrap();
+        let runs = s.dir.path().join("runs.log");
+        let command = format!(
+            "['/bin/sh', '-c', 'echo \"$PUSHMIRROR_ARCHIVE $PUSHMIRROR_STAGE $PUSHMIRROR_SERIAL\" >> \"$0\"', '{}']",
+            runs.display()
+        );
+        let text = format!(
+            "listen: 127.0.0.1:0\nstate_dir: state\nmqtt:\n  broker: {url}\n  username: {name}\n  \
+             password_file: secrets/mqtt\n  client_id: {name}\n  trusted_keys: ['{trusted}']\n{}\
+             archives:\n  debian:\n    command: {command}\n",
+            tls_lines(tls)
+        );
+        std::fs::write(s.dir.path().join("receive.yaml"), text).unwrap();
+        s
+    }
+
+    fn runs(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir.path().join("runs.log")).unwrap_or_default();
+        text.lines().map(String::from).collect()
+    }
+
+    async fn start(&self) -> Downstream {
+        let path: PathBuf = self.dir.path().join("receive.yaml");
+        let config = pushmirror::receive::load(&path).unwrap_or_else(|e| panic!("invalid receive.yaml:\n{e}"));
+        let shutdown = CancellationToken::new();
+        let receiving = pushmirror::receive::start(config, shutdown.clone()).await.unwrap();
+        Downstream { receiving, shutdown }
+    }
+}
+
+struct Downstream {
+    receiving: Receiving,
+    shutdown: CancellationToken,
+}
+
+impl Downstream {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.receiving.wait(Duration::ZERO).await.expect("the receiver stopped cleanly");
+    }
+}
+
+/// Waits (a minute at most) for `cond`, checking every 20 ms.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let ok = tokio::time::timeout(Duration::from_secs(60), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "never happened: {what}");
+}
+
+/// Waits until the broker has a subscription of client `id` (its SUBACK in the broker's log).
+async fn subscribed(broker: &Broker, id: &str) {
+    eventually(&format!("{id} subscribed"), || broker.log().contains(&format!("Sending SUBACK to {id}\n"))).await;
+}
+
+async fn daemon(f: &Fixture) -> (Daemon, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let (_reload, rx) = mpsc::unbounded_channel();
+    let control = Control { clock: Clock::system(), ..Control::new(shutdown.clone(), rx) };
+    let config = pushmirror::config::load(&f.config_path()).unwrap_or_else(|e| panic!("{e}"));
+    let daemon = pushmirror::daemon::start(f.config_path(), config, control, Duration::from_secs(5)).await.unwrap();
+    (daemon, shutdown)
+}
+
+async fn until(daemon: &Daemon, what: &str, cond: impl Fn(&DaemonStatus) -> bool) -> DaemonStatus {
+    let mut status = daemon.status.clone();
+    let waited = tokio::time::timeout(Duration::from_secs(120), status.wait_for(|s| cond(s))).await.is_ok();
+    let now = daemon.status.borrow().clone();
+    assert!(waited, "status never showed: {what}\n{now:#?}");
+    now
+}
+
+fn last_report(s: &DaemonStatus) -> Option<&Report> {
+    s.archives[0].last_report.as_ref().filter(|r| r.serial.as_deref() == Some("2"))
+}
+
+fn outcome_of(s: &DaemonStatus, mirror: &str) -> Option<Outcome> {
+    last_report(s).and_then(|r| r.triggers.iter().find(|t| t.mirror == mirror)).map(|t| t.outcome)
+}
+
+/// Daemon → mosquitto → 3 subscribers: each runs its command once and acks, with its duration in
+/// the report. The third is down during the push: `pending (no ack)`; when it comes back its
+/// persistent session delivers the trigger, it syncs, and its ack turns the row `ok` in `/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_subscribers_sync_once_and_ack_and_one_that_was_down_catches_up() {
+    let Some(broker) = network(&["m1", "m2", "m3"], false) else { return };
+    let url = broker.url();
+    let mirrors = [
+        ("m1", "mqtt: {}\n"),
+        ("m2", "mqtt: {}\n"),
+        // Its ack cannot come while it is down: the push reports it pending after 1 s.
+        ("m3", "mqtt: { ack_timeout: 1s }\n"),
+    ];
+    let (f, key) = upstream(&url, None, &mirrors);
+    let subscribers: Vec<Subscriber> =
+        ["m1", "m2", "m3"].iter().map(|m| Subscriber::new(&url, m, &key, None)).collect();
+    let mut running = Vec::new();
+    for (s, name) in subscribers.iter().zip(["m1", "m2", "m3"]) {
+        running.push(s.start().await);
+        subscribed(&broker, name).await;
+    }
+    // m3 leaves; the broker keeps its session and queues what is published for it.
+    running.pop().unwrap().stop().await;
+
+    let (d, shutdown) = daemon(&f).await;
+    until(&d, "first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    f.set_serial("2");
+    let s = until(&d, "push of 2 finished", |s| last_report(s).is_some()).await;
+    let report = last_report(&s).unwrap();
+    for m in ["m1", "m2"] {
+        let r = row(report, m);
+        assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+        assert_eq!(r.exit_code, Some(0));
+        assert!(r.sync_duration_ms.is_some(), "the ack's duration is in the row: {r:?}");
+    }
+    assert_eq!(row(report, "m3").outcome, Outcome::Pending, "{report:#?}");
+    assert!(report.to_table().contains("pending (no ack)"), "{}", report.to_table());
+
+    let m3 = subscribers[2].start().await;
+    until(&d, "m3's late ack in /status", |s| outcome_of(s, "m3") == Some(Outcome::Ok)).await;
+    let status: DaemonStatus = reqwest::get(format!("http://{}/status", d.addr)).await.unwrap().json().await.unwrap();
+    assert_eq!(outcome_of(&status, "m3"), Some(Outcome::Ok));
+    assert!(status.acks.iter().any(|a| a.ack.mirror == "m3" && a.ack.serial.as_deref() == Some("2")));
+    for s in &subscribers {
+        assert_eq!(s.runs(), ["debian all 2"], "each subscriber synced exactly once");
+    }
+    shutdown.cancel();
+    d.wait().await.unwrap();
+    m3.stop().await;
+    for r in running {
+        r.stop().await;
+    }
+}
+
+/// What `mosquitto_pub` publishes as the sender: `payload` on the trigger topic, with the given
+/// signature property (none when `None`).
+fn publish_raw(broker: &Broker, payload: &[u8], signature: Option<&str>) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), payload).unwrap();
+    let mut command = broker.client("mosquitto_pub", "sender", &password("sender"));
+    command.args(["-q", "1", "-t", "pushmirror/debian/trigger", "-f"]).arg(file.path());
+    if let Some(sig) = signature {
+        command.args(["-D", "publish", "user-property", pushmirror::broadcast::SIGNATURE_PROPERTY, sig]);
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn trigger(serial: &str, sent_ms: u64) -> Vec<u8> {
+    let message = pushmirror::broadcast::TriggerMessage {
+        archive: "debian".into(),
+        stage: pushmirror::model::Stage::All,
+        serial: Some(serial.into()),
+        sent_at: pushmirror::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms)),
+        sender: "up".into(),
+    };
+    serde_json::to_vec(&message).unwrap()
+}
+
+/// A trigger signed by another key, a tampered payload, an unsigned one, a replayed and an older
+/// one never run the command; the valid ones run once each, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tampered_unsigned_and_replayed_triggers_never_run() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let other = pushmirror::keys::generate(&dir.path().join("other"), "other").unwrap();
+    let key = pushmirror::keys::load_identity(&up.private).unwrap();
+    let stranger = pushmirror::keys::load_identity(&other.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let t0 = 1_790_000_000_000;
+    let sign = |k, p: &[u8]| pushmirror::broadcast::sign(k, p).unwrap();
+
+    let first = trigger("1", t0);
+    publish_raw(&broker, &first, Some(&sign(&key, &first)));
+    let forged = trigger("2", t0 + 1000);
+    publish_raw(&broker, &forged, Some(&sign(&stranger, &forged)));
+    let tampered = trigger("3", t0 + 2000);
+    let mut changed = tampered.clone();
+    let at = changed.len() - 3;
+    changed[at] ^= 1;
+    publish_raw(&broker, &changed, Some(&sign(&key, &tampered)));
+    let unsigned = trigger("4", t0 + 3000);
+    publish_raw(&broker, &unsigned, None);
+    publish_raw(&broker, &first, Some(&sign(&key, &first)));
+    let older = trigger("5", t0 - 1000);
+    publish_raw(&broker, &older, Some(&sign(&key, &older)));
+    let last = trigger("6", t0 + 5000);
+    publish_raw(&broker, &last, Some(&sign(&key, &last)));
+    // Messages of one topic arrive in order: once the last has run, every other one was judged.
+    eventually("the last trigger ran", || sub.runs().contains(&"debian all 6".to_string())).await;
+    assert_eq!(sub.runs(), ["debian all 1", "debian all 6"]);
+    // Accepted triggers are counted when queued (coalesced ones too): only those two were.
+    assert_eq!(running.receiving.status.borrow().archive("debian").unwrap().triggers, 2);
+    running.stop().await;
+}
+
+/// A trigger the CLI published, read back through the broker with `mosquitto_sub`, verifies with
+/// OpenSSH's `ssh-keygen -Y verify -n pushmirror-trigger` once the property is folded back into
+/// the armor; the same signature over a changed payload does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_trigger_verifies_with_ssh_keygen() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let (f, key) = upstream(&broker.url(), None, &[("m1", "mqtt: { ack_timeout: 1s }\n")]);
+    let report = f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await;
+    assert_eq!(row(&report, "m1").outcome, Outcome::Pending, "{}", report.to_table());
+
+    let (payload, properties) = crate::broker::sub_one(&broker, "m1", &password("m1"), "pushmirror/debian/trigger");
+    let signatures: Vec<&String> =
+        properties.iter().filter(|(k, _)| k == pushmirror::broadcast::SIGNATURE_PROPERTY).map(|(_, v)| v).collect();
+    assert_eq!(signatures.len(), 1, "{properties:?}");
+    let message: pushmirror::broadcast::TriggerMessage = serde_json::from_str(&payload).unwrap();
+    assert_eq!((message.archive.as_str(), message.serial.as_deref()), ("debian", Some("2026112501")));
+
+    let Some(keygen) = ssh_keygen() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (sig, signers) = (dir.path().join("trigger.sig"), dir.path().join("allowed_signers"));
+    std::fs::write(&sig, pushmirror::broadcast::armor(signatures[0])).unwrap();
+    std::fs::write(&signers, format!("up namespaces=\"pushmirror-trigger\" {key}\n")).unwrap();
+    let verify = |data: &[u8]| {
+        let mut child = std::process::Command::new(&keygen)
+            .args(["-Y", "verify", "-I", "up", "-n", "pushmirror-trigger", "-f"])
+            .arg(&signers)
+            .arg("-s")
+            .arg(&sig)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, said) = verify(payload.as_bytes());
+    assert!(ok && said.contains("Good \"pushmirror-trigger\" signature for up"), "{said}");
+    assert!(!verify(payload.replace("debian", "debiaN").as_bytes()).0);
+}
+
+/// OpenSSH's ssh-keygen; `None` outside CI when it is not installed.
+fn ssh_keygen() -> Option<PathBuf> {
+    let path = PathBuf::from("/usr/bin/ssh-keygen");
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(std::env::var_os("CI").is_none(), "ssh-keygen is required in CI: apt-get install openssh-client");
+    eprintln!("ssh-keygen not installed: skipping outside CI");
+    None
+}
+
+/// The broker goes away before the daemon's push and comes back during its retries (with its
+/// persisted sessions): every registered mirror is still triggered once and acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restarted_during_a_daemon_push_loses_nothing() {
+    let Some(mut broker) = network(&["m1", "m2"], true) else { return };
+    let url = broker.url();
+    let quick = "mqtt: {}\ntimeout: 1s\nretries: 100\nbackoff: { initial: 100ms, max: 300ms }\n";
+    let (f, key) = upstream(&url, None, &[("m1", quick), ("m2", quick)]);
+    let subscribers: Vec<Subscriber> = ["m1", "m2"].iter().map(|m| Subscriber::new(&url, m, &key, None)).collect();
+    let mut running = Vec::new();
+    for (s, name) in subscribers.iter().zip(["m1", "m2"]) {
+        running.push(s.start().await);
+        subscribed(&broker, name).await;
+    }
+    let (d, shutdown) = daemon(&f).await;
+    until(&d, "first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    eventually("the daemon connected", || broker.log().contains("as up (")).await;
+
+    broker.stop();
+    f.set_serial("2");
+    until(&d, "the push is under way", |s| s.archives[0].push.is_some()).await;
+    broker.restart();
+    let s = until(&d, "push of 2 finished", |s| last_report(s).is_some()).await;
+    let report = last_report(&s).unwrap();
+    for m in ["m1", "m2"] {
+        assert_eq!(row(report, m).outcome, Outcome::Ok, "{}", report.to_table());
+    }
+    for s in &subscribers {
+        assert_eq!(s.runs(), ["debian all 2"]);
+    }
+    shutdown.cancel();
+    d.wait().await.unwrap();
+    for r in running {
+        r.stop().await;
+    }
+}
+
+/// TLS with a test CA, and a broker that requires client certificates (mTLS) of both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_and_acks_travel_over_tls_with_client_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    let tls = crate::broker::test_tls(certs.path());
+    let spec = Spec {
+        users: users(&["sender", "m1"]),
+        acl: Some(crate::broker::pushmirror_acl("sender", &["m1"], None)),
+        tls: Some(tls.clone()),
+        require_client_cert: true,
+        ..Spec::default()
+    };
+    let Some(broker) = Broker::start(spec) else { return };
+    let url = broker.url();
+    assert!(url.starts_with("mqtts://localhost:"), "{url}");
+    let (f, key) = upstream(&url, Some(&tls), &[("m1", "mqtt: {}\n")]);
+    let sub = Subscriber::new(&url, "m1", &key, Some(&tls));
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let report = f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await;
+    assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
+    assert_eq!(sub.runs(), ["debian all 2026112501"]);
+    running.stop().await;
+}
+
+/// Beyond one broker: the sender on A, the subscribers on B, bridged with
+/// `topic pushmirror/# both 1`: triggers cross to B, acks back to A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_and_acks_cross_a_bridge() {
+    let spec = Spec {
+        users: users(&["sender", "bridge"]),
+        acl: Some(crate::broker::pushmirror_acl("sender", &[], Some("bridge"))),
+        ..Spec::default()
+    };
+    let Some(a) = Broker::start(spec) else { return };
+    let bridge = Bridge {
+        remote_port: a.port(),
+        username: "bridge".into(),
+        password: password("bridge"),
+        topic: "pushmirror/# both 1".into(),
+    };
+    let b_spec = Spec {
+        users: users(&["m1", "m2"]),
+        acl: Some(crate::broker::pushmirror_acl("nobody", &["m1", "m2"], None)),
+        bridge: Some(bridge),
+        ..Spec::default()
+    };
+    let Some(b) = Broker::start(b_spec) else { return };
+    b.wait_bridge();
+    let (f, key) = upstream(&a.url(), None, &[("m1", "mqtt: {}\n"), ("m2", "mqtt: {}\n")]);
+    let subscribers: Vec<Subscriber> = ["m1", "m2"].iter().map(|m| Subscriber::new(&b.url(), m, &key, None)).collect();
+    let mut running = Vec::new();
+    for (s, name) in subscribers.iter().zip(["m1", "m2"]) {
+        running.push(s.start().await);
+        subscribed(&b, name).await;
+    }
+    let report = f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await;
+    for m in ["m1", "m2"] {
+        assert_eq!(row(&report, m).outcome, Outcome::Ok, "{}", report.to_table());
+    }
+    for s in &subscribers {
+        assert_eq!(s.runs(), ["debian all 2026112501"]);
+    }
+    for r in running {
+        r.stop().await;
+    }
+}
