@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pushmirror::clock::Clock;
 use pushmirror::daemon::{Control, Daemon};
-use pushmirror::model::Outcome;
+use pushmirror::model::{ErrorClass, Outcome};
 use pushmirror::plan::PushRequest;
 use pushmirror::receive::Receiving;
 use pushmirror::report::{DaemonStatus, Report};
@@ -76,14 +76,27 @@ struct Subscriber {
 
 impl Subscriber {
     fn new(url: &str, name: &str, trusted: &str, tls: Option<&TlsFiles>) -> Self {
-        let s = Subscriber { dir: tempfile::tempdir().unwrap() };
-        let secret = s.dir.path().join("secrets/mqtt");
-        pushmirror::demo::write_secret(&secret, &password(name)).unwrap();
-        let runs = s.dir.path().join("runs.log");
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs.log");
         let command = format!(
             "['/bin/sh', '-c', 'echo \"$PUSHMIRROR_ARCHIVE $PUSHMIRROR_STAGE $PUSHMIRROR_SERIAL\" >> \"$0\"', '{}']",
             runs.display()
         );
+        Self::with_command(dir, url, name, trusted, tls, &command)
+    }
+
+    /// A subscriber whose sync command is `command` (a YAML flow list).
+    fn with_command(
+        dir: tempfile::TempDir,
+        url: &str,
+        name: &str,
+        trusted: &str,
+        tls: Option<&TlsFiles>,
+        command: &str,
+    ) -> Self {
+        let s = Subscriber { dir };
+        let secret = s.dir.path().join("secrets/mqtt");
+        pushmirror::demo::write_secret(&secret, &password(name)).unwrap();
         let text = format!(
             "listen: 127.0.0.1:0\nstate_dir: state\nmqtt:\n  broker: {url}\n  username: {name}\n  \
              password_file: secrets/mqtt\n  client_id: {name}\n  trusted_keys: ['{trusted}']\n{}\
@@ -270,6 +283,12 @@ async fn forged_tampered_unsigned_and_replayed_triggers_never_run() {
     publish_raw(&broker, &first, Some(&sign(&key, &first)));
     let older = trigger("5", t0 - 1000);
     publish_raw(&broker, &older, Some(&sign(&key, &older)));
+    // Bigger than a trigger may be: over the client's maximum packet size the broker does not
+    // even send it; under it, the subscriber drops it unread.
+    let huge = [b' '; 40 * 1024].iter().chain(&trigger("7", t0 + 4000)).copied().collect::<Vec<u8>>();
+    publish_raw(&broker, &huge, Some(&sign(&key, &huge)));
+    let big = [b' '; 20 * 1024].iter().chain(&trigger("8", t0 + 4500)).copied().collect::<Vec<u8>>();
+    publish_raw(&broker, &big, Some(&sign(&key, &big)));
     let last = trigger("6", t0 + 5000);
     publish_raw(&broker, &last, Some(&sign(&key, &last)));
     // Messages of one topic arrive in order: once the last has run, every other one was judged.
@@ -436,5 +455,61 @@ async fn triggers_and_acks_cross_a_bridge() {
     }
     for r in running {
         r.stop().await;
+    }
+}
+
+/// A staged push over MQTT: stage 2 is published only after every staged mirror acknowledged
+/// stage 1 — here m2's stage 1 takes longer, and no stage 2 starts before it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_two_is_published_after_every_stage_one_ack() {
+    let Some(broker) = network(&["m1", "m2"], false) else { return };
+    let url = broker.url();
+    let staged = "mqtt: {}\ntype: staged\n";
+    let (f, key) = upstream(&url, None, &[("m1", staged), ("m2", staged)]);
+    let shared = tempfile::tempdir().unwrap();
+    let log = shared.path().join("stages.log");
+    let subscribers: Vec<Subscriber> = ["m1", "m2"]
+        .iter()
+        .map(|m| {
+            let script = "echo \"$1 $PUSHMIRROR_STAGE start\" >> \"$0\"; \
+                          if [ \"$1 $PUSHMIRROR_STAGE\" = \"m2 stage1\" ]; then sleep 0.3; fi; \
+                          echo \"$1 $PUSHMIRROR_STAGE end\" >> \"$0\"";
+            let command = format!("['/bin/sh', '-c', '{script}', '{}', '{m}']", log.display());
+            Subscriber::with_command(tempfile::tempdir().unwrap(), &url, m, &key, None, &command)
+        })
+        .collect();
+    let mut running = Vec::new();
+    for (s, name) in subscribers.iter().zip(["m1", "m2"]) {
+        running.push(s.start().await);
+        subscribed(&broker, name).await;
+    }
+    let report = f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await;
+    let rows: Vec<(String, String)> =
+        report.triggers.iter().map(|t| (format!("{} {}", t.mirror, t.stage), t.outcome.to_string())).collect();
+    for want in ["m1 stage1", "m1 stage2", "m2 stage1", "m2 stage2"] {
+        assert!(rows.contains(&(want.to_string(), "ok".to_string())), "{}", report.to_table());
+    }
+    let lines: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(String::from).collect();
+    let first_stage2 = lines.iter().position(|l| l.contains("stage2")).unwrap();
+    let last_stage1 = lines.iter().rposition(|l| l.contains("stage1 end")).unwrap();
+    assert!(last_stage1 < first_stage2, "a stage 2 ran before every stage 1 ended: {lines:?}");
+    assert_eq!(lines.len(), 8, "{lines:?}");
+    for r in running {
+        r.stop().await;
+    }
+}
+
+/// A broker that is down at push time: every MQTT mirror fails `connect`, naming the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_is_down_fails_every_mqtt_mirror_as_connect() {
+    let Some(mut broker) = network(&["m1", "m2"], false) else { return };
+    let quick = "mqtt: {}\ntimeout: 1s\nretries: 0\n";
+    let (f, _) = upstream(&broker.url(), None, &[("m1", quick), ("m2", quick)]);
+    broker.stop();
+    let report = f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await;
+    for m in ["m1", "m2"] {
+        let r = row(&report, m);
+        assert_eq!((r.outcome, r.error_class), (Outcome::Failed, Some(ErrorClass::Connect)), "{}", report.to_table());
+        assert!(r.error.as_deref().unwrap().contains(&broker.url()), "{r:?}");
     }
 }
