@@ -19,6 +19,9 @@ use crate::model::ErrorClass;
 /// How long the broker keeps a persistent session (and its queued messages) after we left.
 pub const SESSION_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// QoS 1 publishes of ours the broker has not acknowledged yet, at most.
+pub const OUTGOING_INFLIGHT: u16 = 64;
+
 /// Whether the broker keeps our session between connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Session {
@@ -37,6 +40,10 @@ pub fn options(broker: &Broker, client_id: &str, session: Session) -> anyhow::Re
     options.set_connection_timeout(10);
     // Topic and user property, a trigger's JSON and its signature, with room to spare.
     options.set_max_packet_size(Some(MAX_MESSAGE as u32 * 2));
+    // rumqttc sizes its table of unacknowledged publishes by this, up front: the default
+    // (65,535) costs about 10 MB per client. A sender has one trigger in flight at a time, a
+    // subscriber an ack or two.
+    options.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     match session {
         Session::Persistent => {
             options.set_clean_start(false);
