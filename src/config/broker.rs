@@ -79,10 +79,29 @@ pub(crate) fn read(f: &mut Fields<'_>, default_client_id: impl FnOnce() -> Strin
     if password.is_some() && username.is_none() {
         f.error("password_file", "a password needs a `username:`");
     }
-    let ca_file = f.path("ca_file");
-    let client_cert = f.path("client_cert");
-    let client_key = f.path("client_key");
-    if client_cert.is_some() != client_key.is_some() {
+    let paired = f.has("client_cert") == f.has("client_key");
+    // Read now, so that `check` and a reload name a missing or unusable file at its field (the
+    // connection reads them again when it is set up).
+    let mut pem = |key: &str, private: bool| {
+        let path = f.path(key)?;
+        let read = match private {
+            true => crate::fsutil::read_secret_file(&path).map(drop),
+            false => crate::fsutil::read_bounded(&path, crate::fsutil::limit::KEY)
+                .map(drop)
+                .map_err(|e| format!("cannot read {}: {}", path.display(), crate::owner::unreadable_reason(&path, &e))),
+        };
+        match read {
+            Ok(()) => Some(path),
+            Err(msg) => {
+                f.error(key, msg);
+                None
+            }
+        }
+    };
+    let ca_file = pem("ca_file", false);
+    let client_cert = pem("client_cert", false);
+    let client_key = pem("client_key", true);
+    if !paired {
         f.error("client_cert", "`client_cert:` and `client_key:` go together");
     }
     let topic_prefix = f

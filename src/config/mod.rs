@@ -266,11 +266,13 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         None => None,
     }
     .unwrap_or(DEFAULT_FRESHNESS_INTERVAL);
+    // A broken `mqtt:` is reported where it is, not again at every MQTT mirror.
+    let mqtt_written = f.has("mqtt");
     let mqtt = f.nested("mqtt").and_then(read_mqtt);
     f.finish(MAIN_FIELDS);
 
     let (mut mirrors, watched) =
-        mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, mqtt.is_some(), sink);
+        mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, mqtt_written, sink);
     // Only SSH and MQTT need keys, so an HTTP-only setup may name one that does not exist yet.
     mirror::resolve_senders(&main_level, &archive_levels, &mut mirrors, &path, sink);
     Some(Config {

@@ -298,7 +298,11 @@ impl GenCtx {
         self.shared.status.send_modify(|s| s.acks = mqtt.acks());
         loop {
             let record = tokio::select! {
-                _ = self.stop.cancelled() => return,
+                _ = self.stop.cancelled() => {
+                    // The next configuration (if any) connects with the same client id.
+                    mqtt.close();
+                    return;
+                }
                 _ = link.wait_for(|l| l.dead) => panic!("the MQTT connection task died"),
                 record = acks.recv() => match record {
                     Ok(record) => record,

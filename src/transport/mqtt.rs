@@ -25,7 +25,7 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, PubAckReason, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use russh::keys::PrivateKey;
 use tokio::sync::{broadcast, watch};
@@ -200,6 +200,18 @@ impl MqttTransport {
     /// Every ack from now on, as it arrives.
     pub fn subscribe_acks(&self) -> broadcast::Receiver<AckRecord> {
         self.inner.shared.acks.late.subscribe()
+    }
+
+    /// Ends the connection now (a reloaded daemon's old configuration: its successor connects
+    /// with the same client id, and two connections would take the session from each other).
+    /// Attempts still running fail; acks go to the successor.
+    pub fn close(&self) {
+        self.inner.task.abort();
+        self.inner.shared.link.send_modify(|l| {
+            l.up = false;
+            l.error = Some((ErrorClass::Interrupted, false, "closed: the configuration was reloaded".into()));
+        });
+        let _ = self.inner.shared.packets.send(Sent::Down);
     }
 
     /// The connection's state.
@@ -457,6 +469,22 @@ async fn drive(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>)
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                 let _ = shared.packets.send(Sent::Publish(pkid));
+            }
+            Ok(Event::Incoming(Packet::Disconnect(d))) if d.reason_code == DisconnectReasonCode::SessionTakenOver => {
+                // Another client logged in with our client id: a reloaded daemon's new connection
+                // (which now gets the acks), or a second sender configured alike. Reconnecting
+                // would take the session back and forth; this connection ends here.
+                tracing::warn!(broker = %shared.broker, "another client took over this MQTT session (same client_id): this connection ends");
+                shared.link.send_modify(|l| {
+                    l.up = false;
+                    l.error = Some((
+                        ErrorClass::Connect,
+                        false,
+                        "the session was taken over by another client with the same client_id".into(),
+                    ));
+                });
+                let _ = shared.packets.send(Sent::Down);
+                return;
             }
             Ok(_) => {}
             Err(e) => {

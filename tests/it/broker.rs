@@ -314,6 +314,8 @@ pub fn test_tls(dir: &Path) -> TlsFiles {
         let (cert_path, key_path) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        // Private keys are the owner's alone (pushmirror refuses others, as OpenSSH does).
+        std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         (cert_path, key_path)
     };
     let (server_cert, server_key) =

@@ -513,3 +513,51 @@ async fn a_broker_that_is_down_fails_every_mqtt_mirror_as_connect() {
         assert!(r.error.as_deref().unwrap().contains(&broker.url()), "{r:?}");
     }
 }
+
+/// Mistakes in `mqtt:` (main file, mirror files, receive's file) are reported with file, line and
+/// field, all at once, and never print the broker password.
+#[test]
+fn mqtt_config_mistakes_name_file_line_and_field() {
+    let f = Fixture::new();
+    pushmirror::keys::generate(&f.path("id_up"), "up").unwrap();
+    f.secret("secrets/mqtt", "s3cret-pw");
+    f.set_main(
+        "mirrors_dir: mirrors.d\nstate_dir: state\nidentity: id_up\nmqtt:\n  broker: mqtt://u:s3cret-pw@b.example\n  \
+         password_file: secrets/mqtt\n  ca_file: missing.pem\n  topic_prefix: 'a/#'\n  ack_timout: 1m\n\
+         archives:\n  debian:\n    root: archive\n",
+    );
+    f.mirror("m1", "mqtt: { topic: 'x/+/trigger', ack_timeout: 0s }\n");
+    f.mirror("m2", "mqtt: {}\nhttp: { url: 'http://127.0.0.1:9/' }\n");
+    let errors = pushmirror::config::load(&f.config_path()).unwrap_err().to_string();
+    for want in [
+        "pushmirror.yaml:5:3: mqtt.broker: no credentials in the URL: use `username:` and `password_file:`",
+        "pushmirror.yaml:6:3: mqtt.password_file: a password needs a `username:`",
+        "pushmirror.yaml:7:3: mqtt.ca_file: cannot read",
+        "pushmirror.yaml:8:3: mqtt.topic_prefix: invalid topic prefix `a/#`",
+        "pushmirror.yaml:9:3: mqtt.ack_timout: unknown field; did you mean `ack_timeout`?",
+        "m1.yaml:1:9: mqtt.topic: invalid topic `x/+/trigger`",
+        "m1.yaml:1:31: mqtt.ack_timeout: duration `0s` must be greater than zero",
+        "m2.yaml:1:1: mqtt: a mirror has one of `ssh:`, `http:` or `mqtt:`, not two",
+    ] {
+        assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
+    }
+    assert!(!errors.contains("s3cret-pw"), "the password was printed:\n{errors}");
+    assert!(!errors.contains("needs the broadcast tier's broker"), "reported twice:\n{errors}");
+
+    let r = tempfile::tempdir().unwrap();
+    std::fs::write(
+        r.path().join("receive.yaml"),
+        "mqtt:\n  broker: mqtt://b.example\n  trusted_keys: ['ssh-ed25519 nonsense']\n  archives: [ubuntu]\n\
+         archives:\n  debian:\n    command: ['/bin/true']\n",
+    )
+    .unwrap();
+    let errors = pushmirror::receive::load(&r.path().join("receive.yaml")).unwrap_err().to_string();
+    for want in [
+        "receive.yaml:1:1: mqtt.mirror: missing: this mirror's name",
+        "receive.yaml:3:3: mqtt.trusted_keys:",
+        "receive.yaml:4:3: mqtt.archives: `ubuntu` is not one of the archives configured under `archives:`",
+        "receive.yaml:4:3: mqtt.archives: archive `debian` has no HTTP credentials and is not listed here",
+    ] {
+        assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
+    }
+}
