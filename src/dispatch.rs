@@ -62,10 +62,12 @@ async fn unless_cancelled<F: std::future::Future>(cancel: &Option<CancellationTo
 /// Numbers the pushes of this process ([`TriggerRequest::push`]).
 static NEXT_PUSH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// The engine: a transport, the concurrency bound, the rate limits and the clock.
+/// The engine: a transport, the concurrency bound (in all and per host), the rate limits and the
+/// clock.
 pub struct Engine<T> {
     transport: Arc<T>,
     permits: Arc<Semaphore>,
+    hosts: Arc<HostLimits>,
     limits: RateLimits,
     clock: Clock,
 }
@@ -75,9 +77,28 @@ impl<T> Clone for Engine<T> {
         Engine {
             transport: Arc::clone(&self.transport),
             permits: Arc::clone(&self.permits),
+            hosts: Arc::clone(&self.hosts),
             limits: self.limits.clone(),
             clock: self.clock.clone(),
         }
+    }
+}
+
+/// At most `per_host` triggers in flight to one host and port, so that many mirrors on one host
+/// never trip its sshd's `MaxStartups` (OpenSSH drops connections beyond 10 unauthenticated ones
+/// by default). One semaphore per endpoint the configuration names.
+#[derive(Default)]
+struct HostLimits {
+    per_host: Option<usize>,
+    hosts: std::sync::Mutex<HashMap<(String, u16), Arc<Semaphore>>>,
+}
+
+impl HostLimits {
+    fn of(&self, endpoint: &(String, u16)) -> Option<Arc<Semaphore>> {
+        let per_host = self.per_host?;
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let semaphore = hosts.entry(endpoint.clone()).or_insert_with(|| Arc::new(Semaphore::new(per_host.max(1))));
+        Some(Arc::clone(semaphore))
     }
 }
 
@@ -106,7 +127,14 @@ impl Job {
 impl<T: Trigger> Engine<T> {
     /// An engine with `concurrency` triggers in flight at most.
     pub fn new(transport: Arc<T>, concurrency: usize, limits: RateLimits, clock: Clock) -> Self {
-        Engine { transport, permits: Arc::new(Semaphore::new(concurrency.max(1))), limits, clock }
+        let (permits, hosts) = (Arc::new(Semaphore::new(concurrency.max(1))), Arc::default());
+        Engine { transport, permits, hosts, limits, clock }
+    }
+
+    /// The same engine with at most `per_host` triggers in flight to one host and port.
+    pub fn with_per_host(self, per_host: usize) -> Self {
+        let hosts = HostLimits { per_host: Some(per_host), ..HostLimits::default() };
+        Engine { hosts: Arc::new(hosts), ..self }
     }
 
     /// Carries out `plan`; returns one report row per trigger, in plan order.
@@ -239,11 +267,20 @@ impl<T: Trigger> Engine<T> {
             attempts += 1;
             let span = tracing::info_span!("trigger", mirror = %mirror.name, archive = %job.archive, %stage, attempt = attempts);
             let interrupted = || AttemptError::permanent(ErrorClass::Interrupted, INTERRUPTED);
+            // The host's slot first: a trigger waiting for its host holds none of the push's.
+            let mut permits = Vec::with_capacity(2);
+            if let Some(host) = mirror.endpoint().and_then(|e| self.hosts.of(&e)) {
+                let Some(Ok(permit)) = unless_cancelled(&options.cancel, host.acquire_owned()).await else {
+                    break Err(interrupted());
+                };
+                permits.push(permit);
+            }
             let Some(Ok(permit)) = unless_cancelled(&options.cancel, Arc::clone(&self.permits).acquire_owned()).await
             else {
                 break Err(interrupted());
             };
-            let attempt = Attempt::new(permit);
+            permits.push(permit);
+            let attempt = Attempt::new(permits);
             let attempt_started = tokio::time::Instant::now();
             let bounded = tokio::time::timeout(attempt_budget(mirror, stage), self.transport.fire(req, &attempt));
             let result = match unless_cancelled(&options.cancel, bounded.instrument(span.clone())).await {

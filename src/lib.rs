@@ -80,6 +80,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dispatch;
+pub mod fdlimit;
 pub mod freshness;
 pub mod fsutil;
 pub mod hostkeys;

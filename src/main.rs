@@ -6,6 +6,8 @@ use clap::Parser;
 use pushmirror::cli::{Cli, RunmirrorsCli};
 
 fn main() -> ExitCode {
+    // Every trigger in flight is a socket: the soft open-file limit goes up to the hard one.
+    pushmirror::fdlimit::raise();
     // ftpsync runs `runmirrors` by name; a symlink to pushmirror answers with runmirrors' options.
     if std::env::args_os().next().is_some_and(|argv0| pushmirror::runmirrors::invoked_as_runmirrors(&argv0)) {
         let cli = RunmirrorsCli::parse();

@@ -18,7 +18,8 @@ use crate::transport::{Transports, Trigger};
 /// Builds the engine a configuration asks for.
 pub fn engine<T: Trigger>(config: &Config, transport: Arc<T>, clock: Clock) -> Engine<T> {
     let limits = RateLimits::persistent(&config.state_dir, clock.clone());
-    Engine::new(transport, config.concurrency, limits, clock)
+    Engine::new(transport, crate::fdlimit::concurrency(config.concurrency), limits, clock)
+        .with_per_host(config.max_per_host)
 }
 
 /// The engine of a one-off push: the production transports and the OS clock.

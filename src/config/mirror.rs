@@ -97,6 +97,20 @@ impl Mirror {
         self.senders.get(archive).unwrap_or(&UNSET)
     }
 
+    /// The host and port its triggers connect to, which `max_per_host` bounds: the SSH server,
+    /// or the HTTP URL's host and port. `None` for MQTT (its triggers go through the one broker
+    /// connection).
+    pub fn endpoint(&self) -> Option<(String, u16)> {
+        match &self.transport {
+            Transport::Ssh(t) => Some((t.host.to_ascii_lowercase(), t.port)),
+            Transport::Http(t) => {
+                let url = t.url.expose();
+                Some((url.host_str()?.to_ascii_lowercase(), url.port_or_known_default()?))
+            }
+            Transport::Mqtt(_) => None,
+        }
+    }
+
     /// `ssh`, `http` or `mqtt`.
     pub fn transport_name(&self) -> &'static str {
         match self.transport {

@@ -42,6 +42,10 @@ pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(12 * 3600);
 /// `freshness.interval` when the main file sets none.
 pub const DEFAULT_FRESHNESS_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
+/// `max_per_host` when the main file sets none: below the 10 unauthenticated connections at which
+/// OpenSSH's default `MaxStartups 10:30:100` starts dropping new ones, with room for other clients.
+pub const DEFAULT_MAX_PER_HOST: usize = 8;
+
 /// `state_dir` when the main file sets none.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror";
 
@@ -65,6 +69,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Triggers in flight at once, all mirrors together.
     pub concurrency: usize,
+    /// Triggers in flight at once to one host and port (`max_per_host`).
+    pub max_per_host: usize,
     /// Archives by name.
     pub archives: BTreeMap<String, Archive>,
     /// Status server and report history.
@@ -195,6 +201,7 @@ pub const MAIN_FIELDS: &[&str] = &[
     "mirrors_dir",
     "state_dir",
     "concurrency",
+    "max_per_host",
     "defaults",
     "archives",
     "status",
@@ -227,6 +234,14 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         }
         Some(n) => n,
         None => 64,
+    };
+    let max_per_host = match f.take::<usize>("max_per_host") {
+        Some(0) => {
+            f.error("max_per_host", "must be at least 1");
+            1
+        }
+        Some(n) => n,
+        None => DEFAULT_MAX_PER_HOST,
     };
     let defaults = match f.nested("defaults") {
         Some(mut d) => {
@@ -284,6 +299,7 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         mirrors_dir,
         state_dir,
         concurrency,
+        max_per_host,
         archives,
         status,
         freshness_interval,

@@ -178,8 +178,8 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
 /// `limits.connections`, lowered (and said so) when the open-file limit is too low for it.
 fn connection_cap(config: &ReceiveConfig) -> usize {
     let configured = config.limits.connections;
-    let open_files = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    let cap = serve::connection_cap(configured, open_files);
+    let open_files = crate::fdlimit::raise();
+    let cap = crate::fdlimit::cap(configured, open_files);
     if cap < configured {
         tracing::warn!(
             "limits.connections lowered from {configured} to {cap}: at most half the open-file limit ({}), \

@@ -1,7 +1,7 @@
 //! The endpoint's connections, bounded so that clients that connect and then send nothing, or
 //! send slowly, cannot use up the receiver's descriptors and keep valid triggers out:
 //! - at most [`Limits::connections`] open at once (and at most half the open-file limit, see
-//!   [`connection_cap`]); at the limit the quietest connection that is not in the middle of a
+//!   [`crate::fdlimit::cap`]); at the limit the quietest connection that is not in the middle of a
 //!   request is closed to make room, and when every one is mid-request the new one is closed;
 //! - a request head must be complete within [`Limits::header_timeout`] of the connection being
 //!   ready for it (opened, or the previous answer sent), which also ends idle kept-alive
@@ -38,19 +38,11 @@ use super::refusals::{Refusal, Refusals};
 /// before the next, rather than spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// How many connections to hold at once: the configured number, but at most half of the
-/// open-file limit `open_files` (`None`: unlimited), so that sync commands, pushes to the next tier
-/// and state files always have descriptors left.
-pub fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
-    let half = open_files.map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX));
-    configured.min(half).max(1)
-}
-
 /// The accept loop and what its connections share.
 pub(super) struct Server {
     pub listener: TcpListener,
     pub router: Router,
-    /// With `connections` already capped by [`connection_cap`].
+    /// With `connections` already capped by [`crate::fdlimit::cap`].
     pub limits: Limits,
     pub refusals: Arc<Refusals>,
     /// Every connection's task is tracked here, so that stopping waits for them.
@@ -283,19 +275,5 @@ impl Drop for InRequest {
         let since = u64::try_from(c.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         c.quiet_since_ms.store(since, Ordering::Relaxed);
         c.in_request.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connections_stay_below_half_the_open_file_limit() {
-        assert_eq!(connection_cap(512, Some(1024)), 512);
-        assert_eq!(connection_cap(512, Some(64)), 32);
-        assert_eq!(connection_cap(512, None), 512);
-        assert_eq!(connection_cap(100, Some(1_048_576)), 100);
-        assert_eq!(connection_cap(512, Some(1)), 1, "never none at all");
     }
 }

@@ -209,18 +209,19 @@ pub type AttemptResult = Result<Delivered, AttemptError>;
 /// waiting for a long remote command can hand the permit back once the command is running.
 #[derive(Debug, Default)]
 pub struct Attempt {
-    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    permits: Mutex<Vec<OwnedSemaphorePermit>>,
 }
 
 impl Attempt {
-    /// An attempt holding `permit` until it ends or [`Attempt::release_permit`] is called.
-    pub fn new(permit: OwnedSemaphorePermit) -> Self {
-        Attempt { permit: Mutex::new(Some(permit)) }
+    /// An attempt holding `permits` (the push's concurrency slot, and its host's when bounded)
+    /// until it ends or [`Attempt::release_permit`] is called.
+    pub fn new(permits: Vec<OwnedSemaphorePermit>) -> Self {
+        Attempt { permits: Mutex::new(permits) }
     }
 
-    /// Gives the concurrency permit back early (the trigger is delivered, only waiting remains).
+    /// Gives the permits back early (the trigger is delivered, only waiting remains).
     pub fn release_permit(&self) {
-        self.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.permits.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

@@ -406,3 +406,27 @@ async fn ubuntu_one_key_per_archive_each_from_its_own_address() {
     assert!(refused.iter().any(|l| l.contains("ip=127.0.0.2, required=127.0.0.3")), "{log}");
     assert_eq!((runs(&ran, "archive-sync"), runs(&ran, "releases-sync")), (1, 1), "nothing ran");
 }
+
+/// 40 mirrors on one host behind an sshd with OpenSSH's stock `MaxStartups 10:30:100`, pushed
+/// with concurrency 64 and no retries: `max_per_host` (default 8) keeps the unauthenticated
+/// connections under 10, so sshd drops none and every trigger is delivered the first time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_mirrors_on_one_host_stay_under_sshds_stock_max_startups() {
+    if !sshd::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let received = dir.path().join("received");
+    let f = Fixture::with_main("identity: keys/id_ed25519\nknown_hosts: known_hosts\nconcurrency: 64\n");
+    let sshd = Sshd::start_with(&key_line(&f, &recorder(&received, "true")), "10:30:100");
+    std::fs::write(f.path("known_hosts"), sshd.known_hosts_line()).unwrap();
+    for i in 0..40 {
+        let ssh =
+            format!("ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nretries: 0\n", sshd.port, sshd::current_user());
+        f.mirror(&format!("m{i:02}"), &ssh);
+    }
+    let report = push(&f).await;
+    assert_eq!(report.summary.ok, 40, "{}\n{}", report.to_table(), sshd.log());
+    assert!(report.triggers.iter().all(|t| t.error_class.is_none() && t.attempts == 1), "{}", report.to_table());
+    assert_eq!(std::fs::read_to_string(&received).unwrap().lines().count(), 40);
+}

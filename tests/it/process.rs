@@ -208,3 +208,24 @@ async fn sighup_with_a_broken_file_keeps_running_and_sigterm_drains() {
     assert_eq!(last.triggers[0].outcome, Outcome::Ok, "{log}");
     assert!(log.contains("stopping"), "{log}");
 }
+
+/// A push whose `concurrency` (1000) is far above the process's open-file limit (64): the
+/// triggers in flight are capped at half the limit, said once, and every one is delivered —
+/// no `EMFILE` (too many open files) on the way. The receiver holds each request 50 ms, so
+/// without the cap 1000 connections would be open at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_above_the_open_file_limit_is_capped_not_emfile() {
+    let rx = HttpReceiver::builder().reply(Reply::Delay(Duration::from_millis(50), 200)).start().await.unwrap();
+    let f = Fixture::with_main("concurrency: 1000\nmax_per_host: 1000\n");
+    for i in 0..300 {
+        f.http_mirror(&format!("m{i:03}"), &rx.url(&format!("/m{i}")), "retries: 0\n");
+    }
+    let config = f.config_path();
+    let p = DaemonProcess::spawn_with_open_files(64, &["-c", config.to_str().unwrap(), "push", "debian"]);
+    let (status, log) = p.exit().await;
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("concurrency lowered from 1000 to 32"), "{log}");
+    assert!(!log.to_lowercase().contains("too many open files"), "{log}");
+    assert_eq!(rx.log().count(), 300);
+    assert!(rx.log().peak_in_flight() <= 32, "{}", rx.log().peak_in_flight());
+}

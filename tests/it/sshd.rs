@@ -31,8 +31,14 @@ pub fn available() -> bool {
 }
 
 impl Sshd {
-    /// Starts sshd with `authorized_keys` as its only authorized keys file.
+    /// Starts sshd with `authorized_keys` as its only authorized keys file, and room for many
+    /// connections at once.
     pub fn start(authorized_keys: &str) -> Sshd {
+        Self::start_with(authorized_keys, "1000:30:2000")
+    }
+
+    /// Like [`Sshd::start`], with this `MaxStartups` (OpenSSH's default is `10:30:100`).
+    pub fn start_with(authorized_keys: &str, max_startups: &str) -> Sshd {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("host_ed25519");
         let ok = Command::new("ssh-keygen")
@@ -47,7 +53,7 @@ impl Sshd {
         let mut last_log = String::new();
         for _ in 0..10 {
             let port = free_port();
-            write_config(dir.path(), port);
+            write_config(dir.path(), port, max_startups);
             let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
             let mut child = Command::new(SSHD)
                 .args(["-D", "-e", "-f"])
@@ -91,12 +97,12 @@ impl Drop for Sshd {
     }
 }
 
-fn write_config(dir: &Path, port: u16) {
+fn write_config(dir: &Path, port: u16, max_startups: &str) {
     let root_login = if current_user() == "root" { "PermitRootLogin forced-commands-only\n" } else { "" };
     let config = format!(
         "ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host_ed25519\nPidFile {dir}/sshd.pid\n\
          AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
-         KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nMaxStartups 1000:30:2000\nMaxSessions 1000\n\
+         KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nMaxStartups {max_startups}\nMaxSessions 1000\n\
          ExposeAuthInfo yes\nLogLevel INFO\n{root_login}",
         dir = dir.display()
     );
