@@ -185,6 +185,8 @@ async fn subscriber(
                         state: AckState::Ok,
                         exit_code: Some(0),
                         duration_ms: Some(0),
+                        stage: Some(trigger.stage),
+                        sent_at: Some(trigger.sent_at),
                     };
                     let topic = broadcast::ack_topic("pushmirror", &trigger.archive, &name);
                     let _ = client.try_publish(topic, QoS::AtLeastOnce, false, serde_json::to_vec(&ack).unwrap());

@@ -290,12 +290,13 @@ impl Report {
         }
     }
 
-    /// A late acknowledgement of an MQTT mirror: its last row still waiting for one (`pending`,
-    /// or failed because the broker could not be reached) is changed by `apply` and the summary
-    /// recounted. Whether a row changed.
-    pub fn settle(&mut self, mirror: &str, apply: impl FnOnce(&mut TriggerReport)) -> bool {
+    /// A late acknowledgement of an MQTT mirror: its last row (of `stage`, when the ack names it)
+    /// still waiting for one (`pending`, or failed because the broker could not be reached) is
+    /// changed by `apply` and the summary recounted. Whether a row changed.
+    pub fn settle(&mut self, mirror: &str, stage: Option<Stage>, apply: impl FnOnce(&mut TriggerReport)) -> bool {
         let waiting = |t: &TriggerReport| {
             t.mirror == mirror
+                && stage.is_none_or(|s| s == t.stage)
                 && t.transport == "mqtt"
                 && (t.outcome == Outcome::Pending
                     || (t.outcome == Outcome::Failed

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
-use rumqttc::v5::{ConnectionError, MqttOptions};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode};
+use rumqttc::v5::{ConnectionError, MqttOptions, StateError};
 use rumqttc::{TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -104,6 +104,53 @@ fn certificates(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'st
     Ok(certs)
 }
 
+/// Whether the broker ended the connection because another client logged in with our client id.
+pub fn taken_over(error: &ConnectionError) -> bool {
+    matches!(
+        error,
+        ConnectionError::MqttState(StateError::ServerDisconnect {
+            reason_code: DisconnectReasonCode::SessionTakenOver,
+            ..
+        })
+    )
+}
+
+/// Reconnection delays: 200 ms doubling to 30 s, back to the start only once a connection has
+/// lasted (a broker that accepts and then drops us is not hammered five times a second).
+#[derive(Debug)]
+pub struct Backoff {
+    delay: Duration,
+    connected: Option<tokio::time::Instant>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { delay: Self::FIRST, connected: None }
+    }
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(30);
+    /// How long a connection must last for the next failure to start from [`Self::FIRST`].
+    const STABLE: Duration = Duration::from_secs(10);
+
+    /// A connection was made.
+    pub fn connected(&mut self) {
+        self.connected = Some(tokio::time::Instant::now());
+    }
+
+    /// The delay before the next attempt, after a failure.
+    pub fn after_failure(&mut self) -> Duration {
+        if self.connected.take().is_some_and(|at| at.elapsed() >= Self::STABLE) {
+            self.delay = Self::FIRST;
+        }
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(Self::MAX);
+        delay
+    }
+}
+
 /// The class of a failed connection, from the error's type: refused credentials are `auth`, a
 /// failed handshake `tls`, a name that does not resolve `dns`, the rest `connect`. Whether a retry
 /// can help: not for refused credentials.
@@ -118,5 +165,23 @@ pub fn classify(error: &ConnectionError) -> (ErrorClass, bool) {
         }
         ConnectionError::Timeout(_) => (ErrorClass::Timeout, true),
         _ => (ErrorClass::Connect, true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_to_its_cap_and_starts_over_only_after_a_lasting_connection() {
+        let mut b = Backoff::default();
+        let first: Vec<u64> = (0..10).map(|_| b.after_failure().as_millis() as u64).collect();
+        assert_eq!(first, [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
+        b.connected();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(b.after_failure(), Duration::from_secs(30), "dropped at once: no reset");
+        b.connected();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(b.after_failure(), Duration::from_millis(200));
     }
 }

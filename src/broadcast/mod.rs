@@ -93,6 +93,14 @@ pub struct AckMessage {
     pub exit_code: Option<i32>,
     /// How long the sync ran, once it ended.
     pub duration_ms: Option<u64>,
+    /// The stage of the trigger it answers (absent from other subscribers' acks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// The `sent_at` of the trigger it answers, which tells publications of one serial apart
+    /// (stage 1 and stage 2, a repeated push); absent from other subscribers' acks, which are then
+    /// matched by serial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Timestamp>,
 }
 
 /// The latest ack of one mirror for one archive, as the sender keeps it.

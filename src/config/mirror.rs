@@ -422,6 +422,9 @@ pub(super) fn read_dir(
                 if level.identity.is_some() && matches!(m.transport, Transport::Http(_)) {
                     f.error("identity", "an HTTP mirror is triggered without an SSH key; remove `identity:`");
                 }
+                if matches!(m.transport, Transport::Mqtt(_)) && m.kind == MirrorKind::Mhop {
+                    f.error("type", "`sync:mhop` has no place in an MQTT trigger: use `staged`");
+                }
                 if !broker && matches!(m.transport, Transport::Mqtt(_)) {
                     let main = main.display();
                     f.error(
@@ -729,6 +732,39 @@ pub(super) fn resolve_senders(
                     },
                     without_identity.join(", "),
                     main_file.display()
+                ),
+            ));
+        }
+    }
+}
+
+/// MQTT mirrors that share a trigger topic get every trigger published on it: they must share
+/// their `type:` (else an `all` mirror would also run the staged ones' stage 1 and 2) and the key
+/// the triggers are signed with (one retained trigger per topic). Reported at each mirror that
+/// differs from the first on its topic.
+pub(super) fn check_shared_topics(mirrors: &[(Mirror, Level)], prefix: &str, sink: &Sink) {
+    let mut first: HashMap<String, &Mirror> = HashMap::new();
+    for (m, _) in mirrors {
+        let Transport::Mqtt(target) = &m.transport else { continue };
+        for (archive, sender) in &m.senders {
+            let topic = target.topic.clone().unwrap_or_else(|| format!("{prefix}/{archive}/trigger"));
+            let Some(other) = first.get(&topic) else {
+                first.insert(topic, m);
+                continue;
+            };
+            let (field, what) = match () {
+                _ if other.kind != m.kind => ("type", format!("`type: {}`", other.kind)),
+                _ if other.sender(archive).identity != sender.identity => ("identity", "the key".to_string()),
+                _ => continue,
+            };
+            sink.borrow_mut().push(ConfigError::at(
+                &m.file,
+                (1, 1),
+                field,
+                format!(
+                    "MQTT mirrors on one trigger topic ({topic}) get every trigger on it: this one needs {what} of {}, \
+                     or `mqtt: {{ topic: … }}` of its own",
+                    other.name
                 ),
             ));
         }

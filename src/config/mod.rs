@@ -290,6 +290,9 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, mqtt_written, sink);
     // Only SSH and MQTT need keys, so an HTTP-only setup may name one that does not exist yet.
     mirror::resolve_senders(&main_level, &archive_levels, &mut mirrors, &path, sink);
+    if let Some(m) = &mqtt {
+        mirror::check_shared_topics(&mirrors, &m.broker.topic_prefix, sink);
+    }
     Some(Config {
         path,
         identity: main_level.identity.map(|s| s.value),

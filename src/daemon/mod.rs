@@ -298,32 +298,51 @@ impl GenCtx {
         self.shared.status.send_modify(|s| s.acks = mqtt.acks());
         loop {
             let record = tokio::select! {
+                // First: at a reload the successor's connection takes this one's session over.
+                biased;
                 _ = self.stop.cancelled() => {
                     // The next configuration (if any) connects with the same client id.
                     mqtt.close();
                     return;
                 }
-                _ = link.wait_for(|l| l.dead) => panic!("the MQTT connection task died"),
+                dead = link.wait_for(|l| l.dead) => {
+                    let why = dead.ok().and_then(|l| l.error.clone()).map(|(_, _, why)| why).unwrap_or_default();
+                    panic!("the MQTT connection ended: {why}");
+                }
                 record = acks.recv() => match record {
                     Ok(record) => record,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        // Missed some: every mirror's latest ack stands for them.
+                        tracing::warn!("{n} MQTT acks arrived faster than they were recorded: taking the latest of each");
+                        for record in mqtt.acks() {
+                            self.late_ack(&record);
+                        }
+                        continue;
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             };
-            self.late_ack(&record, mqtt.acks());
+            self.late_ack(&record);
         }
     }
 
-    fn late_ack(&self, record: &AckRecord, latest: Vec<AckRecord>) {
+    fn late_ack(&self, record: &AckRecord) {
         let mut settled = None;
         self.shared.status.send_modify(|s| {
-            s.acks = latest;
+            let same = |a: &AckRecord| a.archive == record.archive && a.ack.mirror == record.ack.mirror;
+            match s.acks.iter_mut().find(|a| same(a)) {
+                Some(shown) => *shown = record.clone(),
+                None => {
+                    s.acks.push(record.clone());
+                    s.acks.sort_by(|a, b| (&a.archive, &a.ack.mirror).cmp(&(&b.archive, &b.ack.mirror)));
+                }
+            }
             let Some(a) = s.archives.iter_mut().find(|a| a.name == record.archive) else { return };
             let Some(report) = a.last_report.as_mut().filter(|r| r.serial == record.ack.serial) else { return };
             if !record.ack.state.is_final() {
                 return;
             }
-            let changed = report.settle(&record.ack.mirror, |row| {
+            let changed = report.settle(&record.ack.mirror, record.ack.stage, |row| {
                 row.exit_code = record.ack.exit_code;
                 row.sync_duration_ms = record.ack.duration_ms;
                 row.error_class = None;
@@ -765,7 +784,8 @@ impl GenCtx {
 /// A row is final for the journal when the mirror will get nothing more in this push and it was
 /// not cut short by shutdown (cut-short triggers are resent on resume).
 fn is_final(row: &TriggerReport) -> bool {
-    let more_to_come = row.stage == Stage::Stage1 && row.outcome == Outcome::Ok;
+    // A pending MQTT stage 1 is followed by stage 2 too (dispatch publishes it).
+    let more_to_come = row.stage == Stage::Stage1 && matches!(row.outcome, Outcome::Ok | Outcome::Pending);
     !more_to_come && !row.is_interrupted()
 }
 

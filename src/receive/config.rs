@@ -35,7 +35,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 const TOP_FIELDS: &[&str] = &["listen", "status", "state_dir", "limits", "archives", "mqtt"];
 /// `mqtt:` holds the broker fields and these.
-const MQTT_FIELDS: &[&str] = &["mirror", "archives", "trusted_keys"];
+const MQTT_FIELDS: &[&str] = &["mirror", "archives", "topics", "trusted_keys"];
 const LIMIT_FIELDS: &[&str] = &["connections", "header_timeout", "body_timeout"];
 const ARCHIVE_FIELDS: &[&str] = &["command", "timeout", "bearer_token_file", "basic_auth", "hmac_secret_file", "push"];
 const AUTH_FIELDS: &[&str] = &["bearer_token_file", "basic_auth", "hmac_secret_file"];
@@ -70,6 +70,19 @@ pub struct ReceiveMqtt {
     pub archives: Vec<String>,
     /// The upstream keys a trigger must be signed with (SSHSIG, `pushmirror-trigger`).
     pub trusted_keys: Vec<PublicKey>,
+    /// Trigger topics other than `{prefix}/{archive}/trigger`, by archive (the upstream's
+    /// `mqtt.topic` for this mirror).
+    pub topics: BTreeMap<String, String>,
+}
+
+impl ReceiveMqtt {
+    /// Every trigger topic it subscribes to, with the archive it carries.
+    pub fn topics(&self) -> BTreeMap<String, String> {
+        let prefix = &self.broker.topic_prefix;
+        let topic =
+            |a: &String| self.topics.get(a).cloned().unwrap_or_else(|| crate::broadcast::trigger_topic(prefix, a));
+        self.archives.iter().map(|a| (topic(a), a.clone())).collect()
+    }
 }
 
 /// Bounds on the endpoint's connections (`limits:`), so that clients that connect and then send
@@ -191,7 +204,11 @@ fn read_mqtt(mut m: Fields<'_>, configured: &BTreeMap<String, Arc<SyncArchive>>)
         true => Ok(s.to_string()),
         false => Err(format!("invalid mirror name `{s}`: letters, digits, `.`, `_`, `-`")),
     });
-    let mirror = mirror.or_else(|| broker.as_ref().and_then(|b| b.username.clone()));
+    let from_username = broker.as_ref().and_then(|b| b.username.clone()).filter(|_| !m.has("mirror"));
+    if let Some(name) = from_username.as_ref().filter(|n| !broker::valid_level(n)) {
+        m.error("mirror", format!("the username `{name}` cannot name this mirror in its ack topic: set `mirror:`"));
+    }
+    let mirror = mirror.or(from_username);
     if mirror.is_none() && !m.has("mirror") {
         m.error(
             "mirror",
@@ -207,6 +224,18 @@ fn read_mqtt(mut m: Fields<'_>, configured: &BTreeMap<String, Arc<SyncArchive>>)
             "archives",
             format!("archive `{name}` has no HTTP credentials and is not listed here: nothing could trigger it"),
         );
+    }
+    let topics: BTreeMap<String, String> = m.take("topics").unwrap_or_default();
+    for (archive, topic) in &topics {
+        if !archives.contains(archive) {
+            m.error("topics", format!("`{archive}` is not one of the archives subscribed to"));
+        }
+        if !topic.split('/').all(broker::valid_level) {
+            m.error(
+                "topics",
+                format!("invalid topic `{topic}`: levels of letters, digits, `.`, `_`, `-`, no wildcards"),
+            );
+        }
     }
     let keys: Vec<String> = m.take("trusted_keys").unwrap_or_default();
     let mut trusted_keys = Vec::new();
@@ -224,7 +253,7 @@ fn read_mqtt(mut m: Fields<'_>, configured: &BTreeMap<String, Arc<SyncArchive>>)
         );
     }
     m.finish(&[broker::BROKER_FIELDS, MQTT_FIELDS].concat());
-    Some(ReceiveMqtt { broker: broker?, mirror: mirror?, archives, trusted_keys })
+    Some(ReceiveMqtt { broker: broker?, mirror: mirror?, archives, trusted_keys, topics })
 }
 
 /// Reads `limits:`; a value out of range is reported and the default used in its place.

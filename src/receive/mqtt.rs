@@ -13,8 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::ReceiveMqtt;
 use super::request::{SyncRequest, valid_serial};
 use super::sync::{Lane, RunEvent, Workers};
-use crate::broadcast::connect::{self, Session};
+use crate::broadcast::connect::{self, Backoff, Session};
 use crate::broadcast::{self as wire, AckMessage, AckState, TriggerMessage};
 use crate::model::Timestamp;
 use crate::units::millis;
@@ -104,7 +105,10 @@ pub(super) fn options(settings: &ReceiveMqtt) -> anyhow::Result<MqttOptions> {
 }
 
 /// Subscribes and serves until `shutdown`; a broker that is down is retried with backoff for as
-/// long as it takes. An error means the connection task died (a bug).
+/// long as it takes. At shutdown no new trigger is taken (nor acknowledged to the broker, so it
+/// is delivered again), but the acks of a sync still running are sent before it disconnects. An
+/// error means the subscriber cannot go on: its connection task died (a bug), or another client
+/// took over its session (two receivers with one `client_id`).
 pub(super) async fn run(
     options: MqttOptions,
     settings: ReceiveMqtt,
@@ -115,21 +119,33 @@ pub(super) async fn run(
 ) -> Result<(), String> {
     let broker = &settings.broker;
     let (client, eventloop) = AsyncClient::new(options, 256);
-    let topics: BTreeMap<String, String> =
-        settings.archives.iter().map(|a| (wire::trigger_topic(&broker.topic_prefix, a), a.clone())).collect();
+    let topics = settings.topics();
     let (tx, mut incoming) = mpsc::channel(64);
-    let connection =
-        tokio::spawn(drive(eventloop, client.clone(), topics.keys().cloned().collect(), broker.to_string(), tx));
+    let filters = topics.keys().cloned().collect();
+    let mut connection = tokio::spawn(drive(eventloop, client.clone(), filters, broker.to_string(), tx));
     let mut accepted = Accepted::load(state_dir.join("mqtt-accepted"), &settings.archives);
     let mut runs = workers.runs.subscribe();
     tracing::info!(broker = %broker, mirror = %settings.mirror, archives = %settings.archives.join(","), "subscribing to MQTT triggers");
+    let idle = |workers: &Workers| workers.status.borrow().archives.iter().all(|a| a.running.is_none());
+    let mut stopping = false;
     loop {
+        if stopping && idle(&workers) {
+            break;
+        }
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled(), if !stopping => stopping = true,
+            _ = workers.hard_stop.cancelled() => break,
             publish = incoming.recv() => {
                 let Some(publish) = publish else {
-                    return Err("the MQTT connection task ended".into());
+                    return Err(match (&mut connection).await {
+                        Ok(Some(why)) => why,
+                        Ok(None) => "the MQTT connection task ended".to_string(),
+                        Err(e) => format!("the MQTT connection task died: {e}"),
+                    });
                 };
+                if stopping {
+                    continue;
+                }
                 let archive = topics.get(String::from_utf8_lossy(&publish.topic).as_ref());
                 match handle(&publish, archive, &settings, &mut accepted) {
                     Ok((archive, request, sender)) => {
@@ -137,14 +153,13 @@ pub(super) async fn run(
                             %archive, stage = %request.stage, serial = request.serial.as_deref().unwrap_or(""),
                             "trigger accepted from {sender} via MQTT"
                         );
-                        let serial = request.serial.clone();
                         if let Some(lane) = lanes.get(&archive)
-                            && workers.enqueue(lane, request)
+                            && workers.enqueue(lane, request.clone())
                         {
-                            acknowledge(&client, &settings, &archive, serial, AckState::Busy, None, None);
+                            acknowledge(&client, &settings, &archive, &request, AckState::Busy, None, None);
                         }
                     }
-                    // The retained trigger comes again with every new subscription: not worth a warning.
+                    // The retained trigger comes again with a new subscription: not worth a warning.
                     Err(why @ Dropped::NotNewer { .. }) => tracing::info!(
                         archive = archive.map_or("?", String::as_str),
                         "MQTT trigger dropped: {why}"
@@ -159,13 +174,13 @@ pub(super) async fn run(
                 }
             }
             run = runs.recv() => match run {
-                Ok(RunEvent { archive, serial, ended }) if settings.archives.contains(&archive) => {
+                Ok(RunEvent { archive, request, ended }) if settings.archives.contains(&archive) => {
                     let (state, code, took) = match ended {
                         None => (AckState::Started, None, None),
                         Some((Some(0), took)) => (AckState::Ok, Some(0), Some(took)),
                         Some((code, took)) => (AckState::Failed, code, Some(took)),
                     };
-                    acknowledge(&client, &settings, &archive, serial, state, code, took);
+                    acknowledge(&client, &settings, &archive, &request, state, code, took);
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -175,11 +190,15 @@ pub(super) async fn run(
             },
         }
     }
+    // A clean DISCONNECT once what is queued (the last acks) has gone out; bounded.
     let _ = client.try_disconnect();
-    connection.abort();
-    match connection.await {
-        Err(e) if e.is_panic() => Err(format!("the MQTT connection task died: {e}")),
-        _ => Ok(()),
+    match tokio::time::timeout(Duration::from_secs(2), &mut connection).await {
+        Ok(Err(e)) if e.is_panic() => Err(format!("the MQTT connection task died: {e}")),
+        Ok(_) => Ok(()),
+        Err(_) => {
+            connection.abort();
+            Ok(())
+        }
     }
 }
 
@@ -219,21 +238,30 @@ fn handle(
         return Err(Dropped::Malformed("invalid serial".into()));
     }
     accepted.admit(archive, message.sent_at)?;
-    let request = SyncRequest { stage: message.stage, serial: message.serial };
+    let request = SyncRequest { stage: message.stage, serial: message.serial, sent_at: Some(message.sent_at) };
     Ok((archive.clone(), request, message.sender))
 }
 
-/// Publishes an ack (QoS 1, not retained); queued by the client while the broker is away.
+/// Publishes an ack (QoS 1, not retained) of `request`; queued by the client while the broker is
+/// away.
 fn acknowledge(
     client: &AsyncClient,
     settings: &ReceiveMqtt,
     archive: &str,
-    serial: Option<String>,
+    request: &SyncRequest,
     state: AckState,
     exit_code: Option<i32>,
     took: Option<Duration>,
 ) {
-    let ack = AckMessage { mirror: settings.mirror.clone(), serial, state, exit_code, duration_ms: took.map(millis) };
+    let ack = AckMessage {
+        mirror: settings.mirror.clone(),
+        serial: request.serial.clone(),
+        state,
+        exit_code,
+        duration_ms: took.map(millis),
+        stage: Some(request.stage),
+        sent_at: request.sent_at,
+    };
     let topic = wire::ack_topic(&settings.broker.topic_prefix, archive, &settings.mirror);
     let payload = serde_json::to_vec(&ack).unwrap_or_default();
     match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
@@ -242,46 +270,66 @@ fn acknowledge(
     }
 }
 
-/// Runs the connection: subscribes whenever the broker has no session for us, hands incoming
-/// publishes over, reconnects with backoff.
+/// Runs the connection: subscribes on every connection (a kept session may lack a topic added
+/// since; the retained trigger is only sent for a new subscription), checks that the broker
+/// granted each subscription, hands incoming publishes over, reconnects with backoff. Ends with
+/// why the subscriber cannot go on (its session taken over), or `None` after our DISCONNECT.
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     topics: Vec<String>,
     broker: String,
     incoming: mpsc::Sender<Publish>,
-) {
-    let mut backoff = Duration::from_millis(200);
+) -> Option<String> {
+    let mut backoff = Backoff::default();
     let mut failing = false;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff = Duration::from_millis(200);
+                backoff.connected();
                 failing = false;
-                if !ack.session_present {
-                    for topic in &topics {
-                        if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
-                            tracing::error!(%broker, %topic, "cannot subscribe: {e}");
-                        }
-                    }
+                let filters = topics.iter().map(|t| Filter {
+                    retain_forward_rule: RetainForwardRule::OnNewSubscribe,
+                    ..Filter::new(t.clone(), QoS::AtLeastOnce)
+                });
+                if let Err(e) = client.try_subscribe_many(filters) {
+                    tracing::error!(%broker, "cannot subscribe: {e}");
                 }
                 tracing::info!(%broker, session = ack.session_present, at = %Timestamp(SystemTime::now()), "connected to the MQTT broker");
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                if incoming.send(p).await.is_err() {
-                    return;
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if let Some(refused) = ack.return_codes.iter().find(|c| !granted(c)) {
+                    tracing::error!(%broker, "the broker refused a trigger subscription ({refused:?}): check its ACL for this user");
                 }
             }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if incoming.send(p).await.is_err() {
+                    return None;
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return None,
             Ok(_) => {}
+            Err(e) if connect::taken_over(&e) => {
+                let why = format!(
+                    "another client took over this MQTT session: is client_id shared with another receiver? ({broker})"
+                );
+                tracing::error!("{why}");
+                return Some(why);
+            }
             Err(e) => {
                 if !failing {
                     let (class, _) = connect::classify(&e);
                     tracing::warn!(%broker, %class, "MQTT connection failed: {e}; reconnecting");
                     failing = true;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tokio::time::sleep(backoff.after_failure()).await;
             }
         }
     }
+}
+
+/// Whether a SUBACK reason code grants the subscription at QoS 1 (mosquitto answers a topic its
+/// ACL refuses with a grant at QoS 0, and then delivers nothing).
+fn granted(code: &SubscribeReasonCode) -> bool {
+    matches!(code, SubscribeReasonCode::Success(QoS::AtLeastOnce | QoS::ExactlyOnce))
 }

@@ -19,6 +19,10 @@ pub struct SyncRequest {
     /// The upstream archive's serial, when the trigger carries one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// When an MQTT trigger was sent (its acks carry it back, so the sender can tell which
+    /// publication they answer); `None` for HTTP triggers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<crate::model::Timestamp>,
 }
 
 /// Why a trigger's parameters are refused (answered with 400 and this text).
@@ -80,7 +84,7 @@ pub fn parse(archive: &str, uri: &Uri, body: &[u8]) -> Result<SyncRequest, BadTr
         Some(s) if valid_serial(&s) => Some(s),
         Some(_) => return Err(BadTrigger::Serial),
     };
-    Ok(SyncRequest { stage, serial })
+    Ok(SyncRequest { stage, serial, sent_at: None })
 }
 
 /// At most [`MAX_SERIAL`] characters of `[A-Za-z0-9._:+-]`.
@@ -97,7 +101,7 @@ mod tests {
     }
 
     fn req(stage: Stage, serial: Option<&str>) -> SyncRequest {
-        SyncRequest { stage, serial: serial.map(String::from) }
+        SyncRequest { stage, serial: serial.map(String::from), sent_at: None }
     }
 
     #[test]

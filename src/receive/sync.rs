@@ -68,8 +68,8 @@ pub(super) struct Workers {
 pub(super) struct RunEvent {
     /// The archive.
     pub archive: String,
-    /// The serial of the trigger it runs for.
-    pub serial: Option<String>,
+    /// The trigger it runs for.
+    pub request: SyncRequest,
     /// `None` when it started; how it ended and after how long.
     pub ended: Option<(Option<i32>, Duration)>,
 }
@@ -151,7 +151,7 @@ impl Workers {
     async fn run_once(&self, archive: &SyncArchive, request: SyncRequest) {
         let serial = request.serial.as_deref().unwrap_or("");
         tracing::info!(archive = %archive.name, stage = %request.stage, serial, "sync started");
-        let event = |ended| RunEvent { archive: archive.name.clone(), serial: request.serial.clone(), ended };
+        let event = |ended| RunEvent { archive: archive.name.clone(), request: request.clone(), ended };
         let _ = self.runs.send(event(None));
         let started = tokio::time::Instant::now();
         let end = run_command(archive, &request, &self.hard_stop).await;

@@ -25,16 +25,16 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use russh::keys::PrivateKey;
 use tokio::sync::{broadcast, watch};
 
 use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
-use crate::broadcast::connect::{self, Session};
+use crate::broadcast::connect::{self, Backoff, Session};
 use crate::broadcast::{self as wire, AckMessage, AckRecord, AckState, TriggerMessage};
 use crate::config::{Config, MqttSettings, MqttTarget, Transport};
-use crate::model::{ErrorClass, Timestamp};
+use crate::model::{ErrorClass, Stage, Timestamp};
 
 /// Publications remembered per push, so that retries re-send the same bytes; older pushes' are
 /// dropped.
@@ -79,7 +79,8 @@ pub struct Link {
     pub up: bool,
     /// Why the last connection attempt failed.
     pub error: Option<(ErrorClass, bool, String)>,
-    /// The connection task died (a bug): nothing will be sent any more.
+    /// The connection ended for good: its task died (a bug), or another client took over the
+    /// session. Nothing will be sent any more; `error` says why.
     pub dead: bool,
 }
 
@@ -133,6 +134,8 @@ type Publishing = Shared<BoxFuture<'static, Result<(), AttemptError>>>;
 
 /// One trigger message, signed once and sent until the broker confirms it.
 struct Publication {
+    /// When it was made: subscribers echo it in their acks.
+    sent_at: Timestamp,
     topic: String,
     payload: Bytes,
     signature: String,
@@ -231,16 +234,17 @@ impl MqttTransport {
         publication.published(inner, req.mirror.timeout).await?;
         attempt.release_permit();
         let ack_timeout = target.ack_timeout.unwrap_or(inner.settings.ack_timeout);
-        let serial = req.serial.map(str::to_string);
         let mut started = false;
         let answered = async {
             loop {
                 if let Some(record) = &*acks.borrow_and_update()
-                    && record.seq > publication.seq
-                    && record.ack.serial == serial
+                    && publication.answered_by(record, req.serial)
                 {
                     match record.ack.state {
                         AckState::Started => started = true,
+                        // Queued behind a running sync: stage 1 still has to run before stage 2
+                        // may be published, so only its end answers it.
+                        AckState::Busy if req.stage == Stage::Stage1 => started = true,
                         _ => return answer(&record.ack),
                     }
                 }
@@ -274,17 +278,21 @@ impl MqttTransport {
         if let Some(p) = publications.get(&key) {
             return Ok(Arc::clone(p));
         }
+        // At the wire's precision (milliseconds), so that the `sent_at` acks echo equals it.
+        let ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let sent_at = Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)));
         let message = TriggerMessage {
             archive: req.archive.to_string(),
             stage: req.stage,
             serial: req.serial.map(str::to_string),
-            sent_at: Timestamp(SystemTime::now()),
+            sent_at,
             sender: inner.settings.broker.client_id.clone(),
         };
         let payload =
             serde_json::to_vec(&message).map_err(|e| AttemptError::permanent(ErrorClass::Internal, e.to_string()))?;
         let signature = sign(&inner.keys, identity, &payload)?;
         let publication = Arc::new(Publication {
+            sent_at,
             topic: key.1.clone(),
             payload: Bytes::from(payload),
             signature,
@@ -322,6 +330,15 @@ fn answer(ack: &AckMessage) -> AttemptResult {
 }
 
 impl Publication {
+    /// Whether `record` answers this publication: it names its `sent_at` (pushmirror's
+    /// subscribers do), or — from a subscriber that does not — it came after it with its serial.
+    fn answered_by(&self, record: &AckRecord, serial: Option<&str>) -> bool {
+        match record.ack.sent_at {
+            Some(sent_at) => sent_at == self.sent_at,
+            None => record.seq > self.seq && record.ack.serial.as_deref() == serial,
+        }
+    }
+
     /// Sent and confirmed by the broker: at most one attempt in flight, shared by every mirror
     /// waiting for it; a failed one is forgotten so that the next retry makes a new one.
     async fn published(self: &Arc<Self>, inner: &Arc<Inner>, timeout: Duration) -> Result<(), AttemptError> {
@@ -330,7 +347,18 @@ impl Publication {
         }
         let attempt = {
             let mut slot = self.attempt.lock().unwrap_or_else(|e| e.into_inner());
-            slot.get_or_insert_with(|| publish(Arc::clone(inner), Arc::clone(self), timeout).boxed().shared()).clone()
+            // A task of its own: it runs to its end (bounded by `timeout`) and releases the publish
+            // lock even when every attempt waiting for it was cancelled.
+            slot.get_or_insert_with(|| {
+                let task = tokio::spawn(publish(Arc::clone(inner), Arc::clone(self), timeout));
+                let joined = task.map(|r| {
+                    r.unwrap_or_else(|e| {
+                        Err(AttemptError::permanent(ErrorClass::Internal, format!("the publish task failed: {e}")))
+                    })
+                });
+                joined.boxed().shared()
+            })
+            .clone()
         };
         let result = attempt.clone().await;
         match &result {
@@ -349,13 +377,16 @@ impl Publication {
 /// Waits (up to `timeout`) for the connection, publishes, and waits for the broker's PUBACK.
 async fn publish(inner: Arc<Inner>, publication: Arc<Publication>, timeout: Duration) -> Result<(), AttemptError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let _one_at_a_time = inner.publishing.lock().await;
+    let Ok(_one_at_a_time) = tokio::time::timeout_at(deadline, inner.publishing.lock()).await else {
+        return Err(AttemptError::transient(ErrorClass::Timeout, "another trigger's publish did not end in time"));
+    };
     let shared = &inner.shared;
     let mut link = shared.link.subscribe();
     let connected = tokio::time::timeout_at(deadline, link.wait_for(|l| l.up || l.dead)).await.is_ok();
     let state = link.borrow().clone();
     if state.dead {
-        return Err(AttemptError::permanent(ErrorClass::Internal, "the MQTT connection task died"));
+        let why = state.error.map_or_else(|| "the MQTT connection ended".to_string(), |(_, _, why)| why);
+        return Err(AttemptError::permanent(ErrorClass::Internal, why));
     }
     if !connected {
         let (class, transient, why) =
@@ -436,6 +467,7 @@ fn spawn_connection(eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>
             shared.link.send_modify(|l| {
                 l.up = false;
                 l.dead = true;
+                l.error = Some((ErrorClass::Internal, false, format!("the MQTT connection task died: {e}")));
             });
         }
     });
@@ -443,15 +475,14 @@ fn spawn_connection(eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>
 }
 
 async fn drive(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::default();
     let filter = wire::ack_filter(&shared.prefix);
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff = Duration::from_millis(200);
-                if !ack.session_present
-                    && let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce)
-                {
+                backoff.connected();
+                // On every connection: a kept session may lack the filter (a new topic_prefix).
+                if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
                     tracing::error!(broker = %shared.broker, "cannot subscribe to acks: {e}");
                 }
                 tracing::info!(broker = %shared.broker, session = ack.session_present, "connected to the MQTT broker");
@@ -459,6 +490,11 @@ async fn drive(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>)
                     l.up = true;
                     l.error = None;
                 });
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack.return_codes.iter().any(|c| !matches!(c, SubscribeReasonCode::Success(QoS::AtLeastOnce))) {
+                    tracing::error!(broker = %shared.broker, codes = ?ack.return_codes, "the broker did not grant the ack subscription at QoS 1: check its ACL; acks will not arrive");
+                }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic);
@@ -470,24 +506,26 @@ async fn drive(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>)
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                 let _ = shared.packets.send(Sent::Publish(pkid));
             }
-            Ok(Event::Incoming(Packet::Disconnect(d))) if d.reason_code == DisconnectReasonCode::SessionTakenOver => {
-                // Another client logged in with our client id: a reloaded daemon's new connection
-                // (which now gets the acks), or a second sender configured alike. Reconnecting
-                // would take the session back and forth; this connection ends here.
-                tracing::warn!(broker = %shared.broker, "another client took over this MQTT session (same client_id): this connection ends");
+            Ok(_) => {}
+            Err(e) if connect::taken_over(&e) => {
+                // Another client logged in with our client id: a second sender configured alike
+                // (or, at a reload, the old configuration's connection). Taking the session back
+                // would go back and forth; this connection ends, and a daemon watching it stops.
+                let why = "another client took over this MQTT session: is client_id shared with another sender?";
+                tracing::error!(broker = %shared.broker, "{why}");
                 shared.link.send_modify(|l| {
                     l.up = false;
-                    l.error = Some((
-                        ErrorClass::Connect,
-                        false,
-                        "the session was taken over by another client with the same client_id".into(),
-                    ));
+                    l.dead = true;
+                    l.error = Some((ErrorClass::Connect, false, why.into()));
                 });
                 let _ = shared.packets.send(Sent::Down);
                 return;
             }
-            Ok(_) => {}
             Err(e) => {
+                // Publishes that were not confirmed are not re-sent by the client: the attempt
+                // that made one has failed (`Down`) and its retry publishes again, so a re-sent
+                // one's PUBACK cannot be taken for another's.
+                eventloop.pending.clear();
                 let (class, transient) = connect::classify(&e);
                 let was_up = shared.link.borrow().up;
                 if was_up || shared.link.borrow().error.is_none() {
@@ -498,8 +536,7 @@ async fn drive(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>)
                     l.error = Some((class, transient, e.to_string()));
                 });
                 let _ = shared.packets.send(Sent::Down);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tokio::time::sleep(backoff.after_failure()).await;
             }
         }
     }

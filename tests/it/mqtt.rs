@@ -528,6 +528,9 @@ fn mqtt_config_mistakes_name_file_line_and_field() {
     );
     f.mirror("m1", "mqtt: { topic: 'x/+/trigger', ack_timeout: 0s }\n");
     f.mirror("m2", "mqtt: {}\nhttp: { url: 'http://127.0.0.1:9/' }\n");
+    f.mirror("m3", "mqtt: {}\ntype: mhop\n");
+    f.mirror("m4", "mqtt: {}\n");
+    f.mirror("m5", "mqtt: {}\ntype: staged\n");
     let errors = pushmirror::config::load(&f.config_path()).unwrap_err().to_string();
     for want in [
         "pushmirror.yaml:5:3: mqtt.broker: no credentials in the URL: use `username:` and `password_file:`",
@@ -538,6 +541,7 @@ fn mqtt_config_mistakes_name_file_line_and_field() {
         "m1.yaml:1:9: mqtt.topic: invalid topic `x/+/trigger`",
         "m1.yaml:1:31: mqtt.ack_timeout: duration `0s` must be greater than zero",
         "m2.yaml:1:1: mqtt: a mirror has one of `ssh:`, `http:` or `mqtt:`, not two",
+        "m3.yaml:2:1: type: `sync:mhop` has no place in an MQTT trigger: use `staged`",
     ] {
         assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
     }
@@ -560,4 +564,36 @@ fn mqtt_config_mistakes_name_file_line_and_field() {
     ] {
         assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
     }
+}
+
+/// MQTT mirrors on one trigger topic must share their type (each gets every trigger on it).
+#[test]
+fn mqtt_mirrors_on_one_topic_must_share_their_type() {
+    let (f, _) = upstream("mqtt://127.0.0.1:1", None, &[("a", "mqtt: {}\n"), ("b", "mqtt: {}\ntype: staged\n")]);
+    f.mirror("c", "mqtt: { topic: pushmirror/debian-staged/trigger }\ntype: staged\n");
+    let errors = pushmirror::config::load(&f.config_path()).unwrap_err().to_string();
+    assert!(
+        errors.contains("b.yaml:1:1: type: MQTT mirrors on one trigger topic (pushmirror/debian/trigger) get every trigger on it: this one needs `type: all` of a"),
+        "{errors}"
+    );
+    assert!(!errors.contains("c.yaml"), "its own topic: {errors}");
+}
+
+/// A mirror with a trigger topic of its own (`mqtt: { topic }` upstream, `topics:` in receive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_on_its_own_topic_gets_its_trigger_there() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let url = broker.url();
+    let (f, key) = upstream(&url, None, &[("m1", "mqtt: { topic: pushmirror/debian-eu/trigger }\n")]);
+    let sub = Subscriber::new(&url, "m1", &key, None);
+    let path = sub.dir.path().join("receive.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("  trusted_keys:", "  topics: { debian: pushmirror/debian-eu/trigger }\n  trusted_keys:");
+    std::fs::write(&path, text).unwrap();
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let report = f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await;
+    assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
+    assert_eq!(sub.runs(), ["debian all 2026112501"]);
+    running.stop().await;
 }
