@@ -1,20 +1,25 @@
-//! Fan-out throughput: N mirrors on loopback receivers, one push through the real engine.
+//! Fan-out throughput: N mirrors, one push through the real engine, against in-process receivers
+//! (client-side cost) or a real OpenSSH sshd (end to end), optionally behind a round-trip time.
 //!
 //! ```text
 //! cargo bench --bench fanout -- --transport http --mirrors 10000
-//! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --concurrency 256
+//! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --concurrency 256 --rtt 100
+//! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --receiver sshd
 //! ```
-//! Prints triggers/s of the push and the peak RSS of the process (receivers included, they run
-//! in-process). With `--transport ssh` it then sends the same triggers with OpenSSH's `ssh`
-//! client the way runmirrors-style scripts do (`xargs -P 64`, one `ssh` per trigger) to the same
-//! receivers, and prints how much faster pushmirror was (`--no-openssh` skips that).
+//! Prints wall time, triggers/s, this process's CPU time, peak RSS, p50/p99 of one attempt (from
+//! its concurrency slot to its end), and for `--receiver sshd` the sshd's own CPU time. Then it
+//! sends the same triggers the way scripts do — OpenSSH's `ssh` (SSH) or `curl` (HTTP), one
+//! process per trigger via `xargs -P 64` — to the same receivers through the same proxies, and
+//! prints how much faster pushmirror was (`--no-compare` skips that). In-process receivers run in
+//! this process: their CPU and memory are in its figures.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use pushmirror::clock::Clock;
-use pushmirror::demo::{ExecLog, HttpReceiver, Log, SshReceiver};
+use pushmirror::demo::{ExecLog, HttpReceiver, LatencyProxy, Log, SshReceiver};
 use pushmirror::dispatch::Options;
 use pushmirror::model::Outcome;
 use pushmirror::plan::PushRequest;
@@ -26,26 +31,43 @@ enum Transport {
     Ssh,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Receiver {
+    /// pushmirror's own receivers in this process (client-side cost).
+    Inproc,
+    /// One private OpenSSH sshd with a forced command that records the trigger (SSH only).
+    Sshd,
+}
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Transport to measure.
     #[arg(long, value_enum, default_value = "http")]
     transport: Transport,
+    /// What answers.
+    #[arg(long, value_enum, default_value = "inproc")]
+    receiver: Receiver,
     /// Mirrors (one trigger each).
     #[arg(long, default_value_t = 10_000)]
     mirrors: usize,
     /// Triggers in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Receivers the mirrors are spread over.
+    /// `max_per_host`: triggers in flight to one receiver (default: the concurrency).
+    #[arg(long)]
+    max_per_host: Option<usize>,
+    /// Round-trip time in ms put between client and every receiver (a proxy per receiver).
+    #[arg(long, default_value_t = 0)]
+    rtt: u64,
+    /// In-process receivers the mirrors are spread over.
     #[arg(long, default_value_t = 50)]
     receivers: usize,
-    /// With `--transport ssh`: do not compare with OpenSSH's client.
+    /// Do not compare with OpenSSH's `ssh` / `curl` via xargs.
     #[arg(long)]
-    no_openssh: bool,
-    /// Parallel `ssh` processes in the OpenSSH comparison.
+    no_compare: bool,
+    /// Parallel processes in the comparison.
     #[arg(long, default_value_t = 64)]
-    openssh_parallel: usize,
+    parallel: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -53,41 +75,58 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    pushmirror::fdlimit::raise();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.receiver == Receiver::Inproc || matches!(args.transport, Transport::Ssh),
+        "--receiver sshd is for --transport ssh"
+    );
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     std::fs::create_dir_all(root.join("mirrors.d"))?;
     std::fs::create_dir_all(root.join("archive"))?;
-    let receivers = match args.transport {
-        Transport::Http => Receivers::Http(http_receivers(args.receivers).await?),
-        Transport::Ssh => Receivers::Ssh(ssh_receivers(args.receivers, &root.join("id_ed25519")).await?),
+    let key = pushmirror::keys::generate(&root.join("id_ed25519"), "pushmirror@bench")?;
+    let receivers = match (args.transport, args.receiver) {
+        (Transport::Http, _) => Receivers::Http(http_receivers(args.receivers).await?),
+        (Transport::Ssh, Receiver::Inproc) => Receivers::Ssh(ssh_receivers(args.receivers, &key.public).await?),
+        (Transport::Ssh, Receiver::Sshd) => Receivers::Sshd(Sshd::start(root, &key.public)?),
     };
+    // One proxy per receiver endpoint; the mirrors (and the comparison) connect through them.
+    let mut proxies = Vec::new();
+    let mut endpoints = Vec::new();
+    for target in receivers.addrs() {
+        if args.rtt > 0 {
+            let proxy = LatencyProxy::start(target, Duration::from_millis(args.rtt)).await?;
+            endpoints.push(proxy.addr());
+            proxies.push(proxy);
+        } else {
+            endpoints.push(target);
+        }
+    }
+    let host_key = receivers.host_key_line();
     for i in 0..args.mirrors {
-        let body = match &receivers {
-            Receivers::Http(rxs) => {
-                let rx = &rxs[i % rxs.len()];
-                format!("http:\n  url: {}\nretries: 0\ntimeout: 30s\n", rx.url(&format!("/m{i}")))
-            }
-            Receivers::Ssh(rxs) => {
-                let rx = &rxs[i % rxs.len()];
-                format!(
-                    "ssh: {{ host: 127.0.0.1, port: {}, user: bench }}\nhost_key: \"{}\"\nretries: 0\ntimeout: 30s\n",
-                    rx.port(),
-                    rx.host_key_line()
-                )
-            }
+        let at = endpoints[i % endpoints.len()];
+        let body = match args.transport {
+            Transport::Http => format!("http:\n  url: http://{at}/m{i}\nretries: 0\ntimeout: 60s\n"),
+            Transport::Ssh => format!(
+                "ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nhost_key: \"{host_key}\"\nretries: 0\ntimeout: 60s\n",
+                at.port(),
+                receivers.user()
+            ),
         };
         std::fs::write(root.join(format!("mirrors.d/m{i:05}.yaml")), body)?;
     }
     std::fs::write(
         root.join("pushmirror.yaml"),
         format!(
-            "identity: id_ed25519\nmirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: {}\nstatus: {{ history: 5 }}\narchives:\n  debian:\n    root: archive\n",
-            args.concurrency
+            "identity: id_ed25519\nmirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: {}\nmax_per_host: {}\n\
+             status: {{ history: 5 }}\narchives:\n  debian:\n    root: archive\n",
+            args.concurrency,
+            args.max_per_host.unwrap_or(args.concurrency)
         ),
     )?;
     let t = Instant::now();
@@ -99,92 +138,230 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(Transports::new(&config, pushmirror::broadcast::connect::Session::Once)?),
         Clock::system(),
     );
+    let attempts: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let record = Arc::clone(&attempts);
+    let options = Options { on_attempt: Some(Arc::new(move |d| record.lock().unwrap().push(d))), ..Options::default() };
+    let (cpu0, sshd0) = (cpu_seconds("self")?, receivers.server_cpu()?);
     let t = Instant::now();
-    let report = pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "bench").await;
+    let report = pushmirror::push::execute(&config, &engine, &plan, &options, "bench").await;
     let push = t.elapsed();
+    let (cpu, sshd_cpu) = (cpu_seconds("self")? - cpu0, receivers.server_cpu()? - sshd0);
     let ok = report.triggers.iter().filter(|r| r.outcome == Outcome::Ok).count();
+    let mut times = attempts.lock().unwrap().clone();
+    times.sort();
+    let pct = |p: f64| times.get(((times.len() as f64 * p) as usize).min(times.len().saturating_sub(1))).copied();
     println!(
-        "transport={:?} mirrors={} concurrency={} receivers={}",
+        "transport={:?} receiver={:?} mirrors={} concurrency={} max_per_host={} rtt={}ms endpoints={}",
         args.transport,
+        args.receiver,
         args.mirrors,
         args.concurrency,
-        receivers.len()
+        args.max_per_host.unwrap_or(args.concurrency),
+        args.rtt,
+        endpoints.len()
     );
     println!("config load: {:.3} s", load.as_secs_f64());
-    println!("push: {:.3} s, {} ok, {} received", push.as_secs_f64(), ok, receivers.received());
-    println!("triggers/s: {:.0}", args.mirrors as f64 / push.as_secs_f64());
-    println!("peak RSS: {:.1} MB", peak_rss_kb()? as f64 / 1024.0);
-    anyhow::ensure!(ok == args.mirrors, "only {ok} of {} triggers were ok", args.mirrors);
-    if let (Receivers::Ssh(rxs), false) = (&receivers, args.no_openssh) {
-        let before = receivers.received();
-        let openssh = openssh_client(rxs, root, args.mirrors, args.openssh_parallel).await?;
-        let got = receivers.received() - before;
+    println!(
+        "push: {:.3} s, {} ok, {} received, {:.0} triggers/s",
+        push.as_secs_f64(),
+        ok,
+        receivers.received(),
+        args.mirrors as f64 / push.as_secs_f64()
+    );
+    println!(
+        "attempt p50 {:.1} ms, p99 {:.1} ms",
+        pct(0.5).unwrap_or_default().as_secs_f64() * 1e3,
+        pct(0.99).unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!("CPU of this process during the push: {cpu:.2} s; peak RSS: {:.1} MB", peak_rss_kb()? as f64 / 1024.0);
+    if let Receivers::Sshd(_) = &receivers {
         println!(
-            "openssh ssh client (xargs -P {}): {:.3} s, {:.0} triggers/s, {got} received",
-            args.openssh_parallel,
-            openssh.as_secs_f64(),
-            args.mirrors as f64 / openssh.as_secs_f64()
+            "sshd CPU during the push: {sshd_cpu:.2} s ({:.2} ms per connection)",
+            sshd_cpu * 1e3 / args.mirrors as f64
         );
-        println!("pushmirror is {:.1}x faster than ssh via xargs", openssh.as_secs_f64() / push.as_secs_f64());
-        anyhow::ensure!(got == args.mirrors, "OpenSSH delivered only {got} of {} triggers", args.mirrors);
     }
+    anyhow::ensure!(ok == args.mirrors, "only {ok} of {} triggers were ok", args.mirrors);
+    if args.no_compare {
+        return Ok(());
+    }
+    let before = receivers.received();
+    let sshd0 = receivers.server_cpu()?;
+    let (tool, took) = match args.transport {
+        Transport::Ssh => {
+            ("OpenSSH ssh", openssh_client(&endpoints, root, &receivers, args.mirrors, args.parallel).await?)
+        }
+        Transport::Http => ("curl", curl_client(&endpoints, args.mirrors, args.parallel).await?),
+    };
+    let got = receivers.received() - before;
+    println!(
+        "{tool} via xargs -P {}: {:.3} s, {:.0} triggers/s, {got} received",
+        args.parallel,
+        took.as_secs_f64(),
+        args.mirrors as f64 / took.as_secs_f64()
+    );
+    if let Receivers::Sshd(_) = &receivers {
+        let cpu = receivers.server_cpu()? - sshd0;
+        println!("sshd CPU during {tool}: {cpu:.2} s ({:.2} ms per connection)", cpu * 1e3 / args.mirrors as f64);
+    }
+    println!("pushmirror is {:.1}x faster than {tool} via xargs", took.as_secs_f64() / push.as_secs_f64());
+    anyhow::ensure!(got == args.mirrors, "{tool} delivered only {got} of {} triggers", args.mirrors);
     Ok(())
 }
 
-/// Sends `n` triggers with OpenSSH's client, `parallel` at a time, round-robin over `rxs`, with
-/// runmirrors' options, and returns the wall time.
+/// Sends `n` triggers with OpenSSH's client, `parallel` at a time, round-robin over `endpoints`,
+/// with runmirrors' options, and returns the wall time.
 async fn openssh_client(
-    rxs: &[SshReceiver],
+    endpoints: &[SocketAddr],
     root: &std::path::Path,
+    receivers: &Receivers,
     n: usize,
     parallel: usize,
-) -> anyhow::Result<std::time::Duration> {
+) -> anyhow::Result<Duration> {
     let known_hosts: String =
-        rxs.iter().map(|rx| format!("[127.0.0.1]:{} {}\n", rx.port(), rx.host_key_line())).collect();
+        endpoints.iter().map(|at| format!("[127.0.0.1]:{} {}\n", at.port(), receivers.host_key_line())).collect();
     std::fs::write(root.join("known_hosts.openssh"), known_hosts)?;
-    let ports: String = (0..n).map(|i| format!("{}\n", rxs[i % rxs.len()].port())).collect();
+    let ports: String = (0..n).map(|i| format!("{}\n", endpoints[i % endpoints.len()].port())).collect();
     let script = format!(
-        "xargs -P {parallel} -I PORT ssh -n -p PORT -l bench -i {key} -o BatchMode=yes -o ConnectTimeout=45 \
+        "xargs -P {parallel} -I PORT ssh -n -p PORT -l {user} -i {key} -o BatchMode=yes -o ConnectTimeout=45 \
          -o ServerAliveInterval=45 -o PasswordAuthentication=no -o StrictHostKeyChecking=yes \
          -o UserKnownHostsFile={kh} -o LogLevel=ERROR 127.0.0.1 ' sync:archive:debian sync:all'",
+        user = receivers.user(),
         key = root.join("id_ed25519").display(),
         kh = root.join("known_hosts.openssh").display(),
     );
+    xargs(&script, ports).await
+}
+
+/// Sends `n` triggers with `curl`, `parallel` at a time, round-robin over `endpoints`.
+async fn curl_client(endpoints: &[SocketAddr], n: usize, parallel: usize) -> anyhow::Result<Duration> {
+    let urls: String = (0..n).map(|i| format!("http://{}/c{i}\n", endpoints[i % endpoints.len()])).collect();
+    let script = format!("xargs -P {parallel} -n 1 curl -sf -o /dev/null --max-time 60");
+    xargs(&script, urls).await
+}
+
+/// Runs `script` with `input` on its stdin; its wall time.
+async fn xargs(script: &str, input: String) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let mut child = tokio::process::Command::new("sh")
-        .args(["-c", &script])
+        .args(["-c", script])
         .stdin(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot run ssh via xargs: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot run {script}: {e}"))?;
     let mut stdin = child.stdin.take().expect("piped");
-    tokio::io::AsyncWriteExt::write_all(&mut stdin, ports.as_bytes()).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, input.as_bytes()).await?;
     drop(stdin);
     let status = child.wait().await?;
     let took = t.elapsed();
-    anyhow::ensure!(status.success(), "ssh via xargs failed: {status}");
+    anyhow::ensure!(status.success(), "{script} failed: {status}");
     Ok(took)
 }
 
-/// The receivers of one run, all of one transport.
+/// The receivers of one run, all of one kind.
 enum Receivers {
     Http(Vec<HttpReceiver>),
     Ssh(Vec<SshReceiver>),
+    Sshd(Sshd),
 }
 
 impl Receivers {
-    fn len(&self) -> usize {
+    fn addrs(&self) -> Vec<SocketAddr> {
         match self {
-            Receivers::Http(r) => r.len(),
-            Receivers::Ssh(r) => r.len(),
+            Receivers::Http(r) => r.iter().map(|rx| rx.addr).collect(),
+            Receivers::Ssh(r) => r.iter().map(|rx| SocketAddr::from(([127, 0, 0, 1], rx.port()))).collect(),
+            Receivers::Sshd(s) => vec![SocketAddr::from(([127, 0, 0, 1], s.port))],
         }
     }
 
-    /// Triggers received by all of them (they share one log).
+    fn host_key_line(&self) -> String {
+        match self {
+            Receivers::Http(_) => String::new(),
+            Receivers::Ssh(r) => r[0].host_key_line(),
+            Receivers::Sshd(s) => s.host_key.clone(),
+        }
+    }
+
+    fn user(&self) -> String {
+        match self {
+            Receivers::Sshd(_) => std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            _ => "bench".into(),
+        }
+    }
+
+    /// Triggers received by all of them.
     fn received(&self) -> usize {
         match self {
             Receivers::Http(r) => r.first().map_or(0, |rx| rx.log().count()),
             Receivers::Ssh(r) => r.first().map_or(0, |rx| rx.log().count()),
+            Receivers::Sshd(s) => std::fs::read_to_string(&s.received).map_or(0, |t| t.lines().count()),
         }
+    }
+
+    /// CPU seconds the server processes used so far (sshd and its reaped children); 0 in-process.
+    fn server_cpu(&self) -> anyhow::Result<f64> {
+        match self {
+            Receivers::Sshd(s) => cpu_seconds(&s.child.id().to_string()),
+            _ => Ok(0.0),
+        }
+    }
+}
+
+/// A private OpenSSH sshd on a free port whose forced command appends the trigger to a file.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    host_key: String,
+    received: std::path::PathBuf,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sshd {
+    fn start(root: &std::path::Path, key: &russh::keys::PublicKey) -> anyhow::Result<Sshd> {
+        let dir = root.join("sshd");
+        std::fs::create_dir_all(&dir)?;
+        let host = dir.join("host_ed25519");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host)
+            .status()?;
+        anyhow::ensure!(made.success(), "ssh-keygen failed");
+        let received = dir.join("received");
+        let command = format!("echo \"$SSH_ORIGINAL_COMMAND\" >> {}", received.display());
+        let line = pushmirror::keys::authorized_keys_line(key, &command, None).map_err(|e| anyhow::anyhow!(e))?;
+        std::fs::write(dir.join("authorized_keys"), format!("{line}\n"))?;
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        // Room for every connection of the run: the bench measures throughput, not MaxStartups.
+        let config = format!(
+            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {host}\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
+             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\nMaxStartups 10000:30:20000\nMaxSessions 1000\nPermitRootLogin forced-commands-only\n\
+             LogLevel ERROR\n",
+            host = host.display(),
+            d = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), config)?;
+        let child = std::process::Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start /usr/sbin/sshd (apt-get install openssh-server): {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "sshd did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let public = std::fs::read_to_string(dir.join("host_ed25519.pub"))?;
+        let host_key = public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        Ok(Sshd { child, port, host_key, received })
     }
 }
 
@@ -197,15 +374,25 @@ async fn http_receivers(n: usize) -> anyhow::Result<Vec<HttpReceiver>> {
     Ok(receivers)
 }
 
-/// SSH receivers that accept a fresh sender key written to `identity`.
-async fn ssh_receivers(n: usize, identity: &std::path::Path) -> anyhow::Result<Vec<SshReceiver>> {
-    let key = pushmirror::keys::generate(identity, "pushmirror@bench")?;
+/// SSH receivers that accept the sender key `key`.
+async fn ssh_receivers(n: usize, key: &russh::keys::PublicKey) -> anyhow::Result<Vec<SshReceiver>> {
     let log = Arc::new(ExecLog::default());
     let mut receivers = Vec::new();
     for _ in 0..n.max(1) {
-        receivers.push(SshReceiver::builder().authorize(&key.public).log(Arc::clone(&log)).start().await?);
+        receivers.push(SshReceiver::builder().authorize(key).log(Arc::clone(&log)).start().await?);
     }
     Ok(receivers)
+}
+
+/// User and system CPU seconds of process `pid` (`self` for this one) and of its reaped children.
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces, closed by the last `)`).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14–17 of stat(5); `rest` starts at field 3.
+    let ticks: u64 = fields.get(11..15).unwrap_or_default().iter().filter_map(|f| f.parse::<u64>().ok()).sum();
+    Ok(ticks as f64 / 100.0)
 }
 
 /// VmHWM of this process, in KiB.

@@ -2,6 +2,7 @@
 //! command that pushes to them with the real engine. Tests and benchmarks use the same receivers.
 
 pub mod http;
+pub mod latency;
 pub mod ssh;
 
 use std::os::unix::fs::PermissionsExt;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use russh::keys::PublicKey;
 
 pub use http::{Hit, HttpReceiver, Log, Reply};
+pub use latency::LatencyProxy;
 pub use ssh::{Behaviour, Exec, ExecLog, SshReceiver};
 
 use crate::dispatch::Options;
