@@ -21,6 +21,10 @@ pub const MAIN_FIELDS: &[(&str, &str)] = &[
         "Reports, rate-limit state, pending pushes. Default: /var/lib/pushmirror. Its owner is the service user.",
     ),
     ("concurrency", "Triggers in flight at once, all mirrors together. Default: 64."),
+    (
+        "max_per_host",
+        "Triggers in flight at once to one host and port, so that many mirrors on one host stay under its sshd's MaxStartups (OpenSSH drops connections beyond 10 unauthenticated ones). Default: 8.",
+    ),
     ("defaults", "Any mirror field except name, ssh, http, host_key, identity, source_address."),
     ("archives", "Archives by name; each with the fields below."),
     ("status", "status.listen (default 127.0.0.1:9470) and status.history (reports kept, default 200)."),
