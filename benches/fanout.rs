@@ -107,13 +107,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             endpoints.push(target);
         }
     }
-    let host_key = receivers.host_key_line();
     for i in 0..args.mirrors {
-        let at = endpoints[i % endpoints.len()];
+        let (at, host_key) = (endpoints[i % endpoints.len()], receivers.host_key_line(i % endpoints.len()));
         let body = match args.transport {
             Transport::Http => format!("http:\n  url: http://{at}/m{i}\nretries: 0\ntimeout: 60s\n"),
             Transport::Ssh => format!(
-                "ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nhost_key: \"{host_key}\"\nretries: 0\ntimeout: 60s\n",
+                // Waiting for the command's exit, as `ssh` does: a trigger counts when it has run.
+                "ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nhost_key: \"{host_key}\"\nretries: 0\ntimeout: 60s\nwait_for_sync: true\n",
                 at.port(),
                 receivers.user()
             ),
@@ -180,6 +180,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             sshd_cpu * 1e3 / args.mirrors as f64
         );
     }
+    if let Some(failed) = report.triggers.iter().find(|r| r.outcome != Outcome::Ok) {
+        println!(
+            "first trigger not ok: {} {:?} {}",
+            failed.mirror,
+            failed.error_class,
+            failed.error.as_deref().unwrap_or("")
+        );
+    }
     anyhow::ensure!(ok == args.mirrors, "only {ok} of {} triggers were ok", args.mirrors);
     if args.no_compare {
         return Ok(());
@@ -217,8 +225,11 @@ async fn openssh_client(
     n: usize,
     parallel: usize,
 ) -> anyhow::Result<Duration> {
-    let known_hosts: String =
-        endpoints.iter().map(|at| format!("[127.0.0.1]:{} {}\n", at.port(), receivers.host_key_line())).collect();
+    let known_hosts: String = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, at)| format!("[127.0.0.1]:{} {}\n", at.port(), receivers.host_key_line(i)))
+        .collect();
     std::fs::write(root.join("known_hosts.openssh"), known_hosts)?;
     let ports: String = (0..n).map(|i| format!("{}\n", endpoints[i % endpoints.len()].port())).collect();
     let script = format!(
@@ -272,17 +283,18 @@ impl Receivers {
         }
     }
 
-    fn host_key_line(&self) -> String {
+    /// The host key of receiver `i` (the order of [`Receivers::addrs`]).
+    fn host_key_line(&self, i: usize) -> String {
         match self {
             Receivers::Http(_) => String::new(),
-            Receivers::Ssh(r) => r[0].host_key_line(),
+            Receivers::Ssh(r) => r[i].host_key_line(),
             Receivers::Sshd(s) => s.host_key.clone(),
         }
     }
 
     fn user(&self) -> String {
         match self {
-            Receivers::Sshd(_) => std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            Receivers::Sshd(s) => s.user.name.clone(),
             _ => "bench".into(),
         }
     }
@@ -308,6 +320,7 @@ impl Receivers {
 /// A private OpenSSH sshd on a free port whose forced command appends the trigger to a file.
 struct Sshd {
     child: std::process::Child,
+    user: BenchUser,
     port: u16,
     host_key: String,
     received: std::path::PathBuf,
@@ -320,10 +333,46 @@ impl Drop for Sshd {
     }
 }
 
+/// The user the forced command runs as. As root, a temporary system user with `/bin/sh` as its
+/// shell (removed at the end), so that what is measured is sshd and the command, not the login
+/// shell's startup files (bash reads `~/.bashrc` for commands run by sshd); otherwise the user
+/// running the bench, whose shell then counts too.
+struct BenchUser {
+    name: String,
+    created: bool,
+}
+
+impl BenchUser {
+    fn new(home: &std::path::Path) -> anyhow::Result<BenchUser> {
+        if rustix::process::getuid().is_root() {
+            let name = format!("pmbench{}", std::process::id());
+            let made = std::process::Command::new("useradd")
+                // `*`: no password, and not locked (sshd refuses a locked account even for keys).
+                .args(["--system", "--password", "*", "--shell", "/bin/sh", "--no-create-home", "--home-dir"])
+                .arg(home)
+                .arg(&name)
+                .status()?;
+            anyhow::ensure!(made.success(), "useradd failed");
+            return Ok(BenchUser { name, created: true });
+        }
+        let name = std::env::var("USER").map_err(|_| anyhow::anyhow!("$USER is not set"))?;
+        Ok(BenchUser { name, created: false })
+    }
+}
+
+impl Drop for BenchUser {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::process::Command::new("userdel").arg(&self.name).status();
+        }
+    }
+}
+
 impl Sshd {
     fn start(root: &std::path::Path, key: &russh::keys::PublicKey) -> anyhow::Result<Sshd> {
         let dir = root.join("sshd");
         std::fs::create_dir_all(&dir)?;
+        let user = BenchUser::new(&dir)?;
         let host = dir.join("host_ed25519");
         let made = std::process::Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -331,6 +380,11 @@ impl Sshd {
             .status()?;
         anyhow::ensure!(made.success(), "ssh-keygen failed");
         let received = dir.join("received");
+        std::fs::write(&received, "")?;
+        // The command runs as the bench user: it appends to a file it may write.
+        std::fs::set_permissions(&received, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let command = format!("echo \"$SSH_ORIGINAL_COMMAND\" >> {}", received.display());
         let line = pushmirror::keys::authorized_keys_line(key, &command, None).map_err(|e| anyhow::anyhow!(e))?;
         std::fs::write(dir.join("authorized_keys"), format!("{line}\n"))?;
@@ -361,7 +415,7 @@ impl Sshd {
         }
         let public = std::fs::read_to_string(dir.join("host_ed25519.pub"))?;
         let host_key = public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-        Ok(Sshd { child, port, host_key, received })
+        Ok(Sshd { child, user, port, host_key, received })
     }
 }
 

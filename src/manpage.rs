@@ -20,7 +20,10 @@ pub const MAIN_FIELDS: &[(&str, &str)] = &[
         "state_dir",
         "Reports, rate-limit state, pending pushes. Default: /var/lib/pushmirror. Its owner is the service user.",
     ),
-    ("concurrency", "Triggers in flight at once, all mirrors together. Default: 64."),
+    (
+        "concurrency",
+        "Triggers in flight at once, all mirrors together; capped at half the open-file limit. Default: 256.",
+    ),
     (
         "max_per_host",
         "Triggers in flight at once to one host and port, so that many mirrors on one host stay under its sshd's MaxStartups (OpenSSH drops connections beyond 10 unauthenticated ones). Default: 8.",
