@@ -521,3 +521,32 @@ async fn accept_new_in_another_process_waits_for_the_known_hosts_lock_and_does_n
     assert_eq!(rx.log().count(), 1);
     assert_eq!(recorded, format!("{}\n", rx.known_hosts_line()), "recorded once");
 }
+
+/// What sshd does past `MaxStartups`: it closes a new connection before its banner. That is a
+/// transient `connect` failure, retried — not a protocol error given up on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_before_the_banner_is_a_retried_connect_failure() {
+    let (f, _) = installation("");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let pin = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBYDnwxDZNf8DpOhDiGv5ufLM27o3EJ4nCrXmIjgzlz4";
+    f.mirror(
+        "dropped",
+        &format!(
+            "ssh: {{ host: 127.0.0.1, port: {port}, user: archvsync }}\nhost_key: \"{pin}\"\nretries: 2\nbackoff: {{ initial: 10ms, max: 20ms }}\n"
+        ),
+    );
+    let report = push_config(&f.config()).await;
+    let r = row(&report, "dropped");
+    assert_eq!((r.outcome, r.error_class), (Outcome::Failed, Some(ErrorClass::Connect)), "{r:?}");
+    assert_eq!(r.attempts, 3, "retried: {r:?}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
