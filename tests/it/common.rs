@@ -175,3 +175,14 @@ pub async fn dribbling_server() -> (String, Arc<AtomicUsize>) {
     });
     (url, requests)
 }
+
+/// Waits until `cond` holds, checking every 20 ms, for at most a minute (then fails with `what`).
+pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let ok = tokio::time::timeout(Duration::from_secs(60), async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "never happened: {what}");
+}

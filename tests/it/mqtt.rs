@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Bridge, Broker, Spec, TlsFiles};
-use crate::common::{Fixture, row};
+use crate::common::{Fixture, eventually, row};
 
 /// The password of user `name` on the test brokers.
 fn password(name: &str) -> String {
@@ -133,20 +133,20 @@ impl Downstream {
     }
 }
 
-/// Waits (a minute at most) for `cond`, checking every 20 ms.
-async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let ok = tokio::time::timeout(Duration::from_secs(60), async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(ok.is_ok(), "never happened: {what}");
-}
-
 /// Waits until the broker has a subscription of client `id` (its SUBACK in the broker's log).
 async fn subscribed(broker: &Broker, id: &str) {
     eventually(&format!("{id} subscribed"), || broker.log().contains(&format!("Sending SUBACK to {id}\n"))).await;
+}
+
+/// Starts `sub` (mirror `m1`), pushes `debian` once from the CLI: `m1` acks `ok`, its command
+/// ran once.
+async fn pushed_to_one(broker: &Broker, f: &Fixture, sub: &Subscriber) {
+    let running = sub.start().await;
+    subscribed(broker, "m1").await;
+    let report = f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await;
+    assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
+    assert_eq!(sub.runs(), ["debian all 2026112501"]);
+    running.stop().await;
 }
 
 async fn daemon(f: &Fixture) -> (Daemon, CancellationToken) {
@@ -407,12 +407,7 @@ async fn triggers_and_acks_travel_over_tls_with_client_certificates() {
     assert!(url.starts_with("mqtts://localhost:"), "{url}");
     let (f, key) = upstream(&url, Some(&tls), &[("m1", "mqtt: {}\n")]);
     let sub = Subscriber::new(&url, "m1", &key, Some(&tls));
-    let running = sub.start().await;
-    subscribed(&broker, "m1").await;
-    let report = f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await;
-    assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
-    assert_eq!(sub.runs(), ["debian all 2026112501"]);
-    running.stop().await;
+    pushed_to_one(&broker, &f, &sub).await;
 }
 
 /// Beyond one broker: the sender on A, the subscribers on B, bridged with
@@ -590,10 +585,5 @@ async fn a_mirror_on_its_own_topic_gets_its_trigger_there() {
     let text = std::fs::read_to_string(&path).unwrap();
     let text = text.replace("  trusted_keys:", "  topics: { debian: pushmirror/debian-eu/trigger }\n  trusted_keys:");
     std::fs::write(&path, text).unwrap();
-    let running = sub.start().await;
-    subscribed(&broker, "m1").await;
-    let report = f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await;
-    assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
-    assert_eq!(sub.runs(), ["debian all 2026112501"]);
-    running.stop().await;
+    pushed_to_one(&broker, &f, &sub).await;
 }

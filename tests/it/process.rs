@@ -10,7 +10,7 @@ use pushmirror::model::Outcome;
 use pushmirror::report::Report;
 use tokio::sync::Notify;
 
-use crate::common::Fixture;
+use crate::common::{Fixture, eventually};
 
 /// A running `pushmirror daemon` (or another long-running command) whose stderr is collected
 /// line by line.
@@ -115,17 +115,6 @@ impl Drop for DaemonProcess {
 
 fn daemon_yaml() -> &'static str {
     "mirrors_dir: mirrors.d\nstate_dir: state\nconcurrency: 8\nstatus: { listen: 127.0.0.1:0 }\narchives:\n  debian:\n    root: archive\n    settle: 100ms\n    poll: 1s\n"
-}
-
-/// Waits until `cond` holds, checking every 20 ms, for at most a minute.
-async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    let ok = tokio::time::timeout(Duration::from_secs(60), async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(ok.is_ok(), "never happened: {what}");
 }
 
 fn reports(f: &Fixture) -> Vec<Report> {
