@@ -155,7 +155,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.transport,
         args.receiver,
         args.mirrors,
-        args.concurrency,
+        pushmirror::fdlimit::concurrency(args.concurrency),
         args.max_per_host.unwrap_or(args.concurrency),
         args.rtt,
         endpoints.len()
@@ -363,7 +363,10 @@ impl BenchUser {
 impl Drop for BenchUser {
     fn drop(&mut self) {
         if self.created {
-            let _ = std::process::Command::new("userdel").arg(&self.name).status();
+            let removed = std::process::Command::new("userdel").arg(&self.name).status();
+            if !removed.is_ok_and(|s| s.success()) {
+                eprintln!("could not remove the bench user {}: userdel {0}", self.name);
+            }
         }
     }
 }

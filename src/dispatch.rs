@@ -68,6 +68,9 @@ pub struct Engine<T> {
     transport: Arc<T>,
     permits: Arc<Semaphore>,
     hosts: Arc<HostLimits>,
+    /// Connections open at once, waiting ones included (an SSH session held for a sync gives
+    /// its concurrency slot back, not its socket); `None`: unbounded.
+    sockets: Option<Arc<Semaphore>>,
     limits: RateLimits,
     clock: Clock,
 }
@@ -78,6 +81,7 @@ impl<T> Clone for Engine<T> {
             transport: Arc::clone(&self.transport),
             permits: Arc::clone(&self.permits),
             hosts: Arc::clone(&self.hosts),
+            sockets: self.sockets.clone(),
             limits: self.limits.clone(),
             clock: self.clock.clone(),
         }
@@ -128,7 +132,12 @@ impl<T: Trigger> Engine<T> {
     /// An engine with `concurrency` triggers in flight at most.
     pub fn new(transport: Arc<T>, concurrency: usize, limits: RateLimits, clock: Clock) -> Self {
         let (permits, hosts) = (Arc::new(Semaphore::new(concurrency.max(1))), Arc::default());
-        Engine { transport, permits, hosts, limits, clock }
+        Engine { transport, permits, hosts, sockets: None, limits, clock }
+    }
+
+    /// The same engine with at most `sockets` connections open at once.
+    pub fn with_sockets(self, sockets: usize) -> Self {
+        Engine { sockets: Some(Arc::new(Semaphore::new(sockets.max(1)))), ..self }
     }
 
     /// The same engine with at most `per_host` triggers in flight to one host and port.
@@ -269,18 +278,27 @@ impl<T: Trigger> Engine<T> {
             let interrupted = || AttemptError::permanent(ErrorClass::Interrupted, INTERRUPTED);
             // The host's slot first: a trigger waiting for its host holds none of the push's.
             let mut permits = Vec::with_capacity(2);
-            if let Some(host) = mirror.endpoint().and_then(|e| self.hosts.of(&e)) {
+            let endpoint = mirror.endpoint();
+            if let Some(host) = endpoint.as_ref().and_then(|e| self.hosts.of(e)) {
                 let Some(Ok(permit)) = unless_cancelled(&options.cancel, host.acquire_owned()).await else {
                     break Err(interrupted());
                 };
                 permits.push(permit);
+            }
+            let mut socket = None;
+            if let Some(sockets) = self.sockets.as_ref().filter(|_| endpoint.is_some()) {
+                let Some(Ok(permit)) = unless_cancelled(&options.cancel, Arc::clone(sockets).acquire_owned()).await
+                else {
+                    break Err(interrupted());
+                };
+                socket = Some(permit);
             }
             let Some(Ok(permit)) = unless_cancelled(&options.cancel, Arc::clone(&self.permits).acquire_owned()).await
             else {
                 break Err(interrupted());
             };
             permits.push(permit);
-            let attempt = Attempt::new(permits);
+            let attempt = Attempt::new(permits, socket);
             let attempt_started = tokio::time::Instant::now();
             let bounded = tokio::time::timeout(attempt_budget(mirror, stage), self.transport.fire(req, &attempt));
             let result = match unless_cancelled(&options.cancel, bounded.instrument(span.clone())).await {
@@ -501,6 +519,41 @@ mod tests {
 
     fn transient() -> AttemptResult {
         Err(AttemptError::transient(ErrorClass::Connect, "refused"))
+    }
+
+    /// Hands its concurrency slot back at once, then "waits for the sync" 10 ms; counts how many
+    /// are open at the same time.
+    #[derive(Default)]
+    struct Waiting {
+        open: std::sync::atomic::AtomicUsize,
+        peak: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Trigger for Waiting {
+        async fn fire(&self, _req: TriggerRequest<'_>, attempt: &Attempt) -> AttemptResult {
+            use std::sync::atomic::Ordering::SeqCst;
+            attempt.release_permit();
+            let open = self.open.fetch_add(1, SeqCst) + 1;
+            self.peak.fetch_max(open, SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            self.open.fetch_sub(1, SeqCst);
+            Ok(Delivered::default())
+        }
+    }
+
+    /// A trigger waiting for its sync gives back its concurrency slot, not its socket: the
+    /// socket bound holds, so a low open-file limit is never overrun by waiting sessions.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_triggers_keep_their_socket_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Waiting::default());
+        let clock = Clock::following_tokio();
+        let limits = RateLimits::persistent(dir.path(), clock.clone());
+        let engine = Engine::new(Arc::clone(&fake), 10, limits, clock).with_sockets(3);
+        let mirrors = (0..9).map(|i| mirror(&format!("m{i}"))).collect();
+        let rows = engine.run(&plan(mirrors), &Options::default()).await;
+        assert!(rows.iter().all(|r| r.outcome == Outcome::Ok));
+        assert_eq!(fake.peak.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]

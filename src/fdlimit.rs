@@ -1,24 +1,26 @@
-//! Open-file descriptors: raise the soft limit to the hard one at start, and bound what is held
-//! at once (triggers in flight, `receive`'s connections) to half of it, so that state files,
-//! logs, sync commands and pushes always have descriptors left. A leaf of the crate.
+//! Open-file descriptors: raise the soft limit to the hard one at the start of the commands that
+//! push (not `receive`: its sync commands would inherit the raised limit, and some tools close
+//! every descriptor up to it), and bound what is held at once (triggers in flight, SSH sessions,
+//! `receive`'s connections) to half of the limit, so that state files, logs, sync commands and
+//! pushes always have descriptors left. A leaf of the crate.
 
 use std::sync::OnceLock;
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (once per process) and returns the soft
-/// limit now in force; `None` when unlimited or unknown.
-pub fn raise() -> Option<u64> {
-    static RAISED: OnceLock<Option<u64>> = OnceLock::new();
-    *RAISED.get_or_init(|| {
-        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-        let limit = getrlimit(Resource::Nofile);
-        if limit.current != limit.maximum {
-            let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
-            if let Err(e) = setrlimit(Resource::Nofile, raised) {
-                tracing::debug!("cannot raise the open-file limit: {e}");
-            }
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit.
+pub fn raise() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!("cannot raise the open-file limit: {e}");
         }
-        getrlimit(Resource::Nofile).current
-    })
+    }
+}
+
+/// The soft open-file limit in force; `None` when unlimited.
+pub fn current() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// How many to hold at once: `configured`, but at most half of the open-file limit `open_files`
@@ -28,17 +30,16 @@ pub fn cap(configured: usize, open_files: Option<u64>) -> usize {
     configured.min(half).max(1)
 }
 
-/// `configured` triggers in flight, capped by [`cap`] after [`raise`]; said once per process when
-/// lowered.
+/// `configured` triggers in flight, capped by [`cap`]; said once per process when lowered.
 pub fn concurrency(configured: usize) -> usize {
-    let open_files = raise();
+    let open_files = current();
     let capped = cap(configured, open_files);
     if capped < configured {
         static SAID: OnceLock<()> = OnceLock::new();
         SAID.get_or_init(|| {
             tracing::warn!(
-                "concurrency lowered from {configured} to {capped}: at most half the open-file limit ({}), \
-                 which could not be raised further; raise it (LimitNOFILE= under systemd, ulimit -n) to hold more",
+                "concurrency lowered from {configured} to {capped}: at most half the open-file limit ({}); \
+                 raise its hard value (LimitNOFILE= under systemd, ulimit -Hn) to hold more",
                 open_files.unwrap_or_default()
             )
         });

@@ -6,15 +6,19 @@ use clap::Parser;
 use pushmirror::cli::{Cli, RunmirrorsCli};
 
 fn main() -> ExitCode {
-    // Every trigger in flight is a socket: the soft open-file limit goes up to the hard one.
-    pushmirror::fdlimit::raise();
     // ftpsync runs `runmirrors` by name; a symlink to pushmirror answers with runmirrors' options.
     if std::env::args_os().next().is_some_and(|argv0| pushmirror::runmirrors::invoked_as_runmirrors(&argv0)) {
         let cli = RunmirrorsCli::parse();
+        pushmirror::fdlimit::raise();
         pushmirror::init_logging(0, false);
         return block_on(pushmirror::runmirrors::run_standalone(cli));
     }
     let cli = Cli::parse_args();
+    // Every trigger in flight is a socket: the soft open-file limit goes up to the hard one —
+    // except in `receive`, whose sync commands would inherit it.
+    if !matches!(cli.command, pushmirror::cli::Command::Receive { .. }) {
+        pushmirror::fdlimit::raise();
+    }
     // Services log what they do (journald); one-shot commands only what goes wrong.
     let daemon =
         matches!(cli.command, pushmirror::cli::Command::Daemon { .. } | pushmirror::cli::Command::Receive { .. });

@@ -20,6 +20,7 @@ pub fn engine<T: Trigger>(config: &Config, transport: Arc<T>, clock: Clock) -> E
     let limits = RateLimits::persistent(&config.state_dir, clock.clone());
     Engine::new(transport, crate::fdlimit::concurrency(config.concurrency), limits, clock)
         .with_per_host(config.max_per_host)
+        .with_sockets(crate::fdlimit::cap(usize::MAX, crate::fdlimit::current()))
 }
 
 /// The engine of a one-off push: the production transports and the OS clock.

@@ -107,6 +107,10 @@ impl RateLimits {
 
     /// Asks whether `mirror` may be triggered now, and records the send if so.
     pub async fn admit(&self, mirror: &str, limit: RateLimit) -> Result<Admission, StateError> {
+        // Each check holds a lock file and a state file open: a few at a time, not one per
+        // rate-limited mirror of a push (they would take descriptors meant for triggers).
+        static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(8);
+        let _one_of_few = CHECKS.acquire().await.expect("never closed");
         let now = self.clock.now();
         let (dir, record, mirror) = (self.dir.clone(), self.record, mirror.to_string());
         match tokio::task::spawn_blocking(move || admit_locked(&dir, &mirror, limit, now, record)).await {

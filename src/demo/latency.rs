@@ -1,9 +1,13 @@
 //! A TCP proxy on loopback that puts a round-trip time between a client and a receiver, so that
 //! benchmarks measure what a push across continents costs without root (no `tc netem`).
 //!
-//! Each connection waits one RTT before anything is relayed (the TCP handshake a real path would
-//! cost before the first byte), then every chunk is delivered RTT/2 after it was read, in each
-//! direction, in order. Bandwidth is not limited.
+//! A real path costs a TCP handshake before anything else: the client's `connect` returns after
+//! one RTT and the server accepts half an RTT later. Here `connect` returns at once (loopback), so
+//! the proxy connects to the target only 1.5 RTT after it accepted — when the server would accept
+//! — and delivers every chunk, in each direction, in order, RTT/2 after it was read, but the
+//! client's not before that connection exists: a server's first bytes (an SSH banner) reach the
+//! client 2 RTT after its `connect`, the client's first bytes reach the server at 1.5 RTT, as on a
+//! real path. Bandwidth is not limited.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,46 +49,54 @@ impl LatencyProxy {
 }
 
 async fn relay(client: TcpStream, target: SocketAddr, rtt: Duration) {
-    let Ok(server) = TcpStream::connect(target).await else { return };
-    let _ = (client.set_nodelay(true), server.set_nodelay(true));
-    tokio::time::sleep(rtt).await;
-    let (client_read, client_write) = client.into_split();
-    let (server_read, server_write) = server.into_split();
+    let _ = client.set_nodelay(true);
     let half = rtt / 2;
-    tokio::join!(delayed(client_read, server_write, half), delayed(server_read, client_write, half));
+    let (client_read, client_write) = client.into_split();
+    // The client's bytes are read (and timed) from the start; they wait for the server below.
+    let (to_server, from_client) = mpsc::channel(256);
+    let upstream = tokio::spawn(read_delayed(client_read, to_server, half));
+    tokio::time::sleep(rtt + half).await;
+    let Ok(server) = TcpStream::connect(target).await else { return upstream.abort() };
+    let _ = server.set_nodelay(true);
+    let (server_read, server_write) = server.into_split();
+    let (to_client, from_server) = mpsc::channel(256);
+    tokio::join!(
+        write_delayed(from_client, server_write),
+        read_delayed(server_read, to_client, half),
+        write_delayed(from_server, client_write)
+    );
+    upstream.abort();
 }
 
-/// Copies `from` to `to`, each chunk `delay` after it was read; the end of `from` too.
-async fn delayed(mut from: impl AsyncReadExt + Unpin, mut to: impl AsyncWriteExt + Unpin, delay: Duration) {
-    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(256);
-    let reader = async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = from.read(&mut buf).await.unwrap_or(0);
-            // An empty chunk stands for the end of the stream.
-            if tx.send((Instant::now() + delay, buf[..n].to_vec())).await.is_err() || n == 0 {
-                break;
-            }
+/// Reads `from` into `to`, each chunk stamped with when it is due (`delay` after it was read);
+/// an empty chunk stands for the end.
+async fn read_delayed(mut from: impl AsyncReadExt + Unpin, tx: mpsc::Sender<(Instant, Vec<u8>)>, delay: Duration) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        if tx.send((Instant::now() + delay, buf[..n].to_vec())).await.is_err() || n == 0 {
+            break;
         }
-    };
-    let writer = async move {
-        while let Some((due, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
-            if chunk.is_empty() || to.write_all(&chunk).await.is_err() {
-                break;
-            }
+    }
+}
+
+/// Writes each chunk of `rx` to `to` when it is due; shuts `to` down at the end.
+async fn write_delayed(mut rx: mpsc::Receiver<(Instant, Vec<u8>)>, mut to: impl AsyncWriteExt + Unpin) {
+    while let Some((due, chunk)) = rx.recv().await {
+        tokio::time::sleep_until(due).await;
+        if chunk.is_empty() || to.write_all(&chunk).await.is_err() {
+            break;
         }
-        let _ = to.shutdown().await;
-    };
-    tokio::join!(reader, writer);
+    }
+    let _ = to.shutdown().await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Under paused time: a reply through the proxy arrives one handshake RTT plus a full round
-    /// trip after the request was written, and bytes arrive intact and in order.
+    /// Under paused time: a request written at once reaches the server 1.5 RTT after `connect`
+    /// (handshake, then its half trip), the reply is back half an RTT later; bytes intact.
     #[tokio::test(start_paused = true)]
     async fn a_round_trip_through_the_proxy_takes_the_handshake_and_one_rtt() {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();

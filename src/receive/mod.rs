@@ -178,7 +178,7 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
 /// `limits.connections`, lowered (and said so) when the open-file limit is too low for it.
 fn connection_cap(config: &ReceiveConfig) -> usize {
     let configured = config.limits.connections;
-    let open_files = crate::fdlimit::raise();
+    let open_files = crate::fdlimit::current();
     let cap = crate::fdlimit::cap(configured, open_files);
     if cap < configured {
         tracing::warn!(

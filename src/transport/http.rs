@@ -112,7 +112,10 @@ fn client(source: Option<IpAddr>) -> anyhow::Result<Client> {
     Ok(Client::builder()
         .user_agent(concat!("pushmirror/", env!("CARGO_PKG_VERSION")))
         .tls_backend_rustls()
-        .pool_idle_timeout(Duration::from_secs(30))
+        // Idle keep-alive connections are descriptors outside `concurrency`: at most one per host,
+        // closed after a few seconds (a push sends one trigger per mirror; reuse is for the next).
+        .pool_max_idle_per_host(1)
+        .pool_idle_timeout(Duration::from_secs(5))
         .local_address(source)
         .build()?)
 }

@@ -210,16 +210,19 @@ pub type AttemptResult = Result<Delivered, AttemptError>;
 #[derive(Debug, Default)]
 pub struct Attempt {
     permits: Mutex<Vec<OwnedSemaphorePermit>>,
+    /// Held until the attempt ends, whatever [`Attempt::release_permit`] does: its socket.
+    _socket: Option<OwnedSemaphorePermit>,
 }
 
 impl Attempt {
     /// An attempt holding `permits` (the push's concurrency slot, and its host's when bounded)
-    /// until it ends or [`Attempt::release_permit`] is called.
-    pub fn new(permits: Vec<OwnedSemaphorePermit>) -> Self {
-        Attempt { permits: Mutex::new(permits) }
+    /// until it ends or [`Attempt::release_permit`] is called, and `socket` until it ends.
+    pub fn new(permits: Vec<OwnedSemaphorePermit>, socket: Option<OwnedSemaphorePermit>) -> Self {
+        Attempt { permits: Mutex::new(permits), _socket: socket }
     }
 
-    /// Gives the permits back early (the trigger is delivered, only waiting remains).
+    /// Gives the permits back early (the trigger is delivered, only waiting remains); the socket's
+    /// stays.
     pub fn release_permit(&self) {
         self.permits.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
