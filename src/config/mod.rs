@@ -45,7 +45,7 @@ pub const DEFAULT_FRESHNESS_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// `concurrency` when the main file sets none. A trigger over a 100 ms round trip spends about
 /// 0.85 s waiting on the network (8–9 round trips: TCP, key exchange, auth, channel, exec), so
 /// throughput grows with triggers in flight: 1,000 SSH mirrors at 100 ms took 13.3 s at 64, 3.5 s
-/// at 256 and 2.0 s at 512, but peak RSS rose from 72 to 111 MB (README, Performance). 256 keeps a large
+/// at 256 and 2.1–2.3 s at 512, but peak RSS rose from 70 to 110 MB (README, Performance). 256 keeps a large
 /// push within seconds and memory under 100 MB; on loopback the 2 cores saturate by 64.
 pub const DEFAULT_CONCURRENCY: usize = 256;
 

@@ -29,11 +29,13 @@ impl HttpTransport {
     /// Builds a client for unbound triggers and one bound to each of `sources` (each keeps its own
     /// connection pool, so connections are reused per address, never per request). Fails only if
     /// TLS cannot be initialised.
-    pub fn new(sources: impl IntoIterator<Item = IpAddr>) -> anyhow::Result<Self> {
-        let mut clients = HashMap::from([(None, client(None)?)]);
+    /// Clients for every source address, each keeping at most `idle_per_host` idle connections
+    /// to a host for reuse (5 s).
+    pub fn new(sources: impl IntoIterator<Item = IpAddr>, idle_per_host: usize) -> anyhow::Result<Self> {
+        let mut clients = HashMap::from([(None, client(None, idle_per_host)?)]);
         for source in sources {
             if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(Some(source)) {
-                slot.insert(client(Some(source))?);
+                slot.insert(client(Some(source), idle_per_host)?);
             }
         }
         Ok(HttpTransport { clients })
@@ -108,13 +110,13 @@ impl HttpTransport {
 
 /// A client leaving from `source` (reqwest only binds it for destinations of the same family, and
 /// then connects only to those).
-fn client(source: Option<IpAddr>) -> anyhow::Result<Client> {
+fn client(source: Option<IpAddr>, idle_per_host: usize) -> anyhow::Result<Client> {
     Ok(Client::builder()
         .user_agent(concat!("pushmirror/", env!("CARGO_PKG_VERSION")))
         .tls_backend_rustls()
-        // Idle keep-alive connections are descriptors outside `concurrency`: at most one per host,
-        // closed after a few seconds (a push sends one trigger per mirror; reuse is for the next).
-        .pool_max_idle_per_host(1)
+        // Idle keep-alive connections are descriptors outside `concurrency`: bounded per host
+        // (see `Transports::new`), closed after a few seconds.
+        .pool_max_idle_per_host(idle_per_host)
         .pool_idle_timeout(Duration::from_secs(5))
         .local_address(source)
         .build()?)
@@ -320,7 +322,7 @@ mod tests {
             mhop: false,
             push: 0,
         };
-        HttpTransport::new([]).unwrap().fire(&target, req).await.unwrap_err()
+        HttpTransport::new([], 1).unwrap().fire(&target, req).await.unwrap_err()
     }
 
     const AMPLE: Duration = Duration::from_secs(60);
