@@ -128,8 +128,24 @@ pub(super) async fn run(
     tracing::info!(broker = %broker, mirror = %settings.mirror, archives = %settings.archives.join(","), "subscribing to MQTT triggers");
     let idle = |workers: &Workers| workers.status.borrow().archives.iter().all(|a| a.running.is_none());
     let mut stopping = false;
+    let ack_run = |event: RunEvent| {
+        let RunEvent { archive, request, ended } = event;
+        if !settings.archives.contains(&archive) {
+            return;
+        }
+        let (state, code, took) = match ended {
+            None => (AckState::Started, None, None),
+            Some((Some(0), took)) => (AckState::Ok, Some(0), Some(took)),
+            Some((code, took)) => (AckState::Failed, code, Some(took)),
+        };
+        acknowledge(&client, &settings, &archive, &request, state, code, took);
+    };
     loop {
         if stopping && idle(&workers) {
+            // A run's end is announced before the status says idle: its ack may still be queued.
+            while let Ok(event) = runs.try_recv() {
+                ack_run(event);
+            }
             break;
         }
         tokio::select! {
@@ -174,15 +190,7 @@ pub(super) async fn run(
                 }
             }
             run = runs.recv() => match run {
-                Ok(RunEvent { archive, request, ended }) if settings.archives.contains(&archive) => {
-                    let (state, code, took) = match ended {
-                        None => (AckState::Started, None, None),
-                        Some((Some(0), took)) => (AckState::Ok, Some(0), Some(took)),
-                        Some((code, took)) => (AckState::Failed, code, Some(took)),
-                    };
-                    acknowledge(&client, &settings, &archive, &request, state, code, took);
-                }
-                Ok(_) => {}
+                Ok(event) => ack_run(event),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!("{n} run event(s) not acknowledged over MQTT (too many at once)");
                 }

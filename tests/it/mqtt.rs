@@ -587,3 +587,31 @@ async fn a_mirror_on_its_own_topic_gets_its_trigger_there() {
     std::fs::write(&path, text).unwrap();
     pushed_to_one(&broker, &f, &sub).await;
 }
+
+/// `receive` stopping while a sync runs: it takes no new trigger but lets the sync finish within
+/// the grace period and still sends its `ok` ack before disconnecting — the push sees `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_running_at_shutdown_is_still_acknowledged() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let url = broker.url();
+    let (f, key) = upstream(&url, None, &[("m1", "mqtt: {}\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    let (log, release) = (dir.path().join("sync.log"), dir.path().join("release"));
+    let script = "echo start >> \"$0\"; while [ ! -e \"$1\" ]; do sleep 0.02; done; echo end >> \"$0\"";
+    let command = format!("['/bin/sh', '-c', '{script}', '{}', '{}']", log.display(), release.display());
+    let sub = Subscriber::with_command(tempfile::tempdir().unwrap(), &url, "m1", &key, None, &command);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let push =
+        tokio::spawn(
+            async move { f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await },
+        );
+    eventually("the sync started", || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("start"))).await;
+    running.shutdown.cancel();
+    let stopped = tokio::spawn(running.receiving.wait(Duration::from_secs(60)));
+    std::fs::write(&release, "").unwrap();
+    stopped.await.unwrap().expect("receive stopped cleanly");
+    let report = push.await.unwrap();
+    assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "start\nend\n");
+}
