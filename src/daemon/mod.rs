@@ -297,7 +297,7 @@ impl GenCtx {
         let mut link = mqtt.link();
         self.shared.status.send_modify(|s| s.acks = mqtt.acks());
         loop {
-            let record = tokio::select! {
+            let records = tokio::select! {
                 // First: at a reload the successor's connection takes this one's session over.
                 biased;
                 _ = self.stop.cancelled() => {
@@ -310,23 +310,22 @@ impl GenCtx {
                     panic!("the MQTT connection ended: {why}");
                 }
                 record = acks.recv() => match record {
-                    Ok(record) => record,
+                    Ok(record) => vec![record],
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         // Missed some: every mirror's latest ack stands for them.
                         tracing::warn!("{n} MQTT acks arrived faster than they were recorded: taking the latest of each");
-                        for record in mqtt.acks() {
-                            self.late_ack(&record);
-                        }
-                        continue;
+                        mqtt.acks()
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             };
-            self.late_ack(&record);
+            for record in &records {
+                self.late_ack(record).await;
+            }
         }
     }
 
-    fn late_ack(&self, record: &AckRecord) {
+    async fn late_ack(&self, record: &AckRecord) {
         let mut settled = None;
         self.shared.status.send_modify(|s| {
             let same = |a: &AckRecord| a.archive == record.archive && a.ack.mirror == record.ack.mirror;
@@ -364,9 +363,7 @@ impl GenCtx {
         let Some(report) = settled else { return };
         tracing::info!(archive = %record.archive, mirror = %record.ack.mirror, state = %record.ack.state, "late MQTT ack recorded in the last report");
         let history = History::new(&self.config.state_dir, self.config.status.history);
-        if let Err(e) = history.update(&report) {
-            tracing::error!(archive = %record.archive, error = %e, "cannot record the late ack in the stored report");
-        }
+        store_again(history, report, "the late ack").await;
     }
     /// Every `freshness.interval`, surveys every mirror with a `check:` URL
     /// ([`crate::freshness`]): the rows go to `/status`, `/metrics` and `state_dir/freshness.json`
@@ -648,12 +645,7 @@ impl GenCtx {
                 }
             });
             // Into the stored report too, so that the page still shows it after a restart.
-            let written = tokio::task::spawn_blocking(move || history.update(&report))
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            if let Err(e) = written {
-                tracing::error!(%archive, error = %e, "cannot add the propagation to the stored report");
-            }
+            store_again(history, report, "the propagation").await;
         });
     }
 
@@ -798,4 +790,16 @@ fn log_summary(report: &Report) {
         ms = report.duration_ms,
         "push finished"
     );
+}
+
+/// Writes what was learned after a push (its propagation, a late ack) into the stored copy of
+/// `report`, off the runtime's threads; a failure is logged, naming `what`.
+async fn store_again(history: History, report: Report, what: &str) {
+    let archive = report.archive.clone();
+    let written = tokio::task::spawn_blocking(move || history.update(&report))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    if let Err(e) = written {
+        tracing::error!(%archive, error = %e, "cannot add {what} to the stored report");
+    }
 }
