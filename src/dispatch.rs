@@ -271,6 +271,12 @@ impl<T: Trigger> Engine<T> {
         let req = job.request(stage);
         let started = self.clock.now();
         let t0 = tokio::time::Instant::now();
+        // Its host's bound and a socket slot, for mirrors reached by a connection of their own
+        // (not MQTT's: one broker connection carries them all).
+        let endpoint = mirror.endpoint();
+        let host = endpoint.as_ref().and_then(|e| self.hosts.of(e));
+        let sockets = self.sockets.clone().filter(|_| endpoint.is_some());
+        let acquire = |s: &Arc<Semaphore>| unless_cancelled(&options.cancel, Arc::clone(s).acquire_owned());
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
@@ -278,25 +284,16 @@ impl<T: Trigger> Engine<T> {
             let interrupted = || AttemptError::permanent(ErrorClass::Interrupted, INTERRUPTED);
             // The host's slot first: a trigger waiting for its host holds none of the push's.
             let mut permits = Vec::with_capacity(2);
-            let endpoint = mirror.endpoint();
-            if let Some(host) = endpoint.as_ref().and_then(|e| self.hosts.of(e)) {
-                let Some(Ok(permit)) = unless_cancelled(&options.cancel, host.acquire_owned()).await else {
-                    break Err(interrupted());
-                };
+            if let Some(host) = &host {
+                let Some(Ok(permit)) = acquire(host).await else { break Err(interrupted()) };
                 permits.push(permit);
             }
             let mut socket = None;
-            if let Some(sockets) = self.sockets.as_ref().filter(|_| endpoint.is_some()) {
-                let Some(Ok(permit)) = unless_cancelled(&options.cancel, Arc::clone(sockets).acquire_owned()).await
-                else {
-                    break Err(interrupted());
-                };
+            if let Some(sockets) = &sockets {
+                let Some(Ok(permit)) = acquire(sockets).await else { break Err(interrupted()) };
                 socket = Some(permit);
             }
-            let Some(Ok(permit)) = unless_cancelled(&options.cancel, Arc::clone(&self.permits).acquire_owned()).await
-            else {
-                break Err(interrupted());
-            };
+            let Some(Ok(permit)) = acquire(&self.permits).await else { break Err(interrupted()) };
             permits.push(permit);
             let attempt = Attempt::new(permits, socket);
             let attempt_started = tokio::time::Instant::now();
@@ -385,9 +382,8 @@ pub fn backoff_delay(backoff: &Backoff, attempt: u32, retry_after: Option<Durati
 /// An outer bound in case a transport fails to bound itself.
 fn attempt_budget(mirror: &Mirror, stage: Stage) -> Duration {
     if let crate::config::Transport::Mqtt(target) = &mirror.transport {
-        // The publish (bounded by `timeout`), then the ack (by `ack_timeout`, at most a week).
-        let ack = target.ack_timeout.unwrap_or(crate::units::max::SYNC_TIMEOUT);
-        return mirror.timeout.saturating_add(ack).saturating_add(Duration::from_secs(30));
+        // The publish (bounded by `timeout`), then the ack (by `ack_timeout`).
+        return mirror.timeout.saturating_add(target.ack_timeout).saturating_add(Duration::from_secs(30));
     }
     let waiting = mirror.wait_for_sync || stage == Stage::Stage1;
     let base = if waiting { mirror.timeout.saturating_add(mirror.sync_timeout) } else { mirror.timeout };

@@ -138,8 +138,8 @@ pub enum Transport {
 pub struct MqttTarget {
     /// The trigger topic it subscribes to, when not `{prefix}/{archive}/trigger`.
     pub topic: Option<String>,
-    /// How long a push waits for its final ack; else the main file's `mqtt.ack_timeout`.
-    pub ack_timeout: Option<Duration>,
+    /// How long a push waits for its final ack: its own, else the main file's `mqtt.ack_timeout`.
+    pub ack_timeout: Duration,
 }
 
 impl fmt::Display for MqttTarget {
@@ -358,7 +358,7 @@ pub(super) fn read_dir(
     defaults: &MirrorSettings,
     archives: &BTreeMap<String, Archive>,
     local: &LocalAddresses,
-    broker: bool,
+    mqtt_ack_timeout: Option<Duration>,
     sink: &Sink,
 ) -> (Vec<(Mirror, Level)>, Vec<Watched>) {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
@@ -390,7 +390,8 @@ pub(super) fn read_dir(
         };
         let Some(mut f) = Fields::parse_file(&file, &text, sink) else { continue };
         let level = Level::read(&mut f, local);
-        let Some(described) = read_mirror(&mut f, defaults, archives) else {
+        let ack_timeout = mqtt_ack_timeout.unwrap_or(super::DEFAULT_ACK_TIMEOUT);
+        let Some(described) = read_mirror(&mut f, defaults, archives, ack_timeout) else {
             f.finish(&mirror_fields());
             continue;
         };
@@ -425,7 +426,7 @@ pub(super) fn read_dir(
                 if matches!(m.transport, Transport::Mqtt(_)) && m.kind == MirrorKind::Mhop {
                     f.error("type", "`sync:mhop` has no place in an MQTT trigger: use `staged`");
                 }
-                if !broker && matches!(m.transport, Transport::Mqtt(_)) {
+                if mqtt_ack_timeout.is_none() && matches!(m.transport, Transport::Mqtt(_)) {
                     let main = main.display();
                     f.error(
                         "mqtt",
@@ -460,10 +461,12 @@ fn level_has(level: &Level, key: &str) -> bool {
     }
 }
 
+/// `ack_timeout`: an MQTT mirror's default.
 fn read_mirror(
     f: &mut Fields<'_>,
     defaults: &MirrorSettings,
     archives: &BTreeMap<String, Archive>,
+    ack_timeout: Duration,
 ) -> Option<Described> {
     let file = f.file().to_path_buf();
     let has_ssh = f.has("ssh");
@@ -483,7 +486,7 @@ fn read_mirror(
         }
         (true, false, false) => f.nested("ssh").and_then(|s| read_ssh(s, host_key)).map(Transport::Ssh),
         (false, true, false) => f.nested("http").and_then(read_http).map(Transport::Http),
-        (false, false, true) => read_mqtt(f).map(Transport::Mqtt),
+        (false, false, true) => read_mqtt(f, ack_timeout).map(Transport::Mqtt),
         (_, _, mqtt) => {
             f.error(if mqtt { "mqtt" } else { "http" }, "a mirror has one of `ssh:`, `http:` or `mqtt:`, not two");
             for key in ["ssh", "http", "mqtt"] {
@@ -569,11 +572,12 @@ fn parse_check_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// `mqtt: {}` (or `mqtt:` alone), or `mqtt: { topic: …, ack_timeout: … }`.
-fn read_mqtt(f: &mut Fields<'_>) -> Option<MqttTarget> {
+/// `mqtt: {}` (or `mqtt:` alone), or `mqtt: { topic: …, ack_timeout: … }`; `ack_timeout` is the
+/// main file's.
+fn read_mqtt(f: &mut Fields<'_>, ack_timeout: Duration) -> Option<MqttTarget> {
     let before = f.errors_so_far();
     let Some(mut m) = f.nested("mqtt") else {
-        return (f.errors_so_far() == before).then_some(MqttTarget { topic: None, ack_timeout: None });
+        return (f.errors_so_far() == before).then_some(MqttTarget { topic: None, ack_timeout });
     };
     let topic = m.take_parsed("topic", |s| match s.split('/').all(super::broker::valid_level) {
         true => Ok(s.to_string()),
@@ -581,7 +585,7 @@ fn read_mqtt(f: &mut Fields<'_>) -> Option<MqttTarget> {
             Err(format!("invalid topic `{s}`: levels of letters, digits, `.`, `_`, `-` separated by `/`, no wildcards"))
         }
     });
-    let ack_timeout = m.duration("ack_timeout", max::SYNC_TIMEOUT);
+    let ack_timeout = m.duration("ack_timeout", max::SYNC_TIMEOUT).unwrap_or(ack_timeout);
     m.finish(&["topic", "ack_timeout"]);
     Some(MqttTarget { topic, ack_timeout })
 }

@@ -142,7 +142,8 @@ pub struct MqttSettings {
     pub broker: Broker,
     /// MQTT 5 message expiry of a trigger: the broker drops it (also the retained copy) after this.
     pub expiry: Duration,
-    /// How long a push waits for a mirror's final ack, unless its file says otherwise.
+    /// How long a push waits for a mirror's final ack, unless its file says otherwise (applied to
+    /// each MQTT mirror's `ack_timeout` at load).
     pub ack_timeout: Duration,
 }
 
@@ -291,10 +292,11 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     // A broken `mqtt:` is reported where it is, not again at every MQTT mirror.
     let mqtt_written = f.has("mqtt");
     let mqtt = f.nested("mqtt").and_then(read_mqtt);
+    let mqtt_ack_timeout = mqtt_written.then(|| mqtt.as_ref().map_or(DEFAULT_ACK_TIMEOUT, |m| m.ack_timeout));
     f.finish(MAIN_FIELDS);
 
     let (mut mirrors, watched) =
-        mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, mqtt_written, sink);
+        mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, mqtt_ack_timeout, sink);
     // Only SSH and MQTT need keys, so an HTTP-only setup may name one that does not exist yet.
     mirror::resolve_senders(&main_level, &archive_levels, &mut mirrors, &path, sink);
     if let Some(m) = &mqtt {

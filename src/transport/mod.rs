@@ -277,8 +277,14 @@ impl Transports {
     pub fn new(config: &Config, session: crate::broadcast::connect::Session) -> anyhow::Result<Self> {
         let mut identities: BTreeSet<PathBuf> = BTreeSet::new();
         let mut http_sources: BTreeSet<IpAddr> = BTreeSet::new();
-        let mut uses_ssh = false;
+        let mut http_hosts: BTreeSet<(String, u16)> = BTreeSet::new();
+        let (mut uses_ssh, mut uses_mqtt) = (false, false);
         for mirror in &config.mirrors {
+            match &mirror.transport {
+                Transport::Http(_) => http_hosts.extend(mirror.endpoint()),
+                Transport::Mqtt(_) => uses_mqtt = true,
+                Transport::Ssh(_) => {}
+            }
             for (archive, sender) in &mirror.senders {
                 match &mirror.transport {
                     Transport::Ssh(_) => {
@@ -300,17 +306,11 @@ impl Transports {
             ),
             false => None,
         };
-        let mqtt = match config.mirrors.iter().any(|m| matches!(m.transport, Transport::Mqtt(_))) {
+        let mqtt = match uses_mqtt {
             true => Some(mqtt::MqttTransport::new(config, session).context("setting up the MQTT broadcast tier")?),
             false => None,
         };
-        let hosts: BTreeSet<(String, u16)> = config
-            .mirrors
-            .iter()
-            .filter(|m| matches!(m.transport, Transport::Http(_)))
-            .filter_map(|m| m.endpoint())
-            .collect();
-        let idle = idle_per_host(hosts.len(), config.max_per_host, crate::fdlimit::current());
+        let idle = idle_per_host(http_hosts.len(), config.max_per_host, crate::fdlimit::current());
         let http = http::HttpTransport::new(http_sources, idle)?;
         Ok(Transports { http, ssh, mqtt })
     }

@@ -106,9 +106,13 @@ impl Acks {
             tracing::debug!(%archive, %mirror, "ack from a mirror not registered for this archive: ignored");
             return;
         };
-        let ack: AckMessage = match serde_json::from_slice(payload) {
-            Ok(ack) if payload.len() <= wire::MAX_MESSAGE => ack,
-            Ok(_) | Err(_) => {
+        let parsed = match payload.len() <= wire::MAX_MESSAGE {
+            true => serde_json::from_slice::<AckMessage>(payload).ok(),
+            false => None,
+        };
+        let ack = match parsed {
+            Some(ack) => ack,
+            None => {
                 tracing::warn!(%archive, %mirror, bytes = payload.len(), "malformed ack dropped");
                 return;
             }
@@ -233,7 +237,7 @@ impl MqttTransport {
         let publication = self.publication(target, &req)?;
         publication.published(inner, req.mirror.timeout).await?;
         attempt.release_permit();
-        let ack_timeout = target.ack_timeout.unwrap_or(inner.settings.ack_timeout);
+        let ack_timeout = target.ack_timeout;
         let mut started = false;
         let answered = async {
             loop {
