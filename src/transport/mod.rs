@@ -234,14 +234,15 @@ pub trait Trigger: Send + Sync + 'static {
     fn fire(&self, req: TriggerRequest<'_>, attempt: &Attempt) -> impl Future<Output = AttemptResult> + Send;
 }
 
-/// Idle HTTP connections kept per host for reuse: `max_per_host` while that many for each of the
-/// `hosts` HTTP hosts fit in a quarter of the open-file limit `open_files`, else none (a push to
-/// 10,000 hosts would otherwise leave 10,000 idle sockets behind it for a few seconds).
+/// Idle HTTP connections kept per host for reuse: `max_per_host`, but all `hosts` together at
+/// most a quarter of the open-file limit `open_files` (a push to 10,000 hosts would otherwise
+/// leave 10,000 idle sockets behind it for a few seconds). Not none while that budget allows:
+/// without reuse every trigger opens a new connection while the last one's is still closing in
+/// the background, and the descriptors in use overshoot the bound on sockets.
 fn idle_per_host(hosts: usize, max_per_host: usize, open_files: Option<u64>) -> usize {
-    let idle = (hosts as u64).saturating_mul(max_per_host as u64);
     match open_files {
-        Some(limit) if idle > limit / 4 => 0,
-        _ => max_per_host,
+        Some(limit) => max_per_host.min(usize::try_from(limit / 4).unwrap_or(usize::MAX) / hosts.max(1)),
+        None => max_per_host,
     }
 }
 
@@ -363,9 +364,11 @@ mod tests {
     fn idle_connections_are_kept_only_while_they_fit_the_descriptors() {
         assert_eq!(idle_per_host(50, 8, Some(1_048_576)), 8);
         assert_eq!(idle_per_host(50, 8, None), 8);
-        assert_eq!(idle_per_host(10_000, 8, Some(65_536)), 0, "80,000 idle > 16,384");
+        assert_eq!(idle_per_host(10_000, 8, Some(65_536)), 1, "10,000 idle, under 16,384");
+        assert_eq!(idle_per_host(20_000, 8, Some(65_536)), 0, "20,000 would be over 16,384");
         assert_eq!(idle_per_host(32, 8, Some(1024)), 8);
-        assert_eq!(idle_per_host(33, 8, Some(1024)), 0);
+        assert_eq!(idle_per_host(33, 8, Some(1024)), 7);
+        assert_eq!(idle_per_host(1, 1000, Some(64)), 16, "one host: the whole budget");
     }
 
     #[test]
