@@ -18,12 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use pushmirror::clock::Clock;
 use pushmirror::demo::{ExecLog, HttpReceiver, LatencyProxy, Log, SshReceiver};
-use pushmirror::dispatch::Options;
-use pushmirror::model::Outcome;
-use pushmirror::plan::PushRequest;
+use pushmirror::push::engine::Options;
+use pushmirror::push::plan::PushRequest;
 use pushmirror::transport::Transports;
+use pushmirror::vocab::clock::Clock;
+use pushmirror::vocab::model::Outcome;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Transport {
@@ -75,7 +75,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    pushmirror::fdlimit::raise();
+    pushmirror::sys::fdlimit::raise();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(args))
 }
@@ -89,7 +89,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let root = dir.path();
     std::fs::create_dir_all(root.join("mirrors.d"))?;
     std::fs::create_dir_all(root.join("archive"))?;
-    let key = pushmirror::keys::generate(&root.join("id_ed25519"), "pushmirror@bench")?;
+    let key = pushmirror::wire::keys::generate(&root.join("id_ed25519"), "pushmirror@bench")?;
     let receivers = match (args.transport, args.receiver) {
         (Transport::Http, _) => Receivers::Http(http_receivers(args.receivers).await?),
         (Transport::Ssh, Receiver::Inproc) => Receivers::Ssh(ssh_receivers(args.receivers, &key.public).await?),
@@ -135,7 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default())?;
     let engine = pushmirror::push::engine(
         &config,
-        Arc::new(Transports::new(&config, pushmirror::broadcast::connect::Session::Once)?),
+        Arc::new(Transports::new(&config, pushmirror::transport::mqtt::connect::Session::Once)?),
         Clock::system(),
     );
     let attempts: Arc<Mutex<Vec<Duration>>> = Arc::default();
@@ -155,7 +155,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.transport,
         args.receiver,
         args.mirrors,
-        pushmirror::fdlimit::concurrency(args.concurrency),
+        pushmirror::sys::fdlimit::concurrency(args.concurrency),
         args.max_per_host.unwrap_or(args.concurrency),
         args.rtt,
         endpoints.len()
@@ -389,7 +389,7 @@ impl Sshd {
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         let command = format!("echo \"$SSH_ORIGINAL_COMMAND\" >> {}", received.display());
-        let line = pushmirror::keys::authorized_keys_line(key, &command, None).map_err(|e| anyhow::anyhow!(e))?;
+        let line = pushmirror::wire::keys::authorized_keys_line(key, &command, None).map_err(|e| anyhow::anyhow!(e))?;
         std::fs::write(dir.join("authorized_keys"), format!("{line}\n"))?;
         let _ = std::fs::create_dir_all("/run/sshd");
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();

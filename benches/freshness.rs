@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use pushmirror::demo::HttpReceiver;
-use pushmirror::freshness::{Prober, Standing, survey};
+use pushmirror::observe::freshness::{Prober, Standing, survey};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -72,10 +72,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let prober = Prober::new()?;
     // What the daemon does each sweep: read the report history, survey, annotate, remember.
     let t0 = Instant::now();
-    let history = pushmirror::report::History::new(&config.state_dir, 200).all()?;
+    let history = pushmirror::push::report::History::new(&config.state_dir, 200).all()?;
     let mut rows = survey(&config, None, &prober, &history).await;
-    pushmirror::freshness::annotate(&mut rows, &[], &history);
-    pushmirror::freshness::remember(&config.state_dir, &rows)?;
+    pushmirror::observe::freshness::annotate(&mut rows, &[], &history);
+    pushmirror::observe::freshness::remember(&config.state_dir, &rows)?;
     let took = t0.elapsed();
     let up = rows.iter().filter(|r| r.standing == Standing::UpToDate).count();
     let read_own = rows.iter().filter(|r| r.last_sync_ms == Some(4000)).count();

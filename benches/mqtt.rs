@@ -18,12 +18,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use pushmirror::broadcast::{self, AckMessage, AckState, TriggerMessage};
-use pushmirror::clock::Clock;
-use pushmirror::dispatch::Options;
-use pushmirror::model::Outcome;
-use pushmirror::plan::PushRequest;
+use pushmirror::push::engine::Options;
+use pushmirror::push::plan::PushRequest;
 use pushmirror::transport::Transports;
+use pushmirror::vocab::clock::Clock;
+use pushmirror::vocab::model::Outcome;
+use pushmirror::wire::mqtt::{self as wire, AckMessage, AckState, TriggerMessage};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -60,7 +60,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join("mirrors.d"))?;
     std::fs::create_dir_all(root.join("archive/project/trace"))?;
     std::fs::write(root.join("archive/project/trace/master"), "Archive serial: 2026112901\n")?;
-    let key = pushmirror::keys::generate(&root.join("id_ed25519"), "bench")?;
+    let key = pushmirror::wire::keys::generate(&root.join("id_ed25519"), "bench")?;
     for i in 0..args.subscribers {
         std::fs::write(root.join(format!("mirrors.d/m{i:05}.yaml")), "mqtt: {}\nretries: 0\n")?;
     }
@@ -89,7 +89,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default())?;
     let engine = pushmirror::push::engine(
         &config,
-        Arc::new(Transports::new(&config, pushmirror::broadcast::connect::Session::Once)?),
+        Arc::new(Transports::new(&config, pushmirror::transport::mqtt::connect::Session::Once)?),
         Clock::system(),
     );
     let t = Instant::now();
@@ -159,7 +159,7 @@ async fn subscriber(
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::sync::mpsc::Receiver<()>)> {
     let mut options = MqttOptions::new(name.clone(), "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(60));
-    options.set_outgoing_inflight_upper_limit(pushmirror::broadcast::connect::OUTGOING_INFLIGHT);
+    options.set_outgoing_inflight_upper_limit(pushmirror::transport::mqtt::connect::OUTGOING_INFLIGHT);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     client.subscribe("pushmirror/debian/trigger", QoS::AtLeastOnce).await?;
     let (subscribed, rx) = tokio::sync::mpsc::channel(1);
@@ -172,9 +172,9 @@ async fn subscriber(
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let signature = p.properties.as_ref().and_then(|props| {
-                        props.user_properties.iter().find(|(k, _)| k == broadcast::SIGNATURE_PROPERTY).map(|(_, v)| v)
+                        props.user_properties.iter().find(|(k, _)| k == wire::SIGNATURE_PROPERTY).map(|(_, v)| v)
                     });
-                    if broadcast::verify(&p.payload, signature.map(String::as_str), &trusted).is_err() {
+                    if wire::verify(&p.payload, signature.map(String::as_str), &trusted).is_err() {
                         continue;
                     }
                     verified.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +188,7 @@ async fn subscriber(
                         stage: Some(trigger.stage),
                         sent_at: Some(trigger.sent_at),
                     };
-                    let topic = broadcast::ack_topic("pushmirror", &trigger.archive, &name);
+                    let topic = wire::ack_topic("pushmirror", &trigger.archive, &name);
                     let _ = client.try_publish(topic, QoS::AtLeastOnce, false, serde_json::to_vec(&ack).unwrap());
                 }
                 Ok(_) => {}

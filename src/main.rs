@@ -3,31 +3,34 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pushmirror::cli::{Cli, RunmirrorsCli};
+use pushmirror::compat::runmirrors::args::RunmirrorsCli;
+use pushmirror::operator::cli::Cli;
 
 fn main() -> ExitCode {
     // ftpsync runs `runmirrors` by name; a symlink to pushmirror answers with runmirrors' options.
-    if std::env::args_os().next().is_some_and(|argv0| pushmirror::runmirrors::invoked_as_runmirrors(&argv0)) {
+    if std::env::args_os().next().is_some_and(|argv0| pushmirror::compat::runmirrors::invoked_as_runmirrors(&argv0)) {
         let cli = RunmirrorsCli::parse();
-        pushmirror::fdlimit::raise();
+        pushmirror::sys::fdlimit::raise();
         pushmirror::init_logging(0, false);
-        return block_on(pushmirror::runmirrors::run_standalone(cli));
+        return block_on(pushmirror::compat::runmirrors::run_standalone(cli));
     }
     let cli = Cli::parse_args();
     // Every trigger in flight is a socket: the soft open-file limit goes up to the hard one —
     // except in `receive`, whose sync commands would inherit it.
-    if !matches!(cli.command, pushmirror::cli::Command::Receive { .. }) {
-        pushmirror::fdlimit::raise();
+    if !matches!(cli.command, pushmirror::operator::cli::Command::Receive { .. }) {
+        pushmirror::sys::fdlimit::raise();
     }
     // Services log what they do (journald); one-shot commands only what goes wrong.
-    let daemon =
-        matches!(cli.command, pushmirror::cli::Command::Daemon { .. } | pushmirror::cli::Command::Receive { .. });
+    let daemon = matches!(
+        cli.command,
+        pushmirror::operator::cli::Command::Daemon { .. } | pushmirror::operator::cli::Command::Receive { .. }
+    );
     pushmirror::init_logging(cli.verbose + u8::from(daemon), cli.quiet);
-    block_on(pushmirror::commands::run(cli))
+    block_on(pushmirror::operator::commands::run(cli))
 }
 
 fn block_on(work: impl Future<Output = u8>) -> ExitCode {
-    use pushmirror::output::{Stop, conclude};
+    use pushmirror::vocab::output::{Stop, conclude};
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::fields::{Fields, secret_field};
-use crate::secret::Secret;
+use crate::vocab::secret::Secret;
 
 /// The fields of a broker connection, in both files.
 pub const BROKER_FIELDS: &[&str] = &[
@@ -85,10 +85,10 @@ pub(crate) fn read(f: &mut Fields<'_>, default_client_id: impl FnOnce() -> Strin
     let mut pem = |key: &str, private: bool| {
         let path = f.path(key)?;
         let read = match private {
-            true => crate::fsutil::read_secret_file(&path).map(drop),
-            false => crate::fsutil::read_bounded(&path, crate::fsutil::limit::KEY)
-                .map(drop)
-                .map_err(|e| format!("cannot read {}: {}", path.display(), crate::owner::unreadable_reason(&path, &e))),
+            true => crate::sys::fsutil::read_secret_file(&path).map(drop),
+            false => crate::sys::fsutil::read_bounded(&path, crate::sys::fsutil::limit::KEY).map(drop).map_err(|e| {
+                format!("cannot read {}: {}", path.display(), crate::sys::owner::unreadable_reason(&path, &e))
+            }),
         };
         match read {
             Ok(()) => Some(path),

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ConfigError;
 use super::yaml::{self, Node, Pos, Value};
-use crate::units::parse_duration;
+use crate::vocab::units::parse_duration;
 
 /// Where errors of one validation run are collected.
 pub type Sink = RefCell<Vec<ConfigError>>;
@@ -291,9 +291,9 @@ pub fn nearest<'k>(word: &str, candidates: &[&'k str]) -> Option<&'k str> {
 }
 
 /// Reads the secret file named by `key`, recording why it cannot be used.
-pub(crate) fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<crate::secret::Secret<String>> {
+pub(crate) fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<crate::vocab::secret::Secret<String>> {
     let path = f.path(key)?;
-    match crate::fsutil::read_secret_file(&path) {
+    match crate::sys::fsutil::read_secret_file(&path) {
         Ok(s) => Some(s),
         Err(msg) => {
             f.error(key, msg);

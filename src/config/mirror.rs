@@ -11,8 +11,8 @@ use reqwest::Url;
 use super::fields::{Fields, Sink, secret_field};
 use super::sender::{Level, LocalAddresses, Sender, UNSET};
 use super::{Archive, ConfigError, valid_name};
-use crate::secret::Secret;
-use crate::units::{RateLimit, max};
+use crate::vocab::secret::Secret;
+use crate::vocab::units::{RateLimit, max};
 
 /// A registered downstream mirror, with defaults applied.
 #[derive(Debug, Clone)]
@@ -381,7 +381,7 @@ pub(super) fn read_dir(
     let mut mirrors = Vec::new();
     let mut watched = Vec::new();
     for file in files {
-        let text = match crate::fsutil::read_bounded_text(&file, crate::fsutil::limit::CONFIG_FILE) {
+        let text = match crate::sys::fsutil::read_bounded_text(&file, crate::sys::fsutil::limit::CONFIG_FILE) {
             Ok(t) => t,
             Err(e) => {
                 sink.borrow_mut().push(ConfigError::at(&file, (1, 1), "", format!("cannot read: {e}")));
@@ -475,7 +475,7 @@ fn read_mirror(
     let check = f.take_parsed("check", parse_check_url);
     let host_key: Option<String> = f.take("host_key");
     let pinned = host_key.is_some();
-    if let Some(Err(msg)) = host_key.as_deref().map(crate::keys::parse_public_key) {
+    if let Some(Err(msg)) = host_key.as_deref().map(crate::wire::keys::parse_public_key) {
         f.error("host_key", msg);
     }
     let transport = match (has_ssh, has_http, has_mqtt) {
@@ -777,9 +777,9 @@ pub(super) fn check_shared_topics(mirrors: &[(Mirror, Level)], prefix: &str, sin
 
 /// The `SHA256:…` fingerprint of the sender's key at `path`, or how to fix the file.
 fn key_fingerprint(path: &Path) -> Result<String, String> {
-    match crate::keys::load_identity(path) {
-        Ok(key) => Ok(crate::keys::fingerprint(key.public_key())),
-        Err(e @ crate::keys::KeyError::Unreadable { missing: true, .. }) => {
+    match crate::wire::keys::load_identity(path) {
+        Ok(key) => Ok(crate::wire::keys::fingerprint(key.public_key())),
+        Err(e @ crate::wire::keys::KeyError::Unreadable { missing: true, .. }) => {
             Err(format!("{e}; create one with `pushmirror keygen`"))
         }
         Err(e) => Err(e.to_string()),

@@ -27,8 +27,8 @@ pub use sender::{Sender, parse_source_address};
 pub(crate) use fields::secret_field;
 pub(crate) use mirror::basic_auth;
 
-use crate::fsutil::{limit, read_bounded_text};
-use crate::units::max;
+use crate::sys::fsutil::{limit, read_bounded_text};
+use crate::vocab::units::max;
 use fields::{Fields, Sink};
 use mirror::MirrorSettings;
 use sender::{Level, LocalAddresses};
@@ -131,7 +131,7 @@ pub struct Archive {
     /// mirror file's own overrides it for that mirror.
     pub source_address: Option<IpAddr>,
     /// The forced command downstreams bind its key to in `authorized_keys`, as `keys` and
-    /// `keygen --archive` print it; `None` means ftpsync's ([`crate::keys::FTPSYNC_FORCED_COMMAND`]).
+    /// `keygen --archive` print it; `None` means ftpsync's ([`crate::wire::keys::FTPSYNC_FORCED_COMMAND`]).
     pub forced_command: Option<String>,
 }
 
@@ -188,7 +188,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Why the main file cannot be read; when it is the default one and missing, how to name another.
 fn unreadable_config(path: &Path, e: &std::io::Error) -> String {
-    let why = crate::owner::unreadable_reason(path, e);
+    let why = crate::sys::owner::unreadable_reason(path, e);
     if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG) {
         format!(
             "cannot read config file: {} {why}. Name one with `-c FILE` or `PUSHMIRROR_CONFIG=FILE`, \
@@ -331,11 +331,11 @@ fn read_mqtt(mut m: Fields<'_>) -> Option<MqttSettings> {
     Some(MqttSettings { broker: broker?, expiry, ack_timeout })
 }
 
-/// [`load`], then the ownership rule ([`crate::owner`]: this process must run as the owner of
+/// [`load`], then the ownership rule ([`crate::sys::owner`]: this process must run as the owner of
 /// `state_dir`), then [`verify_files`]: the configuration of a command that writes state.
 pub fn load_for_writing(path: &Path) -> Result<Config, ConfigErrors> {
     let config = load(path)?;
-    if let Err(refused) = crate::owner::require_owner(&config.state_dir, path) {
+    if let Err(refused) = crate::sys::owner::require_owner(&config.state_dir, path) {
         return Err(ConfigErrors(vec![config.error_at("state_dir", refused.to_string())]));
     }
     verify_files(&config)?;
@@ -383,8 +383,8 @@ fn audit_ownership(config: &Config) -> Vec<ConfigError> {
     if uid == 0 {
         return Vec::new();
     }
-    let owner = crate::owner::user_name(uid);
-    let chown = format!("{}:{}", crate::owner::chown_user(uid), crate::owner::group_name(gid));
+    let owner = crate::sys::owner::user_name(uid);
+    let chown = format!("{}:{}", crate::sys::owner::chown_user(uid), crate::sys::owner::group_name(gid));
     let mut errors = Vec::new();
     // (file, position, field, path): where each file the service user must read is named.
     let main = |field: &str, path: &PathBuf| {
@@ -414,7 +414,7 @@ fn audit_ownership(config: &Config) -> Vec<ConfigError> {
                 "{} is owned by {}, but the service user {owner} (the owner of state_dir) must read it: \
                  chown {chown} {}",
                 path.display(),
-                crate::owner::user_name(meta.uid()),
+                crate::sys::owner::user_name(meta.uid()),
                 path.display()
             );
             errors.push(ConfigError::at(&file, at, &field, message));
@@ -431,7 +431,7 @@ fn audit_ownership(config: &Config) -> Vec<ConfigError> {
                 if foreign.len() == 1 { "y is" } else { "ies are" },
                 config.state_dir.display(),
                 first.0.display(),
-                crate::owner::user_name(first.1),
+                crate::sys::owner::user_name(first.1),
                 config.state_dir.display()
             ),
         ));
@@ -486,15 +486,15 @@ pub fn verify_files(config: &Config) -> Result<(), ConfigErrors> {
         && config.known_hosts.exists()
         && let Err(e) = read_bounded_text(&config.known_hosts, limit::KNOWN_HOSTS)
     {
-        let why = crate::owner::unreadable_reason(&config.known_hosts, &e);
+        let why = crate::sys::owner::unreadable_reason(&config.known_hosts, &e);
         error("known_hosts", format!("cannot read {}: {why}", config.known_hosts.display()));
     }
     for archive in config.archives.values() {
         let trace = archive.root.join(&archive.trace);
         if trace.symlink_metadata().is_ok()
-            && let Err(e) = crate::fsutil::read_bounded(&trace, limit::TRACE)
+            && let Err(e) = crate::sys::fsutil::read_bounded(&trace, limit::TRACE)
         {
-            let why = crate::owner::unreadable_reason(&trace, &e);
+            let why = crate::sys::owner::unreadable_reason(&trace, &e);
             error(&format!("archives.{}.trace", archive.name), format!("cannot read {}: {why}", trace.display()));
         }
     }
@@ -518,7 +518,7 @@ fn not_a_directory(root: &Path) -> Option<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Some(format!("{} does not exist: the archive's root directory (a typo in `root:`?)", root.display()))
         }
-        Err(e) => Some(format!("cannot read {}: {}", root.display(), crate::owner::unreadable_reason(root, &e))),
+        Err(e) => Some(format!("cannot read {}: {}", root.display(), crate::sys::owner::unreadable_reason(root, &e))),
     }
 }
 
@@ -665,7 +665,8 @@ fn read_archives(
         let propagation_timeout =
             a.duration("propagation_timeout", max::SYNC_TIMEOUT).unwrap_or(Duration::from_secs(6 * 3600));
         let level = Level::read(&mut a, local).or(main);
-        let forced_command = a.take_parsed("forced_command", |c| crate::keys::quote_option(c).map(|_| c.to_string()));
+        let forced_command =
+            a.take_parsed("forced_command", |c| crate::wire::keys::quote_option(c).map(|_| c.to_string()));
         a.finish(ARCHIVE_FIELDS);
         if let Some(root) = root {
             let archive = Archive {

@@ -10,6 +10,8 @@
 //! invalid file keeps the old one) and retires the old one after its running pushes. A per-archive
 //! lock makes the new pusher wait for the old one, so a push is never dispatched twice.
 
+pub mod page;
+pub mod server;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -23,21 +25,21 @@ use anyhow::Context as _;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::broadcast::connect::Session;
-use crate::broadcast::{AckRecord, AckState};
-use crate::clock::Clock;
+use crate::archive::watch::{WatchState, Watcher};
 use crate::config::{Config, ConfigErrors};
-use crate::dispatch::{Engine, Options};
-use crate::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
-use crate::plan::{Plan, PushRequest, plan};
-use crate::report::{
+use crate::daemon::server::{Metrics, ServerState};
+use crate::push::engine::{Engine, Options};
+use crate::push::plan::{Plan, PushRequest, plan};
+use crate::push::report::{
     ArchiveStatus, DaemonStatus, DeferredTrigger, History, MirrorStatus, PushProgress, Report, TriggerReport,
 };
-use crate::server::{Metrics, ServerState};
-use crate::supervise::{Died, Supervisor};
+use crate::sys::supervise::{Died, Supervisor};
 use crate::transport::Transports;
 use crate::transport::mqtt::MqttTransport;
-use crate::watch::{WatchState, Watcher};
+use crate::transport::mqtt::connect::Session;
+use crate::vocab::clock::Clock;
+use crate::vocab::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
+use crate::wire::mqtt::{AckRecord, AckState};
 use state::{DeferredMap, Journal, StateDir};
 
 /// Reads and validates the configuration file (on the blocking pool: it reads files).
@@ -95,7 +97,7 @@ struct Shared {
     /// Every long-running part: one that panics stops the daemon (exit 1).
     parts: Arc<Supervisor>,
     /// Reads mirrors' trace files after pushes.
-    prober: crate::freshness::Prober,
+    prober: crate::observe::freshness::Prober,
     /// Cancelled by SIGTERM: what outlives a reload (following a push's propagation) ends here.
     shutdown: CancellationToken,
     clock: Clock,
@@ -118,14 +120,14 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
         deferred: Mutex::new(StateDir::new(&config.state_dir).deferred()),
         deferred_changed: Notify::new(),
         hard_stop: CancellationToken::new(),
-        prober: crate::freshness::Prober::new()?,
+        prober: crate::observe::freshness::Prober::new()?,
         shutdown: control.shutdown.clone(),
         parts: Supervisor::new(),
         clock: control.clock.clone(),
     });
     let generation = Generation::start(config, &shared).context("cannot start")?;
     let server_stop = CancellationToken::new();
-    let app = crate::server::router(ServerState { status: status_rx.clone(), metrics });
+    let app = crate::daemon::server::router(ServerState { status: status_rx.clone(), metrics });
     let stop = server_stop.clone();
     let server =
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
@@ -261,7 +263,7 @@ impl Generation {
                 Some(v) => v,
                 None => {
                     // First start: what is there now counts as pushed; only later updates are pushed.
-                    let v = crate::watch::read_version(archive);
+                    let v = crate::archive::watch::read_version(archive);
                     tracing::info!(archive = %archive.name, version = v.as_deref().unwrap_or("none"), "first start: recording the current version without pushing");
                     ctx.state.set_pushed(&archive.name, v.as_deref()).context("cannot write state")?;
                     v
@@ -366,7 +368,7 @@ impl GenCtx {
         store_again(history, report, "the late ack").await;
     }
     /// Every `freshness.interval`, surveys every mirror with a `check:` URL
-    /// ([`crate::freshness`]): the rows go to `/status`, `/metrics` and `state_dir/freshness.json`
+    /// ([`crate::observe::freshness`]): the rows go to `/status`, `/metrics` and `state_dir/freshness.json`
     /// (which carries each mirror's `since` over restarts). Ends with this generation.
     async fn freshness_loop(self: Arc<Self>) {
         let surveyed = |c: &Config| c.mirrors.iter().any(|m| m.check.is_some()) || !c.watched.is_empty();
@@ -375,14 +377,14 @@ impl GenCtx {
             // Nothing to survey (any more): no stale rows linger in /status, /metrics or on disk.
             self.shared.metrics.freshness(&[]);
             self.shared.status.send_modify(|s| s.freshness.clear());
-            if let Err(e) = crate::freshness::forget(&state_dir) {
+            if let Err(e) = crate::observe::freshness::forget(&state_dir) {
                 tracing::error!(dir = %state_dir.display(), error = %e, "cannot remove the freshness memory");
             }
             return;
         }
         let (dir, keep) = (state_dir.clone(), self.config.status.history);
         let mut previous = tokio::task::spawn_blocking(move || {
-            crate::freshness::recall(&dir).unwrap_or_else(|e| {
+            crate::observe::freshness::recall(&dir).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "freshness memory unusable; starting afresh");
                 Vec::new()
             })
@@ -399,20 +401,20 @@ impl GenCtx {
             })
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-            let survey = crate::freshness::survey(&self.config, None, &self.shared.prober, &history);
+            let survey = crate::observe::freshness::survey(&self.config, None, &self.shared.prober, &history);
             let mut rows = tokio::select! {
                 rows = survey => rows,
                 _ = self.stop.cancelled() => return,
             };
-            crate::freshness::annotate(&mut rows, &previous, &history);
+            crate::observe::freshness::annotate(&mut rows, &previous, &history);
             let (dir, kept) = (state_dir.clone(), rows.clone());
-            let written = tokio::task::spawn_blocking(move || crate::freshness::remember(&dir, &kept))
+            let written = tokio::task::spawn_blocking(move || crate::observe::freshness::remember(&dir, &kept))
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
             if let Err(e) = written {
                 tracing::error!(dir = %state_dir.display(), error = %e, "cannot write the freshness memory");
             }
-            let stale = rows.iter().filter(|r| !crate::freshness::all_fresh(std::slice::from_ref(r))).count();
+            let stale = rows.iter().filter(|r| !crate::observe::freshness::all_fresh(std::slice::from_ref(r))).count();
             tracing::info!(mirrors = rows.len(), behind_or_unreachable = stale, "freshness sweep");
             self.shared.metrics.freshness(&rows);
             self.shared.status.send_modify(|s| s.freshness = rows.clone());
@@ -613,11 +615,11 @@ impl GenCtx {
     }
 
     /// Watches each delivered mirror with a `check:` URL until it serves the pushed version
-    /// ([`crate::propagation`]), as a supervised part that ends at shutdown (not at a reload); the result
+    /// ([`crate::observe::propagation`]), as a supervised part that ends at shutdown (not at a reload); the result
     /// goes into the archive's last report in `/status` and the `propagation_seconds` histogram.
     fn follow(&self, archive: &str, report: &Report, started: tokio::time::Instant) {
         let (Some(version), Some(config)) = (report.serial.clone(), self.config.archives.get(archive)) else { return };
-        let mirrors = crate::propagation::delivered_with_check(&self.config, report);
+        let mirrors = crate::observe::propagation::delivered_with_check(&self.config, report);
         if mirrors.is_empty() {
             return;
         }
@@ -629,7 +631,7 @@ impl GenCtx {
         let mut report = report.clone();
         let history = History::new(&self.config.state_dir, self.config.status.history);
         self.shared.parts.spawn(part, async move {
-            let followed = crate::propagation::follow(&shared.prober, mirrors, &version, started, timeout);
+            let followed = crate::observe::propagation::follow(&shared.prober, mirrors, &version, started, timeout);
             let rows = tokio::select! {
                 rows = followed => rows,
                 _ = stop.cancelled() => return,

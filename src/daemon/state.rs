@@ -18,8 +18,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{lock_exclusive, write_atomic};
-use crate::model::Timestamp;
+use crate::sys::fsutil::{lock_exclusive, write_atomic};
+use crate::vocab::model::Timestamp;
 
 /// The daemon's state directory.
 #[derive(Debug, Clone)]

@@ -15,10 +15,10 @@ pub use http::{Hit, HttpReceiver, Log, Reply};
 pub use latency::LatencyProxy;
 pub use ssh::{Behaviour, Exec, ExecLog, SshReceiver};
 
-use crate::dispatch::Options;
-use crate::output::{self, Ended, Format, Stop};
-use crate::plan::PushRequest;
+use crate::push::engine::Options;
+use crate::push::plan::PushRequest;
 use crate::transport::known_hosts::{KnownHostsFile, host_entry_name};
+use crate::vocab::output::{self, Ended, Format, Stop};
 
 /// How a demo receiver picks its next answer: the scripted ones in order, then the default.
 pub(crate) struct Script<T> {
@@ -66,7 +66,7 @@ async fn demo(n: usize, format: Format) -> anyhow::Result<Ended> {
         "Archive serial: 2026112501\nCreator: pushmirror demo\n",
     )?;
     std::fs::create_dir_all(root.join("mirrors.d"))?;
-    let sender = crate::keys::generate(&root.join("keys/id_ed25519"), "pushmirror@demo")?;
+    let sender = crate::wire::keys::generate(&root.join("keys/id_ed25519"), "pushmirror@demo")?;
     let mut receivers = Receivers::default();
     for i in 0..n {
         // Every third mirror is an ftpsync-style SSH downstream, the others HTTP.
@@ -87,8 +87,9 @@ async fn demo(n: usize, format: Format) -> anyhow::Result<Ended> {
     let config = crate::config::load(&config_path).map_err(|e| anyhow::anyhow!("demo config invalid:\n{e}"))?;
     // The rate-limited mirror was triggered earlier this hour: that send is recorded through the
     // same state a real push keeps, so this push defers it.
-    let limits = crate::ratelimit::RateLimits::persistent(&config.state_dir, crate::clock::Clock::system());
-    limits.admit(LIMITED, "1/1h".parse::<crate::units::RateLimit>().map_err(anyhow::Error::msg)?).await?;
+    let limits =
+        crate::push::ratelimit::RateLimits::persistent(&config.state_dir, crate::vocab::clock::Clock::system());
+    limits.admit(LIMITED, "1/1h".parse::<crate::vocab::units::RateLimit>().map_err(anyhow::Error::msg)?).await?;
     let plan = crate::push::plan_push(&config, &PushRequest::default())?;
     let report = crate::push::once(&config, &plan, &Options::default(), "demo").await?;
     output::print(&report, format);
@@ -109,8 +110,8 @@ const LIMITED: &str = "demo-zz-limited";
 const REFUSING: &str = "demo-zz-refusing";
 
 /// What happened to the bad-day mirrors and what the exit status means, in words, from the report.
-fn bad_day_summary(report: &crate::report::Report) -> String {
-    use crate::model::Outcome;
+fn bad_day_summary(report: &crate::push::report::Report) -> String {
+    use crate::vocab::model::Outcome;
     let mut out = String::from("a bad day, as the engine handles it:\n");
     for row in report.triggers.iter().filter(|r| [FLAKY, LIMITED, REFUSING].contains(&r.mirror.as_str())) {
         let what = match row.outcome {
@@ -137,7 +138,7 @@ fn bad_day_summary(report: &crate::report::Report) -> String {
         s.ok,
         s.failed,
         s.deferred,
-        crate::output::exit_code(&Ok(report.verdict()))
+        crate::vocab::output::exit_code(&Ok(report.verdict()))
     ));
     out.push_str(match s.failed {
         0 => " (deferred alone is not a failure)\n",

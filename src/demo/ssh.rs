@@ -12,7 +12,7 @@ use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio::sync::Notify;
 
 use super::Script;
-use crate::keys::same_key;
+use crate::wire::keys::same_key;
 
 /// How the receiver's "forced command" behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -296,7 +296,7 @@ impl server::Handler for Connection {
         }
         self.user = user.to_string();
         self.auth_algorithm = key.algorithm.as_str().to_string();
-        self.key_fingerprint = crate::keys::fingerprint(key.public_key);
+        self.key_fingerprint = crate::wire::keys::fingerprint(key.public_key);
         Ok(Auth::Accept)
     }
 

@@ -1,5 +1,5 @@
 //! Who may trigger a sync: a bearer token, basic auth, or an HMAC signature
-//! ([`crate::signature`]). Every secret is compared in constant time; a signature is refused when
+//! ([`crate::wire::signed_http`]). Every secret is compared in constant time; a signature is refused when
 //! stale or when it has been accepted before (a replay, [`super::replay`]).
 
 use std::fmt;
@@ -12,8 +12,8 @@ use subtle::{Choice, ConstantTimeEq};
 
 use super::refusals::Refusal;
 use super::replay::SeenSignatures;
-use crate::secret::Secret;
-use crate::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::vocab::secret::Secret;
+use crate::wire::signed_http::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 /// The secrets one archive accepts; any one of them authorises a trigger.
 #[derive(Debug, Clone, Default)]
@@ -108,9 +108,9 @@ fn check_signature(
         return Err(Refusal::WrongSignature);
     };
     let Ok(t) = timestamp.parse::<u64>() else { return Err(Refusal::WrongSignature) };
-    if !signature::verify(secret.expose().as_bytes(), timestamp, body, sig) {
+    if !signed_http::verify(secret.expose().as_bytes(), timestamp, body, sig) {
         Err(Refusal::WrongSignature)
-    } else if !signature::is_fresh(timestamp, now) {
+    } else if !signed_http::is_fresh(timestamp, now) {
         Err(Refusal::StaleSignature)
     } else if !seen.first_use(sig, t, now) {
         Err(Refusal::ReplayedSignature)
@@ -189,7 +189,10 @@ mod tests {
     fn a_signature_is_accepted_once_and_only_while_fresh() {
         let seen = SeenSignatures::default();
         let signed = |t: u64, key: &[u8]| {
-            with(&[(TIMESTAMP_HEADER, t.to_string()), (SIGNATURE_HEADER, signature::sign(key, &t.to_string(), b"{}"))])
+            with(&[
+                (TIMESTAMP_HEADER, t.to_string()),
+                (SIGNATURE_HEADER, signed_http::sign(key, &t.to_string(), b"{}")),
+            ])
         };
         let check = |headers: &HeaderMap, body: &[u8]| authenticate(&all_three(), headers, body, &seen, NOW);
         let fresh = signed(NOW - 10, b"key");

@@ -80,7 +80,7 @@ impl ReceiveMqtt {
     pub fn topics(&self) -> BTreeMap<String, String> {
         let prefix = &self.broker.topic_prefix;
         let topic =
-            |a: &String| self.topics.get(a).cloned().unwrap_or_else(|| crate::broadcast::trigger_topic(prefix, a));
+            |a: &String| self.topics.get(a).cloned().unwrap_or_else(|| crate::wire::mqtt::trigger_topic(prefix, a));
         self.archives.iter().map(|a| (topic(a), a.clone())).collect()
     }
 }
@@ -170,8 +170,8 @@ pub struct SyncArchive {
 
 /// Loads and validates the receive configuration at `path`, or returns every error found.
 pub fn load(path: &Path) -> Result<ReceiveConfig, ConfigErrors> {
-    let text = crate::fsutil::read_bounded_text(path, crate::fsutil::limit::CONFIG_FILE).map_err(|e| {
-        let why = crate::owner::unreadable_reason(path, &e);
+    let text = crate::sys::fsutil::read_bounded_text(path, crate::sys::fsutil::limit::CONFIG_FILE).map_err(|e| {
+        let why = crate::sys::owner::unreadable_reason(path, &e);
         ConfigErrors(vec![ConfigError::at(path, (1, 1), "", format!("cannot read config file: {why}"))])
     })?;
     let sink = Sink::default();
@@ -240,7 +240,7 @@ fn read_mqtt(mut m: Fields<'_>, configured: &BTreeMap<String, Arc<SyncArchive>>)
     let keys: Vec<String> = m.take("trusted_keys").unwrap_or_default();
     let mut trusted_keys = Vec::new();
     for line in &keys {
-        match crate::keys::parse_public_key(line) {
+        match crate::wire::keys::parse_public_key(line) {
             Ok(key) => trusted_keys.push(key),
             Err(e) => m.error("trusted_keys", e),
         }
@@ -304,7 +304,7 @@ fn read_archives(f: &mut Fields<'_>, mqtt: bool) -> BTreeMap<String, Arc<SyncArc
 
 fn read_archive(name: &str, a: &mut Fields<'_>, parent: &Fields<'_>, mqtt: bool) -> Option<SyncArchive> {
     let command = read_command(a, name);
-    let timeout = a.duration("timeout", crate::units::max::SYNC_COMMAND).unwrap_or(DEFAULT_TIMEOUT);
+    let timeout = a.duration("timeout", crate::vocab::units::max::SYNC_COMMAND).unwrap_or(DEFAULT_TIMEOUT);
     let credentials = read_credentials(a, name, parent, mqtt);
     let push = a.path("push");
     Some(SyncArchive { name: name.to_string(), command: command?, timeout, credentials: credentials?, push })

@@ -42,8 +42,8 @@ use tokio_util::task::TaskTracker;
 pub use config::{DEFAULT_CONFIG, Limits, ReceiveConfig, StatusAccess, SyncArchive, load};
 pub use status::{ArchiveSync, ChainedPush, ReceiveStatus};
 
-use crate::model::Timestamp;
-use crate::supervise::{Died, Supervisor};
+use crate::sys::supervise::{Died, Supervisor};
+use crate::vocab::model::Timestamp;
 use refusals::{Refusal, Refusals};
 use replay::SeenSignatures;
 use sync::{Lane, Workers};
@@ -178,8 +178,8 @@ pub async fn start(config: ReceiveConfig, shutdown: CancellationToken) -> anyhow
 /// `limits.connections`, lowered (and said so) when the open-file limit is too low for it.
 fn connection_cap(config: &ReceiveConfig) -> usize {
     let configured = config.limits.connections;
-    let open_files = crate::fdlimit::current();
-    let cap = crate::fdlimit::cap(configured, open_files);
+    let open_files = crate::sys::fdlimit::current();
+    let cap = crate::sys::fdlimit::cap(configured, open_files);
     if cap < configured {
         tracing::warn!(
             "limits.connections lowered from {configured} to {cap}: at most half the open-file limit ({}), \
@@ -344,8 +344,8 @@ mod tests {
 
     use super::*;
     use crate::receive::auth::Credentials;
-    use crate::secret::Secret;
-    use crate::signature;
+    use crate::vocab::secret::Secret;
+    use crate::wire::signed_http;
 
     const KEY: &str = "hmac-key";
 
@@ -379,8 +379,8 @@ mod tests {
         let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
         let body = br#"{"stage":"all"}"#;
         let mut request = Request::post("/trigger/debian")
-            .header(signature::TIMESTAMP_HEADER, &t)
-            .header(signature::SIGNATURE_HEADER, signature::sign(KEY.as_bytes(), &t, body))
+            .header(signed_http::TIMESTAMP_HEADER, &t)
+            .header(signed_http::SIGNATURE_HEADER, signed_http::sign(KEY.as_bytes(), &t, body))
             .body(Body::from(body.as_slice()))
             .unwrap();
         request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));

@@ -1,6 +1,6 @@
 //! `receive`'s subscriber of the broadcast tier: a persistent MQTT session (triggers published
 //! while it was away arrive when it reconnects) subscribed to `{prefix}/{archive}/trigger` of its
-//! archives. A trigger runs only when it is signed by a trusted key ([`crate::broadcast::verify`]),
+//! archives. A trigger runs only when it is signed by a trusted key ([`crate::wire::mqtt::verify`]),
 //! well-formed, for the archive of its topic, and newer than the last one accepted for that
 //! archive (so a replayed or re-delivered trigger, and the retained copy that comes with every
 //! new subscription, run nothing); anything else is logged and dropped. Accepted triggers join the
@@ -23,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 use super::config::ReceiveMqtt;
 use super::request::{SyncRequest, valid_serial};
 use super::sync::{Lane, RunEvent, Workers};
-use crate::broadcast::connect::{self, Backoff, Session};
-use crate::broadcast::{self as wire, AckMessage, AckState, TriggerMessage};
-use crate::model::Timestamp;
-use crate::units::millis;
+use crate::transport::mqtt::connect::{self, Backoff, Session};
+use crate::vocab::model::Timestamp;
+use crate::vocab::units::millis;
+use crate::wire::mqtt::{self as wire, AckMessage, AckState, TriggerMessage};
 
 /// Why a received trigger runs nothing. Each is logged with the archive and sender.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ impl Accepted {
         let mut last = BTreeMap::new();
         for archive in archives {
             let file = dir.join(format!("{archive}.json"));
-            if let Ok(bytes) = crate::fsutil::read_bounded(&file, crate::fsutil::limit::SECRET)
+            if let Ok(bytes) = crate::sys::fsutil::read_bounded(&file, crate::sys::fsutil::limit::SECRET)
                 && let Ok(t) = serde_json::from_slice::<Timestamp>(&bytes)
             {
                 last.insert(archive.clone(), t);
@@ -86,7 +86,7 @@ impl Accepted {
         self.last.insert(archive.to_string(), sent);
         let file = self.dir.join(format!("{archive}.json"));
         let bytes = serde_json::to_vec(&sent).unwrap_or_default();
-        if let Err(e) = crate::fsutil::write_atomic(&file, &bytes) {
+        if let Err(e) = crate::sys::fsutil::write_atomic(&file, &bytes) {
             // Still run it: a trigger is not refused for our disk; a restart may run it once more.
             tracing::error!(%archive, "cannot record the accepted trigger in {}: {e}", file.display());
         }

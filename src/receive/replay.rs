@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_atomic;
-use crate::signature::MAX_AGE_SECS;
+use crate::sys::fsutil::write_atomic;
+use crate::wire::signed_http::MAX_AGE_SECS;
 
 /// Largest replay file read at start: tens of thousands of entries, far more than five minutes of
 /// triggers bring. Anything bigger was not written by `receive`.
@@ -124,10 +124,10 @@ fn serialize(seen: &HashMap<String, u64>) -> Vec<u8> {
 }
 
 /// The bytes of `file`, `None` when it does not exist; only a regular file, at most
-/// [`MAX_FILE_BYTES`] of it ([`crate::fsutil::read_bounded`]).
+/// [`MAX_FILE_BYTES`] of it ([`crate::sys::fsutil::read_bounded`]).
 fn read_bounded(file: &Path) -> Result<Option<Vec<u8>>, LoadError> {
     let not_replay_file = |what| LoadError::NotReplayFile { path: file.to_path_buf(), what };
-    match crate::fsutil::read_bounded(file, MAX_FILE_BYTES) {
+    match crate::sys::fsutil::read_bounded(file, MAX_FILE_BYTES) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(not_replay_file("not a regular file")),

@@ -6,7 +6,7 @@ use axum::extract::Query;
 use axum::http::Uri;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Stage;
+use crate::vocab::model::Stage;
 
 /// Longest serial accepted (ftpsync's are ten digits; room for date-and-time forms).
 pub const MAX_SERIAL: usize = 64;
@@ -22,7 +22,7 @@ pub struct SyncRequest {
     /// When an MQTT trigger was sent (its acks carry it back, so the sender can tell which
     /// publication they answer); `None` for HTTP triggers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sent_at: Option<crate::model::Timestamp>,
+    pub sent_at: Option<crate::vocab::model::Timestamp>,
 }
 
 /// Why a trigger's parameters are refused (answered with 400 and this text).

@@ -1,7 +1,7 @@
 //! The endpoint's connections, bounded so that clients that connect and then send nothing, or
 //! send slowly, cannot use up the receiver's descriptors and keep valid triggers out:
 //! - at most [`Limits::connections`] open at once (and at most half the open-file limit, see
-//!   [`crate::fdlimit::cap`]); at the limit the quietest connection that is not in the middle of a
+//!   [`crate::sys::fdlimit::cap`]); at the limit the quietest connection that is not in the middle of a
 //!   request is closed to make room, and when every one is mid-request the new one is closed;
 //! - a request head must be complete within [`Limits::header_timeout`] of the connection being
 //!   ready for it (opened, or the previous answer sent), which also ends idle kept-alive
@@ -42,7 +42,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 pub(super) struct Server {
     pub listener: TcpListener,
     pub router: Router,
-    /// With `connections` already capped by [`crate::fdlimit::cap`].
+    /// With `connections` already capped by [`crate::sys::fdlimit::cap`].
     pub limits: Limits,
     pub refusals: Arc<Refusals>,
     /// Every connection's task is tracked here, so that stopping waits for them.

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::request::SyncRequest;
-use crate::model::Timestamp;
-use crate::report::Summary;
+use crate::push::report::Summary;
+use crate::vocab::model::Timestamp;
 
 /// Every archive's sync state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

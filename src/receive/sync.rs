@@ -17,10 +17,10 @@ use super::config::SyncArchive;
 use super::replay::SeenSignatures;
 use super::request::SyncRequest;
 use super::status::{ChainedPush, ReceiveStatus};
-use crate::dispatch::Options;
-use crate::model::{Stage, Timestamp};
-use crate::plan::PushRequest;
-use crate::report::Report;
+use crate::push::engine::Options;
+use crate::push::plan::PushRequest;
+use crate::push::report::Report;
+use crate::vocab::model::{Stage, Timestamp};
 
 /// Environment variable naming the archive, for the sync command.
 pub const ENV_ARCHIVE: &str = "PUSHMIRROR_ARCHIVE";

@@ -12,8 +12,8 @@ use reqwest::{Client, Response, StatusCode};
 
 use super::{AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{HttpMethod, HttpTarget};
-use crate::model::ErrorClass;
-use crate::signature;
+use crate::vocab::model::ErrorClass;
+use crate::wire::signed_http;
 
 /// At most this much of an answer's body is read; the rest is dropped.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -91,8 +91,10 @@ impl HttpTransport {
                 let mut b = client.post(url).header(CONTENT_TYPE, "application/json");
                 if let Some(secret) = &target.hmac_secret {
                     let timestamp = sent_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
-                    let signature = signature::sign(secret.expose().as_bytes(), &timestamp, &body);
-                    b = b.header(signature::TIMESTAMP_HEADER, timestamp).header(signature::SIGNATURE_HEADER, signature);
+                    let signature = signed_http::sign(secret.expose().as_bytes(), &timestamp, &body);
+                    b = b
+                        .header(signed_http::TIMESTAMP_HEADER, timestamp)
+                        .header(signed_http::SIGNATURE_HEADER, signature);
                 }
                 b.body(body)
             }
@@ -296,9 +298,9 @@ mod tests {
 
     use super::*;
     use crate::config::Transport;
-    use crate::model::Stage;
-    use crate::secret::Secret;
     use crate::transport::Downstream;
+    use crate::vocab::model::Stage;
+    use crate::vocab::secret::Secret;
 
     /// One GET at `url` through the production client and [`HttpTransport::fire`], bounded by
     /// `timeout` (the mirror's `timeout:`); the request must fail.

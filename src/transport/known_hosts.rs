@@ -18,7 +18,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::PublicKey;
 use sha1::Sha1;
 
-use crate::keys::same_key;
+use crate::wire::keys::same_key;
 
 /// The name a host is recorded under, as ssh forms it: the host name in lower case, on port 22
 /// as is, else `[host]:port`. A hashed entry is the hash of exactly this text, so a mirror
@@ -210,7 +210,7 @@ impl KnownHostsFile {
         if let Some(c) = cache.as_ref().filter(|c| c.stamp == stamp) {
             return Ok(Arc::clone(&c.entries));
         }
-        let text = crate::fsutil::read_bounded_text(&self.path, crate::fsutil::limit::KNOWN_HOSTS)?;
+        let text = crate::sys::fsutil::read_bounded_text(&self.path, crate::sys::fsutil::limit::KNOWN_HOSTS)?;
         let entries = Arc::new(parse(&text));
         *cache = Some(Cached { stamp, entries: Arc::clone(&entries) });
         Ok(entries)

@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{Config, HttpMethod, Mirror, Transport};
-use crate::model::{ErrorClass, Stage};
+use crate::vocab::model::{ErrorClass, Stage};
 
 /// What a transport knows of a mirror: where it is, what to say and how long to wait. Retries,
 /// backoff and rate limits are the engine's, and out of a transport's reach.
@@ -78,7 +78,7 @@ pub struct TriggerRequest<'a> {
     /// The archive's serial, when known.
     pub serial: Option<&'a str>,
     /// Tell the downstream it is a hub in a multi-hop push (`sync:mhop`); see
-    /// [`crate::plan::part_of`] for when.
+    /// [`crate::push::plan::part_of`] for when.
     pub mhop: bool,
     /// Which push of this process it belongs to: the MQTT transport publishes once per push and
     /// stage, whatever the number of mirrors and retries.
@@ -275,7 +275,7 @@ impl Transports {
     /// Builds the transports `config` needs: HTTP always (one client per source address its HTTP
     /// mirrors leave from), SSH when a mirror uses it, loading each key its SSH mirrors
     /// authenticate with once.
-    pub fn new(config: &Config, session: crate::broadcast::connect::Session) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, session: crate::transport::mqtt::connect::Session) -> anyhow::Result<Self> {
         let mut identities: BTreeSet<PathBuf> = BTreeSet::new();
         let mut http_sources: BTreeSet<IpAddr> = BTreeSet::new();
         let mut http_hosts: BTreeSet<(String, u16)> = BTreeSet::new();
@@ -311,7 +311,7 @@ impl Transports {
             true => Some(mqtt::MqttTransport::new(config, session).context("setting up the MQTT broadcast tier")?),
             false => None,
         };
-        let idle = idle_per_host(http_hosts.len(), config.max_per_host, crate::fdlimit::current());
+        let idle = idle_per_host(http_hosts.len(), config.max_per_host, crate::sys::fdlimit::current());
         let http = http::HttpTransport::new(http_sources, idle)?;
         Ok(Transports { http, ssh, mqtt })
     }

@@ -24,10 +24,10 @@ use tokio::time::Instant;
 
 use super::known_hosts::{self, Entry, KnownHostsFile, Verdict, host_entry_name};
 use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
-use crate::clock::later;
 use crate::config::{HostKeyPolicy, SshTarget};
-use crate::keys::{KeyError, fingerprint, load_identity, parse_public_key, same_key};
-use crate::model::{ErrorClass, Stage};
+use crate::vocab::clock::later;
+use crate::vocab::model::{ErrorClass, Stage};
+use crate::wire::keys::{KeyError, fingerprint, load_identity, parse_public_key, same_key};
 
 /// The note of a trigger whose command was still running when its `timeout` ended.
 pub const NOTE_STILL_RUNNING: &str = "still running";

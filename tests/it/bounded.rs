@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use pushmirror::compat::runmirrors::import::{Source, convert};
 use pushmirror::config::ConfigErrors;
-use pushmirror::runmirrors::import::{Source, convert};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -160,7 +160,7 @@ fn random_runmirrors_files_never_panic_the_importer() {
 #[test]
 fn check_refuses_a_fifo_trace_file_and_a_device_as_known_hosts() {
     let f = Fixture::with_main("identity: keys/id\nknown_hosts: kh\n");
-    pushmirror::keys::generate(&f.path("keys/id"), "test").unwrap();
+    pushmirror::wire::keys::generate(&f.path("keys/id"), "test").unwrap();
     std::fs::remove_file(f.path("archive/project/trace/master")).unwrap();
     mkfifo(&f.path("archive/project/trace/master"));
     std::os::unix::fs::symlink("/dev/zero", f.path("kh")).unwrap();

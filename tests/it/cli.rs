@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use pushmirror::demo::{HttpReceiver, Reply};
-use pushmirror::model::Outcome;
-use pushmirror::report::Report;
+use pushmirror::push::report::Report;
+use pushmirror::vocab::model::Outcome;
 
 use crate::common::{Fixture, run_bin, stderr, stdout};
 
@@ -192,7 +192,7 @@ fn the_demo_pushes_to_its_receivers_and_shows_a_bad_day() {
         [
             ("demo-zz-flaky", Outcome::Ok, 2, None),
             ("demo-zz-limited", Outcome::Deferred, 0, None),
-            ("demo-zz-refusing", Outcome::Failed, 1, Some(pushmirror::model::ErrorClass::HttpStatus)),
+            ("demo-zz-refusing", Outcome::Failed, 1, Some(pushmirror::vocab::model::ErrorClass::HttpStatus)),
         ]
     );
 
@@ -235,7 +235,7 @@ fn the_shipped_example_config_and_mirror_files_pass_check() {
         examples += 1;
     }
     // What an operator creates next to the examples: the sender key and the secret files.
-    pushmirror::keys::generate(&dir.path().join("keys/id_ed25519"), "pushmirror@example").unwrap();
+    pushmirror::wire::keys::generate(&dir.path().join("keys/id_ed25519"), "pushmirror@example").unwrap();
     pushmirror::demo::write_secret(&dir.path().join("mirrors.d/secrets/example.pw"), "s3cret").unwrap();
     pushmirror::demo::write_secret(
         &dir.path().join("mirrors.d/secrets/example-mirror.url"),

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use pushmirror::clock::Clock;
 use pushmirror::config::{self, Config};
-use pushmirror::dispatch::Options;
-use pushmirror::plan::PushRequest;
-use pushmirror::report::Report;
+use pushmirror::push::engine::Options;
+use pushmirror::push::plan::PushRequest;
+use pushmirror::push::report::Report;
 use pushmirror::transport::Transports;
+use pushmirror::vocab::clock::Clock;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpListener;
 
@@ -94,7 +94,7 @@ impl Fixture {
         let plan = pushmirror::push::plan_push(&config, &request).unwrap();
         let engine = pushmirror::push::engine(
             &config,
-            Arc::new(Transports::new(&config, pushmirror::broadcast::connect::Session::Once).unwrap()),
+            Arc::new(Transports::new(&config, pushmirror::transport::mqtt::connect::Session::Once).unwrap()),
             Clock::system(),
         );
         pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "test").await
@@ -138,7 +138,7 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// The report row of mirror `name`.
-pub fn row<'a>(report: &'a Report, name: &str) -> &'a pushmirror::report::TriggerReport {
+pub fn row<'a>(report: &'a Report, name: &str) -> &'a pushmirror::push::report::TriggerReport {
     report.triggers.iter().find(|t| t.mirror == name).unwrap_or_else(|| panic!("no row for {name}"))
 }
 

@@ -92,7 +92,7 @@ impl Shipped {
             files.push((rel, std::fs::read_to_string(&path).unwrap()));
         }
         let base = dir.path().join("base");
-        pushmirror::keys::generate(&base.join("keys/id_ed25519"), "pushmirror@example").unwrap();
+        pushmirror::wire::keys::generate(&base.join("keys/id_ed25519"), "pushmirror@example").unwrap();
         pushmirror::demo::write_secret(&base.join("mirrors.d/secrets/example.pw"), "s3cret").unwrap();
         pushmirror::demo::write_secret(
             &base.join("mirrors.d/secrets/example-mirror.url"),

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pushmirror::clock::Clock;
 use pushmirror::daemon::{Control, Daemon, Loader};
 use pushmirror::demo::{HttpReceiver, Reply};
-use pushmirror::freshness::Standing;
-use pushmirror::report::DaemonStatus;
+use pushmirror::observe::freshness::Standing;
+use pushmirror::push::report::DaemonStatus;
+use pushmirror::vocab::clock::Clock;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -308,9 +308,9 @@ async fn a_trigger_outliving_the_grace_period_is_interrupted_and_resumed_at_the_
     // The grace period is 5 s (see `start`), not the trigger's hour.
     assert_eq!(stopping.elapsed(), Duration::from_secs(5));
     assert!(f.path("state/daemon/debian.due").exists(), "the interrupted push stays due");
-    let history = pushmirror::report::History::new(&f.path("state"), 10).all().unwrap();
+    let history = pushmirror::push::report::History::new(&f.path("state"), 10).all().unwrap();
     let interrupted = &history.last().unwrap().triggers[0];
-    assert_eq!(interrupted.error.as_deref(), Some(pushmirror::dispatch::INTERRUPTED));
+    assert_eq!(interrupted.error.as_deref(), Some(pushmirror::push::engine::INTERRUPTED));
 
     let d = start(&f).await;
     rx.log().wait_for(2).await;
@@ -426,7 +426,7 @@ async fn the_daemon_follows_each_pushed_mirror_until_it_serves_the_version() {
     assert!(metrics.contains("pushmirror_propagation_seconds_bucket{le=\"80.0\"} 1"), "{metrics}");
     d.stop().await;
     // The stored report has it too: the page still shows it after a restart.
-    let stored = pushmirror::report::History::new(&f.path("state"), 10).latest_per_archive().unwrap();
+    let stored = pushmirror::push::report::History::new(&f.path("state"), 10).latest_per_archive().unwrap();
     assert_eq!(stored["debian"].propagation, report.propagation);
 }
 
@@ -483,8 +483,8 @@ async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
     assert!(lag.is_some_and(|v| v > 86_400.0), "b-old serves a version weeks old: {lag:?}");
     d.stop().await;
 
-    let remembered = pushmirror::freshness::recall(&f.path("state")).unwrap();
-    let json = |r: &[pushmirror::freshness::Row]| serde_json::to_value(r).unwrap();
+    let remembered = pushmirror::observe::freshness::recall(&f.path("state")).unwrap();
+    let json = |r: &[pushmirror::observe::freshness::Row]| serde_json::to_value(r).unwrap();
     assert_eq!(json(&remembered), json(&rows), "kept as shown (timestamps to the millisecond)");
     let check = tokio::task::spawn_blocking(move || f.cli(&["status", "--check"])).await.unwrap();
     let line = String::from_utf8_lossy(&check.stdout).trim_end().to_string();
@@ -500,8 +500,8 @@ async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
 /// rendered by headless Chromium from the HTML the daemon serves (`page::render`).
 #[test]
 fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
-    use pushmirror::model::Timestamp;
-    use pushmirror::report::{ArchiveStatus, FreshnessRow, Propagated, Report};
+    use pushmirror::push::report::{ArchiveStatus, FreshnessRow, Propagated, Report};
+    use pushmirror::vocab::model::Timestamp;
     let Some(browser) = chromium() else {
         assert!(std::env::var_os("CI").is_none(), "chromium is required in CI (apt-get install chromium)");
         eprintln!("chromium not installed: skipping outside CI");
@@ -559,7 +559,7 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
     };
     let profile = tempfile::tempdir().unwrap();
     let page = profile.path().join("status.html");
-    std::fs::write(&page, pushmirror::page::render(&status)).unwrap();
+    std::fs::write(&page, pushmirror::daemon::page::render(&status)).unwrap();
     let url = format!("file://{}", page.display());
     let dom = headless(&browser, profile.path(), &["--dump-dom".to_string(), url.clone()]);
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use pushmirror::demo::{HttpReceiver, Reply};
-use pushmirror::model::{ErrorClass, Outcome};
-use pushmirror::plan::PushRequest;
+use pushmirror::push::plan::PushRequest;
+use pushmirror::vocab::model::{ErrorClass, Outcome};
 use tokio::time::Instant;
 
 use crate::common::{Fixture, dribbling_server, row};

@@ -5,8 +5,8 @@ use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 use pushmirror::demo::{HttpReceiver, Reply};
-use pushmirror::freshness::Standing;
-use pushmirror::plan::PushRequest;
+use pushmirror::observe::freshness::Standing;
+use pushmirror::push::plan::PushRequest;
 
 use crate::common::{Fixture, run_bin, stderr, stdout};
 
@@ -56,11 +56,11 @@ async fn freshness_tells_up_to_date_syncing_behind_and_unreachable_and_never_tri
     let f = Fixture::new();
     // This archive's history: 2026112701 pushed two days ago, 2026112901 14 h ago, 2026112902
     // (the current one) an hour ago.
-    let history = pushmirror::report::History::new(&f.path("state"), 200);
+    let history = pushmirror::push::report::History::new(&f.path("state"), 200);
     for (serial, ago) in [("2026112701", 2 * 86400), ("2026112901", 14 * 3600), ("2026112902", 3600)] {
         let at = SystemTime::now() - Duration::from_secs(ago);
         history
-            .save(&pushmirror::report::Report::new("debian", Some(serial.into()), "cli", false, at, vec![]))
+            .save(&pushmirror::push::report::Report::new("debian", Some(serial.into()), "cli", false, at, vec![]))
             .unwrap();
     }
     std::fs::write(
@@ -195,8 +195,8 @@ async fn a_push_followed_records_when_each_mirror_went_live() {
 
     let config = f.config();
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default()).unwrap();
-    let options = pushmirror::dispatch::Options::default();
-    let report = pushmirror::push::once_and_follow(&config, &plan, &options, "cli").await.unwrap();
+    let options = pushmirror::push::engine::Options::default();
+    let report = pushmirror::observe::propagation::push_and_follow(&config, &plan, &options, "cli").await.unwrap();
     let late = published.await.unwrap();
 
     let seen: Vec<(&str, Option<u64>, u32)> =
@@ -214,7 +214,7 @@ async fn a_push_followed_records_when_each_mirror_went_live() {
     assert_eq!(gets.len(), 3);
     assert!(gets[0].header("if-none-match").is_none() && gets[1].header("if-none-match").is_some());
     // The stored report carries the propagation.
-    let stored = pushmirror::report::History::new(&f.path("state"), 10).latest_per_archive().unwrap();
+    let stored = pushmirror::push::report::History::new(&f.path("state"), 10).latest_per_archive().unwrap();
     assert_eq!(stored["debian"].propagation, report.propagation);
     assert!(report.to_table().contains("propagation: 1 of 2 followed mirror(s) live"), "{}", report.to_table());
 }
@@ -283,8 +283,8 @@ async fn a_staged_mirror_whose_stage_two_failed_is_not_followed() {
     f.http_mirror("whole", &whole.url("/t"), &format!("type: staged\ncheck: {}\n", whole.url("/debian")));
     let config = f.config();
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default()).unwrap();
-    let options = pushmirror::dispatch::Options::default();
-    let report = pushmirror::push::once_and_follow(&config, &plan, &options, "cli").await.unwrap();
+    let options = pushmirror::push::engine::Options::default();
+    let report = pushmirror::observe::propagation::push_and_follow(&config, &plan, &options, "cli").await.unwrap();
     let followed: Vec<&str> = report.propagation.iter().map(|p| p.mirror.as_str()).collect();
     assert_eq!(followed, ["whole"], "{:?}", report.triggers);
     assert_eq!(report.propagation[0].live_after_ms, Some(5000));

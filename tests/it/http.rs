@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pushmirror::demo::{HttpReceiver, Log, Reply};
-use pushmirror::model::{ErrorClass, Outcome};
-use pushmirror::plan::PushRequest;
+use pushmirror::push::plan::PushRequest;
+use pushmirror::vocab::model::{ErrorClass, Outcome};
 
 use crate::common::{Fixture, dribbling_server, row};
 

@@ -1,35 +1,99 @@
-//! The crate is a one-way house: no module imports one that (transitively) imports it back, and
-//! the vocabulary modules are leaves. Read from the source itself: every `crate::…` and `super::…`
-//! path outside comments, including grouped `use crate::{a, b::{c, d}}` trees and inline paths.
+//! The crate is a one-way house: its top-level folders are rooms in the order a push flows
+//! through them, and no room imports one above it. Read from the source itself: every
+//! `crate::…` and `super::…` path outside comments, including grouped `use crate::{a, b::{c, d}}`
+//! trees and inline paths.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Modules that everything may use and that use nothing of the crate.
-const LEAVES: &[&str] = &["model", "output", "units", "secret", "clock", "signature"];
+/// The rooms, lowest first: each may use the ones before it, never one after it. `lib.rs`'s
+/// `# Layout` names each in one line, in this order.
+const FLOW: &[&str] = &[
+    "vocab",
+    "sys",
+    "wire",
+    "config",
+    "archive",
+    "transport",
+    "push",
+    "observe",
+    "demo",
+    "daemon",
+    "receive",
+    "compat",
+    "operator",
+];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
 #[test]
-fn no_module_imports_one_that_imports_it_back() {
+fn no_room_imports_one_above_it_in_the_flow() {
     let files = sources();
-    let (top, siblings) = graphs(&files);
-    assert!(top.len() > 15, "found only {} top-level modules: {:?}", top.len(), top.keys());
-    if let Some(cycle) = find_cycle(&top) {
-        panic!("import cycle between top-level modules: {}", cycle.join(" → "));
+    let rooms: BTreeSet<&str> = files.iter().map(|(m, _)| m[0].as_str()).collect();
+    for room in &rooms {
+        assert!(FLOW.contains(room), "`src/{room}` is not placed in FLOW: say where it sits in the flow");
     }
+    assert!(rooms.len() >= 10, "found only {} rooms: {rooms:?}", rooms.len());
+    let upward = upward_imports(&files);
+    assert!(upward.is_empty(), "imports against the flow (room → room above it):\n{}", upward.join("\n"));
+}
+
+#[test]
+fn sibling_files_do_not_import_each_other_back() {
+    let (_, siblings) = graphs(&sources());
     if let Some(cycle) = find_cycle(&siblings) {
         panic!("import cycle between sibling modules: {}", cycle.join(" → "));
     }
 }
 
 #[test]
-fn the_vocabulary_modules_are_leaves() {
-    let (top, _) = graphs(&sources());
-    for leaf in LEAVES {
-        let uses = top.get(*leaf).unwrap_or_else(|| panic!("no module `{leaf}`"));
-        assert!(uses.is_empty(), "`{leaf}` must use nothing of the crate, but uses {uses:?}");
+fn the_vocabulary_is_a_leaf() {
+    let files = sources();
+    for (module, text) in files.iter().filter(|(m, _)| m[0] == "vocab") {
+        let uses: Vec<String> = references(module, text)
+            .into_iter()
+            .filter(|t| {
+                // Another file of the crate: outside vocab, or another vocab file (a `super::` in
+                // a file's own test module resolves to `vocab::…` and is not one).
+                let other_room = t[0] != "vocab" && files.iter().any(|(m, _)| m[0] == t[0]);
+                let other_word =
+                    t.len() > 1 && t[0] == "vocab" && t[1] != module[1] && files.iter().any(|(m, _)| m[..] == t[..2]);
+                other_room || other_word
+            })
+            .map(|t| t.join("::"))
+            .collect();
+        assert!(uses.is_empty(), "`{}` must use nothing of the crate, but uses {uses:?}", module.join("::"));
     }
+}
+
+#[test]
+fn lib_rs_names_every_room_in_flow_order() {
+    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let layout = &lib[lib.find("# Layout").expect("lib.rs has a # Layout section")..];
+    let named: Vec<&str> = layout
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! - [`"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|room| !room.contains("::"))
+        .collect();
+    assert_eq!(named, FLOW, "lib.rs's # Layout must list every room, one line each, in FLOW's order");
+}
+
+/// The checker itself: a planted upward import (config → push) and an upward one hidden in a
+/// grouped `use` are both found; downward ones are not.
+#[test]
+fn the_checker_catches_a_planted_upward_import() {
+    let planted = vec![
+        (vec!["config".to_string(), "mirror".to_string()], "use crate::push::plan::Plan;\n".to_string()),
+        (vec!["vocab".to_string(), "model".to_string()], "use crate::{vocab::units, wire::keys::x};\n".to_string()),
+        (
+            vec!["push".to_string()],
+            "use crate::config::Config;\nlet _ = crate::vocab::model::Stage::All;\n".to_string(),
+        ),
+        (vec!["wire".to_string(), "keys".to_string()], "// crate::operator::cli in a comment\n".to_string()),
+    ];
+    let found = upward_imports(&planted);
+    assert_eq!(found, ["config::mirror → push::plan::Plan", "vocab::model → wire::keys::x"], "{found:?}");
 }
 
 #[test]
@@ -50,6 +114,21 @@ fn the_checker_sees_grouped_inline_and_relative_paths() {
     assert_eq!(find_cycle(&g), None);
     g.entry("c".into()).or_default().insert("a".into());
     assert_eq!(find_cycle(&g), Some(vec!["a".into(), "b".into(), "c".into(), "a".into()]));
+}
+
+/// Every reference from a room to one later in [`FLOW`], as `from → to`.
+fn upward_imports(files: &[(Vec<String>, String)]) -> Vec<String> {
+    let rank = |room: &str| FLOW.iter().position(|r| *r == room);
+    let mut out = Vec::new();
+    for (module, text) in files {
+        for target in references(module, text) {
+            let (Some(from), Some(to)) = (rank(&module[0]), target.first().and_then(|t| rank(t))) else { continue };
+            if to > from {
+                out.push(format!("{} → {}", module.join("::"), target.join("::")));
+            }
+        }
+    }
+    out
 }
 
 /// Every library source file with its module path (`src/config/mirror.rs` → `config::mirror`).

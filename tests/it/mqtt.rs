@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pushmirror::clock::Clock;
 use pushmirror::daemon::{Control, Daemon};
-use pushmirror::model::{ErrorClass, Outcome};
-use pushmirror::plan::PushRequest;
+use pushmirror::push::plan::PushRequest;
+use pushmirror::push::report::{DaemonStatus, Report};
 use pushmirror::receive::Receiving;
-use pushmirror::report::{DaemonStatus, Report};
+use pushmirror::vocab::clock::Clock;
+use pushmirror::vocab::model::{ErrorClass, Outcome};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +54,7 @@ fn tls_lines(tls: Option<&TlsFiles>) -> String {
 /// The upstream: its key (`id_up`), `mqtt:` logging in as `sender`, and one file per mirror.
 fn upstream(url: &str, tls: Option<&TlsFiles>, mirrors: &[(&str, &str)]) -> (Fixture, String) {
     let f = Fixture::new();
-    let key = pushmirror::keys::generate(&f.path("id_up"), "up").unwrap();
+    let key = pushmirror::wire::keys::generate(&f.path("id_up"), "up").unwrap();
     f.secret("secrets/mqtt", &password("sender"));
     f.set_main(&format!(
         "mirrors_dir: mirrors.d\nstate_dir: state\nidentity: id_up\nstatus: {{ listen: 127.0.0.1:0 }}\n\
@@ -236,18 +236,18 @@ fn publish_raw(broker: &Broker, payload: &[u8], signature: Option<&str>) {
     let mut command = broker.client("mosquitto_pub", "sender", &password("sender"));
     command.args(["-q", "1", "-t", "pushmirror/debian/trigger", "-f"]).arg(file.path());
     if let Some(sig) = signature {
-        command.args(["-D", "publish", "user-property", pushmirror::broadcast::SIGNATURE_PROPERTY, sig]);
+        command.args(["-D", "publish", "user-property", pushmirror::wire::mqtt::SIGNATURE_PROPERTY, sig]);
     }
     let out = command.output().unwrap();
     assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn trigger(serial: &str, sent_ms: u64) -> Vec<u8> {
-    let message = pushmirror::broadcast::TriggerMessage {
+    let message = pushmirror::wire::mqtt::TriggerMessage {
         archive: "debian".into(),
-        stage: pushmirror::model::Stage::All,
+        stage: pushmirror::vocab::model::Stage::All,
         serial: Some(serial.into()),
-        sent_at: pushmirror::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms)),
+        sent_at: pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms)),
         sender: "up".into(),
     };
     serde_json::to_vec(&message).unwrap()
@@ -259,15 +259,15 @@ fn trigger(serial: &str, sent_ms: u64) -> Vec<u8> {
 async fn forged_tampered_unsigned_and_replayed_triggers_never_run() {
     let Some(broker) = network(&["m1"], false) else { return };
     let dir = tempfile::tempdir().unwrap();
-    let up = pushmirror::keys::generate(&dir.path().join("up"), "up").unwrap();
-    let other = pushmirror::keys::generate(&dir.path().join("other"), "other").unwrap();
-    let key = pushmirror::keys::load_identity(&up.private).unwrap();
-    let stranger = pushmirror::keys::load_identity(&other.private).unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let other = pushmirror::wire::keys::generate(&dir.path().join("other"), "other").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let stranger = pushmirror::wire::keys::load_identity(&other.private).unwrap();
     let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
     let running = sub.start().await;
     subscribed(&broker, "m1").await;
     let t0 = 1_790_000_000_000;
-    let sign = |k, p: &[u8]| pushmirror::broadcast::sign(k, p).unwrap();
+    let sign = |k, p: &[u8]| pushmirror::wire::mqtt::sign(k, p).unwrap();
 
     let first = trigger("1", t0);
     publish_raw(&broker, &first, Some(&sign(&key, &first)));
@@ -311,15 +311,15 @@ async fn a_published_trigger_verifies_with_ssh_keygen() {
 
     let (payload, properties) = crate::broker::sub_one(&broker, "m1", &password("m1"), "pushmirror/debian/trigger");
     let signatures: Vec<&String> =
-        properties.iter().filter(|(k, _)| k == pushmirror::broadcast::SIGNATURE_PROPERTY).map(|(_, v)| v).collect();
+        properties.iter().filter(|(k, _)| k == pushmirror::wire::mqtt::SIGNATURE_PROPERTY).map(|(_, v)| v).collect();
     assert_eq!(signatures.len(), 1, "{properties:?}");
-    let message: pushmirror::broadcast::TriggerMessage = serde_json::from_str(&payload).unwrap();
+    let message: pushmirror::wire::mqtt::TriggerMessage = serde_json::from_str(&payload).unwrap();
     assert_eq!((message.archive.as_str(), message.serial.as_deref()), ("debian", Some("2026112501")));
 
     let Some(keygen) = ssh_keygen() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (sig, signers) = (dir.path().join("trigger.sig"), dir.path().join("allowed_signers"));
-    std::fs::write(&sig, pushmirror::broadcast::armor(signatures[0])).unwrap();
+    std::fs::write(&sig, pushmirror::wire::mqtt::armor(signatures[0])).unwrap();
     std::fs::write(&signers, format!("up namespaces=\"pushmirror-trigger\" {key}\n")).unwrap();
     let verify = |data: &[u8]| {
         let mut child = std::process::Command::new(&keygen)
@@ -514,7 +514,7 @@ async fn a_broker_that_is_down_fails_every_mqtt_mirror_as_connect() {
 #[test]
 fn mqtt_config_mistakes_name_file_line_and_field() {
     let f = Fixture::new();
-    pushmirror::keys::generate(&f.path("id_up"), "up").unwrap();
+    pushmirror::wire::keys::generate(&f.path("id_up"), "up").unwrap();
     f.secret("secrets/mqtt", "s3cret-pw");
     f.set_main(
         "mirrors_dir: mirrors.d\nstate_dir: state\nidentity: id_up\nmqtt:\n  broker: mqtt://u:s3cret-pw@b.example\n  \

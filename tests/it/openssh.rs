@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use pushmirror::clock::Clock;
-use pushmirror::dispatch::Options;
-use pushmirror::keys;
-use pushmirror::model::{ErrorClass, Outcome};
-use pushmirror::plan::PushRequest;
-use pushmirror::report::Report;
+use pushmirror::push::engine::Options;
+use pushmirror::push::plan::PushRequest;
+use pushmirror::push::report::Report;
 use pushmirror::transport::Transports;
+use pushmirror::vocab::clock::Clock;
+use pushmirror::vocab::model::{ErrorClass, Outcome};
+use pushmirror::wire::keys;
 
 use crate::common::{Fixture, row, stderr, stdout};
 use crate::sshd::{self, Sshd};
@@ -45,7 +45,7 @@ async fn push(f: &Fixture) -> Report {
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default()).unwrap();
     let engine = pushmirror::push::engine(
         &config,
-        Arc::new(Transports::new(&config, pushmirror::broadcast::connect::Session::Once).unwrap()),
+        Arc::new(Transports::new(&config, pushmirror::transport::mqtt::connect::Session::Once).unwrap()),
         Clock::system(),
     );
     pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "test").await

@@ -223,11 +223,11 @@ fn check_names_files_the_service_user_cannot_read() {
 }
 
 fn nix_uid() -> u32 {
-    pushmirror::owner::current_uid()
+    pushmirror::sys::owner::current_uid()
 }
 
 fn user_name(uid: u32) -> String {
-    pushmirror::owner::user_name(uid)
+    pushmirror::sys::owner::user_name(uid)
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pushmirror::demo::{HttpReceiver, Reply};
-use pushmirror::model::Outcome;
-use pushmirror::report::Report;
+use pushmirror::push::report::Report;
+use pushmirror::vocab::model::Outcome;
 use tokio::sync::Notify;
 
 use crate::common::{Fixture, eventually};
@@ -118,7 +118,7 @@ fn daemon_yaml() -> &'static str {
 }
 
 fn reports(f: &Fixture) -> Vec<Report> {
-    pushmirror::report::History::new(&f.path("state"), 100).all().unwrap()
+    pushmirror::push::report::History::new(&f.path("state"), 100).all().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

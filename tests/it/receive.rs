@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pushmirror::demo::{HttpReceiver, base64_basic, write_secret};
-use pushmirror::model::Outcome;
-use pushmirror::plan::PushRequest;
+use pushmirror::push::plan::PushRequest;
+use pushmirror::push::report::History;
 use pushmirror::receive::{ArchiveSync, ReceiveStatus, Receiving};
-use pushmirror::report::History;
-use pushmirror::signature;
+use pushmirror::vocab::model::Outcome;
+use pushmirror::wire::signed_http;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{Fixture, row, stderr};
@@ -143,8 +143,8 @@ impl Running {
             .client
             .post(self.url("/trigger/debian"))
             .header("content-type", "application/json")
-            .header(signature::TIMESTAMP_HEADER, timestamp)
-            .header(signature::SIGNATURE_HEADER, signature)
+            .header(signed_http::TIMESTAMP_HEADER, timestamp)
+            .header(signed_http::SIGNATURE_HEADER, signature)
             .body(body.to_vec());
         answer(request).await
     }
@@ -204,7 +204,7 @@ async fn wrong_or_missing_credentials_get_an_empty_401_and_run_nothing() {
         r.trigger("debian", Auth::Basic("ubuntu", "basic-fedcba987654321")).await,
         r.trigger("debian", Auth::Basic("debian", PASSWORD)).await,
         r.trigger("debian", Auth::None).await,
-        r.post_signed("1800000000", &signature::sign(HMAC_KEY.as_bytes(), "1800000000", b"{}"), b"{}").await,
+        r.post_signed("1800000000", &signed_http::sign(HMAC_KEY.as_bytes(), "1800000000", b"{}"), b"{}").await,
     ];
     for (i, (code, body)) in refused.iter().enumerate() {
         assert_eq!((*code, body.as_str()), (401, ""), "request {i}");
@@ -279,7 +279,7 @@ async fn a_signed_trigger_from_pushmirror_is_accepted_once_and_a_stale_one_never
     let body = br#"{"archive":"debian","stage":"all","serial":"2026112502","sent_at":"2026-11-25T10:00:00Z"}"#;
     for (t, expected) in [(now - 360, 401), (now + 360, 401), (now, 202)] {
         let t = t.to_string();
-        let code = r.post_signed(&t, &signature::sign(HMAC_KEY.as_bytes(), &t, body), body).await.0;
+        let code = r.post_signed(&t, &signed_http::sign(HMAC_KEY.as_bytes(), &t, body), body).await.0;
         assert_eq!(code, expected, "timestamp {t}, now {now}");
     }
     let a = r.until("debian", "three accepted, idle", |a| a.triggers == 3 && a.idle()).await;
@@ -296,7 +296,7 @@ async fn a_replayed_signed_trigger_is_refused_after_a_restart() {
     d.config(&format!("  debian:\n    command: {}\n    hmac_secret_file: secrets/hmac\n", d.quick_sync(0)));
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let body = br#"{"archive":"debian","stage":"all","serial":"2026112501"}"#;
-    let signed = |t: u64| (t.to_string(), signature::sign(HMAC_KEY.as_bytes(), &t.to_string(), body));
+    let signed = |t: u64| (t.to_string(), signed_http::sign(HMAC_KEY.as_bytes(), &t.to_string(), body));
     let (t, sig) = signed(now);
 
     let r = start(&d).await;
@@ -328,8 +328,8 @@ async fn status_needs_the_credentials_of_a_trigger_unless_it_is_public() {
     assert_eq!(answer(status().bearer_auth(PASSWORD)).await, (401, String::new()), "status with a wrong token");
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs().to_string();
     let signed = status()
-        .header(signature::TIMESTAMP_HEADER, &now)
-        .header(signature::SIGNATURE_HEADER, signature::sign(HMAC_KEY.as_bytes(), &now, b""));
+        .header(signed_http::TIMESTAMP_HEADER, &now)
+        .header(signed_http::SIGNATURE_HEADER, signed_http::sign(HMAC_KEY.as_bytes(), &now, b""));
     // Any archive's credentials will do, in any of the three ways.
     for (i, request) in [
         status().bearer_auth(TOKEN),

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use pushmirror::config::{MirrorKind, Transport};
 use pushmirror::demo::{Behaviour, SshReceiver};
-use pushmirror::keys;
-use pushmirror::model::{Outcome, Stage};
-use pushmirror::plan::PushRequest;
+use pushmirror::push::plan::PushRequest;
+use pushmirror::vocab::model::{Outcome, Stage};
+use pushmirror::wire::keys;
 use russh::keys::PublicKey;
 
 use crate::common::{Fixture, row, run_bin, stderr, stdout};
@@ -468,7 +468,7 @@ fn push_staged_and_mhop_flags_are_runmirrors_stage2_and_mhop_from_ftpsync() {
         args.extend_from_slice(flags);
         let out = f.cli(&args);
         assert_eq!(out.status.code(), Some(0), "{flags:?}: {}", stderr(&out));
-        let report: pushmirror::report::Report = serde_json::from_slice(&out.stdout).unwrap();
+        let report: pushmirror::push::report::Report = serde_json::from_slice(&out.stdout).unwrap();
         report
             .triggers
             .iter()

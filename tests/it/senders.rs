@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use pushmirror::demo::{HttpReceiver, SshReceiver};
-use pushmirror::keys;
-use pushmirror::plan::PushRequest;
+use pushmirror::push::plan::PushRequest;
+use pushmirror::wire::keys;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::ssh_key::private::{Ed25519Keypair, KeypairData};
 use russh::keys::{PrivateKey, PublicKey};
@@ -58,7 +58,7 @@ fn ssh_mirror(f: &Fixture, name: &str, rx: &SshReceiver, extra: &str) {
     );
 }
 
-async fn push(f: &Fixture, archive: &str) -> pushmirror::report::Report {
+async fn push(f: &Fixture, archive: &str) -> pushmirror::push::report::Report {
     f.push(PushRequest { archive: Some(archive.into()), ..PushRequest::default() }).await
 }
 

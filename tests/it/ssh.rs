@@ -8,16 +8,16 @@ use std::process::{Child, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pushmirror::clock::Clock;
 use pushmirror::config::Config;
 use pushmirror::demo::{Behaviour, ExecLog, SshReceiver};
-use pushmirror::dispatch::Options;
-use pushmirror::hostkeys::ScanStatus;
-use pushmirror::keys;
-use pushmirror::model::{ErrorClass, Outcome};
-use pushmirror::plan::PushRequest;
-use pushmirror::report::Report;
+use pushmirror::operator::hostkeys::ScanStatus;
+use pushmirror::push::engine::Options;
+use pushmirror::push::plan::PushRequest;
+use pushmirror::push::report::Report;
 use pushmirror::transport::Transports;
+use pushmirror::vocab::clock::Clock;
+use pushmirror::vocab::model::{ErrorClass, Outcome};
+use pushmirror::wire::keys;
 use russh::keys::{PrivateKey, PublicKey};
 
 use crate::common::{Fixture, row, run_bin, spawn_bin, stderr, stdout};
@@ -62,7 +62,7 @@ fn unpinned_mirror(f: &Fixture, name: &str, rx: &SshReceiver, extra: &str) {
 /// Pushes `debian` with the real transports under `config` (which a test may have adjusted).
 async fn push_config(config: &Config) -> Report {
     let plan = pushmirror::push::plan_push(config, &PushRequest::default()).unwrap();
-    let transports = Arc::new(Transports::new(config, pushmirror::broadcast::connect::Session::Once).unwrap());
+    let transports = Arc::new(Transports::new(config, pushmirror::transport::mqtt::connect::Session::Once).unwrap());
     let engine = pushmirror::push::engine(config, transports, Clock::system());
     pushmirror::push::execute(config, &engine, &plan, &Options::default(), "test").await
 }
@@ -406,7 +406,7 @@ async fn hostkeys_scan_records_new_keys_reports_known_ones_and_never_overwrites_
     unpinned_mirror(&f, "b", &b, "");
     let config = f.config();
 
-    let rows = pushmirror::hostkeys::scan(&config, &[]).await.unwrap();
+    let rows = pushmirror::operator::hostkeys::scan(&config, &[]).await.unwrap();
     let statuses: Vec<_> = rows.iter().map(|r| (r.mirror.as_str(), r.status)).collect();
     assert_eq!(statuses, [("a", ScanStatus::New), ("b", ScanStatus::New)]);
     assert_eq!(rows[0].fingerprint.as_deref(), Some(keys::fingerprint(a.host_key()).as_str()));
@@ -432,9 +432,9 @@ async fn hostkeys_scan_records_new_keys_reports_known_ones_and_never_overwrites_
     let unchanged = std::fs::read_to_string(f.path("known_hosts")).unwrap();
     assert!(unchanged.contains(&other) && !unchanged.contains(&b.host_key_line()), "{unchanged}");
 
-    let only = pushmirror::hostkeys::scan(&config, &["a".to_string()]).await.unwrap();
+    let only = pushmirror::operator::hostkeys::scan(&config, &["a".to_string()]).await.unwrap();
     assert_eq!(only.len(), 1);
-    assert!(pushmirror::hostkeys::scan(&config, &["nope".to_string()]).await.is_err());
+    assert!(pushmirror::operator::hostkeys::scan(&config, &["nope".to_string()]).await.is_err());
 }
 
 /// Whether `child` came to wait for the lock on `file` (as `/proc/locks` lists a blocked

@@ -1,0 +1,3 @@
+//! Compatibility with the tools pushmirror replaces.
+
+pub mod runmirrors;

@@ -1,0 +1,277 @@
+//! The MQTT broadcast tier's wire format, fixed so that third parties can check it with stock
+//! tools (DESIGN.md §11):
+//!
+//! - a trigger is published to `{prefix}/{archive}/trigger`, QoS 1, retained; its payload is the
+//!   JSON bytes of [`TriggerMessage`], and its MQTT 5 user property [`SIGNATURE_PROPERTY`] holds an
+//!   SSHSIG over exactly those bytes (namespace [`NAMESPACE`], the format of `ssh-keygen -Y sign`)
+//!   as the armor's base64 body without line breaks ([`armor`] puts them back);
+//! - a subscriber acknowledges on `{prefix}/{archive}/ack/{mirror}` with [`AckMessage`].
+//!
+//! Nothing here touches the network: the sender is [`crate::transport::mqtt`], the subscriber
+//! [`crate::receive::mqtt`], the connection settings [`connect`].
+
+use std::fmt;
+use std::time::Duration;
+
+use russh::keys::ssh_key::{LineEnding, SshSig};
+use russh::keys::{HashAlg, PrivateKey, PublicKey};
+use serde::{Deserialize, Serialize};
+
+use crate::vocab::model::{Stage, Timestamp};
+
+/// The SSHSIG namespace of a trigger (`ssh-keygen -Y verify -n pushmirror-trigger`).
+pub const NAMESPACE: &str = "pushmirror-trigger";
+
+/// The MQTT 5 user property that carries the signature.
+pub const SIGNATURE_PROPERTY: &str = "pushmirror-sshsig";
+
+/// The largest message either side accepts (a trigger is about 200 bytes, its signature about
+/// 400): anything bigger is dropped unread. Also the client's maximum packet size.
+pub const MAX_MESSAGE: usize = 16 * 1024;
+
+/// A trigger as published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerMessage {
+    /// The archive to sync.
+    pub archive: String,
+    /// Which stage.
+    pub stage: Stage,
+    /// The archive's serial, when known.
+    pub serial: Option<String>,
+    /// When the sender made it (its OS clock): a subscriber runs only triggers newer than the last
+    /// one it accepted for the archive.
+    pub sent_at: Timestamp,
+    /// Who sent it (the sender's MQTT client id).
+    pub sender: String,
+}
+
+/// How far a subscriber got with a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckState {
+    /// Its sync command started.
+    Started,
+    /// Its sync command exited 0.
+    Ok,
+    /// Its sync command failed.
+    Failed,
+    /// A sync was running: this trigger is queued for one more run.
+    Busy,
+}
+
+impl AckState {
+    /// Whether nothing more is to come for this trigger (`started` is followed by one of these).
+    pub fn is_final(self) -> bool {
+        self != AckState::Started
+    }
+}
+
+impl fmt::Display for AckState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AckState::Started => "started",
+            AckState::Ok => "ok",
+            AckState::Failed => "failed",
+            AckState::Busy => "busy",
+        })
+    }
+}
+
+/// An acknowledgement as published by a subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckMessage {
+    /// The mirror's name (also the last topic level).
+    pub mirror: String,
+    /// The serial of the trigger it answers.
+    pub serial: Option<String>,
+    /// How far it got.
+    pub state: AckState,
+    /// The sync command's exit code, once it exited.
+    pub exit_code: Option<i32>,
+    /// How long the sync ran, once it ended.
+    pub duration_ms: Option<u64>,
+    /// The stage of the trigger it answers (absent from other subscribers' acks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// The `sent_at` of the trigger it answers, which tells publications of one serial apart
+    /// (stage 1 and stage 2, a repeated push); absent from other subscribers' acks, which are then
+    /// matched by serial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Timestamp>,
+}
+
+/// The latest ack of one mirror for one archive, as the sender keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckRecord {
+    /// The archive (from the topic).
+    pub archive: String,
+    /// The ack as received.
+    #[serde(flatten)]
+    pub ack: AckMessage,
+    /// When it arrived (our clock).
+    pub received_at: Timestamp,
+    /// Arrival order, to tell acks that came after a publication from those before it.
+    #[serde(skip)]
+    pub(crate) seq: u64,
+}
+
+/// `{prefix}/{archive}/trigger`.
+pub fn trigger_topic(prefix: &str, archive: &str) -> String {
+    format!("{prefix}/{archive}/trigger")
+}
+
+/// `{prefix}/{archive}/ack/{mirror}`.
+pub fn ack_topic(prefix: &str, archive: &str, mirror: &str) -> String {
+    format!("{prefix}/{archive}/ack/{mirror}")
+}
+
+/// The filter a sender subscribes to for every ack of every archive.
+pub fn ack_filter(prefix: &str) -> String {
+    format!("{prefix}/+/ack/+")
+}
+
+/// `(archive, mirror)` of an ack topic under `prefix`; `None` for any other topic.
+pub fn parse_ack_topic<'t>(prefix: &str, topic: &'t str) -> Option<(&'t str, &'t str)> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let mut levels = rest.split('/');
+    match (levels.next(), levels.next(), levels.next(), levels.next()) {
+        (Some(archive), Some("ack"), Some(mirror), None) if !archive.is_empty() && !mirror.is_empty() => {
+            Some((archive, mirror))
+        }
+        _ => None,
+    }
+}
+
+/// Why a signed message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unverified {
+    /// No [`SIGNATURE_PROPERTY`] (or more than one).
+    #[error("not signed (no single `{SIGNATURE_PROPERTY}` user property)")]
+    Unsigned,
+    /// The property is not an SSHSIG.
+    #[error("the signature is not an SSHSIG: {0}")]
+    Malformed(String),
+    /// Signed in another namespace.
+    #[error("signed for namespace `{0}`, not `{NAMESPACE}`")]
+    Namespace(String),
+    /// Made by a key that is not trusted.
+    #[error("signed by an untrusted key ({0})")]
+    UntrustedKey(String),
+    /// The signature does not match the payload.
+    #[error("the signature does not match the payload")]
+    BadSignature,
+}
+
+/// Signs `payload` with `key`: the SSHSIG armor's base64 body, line breaks removed.
+pub fn sign(key: &PrivateKey, payload: &[u8]) -> anyhow::Result<String> {
+    let sig = key.sign(NAMESPACE, HashAlg::Sha512, payload)?;
+    let pem = sig.to_pem(LineEnding::LF)?;
+    Ok(pem.lines().filter(|l| !l.starts_with("-----")).collect())
+}
+
+/// The armor `ssh-keygen -Y verify` reads: `body` folded at 70 columns between the BEGIN and END
+/// lines.
+pub fn armor(body: &str) -> String {
+    let mut out = String::from("-----BEGIN SSH SIGNATURE-----\n");
+    for chunk in body.as_bytes().chunks(70) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str("-----END SSH SIGNATURE-----\n");
+    out
+}
+
+/// Checks that `signature` (as [`sign`] writes it) was made over `payload` by one of `trusted`,
+/// in [`NAMESPACE`].
+pub fn verify(payload: &[u8], signature: Option<&str>, trusted: &[PublicKey]) -> Result<(), Unverified> {
+    let body = signature.ok_or(Unverified::Unsigned)?;
+    if body.len() > MAX_MESSAGE || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) {
+        return Err(Unverified::Malformed("not base64".into()));
+    }
+    let sig = SshSig::from_pem(armor(body)).map_err(|e| Unverified::Malformed(e.to_string()))?;
+    if sig.namespace() != NAMESPACE {
+        return Err(Unverified::Namespace(sig.namespace().chars().take(64).collect()));
+    }
+    let key = trusted.iter().find(|k| k.key_data() == sig.public_key()).ok_or_else(|| {
+        let signer = PublicKey::new(sig.public_key().clone(), "");
+        Unverified::UntrustedKey(crate::wire::keys::fingerprint(&signer))
+    })?;
+    key.verify(NAMESPACE, payload, &sig).map_err(|_| Unverified::BadSignature)
+}
+
+/// The message expiry of a trigger in MQTT's whole seconds (at least 1, at most `u32::MAX`).
+pub fn expiry_seconds(expiry: Duration) -> u32 {
+    u32::try_from(expiry.as_secs()).unwrap_or(u32::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use russh::keys::Algorithm;
+
+    use super::*;
+
+    fn key() -> PrivateKey {
+        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap()
+    }
+
+    #[test]
+    fn a_signature_verifies_only_over_its_payload_with_a_trusted_key() {
+        let (mine, other) = (key(), key());
+        let payload = br#"{"archive":"debian"}"#;
+        let sig = sign(&mine, payload).unwrap();
+        assert!(!sig.contains('\n') && !sig.contains('-'), "one line of base64: {sig}");
+        let trusted = [mine.public_key().clone()];
+        assert_eq!(verify(payload, Some(&sig), &trusted), Ok(()));
+        assert_eq!(verify(br#"{"archive":"debiaN"}"#, Some(&sig), &trusted), Err(Unverified::BadSignature));
+        assert!(matches!(verify(payload, Some(&sig), &[other.public_key().clone()]), Err(Unverified::UntrustedKey(_))));
+        assert_eq!(verify(payload, None, &trusted), Err(Unverified::Unsigned));
+        assert!(matches!(verify(payload, Some("AAAA\n"), &trusted), Err(Unverified::Malformed(_))));
+        assert!(matches!(verify(payload, Some("AAAA"), &trusted), Err(Unverified::Malformed(_))));
+    }
+
+    #[test]
+    fn another_namespace_is_refused() {
+        let k = key();
+        let sig = k.sign("file", HashAlg::Sha512, b"x").unwrap().to_pem(LineEnding::LF).unwrap();
+        let body: String = sig.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert_eq!(verify(b"x", Some(&body), &[k.public_key().clone()]), Err(Unverified::Namespace("file".into())));
+    }
+
+    #[test]
+    fn armor_folds_at_70_columns() {
+        let armored = armor(&"A".repeat(150));
+        let lengths: Vec<usize> = armored.lines().map(str::len).collect();
+        assert_eq!(lengths, [29, 70, 70, 10, 27]);
+    }
+
+    #[test]
+    fn ack_topics_parse_back_and_nothing_else_does() {
+        let topic = ack_topic("pm", "debian", "m1");
+        assert_eq!(parse_ack_topic("pm", &topic), Some(("debian", "m1")));
+        for other in ["pm/debian/trigger", "pm/debian/ack/", "pm/debian/ack/m1/x", "pmx/debian/ack/m1", "pm//ack/m1"] {
+            assert_eq!(parse_ack_topic("pm", other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn messages_have_the_documented_fields() {
+        let t = TriggerMessage {
+            archive: "debian".into(),
+            stage: Stage::Stage1,
+            serial: Some("2026112901".into()),
+            sent_at: Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(1_790_000_000_123)),
+            sender: "up".into(),
+        };
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(
+            json,
+            r#"{"archive":"debian","stage":"stage1","serial":"2026112901","sent_at":"2026-09-21T14:13:20.123Z","sender":"up"}"#
+        );
+        assert!(serde_json::from_str::<TriggerMessage>(&json.replace("}", r#","x":1}"#)).is_err());
+        let ack: AckMessage =
+            serde_json::from_str(r#"{"mirror":"m1","serial":"1","state":"busy","exit_code":null,"duration_ms":null}"#)
+                .unwrap();
+        assert_eq!(ack.state, AckState::Busy);
+    }
+}
