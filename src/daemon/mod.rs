@@ -10,9 +10,11 @@
 //! invalid file keeps the old one) and retires the old one after its running pushes. A per-archive
 //! lock makes the new pusher wait for the old one, so a push is never dispatched twice.
 
+pub mod metrics;
 pub mod page;
 pub mod server;
 pub mod state;
+pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -27,12 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::watch::{WatchState, Watcher};
 use crate::config::{Config, ConfigErrors};
-use crate::daemon::server::{Metrics, ServerState};
+use crate::daemon::metrics::Metrics;
+use crate::daemon::server::ServerState;
+use crate::daemon::status::{ArchiveStatus, DaemonStatus, DeferredTrigger, MirrorStatus, PushProgress};
 use crate::push::engine::{Engine, Options};
 use crate::push::plan::{Plan, PushRequest, plan};
-use crate::push::report::{
-    ArchiveStatus, DaemonStatus, DeferredTrigger, History, MirrorStatus, PushProgress, Report, TriggerReport,
-};
+use crate::push::report::{History, Report, TriggerReport};
 use crate::sys::supervise::{Died, Supervisor};
 use crate::transport::Transports;
 use crate::transport::mqtt::MqttTransport;

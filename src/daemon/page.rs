@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use crate::push::report::{DaemonStatus, FreshnessRow, MirrorStatus, Report};
+use crate::daemon::status::{DaemonStatus, MirrorStatus};
+use crate::observe::freshness::FreshnessRow;
+use crate::push::report::Report;
 use crate::vocab::model::Timestamp;
 use crate::vocab::units::format_ms;
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::config::{Archive, Config};
@@ -28,19 +29,104 @@ pub const GET_TIMEOUT: Duration = Duration::from_secs(10);
 /// GETs in flight at once, all mirrors together.
 pub const CONCURRENCY: usize = 64;
 
-pub use crate::push::report::{FreshnessRow as Row, Standing};
+/// How a mirror stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standing {
+    /// It serves this archive's version.
+    UpToDate,
+    /// It serves an older version, not older than `max_lag`.
+    Syncing,
+    /// Its version is older than `max_lag`, or its age cannot be told.
+    Behind,
+    /// Its `master` trace could not be read.
+    Unreachable,
+}
+
+impl std::fmt::Display for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Standing::UpToDate => "up to date",
+            Standing::Syncing => "syncing",
+            Standing::Behind => "behind",
+            Standing::Unreachable => "unreachable",
+        })
+    }
+}
+
+/// One mirror of one archive, surveyed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreshnessRow {
+    /// Archive.
+    pub archive: String,
+    /// Mirror name.
+    pub mirror: String,
+    /// Whether pushmirror triggers it or only checks it.
+    pub kind: MirrorKind,
+    /// How it stands.
+    pub standing: Standing,
+    /// The version it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Since when it has served that version, as this host's sweeps saw it change (the daemon's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    /// How many versions this archive has pushed after the one it serves, as far as the report
+    /// history goes back (absent when its version is not in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_versions: Option<u32>,
+    /// The `Date:` of that version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_date: Option<Timestamp>,
+    /// How old the version it serves is, milliseconds (0 when up to date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
+    /// Its last sync's duration, from its own trace, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_ms: Option<u64>,
+    /// The host it syncs from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Its chain from the primary, `_hierarchy`'s mirror names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+    /// When it was read.
+    pub checked_at: Timestamp,
+    /// What went wrong reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether a surveyed mirror is one pushmirror triggers or one it only checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MirrorKind {
+    /// A mirror with a transport (`ssh:`, `http:`, `mqtt:`) and a `check:` URL.
+    Triggered,
+    /// A mirror under `watch:`, only checked.
+    CheckOnly,
+}
+
+impl std::fmt::Display for MirrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MirrorKind::Triggered => "triggered",
+            MirrorKind::CheckOnly => "check-only",
+        })
+    }
+}
 
 /// What a survey needs to know of one mirror.
 struct Target {
     name: String,
-    kind: &'static str,
+    kind: MirrorKind,
     check: Url,
 }
 
 /// Surveys every mirror with a `check:` URL (triggered and check-only, enabled ones) of each
 /// archive, or only of `only`, judging each against this archive's version and the pushes in the
 /// report `history`. Rows are sorted by archive, then mirror.
-pub async fn survey(config: &Config, only: Option<&str>, prober: &Prober, history: &[Report]) -> Vec<Row> {
+pub async fn survey(config: &Config, only: Option<&str>, prober: &Prober, history: &[Report]) -> Vec<FreshnessRow> {
     let mut tasks = tokio::task::JoinSet::new();
     for archive in config.archives.values().filter(|a| only.is_none_or(|o| o == a.name)) {
         let ours = Arc::new(Ours::of(archive, history));
@@ -94,13 +180,12 @@ impl Ours {
 }
 
 fn targets(config: &Config, archive: &str) -> Vec<Target> {
-    let triggered = config
-        .mirrors_of(archive)
-        .filter(|m| m.enabled)
-        .filter_map(|m| m.check.clone().map(|check| Target { name: m.name.clone(), kind: "triggered", check }));
+    let triggered = config.mirrors_of(archive).filter(|m| m.enabled).filter_map(|m| {
+        m.check.clone().map(|check| Target { name: m.name.clone(), kind: MirrorKind::Triggered, check })
+    });
     let watched = config.watched.iter().filter(|w| w.enabled && w.serves(archive)).map(|w| Target {
         name: w.name.clone(),
-        kind: "check-only",
+        kind: MirrorKind::CheckOnly,
         check: w.check.clone(),
     });
     triggered.chain(watched).collect()
@@ -237,11 +322,11 @@ impl Prober {
     }
 }
 
-fn judge(archive: &str, target: &Target, ours: &Ours, max_lag: Duration, read: Read, now: SystemTime) -> Row {
-    let mut row = Row {
+fn judge(archive: &str, target: &Target, ours: &Ours, max_lag: Duration, read: Read, now: SystemTime) -> FreshnessRow {
+    let mut row = FreshnessRow {
         archive: archive.to_string(),
         mirror: target.name.clone(),
-        kind: target.kind.to_string(),
+        kind: target.kind,
         standing: Standing::Unreachable,
         version: None,
         version_date: None,
@@ -295,7 +380,7 @@ pub fn memory_file(state_dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// The rows of the last sweep (none when there was none), or why they cannot be read.
-pub fn recall(state_dir: &std::path::Path) -> Result<Vec<Row>, String> {
+pub fn recall(state_dir: &std::path::Path) -> Result<Vec<FreshnessRow>, String> {
     let path = memory_file(state_dir);
     match crate::sys::fsutil::read_bounded(&path, crate::sys::fsutil::limit::STATE) {
         Ok(bytes) => {
@@ -315,14 +400,14 @@ pub fn forget(state_dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Stores `rows` as the last sweep.
-pub fn remember(state_dir: &std::path::Path, rows: &[Row]) -> std::io::Result<()> {
+pub fn remember(state_dir: &std::path::Path, rows: &[FreshnessRow]) -> std::io::Result<()> {
     crate::sys::fsutil::write_atomic(&memory_file(state_dir), &serde_json::to_vec(rows)?)
 }
 
 /// Fills in what one survey cannot know alone: `since` (carried from `previous` while a mirror
 /// serves the same version; now, when it changed) and `behind_versions` (from the report
 /// `history`: the distinct serials pushed after the one it serves).
-pub fn annotate(rows: &mut [Row], previous: &[Row], history: &[Report]) {
+pub fn annotate(rows: &mut [FreshnessRow], previous: &[FreshnessRow], history: &[Report]) {
     // Each archive's pushed serials once, not once per row.
     let mut pushed_of: std::collections::BTreeMap<String, Vec<(String, SystemTime)>> = Default::default();
     for row in rows.iter_mut() {
@@ -367,7 +452,7 @@ fn pushed_serials(history: &[Report], archive: &str) -> Vec<(String, SystemTime)
 }
 
 /// Whether every row is up to date or within its archive's `max_lag`.
-pub fn all_fresh(rows: &[Row]) -> bool {
+pub fn all_fresh(rows: &[FreshnessRow]) -> bool {
     rows.iter().all(|r| matches!(r.standing, Standing::UpToDate | Standing::Syncing))
 }
 
@@ -384,7 +469,7 @@ pub fn format_age(ms: u64) -> String {
 }
 
 /// The survey as a table.
-pub fn to_table(rows: &[Row]) -> String {
+pub fn to_table(rows: &[FreshnessRow]) -> String {
     let mut lines = vec![
         ["ARCHIVE", "MIRROR", "STANDING", "VERSION", "BEHIND", "LAG", "LAST SYNC", "UPSTREAM", "KIND", "ERROR"]
             .map(String::from),
@@ -405,7 +490,7 @@ pub fn to_table(rows: &[Row]) -> String {
             r.error.clone().unwrap_or_default(),
         ]);
     }
-    crate::push::report::align(&lines)
+    crate::vocab::output::align(&lines)
 }
 
 #[cfg(test)]

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pushmirror::daemon::status::DaemonStatus;
 use pushmirror::daemon::{Control, Daemon, Loader};
 use pushmirror::demo::{HttpReceiver, Reply};
 use pushmirror::observe::freshness::Standing;
-use pushmirror::push::report::DaemonStatus;
 use pushmirror::vocab::clock::Clock;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -484,7 +484,7 @@ async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
     d.stop().await;
 
     let remembered = pushmirror::observe::freshness::recall(&f.path("state")).unwrap();
-    let json = |r: &[pushmirror::observe::freshness::Row]| serde_json::to_value(r).unwrap();
+    let json = |r: &[pushmirror::observe::freshness::FreshnessRow]| serde_json::to_value(r).unwrap();
     assert_eq!(json(&remembered), json(&rows), "kept as shown (timestamps to the millisecond)");
     let check = tokio::task::spawn_blocking(move || f.cli(&["status", "--check"])).await.unwrap();
     let line = String::from_utf8_lossy(&check.stdout).trim_end().to_string();
@@ -500,7 +500,9 @@ async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
 /// rendered by headless Chromium from the HTML the daemon serves (`page::render`).
 #[test]
 fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
-    use pushmirror::push::report::{ArchiveStatus, FreshnessRow, Propagated, Report};
+    use pushmirror::daemon::status::ArchiveStatus;
+    use pushmirror::observe::freshness::{FreshnessRow, MirrorKind};
+    use pushmirror::push::report::{Propagated, Report};
     use pushmirror::vocab::model::Timestamp;
     let Some(browser) = chromium() else {
         assert!(std::env::var_os("CI").is_none(), "chromium is required in CI (apt-get install chromium)");
@@ -530,7 +532,7 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
         freshness.push(FreshnessRow {
             archive: "debian".into(),
             mirror: name.to_string(),
-            kind: "triggered".into(),
+            kind: MirrorKind::Triggered,
             standing: *standing,
             version: Some(if live.is_some() { "2026112902" } else { "2026112801" }.into()),
             since: Some(Timestamp(now)),

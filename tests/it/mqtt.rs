@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pushmirror::daemon::status::DaemonStatus;
 use pushmirror::daemon::{Control, Daemon};
 use pushmirror::push::plan::PushRequest;
-use pushmirror::push::report::{DaemonStatus, Report};
+use pushmirror::push::report::Report;
 use pushmirror::receive::Receiving;
 use pushmirror::vocab::clock::Clock;
 use pushmirror::vocab::model::{ErrorClass, Outcome};

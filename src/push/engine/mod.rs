@@ -4,23 +4,29 @@
 //! Staged mirrors get stage 1 concurrently; stage 2 starts only when every staged mirror's stage 1
 //! has ended, and only for those whose stage 1 was delivered. `all` mirrors run alongside.
 
+mod attempt;
+mod rows;
+mod slots;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use crate::config::{Backoff, Mirror};
-use crate::push::plan::{Plan, PlanEntry};
+pub use attempt::backoff_delay;
+use attempt::{TriggerOutcome, attempt_until_done};
+use rows::{attempted_row, blank_row, interrupted_row, lost, notify, sent_row, skipped};
+use slots::{Slots, unless_cancelled};
+
+use crate::config::Mirror;
+use crate::push::plan::Plan;
 use crate::push::ratelimit::{Admission, RateLimits};
 use crate::push::report::TriggerReport;
-use crate::transport::{Attempt, AttemptError, Downstream, Trigger, TriggerRequest};
+use crate::transport::{Downstream, Trigger, TriggerRequest};
 use crate::vocab::clock::Clock;
 use crate::vocab::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
-use crate::vocab::units::millis;
 
 /// Called with each trigger's report as soon as it is known (progress bars, live status).
 pub type OnDone = Arc<dyn Fn(&TriggerReport) + Send + Sync>;
@@ -47,30 +53,14 @@ pub struct Options {
 /// [`ErrorClass::Interrupted`], which is what callers decide on.
 pub const INTERRUPTED: &str = "interrupted: pushmirror is shutting down";
 
-/// Runs `f` unless `cancel` fires first.
-async fn unless_cancelled<F: std::future::Future>(cancel: &Option<CancellationToken>, f: F) -> Option<F::Output> {
-    match cancel {
-        Some(c) => tokio::select! {
-            biased;
-            _ = c.cancelled() => None,
-            out = f => Some(out),
-        },
-        None => Some(f.await),
-    }
-}
-
 /// Numbers the pushes of this process ([`TriggerRequest::push`]).
 static NEXT_PUSH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// The engine: a transport, the concurrency bound (in all and per host), the rate limits and the
+/// The engine: a transport, the bounds on what is in flight ([`slots`]), the rate limits and the
 /// clock.
 pub struct Engine<T> {
     transport: Arc<T>,
-    permits: Arc<Semaphore>,
-    hosts: Arc<HostLimits>,
-    /// Connections open at once, waiting ones included (an SSH session held for a sync gives
-    /// its concurrency slot back, not its socket); `None`: unbounded.
-    sockets: Option<Arc<Semaphore>>,
+    slots: Slots,
     limits: RateLimits,
     clock: Clock,
 }
@@ -79,30 +69,10 @@ impl<T> Clone for Engine<T> {
     fn clone(&self) -> Self {
         Engine {
             transport: Arc::clone(&self.transport),
-            permits: Arc::clone(&self.permits),
-            hosts: Arc::clone(&self.hosts),
-            sockets: self.sockets.clone(),
+            slots: self.slots.clone(),
             limits: self.limits.clone(),
             clock: self.clock.clone(),
         }
-    }
-}
-
-/// At most `per_host` triggers in flight to one host and port, so that many mirrors on one host
-/// never trip its sshd's `MaxStartups` (OpenSSH drops connections beyond 10 unauthenticated ones
-/// by default). One semaphore per endpoint the configuration names.
-#[derive(Default)]
-struct HostLimits {
-    per_host: Option<usize>,
-    hosts: std::sync::Mutex<HashMap<(String, u16), Arc<Semaphore>>>,
-}
-
-impl HostLimits {
-    fn of(&self, endpoint: &(String, u16)) -> Option<Arc<Semaphore>> {
-        let per_host = self.per_host?;
-        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        let semaphore = hosts.entry(endpoint.clone()).or_insert_with(|| Arc::new(Semaphore::new(per_host.max(1))));
-        Some(Arc::clone(semaphore))
     }
 }
 
@@ -131,19 +101,17 @@ impl Job {
 impl<T: Trigger> Engine<T> {
     /// An engine with `concurrency` triggers in flight at most.
     pub fn new(transport: Arc<T>, concurrency: usize, limits: RateLimits, clock: Clock) -> Self {
-        let (permits, hosts) = (Arc::new(Semaphore::new(concurrency.max(1))), Arc::default());
-        Engine { transport, permits, hosts, sockets: None, limits, clock }
+        Engine { transport, slots: Slots::new(concurrency), limits, clock }
     }
 
     /// The same engine with at most `sockets` connections open at once.
     pub fn with_sockets(self, sockets: usize) -> Self {
-        Engine { sockets: Some(Arc::new(Semaphore::new(sockets.max(1)))), ..self }
+        Engine { slots: self.slots.with_sockets(sockets), ..self }
     }
 
     /// The same engine with at most `per_host` triggers in flight to one host and port.
     pub fn with_per_host(self, per_host: usize) -> Self {
-        let hosts = HostLimits { per_host: Some(per_host), ..HostLimits::default() };
-        Engine { hosts: Arc::new(hosts), ..self }
+        Engine { slots: self.slots.with_per_host(per_host), ..self }
     }
 
     /// Carries out `plan`; returns one report row per trigger, in plan order.
@@ -239,9 +207,7 @@ impl<T: Trigger> Engine<T> {
                             .await
                             .is_none()
                         {
-                            let mut row = blank_row(&job.mirror, stage, Outcome::Failed);
-                            row.error_class = Some(ErrorClass::Interrupted);
-                            row.error = Some(INTERRUPTED.to_string());
+                            let row = interrupted_row(&job.mirror, stage);
                             notify(options, &row);
                             return row;
                         }
@@ -265,83 +231,13 @@ impl<T: Trigger> Engine<T> {
         self.deliver(job, stage, options).await
     }
 
-    /// Attempts until delivered, a permanent failure, or retries are spent.
+    /// Attempts until delivered, a permanent failure, or retries are spent; logs and reports the
+    /// row.
     async fn deliver(&self, job: &Job, stage: Stage, options: &Options) -> TriggerReport {
-        let mirror = &*job.mirror;
-        let req = job.request(stage);
-        let started = self.clock.now();
-        let t0 = tokio::time::Instant::now();
-        // Its host's bound and a socket slot, for mirrors reached by a connection of their own
-        // (not MQTT's: one broker connection carries them all).
-        let endpoint = mirror.endpoint();
-        let host = endpoint.as_ref().and_then(|e| self.hosts.of(e));
-        let sockets = self.sockets.clone().filter(|_| endpoint.is_some());
-        let acquire = |s: &Arc<Semaphore>| unless_cancelled(&options.cancel, Arc::clone(s).acquire_owned());
-        let mut attempts = 0;
-        let result = loop {
-            attempts += 1;
-            let span = tracing::info_span!("trigger", mirror = %mirror.name, archive = %job.archive, %stage, attempt = attempts);
-            let interrupted = || AttemptError::permanent(ErrorClass::Interrupted, INTERRUPTED);
-            // The host's slot first: a trigger waiting for its host holds none of the push's.
-            let mut permits = Vec::with_capacity(2);
-            if let Some(host) = &host {
-                let Some(Ok(permit)) = acquire(host).await else { break Err(interrupted()) };
-                permits.push(permit);
-            }
-            let mut socket = None;
-            if let Some(sockets) = &sockets {
-                let Some(Ok(permit)) = acquire(sockets).await else { break Err(interrupted()) };
-                socket = Some(permit);
-            }
-            let Some(Ok(permit)) = acquire(&self.permits).await else { break Err(interrupted()) };
-            permits.push(permit);
-            let attempt = Attempt::new(permits, socket);
-            let attempt_started = tokio::time::Instant::now();
-            let bounded = tokio::time::timeout(attempt_budget(mirror, stage), self.transport.fire(req, &attempt));
-            let result = match unless_cancelled(&options.cancel, bounded.instrument(span.clone())).await {
-                None => Err(interrupted()),
-                Some(Ok(result)) => result,
-                Some(Err(_)) => Err(AttemptError::transient(ErrorClass::Timeout, "attempt exceeded its time budget")),
-            };
-            drop(attempt);
-            if let Some(f) = &options.on_attempt {
-                f(attempt_started.elapsed());
-            }
-            match result {
-                Err(e) if e.transient && attempts <= mirror.retries => {
-                    let delay = backoff_delay(&mirror.backoff, attempts, e.retry_after);
-                    span.in_scope(|| {
-                        tracing::info!(class = %e.class, error = %e.message, retry_in = ?delay, "attempt failed, retrying")
-                    });
-                    if unless_cancelled(&options.cancel, tokio::time::sleep(delay)).await.is_none() {
-                        break Err(interrupted());
-                    }
-                }
-                other => break other,
-            }
-        };
-        let mut row = sent_row(mirror, &job.archive, stage, Outcome::Ok);
-        row.attempts = attempts;
-        row.started_at = Some(Timestamp(started));
-        row.duration_ms = millis(t0.elapsed());
-        match result {
-            Ok(d) => {
-                if d.pending {
-                    row.outcome = Outcome::Pending;
-                }
-                row.note = d.note;
-                row.http_status = d.http_status;
-                row.exit_code = d.exit_code;
-                row.sync_duration_ms = d.sync_duration.map(millis);
-            }
-            Err(e) => {
-                row.outcome = Outcome::Failed;
-                row.error_class = Some(e.class);
-                row.error = Some(e.message);
-                row.http_status = e.http_status;
-                row.exit_code = e.exit_code;
-            }
-        }
+        let slots = self.slots.of(job.mirror.endpoint().as_ref());
+        let tried: TriggerOutcome =
+            attempt_until_done(&*self.transport, &slots, &self.clock, &job.mirror, job.request(stage), options).await;
+        let row = attempted_row(&job.mirror, &job.archive, stage, tried);
         notify(options, &row);
         row
     }
@@ -367,91 +263,6 @@ impl<T: Trigger> Engine<T> {
     }
 }
 
-/// Full-jitter exponential backoff: uniform in `[0, min(max, initial·2^(n-1))]`; a `Retry-After`
-/// from the downstream replaces it, capped at `max`.
-pub fn backoff_delay(backoff: &Backoff, attempt: u32, retry_after: Option<Duration>) -> Duration {
-    if let Some(ra) = retry_after {
-        return ra.min(backoff.max);
-    }
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
-    let cap = backoff.initial.saturating_mul(factor).min(backoff.max);
-    let ms = millis(cap);
-    Duration::from_millis(rand::random_range(0..=ms))
-}
-
-/// An outer bound in case a transport fails to bound itself.
-fn attempt_budget(mirror: &Mirror, stage: Stage) -> Duration {
-    if let crate::config::Transport::Mqtt(target) = &mirror.transport {
-        // The publish (bounded by `timeout`), then the ack (by `ack_timeout`).
-        return mirror.timeout.saturating_add(target.ack_timeout).saturating_add(Duration::from_secs(30));
-    }
-    let waiting = mirror.wait_for_sync || stage == Stage::Stage1;
-    let base = if waiting { mirror.timeout.saturating_add(mirror.sync_timeout) } else { mirror.timeout };
-    base.saturating_add(Duration::from_secs(30))
-}
-
-/// Every trigger that ends, whichever path ended it, comes through here: it is logged once (a
-/// failure with mirror, stage, class and reason; a deferral with when it may be sent), then passed
-/// to the caller's callback.
-fn notify(options: &Options, row: &TriggerReport) {
-    log_outcome(row);
-    if let Some(f) = &options.on_done {
-        f(row);
-    }
-}
-
-fn log_outcome(row: &TriggerReport) {
-    let (mirror, stage, attempts) = (&row.mirror, row.stage, row.attempts);
-    match row.outcome {
-        Outcome::Failed => {
-            let class = row.error_class.map(|c| c.to_string()).unwrap_or_default();
-            let error = row.error.as_deref().unwrap_or("");
-            if row.error_class == Some(ErrorClass::Internal) {
-                tracing::error!(%mirror, %stage, attempts, %class, %error, "trigger failed: a bug in pushmirror");
-            } else {
-                tracing::warn!(%mirror, %stage, attempts, %class, %error, "trigger failed");
-            }
-        }
-        Outcome::Deferred => {
-            let until = row.deferred_until.map(|t| t.to_string()).unwrap_or_default();
-            tracing::info!(%mirror, %stage, %until, "trigger deferred by the rate limit");
-        }
-        outcome => {
-            let note = row.note.as_deref().unwrap_or("");
-            tracing::info!(%mirror, %stage, attempts, %outcome, %note, "trigger finished");
-        }
-    }
-}
-
-/// The row of a trigger whose task died (a bug, never a mirror's doing): still one outcome.
-fn lost(entry: &PlanEntry, stage: Stage, error: &tokio::task::JoinError, options: &Options) -> TriggerReport {
-    let mut row = blank_row(&entry.mirror, stage, Outcome::Failed);
-    row.error_class = Some(ErrorClass::Internal);
-    row.error = Some(format!("internal error: the trigger task failed ({error})"));
-    notify(options, &row);
-    row
-}
-
-fn skipped(entry: &PlanEntry, stage: Stage, reason: SkipReason) -> TriggerReport {
-    let m = &entry.mirror;
-    TriggerReport::skipped(&m.name, m.transport_name(), m.transport.display_target(), stage, reason)
-}
-
-fn blank_row(mirror: &Mirror, stage: Stage, outcome: Outcome) -> TriggerReport {
-    TriggerReport::new(&mirror.name, mirror.transport_name(), mirror.transport.display_target(), stage, outcome)
-}
-
-/// The row of a trigger that was (or, planned, would be) sent: it names the key and the source
-/// address it was sent with.
-fn sent_row(mirror: &Mirror, archive: &str, stage: Stage, outcome: Outcome) -> TriggerReport {
-    let sender = mirror.sender(archive);
-    TriggerReport {
-        key: sender.fingerprint.clone(),
-        source_address: sender.source_address,
-        ..blank_row(mirror, stage, outcome)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::{HashMap, VecDeque};
@@ -460,8 +271,9 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::config::MirrorKind;
-    use crate::transport::{AttemptResult, Delivered};
+    use crate::config::{Backoff, MirrorKind};
+    use crate::push::plan::PlanEntry;
+    use crate::transport::{Attempt, AttemptError, AttemptResult, Delivered};
 
     /// Answers each mirror's attempts from a script, after an optional delay, and records when.
     #[derive(Default)]

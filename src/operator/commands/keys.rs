@@ -1,0 +1,91 @@
+//! The sender's keys and the mirrors' host keys: `keygen`, `keys`, `hostkeys scan`.
+
+use super::{load, load_for_writing};
+use crate::config;
+use crate::operator::cli::{Cli, KeygenArgs};
+use crate::vocab::output::{Ended, Format, Stop, Verdict, print_json};
+
+/// `keygen`: writes a new ed25519 key and prints the authorized_keys line for downstreams.
+pub(super) fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
+    // The config may not validate yet (its SSH mirrors need this very key), so only the settings
+    // of the key are read from it.
+    let archive = match &args.archive {
+        Some(name) => Some(config::archive_key_settings(&cli.config, name).map_err(Stop::usage)?),
+        None => None,
+    };
+    let configured = match &archive {
+        Some(settings) => settings.identity.clone(),
+        None => config::identity_path(&cli.config),
+    };
+    let named_by_config = args.out.is_none() && configured.is_some();
+    let out = args.out.clone().or(configured).ok_or_else(|| {
+        let config = cli.config.display();
+        Stop::usage(match &args.archive {
+            Some(name) => format!("--out PATH is required: {config} names no `identity:` key for archive {name}"),
+            None => format!("--out PATH is required: {config} does not name an `identity:` key"),
+        })
+    })?;
+    // The ownership rule (crate::sys::owner): a key the configuration names is the service user's; and
+    // root writes no key into another user's directory (`--out /etc/pushmirror/keys/…` as root
+    // would leave a key the daemon cannot read). Other users cannot write there anyway.
+    if named_by_config && let Some(state_dir) = config::state_dir_path(&cli.config) {
+        crate::sys::owner::require_owner(&state_dir, &cli.config).map_err(Stop::usage)?;
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty() && crate::sys::owner::current_uid() == 0) {
+        crate::sys::owner::require_owner(dir, &cli.config).map_err(Stop::usage)?;
+    }
+    let command = match (&args.command, &archive) {
+        (Some(command), _) => command.clone(),
+        (None, Some(settings)) => {
+            settings.forced_command.clone().unwrap_or_else(|| crate::wire::keys::FTPSYNC_FORCED_COMMAND.to_string())
+        }
+        (None, None) => crate::wire::keys::DEFAULT_FORCED_COMMAND.to_string(),
+    };
+    let from = args.from.clone().or_else(|| archive.as_ref()?.source_address.map(|a| a.to_string()));
+    // Options first: a bad --command must not leave a key behind.
+    crate::wire::keys::authorized_keys_options(&command, from.as_deref()).map_err(Stop::usage)?;
+    let new = crate::wire::keys::generate(&out, &crate::wire::keys::default_comment()).map_err(Stop::usage)?;
+    let line = crate::wire::keys::authorized_keys_line(&new.public, &command, from.as_deref()).map_err(Stop::usage)?;
+    match cli.format {
+        Format::Json => print_json(&serde_json::json!({
+            "private_key": new.private,
+            "public_key": new.public_path,
+            "fingerprint": crate::wire::keys::fingerprint(&new.public),
+            "authorized_keys": line,
+        })),
+        Format::Table => {
+            eprintln!(
+                "wrote {} (0600) and {}, {}",
+                new.private.display(),
+                new.public_path.display(),
+                crate::wire::keys::fingerprint(&new.public)
+            );
+            eprintln!("downstreams add this line to the authorized_keys of their sync user:");
+            println!("{line}");
+        }
+    }
+    Ok(Verdict::Clean)
+}
+
+/// `keys`: what downstream admins install and allow, per archive (see [`crate::operator::keypage`]).
+pub(super) fn keys(cli: &Cli, archive: Option<&str>) -> Ended {
+    let config = load(cli)?;
+    let page = crate::operator::keypage::page(&config, archive).map_err(Stop::usage)?;
+    match cli.format {
+        Format::Json => print_json(&page),
+        Format::Table => print!("{}", crate::operator::keypage::to_text(&page)),
+    }
+    Ok(Verdict::Clean)
+}
+
+/// `hostkeys scan`: records new host keys, reports known and changed ones.
+pub(super) async fn hostkeys_scan(cli: &Cli, only: &[String]) -> Ended {
+    let config = load_for_writing(cli)?;
+    let rows = crate::operator::hostkeys::scan(&config, only).await.map_err(Stop::usage)?;
+    match cli.format {
+        Format::Json => print_json(&rows),
+        Format::Table if rows.is_empty() => eprintln!("no SSH mirrors configured"),
+        Format::Table => rows.iter().for_each(|r| println!("{r}")),
+    }
+    Ok(if rows.iter().any(|r| r.status.is_problem()) { Verdict::Failed } else { Verdict::Clean })
+}
