@@ -113,3 +113,74 @@ pub struct DeferredTrigger {
     /// When it is allowed.
     pub until: Timestamp,
 }
+
+/// The live status, written by the daemon's parts and read by the status server: every change
+/// goes through one of these methods.
+#[derive(Debug, Clone)]
+pub struct StatusBoard(tokio::sync::watch::Sender<DaemonStatus>);
+
+impl StatusBoard {
+    /// A board showing `status`, and its first reader.
+    pub fn new(status: DaemonStatus) -> (Self, tokio::sync::watch::Receiver<DaemonStatus>) {
+        let (tx, rx) = tokio::sync::watch::channel(status);
+        (StatusBoard(tx), rx)
+    }
+
+    /// Changes the row of archive `name`, if shown.
+    pub fn archive(&self, name: &str, f: impl FnOnce(&mut ArchiveStatus)) {
+        self.0.send_modify(|s| {
+            if let Some(a) = s.archives.iter_mut().find(|a| a.name == name) {
+                f(a);
+            }
+        });
+    }
+
+    /// The archives shown: those of `names` already shown stay as they are, the others get the
+    /// row `new` makes; archives not in `names` are gone.
+    pub fn show_archives(&self, names: &[String], new: impl Fn(&str) -> ArchiveStatus) {
+        self.0.send_modify(|s| {
+            s.archives.retain(|a| names.contains(&a.name));
+            for name in names {
+                if !s.archives.iter().any(|a| &a.name == name) {
+                    s.archives.push(new(name));
+                }
+            }
+            s.archives.sort_by(|a, b| a.name.cmp(&b.name));
+        });
+    }
+
+    /// The names of the archives shown.
+    pub fn archive_names(&self) -> Vec<String> {
+        self.0.borrow().archives.iter().map(|a| a.name.clone()).collect()
+    }
+
+    /// The deferred triggers.
+    pub fn set_deferred(&self, deferred: Vec<DeferredTrigger>) {
+        self.0.send_modify(|s| s.deferred = deferred);
+    }
+
+    /// The last freshness sweep.
+    pub fn set_freshness(&self, rows: Vec<FreshnessRow>) {
+        self.0.send_modify(|s| s.freshness = rows);
+    }
+
+    /// Every MQTT mirror's latest ack.
+    pub fn set_acks(&self, acks: Vec<crate::wire::mqtt::AckRecord>) {
+        self.0.send_modify(|s| s.acks = acks);
+    }
+
+    /// One MQTT mirror's latest ack, replacing its previous one.
+    pub fn ack(&self, record: &crate::wire::mqtt::AckRecord) {
+        self.0.send_modify(|s| {
+            let same =
+                |a: &crate::wire::mqtt::AckRecord| a.archive == record.archive && a.ack.mirror == record.ack.mirror;
+            match s.acks.iter_mut().find(|a| same(a)) {
+                Some(shown) => *shown = record.clone(),
+                None => {
+                    s.acks.push(record.clone());
+                    s.acks.sort_by(|a, b| (&a.archive, &a.ack.mirror).cmp(&(&b.archive, &b.ack.mirror)));
+                }
+            }
+        });
+    }
+}

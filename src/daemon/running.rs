@@ -1,0 +1,415 @@
+//! One configuration at work: its engine, and per archive a watcher and a pusher; the deferred
+//! triggers' sender, the MQTT acks' reader and the freshness sweep. Everything here ends when the
+//! configuration is retired (a reload, or SIGTERM); following a push's propagation outlives a
+//! reload.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::archive::ArchiveState;
+use super::{Core, blocking, notify_systemd};
+use crate::archive::watch::{WatchState, Watcher};
+use crate::config::Config;
+use crate::push::engine::{Engine, Options};
+use crate::push::plan::{Plan, PushRequest, plan};
+use crate::push::report::{History, Report, TriggerReport};
+use crate::transport::Transports;
+use crate::transport::mqtt::MqttTransport;
+use crate::transport::mqtt::connect::Session;
+use crate::vocab::model::{ErrorClass, Outcome, SkipReason};
+use crate::wire::mqtt::{AckRecord, AckState};
+
+/// One configuration's tasks and what they share.
+pub(super) struct Running {
+    config: Config,
+    engine: Engine<Transports>,
+    archives: BTreeMap<String, Arc<ArchiveState>>,
+    core: Arc<Core>,
+    /// Cancelled when this configuration is retired.
+    stop: CancellationToken,
+}
+
+impl Running {
+    /// Sets up `config` (transports, then the archives' state) and starts its tasks. An error
+    /// leaves the daemon as it was.
+    pub(super) async fn start(config: Config, core: &Arc<Core>) -> anyhow::Result<Arc<Running>> {
+        let transports = Arc::new(Transports::new(&config, Session::Persistent).context("cannot set up transports")?);
+        let mqtt = transports.mqtt().cloned();
+        let engine = crate::push::engine(&config, transports, core.clock.clone());
+        let archives = core.archives_for(&config).await?;
+        let running =
+            Arc::new(Running { config, engine, archives, core: Arc::clone(core), stop: CancellationToken::new() });
+        let parts = &core.parts;
+        for (name, state) in &running.archives {
+            // `completed` starts empty: only versions the watcher sees complete from now on are
+            // news (a resumed push may move `pushed` past the version read here).
+            let (tx, rx) = watch::channel(WatchState::default());
+            let watcher = Watcher::new(running.config.archives[name].clone(), state.pushed());
+            parts.spawn(format!("watcher of {name}"), watcher.run(tx, running.stop.clone()));
+            parts.spawn(format!("status of {name}"), Arc::clone(&running).observe(Arc::clone(state), rx.clone()));
+            parts.spawn(format!("pusher of {name}"), Arc::clone(&running).pusher(Arc::clone(state), rx));
+        }
+        parts.spawn("deferred triggers", Arc::clone(&running).send_deferred_when_allowed());
+        parts.spawn("freshness sweep", Arc::clone(&running).sweep_freshness());
+        if let Some(mqtt) = mqtt {
+            parts.spawn("MQTT acks", Arc::clone(&running).record_acks(mqtt));
+        }
+        Ok(running)
+    }
+
+    /// Ends this configuration's tasks; a push running now finishes first.
+    pub(super) fn retire(&self) {
+        self.stop.cancel();
+    }
+
+    /// Copies what the watcher sees into the archive's status row.
+    async fn observe(self: Arc<Self>, archive: Arc<ArchiveState>, mut rx: watch::Receiver<WatchState>) {
+        loop {
+            archive.observed(&rx.borrow_and_update().observed);
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Pushes each newly completed version; resumes a due push first.
+    async fn pusher(self: Arc<Self>, archive: Arc<ArchiveState>, mut rx: watch::Receiver<WatchState>) {
+        // The previous configuration's pusher of this archive finishes its push first.
+        let _held = archive.lock_pusher().await;
+        if let Some(due) = archive.due().await
+            && !self.stop.is_cancelled()
+        {
+            tracing::info!(archive = %archive.name(), version = %due.version, done = due.done.len(), "resuming a push that was due");
+            self.push(&archive, due.version, Some(due.done)).await;
+        }
+        // The version this pusher last tried: one that could not even be planned is not tried
+        // again and again.
+        let mut attempted: Option<String> = None;
+        loop {
+            let completed = rx.borrow_and_update().completed.clone();
+            let news = |v: &String| Some(v) != archive.pushed().as_ref() && Some(v) != attempted.as_ref();
+            if let Some(version) = completed.filter(news) {
+                if self.stop.is_cancelled() {
+                    return;
+                }
+                self.push(&archive, version.clone(), None).await;
+                attempted = Some(version);
+                continue;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// One push of `version`, journalled so that a crash loses nothing: plan, journal and show
+    /// it, dispatch (each ended trigger journalled and shown), store the report and record the
+    /// version, keep what was deferred, follow the propagation.
+    async fn push(&self, archive: &Arc<ArchiveState>, version: String, resumed: Option<BTreeSet<String>>) {
+        let started = tokio::time::Instant::now();
+        let name = archive.name();
+        let Some(plan) = self.plan_version(name, &version, resumed.as_ref()) else { return };
+        let total: usize = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len()).sum();
+        tracing::info!(archive = %name, %version, triggers = total, "pushing");
+        notify_systemd(&[sd_notify::NotifyState::Status(&format!("pushing {name} {version}"))]);
+        self.core.metrics.push_started(total);
+        archive.begin(&version, resumed.is_some(), total).await;
+        let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let options = {
+            let (archive, ended) = (Arc::clone(archive), Arc::clone(&ended));
+            self.options(move |row| {
+                archive.trigger_ended(row);
+                ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        let report = crate::push::dispatch(&self.engine, &plan, &options, "daemon").await;
+        // Deferred before the push shows as ended: whoever sees it ended sees what it deferred.
+        self.core.deferred.keep(&report).await;
+        let previous = archive.finish(&report).await;
+        let unfinished = total.saturating_sub(ended.load(std::sync::atomic::Ordering::SeqCst));
+        self.core.metrics.push_ended(&report, unfinished, previous.as_deref());
+        if report.triggers.iter().any(TriggerReport::is_interrupted) {
+            tracing::warn!(archive = %name, %version, "push interrupted; it stays due and resumes at the next start");
+        }
+        log_summary(&report);
+        self.follow(archive, &report, started);
+        notify_systemd(&[sd_notify::NotifyState::Status("watching")]);
+    }
+
+    /// The plan for `version`; mirrors that had their trigger before a restart are skipped.
+    fn plan_version(&self, archive: &str, version: &str, done: Option<&BTreeSet<String>>) -> Option<Plan> {
+        let request = PushRequest {
+            archive: Some(archive.to_string()),
+            serial: Some(version.to_string()),
+            ..PushRequest::default()
+        };
+        let mut plan = plan(&self.config, &request)
+            .map_err(|e| tracing::error!(%archive, error = %e, "cannot plan the push"))
+            .ok()?;
+        if let Some(done) = done {
+            for entry in plan.entries.iter_mut().filter(|e| e.skip.is_none() && done.contains(&e.mirror.name)) {
+                entry.skip = Some(SkipReason::DeliveredBeforeRestart);
+            }
+        }
+        Some(plan)
+    }
+
+    /// Engine options of a daemon push: metrics, `also` per ended trigger, and the hard stop.
+    fn options(&self, also: impl Fn(&TriggerReport) + Send + Sync + 'static) -> Options {
+        let (on_done, on_attempt) = self.core.metrics.callbacks(also);
+        Options {
+            on_done: Some(on_done),
+            on_attempt: Some(on_attempt),
+            cancel: Some(self.core.hard_stop.clone()),
+            ..Options::default()
+        }
+    }
+
+    /// Watches each delivered mirror with a `check:` URL until it serves the pushed version
+    /// ([`crate::observe::propagation`]), as a supervised part that ends at shutdown (not at a
+    /// reload); the result goes into the archive's last report in `/status`, the stored report,
+    /// and the `propagation_seconds` histogram.
+    fn follow(&self, archive: &Arc<ArchiveState>, report: &Report, started: tokio::time::Instant) {
+        let (Some(version), Some(config)) = (report.serial.clone(), self.config.archives.get(&report.archive)) else {
+            return;
+        };
+        let mirrors = crate::observe::propagation::delivered_with_check(&self.config, report);
+        if mirrors.is_empty() {
+            return;
+        }
+        let (core, archive, timeout) = (Arc::clone(&self.core), Arc::clone(archive), config.propagation_timeout);
+        let part = format!("propagation of {} {version}", report.archive);
+        let mut report = report.clone();
+        self.core.parts.spawn(part, async move {
+            let followed = crate::observe::propagation::follow(&core.prober, mirrors, &version, started, timeout);
+            let rows = tokio::select! {
+                rows = followed => rows,
+                _ = core.shutdown.cancelled() => return,
+            };
+            for after in rows.iter().filter_map(|r| r.live_after_ms) {
+                core.metrics.mirror_live(Duration::from_millis(after));
+            }
+            report.propagation = rows;
+            archive.change_last_report(|shown| {
+                let same = shown.started_at == report.started_at;
+                if same {
+                    shown.propagation = report.propagation.clone();
+                }
+                same
+            });
+            // Into the stored report too, so that the page still shows it after a restart.
+            archive.store_again(report, "the propagation").await;
+        });
+    }
+
+    /// Sends deferred triggers when their rate limits allow, with the archive's current version.
+    async fn send_deferred_when_allowed(self: Arc<Self>) {
+        let deferred = &self.core.deferred;
+        loop {
+            let wait = async {
+                match deferred.next_at() {
+                    Some(t) => tokio::time::sleep(self.core.clock.until(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = deferred.changed() => continue,
+                _ = wait => {}
+            }
+            for (archive, mirrors) in deferred.allowed(self.core.clock.now()) {
+                self.send_deferred(&archive, mirrors).await;
+            }
+        }
+    }
+
+    async fn send_deferred(&self, archive: &str, mirrors: Vec<String>) {
+        let report = self.push_only(archive, &mirrors).await;
+        if report.as_ref().is_some_and(|r| r.triggers.iter().any(TriggerReport::is_interrupted)) {
+            // Still pending; persisted, so the next start sends it.
+            return;
+        }
+        self.core.deferred.sent(archive, &mirrors).await;
+        if let Some(report) = report {
+            self.core.deferred.keep(&report).await;
+            if let Some(state) = self.archives.get(archive) {
+                state.fold(&report.triggers);
+            }
+        }
+    }
+
+    /// Pushes the archive's last pushed version to `mirrors` only (those still configured); the
+    /// report is stored.
+    async fn push_only(&self, archive: &str, mirrors: &[String]) -> Option<Report> {
+        let state = self.archives.get(archive)?;
+        let known: Vec<String> =
+            mirrors.iter().filter(|m| self.config.mirrors_of(archive).any(|c| &c.name == *m)).cloned().collect();
+        if known.is_empty() {
+            return None;
+        }
+        let request = PushRequest {
+            archive: Some(archive.to_string()),
+            only: known,
+            serial: state.pushed(),
+            ..PushRequest::default()
+        };
+        let mut plan = plan(&self.config, &request).ok()?;
+        plan.entries.retain(|e| e.skip.is_none());
+        self.core.metrics.push_started(plan.entries.iter().map(|e| e.stages.len()).sum());
+        let options = self.options(|_| {});
+        let report = crate::push::dispatch(&self.engine, &plan, &options, "daemon-deferred").await;
+        let history = History::new(&self.config.state_dir, self.config.status.history);
+        let stored = report.clone();
+        blocking(move || {
+            if let Err(e) = history.save(&stored) {
+                tracing::error!(archive = %stored.archive, error = %e, "cannot write the report to the history");
+            }
+        })
+        .await;
+        log_summary(&report);
+        Some(report)
+    }
+
+    /// Every ack of an MQTT mirror, also after its push ended: into `/status` (`acks`), and into
+    /// the last report of the archive when it answers that push's serial — a mirror that was
+    /// `pending` (or unreachable through the broker) becomes `ok` or `failed`, in the stored report
+    /// too. Ends with this configuration; if the connection task dies (a bug), so does the daemon.
+    async fn record_acks(self: Arc<Self>, mqtt: MqttTransport) {
+        let mut acks = mqtt.subscribe_acks();
+        let mut link = mqtt.link();
+        self.core.status.set_acks(mqtt.acks());
+        loop {
+            let records = tokio::select! {
+                // First: at a reload the successor's connection takes this one's session over.
+                biased;
+                _ = self.stop.cancelled() => {
+                    // The next configuration (if any) connects with the same client id.
+                    mqtt.close();
+                    return;
+                }
+                dead = link.wait_for(|l| l.dead) => {
+                    let why = dead.ok().and_then(|l| l.error.clone()).map(|(_, _, why)| why).unwrap_or_default();
+                    panic!("the MQTT connection ended: {why}");
+                }
+                record = acks.recv() => match record {
+                    Ok(record) => vec![record],
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        // Missed some: every mirror's latest ack stands for them.
+                        tracing::warn!("{n} MQTT acks arrived faster than they were recorded: taking the latest of each");
+                        mqtt.acks()
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            for record in &records {
+                self.late_ack(record).await;
+            }
+        }
+    }
+
+    async fn late_ack(&self, record: &AckRecord) {
+        self.core.status.ack(record);
+        let Some(archive) = self.archives.get(&record.archive) else { return };
+        if !record.ack.state.is_final() {
+            return;
+        }
+        let settled = archive.change_last_report(|report| {
+            report.serial == record.ack.serial
+                && report.settle(&record.ack.mirror, record.ack.stage, |row| settle(row, record))
+        });
+        let Some(report) = settled else { return };
+        let rows: Vec<_> = report.triggers.iter().filter(|t| t.mirror == record.ack.mirror).cloned().collect();
+        archive.fold(&rows);
+        tracing::info!(archive = %record.archive, mirror = %record.ack.mirror, state = %record.ack.state, "late MQTT ack recorded in the last report");
+        archive.store_again(report, "the late ack").await;
+    }
+
+    /// Every `freshness.interval`, surveys every mirror with a `check:` URL
+    /// ([`crate::observe::freshness`]): the rows go to `/status`, `/metrics` and
+    /// `state_dir/freshness.json` (which carries each mirror's `since` over restarts). Ends with
+    /// this configuration.
+    async fn sweep_freshness(self: Arc<Self>) {
+        let surveyed = |c: &Config| c.mirrors.iter().any(|m| m.check.is_some()) || !c.watched.is_empty();
+        let state_dir = self.config.state_dir.clone();
+        if !surveyed(&self.config) {
+            // Nothing to survey (any more): no stale rows linger in /status, /metrics or on disk.
+            self.core.metrics.freshness(&[]);
+            self.core.status.set_freshness(Vec::new());
+            let dir = state_dir.clone();
+            if let Err(e) = blocking(move || crate::observe::freshness::forget(&dir)).await {
+                tracing::error!(dir = %state_dir.display(), error = %e, "cannot remove the freshness memory");
+            }
+            return;
+        }
+        let (dir, keep) = (state_dir.clone(), self.config.status.history);
+        let mut previous = blocking(move || {
+            crate::observe::freshness::recall(&dir).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "freshness memory unusable; starting afresh");
+                Vec::new()
+            })
+        })
+        .await;
+        loop {
+            let dir = state_dir.clone();
+            let history = blocking(move || {
+                History::new(&dir, keep).all().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read the report history: versions behind are not counted");
+                    Vec::new()
+                })
+            })
+            .await;
+            let survey = crate::observe::freshness::survey(&self.config, None, &self.core.prober, &history);
+            let mut rows = tokio::select! {
+                rows = survey => rows,
+                _ = self.stop.cancelled() => return,
+            };
+            crate::observe::freshness::annotate(&mut rows, &previous, &history);
+            let (dir, kept) = (state_dir.clone(), rows.clone());
+            if let Err(e) = blocking(move || crate::observe::freshness::remember(&dir, &kept)).await {
+                tracing::error!(dir = %state_dir.display(), error = %e, "cannot write the freshness memory");
+            }
+            let stale = rows.iter().filter(|r| !crate::observe::freshness::all_fresh(std::slice::from_ref(r))).count();
+            tracing::info!(mirrors = rows.len(), behind_or_unreachable = stale, "freshness sweep");
+            self.core.metrics.freshness(&rows);
+            self.core.status.set_freshness(rows.clone());
+            previous = rows;
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.freshness_interval) => {}
+                _ = self.stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// A late final ack applied to the row it answers.
+fn settle(row: &mut TriggerReport, record: &AckRecord) {
+    row.exit_code = record.ack.exit_code;
+    row.sync_duration_ms = record.ack.duration_ms;
+    row.error_class = None;
+    row.error = None;
+    row.note = Some(format!("acknowledged {} after the push", record.ack.state));
+    row.outcome = Outcome::Ok;
+    if record.ack.state == AckState::Failed {
+        row.outcome = Outcome::Failed;
+        row.error_class = Some(ErrorClass::RemoteExit);
+        row.error = Some("the mirror's sync failed".into());
+    }
+}
+
+fn log_summary(report: &Report) {
+    let s = &report.summary;
+    tracing::info!(
+        archive = %report.archive,
+        version = report.serial.as_deref().unwrap_or(""),
+        ok = s.ok, failed = s.failed, deferred = s.deferred, skipped = s.skipped,
+        ms = report.duration_ms,
+        "push finished"
+    );
+}
