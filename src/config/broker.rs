@@ -23,12 +23,6 @@ pub const BROKER_FIELDS: &[&str] = &[
     "keepalive",
 ];
 
-/// `topic_prefix` when none is set.
-pub const DEFAULT_PREFIX: &str = "pushmirror";
-
-/// `keepalive` when none is set.
-pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
-
 /// How to reach an MQTT broker.
 #[derive(Debug, Clone)]
 pub struct Broker {
@@ -111,8 +105,8 @@ pub(crate) fn read(f: &mut Fields<'_>, default_client_id: impl FnOnce() -> Strin
                 "invalid topic prefix `{s}`: topic levels of letters, digits, `.`, `_`, `-`, separated by `/`"
             )),
         })
-        .unwrap_or_else(|| DEFAULT_PREFIX.to_string());
-    let keepalive = f.duration("keepalive", Duration::from_secs(3600)).unwrap_or(DEFAULT_KEEPALIVE);
+        .unwrap_or_else(|| super::defaults::MQTT_TOPIC_PREFIX.to_string());
+    let keepalive = f.duration("keepalive", Duration::from_secs(3600)).unwrap_or(super::defaults::MQTT_KEEPALIVE);
     if keepalive < Duration::from_secs(5) {
         f.error("keepalive", "must be at least 5s");
     }

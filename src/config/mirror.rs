@@ -221,17 +221,27 @@ pub fn redact_url(url: &Url) -> String {
 /// HTTP method of a trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpMethod {
-    /// GET (default).
+    /// GET.
     Get,
     /// POST.
     Post,
 }
 
+impl FromStr for HttpMethod {
+    type Err = String;
+    fn from_str(m: &str) -> Result<Self, String> {
+        match m.to_ascii_uppercase().as_str() {
+            "GET" => Ok(HttpMethod::Get),
+            "POST" => Ok(HttpMethod::Post),
+            _ => Err(format!("unsupported method `{m}`, expected GET or POST")),
+        }
+    }
+}
+
 /// The runmirrors mirror type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MirrorKind {
     /// `sync:all` in one run.
-    #[default]
     All,
     /// stage 1, then stage 2 once every staged mirror finished stage 1.
     Staged,
@@ -390,7 +400,7 @@ pub(super) fn read_dir(
         };
         let Some(mut f) = Fields::parse_file(&file, &text, sink) else { continue };
         let level = Level::read(&mut f, local);
-        let ack_timeout = mqtt_ack_timeout.unwrap_or(super::DEFAULT_ACK_TIMEOUT);
+        let ack_timeout = mqtt_ack_timeout.unwrap_or(super::defaults::MQTT_ACK_TIMEOUT);
         let Some(described) = read_mirror(&mut f, defaults, archives, ack_timeout) else {
             f.finish(&mirror_fields());
             continue;
@@ -503,8 +513,8 @@ fn read_mirror(
     }
     let d = defaults;
     let backoff = Backoff {
-        initial: mine.backoff_initial.or(d.backoff_initial).unwrap_or(Duration::from_secs(5)),
-        max: mine.backoff_max.or(d.backoff_max).unwrap_or(Duration::from_secs(300)),
+        initial: mine.backoff_initial.or(d.backoff_initial).unwrap_or(super::defaults::BACKOFF_INITIAL),
+        max: mine.backoff_max.or(d.backoff_max).unwrap_or(super::defaults::BACKOFF_MAX),
     };
     if !has_ssh && !has_http && !has_mqtt {
         let triggering = [
@@ -528,7 +538,7 @@ fn read_mirror(
             check: check?,
             archives: mine.archives.or_else(|| d.archives.clone()),
             tags: mine.tags.or_else(|| d.tags.clone()).unwrap_or_default(),
-            enabled: mine.enabled.or(d.enabled).unwrap_or(true),
+            enabled: mine.enabled.or(d.enabled).unwrap_or(super::defaults::ENABLED),
         }));
     }
     Some(Described::Triggered(Box::new(Mirror {
@@ -536,15 +546,18 @@ fn read_mirror(
         file,
         transport: transport?,
         archives: mine.archives.or_else(|| d.archives.clone()),
-        kind: mine.kind.or(d.kind).unwrap_or_default(),
+        kind: mine
+            .kind
+            .or(d.kind)
+            .unwrap_or_else(|| super::defaults::MIRROR_TYPE.parse().expect("the default parses (tested)")),
         rate_limit: mine.rate_limit.or(d.rate_limit),
-        retries: mine.retries.or(d.retries).unwrap_or(4),
-        timeout: mine.timeout.or(d.timeout).unwrap_or(Duration::from_secs(60)),
+        retries: mine.retries.or(d.retries).unwrap_or(super::defaults::RETRIES),
+        timeout: mine.timeout.or(d.timeout).unwrap_or(super::defaults::TIMEOUT),
         backoff,
         tags: mine.tags.or_else(|| d.tags.clone()).unwrap_or_default(),
-        enabled: mine.enabled.or(d.enabled).unwrap_or(true),
-        wait_for_sync: mine.wait_for_sync.or(d.wait_for_sync).unwrap_or(false),
-        sync_timeout: mine.sync_timeout.or(d.sync_timeout).unwrap_or(Duration::from_secs(6 * 3600)),
+        enabled: mine.enabled.or(d.enabled).unwrap_or(super::defaults::ENABLED),
+        wait_for_sync: mine.wait_for_sync.or(d.wait_for_sync).unwrap_or(super::defaults::WAIT_FOR_SYNC),
+        sync_timeout: mine.sync_timeout.or(d.sync_timeout).unwrap_or(super::defaults::SYNC_TIMEOUT),
         busy_exit: mine.busy_exit.or(d.busy_exit),
         command: mine.command.or_else(|| d.command.clone()),
         senders: BTreeMap::new(),
@@ -592,7 +605,7 @@ fn read_mqtt(f: &mut Fields<'_>, ack_timeout: Duration) -> Option<MqttTarget> {
 
 fn read_ssh(mut s: Fields<'_>, host_key: Option<String>) -> Option<SshTarget> {
     let host: Option<String> = s.take("host");
-    let port: u16 = s.take("port").unwrap_or(22);
+    let port: u16 = s.take("port").unwrap_or(super::defaults::SSH_PORT);
     let user: Option<String> = s.take("user");
     if host.is_none() {
         s.error("host", "missing: the downstream's host name");
@@ -606,11 +619,7 @@ fn read_ssh(mut s: Fields<'_>, host_key: Option<String>) -> Option<SshTarget> {
 
 fn read_http(mut h: Fields<'_>) -> Option<HttpTarget> {
     let url = read_url(&mut h);
-    let method = h.take_parsed("method", |m| match m.to_ascii_uppercase().as_str() {
-        "GET" => Ok(HttpMethod::Get),
-        "POST" => Ok(HttpMethod::Post),
-        _ => Err(format!("unsupported method `{m}`, expected GET or POST")),
-    });
+    let method = h.take_parsed("method", HttpMethod::from_str);
     let basic_auth = h.nested("basic_auth").and_then(basic_auth);
     let bearer_token = secret_field(&mut h, "token_file");
     let hmac_secret = secret_field(&mut h, "hmac_secret_file");
@@ -620,7 +629,7 @@ fn read_http(mut h: Fields<'_>) -> Option<HttpTarget> {
             HttpMethod::Post
         }
         (true, _) => HttpMethod::Post,
-        (false, m) => m.unwrap_or(HttpMethod::Get),
+        (false, m) => m.unwrap_or_else(|| super::defaults::HTTP_METHOD.parse().expect("the default parses (tested)")),
     };
     let headers: Vec<(String, String)> = h
         .take::<BTreeMap<String, String>>("headers")

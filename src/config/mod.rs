@@ -4,6 +4,7 @@
 //! error found ([`ConfigErrors`]); a config is never half-applied.
 
 pub mod broker;
+pub mod defaults;
 mod error;
 pub(crate) mod fields;
 mod mirror;
@@ -35,26 +36,6 @@ use sender::{Level, LocalAddresses};
 
 /// Where `push` and friends look when `-c` and `$PUSHMIRROR_CONFIG` are absent.
 pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/pushmirror.yaml";
-
-/// `max_lag` when an archive sets none: two of Debian's six-hourly archive updates.
-pub const DEFAULT_MAX_LAG: Duration = Duration::from_secs(12 * 3600);
-
-/// `freshness.interval` when the main file sets none.
-pub const DEFAULT_FRESHNESS_INTERVAL: Duration = Duration::from_secs(15 * 60);
-
-/// `concurrency` when the main file sets none. A trigger over a 100 ms round trip spends about
-/// 0.85 s waiting on the network (8–9 round trips: TCP, key exchange, auth, channel, exec), so
-/// throughput grows with triggers in flight: 1,000 SSH mirrors at 100 ms took 13.3 s at 64, 3.5 s
-/// at 256 and 2.1–2.3 s at 512, but peak RSS rose from 70 to 110 MB (README, Performance). 256 keeps a large
-/// push within seconds and memory under 100 MB; on loopback the 2 cores saturate by 64.
-pub const DEFAULT_CONCURRENCY: usize = 256;
-
-/// `max_per_host` when the main file sets none: below the 10 unauthenticated connections at which
-/// OpenSSH's default `MaxStartups 10:30:100` starts dropping new ones, with room for other clients.
-pub const DEFAULT_MAX_PER_HOST: usize = 8;
-
-/// `state_dir` when the main file sets none.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror";
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -105,6 +86,17 @@ pub enum HostKeyPolicy {
     AcceptNew,
 }
 
+impl std::str::FromStr for HostKeyPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "strict" => Ok(HostKeyPolicy::Strict),
+            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
+            other => Err(format!("unknown policy `{other}`, expected strict or accept-new")),
+        }
+    }
+}
+
 /// One archive on this host.
 #[derive(Debug, Clone)]
 pub struct Archive {
@@ -146,12 +138,6 @@ pub struct MqttSettings {
     /// each MQTT mirror's `ack_timeout` at load).
     pub ack_timeout: Duration,
 }
-
-/// `mqtt.expiry` when none is set: a trigger older than a day is stale.
-pub const DEFAULT_MQTT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
-
-/// `mqtt.ack_timeout` when none is set.
-pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// The daemon's status server and report history.
 #[derive(Debug, Clone)]
@@ -221,27 +207,23 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     let path = f.file().to_path_buf();
     let local = LocalAddresses::default();
     let main_level = Level::read(&mut f, &local);
-    let known_hosts = f.path("known_hosts").unwrap_or_else(|| resolve(&path, "known_hosts"));
+    let known_hosts = f.path("known_hosts").unwrap_or_else(|| resolve(&path, defaults::KNOWN_HOSTS));
     let host_key_policy = f
-        .take_parsed("host_key_policy", |s| match s {
-            "strict" => Ok(HostKeyPolicy::Strict),
-            "accept-new" => Ok(HostKeyPolicy::AcceptNew),
-            other => Err(format!("unknown policy `{other}`, expected strict or accept-new")),
-        })
-        .unwrap_or(HostKeyPolicy::Strict);
+        .take_parsed("host_key_policy", str::parse::<HostKeyPolicy>)
+        .unwrap_or_else(|| defaults::HOST_KEY_POLICY.parse().expect("the default parses (tested)"));
     let mut positions = BTreeMap::new();
     for key in ["state_dir", "known_hosts", "identity"] {
         positions.insert(key.to_string(), f.position(key));
     }
-    let mirrors_dir = f.path("mirrors_dir").unwrap_or_else(|| resolve(&path, "mirrors.d"));
-    let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let mirrors_dir = f.path("mirrors_dir").unwrap_or_else(|| resolve(&path, defaults::MIRRORS_DIR));
+    let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR));
     let concurrency = match f.take::<usize>("concurrency") {
         Some(0) => {
             f.error("concurrency", "must be at least 1");
             1
         }
         Some(n) => n,
-        None => DEFAULT_CONCURRENCY,
+        None => defaults::CONCURRENCY,
     };
     let max_per_host = match f.take::<usize>("max_per_host") {
         Some(0) => {
@@ -249,7 +231,7 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
             1
         }
         Some(n) => n,
-        None => DEFAULT_MAX_PER_HOST,
+        None => defaults::MAX_PER_HOST,
     };
     let defaults = match f.nested("defaults") {
         Some(mut d) => {
@@ -288,11 +270,11 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         }
         None => None,
     }
-    .unwrap_or(DEFAULT_FRESHNESS_INTERVAL);
+    .unwrap_or(defaults::FRESHNESS_INTERVAL);
     // A broken `mqtt:` is reported where it is, not again at every MQTT mirror.
     let mqtt_written = f.has("mqtt");
     let mqtt = f.nested("mqtt").and_then(read_mqtt);
-    let mqtt_ack_timeout = mqtt_written.then(|| mqtt.as_ref().map_or(DEFAULT_ACK_TIMEOUT, |m| m.ack_timeout));
+    let mqtt_ack_timeout = mqtt_written.then(|| mqtt.as_ref().map_or(defaults::MQTT_ACK_TIMEOUT, |m| m.ack_timeout));
     f.finish(MAIN_FIELDS);
 
     let (mut mirrors, watched) =
@@ -325,8 +307,8 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
 /// The main file's `mqtt:`: the broker, then `expiry` and `ack_timeout`.
 fn read_mqtt(mut m: Fields<'_>) -> Option<MqttSettings> {
     let broker = broker::read(&mut m, || broker::default_client_id("pushmirror"));
-    let expiry = m.duration("expiry", max::SYNC_TIMEOUT).unwrap_or(DEFAULT_MQTT_EXPIRY);
-    let ack_timeout = m.duration("ack_timeout", max::SYNC_TIMEOUT).unwrap_or(DEFAULT_ACK_TIMEOUT);
+    let expiry = m.duration("expiry", max::SYNC_TIMEOUT).unwrap_or(defaults::MQTT_EXPIRY);
+    let ack_timeout = m.duration("ack_timeout", max::SYNC_TIMEOUT).unwrap_or(defaults::MQTT_ACK_TIMEOUT);
     m.finish(&[broker::BROKER_FIELDS, &["expiry", "ack_timeout"]].concat());
     Some(MqttSettings { broker: broker?, expiry, ack_timeout })
 }
@@ -553,7 +535,7 @@ pub fn identity_path(path: &Path) -> Option<PathBuf> {
 pub fn state_dir_path(path: &Path) -> Option<PathBuf> {
     let top = raw_mapping(path).ok()?;
     let raw = string_values(&top).remove("state_dir");
-    Some(raw.map(|raw| resolve(path, &raw)).unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)))
+    Some(raw.map(|raw| resolve(path, &raw)).unwrap_or_else(|| PathBuf::from(defaults::STATE_DIR)))
 }
 
 /// What `keygen --archive NAME` needs of the main file.
@@ -657,13 +639,14 @@ fn read_archives(
         for key in ["trace", "root", "identity"] {
             positions.insert(format!("archives.{name}.{key}"), a.position(key));
         }
-        let trace = a.take::<String>("trace").unwrap_or_else(|| "project/trace/master".into());
-        let locks = a.take::<Vec<String>>("locks").unwrap_or_else(|| vec!["Archive-Update-in-Progress-*".into()]);
-        let settle = a.duration("settle", max::SETTLE).unwrap_or(Duration::from_secs(30));
-        let poll = a.duration("poll", max::POLL).unwrap_or(Duration::from_secs(60));
-        let max_lag = a.duration("max_lag", max::SYNC_TIMEOUT).unwrap_or(DEFAULT_MAX_LAG);
+        let trace = a.take::<String>("trace").unwrap_or_else(|| defaults::TRACE.into());
+        let locks =
+            a.take::<Vec<String>>("locks").unwrap_or_else(|| defaults::LOCKS.iter().map(|l| l.to_string()).collect());
+        let settle = a.duration("settle", max::SETTLE).unwrap_or(defaults::SETTLE);
+        let poll = a.duration("poll", max::POLL).unwrap_or(defaults::POLL);
+        let max_lag = a.duration("max_lag", max::SYNC_TIMEOUT).unwrap_or(defaults::MAX_LAG);
         let propagation_timeout =
-            a.duration("propagation_timeout", max::SYNC_TIMEOUT).unwrap_or(Duration::from_secs(6 * 3600));
+            a.duration("propagation_timeout", max::SYNC_TIMEOUT).unwrap_or(defaults::PROPAGATION_TIMEOUT);
         let level = Level::read(&mut a, local).or(main);
         let forced_command =
             a.take_parsed("forced_command", |c| crate::wire::keys::quote_option(c).map(|_| c.to_string()));
@@ -690,7 +673,10 @@ fn read_archives(
 }
 
 fn read_status(f: &mut Fields<'_>) -> StatusConfig {
-    let mut status = StatusConfig { listen: "127.0.0.1:9470".parse().expect("literal address"), history: 200 };
+    let mut status = StatusConfig {
+        listen: defaults::STATUS_LISTEN.parse().expect("the default parses (tested)"),
+        history: defaults::STATUS_HISTORY,
+    };
     if let Some(mut s) = f.nested("status") {
         if let Some(listen) = s.take_from_str::<SocketAddr>("listen") {
             status.listen = listen;

@@ -6,59 +6,53 @@
 
 use std::io::Write;
 
-/// The main file's fields, as CONFIGURATION lists them.
+use crate::config::defaults::{self, File};
+
+/// The main file's fields, as CONFIGURATION lists them; defaults are added from
+/// [`crate::config::defaults::TABLE`].
 pub const MAIN_FIELDS: &[(&str, &str)] = &[
     ("identity", "The sender's private SSH key (0600): the default of every archive and mirror."),
     (
         "source_address",
         "The local IP address every trigger leaves from (SSH and HTTP); must be an address of this host.",
     ),
-    ("known_hosts", "pushmirror's own known_hosts (OpenSSH format). Default: known_hosts beside the main file."),
-    ("host_key_policy", "strict (default) or accept-new."),
-    ("mirrors_dir", "Directory of mirror files, one *.yaml per mirror. Default: mirrors.d."),
-    (
-        "state_dir",
-        "Reports, rate-limit state, pending pushes. Default: /var/lib/pushmirror. Its owner is the service user.",
-    ),
-    (
-        "concurrency",
-        "Triggers in flight at once, all mirrors together; capped at half the open-file limit. Default: 256.",
-    ),
+    ("known_hosts", "pushmirror's own known_hosts (OpenSSH format), relative to the main file."),
+    ("host_key_policy", "strict or accept-new."),
+    ("mirrors_dir", "Directory of mirror files, one *.yaml per mirror, relative to the main file."),
+    ("state_dir", "Reports, rate-limit state, pending pushes. Its owner is the service user."),
+    ("concurrency", "Triggers in flight at once, all mirrors together; capped at half the open-file limit."),
     (
         "max_per_host",
-        "Triggers in flight at once to one host and port, so that many mirrors on one host stay under its sshd's MaxStartups (OpenSSH drops connections beyond 10 unauthenticated ones). Default: 8.",
+        "Triggers in flight at once to one host and port, so that many mirrors on one host stay under its sshd's MaxStartups (OpenSSH drops connections beyond 10 unauthenticated ones).",
     ),
     ("defaults", "Any mirror field except name, ssh, http, host_key, identity, source_address."),
     ("archives", "Archives by name; each with the fields below."),
-    ("status", "status.listen (default 127.0.0.1:9470) and status.history (reports kept, default 200)."),
-    ("freshness", "freshness.interval: how often the daemon surveys every mirror with a check: URL. Default: 15m."),
+    ("status", "status.listen (the daemon's status server) and status.history (reports kept)."),
+    ("freshness", "freshness.interval: how often the daemon surveys every mirror with a check: URL."),
     (
         "mqtt",
-        "The broadcast tier's broker: broker (mqtt://HOST[:PORT] or mqtts://), client_id (default: pushmirror and the host name), username, password_file, ca_file, client_cert, client_key, topic_prefix (default pushmirror), keepalive (30s), expiry (message expiry of a trigger, 1d), ack_timeout (how long a push waits for a mirror's ack, 10m). Needed by mirrors with mqtt:.",
+        "The broadcast tier's broker: broker (mqtt://HOST[:PORT] or mqtts://), client_id (default: pushmirror and the host name), username, password_file, ca_file, client_cert, client_key, topic_prefix, keepalive, expiry (message expiry of a trigger), ack_timeout (how long a push waits for a mirror's ack). Needed by mirrors with mqtt:.",
     ),
 ];
 
 /// The fields of `archives.NAME`.
 pub const ARCHIVE_FIELDS: &[(&str, &str)] = &[
     ("root", "Required: the archive's root directory; it must exist."),
-    (
-        "trace",
-        "Its version: the Archive serial: line, else the first line, else a hash. Default: project/trace/master.",
-    ),
-    ("locks", "Globs under root meaning an update is in progress. Default: [\"Archive-Update-in-Progress-*\"]."),
-    ("settle", "How long a new version must be stable and unlocked. Default: 30s."),
-    ("poll", "Fallback poll interval for file systems without inotify. Default: 60s."),
+    ("trace", "Its version: the Archive serial: line, else the first line, else a hash."),
+    ("locks", "Globs under root meaning an update is in progress."),
+    ("settle", "How long a new version must be stable and unlocked."),
+    ("poll", "Fallback poll interval for file systems without inotify."),
     ("identity", "This archive's key (one key per archive); else the main file's."),
     ("source_address", "This archive's source address; else the main file's."),
-    ("forced_command", "The forced command shown in its authorized_keys line. Default: ~/bin/ftpsync."),
-    ("max_lag", "How old the version a mirror serves may be before freshness counts it as behind. Default: 12h."),
-    ("propagation_timeout", "How long push --follow watches a mirror for the pushed version. Default: 6h."),
+    ("forced_command", "The forced command shown in its authorized_keys line."),
+    ("max_lag", "How old the version a mirror serves may be before freshness counts it as behind."),
+    ("propagation_timeout", "How long push --follow and the daemon watch a mirror for the pushed version."),
 ];
 
 /// The fields of a mirror file.
 pub const MIRROR_FIELDS: &[(&str, &str)] = &[
     ("name", "The mirror's name; default: the file name without .yaml."),
-    ("ssh", "{ host, port: 22, user }: an ftpsync downstream. Exactly one of ssh, http and mqtt."),
+    ("ssh", "{ host, port, user }: an ftpsync downstream. Exactly one of ssh, http and mqtt."),
     (
         "http",
         "url or url_file (a secret), method (GET or POST), basic_auth { user, password_file }, token_file, hmac_secret_file, headers. {archive}, {stage} and {serial} are replaced in url and headers.",
@@ -75,18 +69,32 @@ pub const MIRROR_FIELDS: &[(&str, &str)] = &[
     ("identity", "This mirror's SSH key for every archive it carries (MQTT: the key its triggers are signed with)."),
     ("source_address", "The local address this mirror's triggers leave from."),
     ("archives", "Archives it carries. Default: all."),
-    ("type", "all (default), staged or mhop, as in runmirrors."),
+    ("type", "all, staged or mhop, as in runmirrors."),
     ("rate_limit", "N/period, e.g. 2/1h: at most N triggers per period; more are deferred."),
-    ("retries", "Further attempts after a transient failure. Default: 4."),
-    ("timeout", "Bound of one attempt. Default: 60s."),
-    ("backoff", "{ initial: 5s, max: 5m }: exponential backoff with full jitter."),
+    ("retries", "Further attempts after a transient failure."),
+    ("timeout", "Bound of one attempt."),
+    ("backoff", "{ initial, max }: exponential backoff with full jitter."),
     ("tags", "Labels for push --tag."),
     ("enabled", "false keeps the mirror but skips it."),
     ("wait_for_sync", "SSH: hold the session until the downstream's sync ends."),
-    ("sync_timeout", "Bound of a waited-for sync. Default: 6h."),
+    ("sync_timeout", "Bound of a waited-for sync."),
     ("busy_exit", "An exit code meaning already syncing, re-run queued (ftpsync: 1)."),
     ("command", "SSH command template with {archive}, {stage}, {serial}. Default: the ftpsync words."),
 ];
+
+/// A field's text with its defaults from the table: `Default: 30s.` for the field itself,
+/// `Defaults: listen 127.0.0.1:9470, history 200.` for the fields under it.
+fn with_defaults(file: File, path: &str, what: &str) -> String {
+    let found: Vec<(&str, String)> = defaults::under(file, path).map(|(rest, v)| (rest, v.to_string())).collect();
+    match found.as_slice() {
+        [] => what.to_string(),
+        [("", value)] => format!("{what} Default: {value}."),
+        many => {
+            let listed: Vec<String> = many.iter().map(|(rest, v)| format!("{rest} {v}")).collect();
+            format!("{what} Defaults: {}.", listed.join(", "))
+        }
+    }
+}
 
 /// Writes the page.
 pub fn render(w: &mut dyn Write) -> std::io::Result<()> {
@@ -108,9 +116,9 @@ pub fn render(w: &mut dyn Write) -> std::io::Result<()> {
          FILE:LINE:COLUMN: FIELD: MESSAGE, all at once, in file order; an unknown field names the nearest known \
          one; a configuration with any error is never used. Secret files and keys must be mode 0600.",
     )?;
-    fields(w, "Main file", MAIN_FIELDS)?;
-    fields(w, "archives.NAME", ARCHIVE_FIELDS)?;
-    fields(w, "Mirror file (mirrors_dir/NAME.yaml)", MIRROR_FIELDS)?;
+    fields(w, "Main file", MAIN_FIELDS, |name| (File::Main, name.to_string()))?;
+    fields(w, "archives.NAME", ARCHIVE_FIELDS, |name| (File::Main, format!("archives.NAME.{name}")))?;
+    fields(w, "Mirror file (mirrors_dir/NAME.yaml)", MIRROR_FIELDS, |name| (File::Mirror, name.to_string()))?;
     for (name, list) in
         [("FILES", FILES), ("ENVIRONMENT", ENVIRONMENT), ("EXIT STATUS", EXIT_STATUS), ("SIGNALS", SIGNALS)]
     {
@@ -140,7 +148,7 @@ const FILES: &[(&str, &str)] = &[
         "/var/lib/pushmirror/",
         "state_dir, owned by pushmirror: reports/, ratelimit/, daemon/ (pending pushes, deferred triggers), known_hosts.",
     ),
-    ("/lib/systemd/system/pushmirror.service", "The daemon's unit; it runs as pushmirror."),
+    ("/usr/lib/systemd/system/pushmirror.service", "The daemon's unit; it runs as pushmirror."),
 ];
 
 const ENVIRONMENT: &[(&str, &str)] = &[
@@ -238,10 +246,17 @@ fn commands(w: &mut dyn Write, top: &clap::Command) -> std::io::Result<()> {
     Ok(())
 }
 
-fn fields(w: &mut dyn Write, title: &str, list: &[(&str, &str)]) -> std::io::Result<()> {
+/// One file's fields; `path` says where each one's defaults are in the table.
+fn fields(
+    w: &mut dyn Write,
+    title: &str,
+    list: &[(&str, &str)],
+    path: impl Fn(&str) -> (File, String),
+) -> std::io::Result<()> {
     writeln!(w, ".SS \"{}\"", escape(title))?;
     for (name, what) in list {
-        tagged(w, &bold(name), what)?;
+        let (file, path) = path(name);
+        tagged(w, &bold(name), &with_defaults(file, &path, what))?;
     }
     Ok(())
 }

@@ -18,20 +18,12 @@ use serde_norway::Value;
 
 use super::auth::Credentials;
 use crate::config::broker::{self, Broker};
+use crate::config::defaults;
 use crate::config::fields::{Fields, Sink, resolve};
 use crate::config::{ConfigError, ConfigErrors, basic_auth, secret_field, valid_name};
 
 /// Where `pushmirror receive` looks when no file is given.
 pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/receive.yaml";
-
-/// Listen address when `listen:` is absent: loopback, for a TLS-terminating proxy in front.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
-
-/// Where signatures already accepted are kept when `state_dir:` is absent.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/pushmirror-receive";
-
-/// Bound of one sync run when `timeout:` is absent (a full Debian sync takes hours).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 const TOP_FIELDS: &[&str] = &["listen", "status", "state_dir", "limits", "archives", "mqtt"];
 /// `mqtt:` holds the broker fields and these.
@@ -101,12 +93,8 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// `connections:` when absent.
-    pub const DEFAULT_CONNECTIONS: usize = 512;
     /// Largest `connections:` accepted.
     pub const MAX_CONNECTIONS: usize = 65_536;
-    /// `header_timeout:` and `body_timeout:` when absent.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
     /// Largest `header_timeout:` and `body_timeout:` accepted: a trigger is a few hundred bytes,
     /// and a longer bound would let idle connections pile up again.
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
@@ -115,19 +103,18 @@ impl Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            connections: Self::DEFAULT_CONNECTIONS,
-            header_timeout: Self::DEFAULT_TIMEOUT,
-            body_timeout: Self::DEFAULT_TIMEOUT,
+            connections: defaults::RECEIVE_CONNECTIONS,
+            header_timeout: defaults::RECEIVE_HEADER_TIMEOUT,
+            body_timeout: defaults::RECEIVE_BODY_TIMEOUT,
         }
     }
 }
 
 /// Who may read `GET /status` (`status:`). `/healthz` is open to anyone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusAccess {
     /// Only requests with the credentials of one of the archives (the default): the status
     /// tells which archives exist, which serial is syncing and when the last sync ended.
-    #[default]
     Authenticated,
     /// Anyone who can reach the endpoint.
     Public,
@@ -185,10 +172,13 @@ pub fn load(path: &Path) -> Result<ReceiveConfig, ConfigErrors> {
 
 fn read_top(mut f: Fields<'_>) -> ReceiveConfig {
     let path = f.file().to_path_buf();
-    let listen =
-        f.take_from_str::<SocketAddr>("listen").unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("literal address"));
-    let status = f.take_from_str("status").unwrap_or_default();
-    let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let listen = f
+        .take_from_str::<SocketAddr>("listen")
+        .unwrap_or_else(|| defaults::RECEIVE_LISTEN.parse().expect("the default parses (tested)"));
+    let status = f
+        .take_from_str("status")
+        .unwrap_or_else(|| defaults::RECEIVE_STATUS.parse().expect("the default parses (tested)"));
+    let state_dir = f.path("state_dir").unwrap_or_else(|| PathBuf::from(defaults::RECEIVE_STATE_DIR));
     let limits = f.nested("limits").map(read_limits).unwrap_or_default();
     let mqtt_fields = f.nested("mqtt");
     let archives = read_archives(&mut f, mqtt_fields.is_some());
@@ -268,8 +258,8 @@ fn read_limits(mut l: Fields<'_>) -> Limits {
         None => default.connections,
     };
     // Longer would let slow clients hold connections.
-    let mut timeout = |key: &str| l.duration(key, Limits::MAX_TIMEOUT).unwrap_or(Limits::DEFAULT_TIMEOUT);
-    let (header_timeout, body_timeout) = (timeout("header_timeout"), timeout("body_timeout"));
+    let header_timeout = l.duration("header_timeout", Limits::MAX_TIMEOUT).unwrap_or(default.header_timeout);
+    let body_timeout = l.duration("body_timeout", Limits::MAX_TIMEOUT).unwrap_or(default.body_timeout);
     l.finish(LIMIT_FIELDS);
     Limits { connections, header_timeout, body_timeout }
 }
@@ -304,7 +294,8 @@ fn read_archives(f: &mut Fields<'_>, mqtt: bool) -> BTreeMap<String, Arc<SyncArc
 
 fn read_archive(name: &str, a: &mut Fields<'_>, parent: &Fields<'_>, mqtt: bool) -> Option<SyncArchive> {
     let command = read_command(a, name);
-    let timeout = a.duration("timeout", crate::vocab::units::max::SYNC_COMMAND).unwrap_or(DEFAULT_TIMEOUT);
+    let timeout =
+        a.duration("timeout", crate::vocab::units::max::SYNC_COMMAND).unwrap_or(defaults::RECEIVE_SYNC_TIMEOUT);
     let credentials = read_credentials(a, name, parent, mqtt);
     let push = a.path("push");
     Some(SyncArchive { name: name.to_string(), command: command?, timeout, credentials: credentials?, push })
@@ -417,14 +408,14 @@ mod tests {
             0o644,
         );
         let c = load(&path).unwrap();
-        assert_eq!(c.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(c.listen, defaults::RECEIVE_LISTEN.parse().unwrap());
         assert_eq!(c.status, StatusAccess::Authenticated);
-        assert_eq!(c.state_dir, Path::new(DEFAULT_STATE_DIR));
+        assert_eq!(c.state_dir, Path::new(defaults::RECEIVE_STATE_DIR));
         assert_eq!(c.limits, Limits::default());
         let a = &c.archives["debian"];
         let program = dir.path().join("bin/sync").to_string_lossy().into_owned();
         assert_eq!(a.command, [program.as_str(), "sync:archive:debian", "debian-x"]);
-        assert_eq!(a.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(a.timeout, defaults::RECEIVE_SYNC_TIMEOUT);
         assert_eq!(a.credentials.bearer_token.as_ref().unwrap().expose(), "t0ken");
         assert_eq!(a.credentials.basic_auth.as_ref().unwrap().0, "u");
         assert!(a.credentials.hmac_secret.is_none());

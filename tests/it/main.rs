@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod config_yaml;
 mod daemon;
+mod docs;
 mod faults;
 mod freshness;
 mod http;

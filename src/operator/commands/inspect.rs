@@ -244,7 +244,7 @@ fn nagios_judge(cli: &Cli) -> Result<(BTreeMap<String, Report>, FreshnessJudged)
     let stale_sweep =
         newest.is_some_and(|t| std::time::SystemTime::now().duration_since(t).unwrap_or_default() > overdue);
     let far = |r: &crate::observe::freshness::FreshnessRow| {
-        let max_lag = config.archives.get(&r.archive).map_or(config::DEFAULT_MAX_LAG, |a| a.max_lag);
+        let max_lag = config.archives.get(&r.archive).map_or(config::defaults::MAX_LAG, |a| a.max_lag);
         r.lag_ms.is_none_or(|ms| Duration::from_millis(ms) > max_lag * 2)
     };
     let judged = FreshnessJudged {
