@@ -89,7 +89,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default())?;
     let engine = pushmirror::push::engine(
         &config,
-        Arc::new(Transports::new(&config, pushmirror::transport::mqtt::connect::Session::Once)?),
+        Arc::new(Transports::new(&config, pushmirror::transport::mqtt::connect::BrokerSession::Once)?),
         Clock::system(),
     );
     let t = Instant::now();

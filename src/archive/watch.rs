@@ -73,7 +73,7 @@ pub struct Settle {
 
 /// What an observation means.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Settling {
     /// Nothing new, or an update is in progress.
     Idle,
     /// A new version, unlocked: complete at this instant if nothing changes.
@@ -89,12 +89,12 @@ impl Settle {
     }
 
     /// Feeds one observation made at `now`.
-    pub fn update(&mut self, obs: &Observation, now: Instant) -> Verdict {
+    pub fn update(&mut self, obs: &Observation, now: Instant) -> Settling {
         let fresh = match &obs.version {
             Some(v) if !obs.locked && self.completed.as_ref() != Some(v) => v,
             _ => {
                 self.candidate = None;
-                return Verdict::Idle;
+                return Settling::Idle;
             }
         };
         match &self.candidate {
@@ -103,14 +103,14 @@ impl Settle {
                 if now >= settles_at {
                     self.completed = Some(fresh.clone());
                     self.candidate = None;
-                    Verdict::Complete(fresh.clone())
+                    Settling::Complete(fresh.clone())
                 } else {
-                    Verdict::SettlesAt(settles_at)
+                    Settling::SettlesAt(settles_at)
                 }
             }
             _ => {
                 self.candidate = Some((fresh.clone(), now));
-                Verdict::SettlesAt(later(now, self.settle))
+                Settling::SettlesAt(later(now, self.settle))
             }
         }
     }
@@ -149,13 +149,13 @@ impl Watcher {
         loop {
             let observed = observe(&self.archive);
             let deadline = match self.settle.update(&observed, Instant::now()) {
-                Verdict::Complete(version) => {
+                Settling::Complete(version) => {
                     tracing::info!(archive = %self.archive.name, %version, "update complete");
                     tx.send_modify(|s| s.completed = Some(version));
                     None
                 }
-                Verdict::SettlesAt(at) => Some(at),
-                Verdict::Idle => None,
+                Settling::SettlesAt(at) => Some(at),
+                Settling::Idle => None,
             };
             tx.send_if_modified(|s| {
                 let changed = s.observed != observed;
@@ -254,17 +254,17 @@ mod tests {
         let settle = Duration::from_secs(30);
         let mut s = Settle::new(settle, Some("1".into()));
         let t0 = Instant::now();
-        assert_eq!(s.update(&obs("1", false), t0), Verdict::Idle);
+        assert_eq!(s.update(&obs("1", false), t0), Settling::Idle);
         // New serial while the lock is held: not complete, however long.
-        assert_eq!(s.update(&obs("2", true), t0), Verdict::Idle);
-        assert_eq!(s.update(&obs("2", true), t0 + settle * 10), Verdict::Idle);
+        assert_eq!(s.update(&obs("2", true), t0), Settling::Idle);
+        assert_eq!(s.update(&obs("2", true), t0 + settle * 10), Settling::Idle);
         // Lock gone: the settle period starts now.
         let t1 = t0 + settle * 10;
-        assert_eq!(s.update(&obs("2", false), t1), Verdict::SettlesAt(t1 + settle));
-        assert_eq!(s.update(&obs("2", false), t1 + settle / 2), Verdict::SettlesAt(t1 + settle));
-        assert_eq!(s.update(&obs("2", false), t1 + settle), Verdict::Complete("2".into()));
+        assert_eq!(s.update(&obs("2", false), t1), Settling::SettlesAt(t1 + settle));
+        assert_eq!(s.update(&obs("2", false), t1 + settle / 2), Settling::SettlesAt(t1 + settle));
+        assert_eq!(s.update(&obs("2", false), t1 + settle), Settling::Complete("2".into()));
         // Completed once; the same version is old news.
-        assert_eq!(s.update(&obs("2", false), t1 + settle * 2), Verdict::Idle);
+        assert_eq!(s.update(&obs("2", false), t1 + settle * 2), Settling::Idle);
     }
 
     #[tokio::test(start_paused = true)]
@@ -272,14 +272,14 @@ mod tests {
         let settle = Duration::from_secs(30);
         let mut s = Settle::new(settle, None);
         let t0 = Instant::now();
-        assert_eq!(s.update(&obs("2", false), t0), Verdict::SettlesAt(t0 + settle));
+        assert_eq!(s.update(&obs("2", false), t0), Settling::SettlesAt(t0 + settle));
         let t1 = t0 + Duration::from_secs(20);
-        assert_eq!(s.update(&obs("3", false), t1), Verdict::SettlesAt(t1 + settle));
+        assert_eq!(s.update(&obs("3", false), t1), Settling::SettlesAt(t1 + settle));
         let t2 = t1 + Duration::from_secs(20);
-        assert_eq!(s.update(&obs("3", true), t2), Verdict::Idle);
+        assert_eq!(s.update(&obs("3", true), t2), Settling::Idle);
         let t3 = t2 + Duration::from_secs(1);
-        assert_eq!(s.update(&obs("3", false), t3), Verdict::SettlesAt(t3 + settle));
-        assert_eq!(s.update(&obs("3", false), t3 + settle), Verdict::Complete("3".into()));
+        assert_eq!(s.update(&obs("3", false), t3), Settling::SettlesAt(t3 + settle));
+        assert_eq!(s.update(&obs("3", false), t3 + settle), Settling::Complete("3".into()));
     }
 
     #[test]

@@ -704,13 +704,13 @@ pub(super) fn resolve_senders(
     let mut keys: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
     for (mirror, own) in mirrors.iter_mut() {
         // SSH triggers authenticate with the key, MQTT triggers are signed with it.
-        let uses_ssh = matches!(mirror.transport, Transport::Ssh(_) | Transport::Mqtt(_));
+        let needs_key = matches!(mirror.transport, Transport::Ssh(_) | Transport::Mqtt(_));
         let mut without_identity = Vec::new();
         let carried: Vec<(&String, &Level)> = archives.iter().filter(|(name, _)| mirror.serves(name)).collect();
         for (archive, level) in carried {
             let resolved = own.or(level).or(main);
             let mut sender = Sender { source_address: resolved.source_address.map(|s| s.value), ..Sender::default() };
-            match (uses_ssh, resolved.identity) {
+            match (needs_key, resolved.identity) {
                 (false, _) => {}
                 (true, None) => without_identity.push(archive.as_str()),
                 (true, Some(identity)) => {

@@ -20,7 +20,7 @@ use crate::push::plan::{Plan, PushRequest, plan};
 use crate::push::report::{History, Report, TriggerReport};
 use crate::transport::Transports;
 use crate::transport::mqtt::MqttTransport;
-use crate::transport::mqtt::connect::Session;
+use crate::transport::mqtt::connect::BrokerSession;
 use crate::vocab::model::{ErrorClass, Outcome, SkipReason};
 use crate::wire::mqtt::{AckRecord, AckState};
 
@@ -38,7 +38,8 @@ impl Running {
     /// Sets up `config` (transports, then the archives' state) and starts its tasks. An error
     /// leaves the daemon as it was.
     pub(super) async fn start(config: Config, core: &Arc<Core>) -> anyhow::Result<Arc<Running>> {
-        let transports = Arc::new(Transports::new(&config, Session::Persistent).context("cannot set up transports")?);
+        let transports =
+            Arc::new(Transports::new(&config, BrokerSession::Persistent).context("cannot set up transports")?);
         let mqtt = transports.mqtt().cloned();
         let engine = crate::push::engine(&config, transports, core.clock.clone());
         let archives = core.archives_for(&config).await?;

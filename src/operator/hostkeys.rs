@@ -11,7 +11,7 @@ use russh::keys::{Algorithm, PublicKey};
 use serde::Serialize;
 
 use crate::config::{Config, Mirror, SshTarget, Transport};
-use crate::transport::known_hosts::{KnownHostsFile, Verdict, host_entry_name};
+use crate::transport::known_hosts::{KeyStatus, KnownHostsFile, host_entry_name};
 use crate::transport::ssh::scan_host_key;
 use crate::wire::keys::{fingerprint, parse_public_key, same_key};
 
@@ -175,14 +175,14 @@ fn judge(file: &KnownHostsFile, mirror: &str, target: &SshTarget, key: &PublicKe
     let name = host_entry_name(&target.host, target.port);
     match file.record_if_unknown(&name, key) {
         Err(e) => return failed(row, e.to_string()),
-        Ok(Verdict::Known) => row.status = ScanStatus::Known,
-        Ok(Verdict::Unknown) => row.status = ScanStatus::New,
-        Ok(Verdict::Changed { expected }) => {
+        Ok(KeyStatus::Known) => row.status = ScanStatus::Known,
+        Ok(KeyStatus::Unknown) => row.status = ScanStatus::New,
+        Ok(KeyStatus::Changed { expected }) => {
             row.status = ScanStatus::Changed;
             let fps: Vec<String> = expected.iter().map(fingerprint).collect();
             row.detail = Some(format!("recorded: {}", fps.join(", ")));
         }
-        Ok(Verdict::Revoked) => row.status = ScanStatus::Revoked,
+        Ok(KeyStatus::Revoked) => row.status = ScanStatus::Revoked,
     }
     row
 }

@@ -16,7 +16,7 @@ use crate::push::engine::{Engine, Options};
 use crate::push::plan::{Plan, PushRequest, plan};
 use crate::push::ratelimit::RateLimits;
 use crate::push::report::{History, Report};
-use crate::transport::mqtt::connect::Session;
+use crate::transport::mqtt::connect::BrokerSession;
 use crate::transport::{Transports, Trigger};
 use crate::vocab::clock::Clock;
 
@@ -30,7 +30,7 @@ pub fn engine<T: Trigger>(config: &Config, transport: Arc<T>, clock: Clock) -> E
 
 /// The engine of a one-off push: the production transports and the OS clock.
 pub fn production_engine(config: &Config) -> anyhow::Result<Engine<Transports>> {
-    let transports = Arc::new(Transports::new(config, Session::Once).context("cannot set up transports")?);
+    let transports = Arc::new(Transports::new(config, BrokerSession::Once).context("cannot set up transports")?);
     Ok(engine(config, transports, Clock::system()))
 }
 

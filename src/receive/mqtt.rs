@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::ReceiveMqtt;
 use super::request::{SyncRequest, valid_serial};
 use super::sync::{Lane, RunEvent, Workers};
-use crate::transport::mqtt::connect::{self, Backoff, Session};
+use crate::transport::mqtt::connect::{self, BrokerSession, Reconnect};
 use crate::vocab::model::Timestamp;
 use crate::vocab::units::millis;
 use crate::wire::mqtt::{self as wire, AckMessage, AckState, TriggerMessage};
@@ -97,7 +97,7 @@ impl Accepted {
 /// The subscriber's connection options; an error (unreadable TLS files) stops `receive` at start.
 pub(super) fn options(settings: &ReceiveMqtt) -> anyhow::Result<MqttOptions> {
     let broker = &settings.broker;
-    let mut options = connect::options(broker, &broker.client_id, Session::Persistent)?;
+    let mut options = connect::options(broker, &broker.client_id, BrokerSession::Persistent)?;
     // A trigger is acknowledged to the broker only once it is queued (or dropped), so one that
     // arrives as we stop is delivered again.
     options.set_manual_acks(true);
@@ -289,12 +289,12 @@ async fn drive(
     broker: String,
     incoming: mpsc::Sender<Publish>,
 ) -> Option<String> {
-    let mut backoff = Backoff::default();
+    let mut reconnect = Reconnect::default();
     let mut failing = false;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff.connected();
+                reconnect.connected();
                 failing = false;
                 let filters = topics.iter().map(|t| Filter {
                     retain_forward_rule: RetainForwardRule::OnNewSubscribe,
@@ -330,7 +330,7 @@ async fn drive(
                     tracing::warn!(%broker, %class, "MQTT connection failed: {e}; reconnecting");
                     failing = true;
                 }
-                tokio::time::sleep(backoff.after_failure()).await;
+                tokio::time::sleep(reconnect.after_failure()).await;
             }
         }
     }

@@ -142,7 +142,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 /// What known_hosts says about a key a host offered.
 #[derive(Debug, Clone)]
-pub enum Verdict {
+pub enum KeyStatus {
     /// The key is recorded for this host.
     Known,
     /// Other keys are recorded for this host, not this one: refuse.
@@ -157,18 +157,18 @@ pub enum Verdict {
 }
 
 /// Judges `offered` for the host recorded as `name` against `entries`.
-pub fn judge(entries: &[Entry], name: &str, offered: &PublicKey) -> Verdict {
+pub fn judge(entries: &[Entry], name: &str, offered: &PublicKey) -> KeyStatus {
     let relevant: Vec<&Entry> = entries.iter().filter(|e| e.matches(name)).collect();
     if relevant.iter().any(|e| e.revoked && same_key(&e.key, offered)) {
-        return Verdict::Revoked;
+        return KeyStatus::Revoked;
     }
     let recorded: Vec<&Entry> = relevant.into_iter().filter(|e| !e.revoked).collect();
     if recorded.iter().any(|e| same_key(&e.key, offered)) {
-        Verdict::Known
+        KeyStatus::Known
     } else if recorded.is_empty() {
-        Verdict::Unknown
+        KeyStatus::Unknown
     } else {
-        Verdict::Changed { expected: recorded.into_iter().map(|e| e.key.clone()).collect() }
+        KeyStatus::Changed { expected: recorded.into_iter().map(|e| e.key.clone()).collect() }
     }
 }
 
@@ -227,7 +227,7 @@ impl KnownHostsFile {
     }
 
     /// Records `key` for the host recorded as `name`, unless the file already says something
-    /// about it, and returns the verdict the file gave: [`Verdict::Unknown`] means the key was
+    /// about it, and returns the verdict the file gave: [`KeyStatus::Unknown`] means the key was
     /// unknown and is now recorded (as a plain entry; the file and its directory are created if
     /// needed).
     ///
@@ -235,13 +235,13 @@ impl KnownHostsFile {
     /// handle takes before appending (`hostkeys scan`, accept-new in the daemon or a CLI push):
     /// the file is judged as it is under the lock, so a key recorded meanwhile elsewhere is not
     /// recorded twice, and a different one is refused.
-    pub fn record_if_unknown(&self, name: &str, key: &PublicKey) -> Result<Verdict, RecordError> {
+    pub fn record_if_unknown(&self, name: &str, key: &PublicKey) -> Result<KeyStatus, RecordError> {
         let path = || self.path.clone();
         let mut file = self.open_locked().map_err(|source| RecordError::Lock { path: path(), source })?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(|source| RecordError::Read { path: path(), source })?;
         let verdict = judge(&parse(&text), name, key);
-        if matches!(verdict, Verdict::Unknown) {
+        if matches!(verdict, KeyStatus::Unknown) {
             // The comment is dropped: it is the server's business, not part of what we trust.
             let mut bare = key.clone();
             bare.set_comment("");
@@ -330,10 +330,10 @@ mod tests {
     fn plain_entries_match_their_host_on_port_22_only() {
         let k = key();
         let entries = parse(&line("mirror.example.net", &k));
-        assert!(matches!(judge(&entries, "mirror.example.net", &k), Verdict::Known));
-        assert!(matches!(judge(&entries, &host_entry_name("mirror.example.net", 2222), &k), Verdict::Unknown));
-        assert!(matches!(judge(&entries, "other.example.net", &k), Verdict::Unknown));
-        assert!(matches!(judge(&entries, "MIRROR.example.net", &k), Verdict::Known));
+        assert!(matches!(judge(&entries, "mirror.example.net", &k), KeyStatus::Known));
+        assert!(matches!(judge(&entries, &host_entry_name("mirror.example.net", 2222), &k), KeyStatus::Unknown));
+        assert!(matches!(judge(&entries, "other.example.net", &k), KeyStatus::Unknown));
+        assert!(matches!(judge(&entries, "MIRROR.example.net", &k), KeyStatus::Known));
     }
 
     #[test]
@@ -341,9 +341,9 @@ mod tests {
         let k = key();
         let entries = parse(&line("[127.0.0.1]:2222", &k));
         assert_eq!(host_entry_name("127.0.0.1", 2222), "[127.0.0.1]:2222");
-        assert!(matches!(judge(&entries, "[127.0.0.1]:2222", &k), Verdict::Known));
-        assert!(matches!(judge(&entries, "127.0.0.1", &k), Verdict::Unknown));
-        assert!(matches!(judge(&entries, "[127.0.0.1]:2223", &k), Verdict::Unknown));
+        assert!(matches!(judge(&entries, "[127.0.0.1]:2222", &k), KeyStatus::Known));
+        assert!(matches!(judge(&entries, "127.0.0.1", &k), KeyStatus::Unknown));
+        assert!(matches!(judge(&entries, "[127.0.0.1]:2223", &k), KeyStatus::Unknown));
     }
 
     #[test]
@@ -351,10 +351,10 @@ mod tests {
         let k = key();
         let entries = parse(&line("a.example.net,192.0.2.7,*.mirrors.example.org,!bad.mirrors.example.org", &k));
         for name in ["a.example.net", "192.0.2.7", "eu.mirrors.example.org"] {
-            assert!(matches!(judge(&entries, name, &k), Verdict::Known), "{name}");
+            assert!(matches!(judge(&entries, name, &k), KeyStatus::Known), "{name}");
         }
         for name in ["b.example.net", "bad.mirrors.example.org", "192.0.2.70"] {
-            assert!(matches!(judge(&entries, name, &k), Verdict::Unknown), "{name}");
+            assert!(matches!(judge(&entries, name, &k), KeyStatus::Unknown), "{name}");
         }
         assert!(glob("m?rror*", "mirror.example") && !glob("m?rror", "mirrors") && glob("*", ""));
     }
@@ -366,9 +366,9 @@ mod tests {
             + &line(&hashed("plain.example.net", b"salt-two-salt-two-xx"), &k);
         let entries = parse(&text);
         assert_eq!(entries.len(), 2);
-        assert!(matches!(judge(&entries, "[mirror.example.net]:2222", &k), Verdict::Known));
-        assert!(matches!(judge(&entries, "plain.example.net", &k), Verdict::Known));
-        assert!(matches!(judge(&entries, "mirror.example.net", &k), Verdict::Unknown));
+        assert!(matches!(judge(&entries, "[mirror.example.net]:2222", &k), KeyStatus::Known));
+        assert!(matches!(judge(&entries, "plain.example.net", &k), KeyStatus::Known));
+        assert!(matches!(judge(&entries, "mirror.example.net", &k), KeyStatus::Unknown));
     }
 
     #[test]
@@ -380,7 +380,7 @@ mod tests {
         let entries = parse(&text);
         for (host, port) in [("Mirror.Example.org", 22), ("MIRROR.EXAMPLE.ORG", 2222), ("mirror.example.org", 22)] {
             let name = host_entry_name(host, port);
-            assert!(matches!(judge(&entries, &name, &k), Verdict::Known), "{name}");
+            assert!(matches!(judge(&entries, &name, &k), KeyStatus::Known), "{name}");
         }
     }
 
@@ -389,10 +389,10 @@ mod tests {
         let (old, new) = (key(), key());
         let entries = parse(&(line("h", &old) + "@revoked h " + &new.to_openssh().unwrap() + "\n"));
         match judge(&entries, "h", &key()) {
-            Verdict::Changed { expected } => assert!(expected.len() == 1 && same_key(&expected[0], &old)),
+            KeyStatus::Changed { expected } => assert!(expected.len() == 1 && same_key(&expected[0], &old)),
             other => panic!("expected Changed, got {other:?}"),
         }
-        assert!(matches!(judge(&entries, "h", &new), Verdict::Revoked));
+        assert!(matches!(judge(&entries, "h", &new), KeyStatus::Revoked));
     }
 
     #[test]
@@ -405,7 +405,7 @@ mod tests {
         let entries = parse(&text);
         assert_eq!(entries.len(), 1, "{entries:?}");
         assert_eq!(entries[0].line, 7);
-        assert!(matches!(judge(&entries, "h", &k), Verdict::Known));
+        assert!(matches!(judge(&entries, "h", &k), KeyStatus::Known));
     }
 
     #[test]
@@ -420,13 +420,13 @@ mod tests {
         )
         .unwrap();
         let k = key();
-        assert!(matches!(file.record_if_unknown("[127.0.0.1]:2222", &k).unwrap(), Verdict::Unknown));
+        assert!(matches!(file.record_if_unknown("[127.0.0.1]:2222", &k).unwrap(), KeyStatus::Unknown));
         let text = std::fs::read_to_string(file.path()).unwrap();
         assert!(text.ends_with(&format!("\n[127.0.0.1]:2222 {}\n", k.to_openssh().unwrap())), "{text}");
         assert_eq!(file.keys_for("[127.0.0.1]:2222").unwrap().len(), 1);
         assert_eq!(file.keys_for("other").unwrap().len(), 1);
-        assert!(matches!(file.record_if_unknown("[127.0.0.1]:2222", &k).unwrap(), Verdict::Known));
-        assert!(matches!(file.record_if_unknown("[127.0.0.1]:2222", &key()).unwrap(), Verdict::Changed { .. }));
+        assert!(matches!(file.record_if_unknown("[127.0.0.1]:2222", &k).unwrap(), KeyStatus::Known));
+        assert!(matches!(file.record_if_unknown("[127.0.0.1]:2222", &key()).unwrap(), KeyStatus::Changed { .. }));
         assert_eq!(std::fs::read_to_string(file.path()).unwrap(), text, "nothing recorded twice or over");
     }
 

@@ -275,7 +275,7 @@ impl Transports {
     /// Builds the transports `config` needs: HTTP always (one client per source address its HTTP
     /// mirrors leave from), SSH when a mirror uses it, loading each key its SSH mirrors
     /// authenticate with once.
-    pub fn new(config: &Config, session: crate::transport::mqtt::connect::Session) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, session: crate::transport::mqtt::connect::BrokerSession) -> anyhow::Result<Self> {
         let mut identities: BTreeSet<PathBuf> = BTreeSet::new();
         let mut http_sources: BTreeSet<IpAddr> = BTreeSet::new();
         let mut http_hosts: BTreeSet<(String, u16)> = BTreeSet::new();

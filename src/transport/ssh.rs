@@ -22,7 +22,7 @@ use russh::{ChannelMsg, Disconnect, Preferred};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
-use super::known_hosts::{self, Entry, KnownHostsFile, Verdict, host_entry_name};
+use super::known_hosts::{self, Entry, KeyStatus, KnownHostsFile, host_entry_name};
 use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{HostKeyPolicy, SshTarget};
 use crate::vocab::clock::later;
@@ -114,7 +114,7 @@ impl SshTransport {
         key: &Arc<PrivateKey>,
         source: Option<IpAddr>,
         waiting: bool,
-    ) -> Result<Session, AttemptError> {
+    ) -> Result<ExecChannel, AttemptError> {
         let check = self.host_check(target)?;
         let config = client_config(&check.expected_algorithms(), waiting);
         let stream = tcp_connect(&target.host, target.port, source).await?;
@@ -127,7 +127,7 @@ impl SshTransport {
             ),
             other => classify(SshError::Ssh(other)),
         })?;
-        Ok(Session { handle, channel })
+        Ok(ExecChannel { handle, channel })
     }
 
     /// What this connection's host key must be: the mirror's pin, else known_hosts' entries.
@@ -237,13 +237,13 @@ impl Inner {
             .record_if_unknown(name, key)
             .map_err(|e| SshError::Local(format!("cannot record the host key of {name}: {e}")))?;
         match verdict {
-            Verdict::Known => Ok(()),
-            Verdict::Unknown => {
+            KeyStatus::Known => Ok(()),
+            KeyStatus::Unknown => {
                 tracing::info!(host = %name, fingerprint = %fingerprint(key), file = %path, "recorded a new host key");
                 Ok(())
             }
-            Verdict::Changed { expected } => Err(mismatch(name, &expected, key, &format!("known_hosts {path}"))),
-            Verdict::Revoked => Err(SshError::HostKey(format!(
+            KeyStatus::Changed { expected } => Err(mismatch(name, &expected, key, &format!("known_hosts {path}"))),
+            KeyStatus::Revoked => Err(SshError::HostKey(format!(
                 "host key {} of {name} is revoked in known_hosts {path}",
                 fingerprint(key)
             ))),
@@ -421,15 +421,17 @@ impl HostCheck {
                 Err(mismatch(&self.name, std::slice::from_ref(pin), offered, "the mirror's host_key:"))
             }
             Expect::KnownHosts(entries) => match known_hosts::judge(entries, &self.name, offered) {
-                Verdict::Known => Ok(true),
-                Verdict::Changed { expected } => Err(mismatch(&self.name, &expected, offered, &file)),
-                Verdict::Revoked => Err(SshError::HostKey(format!(
+                KeyStatus::Known => Ok(true),
+                KeyStatus::Changed { expected } => Err(mismatch(&self.name, &expected, offered, &file)),
+                KeyStatus::Revoked => Err(SshError::HostKey(format!(
                     "host key {} of {} is revoked in {file}",
                     fingerprint(offered),
                     self.name
                 ))),
-                Verdict::Unknown if t.policy == HostKeyPolicy::AcceptNew => t.learn(&self.name, offered).map(|()| true),
-                Verdict::Unknown => Err(SshError::HostKey(format!(
+                KeyStatus::Unknown if t.policy == HostKeyPolicy::AcceptNew => {
+                    t.learn(&self.name, offered).map(|()| true)
+                }
+                KeyStatus::Unknown => Err(SshError::HostKey(format!(
                     "host key {} of {} is not in {file} (host_key_policy: strict); \
                      record it with `pushmirror hostkeys scan` or pin it with host_key:",
                     fingerprint(offered),
@@ -456,7 +458,7 @@ impl client::Handler for HostCheck {
 }
 
 /// An authenticated connection with one session channel.
-struct Session {
+struct ExecChannel {
     handle: Handle<HostCheck>,
     channel: russh::Channel<client::Msg>,
 }
@@ -469,7 +471,7 @@ enum Exit {
 
 /// What one exec has told us so far.
 #[derive(Default)]
-struct Progress {
+struct ExecState {
     /// When the downstream confirmed it runs the command.
     accepted: Option<Instant>,
     exit: Option<Exit>,
@@ -478,7 +480,7 @@ struct Progress {
     stderr: Vec<u8>,
 }
 
-impl Progress {
+impl ExecState {
     fn push_stderr(&mut self, data: &[u8]) {
         let room = MAX_STDERR.saturating_sub(self.stderr.len());
         self.stderr.extend_from_slice(&data[..data.len().min(room)]);
@@ -494,13 +496,13 @@ impl Progress {
     }
 }
 
-impl Session {
+impl ExecChannel {
     /// Runs the trigger's command and judges how it ended.
     async fn run(&mut self, req: &TriggerRequest<'_>, attempt: &Attempt, waiting: bool) -> AttemptResult {
         let mirror = req.mirror;
         let exec_at = Instant::now();
         self.channel.exec(true, req.command_string()).await.map_err(|e| classify(SshError::Ssh(e)))?;
-        let mut progress = Progress::default();
+        let mut progress = ExecState::default();
         let mut deadline = later(exec_at, mirror.timeout);
         loop {
             let msg = match tokio::time::timeout_at(deadline, self.channel.wait()).await {
@@ -551,7 +553,7 @@ impl Session {
 }
 
 /// The command did not exit in time.
-fn out_of_time(progress: &Progress, req: &TriggerRequest<'_>, waiting: bool) -> AttemptResult {
+fn out_of_time(progress: &ExecState, req: &TriggerRequest<'_>, waiting: bool) -> AttemptResult {
     let mirror = req.mirror;
     if progress.accepted.is_none() {
         return Err(AttemptError::transient(
@@ -568,7 +570,7 @@ fn out_of_time(progress: &Progress, req: &TriggerRequest<'_>, waiting: bool) -> 
 }
 
 /// Exit 0 and the mirror's `busy_exit` are delivered; any other end is a permanent failure.
-fn judge_exit(progress: &Progress, req: &TriggerRequest<'_>, sync_duration: Option<Duration>) -> AttemptResult {
+fn judge_exit(progress: &ExecState, req: &TriggerRequest<'_>, sync_duration: Option<Duration>) -> AttemptResult {
     let stderr = progress.stderr_text();
     let with_stderr = |what: String| if stderr.is_empty() { what } else { format!("{what}: {stderr}") };
     match &progress.exit {
@@ -644,7 +646,7 @@ mod tests {
 
     #[test]
     fn stderr_is_capped() {
-        let mut p = Progress::default();
+        let mut p = ExecState::default();
         p.push_stderr(&[b'x'; 3000]);
         p.push_stderr(&[b'y'; 3000]);
         assert_eq!(p.stderr.len(), MAX_STDERR);

@@ -1,5 +1,5 @@
 //! The MQTT broadcast tier's wire format, fixed so that third parties can check it with stock
-//! tools (DESIGN.md §11):
+//! tools (the README's "Wire format"):
 //!
 //! - a trigger is published to `{prefix}/{archive}/trigger`, QoS 1, retained; its payload is the
 //!   JSON bytes of [`TriggerMessage`], and its MQTT 5 user property [`SIGNATURE_PROPERTY`] holds an

@@ -94,7 +94,7 @@ impl Fixture {
         let plan = pushmirror::push::plan_push(&config, &request).unwrap();
         let engine = pushmirror::push::engine(
             &config,
-            Arc::new(Transports::new(&config, pushmirror::transport::mqtt::connect::Session::Once).unwrap()),
+            Arc::new(Transports::new(&config, pushmirror::transport::mqtt::connect::BrokerSession::Once).unwrap()),
             Clock::system(),
         );
         pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "test").await

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Bridge, Broker, Spec, TlsFiles};
-use crate::common::{Fixture, eventually, row};
+use crate::common::{Fixture, eventually, row, stdout};
 
 /// The password of user `name` on the test brokers.
 fn password(name: &str) -> String {
@@ -615,4 +615,27 @@ async fn a_sync_running_at_shutdown_is_still_acknowledged() {
     let report = push.await.unwrap();
     assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "start\nend\n");
+}
+
+/// `check` counts mirrors per transport, check-only ones too (it used to call MQTT mirrors
+/// HTTP: "0 ssh, 3 http" for 2 MQTT + 1 HTTP, and leave check-only ones out).
+#[test]
+fn check_counts_each_transport_and_the_check_only_mirrors() {
+    let (f, _) = upstream(
+        "mqtt://127.0.0.1:1",
+        None,
+        &[
+            ("m1", "mqtt: {}\n"),
+            ("m2", "mqtt: {}\n"),
+            ("h", "http:\n  url: http://127.0.0.1:9/\n"),
+            ("w", "check: https://mirror.example.net/debian/\n"),
+        ],
+    );
+    std::fs::create_dir_all(f.path("archive")).unwrap();
+    let table = f.cli(&["check"]);
+    assert_eq!(table.status.code(), Some(0), "{}", crate::common::stderr(&table));
+    assert!(stdout(&table).contains("4 mirror(s) (0 ssh, 1 http, 2 mqtt, 1 check-only)"), "{}", stdout(&table));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&f.cli(&["--format", "json", "check"]))).unwrap();
+    assert_eq!(json["mirrors"], 4);
+    assert_eq!(json["by_kind"], serde_json::json!({ "ssh": 0, "http": 1, "mqtt": 2, "check_only": 1 }));
 }

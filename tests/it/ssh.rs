@@ -62,7 +62,8 @@ fn unpinned_mirror(f: &Fixture, name: &str, rx: &SshReceiver, extra: &str) {
 /// Pushes `debian` with the real transports under `config` (which a test may have adjusted).
 async fn push_config(config: &Config) -> Report {
     let plan = pushmirror::push::plan_push(config, &PushRequest::default()).unwrap();
-    let transports = Arc::new(Transports::new(config, pushmirror::transport::mqtt::connect::Session::Once).unwrap());
+    let transports =
+        Arc::new(Transports::new(config, pushmirror::transport::mqtt::connect::BrokerSession::Once).unwrap());
     let engine = pushmirror::push::engine(config, transports, Clock::system());
     pushmirror::push::execute(config, &engine, &plan, &Options::default(), "test").await
 }

@@ -68,18 +68,17 @@ pub(super) fn shown(cli: &Cli, errors: &config::ConfigErrors) -> Stop {
 fn check(cli: &Cli) -> Ended {
     match config::load_for_check(&cli.config) {
         Ok(c) => {
-            let ssh = c.mirrors.iter().filter(|m| m.transport_name() == "ssh").count();
+            let counts = MirrorCounts::of(&c);
             match cli.format {
                 Format::Json => print_json(&serde_json::json!({
-                    "ok": true, "archives": c.archives.len(), "mirrors": c.mirrors.len(), "errors": [],
+                    "ok": true, "archives": c.archives.len(), "mirrors": counts.total(), "by_kind": counts, "errors": [],
                 })),
                 Format::Table => println!(
-                    "{}: ok: {} archive(s), {} mirror(s) ({} ssh, {} http)",
+                    "{}: ok: {} archive(s), {} mirror(s) ({})",
                     cli.config.display(),
                     c.archives.len(),
-                    c.mirrors.len(),
-                    ssh,
-                    c.mirrors.len() - ssh
+                    counts.total(),
+                    counts
                 ),
             }
             Ok(Verdict::Clean)
@@ -99,4 +98,38 @@ fn check(cli: &Cli) -> Ended {
 /// An error with its whole chain of causes (`{:#}`), as a usage stop.
 pub(super) fn alternate(e: anyhow::Error) -> Stop {
     Stop::Usage(format!("{e:#}"))
+}
+
+/// How many mirrors of each kind a configuration has: one count per transport, and the
+/// check-only ones.
+#[derive(Debug, Default, serde::Serialize)]
+struct MirrorCounts {
+    ssh: usize,
+    http: usize,
+    mqtt: usize,
+    check_only: usize,
+}
+
+impl MirrorCounts {
+    fn of(config: &Config) -> Self {
+        let mut counts = MirrorCounts { check_only: config.watched.len(), ..MirrorCounts::default() };
+        for m in &config.mirrors {
+            *match m.transport {
+                config::Transport::Ssh(_) => &mut counts.ssh,
+                config::Transport::Http(_) => &mut counts.http,
+                config::Transport::Mqtt(_) => &mut counts.mqtt,
+            } += 1;
+        }
+        counts
+    }
+
+    fn total(&self) -> usize {
+        self.ssh + self.http + self.mqtt + self.check_only
+    }
+}
+
+impl std::fmt::Display for MirrorCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ssh, {} http, {} mqtt, {} check-only", self.ssh, self.http, self.mqtt, self.check_only)
+    }
 }

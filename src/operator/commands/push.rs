@@ -27,11 +27,11 @@ pub(super) async fn push(cli: &Cli, args: &PushArgs) -> Ended {
     let plan = crate::push::plan_push(&config, &request).map_err(Stop::usage)?;
     let sending = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len() as u64).sum();
     let show_bar = !args.no_progress && !args.dry_run && cli.format == Format::Table && std::io::stderr().is_terminal();
-    let progress = show_bar.then(|| Progress::start(sending));
+    let progress = show_bar.then(|| TriggerBar::start(sending));
     let options = Options {
         wait: args.wait,
         dry_run: args.dry_run,
-        on_done: progress.as_ref().map(Progress::callback),
+        on_done: progress.as_ref().map(TriggerBar::callback),
         ..Options::default()
     };
     let report = if args.follow {
@@ -47,12 +47,12 @@ pub(super) async fn push(cli: &Cli, args: &PushArgs) -> Ended {
 }
 
 /// A progress bar on stderr that appears only once a push has taken a second.
-struct Progress {
+struct TriggerBar {
     bar: ProgressBar,
     reveal: tokio::task::JoinHandle<()>,
 }
 
-impl Progress {
+impl TriggerBar {
     fn start(total: u64) -> Self {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
         if let Ok(style) = ProgressStyle::with_template("{spinner} {pos}/{len} triggers {wide_bar} {elapsed}") {
@@ -64,7 +64,7 @@ impl Progress {
             shown.set_draw_target(ProgressDrawTarget::stderr());
             shown.enable_steady_tick(Duration::from_millis(200));
         });
-        Progress { bar, reveal }
+        TriggerBar { bar, reveal }
     }
 
     fn callback(&self) -> crate::push::engine::OnDone {
@@ -73,7 +73,7 @@ impl Progress {
     }
 }
 
-impl Drop for Progress {
+impl Drop for TriggerBar {
     fn drop(&mut self) {
         self.reveal.abort();
         self.bar.finish_and_clear();

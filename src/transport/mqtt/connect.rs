@@ -24,7 +24,7 @@ pub const OUTGOING_INFLIGHT: u16 = 64;
 
 /// Whether the broker keeps our session between connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Session {
+pub enum BrokerSession {
     /// Clean start off, kept for [`SESSION_EXPIRY`]: what is published for us while we are away
     /// (triggers for a subscriber, acks for the daemon) is delivered when we come back.
     Persistent,
@@ -34,7 +34,7 @@ pub enum Session {
 
 /// The options of one client: `client_id`, credentials, keepalive, TLS, the session kind, and
 /// incoming packets bounded by [`MAX_MESSAGE`].
-pub fn options(broker: &Broker, client_id: &str, session: Session) -> anyhow::Result<MqttOptions> {
+pub fn options(broker: &Broker, client_id: &str, session: BrokerSession) -> anyhow::Result<MqttOptions> {
     let mut options = MqttOptions::new(client_id, &broker.host, broker.port);
     options.set_keep_alive(broker.keepalive);
     options.set_connection_timeout(10);
@@ -45,11 +45,11 @@ pub fn options(broker: &Broker, client_id: &str, session: Session) -> anyhow::Re
     // subscriber an ack or two.
     options.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     match session {
-        Session::Persistent => {
+        BrokerSession::Persistent => {
             options.set_clean_start(false);
             options.set_session_expiry_interval(Some(SESSION_EXPIRY.as_secs() as u32));
         }
-        Session::Once => {
+        BrokerSession::Once => {
             options.set_clean_start(true);
         }
     }
@@ -118,18 +118,18 @@ pub fn taken_over(error: &ConnectionError) -> bool {
 /// Reconnection delays: 200 ms doubling to 30 s, back to the start only once a connection has
 /// lasted (a broker that accepts and then drops us is not hammered five times a second).
 #[derive(Debug)]
-pub struct Backoff {
+pub struct Reconnect {
     delay: Duration,
     connected: Option<tokio::time::Instant>,
 }
 
-impl Default for Backoff {
+impl Default for Reconnect {
     fn default() -> Self {
-        Backoff { delay: Self::FIRST, connected: None }
+        Reconnect { delay: Self::FIRST, connected: None }
     }
 }
 
-impl Backoff {
+impl Reconnect {
     const FIRST: Duration = Duration::from_millis(200);
     const MAX: Duration = Duration::from_secs(30);
     /// How long a connection must last for the next failure to start from [`Self::FIRST`].
@@ -174,7 +174,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn backoff_doubles_to_its_cap_and_starts_over_only_after_a_lasting_connection() {
-        let mut b = Backoff::default();
+        let mut b = Reconnect::default();
         let first: Vec<u64> = (0..10).map(|_| b.after_failure().as_millis() as u64).collect();
         assert_eq!(first, [200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]);
         b.connected();

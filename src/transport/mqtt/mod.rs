@@ -36,7 +36,7 @@ use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{Config, MqttSettings, MqttTarget, Transport};
 use crate::vocab::model::{ErrorClass, Stage, Timestamp};
 use crate::wire::mqtt::{self as wire, AckMessage, AckRecord, AckState, TriggerMessage};
-use connect::{Backoff, Session};
+use connect::{BrokerSession, Reconnect};
 
 /// Publications remembered per push, so that retries re-send the same bytes; older pushes' are
 /// dropped.
@@ -154,7 +154,7 @@ struct Publication {
 impl MqttTransport {
     /// Connects (in the background) to the broker of `config.mqtt` and loads the keys its MQTT
     /// mirrors' triggers are signed with. Must be called inside a tokio runtime.
-    pub fn new(config: &Config, session: Session) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, session: BrokerSession) -> anyhow::Result<Self> {
         let settings =
             config.mqtt.clone().ok_or_else(|| anyhow::anyhow!("MQTT mirrors need `mqtt:` in the main file"))?;
         let mut slots = HashMap::new();
@@ -171,9 +171,9 @@ impl MqttTransport {
         }
         let broker = &settings.broker;
         let client_id = match session {
-            Session::Persistent => broker.client_id.clone(),
+            BrokerSession::Persistent => broker.client_id.clone(),
             // A CLI push beside the daemon must not take over the daemon's session.
-            Session::Once => format!("{}-{}", broker.client_id, std::process::id()),
+            BrokerSession::Once => format!("{}-{}", broker.client_id, std::process::id()),
         };
         let options = connect::options(broker, &client_id, session)?;
         let (client, eventloop) = AsyncClient::new(options, 64);
@@ -481,12 +481,12 @@ fn spawn_connection(eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>
 }
 
 async fn drive(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>) {
-    let mut backoff = Backoff::default();
+    let mut reconnect = Reconnect::default();
     let filter = wire::ack_filter(&shared.prefix);
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                backoff.connected();
+                reconnect.connected();
                 // On every connection: a kept session may lack the filter (a new topic_prefix).
                 if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
                     tracing::error!(broker = %shared.broker, "cannot subscribe to acks: {e}");
@@ -542,7 +542,7 @@ async fn drive(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>)
                     l.error = Some((class, transient, e.to_string()));
                 });
                 let _ = shared.packets.send(Sent::Down);
-                tokio::time::sleep(backoff.after_failure()).await;
+                tokio::time::sleep(reconnect.after_failure()).await;
             }
         }
     }
