@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use pushmirror::demo::HttpReceiver;
-use pushmirror::observe::freshness::{Prober, Standing, survey};
+use pushmirror::observe::freshness::{Prober, survey};
+use pushmirror::vocab::model::Standing;
 
 #[derive(Debug, Parser)]
 struct Args {

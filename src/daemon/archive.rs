@@ -22,10 +22,10 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::blocking;
-use super::status::{ArchiveStatus, MirrorStatus, PushProgress, StatusBoard};
+use super::status::{ArchiveStatus, PropagationProgress, PushProgress, StatusBoard};
 use crate::archive::watch::Observation;
 use crate::config::Archive;
-use crate::push::report::{History, Report, TriggerReport};
+use crate::push::report::{History, Propagated, Report, TriggerReport};
 use crate::sys::fsutil::write_atomic;
 use crate::vocab::model::{Outcome, Stage, Timestamp};
 
@@ -33,6 +33,7 @@ use crate::vocab::model::{Outcome, Stage, Timestamp};
 #[derive(Debug)]
 pub(super) struct ArchiveState {
     name: String,
+    state_dir: PathBuf,
     /// `state_dir/daemon`.
     dir: PathBuf,
     /// The last version pushed (or recorded at first start); `None`: the archive had no trace.
@@ -89,6 +90,7 @@ impl ArchiveState {
         };
         Ok(ArchiveState {
             name,
+            state_dir: state_dir.to_path_buf(),
             dir,
             pushed: Mutex::new(pushed),
             journal: Mutex::new(None),
@@ -113,15 +115,11 @@ impl ArchiveState {
         *lock(&self.history) = history;
     }
 
-    /// The row this archive shows in `/status` before its first push: its pushed version, and
-    /// its mirrors' last outcomes from `history` (oldest first).
-    pub(super) fn first_row(&self, history: &[Report]) -> ArchiveStatus {
-        let mut row = ArchiveStatus { name: self.name.clone(), pushed_version: self.pushed(), ..Default::default() };
-        for r in history.iter().filter(|r| r.archive == self.name && !r.dry_run) {
-            MirrorStatus::fold(&mut row.mirrors, &r.triggers);
-            row.last_report = Some(r.clone());
-        }
-        row
+    /// The row this archive shows in `/status` before its first push: its pushed version and
+    /// its last report in `latest`.
+    pub(super) fn first_row(&self, latest: &std::collections::BTreeMap<String, Report>) -> ArchiveStatus {
+        let last_report = latest.get(&self.name).cloned();
+        ArchiveStatus { name: self.name.clone(), pushed_version: self.pushed(), last_report, ..Default::default() }
     }
 
     /// Waits until no other pusher pushes this archive; held while pushing.
@@ -188,9 +186,8 @@ impl ArchiveState {
         }
         let (me, stored) = (Arc::clone(self), report.clone());
         blocking(move || {
-            if let Err(e) = lock(&me.history).save(&stored) {
-                tracing::error!(archive = %me.name, error = %e, "cannot write the report to the history");
-            }
+            let history = lock(&me.history).clone();
+            crate::push::store(&me.state_dir, &history, &stored);
             if interrupted {
                 return;
             }
@@ -208,15 +205,37 @@ impl ArchiveState {
         self.status.archive(&self.name, |a| {
             a.push = None;
             a.pushed_version = pushed;
-            MirrorStatus::fold(&mut a.mirrors, &report.triggers);
             a.last_report = Some(report.clone());
         });
         previous
     }
 
-    /// Rows of a push that is not this archive's own (a deferred trigger sent late), shown.
-    pub(super) fn fold(&self, rows: &[TriggerReport]) {
-        self.status.archive(&self.name, |a| MirrorStatus::fold(&mut a.mirrors, rows));
+    /// Shows the propagation being followed (or none).
+    pub(super) fn show_propagation(&self, progress: Option<PropagationProgress>) {
+        self.status.archive(&self.name, |a| a.propagation = progress);
+    }
+
+    /// New rows of the propagation of the push started at `started_at`, if it is still the one
+    /// shown.
+    pub(super) fn show_propagation_rows(&self, started_at: Timestamp, rows: Vec<Propagated>) {
+        self.status.archive(&self.name, |a| {
+            if let Some(p) = a.propagation.as_mut().filter(|p| p.started_at == started_at) {
+                p.rows = rows;
+            }
+        });
+    }
+
+    /// The propagation of `report` has ended: into the last report shown when it is that push,
+    /// no longer shown as running.
+    pub(super) fn propagation_ended(&self, report: &Report) {
+        self.status.archive(&self.name, |a| {
+            if let Some(shown) = a.last_report.as_mut().filter(|r| r.started_at == report.started_at) {
+                shown.propagation = report.propagation.clone();
+            }
+            if a.propagation.as_ref().is_some_and(|p| Some(&p.version) == report.serial.as_ref()) {
+                a.propagation = None;
+            }
+        });
     }
 
     /// Applies `change` to the last report shown when it is the push that started at

@@ -1,5 +1,7 @@
 //! The daemon's metrics (prometheus-client): triggers by outcome, attempt and propagation
-//! durations, pushes, versions and freshness per archive and mirror. Encoded by `/metrics`.
+//! durations, pushes, versions and freshness per archive and mirror, and every mirror's state
+//! from the ledger (the same views `/status` and `status --check` show). Encoded by `/metrics`
+//! as OpenMetrics, or as Prometheus text 0.0.4 ([`Metrics::scrape`]).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -14,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::observe::freshness::FreshnessRow;
 use crate::push::engine::{OnAttempt, OnDone};
+use crate::push::ledger::MirrorView;
 use crate::push::report::{Report, TriggerReport};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,9 +36,29 @@ struct VersionLabels {
     version: String,
 }
 
+/// Labels of a count of mirrors in one state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthLabels {
+    archive: String,
+    state: String,
+}
+
+/// Labels of one mirror's state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorHealthLabels {
+    archive: String,
+    mirror: String,
+    state: String,
+}
+
 /// The daemon's Prometheus metrics.
 pub struct Metrics {
     registry: Registry,
+    /// Mirrors per archive and state, and each mirror's state (1), from the ledger at each scrape.
+    mirrors: Family<HealthLabels, Gauge>,
+    mirror_state: Family<MirrorHealthLabels, Gauge>,
+    /// One scrape at a time: the mirror series are cleared and set again for each.
+    scraping: std::sync::Mutex<()>,
     triggers: Family<TriggerLabels, Counter>,
     duration: Histogram,
     last_push: Family<ArchiveLabels, Gauge<f64, AtomicU64>>,
@@ -97,8 +120,23 @@ impl Default for Metrics {
             "How many pushed versions each mirror is behind, as far as the report history goes back",
             behind.clone(),
         );
+        let mirrors = Family::<HealthLabels, Gauge>::default();
+        registry.register(
+            "mirrors",
+            "Mirrors per archive and state (ok, failing, pending, deferred, behind, unreachable, unknown, disabled)",
+            mirrors.clone(),
+        );
+        let mirror_state = Family::<MirrorHealthLabels, Gauge>::default();
+        registry.register(
+            "mirror_state",
+            "Each mirror's state per archive (value 1), as status --check judges it",
+            mirror_state.clone(),
+        );
         Metrics {
             registry,
+            mirrors,
+            mirror_state,
+            scraping: std::sync::Mutex::new(()),
             triggers,
             duration,
             last_push,
@@ -188,7 +226,25 @@ impl Metrics {
         }
     }
 
-    /// The text exposition format.
+    /// A scrape: the mirrors' states set from `views`, then every metric encoded — as
+    /// OpenMetrics, or as Prometheus text 0.0.4.
+    pub fn scrape(&self, views: Option<&[MirrorView]>, openmetrics: bool) -> String {
+        let _one = self.scraping.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(views) = views {
+            self.mirrors.clear();
+            self.mirror_state.clear();
+            for v in views {
+                let (archive, state) = (v.state.archive.clone(), v.health.to_string());
+                self.mirrors.get_or_create(&HealthLabels { archive: archive.clone(), state: state.clone() }).inc();
+                let mirror = v.state.mirror.clone();
+                self.mirror_state.get_or_create(&MirrorHealthLabels { archive, mirror, state }).set(1);
+            }
+        }
+        let open = self.encode();
+        if openmetrics { open } else { prometheus_text(&open) }
+    }
+
+    /// The OpenMetrics text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -198,10 +254,32 @@ impl Metrics {
     }
 }
 
+/// OpenMetrics text as Prometheus text 0.0.4: a counter's `# HELP`/`# TYPE` name its samples
+/// (`…_total`, as that format wants), and the lines it does not know (`# UNIT`, `# EOF`) go.
+fn prometheus_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        open.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::freshness::{FreshnessRow, MirrorKind, Standing};
+    use crate::observe::freshness::{FreshnessRow, MirrorKind};
+    use crate::vocab::model::Standing;
     use crate::vocab::model::Timestamp;
 
     fn row(mirror: &str, lag_ms: Option<u64>) -> FreshnessRow {

@@ -39,7 +39,7 @@ use crate::daemon::archive::ArchiveState;
 use crate::daemon::deferred::DeferredQueue;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::running::Running;
-use crate::daemon::server::ServerState;
+use crate::daemon::server::{MirrorViews, ServerState};
 use crate::daemon::status::{DaemonStatus, StatusBoard};
 use crate::push::report::History;
 use crate::sys::supervise::{Died, Supervisor};
@@ -94,6 +94,8 @@ struct Core {
     /// The `state_dir` the daemon started with; a reload may not move it.
     state_dir: PathBuf,
     status: StatusBoard,
+    /// The configuration running now (the status server's views follow it).
+    config: watch::Sender<Arc<Config>>,
     metrics: Arc<Metrics>,
     /// Every configured archive's lasting state, by name.
     archives: Mutex<BTreeMap<String, Arc<ArchiveState>>>,
@@ -127,6 +129,7 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
         config_path,
         state_dir,
         status,
+        config: watch::channel(Arc::new(config.clone())).0,
         metrics: Arc::clone(&metrics),
         archives: Mutex::default(),
         deferred,
@@ -138,7 +141,8 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
     });
     let running = Running::start(config, &core).await.context("cannot start")?;
     let server_stop = CancellationToken::new();
-    let app = crate::daemon::server::router(ServerState { status: status_rx.clone(), metrics });
+    let mirrors = Arc::new(MirrorViews::new(core.config.subscribe()));
+    let app = crate::daemon::server::router(ServerState { status: status_rx.clone(), metrics, mirrors });
     let stop = server_stop.clone();
     let server =
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
@@ -248,14 +252,20 @@ impl Core {
                 state.use_history(history.clone());
                 archives.insert(name.clone(), state);
             }
-            // Archives shown for the first time get their mirrors' last outcomes from the
-            // history; a reload of known archives reads nothing.
-            let reports = if new { history.all().unwrap_or_default() } else { Vec::new() };
+            // Archives shown for the first time get their last report from the history; a
+            // reload of known archives reads nothing.
+            let reports = if new { history.latest_per_archive().unwrap_or_default() } else { Default::default() };
             Ok((archives, reports))
         })
         .await?;
+        // The ledger exists (a missing one is rebuilt from the history once, here) and holds
+        // only what this configuration has.
+        let (dir, kept) = (config.state_dir.clone(), Arc::new(config.clone()));
+        let history = History::new(&config.state_dir, config.status.history);
+        blocking(move || crate::push::change_ledger(&dir, &history, |l| l.keep_configured(&kept))).await;
         let names: Vec<String> = archives.keys().cloned().collect();
         self.status.show_archives(&names, |name| archives[name].first_row(&reports));
+        self.config.send_replace(Arc::new(config.clone()));
         *self.archives.lock().unwrap_or_else(|e| e.into_inner()) = archives.clone();
         Ok(archives)
     }

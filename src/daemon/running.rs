@@ -15,13 +15,16 @@ use super::archive::ArchiveState;
 use super::{Core, blocking, notify_systemd};
 use crate::archive::watch::{WatchState, Watcher};
 use crate::config::Config;
+use crate::daemon::status::PropagationProgress;
+use crate::observe::propagation::Follower;
 use crate::push::engine::{Engine, Options};
+use crate::push::ledger::Live;
 use crate::push::plan::{Plan, PushRequest, plan};
 use crate::push::report::{History, Report, TriggerReport};
 use crate::transport::Transports;
 use crate::transport::mqtt::MqttTransport;
 use crate::transport::mqtt::connect::BrokerSession;
-use crate::vocab::model::{ErrorClass, Outcome, SkipReason};
+use crate::vocab::model::{ErrorClass, Outcome, SkipReason, Timestamp};
 use crate::wire::mqtt::{AckRecord, AckState};
 
 /// One configuration's tasks and what they share.
@@ -122,11 +125,16 @@ impl Running {
         notify_systemd(&[sd_notify::NotifyState::Status(&format!("pushing {name} {version}"))]);
         self.core.metrics.push_started(total);
         archive.begin(&version, resumed.is_some(), total).await;
+        let follower = self.follower(archive, &plan, &version, started);
         let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let options = {
             let (archive, ended) = (Arc::clone(archive), Arc::clone(&ended));
+            let delivered = follower.as_ref().map(Follower::on_delivered);
             self.options(move |row| {
                 archive.trigger_ended(row);
+                if let Some(delivered) = &delivered {
+                    delivered(row);
+                }
                 ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             })
         };
@@ -140,7 +148,9 @@ impl Running {
             tracing::warn!(archive = %name, %version, "push interrupted; it stays due and resumes at the next start");
         }
         log_summary(&report);
-        self.follow(archive, &report, started);
+        if let Some(follower) = follower {
+            self.follow_to_the_end(archive, follower, report);
+        }
         notify_systemd(&[sd_notify::NotifyState::Status("watching")]);
     }
 
@@ -173,38 +183,76 @@ impl Running {
         }
     }
 
-    /// Watches each delivered mirror with a `check:` URL until it serves the pushed version
-    /// ([`crate::observe::propagation`]), as a supervised part that ends at shutdown (not at a
-    /// reload); the result goes into the archive's last report in `/status`, the stored report,
-    /// and the `propagation_seconds` histogram.
-    fn follow(&self, archive: &Arc<ArchiveState>, report: &Report, started: tokio::time::Instant) {
-        let (Some(version), Some(config)) = (report.serial.clone(), self.config.archives.get(&report.archive)) else {
-            return;
-        };
-        let mirrors = crate::observe::propagation::delivered_with_check(&self.config, report);
+    /// Follows the propagation of the push of `version` that starts now ([`Follower`]): each
+    /// mirror with a `check:` URL from the delivery of its trigger; shown live in the archive's
+    /// status (`propagation`, with its deadline) while it runs.
+    fn follower(
+        &self,
+        archive: &Arc<ArchiveState>,
+        plan: &Plan,
+        version: &str,
+        started: tokio::time::Instant,
+    ) -> Option<Follower> {
+        let config = self.config.archives.get(archive.name())?;
+        let mirrors = crate::observe::propagation::with_check(&self.config, plan);
         if mirrors.is_empty() {
-            return;
+            return None;
         }
-        let (core, archive, timeout) = (Arc::clone(&self.core), Arc::clone(archive), config.propagation_timeout);
-        let part = format!("propagation of {} {version}", report.archive);
-        let mut report = report.clone();
+        let now = std::time::SystemTime::now();
+        let progress = PropagationProgress {
+            version: version.to_string(),
+            started_at: Timestamp(now),
+            deadline: Timestamp(now + config.propagation_timeout),
+            followed: mirrors.len(),
+            rows: Vec::new(),
+        };
+        archive.show_propagation(Some(progress.clone()));
+        let shown = Arc::clone(archive);
+        let follower =
+            Follower::start(&self.core.prober, mirrors, version, started, config.propagation_timeout, move |rows| {
+                shown.show_propagation_rows(progress.started_at, rows)
+            });
+        Some(follower)
+    }
+
+    /// Waits for `follower` to end (a supervised part that ends at shutdown, not at a reload);
+    /// its rows go into the archive's last report in `/status` and the stored one, the ledger
+    /// (each live mirror's version) and the `propagation_seconds` histogram.
+    fn follow_to_the_end(&self, archive: &Arc<ArchiveState>, follower: Follower, mut report: Report) {
+        let (core, archive) = (Arc::clone(&self.core), Arc::clone(archive));
+        let (state_dir, history) = self.history();
+        let part = format!("propagation of {} {}", report.archive, report.serial.as_deref().unwrap_or("?"));
+        report.propagation_deadline_ms = Some(follower.deadline_ms());
         self.core.parts.spawn(part, async move {
-            let followed = crate::observe::propagation::follow(&core.prober, mirrors, &version, started, timeout);
             let rows = tokio::select! {
-                rows = followed => rows,
+                rows = follower.finish() => rows,
                 _ = core.shutdown.cancelled() => return,
             };
-            for after in rows.iter().filter_map(|r| r.live_after_ms) {
+            for after in rows.iter().filter(|r| !r.live_before_push).filter_map(|r| r.live_after_ms) {
                 core.metrics.mirror_live(Duration::from_millis(after));
             }
             report.propagation = rows;
-            archive.change_last_report(|shown| {
-                let same = shown.started_at == report.started_at;
-                if same {
-                    shown.propagation = report.propagation.clone();
-                }
-                same
-            });
+            archive.propagation_ended(&report);
+            let (live, at) = (report.clone(), Timestamp(std::time::SystemTime::now()));
+            blocking(move || {
+                crate::push::change_ledger(&state_dir, &history, |ledger| {
+                    for p in live.propagation.iter().filter(|p| p.live_after_ms.is_some()) {
+                        ledger.record_live(
+                            &live.archive,
+                            &p.mirror,
+                            crate::push::ledger::Live {
+                                standing: crate::vocab::model::Standing::UpToDate,
+                                version: live.serial.clone(),
+                                lag_ms: Some(0),
+                                since: None,
+                                checked_at: at,
+                                error: None,
+                            },
+                        );
+                    }
+                })
+            })
+            .await;
             // Into the stored report too, so that the page still shows it after a restart.
             archive.store_again(report, "the propagation").await;
         });
@@ -240,9 +288,6 @@ impl Running {
         self.core.deferred.sent(archive, &mirrors).await;
         if let Some(report) = report {
             self.core.deferred.keep(&report).await;
-            if let Some(state) = self.archives.get(archive) {
-                state.fold(&report.triggers);
-            }
         }
     }
 
@@ -266,16 +311,16 @@ impl Running {
         self.core.metrics.push_started(plan.entries.iter().map(|e| e.stages.len()).sum());
         let options = self.options(|_| {});
         let report = crate::push::dispatch(&self.engine, &plan, &options, "daemon-deferred").await;
-        let history = History::new(&self.config.state_dir, self.config.status.history);
+        let (state_dir, history) = self.history();
         let stored = report.clone();
-        blocking(move || {
-            if let Err(e) = history.save(&stored) {
-                tracing::error!(archive = %stored.archive, error = %e, "cannot write the report to the history");
-            }
-        })
-        .await;
+        blocking(move || crate::push::store(&state_dir, &history, &stored)).await;
         log_summary(&report);
         Some(report)
+    }
+
+    /// `state_dir` and its report history.
+    fn history(&self) -> (std::path::PathBuf, History) {
+        (self.config.state_dir.clone(), History::new(&self.config.state_dir, self.config.status.history))
     }
 
     /// Every ack of an MQTT mirror, also after its push ended: into `/status` (`acks`), and into
@@ -300,7 +345,14 @@ impl Running {
                     panic!("the MQTT connection ended: {why}");
                 }
                 record = acks.recv() => match record {
-                    Ok(record) => vec![record],
+                    Ok(record) => {
+                        // With every other ack already there: one ledger write for a burst.
+                        let mut records = vec![record];
+                        while let Ok(more) = acks.try_recv() {
+                            records.push(more);
+                        }
+                        records
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         // Missed some: every mirror's latest ack stands for them.
                         tracing::warn!("{n} MQTT acks arrived faster than they were recorded: taking the latest of each");
@@ -309,27 +361,41 @@ impl Running {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             };
-            for record in &records {
-                self.late_ack(record).await;
-            }
+            self.late_acks(records).await;
         }
     }
 
-    async fn late_ack(&self, record: &AckRecord) {
-        self.core.status.ack(record);
-        let Some(archive) = self.archives.get(&record.archive) else { return };
-        if !record.ack.state.is_final() {
+    /// Acks that arrived: shown, recorded in the ledger (final ones), and settled in the last
+    /// report they answer, shown and stored.
+    async fn late_acks(&self, records: Vec<AckRecord>) {
+        for record in &records {
+            self.core.status.ack(record);
+        }
+        let finals: Vec<AckRecord> = records.into_iter().filter(|r| r.ack.state.is_final()).collect();
+        if finals.is_empty() {
             return;
         }
-        let settled = archive.change_last_report(|report| {
-            report.serial == record.ack.serial
-                && report.settle(&record.ack.mirror, record.ack.stage, |row| settle(row, record))
-        });
-        let Some(report) = settled else { return };
-        let rows: Vec<_> = report.triggers.iter().filter(|t| t.mirror == record.ack.mirror).cloned().collect();
-        archive.fold(&rows);
-        tracing::info!(archive = %record.archive, mirror = %record.ack.mirror, state = %record.ack.state, "late MQTT ack recorded in the last report");
-        archive.store_again(report, "the late ack").await;
+        let (state_dir, history) = self.history();
+        let acked = finals.clone();
+        blocking(move || {
+            crate::push::change_ledger(&state_dir, &history, |ledger| {
+                for r in &acked {
+                    let ok = r.ack.state != AckState::Failed;
+                    ledger.record_ack(&r.archive, &r.ack.mirror, r.ack.serial.as_deref(), ok, r.received_at);
+                }
+            })
+        })
+        .await;
+        for record in &finals {
+            let Some(archive) = self.archives.get(&record.archive) else { continue };
+            let settled = archive.change_last_report(|report| {
+                report.serial == record.ack.serial
+                    && report.settle(&record.ack.mirror, record.ack.stage, |row| settle(row, record))
+            });
+            let Some(report) = settled else { continue };
+            tracing::info!(archive = %record.archive, mirror = %record.ack.mirror, state = %record.ack.state, "late MQTT ack recorded in the last report");
+            archive.store_again(report, "the late ack").await;
+        }
     }
 
     /// Every `freshness.interval`, surveys every mirror with a `check:` URL
@@ -378,6 +444,17 @@ impl Running {
             }
             let stale = rows.iter().filter(|r| !crate::observe::freshness::all_fresh(std::slice::from_ref(r))).count();
             tracing::info!(mirrors = rows.len(), behind_or_unreachable = stale, "freshness sweep");
+            let (state_dir, history) = self.history();
+            let lives: Vec<(String, String, Live)> =
+                rows.iter().map(|r| (r.archive.clone(), r.mirror.clone(), r.live())).collect();
+            blocking(move || {
+                crate::push::change_ledger(&state_dir, &history, |ledger| {
+                    for (archive, mirror, live) in lives {
+                        ledger.record_live(&archive, &mirror, live);
+                    }
+                })
+            })
+            .await;
             self.core.metrics.freshness(&rows);
             self.core.status.set_freshness(rows.clone());
             previous = rows;
@@ -409,7 +486,7 @@ fn log_summary(report: &Report) {
     tracing::info!(
         archive = %report.archive,
         version = report.serial.as_deref().unwrap_or(""),
-        ok = s.ok, failed = s.failed, deferred = s.deferred, skipped = s.skipped,
+        ok = s.ok, failed = s.failed, deferred = s.deferred, pending = s.pending, skipped = s.skipped,
         ms = report.duration_ms,
         "push finished"
     );

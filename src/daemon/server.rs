@@ -1,17 +1,22 @@
-//! The daemon's status server: `GET /status` (JSON, the report model), `GET /metrics`
-//! (Prometheus text), `GET /` (one self-contained HTML page), `GET /healthz`.
+//! The daemon's status server: `GET /status` (JSON, [`DaemonStatus`] with every mirror's view
+//! from the ledger), `GET /metrics` (Prometheus text 0.0.4, or OpenMetrics when asked for),
+//! `GET /` (one self-contained HTML page), `GET /healthz`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::sync::watch;
 
+use crate::config::Config;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::status::DaemonStatus;
+use crate::push::ledger::{Ledger, MirrorView};
+use crate::push::report::History;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -20,6 +25,54 @@ pub struct ServerState {
     pub status: watch::Receiver<DaemonStatus>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// Every mirror's view.
+    pub mirrors: Arc<MirrorViews>,
+}
+
+/// Every mirror's view as the status server shows it: the ledger in `state_dir` (read again
+/// whenever its file changed: a CLI push next to the daemon shows too) and the configuration
+/// running now.
+pub struct MirrorViews {
+    config: watch::Receiver<Arc<Config>>,
+    cached: Mutex<Option<(Stamp, Arc<Ledger>)>>,
+}
+
+/// What tells a replaced ledger file from the one read: its inode, size and modification time.
+type Stamp = (u64, u64, i64, i64);
+
+impl MirrorViews {
+    /// Views of the ledger under the configuration `config` holds.
+    pub fn new(config: watch::Receiver<Arc<Config>>) -> Self {
+        MirrorViews { config, cached: Mutex::new(None) }
+    }
+
+    /// Every mirror's view now, or why the ledger cannot be read (naming its file).
+    pub async fn current(self: &Arc<Self>) -> Result<Vec<MirrorView>, String> {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.read())
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    fn read(&self) -> Result<Vec<MirrorView>, String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let config = self.config.borrow().clone();
+        let path = config.state_dir.join(crate::push::ledger::FILE);
+        let stamp = std::fs::metadata(&path).ok().map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let ledger = match (&*cached, stamp) {
+            (Some((seen, ledger)), Some(now)) if *seen == now => Arc::clone(ledger),
+            _ => {
+                let history = History::new(&config.state_dir, config.status.history);
+                let ledger = Arc::new(Ledger::read(&config.state_dir, &history).map_err(|e| e.to_string())?);
+                if let Some(stamp) = stamp {
+                    *cached = Some((stamp, Arc::clone(&ledger)));
+                }
+                ledger
+            }
+        };
+        Ok(ledger.views(&config, None))
+    }
 }
 
 /// The status server's routes.
@@ -32,14 +85,37 @@ pub fn router(state: ServerState) -> Router {
         .with_state(state)
 }
 
-async fn status(State(s): State<ServerState>) -> Json<DaemonStatus> {
-    Json(s.status.borrow().clone())
+/// The live status with every mirror's view filled in.
+async fn filled(s: &ServerState) -> DaemonStatus {
+    let mut status = s.status.borrow().clone();
+    match s.mirrors.current().await {
+        Ok(views) => {
+            for a in &mut status.archives {
+                a.mirrors = views.iter().filter(|v| v.state.archive == a.name).cloned().collect();
+            }
+        }
+        Err(why) => status.mirrors_error = Some(why),
+    }
+    status
 }
 
-async fn metrics(State(s): State<ServerState>) -> Response {
-    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode()).into_response()
+async fn status(State(s): State<ServerState>) -> Json<DaemonStatus> {
+    Json(filled(&s).await)
+}
+
+/// Prometheus text (0.0.4) unless the client asks for OpenMetrics, as Prometheus itself does.
+async fn metrics(State(s): State<ServerState>, headers: HeaderMap) -> Response {
+    let views = s.mirrors.current().await.ok();
+    let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let openmetrics = accept.contains("application/openmetrics-text");
+    let body = s.metrics.scrape(views.as_deref(), openmetrics);
+    let kind = match openmetrics {
+        true => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        false => "text/plain; version=0.0.4; charset=utf-8",
+    };
+    ([(CONTENT_TYPE, kind)], body).into_response()
 }
 
 async fn page(State(s): State<ServerState>) -> Html<String> {
-    Html(crate::daemon::page::render(&s.status.borrow()))
+    Html(crate::daemon::page::render(&filled(&s).await))
 }

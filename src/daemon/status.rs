@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::observe::freshness::FreshnessRow;
+use crate::push::ledger::MirrorView;
 use crate::push::report::{Report, TriggerReport};
-use crate::vocab::model::{Outcome, Timestamp};
+use crate::vocab::model::Timestamp;
 
 /// The daemon's live status: what `GET /status` serves and the HTML page shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +21,10 @@ pub struct DaemonStatus {
     /// The last freshness sweep: every mirror with a `check:` URL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub freshness: Vec<FreshnessRow>,
+    /// Why the mirrors' state cannot be read, when it cannot (each archive's `mirrors` is then
+    /// empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrors_error: Option<String>,
     /// The latest acknowledgement of every registered MQTT mirror, per archive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acks: Vec<crate::wire::mqtt::AckRecord>,
@@ -42,51 +47,15 @@ pub struct ArchiveStatus {
     /// The push in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushProgress>,
+    /// The propagation of the last push while it is followed (then it is in `last_report`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<PropagationProgress>,
     /// The last finished push.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_report: Option<Report>,
-    /// Each mirror's latest outcome across pushes.
+    /// Every mirror of the archive, as the ledger shows it (filled in when served).
     #[serde(default)]
-    pub mirrors: Vec<MirrorStatus>,
-}
-
-/// One mirror's latest state across pushes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MirrorStatus {
-    /// Mirror name.
-    pub mirror: String,
-    /// Outcome of its latest trigger.
-    pub outcome: Outcome,
-    /// When its latest trigger started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<Timestamp>,
-    /// When it last got a trigger delivered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_ok: Option<Timestamp>,
-    /// The latest error (or note).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl MirrorStatus {
-    /// Folds a report's rows into per-mirror status, keeping each mirror's last success.
-    pub fn fold(mirrors: &mut Vec<MirrorStatus>, rows: &[TriggerReport]) {
-        for row in rows.iter().filter(|r| r.is_listed()) {
-            let ok_at = (row.outcome == Outcome::Ok).then_some(row.started_at).flatten();
-            let fresh = MirrorStatus {
-                mirror: row.mirror.clone(),
-                outcome: row.outcome,
-                at: row.started_at,
-                last_ok: ok_at,
-                error: row.error.clone().or_else(|| row.note.clone()),
-            };
-            match mirrors.iter_mut().find(|m| m.mirror == row.mirror) {
-                Some(m) => *m = MirrorStatus { last_ok: ok_at.or(m.last_ok), ..fresh },
-                None => mirrors.push(fresh),
-            }
-        }
-        mirrors.sort_by(|a, b| a.mirror.cmp(&b.mirror));
-    }
+    pub mirrors: Vec<MirrorView>,
 }
 
 /// A push in progress.
@@ -101,6 +70,21 @@ pub struct PushProgress {
     pub total: usize,
     /// Triggers that have ended so far.
     pub done: Vec<TriggerReport>,
+}
+
+/// A push's propagation while it is followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropagationProgress {
+    /// The version pushed.
+    pub version: String,
+    /// When the push started.
+    pub started_at: Timestamp,
+    /// When following ends for every mirror (`propagation_timeout` after the start).
+    pub deadline: Timestamp,
+    /// How many mirrors are followed.
+    pub followed: usize,
+    /// Their rows so far (a mirror not delivered yet has none).
+    pub rows: Vec<crate::push::report::Propagated>,
 }
 
 /// A trigger the daemon will send once the mirror's rate limit allows it.

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Archive, Config};
 use crate::observe::trace::{Hop, Trace, parse_hierarchy};
 use crate::push::report::Report;
-use crate::vocab::model::Timestamp;
+use crate::vocab::model::{Standing, Timestamp};
 use crate::vocab::units::format_ms;
 
 /// The most of a trace file that is read.
@@ -28,31 +28,6 @@ pub const MAX_TRACE: usize = 64 * 1024;
 pub const GET_TIMEOUT: Duration = Duration::from_secs(10);
 /// GETs in flight at once, all mirrors together.
 pub const CONCURRENCY: usize = 64;
-
-/// How a mirror stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Standing {
-    /// It serves this archive's version.
-    UpToDate,
-    /// It serves an older version, not older than `max_lag`.
-    Syncing,
-    /// Its version is older than `max_lag`, or its age cannot be told.
-    Behind,
-    /// Its `master` trace could not be read.
-    Unreachable,
-}
-
-impl std::fmt::Display for Standing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Standing::UpToDate => "up to date",
-            Standing::Syncing => "syncing",
-            Standing::Behind => "behind",
-            Standing::Unreachable => "unreachable",
-        })
-    }
-}
 
 /// One mirror of one archive, surveyed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +70,20 @@ pub struct FreshnessRow {
     /// What went wrong reading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl FreshnessRow {
+    /// What the row says of the mirror, for the ledger.
+    pub fn live(&self) -> crate::push::ledger::Live {
+        crate::push::ledger::Live {
+            standing: self.standing,
+            version: self.version.clone(),
+            lag_ms: self.lag_ms,
+            since: self.since,
+            checked_at: self.checked_at,
+            error: self.error.clone(),
+        }
+    }
 }
 
 /// Whether a surveyed mirror is one pushmirror triggers or one it only checks.

@@ -58,9 +58,13 @@ pub enum Command {
     },
     /// Show the latest report of each archive.
     Status {
-        /// Nagios-style exit code: 0 ok, 1 deferred, 2 failed, 3 no report.
+        /// Judge every mirror as a monitoring plugin: one status line with perfdata, a line per
+        /// mirror not ok; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
         #[arg(long)]
         check: bool,
+        /// Thresholds of --check.
+        #[command(flatten)]
+        thresholds: crate::operator::check::CheckArgs,
     },
     /// Survey which version each mirror serves, from the trace files under its `check:` URL.
     ///

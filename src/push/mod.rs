@@ -2,6 +2,7 @@
 //! pushes (`push`, `demo`, and later the daemon and `runmirrors`).
 
 pub mod engine;
+pub mod ledger;
 pub mod plan;
 pub mod ratelimit;
 pub mod report;
@@ -63,13 +64,28 @@ pub async fn dispatch<T: Trigger>(engine: &Engine<T>, plan: &Plan, options: &Opt
     Report::new(&plan.archive, plan.serial.clone(), origin, options.dry_run, started, rows)
 }
 
-/// Stores `report` in the history, unless it is a dry run.
+/// Stores `report` (unless it is a dry run): see [`store`].
 pub fn save(config: &Config, report: &Report) {
-    if !report.dry_run {
-        let history = History::new(&config.state_dir, config.status.history);
-        if let Err(e) = history.save(report) {
-            tracing::error!(dir = %config.state_dir.display(), error = %e, "cannot write the report to the history");
-        }
+    let history = History::new(&config.state_dir, config.status.history);
+    store(&config.state_dir, &history, report);
+}
+
+/// Stores `report` (unless it is a dry run) in the history, and what it shows of each mirror in
+/// the ledger ([`ledger`]). Blocking file work; failures are logged, never undo the push.
+pub fn store(state_dir: &std::path::Path, history: &History, report: &Report) {
+    if report.dry_run {
+        return;
+    }
+    if let Err(e) = history.save(report) {
+        tracing::error!(dir = %state_dir.display(), error = %e, "cannot write the report to the history");
+    }
+    change_ledger(state_dir, history, |l| l.record(report));
+}
+
+/// Changes the ledger of `state_dir` (blocking file work); a failure is logged.
+pub fn change_ledger(state_dir: &std::path::Path, history: &History, change: impl FnOnce(&mut ledger::Ledger)) {
+    if let Err(e) = ledger::Ledger::update(state_dir, history, change) {
+        tracing::error!(error = %e, "cannot update the mirrors' state");
     }
 }
 

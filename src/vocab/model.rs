@@ -177,6 +177,31 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// How a mirror stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standing {
+    /// It serves this archive's version.
+    UpToDate,
+    /// It serves an older version, not older than `max_lag`.
+    Syncing,
+    /// Its version is older than `max_lag`, or its age cannot be told.
+    Behind,
+    /// Its `master` trace could not be read.
+    Unreachable,
+}
+
+impl std::fmt::Display for Standing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Standing::UpToDate => "up to date",
+            Standing::Syncing => "syncing",
+            Standing::Behind => "behind",
+            Standing::Unreachable => "unreachable",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use pushmirror::daemon::status::DaemonStatus;
 use pushmirror::daemon::{Control, Daemon, Loader};
 use pushmirror::demo::{HttpReceiver, Reply};
-use pushmirror::observe::freshness::Standing;
 use pushmirror::vocab::clock::Clock;
+use pushmirror::vocab::model::Standing;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -278,7 +278,7 @@ async fn the_status_page_renders_in_headless_chromium() {
     let dom = tokio::task::spawn_blocking(move || headless(&b, &p, &args)).await.unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     assert!(dom.contains("<table class=\"mirrors\">"), "no mirror table in the rendered page:\n{dom}");
-    assert!(dom.contains("<td>flaky.example.com</td>") && dom.contains("<td class=\"failed\">failed</td>"), "{dom}");
+    assert!(dom.contains("<td>flaky.example.com</td>") && dom.contains("<td class=\"failing\">failing</td>"), "{dom}");
     assert_eq!(dom.matches("<td class=\"ok\">ok</td>").count(), 3, "{dom}");
 
     let (b, p) = (browser, profile.path().to_path_buf());
@@ -395,8 +395,8 @@ async fn an_unreadable_pushed_file_is_an_error_not_a_first_start() {
 }
 
 /// After a push the daemon follows each delivered mirror with a `check:` URL: the mirror below
-/// serves the new version 40 s after its trigger, and is seen at the check after that (5 s, 15 s,
-/// 35 s, 75 s after the push started). `/status` shows it in the last report; `/metrics` counts it
+/// serves the new version 40 s after its trigger, and is seen at the check after that (one at the
+/// start of the push, then 5 s, 15 s, 35 s, 75 s after its delivery). `/status` shows it in the last report; `/metrics` counts it
 /// in `pushmirror_propagation_seconds`. Paused time.
 #[tokio::test(start_paused = true)]
 async fn the_daemon_follows_each_pushed_mirror_until_it_serves_the_version() {
@@ -419,7 +419,7 @@ async fn the_daemon_follows_each_pushed_mirror_until_it_serves_the_version() {
         .await;
     let report = d.daemon.status.borrow().archives[0].last_report.clone().unwrap();
     let p = &report.propagation[0];
-    assert_eq!((p.mirror.as_str(), p.live_after_ms, p.checks), ("m", Some(75_000), 4));
+    assert_eq!((p.mirror.as_str(), p.live_after_ms, p.checks, p.live_before_push), ("m", Some(75_000), 5, false));
 
     let metrics = reqwest::get(format!("http://{}/metrics", d.daemon.addr)).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("pushmirror_propagation_seconds_count 1"), "{metrics}");
@@ -487,13 +487,11 @@ async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
     let json = |r: &[pushmirror::observe::freshness::FreshnessRow]| serde_json::to_value(r).unwrap();
     assert_eq!(json(&remembered), json(&rows), "kept as shown (timestamps to the millisecond)");
     let check = tokio::task::spawn_blocking(move || f.cli(&["status", "--check"])).await.unwrap();
-    let line = String::from_utf8_lossy(&check.stdout).trim_end().to_string();
-    assert_eq!(check.status.code(), Some(2), "{line}");
-    assert!(
-        line.starts_with("PUSHMIRROR CRITICAL - ")
-            && line.ends_with("freshness: 1 of 2 mirror(s) behind, 0 unreachable"),
-        "{line}"
-    );
+    let out = String::from_utf8_lossy(&check.stdout).to_string();
+    assert_eq!(check.status.code(), Some(2), "{out}");
+    // b-old's version is weeks old: far past twice max_lag, critical.
+    assert!(out.starts_with("PUSHMIRROR CRITICAL - 1 behind (b-old) | ok=1;;;0;2 "), "{out}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("debian/b-old: behind")), "{out}");
 }
 
 /// The page's freshness table, the last push's propagation chart (inline SVG) and the tier view,
@@ -525,6 +523,8 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
         report.propagation.push(Propagated {
             mirror: name.to_string(),
             live_after_ms: live.map(|s| s * 1000),
+            live_before_push: false,
+            delivered_after_ms: Some(200),
             sync_ms: live.map(|s| s * 400),
             checks: 5,
             error: None,
@@ -546,8 +546,15 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
             error: None,
         });
     }
+    // A check-only mirror below hub-a: surveyed, never pushed to, so in no tier.
+    let mut watched = freshness[2].clone();
+    (watched.mirror, watched.kind) = ("watch-1.example.org".into(), MirrorKind::CheckOnly);
+    watched.chain = vec!["hub-a.example.org".into(), "watch-1.example.org".into()];
+    freshness.push(watched);
+    report.propagation_deadline_ms = Some(6 * 3_600_000);
     let status = DaemonStatus {
         started_at: Some(Timestamp(now)),
+        mirrors_error: None,
         archives: vec![ArchiveStatus {
             name: "debian".into(),
             observed_version: Some("2026112902".into()),
@@ -567,14 +574,21 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     assert!(dom.contains("<svg class=\"propagation\""), "no chart:\n{dom}");
     assert!(dom.contains("5 of 6 followed mirrors live"), "{dom}");
-    // The step line: from 0 of 6 at 0 s up to 5 of 6 (y 124 - 88 * 5 / 6) at 1500 s, the right edge.
+    // The step line: from 0 of 6 at 0 s up to 5 of 6 (y 124 - 88 * 5 / 6) at 1500 s, the right
+    // edge, held there; its final level written beside it, the deadline (6 h, off the chart) named.
     let points = dom.split("points=\"").nth(1).and_then(|p| p.split('"').next()).unwrap();
-    assert_eq!(points.split(' ').count(), 1 + 2 * 5, "{points}");
+    assert_eq!(points.split(' ').count(), 2 + 2 * 5, "{points}");
     assert!(points.starts_with("36.0,124.0 ") && points.ends_with("444.0,50.7"), "{points}");
+    assert!(dom.contains(">83%</text>"), "the final level: {dom}");
+    assert!(dom.contains(">deadline at 6h00m</text>"), "the deadline: {dom}");
+    // Tier 1's median of 240 s and 420 s is 330 s (not the upper value); the check-only mirror
+    // is in no tier.
     assert!(
-        dom.contains("<tr><td>1</td><td>hub-a.example.org, hub-b.example.net</td><td></td><td>7m00s</td></tr>"),
+        dom.contains("<tr><td>1</td><td>hub-a.example.org, hub-b.example.net</td><td></td><td>5m30s</td></tr>"),
         "{dom}"
     );
+    let tiers = dom.split("class=\"tiers\"").nth(1).unwrap().split("</table>").next().unwrap();
+    assert!(!tiers.contains("watch-1"), "a check-only mirror counted in a tier: {tiers}");
     assert!(dom.contains("<td>leaf-1.example.edu, leaf-2.example.com, leaf-3.example.de, leaf-4.example.fr</td><td>hub-a.example.org, hub-b.example.net</td><td>21m00s</td>"), "{dom}");
     assert!(dom.contains("<td class=\"behind\">behind</td>") && dom.contains("<td>26h00m</td>"), "{dom}");
 

@@ -5,8 +5,8 @@ use std::process::Output;
 use std::time::{Duration, SystemTime};
 
 use pushmirror::demo::{HttpReceiver, Reply};
-use pushmirror::observe::freshness::Standing;
 use pushmirror::push::plan::PushRequest;
+use pushmirror::vocab::model::Standing;
 
 use crate::common::{Fixture, run_bin, stderr, stdout};
 
@@ -169,9 +169,9 @@ fn a_check_url_is_validated_and_a_check_only_mirror_takes_no_key() {
 }
 
 /// `push --follow`: a mirror whose receiver publishes the pushed version 30 s after the push is
-/// seen live at the first check after that (checks at 5 s, 15 s, 35 s: backoff doubling from 5 s);
-/// one that never does is checked a last time at the archive's propagation_timeout (60 s) and given
-/// up. Paused time.
+/// seen live at the first check after that (checks at the start, then 5 s, 15 s, 35 s after its
+/// delivery: backoff doubling from 5 s); one that never does is checked a last time at the
+/// archive's propagation_timeout (60 s) and given up. Paused time.
 #[tokio::test(start_paused = true)]
 async fn a_push_followed_records_when_each_mirror_went_live() {
     let late = HttpReceiver::start().await.unwrap();
@@ -202,7 +202,8 @@ async fn a_push_followed_records_when_each_mirror_went_live() {
     let seen: Vec<(&str, Option<u64>, u32)> =
         report.propagation.iter().map(|p| (p.mirror.as_str(), p.live_after_ms, p.checks)).collect();
     // The last check of `never` is at the deadline, 60 s.
-    assert_eq!(seen, [("late", Some(35_000), 3), ("never", None, 4)]);
+    assert_eq!(seen, [("late", Some(35_000), 4), ("never", None, 5)]);
+    assert_eq!(report.propagation[0].delivered_after_ms, Some(0));
     assert_eq!(report.propagation[0].sync_ms, Some(4000));
     assert!(
         report.propagation[1].error.as_deref().unwrap().starts_with("not live within 1m"),
@@ -211,7 +212,7 @@ async fn a_push_followed_records_when_each_mirror_went_live() {
     );
     // The second check of the late mirror was conditional, and answered 304.
     let gets: Vec<_> = late.log().hits().into_iter().filter(|h| h.uri == "/debian/project/trace/master").collect();
-    assert_eq!(gets.len(), 3);
+    assert_eq!(gets.len(), 4);
     assert!(gets[0].header("if-none-match").is_none() && gets[1].header("if-none-match").is_some());
     // The stored report carries the propagation.
     let stored = pushmirror::push::report::History::new(&f.path("state"), 10).latest_per_archive().unwrap();
@@ -273,18 +274,29 @@ fn a_check_url_belongs_to_one_archive_and_sweeps_are_not_too_often() {
 async fn a_staged_mirror_whose_stage_two_failed_is_not_followed() {
     let half = HttpReceiver::builder().script([Reply::Status(200), Reply::Status(404)]).start().await.unwrap();
     let whole = HttpReceiver::start().await.unwrap();
+    // Their copies of the archive, where the trace files are read.
+    let (half_copy, whole_copy) = (HttpReceiver::start().await.unwrap(), HttpReceiver::start().await.unwrap());
     let f = Fixture::new();
     f.set_main("mirrors_dir: mirrors.d\nstate_dir: state\narchives:\n  debian:\n    root: archive\n    propagation_timeout: 10s\n");
     f.set_serial("2026112902");
-    for rx in [&half, &whole] {
-        publish(rx, "2026112902", Duration::from_secs(60), None);
+    for rx in [&half_copy, &whole_copy] {
+        publish(rx, "2026112901", Duration::from_secs(60), None);
     }
-    f.http_mirror("half", &half.url("/t"), &format!("type: staged\ncheck: {}\n", half.url("/debian")));
-    f.http_mirror("whole", &whole.url("/t"), &format!("type: staged\ncheck: {}\n", whole.url("/debian")));
+    f.http_mirror("half", &half.url("/t"), &format!("type: staged\ncheck: {}\n", half_copy.url("/debian")));
+    f.http_mirror("whole", &whole.url("/t"), &format!("type: staged\ncheck: {}\n", whole_copy.url("/debian")));
+    // Both copies serve the new version a second after the push: only one was told to.
+    let synced = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for rx in [&half_copy, &whole_copy] {
+            publish(rx, "2026112902", Duration::from_secs(1), None);
+        }
+        (half_copy, whole_copy)
+    });
     let config = f.config();
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default()).unwrap();
     let options = pushmirror::push::engine::Options::default();
     let report = pushmirror::observe::propagation::push_and_follow(&config, &plan, &options, "cli").await.unwrap();
+    let _copies = synced.await.unwrap();
     let followed: Vec<&str> = report.propagation.iter().map(|p| p.mirror.as_str()).collect();
     assert_eq!(followed, ["whole"], "{:?}", report.triggers);
     assert_eq!(report.propagation[0].live_after_ms, Some(5000));

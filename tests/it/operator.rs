@@ -90,47 +90,49 @@ fn a_missing_config_says_how_to_name_one() {
     assert!(err.starts_with("/nonexistent/pushmirror.yaml:1:1: cannot read config file: does not exist"), "{err}");
 }
 
+/// `status --check` as a monitoring plugin: the status line (with perfdata) first, then one
+/// line per mirror that is not ok; every exit code.
 #[tokio::test]
-async fn status_check_prints_one_line_for_every_exit_code() {
+async fn status_check_answers_as_a_monitoring_plugin_for_every_exit_code() {
     let ok = HttpReceiver::builder().reply(Reply::Status(204)).start().await.unwrap();
     let refusing = HttpReceiver::builder().reply(Reply::Status(404)).start().await.unwrap();
-    let line = |o: &Output| {
-        let out = stdout(o);
-        assert_eq!(out.lines().count(), 1, "not one line: {out:?}\n{}", stderr(o));
-        (o.status.code(), out.trim_end().to_string())
+    let lines = |o: &Output| -> (Option<i32>, Vec<String>) {
+        (o.status.code(), stdout(o).lines().map(|l| l.split(" | ").next().unwrap().to_string()).collect())
     };
 
     let fresh = Fixture::new();
-    let (code, text) = line(&cli(fresh.config_path(), &["status", "--check"]).await);
-    assert_eq!((code, text.as_str()), (Some(3), "PUSHMIRROR UNKNOWN - no push reports yet"));
+    let (code, text) = lines(&cli(fresh.config_path(), &["status", "--check"]).await);
+    assert_eq!((code, text), (Some(3), vec!["PUSHMIRROR UNKNOWN - no mirrors configured".to_string()]));
 
-    // (receiver, mirror file extra, pushes) → (exit code, line)
+    // (receiver, mirror file extra, pushes) → (exit code, status line, long output)
     let cases = [
-        (&ok, "", 1, 0, "PUSHMIRROR OK - debian: 1 ok, 0 failed, 0 deferred"),
-        (&ok, "rate_limit: 1/1h\n", 2, 1, "PUSHMIRROR WARNING - debian: 0 ok, 0 failed, 1 deferred"),
-        (&refusing, "", 1, 2, "PUSHMIRROR CRITICAL - debian: 0 ok, 1 failed, 0 deferred"),
+        (&ok, "", 1, 0, "PUSHMIRROR OK - 1 of 1 mirror(s) ok", None),
+        (&ok, "rate_limit: 1/1h\n", 2, 1, "PUSHMIRROR WARNING - 1 deferred (m)", Some("debian/m: deferred since ")),
+        (&refusing, "", 1, 2, "PUSHMIRROR CRITICAL - 1 failing (m)", Some("debian/m: failing since ")),
     ];
-    for (receiver, extra, pushes, want_code, want_line) in cases {
+    for (receiver, extra, pushes, want_code, want_line, long) in cases {
         let f = Fixture::new();
         f.http_mirror("m", &receiver.url("/"), extra);
         for _ in 0..pushes {
             cli(f.config_path(), &["push"]).await;
         }
-        let (code, text) = line(&cli(f.config_path(), &["status", "--check"]).await);
-        assert_eq!((code, text.as_str()), (Some(want_code), want_line));
+        let (code, text) = lines(&cli(f.config_path(), &["status", "--check"]).await);
+        assert_eq!((code, text[0].as_str()), (Some(want_code), want_line), "{text:?}");
+        assert_eq!(text.get(1).is_some_and(|l| long.is_some_and(|w| l.starts_with(w))), long.is_some(), "{text:?}");
     }
 
     let broken = Fixture::with_main("concurrency: many\n");
-    let (code, text) = line(&cli(broken.config_path(), &["status", "--check"]).await);
+    let (code, text) = lines(&cli(broken.config_path(), &["status", "--check"]).await);
     assert_eq!(code, Some(3));
-    assert!(text.starts_with("PUSHMIRROR UNKNOWN - 1 configuration error(s), first: "), "{text}");
-    assert!(text.contains("concurrency:"), "{text}");
+    assert!(text[0].starts_with("PUSHMIRROR UNKNOWN - 1 configuration error(s), first: "), "{text:?}");
+    assert!(text[0].contains("concurrency:"), "{text:?}");
 
     let unreadable = Fixture::new();
+    unreadable.http_mirror("m", &ok.url("/"), "");
     std::fs::write(unreadable.path("state"), "a file where state_dir should be").unwrap();
-    let (code, text) = line(&cli(unreadable.config_path(), &["status", "--check"]).await);
+    let (code, text) = lines(&cli(unreadable.config_path(), &["status", "--check"]).await);
     assert_eq!(code, Some(3));
-    assert!(text.starts_with("PUSHMIRROR UNKNOWN - cannot read reports in "), "{text}");
+    assert!(text[0].starts_with("PUSHMIRROR UNKNOWN - cannot read ") && text[0].contains("mirrors.json"), "{text:?}");
 }
 
 /// The ownership rule: a command that writes, run by anyone but the owner of `state_dir`, does

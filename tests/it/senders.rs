@@ -128,7 +128,9 @@ async fn each_archive_is_sent_with_its_own_key_from_its_own_address_and_a_mirror
             ("ubuntu-releases".to_string(), fp(&releases_key), "127.0.0.3".to_string()),
         ]
     );
-    assert_eq!(shared["last"]["source_address"], "127.0.0.3", "the last trigger names its address too");
+    let releases = shared["states"].as_array().unwrap().iter().find(|s| s["archive"] == "ubuntu-releases").unwrap();
+    assert_eq!(releases["last"]["source_address"], "127.0.0.3", "the last trigger names its address too");
+    assert_eq!(releases["key"], fp(&releases_key).as_str(), "and the key it was accepted with");
     let table = stdout(&f.cli(&["list"]));
     assert!(
         table.contains(&format!(

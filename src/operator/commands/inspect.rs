@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use super::{alternate, load};
 use crate::config::{self, Config};
+use crate::operator::check::CheckArgs;
 use crate::operator::cli::Cli;
-use crate::push::report::{History, Report, TriggerReport};
-use crate::vocab::model::Outcome;
+use crate::push::ledger::{Kind, Ledger, LedgerError, MirrorView};
+use crate::push::report::{History, Report};
 use crate::vocab::output::{Ended, Format, Nagios, Stop, Verdict, align, print_json};
 
 /// `freshness`: which version each mirror serves ([`crate::observe::freshness`]).
@@ -48,19 +49,21 @@ pub(super) async fn freshness(cli: &Cli, archive: Option<&str>) -> Ended {
 #[derive(Debug, Serialize)]
 struct MirrorListing {
     name: String,
-    transport: &'static str,
+    /// `ssh`, `http`, `mqtt` or `check-only`.
+    transport: String,
     target: String,
     archives: Vec<String>,
     #[serde(rename = "type")]
-    kind: String,
+    kind: Option<String>,
     rate_limit: Option<String>,
-    timeout: String,
-    retries: u32,
+    timeout: Option<String>,
+    retries: Option<u32>,
     enabled: bool,
     tags: Vec<String>,
     /// Per archive it carries: the key and source address its triggers are sent with.
     sent_as: Vec<SentAs>,
-    last: Option<TriggerReport>,
+    /// Per archive it carries: where it stands (the ledger's view, as `status` shows it).
+    states: Vec<MirrorView>,
 }
 
 /// Who a mirror's triggers of one archive are sent as.
@@ -95,22 +98,29 @@ fn sent_as_text(all: &[SentAs]) -> String {
     }
 }
 
+/// The ledger of `config`'s `state_dir` (read only: a monitoring user need not own it).
+fn ledger(config: &Config) -> Result<Ledger, LedgerError> {
+    Ledger::read(&config.state_dir, &History::new(&config.state_dir, config.status.history))
+}
+
 pub(super) fn list(cli: &Cli, archive: Option<&str>) -> Ended {
     let config = load(cli)?;
-    let last = last_rows(&config);
-    let rows: Vec<MirrorListing> = config
+    let views = ledger(&config).map_err(Stop::usage)?.views(&config, archive);
+    let states = |name: &str| -> Vec<MirrorView> { views.iter().filter(|v| v.state.mirror == name).cloned().collect() };
+    let all_archives = || config.archives.keys().cloned().collect::<Vec<_>>();
+    let mut rows: Vec<MirrorListing> = config
         .mirrors
         .iter()
         .filter(|m| archive.is_none_or(|a| m.serves(a)))
         .map(|m| MirrorListing {
             name: m.name.clone(),
-            transport: m.transport_name(),
+            transport: m.transport_name().to_string(),
             target: m.transport.display_target(),
-            archives: m.archives.clone().unwrap_or_else(|| config.archives.keys().cloned().collect()),
-            kind: m.kind.to_string(),
+            archives: m.archives.clone().unwrap_or_else(all_archives),
+            kind: Some(m.kind.to_string()),
             rate_limit: m.rate_limit.map(|r| r.to_string()),
-            timeout: humantime::format_duration(m.timeout).to_string(),
-            retries: m.retries,
+            timeout: Some(humantime::format_duration(m.timeout).to_string()),
+            retries: Some(m.retries),
             enabled: m.enabled,
             tags: m.tags.clone(),
             sent_as: m
@@ -124,35 +134,44 @@ pub(super) fn list(cli: &Cli, archive: Option<&str>) -> Ended {
                     source_address: s.source_address,
                 })
                 .collect(),
-            last: last.get(&m.name).cloned(),
+            states: states(&m.name),
         })
         .collect();
+    rows.extend(config.watched.iter().filter(|w| archive.is_none_or(|a| w.serves(a))).map(|w| MirrorListing {
+        name: w.name.clone(),
+        transport: Kind::CheckOnly.to_string(),
+        target: w.check.to_string(),
+        archives: w.archives.clone().unwrap_or_else(all_archives),
+        kind: None,
+        rate_limit: None,
+        timeout: None,
+        retries: None,
+        enabled: w.enabled,
+        tags: w.tags.clone(),
+        sent_as: Vec::new(),
+        states: states(&w.name),
+    }));
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
     match cli.format {
         Format::Json => print_json(&rows),
         Format::Table => {
             let mut table = vec![
-                ["NAME", "TRANSPORT", "TARGET", "ARCHIVES", "TYPE", "RATE", "TIMEOUT", "RETRIES", "SENT AS", "LAST"]
+                ["NAME", "TRANSPORT", "TARGET", "ARCHIVES", "TYPE", "RATE", "TIMEOUT", "RETRIES", "SENT AS", "STATE"]
                     .map(String::from),
             ];
+            let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             for r in &rows {
-                let last = match (&r.last, r.enabled) {
-                    (_, false) => "disabled".to_string(),
-                    (Some(t), _) => {
-                        format!("{} {}", t.outcome, t.started_at.map(|s| s.to_string()).unwrap_or_default())
-                    }
-                    (None, _) => "-".to_string(),
-                };
                 table.push([
                     r.name.clone(),
-                    r.transport.to_string(),
+                    r.transport.clone(),
                     r.target.clone(),
                     r.archives.join(","),
-                    r.kind.clone(),
-                    r.rate_limit.clone().unwrap_or_else(|| "-".into()),
-                    r.timeout.clone(),
-                    r.retries.to_string(),
+                    dash(r.kind.clone()),
+                    dash(r.rate_limit.clone()),
+                    dash(r.timeout.clone()),
+                    dash(r.retries.map(|n| n.to_string())),
                     sent_as_text(&r.sent_as),
-                    last,
+                    state_text(&r.states),
                 ]);
             }
             print!("{}", align(&table));
@@ -161,131 +180,112 @@ pub(super) fn list(cli: &Cli, archive: Option<&str>) -> Ended {
     Ok(Verdict::Clean)
 }
 
-/// The newest trigger row of each mirror across the history.
-fn last_rows(config: &Config) -> BTreeMap<String, TriggerReport> {
-    let history = History::new(&config.state_dir, config.status.history);
-    let mut last = BTreeMap::new();
-    let Ok(reports) = history.newest_first() else { return last };
-    for report in reports {
-        // The newest report mentioning a mirror has its last outcome; the last row of a staged
-        // mirror is its latest stage.
-        for row in report.triggers.into_iter().rev() {
-            if row.attempts > 0 || row.outcome == Outcome::Deferred {
-                last.entry(row.mirror.clone()).or_insert(row);
-            }
-        }
-        if last.len() == config.mirrors.len() {
-            break;
-        }
+/// The STATE cell: one view per archive, the archive named when there are several.
+fn state_text(views: &[MirrorView]) -> String {
+    let one = |v: &MirrorView| match v.since {
+        Some(t) => format!("{} since {t}", v.health),
+        None => v.health.to_string(),
+    };
+    match views {
+        [] => "-".to_string(),
+        [v] => one(v),
+        many => many.iter().map(|v| format!("{}: {}", v.state.archive, one(v))).collect::<Vec<_>>().join("; "),
     }
-    last
 }
 
-pub(super) fn status(cli: &Cli, nagios: bool) -> Ended {
-    if nagios {
-        return Ok(Verdict::Nagios(nagios_status(cli)));
+/// What `status --format json` prints per archive.
+#[derive(Debug, Serialize)]
+struct ArchiveState {
+    /// Its last push, as stored.
+    last_report: Option<Report>,
+    /// Every mirror of it, as the ledger shows it.
+    mirrors: Vec<MirrorView>,
+}
+
+pub(super) fn status(cli: &Cli, check: Option<&CheckArgs>) -> Ended {
+    if let Some(args) = check {
+        return Ok(Verdict::Nagios(nagios_status(cli, args)));
     }
     let config = load(cli)?;
-    let latest = History::new(&config.state_dir, config.status.history)
+    let history = History::new(&config.state_dir, config.status.history);
+    let latest = history
         .latest_per_archive()
         .map_err(|e| Stop::usage(format_args!("cannot read reports in {}: {e}", config.state_dir.display())))?;
+    let views = ledger(&config).map_err(Stop::usage)?.views(&config, None);
+    let archives: BTreeMap<String, ArchiveState> = config
+        .archives
+        .keys()
+        .map(|name| {
+            let mirrors = views.iter().filter(|v| &v.state.archive == name).cloned().collect();
+            (name.clone(), ArchiveState { last_report: latest.get(name).cloned(), mirrors })
+        })
+        .collect();
     match cli.format {
-        Format::Json => print_json(&latest),
-        Format::Table if latest.is_empty() => println!("no reports yet in {}", config.state_dir.display()),
+        Format::Json => print_json(&serde_json::json!({ "archives": archives })),
         Format::Table => {
-            for report in latest.values() {
-                println!("== {} at {} ({})", report.archive, report.finished_at, report.origin);
-                print!("{}", report.to_table());
+            for (name, a) in &archives {
+                match &a.last_report {
+                    Some(r) => println!(
+                        "== {name}: last push {} at {} ({}): {}",
+                        r.serial.as_deref().unwrap_or("?"),
+                        r.finished_at,
+                        r.origin,
+                        r.summary_text()
+                    ),
+                    None => println!("== {name}: no push yet"),
+                }
+                print!("{}", views_table(&a.mirrors));
             }
         }
     }
     Ok(Verdict::Clean)
 }
 
-/// Nagios plugin semantics: OK, WARNING (deferred), CRITICAL (failed), UNKNOWN (no report, or
-/// nothing readable to judge by). Whatever the state, exactly one status line on stdout: it is
-/// what Nagios shows.
-fn nagios_status(cli: &Cli) -> Nagios {
-    let (state, line) = match nagios_judge(cli) {
-        Ok((latest, freshness)) => nagios_verdict(&latest, &freshness),
-        Err(why) => (Nagios::Unknown, format!("PUSHMIRROR UNKNOWN - {why}")),
+/// Mirrors as a table: name, kind, state and since when, what was last delivered, detail.
+fn views_table(views: &[MirrorView]) -> String {
+    let mut rows = vec![["MIRROR", "KIND", "STATE", "SINCE", "DELIVERED", "LAST TRIGGER", "DETAIL"].map(String::from)];
+    for v in views {
+        let last = v.state.last.as_ref().map(|t| format!("{} {} ({})", t.outcome, t.at, t.origin));
+        rows.push([
+            v.state.mirror.clone(),
+            v.kind.to_string(),
+            v.health.to_string(),
+            v.since.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+            v.state.delivered.clone().unwrap_or_else(|| "-".into()),
+            last.unwrap_or_else(|| "-".into()),
+            v.detail(),
+        ]);
+    }
+    align(&rows)
+}
+
+/// `status --check`: a monitoring plugin. One status line (with perfdata) on stdout, then one
+/// line per mirror that is not ok; `--format json` prints the same as one document.
+fn nagios_status(cli: &Cli, args: &CheckArgs) -> Nagios {
+    let judged = match judge_from_ledger(cli) {
+        Ok(views) => crate::operator::check::judge(&views.0, views.1, args),
+        Err(why) => crate::operator::check::Judged::unknown(why),
     };
-    println!("{line}");
-    state
+    match cli.format {
+        Format::Json => print_json(&judged),
+        Format::Table => print!("{}", judged.to_text()),
+    }
+    judged.state
 }
 
-/// What the mirrors' freshness says, for `status --check`: each mirror's standing in the daemon's
-/// last sweep and whether its lag is past twice its archive's `max_lag`.
-struct FreshnessJudged {
-    behind: usize,
-    far_behind: usize,
-    unreachable: usize,
-    total: usize,
-    /// The last sweep is older than two `freshness.interval`s.
-    stale_sweep: bool,
-}
-
-/// The latest report of each archive and the last freshness sweep, or why there is nothing to
-/// judge by.
-fn nagios_judge(cli: &Cli) -> Result<(BTreeMap<String, Report>, FreshnessJudged), String> {
-    use crate::observe::freshness::Standing;
+/// Every mirror's view and whether the daemon's freshness sweep is overdue, or why there is
+/// nothing to judge by.
+fn judge_from_ledger(cli: &Cli) -> Result<(Vec<MirrorView>, bool), String> {
     let config = config::load(&cli.config).map_err(|errors| {
         eprintln!("{errors}");
         let first = errors.0.first().map(ToString::to_string).unwrap_or_default();
         format!("{} configuration error(s), first: {first}", errors.0.len())
     })?;
-    let latest = History::new(&config.state_dir, config.status.history)
-        .latest_per_archive()
-        .map_err(|e| format!("cannot read reports in {}: {e}", config.state_dir.display()))?;
-    let rows = crate::observe::freshness::recall(&config.state_dir)?;
+    let views = ledger(&config).map_err(|e| e.to_string())?.views(&config, None);
     // A sweep older than two intervals (and a minute): the daemon stopped sweeping.
-    let newest = rows.iter().map(|r| r.checked_at.0).max();
+    let newest = views.iter().filter_map(|v| v.state.live.as_ref()).map(|l| l.checked_at.0).max();
     let overdue = config.freshness_interval * 2 + Duration::from_secs(60);
     let stale_sweep =
         newest.is_some_and(|t| std::time::SystemTime::now().duration_since(t).unwrap_or_default() > overdue);
-    let far = |r: &crate::observe::freshness::FreshnessRow| {
-        let max_lag = config.archives.get(&r.archive).map_or(config::defaults::MAX_LAG, |a| a.max_lag);
-        r.lag_ms.is_none_or(|ms| Duration::from_millis(ms) > max_lag * 2)
-    };
-    let judged = FreshnessJudged {
-        behind: rows.iter().filter(|r| r.standing == Standing::Behind).count(),
-        far_behind: rows.iter().filter(|r| r.standing == Standing::Behind && far(r)).count(),
-        unreachable: rows.iter().filter(|r| r.standing == Standing::Unreachable).count(),
-        total: rows.len(),
-        stale_sweep,
-    };
-    Ok((latest, judged))
-}
-
-/// OK; WARNING for a deferred trigger, a mirror behind its archive's `max_lag` or unreachable;
-/// CRITICAL for a failed trigger or a mirror behind twice its `max_lag`.
-fn nagios_verdict(latest: &BTreeMap<String, Report>, freshness: &FreshnessJudged) -> (Nagios, String) {
-    if latest.is_empty() && freshness.total == 0 {
-        return (Nagios::Unknown, "PUSHMIRROR UNKNOWN - no push reports yet".to_string());
-    }
-    let failed: usize = latest.values().map(|r| r.summary.failed).sum();
-    let deferred: usize = latest.values().map(|r| r.summary.deferred).sum();
-    let mut parts: Vec<String> = latest
-        .values()
-        .map(|r| {
-            format!("{}: {} ok, {} failed, {} deferred", r.archive, r.summary.ok, r.summary.failed, r.summary.deferred)
-        })
-        .collect();
-    if freshness.total > 0 {
-        parts.push(format!(
-            "freshness: {} of {} mirror(s) behind, {} unreachable{}",
-            freshness.behind,
-            freshness.total,
-            freshness.unreachable,
-            if freshness.stale_sweep { " (last sweep overdue: is the daemon running?)" } else { "" }
-        ));
-    }
-    let critical = failed > 0 || freshness.far_behind > 0;
-    let warning = deferred > 0 || freshness.behind > 0 || freshness.unreachable > 0 || freshness.stale_sweep;
-    let (word, state) = match (critical, warning) {
-        (true, _) => ("CRITICAL", Nagios::Critical),
-        (false, true) => ("WARNING", Nagios::Warning),
-        (false, false) => ("OK", Nagios::Ok),
-    };
-    (state, format!("PUSHMIRROR {word} - {}", parts.join("; ")))
+    Ok((views, stale_sweep))
 }

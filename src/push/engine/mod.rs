@@ -31,6 +31,16 @@ use crate::vocab::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
 /// Called with each trigger's report as soon as it is known (progress bars, live status).
 pub type OnDone = Arc<dyn Fn(&TriggerReport) + Send + Sync>;
 
+/// `first` (if any), then `then`, as one [`OnDone`].
+pub fn also(first: Option<OnDone>, then: impl Fn(&TriggerReport) + Send + Sync + 'static) -> OnDone {
+    Arc::new(move |row: &TriggerReport| {
+        if let Some(f) = &first {
+            f(row);
+        }
+        then(row);
+    })
+}
+
 /// Called after every attempt with how long it took (metrics).
 pub type OnAttempt = Arc<dyn Fn(Duration) + Send + Sync>;
 

@@ -100,15 +100,23 @@ impl History {
         Ok(self.files()?.into_iter().rev().filter_map(|p| read_report(&p)))
     }
 
-    /// The newest report of each archive; only those files are parsed.
+    /// The newest readable report of each archive: files are parsed newest first, and an
+    /// archive's older report stands in for a newer one that cannot be read.
     pub fn latest_per_archive(&self) -> std::io::Result<BTreeMap<String, Report>> {
-        let mut newest: BTreeMap<String, PathBuf> = BTreeMap::new();
-        for path in self.files()? {
-            if let Some(archive) = archive_of(&path) {
-                newest.insert(archive, path);
+        let mut latest: BTreeMap<String, Report> = BTreeMap::new();
+        for path in self.files()?.into_iter().rev() {
+            let Some(archive) = archive_of(&path) else { continue };
+            if latest.contains_key(&archive) {
+                continue;
+            }
+            match read_report(&path) {
+                Some(report) => {
+                    latest.insert(archive, report);
+                }
+                None => tracing::warn!(file = %path.display(), "unreadable report skipped"),
             }
         }
-        Ok(newest.into_iter().filter_map(|(archive, path)| Some((archive, read_report(&path)?))).collect())
+        Ok(latest)
     }
 }
 
@@ -156,5 +164,16 @@ mod tests {
         assert_eq!(latest.len(), 2);
         assert_eq!(latest["debian"].serial.as_deref(), Some("2"));
         assert_eq!(latest["debian-security"].serial.as_deref(), Some("3"));
+    }
+
+    /// A corrupt newest report is skipped: the one before it is the archive's latest.
+    #[test]
+    fn a_corrupt_newest_report_leaves_the_one_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::new(dir.path(), 10);
+        h.save(&Report::new("debian", Some("1".into()), "cli", false, SystemTime::now(), vec![])).unwrap();
+        let newest = h.save(&Report::new("debian", Some("2".into()), "cli", false, SystemTime::now(), vec![])).unwrap();
+        std::fs::write(&newest, b"{half a report").unwrap();
+        assert_eq!(h.latest_per_archive().unwrap()["debian"].serial.as_deref(), Some("1"));
     }
 }

@@ -173,6 +173,10 @@ pub struct Report {
     /// (`push --follow`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub propagation: Vec<Propagated>,
+    /// When following the propagation ended for every mirror, from the start of the push,
+    /// milliseconds (the archive's `propagation_timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation_deadline_ms: Option<u64>,
 }
 
 /// How the pushed version reached one mirror.
@@ -184,6 +188,13 @@ pub struct Propagated {
     /// milliseconds; absent when it did not within the archive's `propagation_timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_after_ms: Option<u64>,
+    /// It served the pushed version already when the push started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live_before_push: bool,
+    /// From the start of the push until its trigger was delivered, milliseconds: following it
+    /// started then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_after_ms: Option<u64>,
     /// Its sync's own duration, from its trace, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_ms: Option<u64>,
@@ -220,6 +231,7 @@ impl Report {
             summary,
             triggers,
             propagation: Vec::new(),
+            propagation_deadline_ms: None,
         }
     }
 
@@ -254,6 +266,21 @@ impl Report {
         exit_code(&Ok(self.verdict()))
     }
 
+    /// `3 ok, 1 failed, 0 deferred, 0 skipped` — and pending and planned triggers when there
+    /// are any.
+    pub fn summary_text(&self) -> String {
+        let s = &self.summary;
+        let mut text = format!("{} ok, {} failed, {} deferred", s.ok, s.failed, s.deferred);
+        if s.pending > 0 {
+            let _ = write!(text, ", {} pending", s.pending);
+        }
+        let _ = write!(text, ", {} skipped", s.skipped);
+        if s.planned > 0 {
+            let _ = write!(text, ", {} planned", s.planned);
+        }
+        text
+    }
+
     /// The report as a human-readable table.
     pub fn to_table(&self) -> String {
         let mut rows = vec![["MIRROR", "STAGE", "OUTCOME", "ATTEMPTS", "TIME", "DETAIL"].map(String::from)];
@@ -269,20 +296,10 @@ impl Report {
             ]);
         }
         let mut out = align(&rows);
-        let s = &self.summary;
         let serial = self.serial.as_deref().map(|s| format!(" serial {s}")).unwrap_or_default();
         let plan = if self.dry_run { " (dry run: nothing sent)" } else { "" };
-        let _ = writeln!(
-            out,
-            "{}{serial}: {} ok, {} failed, {} deferred, {} skipped{} in {}{plan}",
-            self.archive,
-            s.ok,
-            s.failed,
-            s.deferred,
-            s.skipped,
-            if s.planned > 0 { format!(", {} planned", s.planned) } else { String::new() },
-            format_ms(self.duration_ms),
-        );
+        let _ =
+            writeln!(out, "{}{serial}: {} in {}{plan}", self.archive, self.summary_text(), format_ms(self.duration_ms));
         if !self.propagation.is_empty() {
             let mut rows = vec![["MIRROR", "LIVE AFTER", "ITS SYNC", "CHECKS", "DETAIL"].map(String::from)];
             for p in &self.propagation {

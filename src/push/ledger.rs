@@ -1,0 +1,645 @@
+//! The ledger: where each mirror of each archive stands now — the one per-mirror state every
+//! view reads (`status`, `status --check`, `list`, the daemon's `/status`, page and `/metrics`),
+//! so that no two of them can disagree.
+//!
+//! Every push updates it (the CLI's, `runmirrors`', `receive`'s and the daemon's, deferred sends
+//! included), and so do what is learned after a push: a late MQTT ack, a followed propagation,
+//! a freshness sweep. It is kept in `state_dir/mirrors.json`, replaced atomically under
+//! `state_dir/mirrors.lock` (a read-modify-write that every process takes); when the file is
+//! missing it is rebuilt from the report history. Reports stay what they are: the history of
+//! pushes.
+//!
+//! A mirror's [`Health`] is one word derived from its state: **failing** from its first failed
+//! trigger until one is delivered again (a deferral or a push that left it out changes nothing),
+//! **pending** while an MQTT trigger waits for its ack, **deferred** while its rate limit owes it a
+//! trigger, **behind**/**unreachable** from freshness, else **ok** — or **unknown** when nothing
+//! has been learned of it yet.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Transport};
+use crate::push::report::{History, Report, TriggerReport};
+use crate::sys::fsutil::{limit, lock_exclusive, read_bounded, write_atomic};
+use crate::vocab::model::{ErrorClass, Outcome, Stage, Standing, Timestamp};
+
+/// The file, under `state_dir`.
+pub const FILE: &str = "mirrors.json";
+
+/// Every mirror's state, by (archive, mirror).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    mirrors: BTreeMap<(String, String), MirrorState>,
+}
+
+/// One mirror of one archive: what its triggers and its freshness have shown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorState {
+    /// Archive.
+    pub archive: String,
+    /// Mirror.
+    pub mirror: String,
+    /// Its last trigger that was sent or tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<LastTrigger>,
+    /// When a trigger was last delivered to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ok: Option<Timestamp>,
+    /// The version of that trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<String>,
+    /// The `SHA256:…` key that trigger was accepted with (SSH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Failed triggers since the last delivered one.
+    #[serde(default)]
+    pub failures: u32,
+    /// When the first of them failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Timestamp>,
+    /// A trigger its rate limit deferred: allowed from then, not sent yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferred>,
+    /// An MQTT trigger published and not acknowledged yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+    /// What its trace files said last (freshness sweep or propagation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<Live>,
+}
+
+/// A mirror's last trigger that was sent or tried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastTrigger {
+    /// How it ended (`ok`, `failed` or `pending`).
+    pub outcome: Outcome,
+    /// Its stage.
+    pub stage: Stage,
+    /// When it started.
+    pub at: Timestamp,
+    /// The version it carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Who pushed it: `cli`, `daemon`, `runmirrors`, `receive`.
+    pub origin: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The class of its failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    /// Its failure in words (never a secret: reports carry none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The local address it left from, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<std::net::IpAddr>,
+}
+
+/// A deferred trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferred {
+    /// When the rate limit deferred it.
+    pub since: Timestamp,
+    /// When the limit allows it.
+    pub until: Timestamp,
+}
+
+/// An MQTT trigger waiting for its ack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Since its publication.
+    pub since: Timestamp,
+    /// The version it carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+/// What a mirror's trace files said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Live {
+    /// How it stands.
+    pub standing: Standing,
+    /// The version it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// How old that version is, milliseconds (0: current).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
+    /// Since when it has stood so, as far as known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    /// When it was read.
+    pub checked_at: Timestamp,
+    /// What went wrong reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How a mirror of an archive stands, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Health {
+    /// Its last trigger was delivered (or, check-only, it serves a current enough version).
+    Ok,
+    /// A trigger failed and none has been delivered since.
+    Failing,
+    /// An MQTT trigger waits for its acknowledgement.
+    Pending,
+    /// Its rate limit owes it a trigger.
+    Deferred,
+    /// It serves a version older than its archive's `max_lag` (or of unknown age).
+    Behind,
+    /// Its trace files cannot be read.
+    Unreachable,
+    /// Nothing is known of it yet: never triggered, never checked.
+    Unknown,
+    /// `enabled: false`.
+    Disabled,
+}
+
+impl Health {
+    /// Every value, in the order views count them.
+    pub const ALL: [Health; 8] = [
+        Health::Ok,
+        Health::Failing,
+        Health::Pending,
+        Health::Deferred,
+        Health::Behind,
+        Health::Unreachable,
+        Health::Unknown,
+        Health::Disabled,
+    ];
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Health::Ok => "ok",
+            Health::Failing => "failing",
+            Health::Pending => "pending",
+            Health::Deferred => "deferred",
+            Health::Behind => "behind",
+            Health::Unreachable => "unreachable",
+            Health::Unknown => "unknown",
+            Health::Disabled => "disabled",
+        })
+    }
+}
+
+/// How a mirror is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// SSH (ftpsync).
+    Ssh,
+    /// HTTP.
+    Http,
+    /// The MQTT broadcast tier.
+    Mqtt,
+    /// Never triggered; its freshness is checked.
+    CheckOnly,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Ssh => "ssh",
+            Kind::Http => "http",
+            Kind::Mqtt => "mqtt",
+            Kind::CheckOnly => "check-only",
+        })
+    }
+}
+
+/// One mirror of one archive as every view shows it: its state and what it means now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorView {
+    /// How it stands, in one word.
+    pub health: Health,
+    /// Since when it has stood so, as far as known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Timestamp>,
+    /// How it is reached.
+    pub kind: Kind,
+    /// Behind by more than twice its archive's `max_lag` (or by an unknown age).
+    #[serde(default)]
+    pub far_behind: bool,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: MirrorState,
+}
+
+impl MirrorView {
+    /// `failing since T (3 failures: http-status HTTP 500)` and the like: the view in words.
+    pub fn detail(&self) -> String {
+        let s = &self.state;
+        let class = |t: &LastTrigger| t.error_class.map(|c| c.to_string()).unwrap_or_default();
+        match self.health {
+            Health::Failing => match &s.last {
+                Some(t) => format!("{} failure(s): {} {}", s.failures, class(t), t.error.as_deref().unwrap_or("")),
+                None => format!("{} failure(s)", s.failures),
+            },
+            Health::Deferred => s.deferred.as_ref().map(|d| format!("allowed from {}", d.until)).unwrap_or_default(),
+            Health::Pending => {
+                format!("no ack for {}", s.pending.as_ref().and_then(|p| p.serial.as_deref()).unwrap_or("?"))
+            }
+            Health::Behind | Health::Unreachable => match &s.live {
+                Some(l) => {
+                    let age = l.lag_ms.map(|ms| format!(", {} old", crate::vocab::units::format_ms(ms)));
+                    let error = l.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
+                    format!("serves {}{}{error}", l.version.as_deref().unwrap_or("?"), age.unwrap_or_default())
+                }
+                None => String::new(),
+            },
+            Health::Ok | Health::Unknown | Health::Disabled => String::new(),
+        }
+        .trim_end()
+        .to_string()
+    }
+}
+
+impl Ledger {
+    /// The state of `mirror` of `archive`, if anything is known of it.
+    pub fn get(&self, archive: &str, mirror: &str) -> Option<&MirrorState> {
+        self.mirrors.get(&(archive.to_string(), mirror.to_string()))
+    }
+
+    fn entry(&mut self, archive: &str, mirror: &str) -> &mut MirrorState {
+        self.mirrors.entry((archive.to_string(), mirror.to_string())).or_insert_with(|| MirrorState {
+            archive: archive.to_string(),
+            mirror: mirror.to_string(),
+            ..MirrorState::default()
+        })
+    }
+
+    /// Every row of `report` (a dry run changes nothing). A trigger cut short by shutdown is
+    /// not the mirror's doing and changes nothing either; skipped rows neither.
+    pub fn record(&mut self, report: &Report) {
+        if report.dry_run {
+            return;
+        }
+        for row in &report.triggers {
+            self.record_row(report, row);
+        }
+    }
+
+    fn record_row(&mut self, report: &Report, row: &TriggerReport) {
+        let at = row.started_at.unwrap_or(report.started_at);
+        let last = || LastTrigger {
+            outcome: row.outcome,
+            stage: row.stage,
+            at,
+            serial: report.serial.clone(),
+            origin: report.origin.clone(),
+            attempts: row.attempts,
+            error_class: row.error_class,
+            error: row.error.clone(),
+            source_address: row.source_address,
+        };
+        let m = self.entry(&report.archive, &row.mirror);
+        match row.outcome {
+            Outcome::Ok => {
+                m.delivered_at(at, report.serial.clone(), row.key.clone());
+                m.last = Some(last());
+            }
+            Outcome::Failed if row.is_interrupted() => {}
+            Outcome::Failed => {
+                m.failed_at(at);
+                m.last = Some(last());
+            }
+            Outcome::Pending => {
+                m.pending = Some(Pending { since: at, serial: report.serial.clone() });
+                m.deferred = None;
+                m.last = Some(last());
+            }
+            Outcome::Deferred => {
+                if let Some(until) = row.deferred_until {
+                    // The first deferral stands: later updates coalesce into that one trigger.
+                    m.deferred.get_or_insert(Deferred { since: report.started_at, until });
+                }
+            }
+            Outcome::Skipped | Outcome::Planned => {}
+        }
+    }
+
+    /// A final MQTT ack (`ok`: synced, else its sync failed) for `serial`, received at `at`: it
+    /// settles the mirror's last trigger when that carried `serial`. Whether it changed anything.
+    pub fn record_ack(&mut self, archive: &str, mirror: &str, serial: Option<&str>, ok: bool, at: Timestamp) -> bool {
+        let m = self.entry(archive, mirror);
+        let Some(last) = m.last.as_mut().filter(|l| l.serial.as_deref() == serial) else { return false };
+        last.outcome = if ok { Outcome::Ok } else { Outcome::Failed };
+        if ok {
+            last.error_class = None;
+            last.error = None;
+            let (serial, key) = (last.serial.clone(), m.key.clone());
+            m.delivered_at(at, serial, key);
+        } else {
+            last.error_class = Some(ErrorClass::RemoteExit);
+            last.error = Some("the mirror's sync failed".into());
+            m.failed_at(at);
+        }
+        m.pending = None;
+        true
+    }
+
+    /// What a mirror's trace files say now.
+    pub fn record_live(&mut self, archive: &str, mirror: &str, live: Live) {
+        self.entry(archive, mirror).live = Some(live);
+    }
+
+    /// Forgets mirrors and archives that `config` no longer has, so the file stays bounded.
+    pub fn keep_configured(&mut self, config: &Config) {
+        self.mirrors.retain(|(archive, mirror), _| {
+            config.archives.contains_key(archive)
+                && (config.mirrors_of(archive).any(|m| &m.name == mirror)
+                    || config.watched.iter().any(|w| &w.name == mirror && w.serves(archive)))
+        });
+    }
+
+    /// Every configured mirror of every archive (or of `only`), as the views show it.
+    pub fn views(&self, config: &Config, only: Option<&str>) -> Vec<MirrorView> {
+        let mut out = Vec::new();
+        for (name, archive) in config.archives.iter().filter(|(n, _)| only.is_none_or(|o| o == *n)) {
+            let far = archive.max_lag * 2;
+            let state = |mirror: &str| {
+                self.get(name, mirror).cloned().unwrap_or_else(|| MirrorState {
+                    archive: name.clone(),
+                    mirror: mirror.to_string(),
+                    ..MirrorState::default()
+                })
+            };
+            for m in config.mirrors_of(name) {
+                let kind = match m.transport {
+                    Transport::Ssh(_) => Kind::Ssh,
+                    Transport::Http(_) => Kind::Http,
+                    Transport::Mqtt(_) => Kind::Mqtt,
+                };
+                out.push(view(state(&m.name), kind, m.enabled, far));
+            }
+            for w in config.watched.iter().filter(|w| w.serves(name)) {
+                out.push(view(state(&w.name), Kind::CheckOnly, w.enabled, far));
+            }
+        }
+        out.sort_by(|a, b| (&a.state.archive, &a.state.mirror).cmp(&(&b.state.archive, &b.state.mirror)));
+        out
+    }
+
+    /// Folds `reports` (oldest first) into a new ledger: what the file would say had it been
+    /// kept all along, as far as the history goes back.
+    pub fn rebuilt<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Self {
+        let mut ledger = Ledger::default();
+        for report in reports {
+            ledger.record(report);
+        }
+        ledger
+    }
+
+    /// The ledger of `state_dir`, read without taking its lock (it is replaced atomically). When
+    /// there is none yet, it is rebuilt from the history in memory (nothing is written: a reader
+    /// may not own `state_dir`). A file that exists but cannot be read or parsed is an error
+    /// naming it.
+    pub fn read(state_dir: &Path, history: &History) -> Result<Self, LedgerError> {
+        match read_file(&state_dir.join(FILE))? {
+            Some(ledger) => Ok(ledger),
+            None => Ok(Ledger::rebuilt(&history.all().unwrap_or_default())),
+        }
+    }
+
+    /// Applies `change` to the ledger of `state_dir` and writes it back, under its lock (every
+    /// process takes it); returns the ledger as written. Missing, it is rebuilt from `history`
+    /// first; unparsable, it is kept aside as `mirrors.json.corrupt-MS` (and says so) and
+    /// rebuilt; unreadable, nothing is written and the error names the file.
+    pub fn update(
+        state_dir: &Path,
+        history: &History,
+        change: impl FnOnce(&mut Ledger),
+    ) -> Result<Ledger, LedgerError> {
+        let path = state_dir.join(FILE);
+        std::fs::create_dir_all(state_dir).map_err(|e| LedgerError::Unreadable { path: path.clone(), source: e })?;
+        let _lock = lock_exclusive(&state_dir.join("mirrors.lock"))
+            .map_err(|e| LedgerError::Unreadable { path: state_dir.join("mirrors.lock"), source: e })?;
+        let mut ledger = match read_file(&path) {
+            Ok(Some(ledger)) => ledger,
+            Ok(None) => Ledger::rebuilt(&history.all().unwrap_or_default()),
+            Err(LedgerError::Corrupt { path, why }) => {
+                let aside = corrupt_name(&path);
+                tracing::error!(file = %path.display(), kept_as = %aside.display(), %why, "the mirrors' state is corrupt: kept aside, rebuilt from the report history");
+                std::fs::rename(&path, &aside)
+                    .map_err(|e| LedgerError::Unreadable { path: path.clone(), source: e })?;
+                Ledger::rebuilt(&history.all().unwrap_or_default())
+            }
+            Err(e) => return Err(e),
+        };
+        change(&mut ledger);
+        let list: Vec<&MirrorState> = ledger.mirrors.values().collect();
+        let body =
+            serde_json::to_vec(&list).map_err(|e| LedgerError::Corrupt { path: path.clone(), why: e.to_string() })?;
+        write_atomic(&path, &body).map_err(|e| LedgerError::Unwritable { path, source: e })?;
+        Ok(ledger)
+    }
+}
+
+/// The file, if there is one.
+fn read_file(path: &Path) -> Result<Option<Ledger>, LedgerError> {
+    let bytes = match read_bounded(path, limit::STATE) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LedgerError::Unreadable { path: path.to_path_buf(), source: e }),
+    };
+    let list: Vec<MirrorState> = serde_json::from_slice(&bytes)
+        .map_err(|e| LedgerError::Corrupt { path: path.to_path_buf(), why: e.to_string() })?;
+    let mirrors = list.into_iter().map(|m| ((m.archive.clone(), m.mirror.clone()), m)).collect();
+    Ok(Some(Ledger { mirrors }))
+}
+
+fn corrupt_name(path: &Path) -> PathBuf {
+    let ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".corrupt-{ms}"));
+    path.with_file_name(name)
+}
+
+/// Why the ledger cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// It exists and cannot be read (permissions, I/O, too large).
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not what pushmirror writes.
+    #[error("{} is not a mirrors' state file: {why}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        why: String,
+    },
+    /// It cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Unwritable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl MirrorState {
+    fn delivered_at(&mut self, at: Timestamp, serial: Option<String>, key: Option<String>) {
+        self.last_ok = Some(at);
+        self.delivered = serial;
+        if key.is_some() {
+            self.key = key;
+        }
+        self.failures = 0;
+        self.failing_since = None;
+        self.deferred = None;
+        self.pending = None;
+    }
+
+    fn failed_at(&mut self, at: Timestamp) {
+        self.failures += 1;
+        self.failing_since.get_or_insert(at);
+        self.deferred = None;
+        self.pending = None;
+    }
+}
+
+/// The one word for `state`, and since when.
+fn view(state: MirrorState, kind: Kind, enabled: bool, far: Duration) -> MirrorView {
+    let far_behind = state
+        .live
+        .as_ref()
+        .is_some_and(|l| l.standing == Standing::Behind && l.lag_ms.is_none_or(|ms| Duration::from_millis(ms) > far));
+    let freshness = state.live.as_ref().and_then(|l| match l.standing {
+        Standing::Behind => Some((Health::Behind, l.since)),
+        Standing::Unreachable => Some((Health::Unreachable, l.since)),
+        Standing::UpToDate | Standing::Syncing => None,
+    });
+    let (health, since) = if !enabled {
+        (Health::Disabled, None)
+    } else if state.failures > 0 {
+        (Health::Failing, state.failing_since)
+    } else if let Some(p) = &state.pending {
+        (Health::Pending, Some(p.since))
+    } else if let Some(d) = &state.deferred {
+        (Health::Deferred, Some(d.since))
+    } else if let Some(f) = freshness {
+        f
+    } else if state.last_ok.is_some() {
+        (Health::Ok, state.last_ok)
+    } else if let Some(l) = state.live.as_ref() {
+        (Health::Ok, l.since)
+    } else {
+        (Health::Unknown, None)
+    };
+    MirrorView { health, since, kind, far_behind, state }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: u64) -> Timestamp {
+        Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s))
+    }
+
+    fn report(serial: &str, start: u64, rows: Vec<(&str, Outcome)>) -> Report {
+        let triggers = rows
+            .into_iter()
+            .map(|(m, o)| {
+                let mut r = TriggerReport::new(m, "http", "https://h/…".into(), Stage::All, o);
+                r.started_at = Some(at(start));
+                r.attempts = 1;
+                if o == Outcome::Failed {
+                    r.error_class = Some(ErrorClass::HttpStatus);
+                    r.error = Some("HTTP 500".into());
+                }
+                if o == Outcome::Deferred {
+                    r.deferred_until = Some(at(start + 3600));
+                }
+                r
+            })
+            .collect();
+        Report::new("debian", Some(serial.into()), "daemon", false, at(start).0, triggers)
+    }
+
+    fn health(l: &Ledger, mirror: &str) -> Health {
+        let state = l.get("debian", mirror).cloned().unwrap_or_default();
+        view(state, Kind::Http, true, Duration::from_secs(86_400)).health
+    }
+
+    /// The bug this ledger exists for: a later push that leaves a failing mirror out (a deferred
+    /// send, `push --only`) must not make it look fine.
+    #[test]
+    fn a_failing_mirror_stays_failing_until_a_trigger_is_delivered() {
+        let mut l = Ledger::default();
+        l.record(&report("1", 0, vec![("a", Outcome::Ok), ("b", Outcome::Failed), ("c", Outcome::Deferred)]));
+        assert_eq!(
+            [health(&l, "a"), health(&l, "b"), health(&l, "c")],
+            [Health::Ok, Health::Failing, Health::Deferred]
+        );
+        // The daemon sends c's deferred trigger alone: b is still failing, c is ok.
+        l.record(&report("1", 3600, vec![("c", Outcome::Ok)]));
+        assert_eq!([health(&l, "b"), health(&l, "c")], [Health::Failing, Health::Ok]);
+        l.record(&report("2", 4000, vec![("b", Outcome::Failed)]));
+        let b = l.get("debian", "b").unwrap();
+        assert_eq!((b.failures, b.failing_since), (2, Some(at(0))));
+        l.record(&report("3", 5000, vec![("b", Outcome::Ok)]));
+        let b = l.get("debian", "b").unwrap();
+        assert_eq!((health(&l, "b"), b.failures, b.delivered.as_deref()), (Health::Ok, 0, Some("3")));
+    }
+
+    #[test]
+    fn a_late_ack_settles_the_pending_trigger_it_answers() {
+        let mut l = Ledger::default();
+        l.record(&report("7", 0, vec![("m", Outcome::Pending)]));
+        assert_eq!(health(&l, "m"), Health::Pending);
+        assert!(!l.record_ack("debian", "m", Some("6"), true, at(10)), "an ack for another serial");
+        assert!(l.record_ack("debian", "m", Some("7"), true, at(20)));
+        let m = l.get("debian", "m").unwrap();
+        assert_eq!((health(&l, "m"), m.delivered.as_deref(), m.last_ok), (Health::Ok, Some("7"), Some(at(20))));
+    }
+
+    #[test]
+    fn interrupted_and_skipped_rows_change_nothing() {
+        let mut l = Ledger::default();
+        l.record(&report("1", 0, vec![("m", Outcome::Ok)]));
+        let mut r = report("2", 10, vec![("m", Outcome::Failed)]);
+        r.triggers[0].error_class = Some(ErrorClass::Interrupted);
+        l.record(&r);
+        l.record(&report("3", 20, vec![("m", Outcome::Skipped)]));
+        assert_eq!(l.get("debian", "m").unwrap().delivered.as_deref(), Some("1"));
+        assert_eq!(health(&l, "m"), Health::Ok);
+    }
+
+    #[test]
+    fn a_missing_file_is_rebuilt_from_history_and_a_corrupt_one_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = History::new(dir.path(), 10);
+        history.save(&report("1", 0, vec![("b", Outcome::Failed)])).unwrap();
+        let read = Ledger::read(dir.path(), &history).unwrap();
+        assert_eq!(read.get("debian", "b").unwrap().failures, 1);
+        assert!(!dir.path().join(FILE).exists(), "a reader writes nothing");
+        std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        let e = Ledger::read(dir.path(), &history).unwrap_err();
+        assert!(e.to_string().contains("mirrors.json"), "{e}");
+        let written = Ledger::update(dir.path(), &history, |_| {}).unwrap();
+        assert_eq!(written, read);
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("mirrors.json.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(Ledger::read(dir.path(), &history).unwrap(), read);
+    }
+}
