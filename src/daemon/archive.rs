@@ -265,11 +265,13 @@ impl ArchiveState {
 }
 
 /// A row is final for the journal when the mirror will get nothing more in this push and it was
-/// not cut short by shutdown (cut-short triggers are resent on resume).
+/// not cut short by shutdown (cut-short triggers are resent on resume). A deferred one is not:
+/// until the push ends it is kept nowhere else, so a resumed push defers it again (its rate
+/// limit is persisted) rather than lose it.
 fn is_final(row: &TriggerReport) -> bool {
     // A pending MQTT stage 1 is followed by stage 2 too (the engine publishes it).
     let more_to_come = row.stage == Stage::Stage1 && matches!(row.outcome, Outcome::Ok | Outcome::Pending);
-    !more_to_come && !row.is_interrupted()
+    !more_to_come && !row.is_interrupted() && row.outcome != Outcome::Deferred
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

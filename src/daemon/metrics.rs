@@ -301,6 +301,28 @@ mod tests {
         }
     }
 
+    /// Prometheus text 0.0.4 names a counter's family as its samples (`…_total`) and has no
+    /// `# EOF`: promtool refused the OpenMetrics form ("no help text" for the `_total` samples).
+    #[test]
+    fn prometheus_text_names_counters_as_their_samples() {
+        let metrics = Metrics::default();
+        let row = TriggerReport::new(
+            "m",
+            "http",
+            "h".into(),
+            crate::vocab::model::Stage::All,
+            crate::vocab::model::Outcome::Ok,
+        );
+        metrics.trigger_ended(&row);
+        let open = metrics.scrape(None, true);
+        assert!(open.contains("# TYPE pushmirror_triggers counter") && open.ends_with("# EOF\n"), "{open}");
+        let text = metrics.scrape(None, false);
+        assert!(text.contains("# HELP pushmirror_triggers_total Triggers by mirror and outcome"), "{text}");
+        assert!(text.contains("# TYPE pushmirror_triggers_total counter"), "{text}");
+        assert!(text.contains(r#"pushmirror_triggers_total{mirror="m",outcome="ok"} 1"#), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
     #[test]
     fn a_sweep_updates_lag_series_in_place_and_removes_only_those_gone() {
         let metrics = Metrics::default();

@@ -179,6 +179,7 @@ impl Running {
             on_done: Some(on_done),
             on_attempt: Some(on_attempt),
             cancel: Some(self.core.hard_stop.clone()),
+            stop: Some(self.core.shutdown.clone()),
             ..Options::default()
         }
     }

@@ -76,10 +76,11 @@ pub fn store(state_dir: &std::path::Path, history: &History, report: &Report) {
     if report.dry_run {
         return;
     }
+    // The ledger first: one rebuilt from the history must not count this report twice.
+    change_ledger(state_dir, history, |l| l.record(report));
     if let Err(e) = history.save(report) {
         tracing::error!(dir = %state_dir.display(), error = %e, "cannot write the report to the history");
     }
-    change_ledger(state_dir, history, |l| l.record(report));
 }
 
 /// Changes the ledger of `state_dir` (blocking file work); a failure is logged.

@@ -278,3 +278,40 @@ async fn a_state_dir_that_is_a_file_fails_check_and_push_sends_nothing() {
     assert_eq!(push.status.code(), Some(2), "{}", stderr(&push));
     assert_eq!(rx.log().count(), 0, "a push that cannot be recorded sends nothing");
 }
+
+/// On a terminal, `push` shows a mirror that is down at its first failed attempt (it used to stay
+/// silent through all its retries at the default verbosity): a line per retry and per failure
+/// above a bar with the counts. Nothing of it with `-q`, nor when stderr is not a terminal. The
+/// terminal is a pseudo-terminal from util-linux's `script`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_on_a_terminal_shows_each_retry_and_failure_as_it_happens() {
+    let down = HttpReceiver::builder().reply(Reply::Status(503)).start().await.unwrap();
+    let up = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("down", &down.url("/"), "retries: 2\n");
+    f.http_mirror("up", &up.url("/"), "");
+    let on_terminal = |quiet: bool| {
+        let command = format!(
+            "{} -c {}{} push",
+            env!("CARGO_BIN_EXE_pushmirror"),
+            f.config_path().display(),
+            if quiet { " -q" } else { "" }
+        );
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("script").args(["-qefc", &command, "/dev/null"]).output().expect("script")
+        })
+    };
+    let shown = stdout(&on_terminal(false).await.unwrap());
+    for want in [
+        "retrying  down: attempt 1 failed (http-status",
+        "retrying  down: attempt 2 failed",
+        "failed    down (http-status)",
+    ] {
+        assert!(shown.contains(want), "missing `{want}` in:\n{shown}");
+    }
+    assert!(!shown.contains("retrying  up") && !shown.contains("failed    up"), "{shown}");
+    let quiet = stdout(&on_terminal(true).await.unwrap());
+    assert!(!quiet.contains("retrying") && quiet.contains("down"), "-q shows the report only:\n{quiet}");
+    let piped = cli(f.config_path(), &["push"]).await;
+    assert!(!stderr(&piped).contains("retrying"), "{}", stderr(&piped));
+}

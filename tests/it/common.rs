@@ -186,3 +186,67 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
     .await;
     assert!(ok.is_ok(), "never happened: {what}");
 }
+
+/// `promtool check metrics` accepts `text` (Prometheus' own linter, from Debian's `prometheus`);
+/// required under `CI`, skipped elsewhere when missing.
+pub fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(std::env::var_os("CI").is_none(), "promtool is required in CI (apt-get install prometheus)");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics:\n{said}\n{text}");
+}
+
+/// `perf` is performance data as the monitoring-plugins guidelines define it: space-separated
+/// `'label'=value[UOM];[warn];[crit];[min];[max]`, labels without `=` or `'`, values numbers,
+/// thresholds ranges (`[@][start:]end`, `~` for minus infinity).
+pub fn assert_perfdata(perf: &str) {
+    let number = |s: &str| !s.is_empty() && s.parse::<f64>().is_ok();
+    let range = |s: &str| {
+        let s = s.strip_prefix('@').unwrap_or(s);
+        match s.split_once(':') {
+            Some((start, end)) => (start == "~" || number(start)) && (end.is_empty() || number(end)),
+            None => number(s),
+        }
+    };
+    assert!(!perf.is_empty(), "no perfdata");
+    // Items are separated by spaces outside quoted labels.
+    let mut items = vec![String::new()];
+    let mut quoted = false;
+    for c in perf.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            ' ' if !quoted => {
+                items.push(String::new());
+                continue;
+            }
+            _ => {}
+        }
+        items.last_mut().unwrap().push(c);
+    }
+    for item in &items {
+        let (label, rest) = item.rsplit_once('=').unwrap_or_else(|| panic!("`{item}`: no `=`"));
+        let label = label.strip_prefix('\'').and_then(|l| l.strip_suffix('\'')).unwrap_or(label);
+        assert!(!label.is_empty() && !label.contains(['=', '\'']), "`{item}`: bad label");
+        let fields: Vec<&str> = rest.split(';').collect();
+        assert!(fields.len() <= 5, "`{item}`: more than value;warn;crit;min;max");
+        let value = fields[0].trim_end_matches(|c: char| c.is_ascii_alphabetic() || c == '%');
+        assert!(number(value), "`{item}`: value `{}` is not a number", fields[0]);
+        for t in fields.iter().skip(1).take(2).filter(|t| !t.is_empty()) {
+            assert!(range(t), "`{item}`: threshold `{t}` is not a range");
+        }
+        for m in fields.iter().skip(3).filter(|m| !m.is_empty()) {
+            assert!(number(m), "`{item}`: min/max `{m}` is not a number");
+        }
+    }
+}

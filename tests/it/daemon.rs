@@ -413,11 +413,20 @@ async fn the_daemon_follows_each_pushed_mirror_until_it_serves_the_version() {
     d.until("pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
     // The receiver also answers the freshness sweep's GETs; the trigger is the one to /trigger.
     let triggered = rx.log().hits().iter().find(|h| h.uri == "/trigger").expect("triggered").at;
+    // While it is followed, /status and the page show the propagation, with its deadline.
+    d.until("following shown", |s| s.archives[0].propagation.as_ref().is_some_and(|p| !p.rows.is_empty())).await;
+    let following = d.daemon.status.borrow().archives[0].propagation.clone().unwrap();
+    assert_eq!((following.version.as_str(), following.followed), ("2026112502", 1));
+    assert_eq!(following.deadline.0.duration_since(following.started_at.0).unwrap(), Duration::from_secs(6 * 3600));
+    assert_eq!((following.rows[0].mirror.as_str(), following.rows[0].live_after_ms), ("m", None));
+    let page = reqwest::get(format!("http://{}/", d.daemon.addr)).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Propagation of 2026112502 (following, until "), "{page}");
     tokio::time::sleep_until(triggered + Duration::from_secs(40)).await;
     rx.publish("/debian/project/trace/master", &master("2026112502"));
     d.until("propagation recorded", |s| s.archives[0].last_report.as_ref().is_some_and(|r| !r.propagation.is_empty()))
         .await;
     let report = d.daemon.status.borrow().archives[0].last_report.clone().unwrap();
+    assert!(d.daemon.status.borrow().archives[0].propagation.is_none(), "no longer shown as following");
     let p = &report.propagation[0];
     assert_eq!((p.mirror.as_str(), p.live_after_ms, p.checks, p.live_before_push), ("m", Some(75_000), 5, false));
 
@@ -552,6 +561,10 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
     watched.chain = vec!["hub-a.example.org".into(), "watch-1.example.org".into()];
     freshness.push(watched);
     report.propagation_deadline_ms = Some(6 * 3_600_000);
+    // Swept up to date before the archive pushed 2026112902: it serves an older version now.
+    let mut earlier = freshness[0].clone();
+    (earlier.mirror, earlier.version, earlier.chain) = ("hub-c.example.org".into(), Some("2026112901".into()), vec![]);
+    freshness.push(earlier);
     let status = DaemonStatus {
         started_at: Some(Timestamp(now)),
         mirrors_error: None,
@@ -562,7 +575,11 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
             last_report: Some(report),
             ..ArchiveStatus::default()
         }],
-        deferred: vec![],
+        deferred: vec![pushmirror::daemon::status::DeferredTrigger {
+            archive: "debian".into(),
+            mirror: "leaf-1.example.edu".into(),
+            until: Timestamp(now + std::time::Duration::from_secs(3600)),
+        }],
         acks: vec![],
         freshness,
     };
@@ -587,6 +604,8 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
         dom.contains("<tr><td>1</td><td>hub-a.example.org, hub-b.example.net</td><td></td><td>5m30s</td></tr>"),
         "{dom}"
     );
+    assert!(dom.contains("<td>hub-c.example.org</td><td class=\"syncing\">syncing</td><td>2026112901</td>"), "{dom}");
+    assert!(dom.contains("<th>allowed from</th>") && !dom.contains("sent at"), "a future time is not when it was sent");
     let tiers = dom.split("class=\"tiers\"").nth(1).unwrap().split("</table>").next().unwrap();
     assert!(!tiers.contains("watch-1"), "a check-only mirror counted in a tier: {tiers}");
     assert!(dom.contains("<td>leaf-1.example.edu, leaf-2.example.com, leaf-3.example.de, leaf-4.example.fr</td><td>hub-a.example.org, hub-b.example.net</td><td>21m00s</td>"), "{dom}");
@@ -601,4 +620,68 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
     if let Some(dest) = std::env::var_os("PUSHMIRROR_SCREENSHOT_PROPAGATION") {
         std::fs::write(dest, png).unwrap();
     }
+}
+
+/// SIGTERM ends a trigger that only sleeps in backoff at once (it stays due and is resent at the
+/// next start): the daemon stops without waiting for the backoff, nor the grace period. Paused
+/// time: "at once" is virtual time, exact.
+#[tokio::test(start_paused = true)]
+async fn sigterm_ends_a_trigger_sleeping_in_backoff_at_once() {
+    let failing = HttpReceiver::builder().reply(Reply::Status(503)).start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("1s", "1s"));
+    f.mirror("m", &format!("http:\n  url: {}\nretries: 5\nbackoff: {{ initial: 1h, max: 1h }}\n", failing.url("/")));
+    let shutdown = CancellationToken::new();
+    let (_reload, rx) = mpsc::unbounded_channel();
+    let control = Control { clock: Clock::following_tokio(), ..Control::new(shutdown.clone(), rx) };
+    let grace = Duration::from_secs(24 * 3600);
+    let daemon = pushmirror::daemon::start(f.config_path(), f.config(), control, grace).await.unwrap();
+    let mut status = daemon.status.clone();
+    status.wait_for(|s| s.archives[0].pushed_version.is_some()).await.unwrap();
+    f.set_serial("2026112502");
+    failing.log().wait_for(1).await;
+    // The first attempt failed; its retry waits up to an hour.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stopping = Instant::now();
+    shutdown.cancel();
+    daemon.wait().await.expect("the daemon stopped cleanly");
+    // Not another attempt after the backoff, and not the backoff itself (nor the grace).
+    assert_eq!(failing.log().count(), 1);
+    assert!(stopping.elapsed() < Duration::from_secs(60), "waited {:?}", stopping.elapsed());
+    assert!(f.path("state/daemon/debian.due").exists(), "the push stays due, to resume at the next start");
+}
+
+/// A push cut short by a restart while one mirror was deferred by its rate limit: after the
+/// restart the mirror is shown deferred (in `/status`'s `deferred` and as its state), never
+/// "skipped: delivered before the restart", and its trigger is still sent when allowed.
+#[tokio::test(start_paused = true)]
+async fn a_deferred_mirror_stays_deferred_across_a_restart() {
+    let limited = HttpReceiver::start().await.unwrap();
+    let slow = HttpReceiver::builder().script([Reply::Status(200), Reply::Hang]).start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("1s", "1s"));
+    f.mirror("limited", &format!("http:\n  url: {}\nrate_limit: 1/1h\n", limited.url("/")));
+    f.mirror("slow", &format!("http:\n  url: {}\ntimeout: 1h\n", slow.url("/")));
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    f.set_serial("2026112502");
+    d.until("2 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
+    f.set_serial("2026112503");
+    d.until("limited deferred in the running push", |s| {
+        s.archives[0].push.as_ref().is_some_and(|p| p.done.iter().any(|r| r.mirror == "limited"))
+    })
+    .await;
+    d.stop().await;
+
+    let d = start(&f).await;
+    let status: serde_json::Value =
+        reqwest::get(format!("http://{}/status", d.daemon.addr)).await.unwrap().json().await.unwrap();
+    let deferred: Vec<&str> =
+        status["deferred"].as_array().unwrap().iter().filter_map(|t| t["mirror"].as_str()).collect();
+    assert_eq!(deferred, ["limited"], "{status:#}");
+    let state = status["archives"][0]["mirrors"].as_array().unwrap().iter().find(|m| m["mirror"] == "limited").cloned();
+    assert_eq!(state.as_ref().map(|m| m["health"].clone()), Some("deferred".into()), "{status:#}");
+    limited.log().wait_for(2).await;
+    d.until("sent, nothing deferred", |s| s.deferred.is_empty()).await;
+    d.stop().await;
 }

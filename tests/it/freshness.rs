@@ -301,3 +301,45 @@ async fn a_staged_mirror_whose_stage_two_failed_is_not_followed() {
     assert_eq!(followed, ["whole"], "{:?}", report.triggers);
     assert_eq!(report.propagation[0].live_after_ms, Some(5000));
 }
+
+/// Propagation is followed per trigger: each mirror from the delivery of its own trigger, not
+/// from the end of the whole push (one mirror answering after 25 s used to make every mirror
+/// "live after 25 s" or more); a mirror that served the version before the push began is recorded
+/// live before the push. Paused time.
+#[tokio::test(start_paused = true)]
+async fn each_mirror_is_followed_from_its_own_delivery() {
+    let slow = HttpReceiver::builder().reply(Reply::Delay(Duration::from_secs(25), 200)).start().await.unwrap();
+    let fast = HttpReceiver::start().await.unwrap();
+    let already = HttpReceiver::start().await.unwrap();
+    let copies = [HttpReceiver::start().await.unwrap(), HttpReceiver::start().await.unwrap()];
+    let f = Fixture::new();
+    f.set_main("mirrors_dir: mirrors.d\nstate_dir: state\narchives:\n  debian:\n    root: archive\n    propagation_timeout: 10m\n");
+    f.set_serial("2026112902");
+    for copy in &copies {
+        publish(copy, "2026112901", Duration::from_secs(3600), None);
+    }
+    publish(&already, "2026112902", Duration::from_secs(60), None);
+    f.http_mirror("slow", &slow.url("/t"), &format!("timeout: 1m\ncheck: {}\n", copies[0].url("/debian")));
+    f.http_mirror("fast", &fast.url("/t"), &format!("check: {}\n", copies[1].url("/debian")));
+    f.http_mirror("already", &already.url("/t"), &format!("check: {}\n", already.url("/debian")));
+    // Both copies sync a second after the push started.
+    let synced = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for copy in &copies {
+            publish(copy, "2026112902", Duration::from_secs(1), None);
+        }
+        copies
+    });
+    let config = f.config();
+    let plan = pushmirror::push::plan_push(&config, &PushRequest::default()).unwrap();
+    let options = pushmirror::push::engine::Options::default();
+    let report = pushmirror::observe::propagation::push_and_follow(&config, &plan, &options, "cli").await.unwrap();
+    let _copies = synced.await.unwrap();
+    let seen = |m: &str| {
+        let p = report.propagation.iter().find(|p| p.mirror == m).unwrap();
+        (p.live_before_push, p.delivered_after_ms, p.live_after_ms)
+    };
+    assert_eq!(seen("already"), (true, None, Some(0)));
+    assert_eq!(seen("fast"), (false, Some(0), Some(5_000)), "followed from its own delivery");
+    assert_eq!(seen("slow"), (false, Some(25_000), Some(30_000)));
+}

@@ -639,3 +639,151 @@ fn check_counts_each_transport_and_the_check_only_mirrors() {
     assert_eq!(json["mirrors"], 4);
     assert_eq!(json["by_kind"], serde_json::json!({ "ssh": 0, "http": 1, "mqtt": 2, "check_only": 1 }));
 }
+
+/// A broker that refuses the sender's password: every MQTT mirror fails `auth` after one
+/// attempt, at once — a refused login is permanent (it used to be retried until the mirror's
+/// whole `timeout` had passed, 1 h here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_broker_login_fails_auth_at_once_without_retries() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let patient = "mqtt: {}\ntimeout: 1h\nretries: 3\n";
+    let (f, _) = upstream(&broker.url(), None, &[("m1", patient)]);
+    f.secret("secrets/mqtt", "not-the-password");
+    let report = f.push(PushRequest { archive: Some("debian".into()), ..PushRequest::default() }).await;
+    let r = row(&report, "m1");
+    assert_eq!((r.outcome, r.error_class, r.attempts), (Outcome::Failed, Some(ErrorClass::Auth), 1), "{r:?}");
+    assert!(r.duration_ms < 3_600_000, "waited for the mirror's timeout: {r:?}");
+}
+
+/// One scenario through every view of a mirror's state: five mirrors — one ok, one failing, one
+/// rate-limited and then sent late, one MQTT mirror whose ack never comes (pending), one
+/// check-only mirror serving an old version (behind). `status --check`, `status --format json`,
+/// `list --format json`, the daemon's `/status` and `/metrics` must say the same of each, before
+/// and after a restart of the daemon. `promtool check metrics` accepts `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_view_of_every_mirror_agrees_before_and_after_a_restart() {
+    use pushmirror::demo::{HttpReceiver, Reply};
+    let Some(broker) = network(&["pend"], false) else { return };
+    let ok = HttpReceiver::start().await.unwrap();
+    let failing = HttpReceiver::builder().reply(Reply::Status(500)).start().await.unwrap();
+    let limited = HttpReceiver::start().await.unwrap();
+    let copy = HttpReceiver::start().await.unwrap();
+    copy.publish(
+        "/debian/project/trace/master",
+        "Sun Nov  1 08:52:03 UTC 2026\nArchive serial: 2026110101\nDate: Sun, 01 Nov 2026 08:52:03 +0000\n",
+    );
+    let http = |url: String, extra: &str| format!("http:\n  url: {url}\nretries: 0\n{extra}");
+    let (f, _) = upstream(
+        &broker.url(),
+        None,
+        &[
+            ("ok", &http(ok.url("/"), "")),
+            ("failing", &http(failing.url("/"), "")),
+            ("limited", &http(limited.url("/"), "rate_limit: 1/3s\n")),
+            ("pend", "mqtt: { ack_timeout: 1s }\n"),
+            ("behind", &format!("check: {}\n", copy.url("/debian"))),
+        ],
+    );
+    f.set_serial("1");
+    let expected: Vec<(String, String)> =
+        [("behind", "behind"), ("failing", "failing"), ("limited", "ok"), ("ok", "ok"), ("pend", "pending")]
+            .iter()
+            .map(|(m, h)| (m.to_string(), h.to_string()))
+            .collect();
+
+    let (d, shutdown) = daemon(&f).await;
+    until(&d, "first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    f.set_serial("2");
+    until(&d, "2 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2")).await;
+    f.set_serial("3");
+    until(&d, "3 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("3")).await;
+    limited.log().wait_for(2).await;
+    until(&d, "the deferred trigger sent, the sweep done", |s| s.deferred.is_empty() && !s.freshness.is_empty()).await;
+    let check = agree(&f, &d, &expected).await;
+    assert_eq!(check.status.code(), Some(2), "one failing mirror is critical");
+    shutdown.cancel();
+    d.wait().await.unwrap();
+
+    let (d, shutdown) = daemon(&f).await;
+    until(&d, "swept again", |s| !s.freshness.is_empty()).await;
+    agree(&f, &d, &expected).await;
+    shutdown.cancel();
+    d.wait().await.unwrap();
+}
+
+/// Asserts that every view gives each mirror the `expected` state; returns `status --check`'s
+/// output.
+async fn agree(f: &Fixture, d: &Daemon, expected: &[(String, String)]) -> std::process::Output {
+    let cli = |args: &'static [&'static str]| {
+        let config = f.config_path();
+        tokio::task::spawn_blocking(move || crate::common::run_bin(&config, args))
+    };
+    let json = |o: &std::process::Output| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap();
+    let sorted = |mut v: Vec<(String, String)>| {
+        v.sort();
+        v
+    };
+    let pairs = |list: &serde_json::Value, name: &str, state: &str| -> Vec<(String, String)> {
+        sorted(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .map(|m| (m[name].as_str().unwrap().to_string(), m[state].as_str().unwrap().to_string()))
+                .collect(),
+        )
+    };
+
+    let status = json(&cli(&["--format", "json", "status"]).await.unwrap());
+    assert_eq!(pairs(&status["archives"]["debian"]["mirrors"], "mirror", "health"), expected, "status --format json");
+
+    let listed = json(&cli(&["--format", "json", "list"]).await.unwrap());
+    let states: Vec<(String, String)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_string(), m["states"][0]["health"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(sorted(states), expected, "list --format json");
+
+    let served: serde_json::Value =
+        reqwest::get(format!("http://{}/status", d.addr)).await.unwrap().json().await.unwrap();
+    assert_eq!(pairs(&served["archives"][0]["mirrors"], "mirror", "health"), expected, "/status");
+
+    let metrics = reqwest::get(format!("http://{}/metrics", d.addr)).await.unwrap();
+    let kind = metrics.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let metrics = metrics.text().await.unwrap();
+    let mut from_metrics: Vec<(String, String)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("pushmirror_mirror_state{"))
+        .filter(|l| l.ends_with("} 1"))
+        .map(|l| {
+            let label =
+                |k: &str| l.split(&format!("{k}=\"")).nth(1).and_then(|v| v.split('"').next()).unwrap().to_string();
+            (label("mirror"), label("state"))
+        })
+        .collect();
+    from_metrics.sort();
+    assert_eq!(from_metrics, expected, "/metrics:\n{metrics}");
+    crate::common::promtool_accepts(&metrics);
+
+    let check = cli(&["status", "--check"]).await.unwrap();
+    let text = stdout(&check);
+    let (line, perf) = text.lines().next().unwrap().split_once(" | ").expect("perfdata");
+    crate::common::assert_perfdata(perf);
+    assert_eq!(line, "PUSHMIRROR CRITICAL - 1 failing (failing), 1 pending (pend), 1 behind (behind)", "{text}");
+    assert!(perf.starts_with("ok=2;;;0;5 failed=1;;0;0;5 pending=1;;;0;5 deferred=0;;;0;5 behind=1;;;0;5 "), "{perf}");
+    let long: Vec<(String, String)> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (who, rest) = l.split_once(": ").unwrap();
+            (who.trim_start_matches("debian/").to_string(), rest.split(' ').next().unwrap().to_string())
+        })
+        .collect();
+    let not_ok: Vec<(String, String)> = expected.iter().filter(|(_, h)| h != "ok").cloned().collect();
+    assert_eq!(sorted(long), not_ok, "the long output");
+    let judged = json(&cli(&["--format", "json", "status", "--check"]).await.unwrap());
+    assert_eq!((judged["state"].as_str(), judged["counts"]["failed"].as_u64()), (Some("CRITICAL"), Some(1)));
+    check
+}

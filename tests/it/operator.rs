@@ -310,3 +310,64 @@ fn the_man_page_renders_with_every_section() {
     }
     assert!(!text.contains("pushmirror-"), "refers to a page that is not shipped:\n{text}");
 }
+
+/// The perfdata checker used by the `status --check` tests holds to the grammar: it accepts
+/// what the monitoring-plugins guidelines allow and refuses what they do not.
+#[test]
+#[should_panic(expected = "not a number")]
+fn the_perfdata_checker_refuses_a_value_that_is_not_a_number() {
+    crate::common::assert_perfdata("ok=997;;;0 'a b'=3s;5;10:;0;100 failed=2;~:1;@0:3;0 bad=x;;;0");
+}
+
+#[test]
+#[should_panic(expected = "more than value;warn;crit;min;max")]
+fn the_perfdata_checker_refuses_extra_fields() {
+    crate::common::assert_perfdata("ok=1;;;0;5;6");
+}
+
+/// A failing mirror stays failing in every view until a trigger is delivered to it: a later
+/// push that leaves it out (`push --only` another mirror) used to turn `status --check` from
+/// CRITICAL to OK while `list` still said failed.
+#[tokio::test]
+async fn a_push_that_leaves_a_failing_mirror_out_does_not_hide_it() {
+    let ok = HttpReceiver::start().await.unwrap();
+    let refusing = HttpReceiver::builder().reply(Reply::Status(404)).start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("good", &ok.url("/"), "");
+    f.http_mirror("broken", &refusing.url("/"), "");
+    cli(f.config_path(), &["push"]).await;
+    cli(f.config_path(), &["push", "--only", "good"]).await;
+    let check = cli(f.config_path(), &["status", "--check"]).await;
+    assert_eq!(check.status.code(), Some(2), "{}", stdout(&check));
+    assert!(stdout(&check).starts_with("PUSHMIRROR CRITICAL - 1 failing (broken) | "), "{}", stdout(&check));
+    let listed: serde_json::Value =
+        serde_json::from_slice(&cli(f.config_path(), &["--format", "json", "list"]).await.stdout).unwrap();
+    let broken = listed.as_array().unwrap().iter().find(|m| m["name"] == "broken").unwrap();
+    assert_eq!(
+        (broken["states"][0]["health"].as_str(), broken["states"][0]["failures"].as_u64()),
+        (Some("failing"), Some(1))
+    );
+    let status = stdout(&cli(f.config_path(), &["status"]).await);
+    assert!(status.lines().any(|l| l.starts_with("broken") && l.contains("failing")), "{status}");
+}
+
+/// A corrupt newest report: `status` shows the one before it (it used to say "no reports yet",
+/// and `status --check` "UNKNOWN - no push reports yet").
+#[tokio::test]
+async fn a_corrupt_newest_report_does_not_hide_the_ones_before_it() {
+    let ok = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("m", &ok.url("/"), "");
+    cli(f.config_path(), &["push", "--serial", "1"]).await;
+    cli(f.config_path(), &["push", "--serial", "2"]).await;
+    let mut reports: Vec<_> = std::fs::read_dir(f.path("state/reports")).unwrap().map(|e| e.unwrap().path()).collect();
+    reports.sort();
+    std::fs::write(reports.last().unwrap(), "{ half a report").unwrap();
+    // The mirrors' state is rebuilt from the history too, as after a lost state file.
+    std::fs::remove_file(f.path("state/mirrors.json")).unwrap();
+    let status = stdout(&cli(f.config_path(), &["status"]).await);
+    assert!(status.starts_with("== debian: last push 1 at "), "{status}");
+    let check = cli(f.config_path(), &["status", "--check"]).await;
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    assert!(stdout(&check).starts_with("PUSHMIRROR OK - 1 of 1 mirror(s) ok | "), "{}", stdout(&check));
+}

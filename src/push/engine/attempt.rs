@@ -44,7 +44,7 @@ pub(super) async fn attempt_until_done<T: Trigger>(
         let span =
             tracing::info_span!("trigger", mirror = %mirror.name, archive = %req.archive, %stage, attempt = attempts);
         let interrupted = || AttemptError::permanent(ErrorClass::Interrupted, INTERRUPTED);
-        let Some(attempt) = slots.acquire(&options.cancel).await else { break Err(interrupted()) };
+        let Some(attempt) = slots.acquire(options.waits_end()).await else { break Err(interrupted()) };
         let attempt_started = tokio::time::Instant::now();
         let bounded = tokio::time::timeout(attempt_budget(mirror, stage), transport.fire(req, &attempt));
         let result = match unless_cancelled(&options.cancel, bounded.instrument(span.clone())).await {
@@ -62,7 +62,11 @@ pub(super) async fn attempt_until_done<T: Trigger>(
                 span.in_scope(|| {
                     tracing::info!(class = %e.class, error = %e.message, retry_in = ?delay, "attempt failed, retrying")
                 });
-                if unless_cancelled(&options.cancel, tokio::time::sleep(delay)).await.is_none() {
+                if let Some(f) = &options.on_retry {
+                    let (mirror, class, error) = (mirror.name.clone(), e.class, e.message.clone());
+                    f(&super::Retry { mirror, attempt: attempts, class, error, delay });
+                }
+                if unless_cancelled(options.waits_end(), tokio::time::sleep(delay)).await.is_none() {
                     break Err(interrupted());
                 }
             }

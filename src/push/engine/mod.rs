@@ -41,6 +41,24 @@ pub fn also(first: Option<OnDone>, then: impl Fn(&TriggerReport) + Send + Sync +
     })
 }
 
+/// A failed attempt that will be retried.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// The mirror.
+    pub mirror: String,
+    /// The attempt that failed (1 for the first).
+    pub attempt: u32,
+    /// Its error class.
+    pub class: ErrorClass,
+    /// Its error in words.
+    pub error: String,
+    /// How long until the next attempt.
+    pub delay: Duration,
+}
+
+/// Called when a failed attempt is about to be retried (progress on a terminal).
+pub type OnRetry = Arc<dyn Fn(&Retry) + Send + Sync>;
+
 /// Called after every attempt with how long it took (metrics).
 pub type OnAttempt = Arc<dyn Fn(Duration) + Send + Sync>;
 
@@ -55,8 +73,21 @@ pub struct Options {
     pub on_done: Option<OnDone>,
     /// Attempt-duration callback.
     pub on_attempt: Option<OnAttempt>,
+    /// Retry callback.
+    pub on_retry: Option<OnRetry>,
     /// Cancelled: triggers not yet delivered end as failed ("interrupted") at once.
     pub cancel: Option<CancellationToken>,
+    /// Cancelled: no new attempt starts — a trigger waiting for a slot, sleeping in backoff or
+    /// waiting for its rate limit ends as interrupted at once; running attempts go on (until
+    /// [`Options::cancel`]).
+    pub stop: Option<CancellationToken>,
+}
+
+impl Options {
+    /// What ends a wait between attempts: [`Options::stop`], else [`Options::cancel`].
+    fn waits_end(&self) -> &Option<CancellationToken> {
+        if self.stop.is_some() { &self.stop } else { &self.cancel }
+    }
 }
 
 /// The error message of a trigger cut short by [`Options::cancel`]; its class is
@@ -213,7 +244,7 @@ impl<T: Trigger> Engine<T> {
                     Ok(Admission::Allowed) => break,
                     Ok(Admission::DeferredUntil(until)) if options.wait => {
                         tracing::info!(mirror = %job.mirror.name, until = %Timestamp(until), "rate limit: waiting");
-                        if unless_cancelled(&options.cancel, tokio::time::sleep(self.clock.until(until)))
+                        if unless_cancelled(options.waits_end(), tokio::time::sleep(self.clock.until(until)))
                             .await
                             .is_none()
                         {

@@ -388,5 +388,10 @@ mod tests {
         assert_eq!(back.triggers, r.triggers);
         assert_eq!(back.summary, r.summary);
         assert!(r.to_table().contains("debian serial 2026112501: 1 ok, 1 failed, 1 deferred, 0 skipped"));
+        // Pending MQTT mirrors are in the summary line too.
+        let mut r = r;
+        r.triggers.push(trigger("d", Outcome::Pending));
+        r.summary.count(Outcome::Pending);
+        assert!(r.to_table().contains(": 1 ok, 1 failed, 1 deferred, 1 pending, 0 skipped"), "{}", r.to_table());
     }
 }

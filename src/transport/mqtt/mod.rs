@@ -388,13 +388,15 @@ async fn publish(inner: Arc<Inner>, publication: Arc<Publication>, timeout: Dura
     };
     let shared = &inner.shared;
     let mut link = shared.link.subscribe();
-    let connected = tokio::time::timeout_at(deadline, link.wait_for(|l| l.up || l.dead)).await.is_ok();
+    // Up, dead, or refused for good (a refused login): waiting longer cannot help.
+    let settled = |l: &Link| l.up || l.dead || l.error.as_ref().is_some_and(|(_, transient, _)| !transient);
+    let _ = tokio::time::timeout_at(deadline, link.wait_for(settled)).await;
     let state = link.borrow().clone();
     if state.dead {
         let why = state.error.map_or_else(|| "the MQTT connection ended".to_string(), |(_, _, why)| why);
         return Err(AttemptError::permanent(ErrorClass::Internal, why));
     }
-    if !connected {
+    if !state.up {
         let (class, transient, why) =
             state.error.unwrap_or((ErrorClass::Timeout, true, "no connection yet".to_string()));
         let message = format!("broker {}: {why}", shared.broker);
