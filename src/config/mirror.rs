@@ -177,10 +177,11 @@ pub struct SshTarget {
 
 impl fmt::Display for SshTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.port == 22 {
-            write!(f, "{}@{}", self.user, self.host)
-        } else {
-            write!(f, "{}@{}:{}", self.user, self.host, self.port)
+        // An IPv6 address with a port is bracketed, as OpenSSH writes it: `user@[::1]:2222`.
+        match (self.port, self.host.contains(':')) {
+            (super::defaults::SSH_PORT, _) => write!(f, "{}@{}", self.user, self.host),
+            (port, true) => write!(f, "{}@[{}]:{port}", self.user, self.host),
+            (port, false) => write!(f, "{}@{}:{port}", self.user, self.host),
         }
     }
 }
@@ -825,5 +826,18 @@ impl Mirror {
             senders: BTreeMap::new(),
             check: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_ssh_target_with_a_port_is_bracketed() {
+        let target = |host: &str, port| SshTarget { host: host.into(), port, user: "pmtest".into(), host_key: None };
+        assert_eq!(target("::1", 42217).to_string(), "pmtest@[::1]:42217");
+        assert_eq!(target("::1", 22).to_string(), "pmtest@::1");
+        assert_eq!(target("mirror.example.net", 2222).to_string(), "pmtest@mirror.example.net:2222");
     }
 }

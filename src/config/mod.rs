@@ -153,6 +153,13 @@ impl Config {
     pub fn mirrors_of<'a>(&'a self, archive: &'a str) -> impl Iterator<Item = &'a Arc<Mirror>> + 'a {
         self.mirrors.iter().filter(move |m| m.serves(archive))
     }
+
+    /// Archives no mirror carries (triggered or check-only): pushing them does nothing, which is
+    /// worth a warning (a mirror file's `archives:` typo, an empty `mirrors.d`).
+    pub fn archives_without_mirrors(&self) -> Vec<&str> {
+        let carried = |a: &str| self.mirrors_of(a).next().is_some() || self.watched.iter().any(|w| w.serves(a));
+        self.archives.keys().map(String::as_str).filter(|a| !carried(a)).collect()
+    }
 }
 
 /// Loads and validates the configuration rooted at `path`.

@@ -78,7 +78,7 @@ pub fn parse(text: &str) -> Result<Node, Vec<Error>> {
     while let Some(next) = parser.next_event() {
         let (event, span) = match next {
             Ok(ev) => ev,
-            Err(e) => return Err(builder.fail(scan_error(&e))),
+            Err(e) => return Err(builder.fail(indented_with_a_tab(text, &e).unwrap_or_else(|| scan_error(&e)))),
         };
         let pos = (span.start.line(), span.start.col() + 1);
         let outcome = match event {
@@ -110,6 +110,19 @@ pub fn parse(text: &str) -> Result<Node, Vec<Error>> {
         }
     }
     builder.finish()
+}
+
+/// A syntax error caused by a tab in the indentation, said so where the tab is: the parser's own
+/// words for it ("did not find expected key", "found a tab" at the end of the line before) do
+/// not point there.
+fn indented_with_a_tab(text: &str, e: &ScanError) -> Option<Error> {
+    let last = e.marker().line().max(1) + 1;
+    text.lines().take(last).enumerate().find_map(|(i, line)| {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let col = indent.chars().position(|c| c == '\t')?;
+        let message = "a tab in the indentation: YAML indents with spaces only";
+        Some(Error::new((i + 1, col + 1), message))
+    })
 }
 
 fn scan_error(e: &ScanError) -> Error {
@@ -483,6 +496,24 @@ mod tests {
         assert_eq!(e.pos, (2, 1));
         assert!(e.message.starts_with("more than one YAML document"), "{e:?}");
         ok("---\na: 1\n...\n");
+    }
+
+    #[test]
+    fn a_tab_in_the_indentation_is_named_where_it_is() {
+        for (text, pos) in [
+            ("archives:\n  debian:\n    root: archive\n\tsettle: 30s\n", (4, 1)),
+            ("archives:\n  debian:\n    root: archive\n  \t  settle: 30s\n", (4, 3)),
+            ("archives:\n\tdebian:\n    root: archive\n", (2, 1)),
+        ] {
+            let e = err(text);
+            assert_eq!(
+                (e.pos, e.message.as_str()),
+                (pos, "a tab in the indentation: YAML indents with spaces only"),
+                "{text:?}"
+            );
+        }
+        // A tab elsewhere is not blamed on indentation.
+        assert!(err("a: [1,\n b: 2\n").message.starts_with("invalid YAML: "));
     }
 
     #[test]

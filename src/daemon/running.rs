@@ -46,6 +46,9 @@ impl Running {
         let mqtt = transports.mqtt().cloned();
         let engine = crate::push::engine(&config, transports, core.clock.clone());
         let archives = core.archives_for(&config).await?;
+        for archive in config.archives_without_mirrors() {
+            tracing::warn!(%archive, "no mirror carries this archive: pushing it triggers nobody");
+        }
         let running =
             Arc::new(Running { config, engine, archives, core: Arc::clone(core), stop: CancellationToken::new() });
         let parts = &core.parts;

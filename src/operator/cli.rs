@@ -197,8 +197,8 @@ pub struct KeygenArgs {
     /// archive's `forced_command:` (default ~/bin/ftpsync) and `from=` its `source_address:`.
     #[arg(long, value_name = "NAME")]
     pub archive: Option<String>,
-    /// Forced command of the printed authorized_keys line [default: "~/archive-sync &", or with
-    /// --archive the archive's].
+    /// Forced command of the printed authorized_keys line [default: ~/bin/ftpsync, as ftpsync's
+    /// README has it, or with --archive the archive's `forced_command:`].
     #[arg(long, value_name = "CMD")]
     pub command: Option<String>,
     /// Addresses the key may log in from (authorized_keys `from=`), e.g. "203.0.113.7,2001:db8::7"

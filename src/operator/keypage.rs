@@ -13,8 +13,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::config::defaults;
 use crate::config::{Archive, Config, Transport};
-use crate::wire::keys::{self, FTPSYNC_FORCED_COMMAND};
+use crate::wire::keys;
 
 /// What downstreams of one archive install and allow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -144,7 +145,7 @@ fn published_key(
         false => failed(format!("{e}; create it with `pushmirror keygen --archive {}`", archive.name)),
     })?;
     let public = private.public_key();
-    let forced_command = archive.forced_command.clone().unwrap_or_else(|| FTPSYNC_FORCED_COMMAND.to_string());
+    let forced_command = archive.forced_command.clone().unwrap_or_else(|| defaults::FORCED_COMMAND.to_string());
     let from: Vec<IpAddr> = if users.unbound { Vec::new() } else { users.addresses.into_iter().collect() };
     let from_option = (!from.is_empty()).then(|| from.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(","));
     let authorized_keys =

@@ -13,12 +13,10 @@ use russh::keys::{Algorithm, HashAlg, PrivateKey, PublicKey};
 
 use crate::sys::fsutil::check_private;
 
-/// The forced command of the printed `authorized_keys` line when `--command` is not given: the
-/// Ubuntu rule, a script that backgrounds the sync so the trigger returns at once.
-pub const DEFAULT_FORCED_COMMAND: &str = "~/archive-sync &";
-
-/// The forced command of an archive's key when its configuration names none: ftpsync, as its
-/// README tells downstreams to install it (ftpsync reads the archive from the trigger's words).
+/// The forced command of every `authorized_keys` line pushmirror prints when nothing names
+/// another (`keygen`, `keys`, the examples): ftpsync, as its own README
+/// (`/usr/share/doc/ftpsync/README.md`) tells downstream admins to install it; ftpsync reads the
+/// archive from the trigger's words.
 pub const FTPSYNC_FORCED_COMMAND: &str = "~/bin/ftpsync";
 
 /// Why the sender's key cannot be used.
@@ -46,7 +44,7 @@ pub enum KeyError {
         reason: String,
     },
     /// A new key would overwrite an existing file.
-    #[error("{0} already exists; refusing to overwrite it")]
+    #[error("{0} already exists; refusing to overwrite it (`pushmirror keys` prints its authorized_keys line again)")]
     Exists(PathBuf),
     /// Writing a new key failed.
     #[error("cannot write {path}: {reason}")]
@@ -246,7 +244,7 @@ mod tests {
         let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap();
         let mut public = key.public_key().clone();
         public.set_comment("pushmirror@up");
-        let line = authorized_keys_line(&public, DEFAULT_FORCED_COMMAND, Some("203.0.113.7")).unwrap();
+        let line = authorized_keys_line(&public, "~/archive-sync &", Some("203.0.113.7")).unwrap();
         assert!(line.starts_with(
             "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,command=\"~/archive-sync &\",from=\"203.0.113.7\" ssh-ed25519 AAAA"
         ));

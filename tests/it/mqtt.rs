@@ -341,6 +341,35 @@ async fn a_published_trigger_verifies_with_ssh_keygen() {
     let (ok, said) = verify(payload.as_bytes());
     assert!(ok && said.contains("Good \"pushmirror-trigger\" signature for up"), "{said}");
     assert!(!verify(payload.replace("debian", "debiaN").as_bytes()).0);
+
+    // The README's recipe, as written, with Debian's mosquitto_sub (it used to miss `-N`, and
+    // its fold step could glue the footer to the last line).
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme.split("To verify one with").nth(1).expect("the recipe in the README");
+    let recipe = after.split("```sh\n").nth(1).and_then(|r| r.split("```").next()).unwrap();
+    let (host, port) = broker
+        .url()
+        .trim_start_matches("mqtt://")
+        .split_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap();
+    let run = |script: &str| {
+        std::process::Command::new("bash")
+            .args(["-eu", "-c", script])
+            .current_dir(dir.path())
+            .env("BROKER", &host)
+            .env("PORT", &port)
+            .env("MQTT_USER", "m1")
+            .env("MQTT_PASSWORD", password("m1"))
+            .env("UPSTREAM_KEY", &key)
+            .output()
+            .unwrap()
+    };
+    let out = run(recipe);
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("Good \"pushmirror-trigger\" signature for upstream"), "{said}");
+    let tampered = recipe.replace("< payload", "< <(sed s/debian/debiaN/ payload)");
+    assert!(!run(&tampered).status.success(), "a changed payload verifies");
 }
 
 /// OpenSSH's ssh-keygen; `None` outside CI when it is not installed.

@@ -371,3 +371,18 @@ async fn a_corrupt_newest_report_does_not_hide_the_ones_before_it() {
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
     assert!(stdout(&check).starts_with("PUSHMIRROR OK - 1 of 1 mirror(s) ok | "), "{}", stdout(&check));
 }
+
+/// `check` warns about an archive no mirror carries (a typo in a mirror's `archives:`), and still
+/// passes.
+#[test]
+fn check_warns_about_an_archive_no_mirror_carries() {
+    let f = Fixture::with_main("");
+    f.mirror("m", "http:\n  url: http://127.0.0.1:9/\narchives: [debain]\n");
+    let out = f.cli(&["check"]);
+    // The typo is an error of its own (unknown archive); without it, only the warning remains.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    f.mirror("m", "http:\n  url: http://127.0.0.1:9/\narchives: []\n");
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning: archives.debian: no mirror carries it"), "{}", stderr(&out));
+}

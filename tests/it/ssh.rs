@@ -367,6 +367,20 @@ fn a_missing_identity_or_a_bad_pin_is_a_located_config_error() {
     );
 }
 
+/// One forced command by default, everywhere a line is printed: `keygen`, `keys` and the shipped
+/// example say ftpsync's `~/bin/ftpsync` (they said three different things).
+#[test]
+fn keygen_keys_and_the_example_print_one_forced_command() {
+    let f = Fixture::with_main("identity: keys/id_ed25519\n");
+    let command = |text: &str| text.split("command=\"").nth(1).and_then(|c| c.split('"').next()).map(str::to_string);
+    let generated = command(&stdout(&f.cli(&["keygen"])));
+    let listed = command(&stdout(&f.cli(&["keys"])));
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/mirrors.d/debian-ftpsync.yaml")).unwrap();
+    let expected = Some(pushmirror::config::defaults::FORCED_COMMAND.to_string());
+    assert_eq!((generated, listed, command(&example)), (expected.clone(), expected.clone(), expected));
+}
+
 #[test]
 fn keygen_writes_a_private_key_and_prints_the_authorized_keys_line() {
     let f = Fixture::with_main("identity: keys/id_ed25519\n");
@@ -375,7 +389,7 @@ fn keygen_writes_a_private_key_and_prints_the_authorized_keys_line() {
     let path = f.path(IDENTITY);
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     let line = stdout(&out);
-    let prefix = "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,command=\"~/archive-sync &\",from=\"203.0.113.7\" ssh-ed25519 AAAA";
+    let prefix = "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty,command=\"~/bin/ftpsync\",from=\"203.0.113.7\" ssh-ed25519 AAAA";
     assert!(line.starts_with(prefix), "{line}");
     assert_eq!(line.lines().count(), 1);
     assert!(line.trim_end().split(' ').next_back().unwrap().starts_with("pushmirror@"), "{line}");
@@ -388,6 +402,7 @@ fn keygen_writes_a_private_key_and_prints_the_authorized_keys_line() {
     let again = f.cli(&["keygen", "--command", "/usr/bin/ftpsync"]);
     assert_eq!(again.status.code(), Some(2));
     assert!(stderr(&again).contains("already exists"), "{}", stderr(&again));
+    assert!(stderr(&again).contains("`pushmirror keys` prints its authorized_keys line again"), "{}", stderr(&again));
     assert_eq!(std::fs::read(&path).unwrap(), before, "never overwritten");
 
     let other = f.path("elsewhere/key");

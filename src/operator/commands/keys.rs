@@ -34,12 +34,11 @@ pub(super) fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty() && crate::sys::owner::current_uid() == 0) {
         crate::sys::owner::require_owner(dir, &cli.config).map_err(Stop::usage)?;
     }
-    let command = match (&args.command, &archive) {
+    // One default with `keys` and the examples: ftpsync's.
+    let command = match (&args.command, archive.as_ref().and_then(|a| a.forced_command.clone())) {
         (Some(command), _) => command.clone(),
-        (None, Some(settings)) => {
-            settings.forced_command.clone().unwrap_or_else(|| crate::wire::keys::FTPSYNC_FORCED_COMMAND.to_string())
-        }
-        (None, None) => crate::wire::keys::DEFAULT_FORCED_COMMAND.to_string(),
+        (None, Some(configured)) => configured,
+        (None, None) => config::defaults::FORCED_COMMAND.to_string(),
     };
     let from = args.from.clone().or_else(|| archive.as_ref()?.source_address.map(|a| a.to_string()));
     // Options first: a bad --command must not leave a key behind.

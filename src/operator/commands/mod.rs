@@ -68,6 +68,9 @@ pub(super) fn shown(cli: &Cli, errors: &config::ConfigErrors) -> Stop {
 fn check(cli: &Cli) -> Ended {
     match config::load_for_check(&cli.config) {
         Ok(c) => {
+            for archive in c.archives_without_mirrors() {
+                eprintln!("warning: archives.{archive}: no mirror carries it: pushing it triggers nobody");
+            }
             let counts = MirrorCounts::of(&c);
             match cli.format {
                 Format::Json => print_json(&serde_json::json!({
