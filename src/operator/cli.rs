@@ -40,6 +40,12 @@ impl Cli {
         let matches = Cli::command().get_matches();
         let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         cli.config_is_default = matches.value_source("config") == Some(ValueSource::DefaultValue);
+        // Relative paths in the file resolve against its directory, always: `-c pushmirror.yaml`
+        // names ./pushmirror.yaml, whose directory is `.`, not "" (which resolved `state_dir:
+        // state` against nothing and probed `/`).
+        if let Ok(absolute) = std::path::absolute(&cli.config) {
+            cli.config = absolute;
+        }
         cli
     }
 }
@@ -51,12 +57,12 @@ pub enum Command {
     Push(PushArgs),
     /// Validate the configuration; print every error as path:line:col.
     Check,
-    /// List mirrors: transport, target (redacted), limits, last outcome.
+    /// List mirrors: transport, target (redacted), limits, state.
     List {
         /// Only mirrors of this archive.
         archive: Option<String>,
     },
-    /// Show the latest report of each archive.
+    /// Where every mirror of every archive stands, and each archive's last push.
     Status {
         /// Judge every mirror as a monitoring plugin: one status line with perfdata, a line per
         /// mirror not ok; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.

@@ -23,6 +23,14 @@ fn login(uid: u32) -> Option<String> {
     User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|user| user.name)
 }
 
+/// The service user of the package, who pushes.
+pub const SERVICE_USER: &str = "pushmirror";
+
+/// The home directory of user `name`, if the user database has the user.
+pub fn home_of(name: &str) -> Option<PathBuf> {
+    User::from_name(name).ok().flatten().map(|user| user.dir)
+}
+
 /// A user's login name, else `uid N`: for messages.
 pub fn user_name(uid: u32) -> String {
     login(uid).unwrap_or_else(|| format!("uid {uid}"))

@@ -150,7 +150,7 @@ fn random_runmirrors_files_never_panic_the_importer() {
         let archive = ["debian", "é", ""][case % 3];
         let run = catch_unwind(AssertUnwindSafe(|| {
             let conf = (case % 2 == 0).then(|| Source { path: conf_path, text: &conf });
-            convert(Source { path, text: &text }, conf, Some(archive).filter(|a| !a.is_empty()))
+            convert(Source { path, text: &text }, conf, Some(archive).filter(|a| !a.is_empty()), Path::new("/home/u"))
         }));
         assert!(run.is_ok(), "case {case} panicked on\n{text}\n--- conf\n{conf}");
     }

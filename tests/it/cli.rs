@@ -315,3 +315,25 @@ async fn push_on_a_terminal_shows_each_retry_and_failure_as_it_happens() {
     let piped = cli(f.config_path(), &["push"]).await;
     assert!(!stderr(&piped).contains("retrying"), "{}", stderr(&piped));
 }
+
+/// `-c pushmirror.yaml` (a bare file name): relative paths in it resolve against its directory,
+/// as with any other path (its directory was "", and `state_dir: state` was probed in `/`).
+#[tokio::test]
+async fn a_bare_config_file_name_resolves_relative_paths_against_its_directory() {
+    let rx = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("m", &rx.url("/"), "");
+    let dir = f.path("");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pushmirror"))
+            .args(["-c", "pushmirror.yaml", "push"])
+            .current_dir(&dir)
+            .env_remove("PUSHMIRROR_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(f.path("state/mirrors.json").exists() && f.path("state/reports").is_dir(), "state written elsewhere");
+}

@@ -503,3 +503,32 @@ fn push_staged_and_mhop_flags_are_runmirrors_stage2_and_mhop_from_ftpsync() {
     );
     assert_eq!(f.cli(&["push", "--staged", "--mhop"]).status.code(), Some(2));
 }
+
+/// A relative KEYFILE is resolved as runmirrors resolved it: in the home of the user who pushes
+/// (`--home DIR`, by default the service user's) — never in the home of whoever imports (root's,
+/// `/root/.ssh/pushmirror`, when an administrator ran it as root).
+#[test]
+fn a_relative_keyfile_is_resolved_in_the_pushing_users_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("runmirrors-debian.mirror");
+    std::fs::write(&source, "all a a.example.net archvsync\n").unwrap();
+    let conf = dir.path().join("runmirrors.conf");
+    std::fs::write(&conf, "KEYFILE=.ssh/pushmirror\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let (source, conf, out_dir) = (source.to_str().unwrap(), conf.to_str().unwrap(), out_dir.to_str().unwrap());
+    let config = dir.path().join("unused.yaml");
+    let args = ["import-runmirrors", source, "--conf", conf, "--out", out_dir, "--home", "/var/lib/pushmirror"];
+    let out = run_bin(&config, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("identity: \"/var/lib/pushmirror/.ssh/pushmirror\""), "{}", stdout(&out));
+    // Without --home and without the service user: this user's home, said so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushmirror"))
+        .args(["-c", config.to_str().unwrap(), "import-runmirrors", source, "--conf", conf, "--out", out_dir])
+        .env("HOME", "/home/importer")
+        .output()
+        .unwrap();
+    if pushmirror::sys::owner::home_of("pushmirror").is_none() {
+        assert!(stdout(&out).contains("identity: \"/home/importer/.ssh/pushmirror\""), "{}", stdout(&out));
+        assert!(stderr(&out).contains("user pushmirror does not exist here"), "{}", stderr(&out));
+    }
+}

@@ -67,4 +67,8 @@ pub struct ImportArgs {
     /// The archive these mirrors carry [default: NAME of a runmirrors-NAME.mirror file].
     #[arg(long, value_name = "NAME")]
     pub archive: Option<String>,
+    /// The home directory of the user who will push: runmirrors ran in its user's home, so a
+    /// relative KEYFILE is resolved there [default: the service user pushmirror's home].
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
 }

@@ -74,10 +74,28 @@ pub fn run(args: &ImportArgs, format: Format) -> Ended {
         Some(path) => Some((path.as_path(), read_source(path)?)),
         None => None,
     };
+    // runmirrors resolved a relative KEYFILE in the home of the user who pushed: here the service
+    // user's, whoever imports (root's would be wrong); on a host without it, this user's.
+    let user = crate::sys::owner::SERVICE_USER;
+    let home = match (&args.home, crate::sys::owner::home_of(user)) {
+        (Some(home), _) => home.clone(),
+        (None, Some(home)) => home,
+        (None, None) => {
+            let home =
+                std::env::home_dir().ok_or_else(|| Stop::usage("no home directory: name one with --home DIR"))?;
+            eprintln!(
+                "import-runmirrors: user {user} does not exist here: a relative KEYFILE is taken in {} (this user's \
+                 home); name the pushing user's home with --home DIR",
+                home.display()
+            );
+            home
+        }
+    };
     let mut conversion = convert(
         Source { path: &args.file, text: &mirrors },
         conf.as_ref().map(|(path, text)| Source { path, text }),
         args.archive.as_deref(),
+        &home,
     );
     std::fs::create_dir_all(&args.out)
         .map_err(|e| Stop::usage(format_args!("cannot create {}: {e}", args.out.display())))?;
@@ -140,11 +158,14 @@ fn write_files(dir: &Path, source: &Path, files: &[MirrorFile], findings: &mut F
 }
 
 /// Converts a runmirrors.mirror (and its runmirrors.conf). `archive` is the pushmirror archive
-/// the mirrors belong to; by default the NAME of a `runmirrors-NAME.mirror` file.
-pub fn convert(mirrors: Source<'_>, conf: Option<Source<'_>>, archive: Option<&str>) -> Conversion {
+/// the mirrors belong to; by default the NAME of a `runmirrors-NAME.mirror` file. `home` is the
+/// home directory of the user who will push (runmirrors ran in its user's home: relative key
+/// files are there).
+pub fn convert(mirrors: Source<'_>, conf: Option<Source<'_>>, archive: Option<&str>, home: &Path) -> Conversion {
     let mut findings = Findings::default();
     let conf = conf.map(|c| (c.path, conf::read(c.path, c.text, &mut findings)));
-    let settings = Settings::new(mirrors.path, conf.as_ref().map(|(p, c)| (*p, c)), archive, &mut findings);
+    let mut settings = Settings::new(mirrors.path, conf.as_ref().map(|(p, c)| (*p, c)), archive, &mut findings);
+    settings.home = home.to_path_buf();
     let mut converted: Vec<MirrorFile> = Vec::new();
     let mut unnamed_archive_at = None;
     for (index, raw) in mirrors.text.lines().enumerate() {
@@ -217,6 +238,8 @@ struct Settings {
     keyfile: Keyfile,
     /// runmirrors' default SSH_OPTS (no host key checks) was in force.
     default_ssh_opts: bool,
+    /// The home directory relative key files are resolved in.
+    home: PathBuf,
 }
 
 impl Settings {
@@ -239,13 +262,14 @@ impl Settings {
             source_address,
             keyfile: Keyfile::of(conf),
             default_ssh_opts: ssh_opts.is_none(),
+            home: PathBuf::new(),
         }
     }
 
     /// The lines to add to pushmirror.yaml, and the identity they name.
     fn main_config(&self, findings: &mut Findings) -> (String, Option<PathBuf>) {
         let Keyfile { value, origin, at } = &self.keyfile;
-        let identity = identity_path(value);
+        let identity = identity_path(value, &self.home);
         let mut out = match &identity {
             Ok(path) => format!(
                 "# pushmirror.yaml: the key runmirrors pushed with ({origin}; a relative KEYFILE is under its \
@@ -308,8 +332,9 @@ fn archive_of_file_name(file: &Path) -> Option<String> {
     valid_name(archive).then(|| archive.to_string())
 }
 
-/// runmirrors resolved KEYFILE in its user's home directory (`cd && readlink -f "$KEYFILE"`).
-fn identity_path(keyfile: &str) -> Result<PathBuf, String> {
+/// runmirrors resolved KEYFILE in its user's home directory (`cd && readlink -f "$KEYFILE"`):
+/// `home`, the home of the user who will push.
+fn identity_path(keyfile: &str, home: &Path) -> Result<PathBuf, String> {
     let relative = ["~/", "$HOME/", "${HOME}/"].iter().find_map(|p| keyfile.strip_prefix(p)).unwrap_or(keyfile);
     if relative.contains(['$', '`', '~']) {
         return Err("shell expansion is not evaluated; set `identity:` by hand".to_string());
@@ -317,7 +342,6 @@ fn identity_path(keyfile: &str) -> Result<PathBuf, String> {
     if Path::new(relative).is_absolute() {
         return Ok(PathBuf::from(relative));
     }
-    let home = std::env::home_dir().ok_or("no home directory to resolve it in; set `identity:` by hand")?;
     Ok(home.join(relative))
 }
 
@@ -430,7 +454,7 @@ fn mirror_line(path: &Path, line: usize, body: &str, settings: &Settings, findin
     let mut target = if host.contains("://") {
         url_target(path, line, host, &words[3..], findings)?
     } else {
-        host_user_target(path, line, host, &words[3..], findings)?
+        host_user_target(path, line, host, &words[3..], &settings.home, findings)?
     };
     target.name = name.to_string();
     target.kind = kind;
@@ -533,7 +557,14 @@ fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
 }
 
 /// `TYPE SHORTNAME HOST USER [-ssh options…]` and `TYPE SHORTNAME HOST USER PROTO [KEYFILE]`.
-fn host_user_target(path: &Path, line: usize, host: &str, rest: &[&str], findings: &mut Findings) -> Option<Target> {
+fn host_user_target(
+    path: &Path,
+    line: usize,
+    host: &str,
+    rest: &[&str],
+    home: &Path,
+    findings: &mut Findings,
+) -> Option<Target> {
     let Some(user) = rest.first() else {
         findings.lost(path, line, "no USER: runmirrors' ssh refused its empty `-o user=`");
         return None;
@@ -552,8 +583,8 @@ fn host_user_target(path: &Path, line: usize, host: &str, rest: &[&str], finding
     let options = &rest[1..];
     match options.first() {
         None => {}
-        Some(first) if first.starts_with('-') => line_options(path, line, options, &mut target, findings),
-        Some(&proto @ ("1" | "2")) => protocol_and_key(path, line, proto, &options[1..], &mut target, findings),
+        Some(first) if first.starts_with('-') => line_options(path, line, options, home, &mut target, findings),
+        Some(&proto @ ("1" | "2")) => protocol_and_key(path, line, proto, &options[1..], home, &mut target, findings),
         Some(_) => {
             let why = format!(
                 "`{}`: neither ssh options (starting with -) nor `1|2 [KEYFILE]`; runmirrors skipped this mirror",
@@ -567,7 +598,7 @@ fn host_user_target(path: &Path, line: usize, host: &str, rest: &[&str], finding
 }
 
 /// A line's own ssh options: ports and users are applied as ssh would, the rest reported.
-fn line_options(path: &Path, line: usize, words: &[&str], target: &mut Target, findings: &mut Findings) {
+fn line_options(path: &Path, line: usize, words: &[&str], home: &Path, target: &mut Target, findings: &mut Findings) {
     if words.len() > 2 {
         let why = format!(
             "runmirrors 20180513 passed only `{}` of these options to ssh (its argument passing splits off the \
@@ -589,7 +620,7 @@ fn line_options(path: &Path, line: usize, words: &[&str], target: &mut Target, f
                 format!("user {u}: ssh ignored it, runmirrors passes `-o user={}` first; kept {0}", target.user),
             ),
             SshOption::Identity(file) if target.identity.is_none() => {
-                target.identity = key_file(path, line, &file, findings);
+                target.identity = key_file(path, line, &file, home, findings);
                 if target.identity.is_some() {
                     let why = format!(
                         "key file {file}: runmirrors' ssh offered its KEYFILE first and this key second, and the \
@@ -616,8 +647,8 @@ fn line_options(path: &Path, line: usize, words: &[&str], target: &mut Target, f
 }
 
 /// A line's key file as a mirror's `identity:`, resolved as runmirrors' ssh resolved it.
-fn key_file(path: &Path, line: usize, file: &str, findings: &mut Findings) -> Option<PathBuf> {
-    match identity_path(file) {
+fn key_file(path: &Path, line: usize, file: &str, home: &Path, findings: &mut Findings) -> Option<PathBuf> {
+    match identity_path(file, home) {
         Ok(identity) if Path::new(file).is_absolute() => Some(identity),
         Ok(identity) => {
             let why = format!(
@@ -636,7 +667,15 @@ fn key_file(path: &Path, line: usize, file: &str, findings: &mut Findings) -> Op
 }
 
 /// The old `PROTO [KEYFILE]` form: the line's KEYFILE replaces runmirrors.conf's.
-fn protocol_and_key(path: &Path, line: usize, proto: &str, key: &[&str], target: &mut Target, findings: &mut Findings) {
+fn protocol_and_key(
+    path: &Path,
+    line: usize,
+    proto: &str,
+    key: &[&str],
+    home: &Path,
+    target: &mut Target,
+    findings: &mut Findings,
+) {
     if proto == "1" {
         findings.lost(path, line, "SSH protocol 1: gone from OpenSSH and never spoken by pushmirror; SSH 2 is used");
     }
@@ -649,7 +688,7 @@ fn protocol_and_key(path: &Path, line: usize, proto: &str, key: &[&str], target:
             findings.note(path, line, why);
         }
         [file, rest @ ..] => {
-            target.identity = key_file(path, line, file, findings);
+            target.identity = key_file(path, line, file, home, findings);
             if !rest.is_empty() {
                 let why = format!(
                     "`{}` after KEYFILE: runmirrors passed it to ssh unquoted, which took it as the host to \
@@ -746,7 +785,12 @@ mod tests {
     #[test]
     fn a_renamed_archive_becomes_a_command_template_and_mhop_loses_its_word() {
         let text = "mhop hub ssh+ftpsync://archvsync@hub.example/debian-archive\n";
-        let c = convert(Source { path: Path::new("runmirrors-debian.mirror"), text }, None, None);
+        let c = convert(
+            Source { path: Path::new("runmirrors-debian.mirror"), text },
+            None,
+            None,
+            Path::new("/var/lib/pushmirror"),
+        );
         let yaml = &c.mirrors[0].yaml;
         assert_eq!(c.findings.lost_count(), 1, "{:?}", c.findings);
         assert!(c.findings.0[0].to_string().starts_with("runmirrors-debian.mirror:1: archive `debian-archive`"));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{alternate, load_for_writing};
+use super::{alternate, load, load_for_writing};
 use crate::operator::cli::{Cli, PushArgs};
 use crate::push::engine::{Options, Retry};
 use crate::push::plan::PushRequest;
@@ -16,7 +16,8 @@ use crate::vocab::model::Outcome;
 use crate::vocab::output::{self, Ended, Format, Stop, Verdict};
 
 pub(super) async fn push(cli: &Cli, args: &PushArgs) -> Ended {
-    let config = load_for_writing(cli)?;
+    // A dry run writes nothing: anyone who can read the configuration may run it.
+    let config = if args.dry_run { load(cli)? } else { load_for_writing(cli)? };
     let (kind, from_ftpsync) = args.kind();
     let request = PushRequest {
         archive: args.archive.clone(),
