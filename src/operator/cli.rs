@@ -220,7 +220,14 @@ pub enum HostkeysCommand {
     /// fingerprints, never overwrites a changed key (exit 1).
     Scan {
         /// Only this mirror (repeatable).
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", conflicts_with = "replace")]
         only: Vec<String>,
+        /// Replace this mirror's recorded host key with the one its host offers now — only when
+        /// that key has the --fingerprint its admin gave you (out of band).
+        #[arg(long, value_name = "NAME", requires = "fingerprint")]
+        replace: Option<String>,
+        /// The SHA256:… fingerprint the new host key of --replace must have.
+        #[arg(long, value_name = "SHA256:…", requires = "replace")]
+        fingerprint: Option<String>,
     },
 }

@@ -23,6 +23,9 @@ pub enum ScanStatus {
     New,
     /// Already recorded, unchanged.
     Known,
+    /// Changed as the operator said it would (`--replace` with its fingerprint): the new key
+    /// replaced the recorded ones.
+    Replaced,
     /// Differs from the recorded key; not recorded.
     Changed,
     /// Marked `@revoked` in known_hosts.
@@ -31,6 +34,8 @@ pub enum ScanStatus {
     Pinned,
     /// Differs from the mirror's `host_key:` pin.
     PinMismatch,
+    /// `--replace`: the host offers a key without the expected fingerprint; nothing replaced.
+    Unexpected,
     /// The key could not be fetched.
     Failed,
 }
@@ -38,7 +43,14 @@ pub enum ScanStatus {
 impl ScanStatus {
     /// Whether the operator has to act (exit code 1).
     pub fn is_problem(self) -> bool {
-        matches!(self, ScanStatus::Changed | ScanStatus::Revoked | ScanStatus::PinMismatch | ScanStatus::Failed)
+        matches!(
+            self,
+            ScanStatus::Changed
+                | ScanStatus::Revoked
+                | ScanStatus::PinMismatch
+                | ScanStatus::Unexpected
+                | ScanStatus::Failed
+        )
     }
 }
 
@@ -47,10 +59,12 @@ impl fmt::Display for ScanStatus {
         f.write_str(match self {
             ScanStatus::New => "new, recorded",
             ScanStatus::Known => "known",
+            ScanStatus::Replaced => "replaced, recorded",
             ScanStatus::Changed => "CHANGED, not recorded",
             ScanStatus::Revoked => "REVOKED",
             ScanStatus::Pinned => "pinned, matches",
             ScanStatus::PinMismatch => "PIN MISMATCH",
+            ScanStatus::Unexpected => "NOT THE EXPECTED KEY",
             ScanStatus::Failed => "failed",
         })
     }
@@ -90,6 +104,61 @@ pub enum ScanError {
     /// `--only` named a mirror that is not an SSH mirror of this configuration.
     #[error("--only {0}: no such SSH mirror")]
     UnknownMirror(String),
+    /// `--replace` named a mirror that is not an SSH mirror of this configuration.
+    #[error("--replace {0}: no such SSH mirror")]
+    UnknownReplaced(String),
+    /// `--replace` of a mirror whose key is pinned in its file: known_hosts is not used for it.
+    #[error("--replace {0}: its key is pinned by `host_key:` in its mirror file; change it there")]
+    Pinned(String),
+}
+
+/// A changed host key the operator expects: `hostkeys scan --replace NAME --fingerprint FP`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replace {
+    /// The mirror.
+    pub mirror: String,
+    /// The `SHA256:…` fingerprint its host's new key must have.
+    pub fingerprint: String,
+}
+
+/// Replaces the recorded host key of one mirror with the key its host offers now, only when
+/// that key has the expected fingerprint (as the downstream's admin said it, out of band);
+/// otherwise nothing changes and the row says what was offered.
+pub async fn replace(config: &Config, replace: &Replace) -> Result<ScanRow, ScanError> {
+    let (mirror, target) = config
+        .mirrors
+        .iter()
+        .find_map(|m| match &m.transport {
+            Transport::Ssh(t) if m.name == replace.mirror => Some((Arc::clone(m), t.clone())),
+            _ => None,
+        })
+        .ok_or_else(|| ScanError::UnknownReplaced(replace.mirror.clone()))?;
+    if target.host_key.is_some() {
+        return Err(ScanError::Pinned(replace.mirror.clone()));
+    }
+    let file = KnownHostsFile::new(&config.known_hosts);
+    let mut row = ScanRow {
+        mirror: mirror.name.clone(),
+        host: bracketed(&target),
+        fingerprint: None,
+        key_type: None,
+        status: ScanStatus::Failed,
+        detail: None,
+    };
+    let key = match scan_host_key(&target.host, target.port, &known_algorithms(&file, &target), mirror.timeout).await {
+        Ok(key) => key,
+        Err(e) => return Ok(failed(row, format!("{}: {}", e.class, e.message))),
+    };
+    let offered = fingerprint(&key);
+    (row.fingerprint, row.key_type) = (Some(offered.clone()), Some(key.algorithm().as_str().to_string()));
+    if offered != replace.fingerprint {
+        let why = format!("expected {}; nothing replaced", replace.fingerprint);
+        return Ok(ScanRow { status: ScanStatus::Unexpected, detail: Some(why), ..row });
+    }
+    match file.replace(&host_entry_name(&target.host, target.port), &key) {
+        Ok(()) => Ok(ScanRow { status: ScanStatus::Replaced, ..row }),
+        Err(e) => Ok(failed(row, e.to_string())),
+    }
 }
 
 /// Scans the SSH mirrors of `config` (only those named in `only`, if any), concurrently up to

@@ -255,6 +255,30 @@ impl KnownHostsFile {
         Ok(verdict)
     }
 
+    /// Replaces every plain entry of the host recorded as `name` with `key` (its `@revoked`
+    /// lines and every other host's stay), under the same lock as [`Self::record_if_unknown`];
+    /// the file is replaced atomically. The operator decides that a host's key changed: only
+    /// `hostkeys scan --replace` with the expected fingerprint comes here.
+    pub fn replace(&self, name: &str, key: &PublicKey) -> Result<(), RecordError> {
+        let path = || self.path.clone();
+        let mut file = self.open_locked().map_err(|source| RecordError::Lock { path: path(), source })?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(|source| RecordError::Read { path: path(), source })?;
+        let mut kept: String = text
+            .lines()
+            .filter(|line| !parse(line).iter().any(|e| !e.revoked && e.matches(name)))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let mut bare = key.clone();
+        bare.set_comment("");
+        let encoded =
+            bare.to_openssh().map_err(|e| RecordError::Write { path: path(), source: std::io::Error::other(e) })?;
+        kept.push_str(&format!("{name} {encoded}\n"));
+        // Replaced while the old file is locked: a process waiting for it finds the new one.
+        crate::sys::fsutil::write_atomic(&self.path, kept.as_bytes())
+            .map_err(|source| RecordError::Write { path: path(), source })
+    }
+
     /// The file opened for reading and appending, exclusively locked until it is dropped.
     fn open_locked(&self) -> std::io::Result<File> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -451,6 +451,26 @@ async fn hostkeys_scan_records_new_keys_reports_known_ones_and_never_overwrites_
     let only = pushmirror::operator::hostkeys::scan(&config, &["a".to_string()]).await.unwrap();
     assert_eq!(only.len(), 1);
     assert!(pushmirror::operator::hostkeys::scan(&config, &["nope".to_string()]).await.is_err());
+
+    // b's admin says its new key: --replace with a wrong fingerprint changes nothing, with the
+    // right one replaces the recorded key (and a's stays), and a push to b works again.
+    let replace = |fingerprint: String| {
+        let config_path = f.config_path();
+        tokio::task::spawn_blocking(move || {
+            run_bin(&config_path, &["hostkeys", "scan", "--replace", "b", "--fingerprint", &fingerprint])
+        })
+    };
+    let wrong = replace(keys::fingerprint(a.host_key())).await.unwrap();
+    assert_eq!(wrong.status.code(), Some(1), "{}", stdout(&wrong));
+    assert!(stdout(&wrong).contains("nothing replaced"), "{}", stdout(&wrong));
+    assert_eq!(std::fs::read_to_string(f.path("known_hosts")).unwrap(), unchanged);
+    let right = replace(keys::fingerprint(b.host_key())).await.unwrap();
+    assert_eq!(right.status.code(), Some(0), "{}{}", stdout(&right), stderr(&right));
+    assert!(stdout(&right).contains("replaced, recorded"), "{}", stdout(&right));
+    let replaced = std::fs::read_to_string(f.path("known_hosts")).unwrap();
+    assert_eq!(replaced, format!("{stale}\n{}\n", b.known_hosts_line()));
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(report.summary.ok, 2, "{}", report.to_table());
 }
 
 /// Whether `child` came to wait for the lock on `file` (as `/proc/locks` lists a blocked

@@ -77,10 +77,17 @@ pub(super) fn keys(cli: &Cli, archive: Option<&str>) -> Ended {
     Ok(Verdict::Clean)
 }
 
-/// `hostkeys scan`: records new host keys, reports known and changed ones.
-pub(super) async fn hostkeys_scan(cli: &Cli, only: &[String]) -> Ended {
+/// `hostkeys scan`: records new host keys, reports known and changed ones; with `--replace`,
+/// replaces one mirror's changed key when it has the fingerprint given.
+pub(super) async fn hostkeys_scan(cli: &Cli, only: &[String], replace: Option<(String, String)>) -> Ended {
     let config = load_for_writing(cli)?;
-    let rows = crate::operator::hostkeys::scan(&config, only).await.map_err(Stop::usage)?;
+    let rows = match replace {
+        Some((mirror, fingerprint)) => {
+            let replace = crate::operator::hostkeys::Replace { mirror, fingerprint };
+            vec![crate::operator::hostkeys::replace(&config, &replace).await.map_err(Stop::usage)?]
+        }
+        None => crate::operator::hostkeys::scan(&config, only).await.map_err(Stop::usage)?,
+    };
     match cli.format {
         Format::Json => print_json(&rows),
         Format::Table if rows.is_empty() => eprintln!("no SSH mirrors configured"),

@@ -27,7 +27,10 @@ async fn route(cli: &Cli) -> Ended {
         Command::Receive { file, grace } => services::receive(file, *grace).await,
         Command::Keygen(args) => keys::keygen(cli, args),
         Command::Keys { archive } => keys::keys(cli, archive.as_deref()),
-        Command::Hostkeys { command: HostkeysCommand::Scan { only } } => keys::hostkeys_scan(cli, only).await,
+        Command::Hostkeys { command: HostkeysCommand::Scan { only, replace, fingerprint } } => {
+            let replace = replace.clone().zip(fingerprint.clone());
+            keys::hostkeys_scan(cli, only, replace).await
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "pushmirror", &mut std::io::stdout());
