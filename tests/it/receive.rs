@@ -682,3 +682,31 @@ async fn at_the_connection_limit_requests_in_progress_are_kept_and_a_new_connect
     }
     r.stop().await;
 }
+
+/// The README's recipe to sign a trigger with stock tools (openssl, curl), run as written,
+/// is accepted by `pushmirror receive`: the documented format is the one implemented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_recipe_signs_a_trigger_receive_accepts() {
+    let d = Downstream::new();
+    d.config(&format!("  debian:\n    command: {}\n    hmac_secret_file: secrets/hmac\n", d.quick_sync(0)));
+    let r = start(&d).await;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme.split("To sign a trigger yourself with stock tools").nth(1).expect("the recipe");
+    let recipe = after.split("```sh\n").nth(1).and_then(|r| r.split("```").next()).unwrap().to_string();
+    let (secret, url) = (d.path("secrets/hmac"), r.url("/trigger/debian"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .args(["-eu", "-c", &recipe])
+            .env("SECRET_FILE", secret)
+            .env("URL", url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    r.until("debian", "the run done", |a| a.runs_started == 1 && a.idle()).await;
+    assert_eq!(d.runs(), ["debian all 2026120601"]);
+    r.stop().await;
+}
