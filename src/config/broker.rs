@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use super::fields::{Fields, secret_field};
+use super::fields::{Fields, secret_file};
 use crate::vocab::secret::Secret;
 
 /// The fields of a broker connection, in both files.
@@ -38,6 +38,8 @@ pub struct Broker {
     pub username: Option<String>,
     /// The password (a secret: never printed).
     pub password: Option<Secret<String>>,
+    /// The file the password was read from (the service user must own it).
+    pub password_file: Option<PathBuf>,
     /// The CA certificates (PEM) the broker's certificate must chain to.
     pub ca_file: Option<PathBuf>,
     /// Our client certificate (PEM), for brokers that require one (mTLS).
@@ -69,7 +71,7 @@ pub(crate) fn read(f: &mut Fields<'_>, default_client_id: impl FnOnce() -> Strin
         false => Err(format!("invalid client id `{s}`: use letters, digits, `.`, `_`, `-`")),
     });
     let username: Option<String> = f.take("username");
-    let password = secret_field(f, "password_file");
+    let (password, password_file) = secret_file(f, "password_file").unzip();
     if password.is_some() && username.is_none() {
         f.error("password_file", "a password needs a `username:`");
     }
@@ -122,6 +124,7 @@ pub(crate) fn read(f: &mut Fields<'_>, default_client_id: impl FnOnce() -> Strin
         client_id: client_id.unwrap_or_else(default_client_id),
         username,
         password,
+        password_file,
         ca_file,
         client_cert,
         client_key,

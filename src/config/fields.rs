@@ -292,9 +292,14 @@ pub fn nearest<'k>(word: &str, candidates: &[&'k str]) -> Option<&'k str> {
 
 /// Reads the secret file named by `key`, recording why it cannot be used.
 pub(crate) fn secret_field(f: &mut Fields<'_>, key: &str) -> Option<crate::vocab::secret::Secret<String>> {
+    secret_file(f, key).map(|(value, _)| value)
+}
+
+/// [`secret_field`], with the file it was read from (the ownership audit names it).
+pub(crate) fn secret_file(f: &mut Fields<'_>, key: &str) -> Option<(crate::vocab::secret::Secret<String>, PathBuf)> {
     let path = f.path(key)?;
     match crate::sys::fsutil::read_secret_file(&path) {
-        Ok(s) => Some(s),
+        Ok(s) => Some((s, path)),
         Err(msg) => {
             f.error(key, msg);
             None

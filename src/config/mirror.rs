@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use super::fields::{Fields, Sink, secret_field};
+use super::fields::{Fields, Sink, secret_file};
 use super::sender::{Level, LocalAddresses, Sender, UNSET};
 use super::{Archive, ConfigError, valid_name};
 use crate::vocab::secret::Secret;
@@ -201,6 +201,9 @@ pub struct HttpTarget {
     pub headers: Vec<(String, String)>,
     /// Signs each trigger (HMAC-SHA256 over timestamp and JSON body); implies POST.
     pub hmac_secret: Option<Secret<String>>,
+    /// The secret files it was read from, by field (`http.token_file`): the service user must
+    /// own them.
+    pub secret_files: Vec<(String, PathBuf)>,
 }
 
 impl HttpTarget {
@@ -619,11 +622,17 @@ fn read_ssh(mut s: Fields<'_>, host_key: Option<String>) -> Option<SshTarget> {
 }
 
 fn read_http(mut h: Fields<'_>) -> Option<HttpTarget> {
-    let url = read_url(&mut h);
+    let mut secret_files = Vec::new();
+    let url = read_url(&mut h, &mut secret_files);
     let method = h.take_parsed("method", HttpMethod::from_str);
-    let basic_auth = h.nested("basic_auth").and_then(basic_auth);
-    let bearer_token = secret_field(&mut h, "token_file");
-    let hmac_secret = secret_field(&mut h, "hmac_secret_file");
+    let basic_auth = h.nested("basic_auth").and_then(|b| basic_auth(b, &mut secret_files));
+    let mut secret = |h: &mut Fields<'_>, key: &str| {
+        let (value, path) = secret_file(h, key)?;
+        secret_files.push((format!("http.{key}"), path));
+        Some(value)
+    };
+    let bearer_token = secret(&mut h, "token_file");
+    let hmac_secret = secret(&mut h, "hmac_secret_file");
     let method = match (hmac_secret.is_some(), method) {
         (true, Some(HttpMethod::Get)) => {
             h.error("method", "signed triggers (hmac_secret_file) carry a JSON body: use POST");
@@ -645,10 +654,10 @@ fn read_http(mut h: Fields<'_>) -> Option<HttpTarget> {
         })
         .collect();
     h.finish(&["url", "url_file", "method", "basic_auth", "token_file", "hmac_secret_file", "headers"]);
-    Some(HttpTarget { url: url?, method, basic_auth, bearer_token, headers, hmac_secret })
+    Some(HttpTarget { url: url?, method, basic_auth, bearer_token, headers, hmac_secret, secret_files })
 }
 
-fn read_url(h: &mut Fields<'_>) -> Option<Secret<Url>> {
+fn read_url(h: &mut Fields<'_>, files: &mut Vec<(String, PathBuf)>) -> Option<Secret<Url>> {
     let (key, raw) = match (h.has("url"), h.has("url_file")) {
         (true, true) => {
             h.error("url", "set `url:` or `url_file:`, not both");
@@ -659,7 +668,11 @@ fn read_url(h: &mut Fields<'_>) -> Option<Secret<Url>> {
             return None;
         }
         (true, false) => ("url", Secret::new(h.take::<String>("url")?)),
-        (false, true) => ("url_file", secret_field(h, "url_file")?),
+        (false, true) => {
+            let (value, path) = secret_file(h, "url_file")?;
+            files.push(("http.url_file".into(), path));
+            ("url_file", value)
+        }
     };
     match Url::parse(raw.expose().trim()) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(Secret::new(u)),
@@ -675,14 +688,18 @@ fn read_url(h: &mut Fields<'_>) -> Option<Secret<Url>> {
     }
 }
 
-/// Reads `basic_auth: { user: …, password_file: … }`, recording what is missing.
-pub(crate) fn basic_auth(mut b: Fields<'_>) -> Option<(String, Secret<String>)> {
+/// Reads `basic_auth: { user: …, password_file: … }`, recording what is missing, and the
+/// password's file in `files`.
+pub(crate) fn basic_auth(mut b: Fields<'_>, files: &mut Vec<(String, PathBuf)>) -> Option<(String, Secret<String>)> {
     let user: Option<String> = b.take("user");
     if user.is_none() {
         b.error("user", "missing: the basic-auth user");
     }
     let errors_before = b.errors_so_far();
-    let password = secret_field(&mut b, "password_file");
+    let password = secret_file(&mut b, "password_file").map(|(value, path)| {
+        files.push(("http.basic_auth.password_file".into(), path));
+        value
+    });
     // An unreadable file has been reported already; only an absent (or null) field is "missing".
     if password.is_none() && b.errors_so_far() == errors_before {
         b.error("password_file", "missing: a file holding the basic-auth password");
@@ -804,6 +821,7 @@ impl Mirror {
             name: name.into(),
             file: format!("{name}.yaml").into(),
             transport: Transport::Http(HttpTarget {
+                secret_files: Vec::new(),
                 url: Secret::new("http://127.0.0.1:9/".parse().unwrap()),
                 method: HttpMethod::Get,
                 basic_auth: None,

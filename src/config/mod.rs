@@ -391,6 +391,23 @@ fn audit_ownership(config: &Config) -> Vec<ConfigError> {
         }
     }
     named.push(main("known_hosts", &config.known_hosts));
+    // Secrets too: they are private (0600), so the service user must own them to read them; a
+    // root-owned one passes `check` as root and stops the daemon at its start.
+    for mirror in &config.mirrors {
+        if let Transport::Http(http) = &mirror.transport {
+            named.extend(
+                http.secret_files
+                    .iter()
+                    .map(|(field, path)| (mirror.file.clone(), (1, 1), field.clone(), path.clone())),
+            );
+        }
+    }
+    if let Some(file) = config.mqtt.as_ref().and_then(|m| m.broker.password_file.as_ref()) {
+        named.push(main("mqtt.password_file", file));
+    }
+    if let Some(file) = config.mqtt.as_ref().and_then(|m| m.broker.client_key.as_ref()) {
+        named.push(main("mqtt.client_key", file));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for (file, at, field, path) in named {
         if !seen.insert(path.clone()) {

@@ -30,6 +30,48 @@ pub struct CheckArgs {
     /// CRITICAL when more mirrors than this are failing (or far behind): a count or a percentage.
     #[arg(long, value_name = "N|P%", default_value = "0", requires = "check")]
     pub critical: Threshold,
+    /// Judge what the daemon's status server says (`http://127.0.0.1:9470`) instead of reading
+    /// `state_dir`: a monitoring user needs neither the configuration nor any secret.
+    #[arg(long, value_name = "URL", requires = "check")]
+    pub url: Option<reqwest::Url>,
+}
+
+/// The most of a `/status` answer that is read (a status of 10,000 mirrors is about 10 MB).
+const MAX_STATUS: usize = 64 * 1024 * 1024;
+
+/// Every mirror's view from the daemon's `/status` at `base`, or why it cannot be had.
+pub async fn views_from_daemon(base: &reqwest::Url) -> Result<Vec<MirrorView>, String> {
+    let url = base.join("/status").map_err(|e| format!("{base}: {e}"))?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut response =
+        client.get(url.clone()).send().await.map_err(|e| format!("cannot reach the daemon at {url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("the daemon at {url} answered {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading {url}: {e}"))? {
+        if body.len() + chunk.len() > MAX_STATUS {
+            return Err(format!("{url}: the answer is larger than {} MiB", MAX_STATUS >> 20));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let status: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: not a daemon's status: {e}"))?;
+    if let Some(why) = status.get("mirrors_error").and_then(|e| e.as_str()) {
+        return Err(format!("the daemon cannot read the mirrors' state: {why}"));
+    }
+    let archives = status.get("archives").and_then(|a| a.as_array()).ok_or_else(|| format!("{url}: no archives"))?;
+    let mut views = Vec::new();
+    for archive in archives {
+        let mirrors = archive.get("mirrors").cloned().unwrap_or_default();
+        let some: Vec<MirrorView> = serde_json::from_value(mirrors).map_err(|e| format!("{url}: {e}"))?;
+        views.extend(some);
+    }
+    Ok(views)
 }
 
 /// How many mirrors may be in a state before it counts: `N`, or `P%` of those judged.

@@ -306,7 +306,7 @@ fn read_credentials(a: &mut Fields<'_>, name: &str, parent: &Fields<'_>, mqtt: b
     let errors_before = a.errors_so_far();
     let credentials = Credentials {
         bearer_token: secret_field(a, "bearer_token_file"),
-        basic_auth: a.nested("basic_auth").and_then(basic_auth),
+        basic_auth: a.nested("basic_auth").and_then(|b| basic_auth(b, &mut Vec::new())),
         hmac_secret: secret_field(a, "hmac_secret_file"),
     };
     if a.errors_so_far() > errors_before {

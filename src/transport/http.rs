@@ -308,6 +308,7 @@ mod tests {
         let mut mirror = crate::config::Mirror::example("m");
         mirror.timeout = timeout;
         let target = HttpTarget {
+            secret_files: Vec::new(),
             url: Secret::new(url.parse().unwrap()),
             method: HttpMethod::Get,
             basic_auth: None,

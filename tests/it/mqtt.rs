@@ -814,5 +814,22 @@ async fn agree(f: &Fixture, d: &Daemon, expected: &[(String, String)]) -> std::p
     assert_eq!(sorted(long), not_ok, "the long output");
     let judged = json(&cli(&["--format", "json", "status", "--check"]).await.unwrap());
     assert_eq!((judged["state"].as_str(), judged["counts"]["failed"].as_u64()), (Some("CRITICAL"), Some(1)));
+
+    // A monitoring user with neither the configuration nor a secret: the daemon's answer.
+    let url = format!("http://{}", d.addr);
+    let remote = tokio::task::spawn_blocking(move || {
+        crate::common::run_bin(
+            std::path::Path::new("/nonexistent/pushmirror.yaml"),
+            &["status", "--check", "--url", &url],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (remote.status.code(), stdout(&remote)),
+        (check.status.code(), text.clone()),
+        "{}",
+        crate::common::stderr(&remote)
+    );
     check
 }

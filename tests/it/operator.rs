@@ -216,12 +216,21 @@ fn check_names_files_the_service_user_cannot_read() {
     std::fs::create_dir_all(f.path("state/ratelimit")).unwrap();
     std::fs::write(f.path("state/ratelimit/m.json"), r#"{"sent_ms":[]}"#).unwrap();
     std::os::unix::fs::chown(f.path("state"), Some(65534), Some(65534)).unwrap();
+    // A root-owned 0600 secret: readable by root's `check`, not by the daemon (it used to pass).
+    let token = f.secret("secrets/token", "s3cret-token");
+    f.mirror("m", &format!("http:\n  url: http://127.0.0.1:9/\n  token_file: {}\n", token.display()));
     let out = f.cli(&["check"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     let nobody = user_name(65534);
     assert!(err.contains(&format!("2 entries are in {} not owned by {nobody}", f.path("state").display())), "{err}");
     assert!(err.contains(&format!("chown -R {nobody}:")), "{err}");
+    let secret = format!(
+        "http.token_file: {} is owned by root, but the service user {nobody} (the owner of state_dir) must read it: chown {nobody}:",
+        token.display()
+    );
+    assert!(err.contains(&secret), "{err}");
+    assert!(!err.contains("s3cret-token"), "a secret printed:\n{err}");
 }
 
 fn nix_uid() -> u32 {

@@ -202,9 +202,9 @@ struct ArchiveState {
     mirrors: Vec<MirrorView>,
 }
 
-pub(super) fn status(cli: &Cli, check: Option<&CheckArgs>) -> Ended {
+pub(super) async fn status(cli: &Cli, check: Option<&CheckArgs>) -> Ended {
     if let Some(args) = check {
-        return Ok(Verdict::Nagios(nagios_status(cli, args)));
+        return Ok(Verdict::Nagios(nagios_status(cli, args).await));
     }
     let config = load(cli)?;
     let history = History::new(&config.state_dir, config.status.history);
@@ -261,9 +261,14 @@ fn views_table(views: &[MirrorView]) -> String {
 
 /// `status --check`: a monitoring plugin. One status line (with perfdata) on stdout, then one
 /// line per mirror that is not ok; `--format json` prints the same as one document.
-fn nagios_status(cli: &Cli, args: &CheckArgs) -> Nagios {
-    let judged = match judge_from_ledger(cli) {
-        Ok(views) => crate::operator::check::judge(&views.0, views.1, args),
+async fn nagios_status(cli: &Cli, args: &CheckArgs) -> Nagios {
+    // From the daemon, its sweeps are its own business: one that answers is sweeping.
+    let views = match &args.url {
+        Some(url) => crate::operator::check::views_from_daemon(url).await.map(|views| (views, false)),
+        None => judge_from_ledger(cli),
+    };
+    let judged = match views {
+        Ok((views, stale_sweep)) => crate::operator::check::judge(&views, stale_sweep, args),
         Err(why) => crate::operator::check::Judged::unknown(why),
     };
     match cli.format {

@@ -21,7 +21,7 @@ async fn route(cli: &Cli) -> Ended {
         Command::Push(args) => push::push(cli, args).await,
         Command::Check => check(cli),
         Command::List { archive } => inspect::list(cli, archive.as_deref()),
-        Command::Status { check, thresholds } => inspect::status(cli, check.then_some(thresholds)),
+        Command::Status { check, thresholds } => inspect::status(cli, check.then_some(thresholds)).await,
         Command::Daemon { grace } => services::daemon(cli, *grace).await,
         Command::Freshness { archive } => inspect::freshness(cli, archive.as_deref()).await,
         Command::Receive { file, grace } => services::receive(file, *grace).await,
