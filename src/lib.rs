@@ -53,22 +53,3 @@ pub mod sys;
 pub mod transport;
 pub mod vocab;
 pub mod wire;
-
-use tracing_subscriber::EnvFilter;
-
-/// Sends log output to stderr at the level `-v`/`-q` ask for (`RUST_LOG` overrides).
-pub fn init_logging(verbose: u8, quiet: bool) {
-    let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("pushmirror={level}")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
-}

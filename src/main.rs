@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     if std::env::args_os().next().is_some_and(|argv0| pushmirror::compat::runmirrors::invoked_as_runmirrors(&argv0)) {
         let cli = RunmirrorsCli::parse();
         pushmirror::sys::fdlimit::raise();
-        pushmirror::init_logging(0, false);
+        pushmirror::sys::logging::init(0, false);
         return block_on(pushmirror::compat::runmirrors::run_standalone(cli));
     }
     let cli = Cli::parse_args();
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         cli.command,
         pushmirror::operator::cli::Command::Daemon { .. } | pushmirror::operator::cli::Command::Receive { .. }
     );
-    pushmirror::init_logging(cli.verbose + u8::from(daemon), cli.quiet);
+    pushmirror::sys::logging::init(cli.verbose + u8::from(daemon), cli.quiet);
     block_on(pushmirror::operator::commands::run(cli))
 }
 

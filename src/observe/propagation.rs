@@ -220,7 +220,7 @@ impl FollowOne {
                     let (_, own) = self.prober.own_trace(&self.mirror.check).await;
                     let own = own.filter(|t| t.serial() == Some(seen.as_str()));
                     row.sync_ms = own.as_ref().and_then(Trace::sync_duration).map(crate::vocab::units::millis);
-                    tracing::info!(mirror = %row.mirror, version = %self.version, after = %humantime::format_duration(self.started.elapsed()), "mirror live");
+                    tracing::info!(mirror = %row.mirror, version = %self.version, after = %crate::vocab::units::format_ms(crate::vocab::units::millis(self.started.elapsed())), "mirror live");
                     return true;
                 }
                 *validators = fresh;

@@ -337,3 +337,33 @@ async fn a_bare_config_file_name_resolves_relative_paths_against_its_directory()
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(f.path("state/mirrors.json").exists() && f.path("state/reports").is_dir(), "state written elsewhere");
 }
+
+/// Under systemd (`JOURNAL_STREAM` set) every log line starts with its syslog priority, so that
+/// `journalctl -p warning` finds warnings, and has no timestamp of its own (journald's is beside
+/// it: they were doubled); elsewhere neither.
+#[tokio::test]
+async fn under_journald_log_lines_carry_their_priority_and_no_timestamp() {
+    let refusing = HttpReceiver::builder().reply(Reply::Status(404)).start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("m", &refusing.url("/"), "");
+    let config = f.config_path();
+    let run = move |journal: bool| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushmirror"));
+            command.arg("-c").arg(&config).args(["push"]).env_remove("RUST_LOG");
+            if journal {
+                command.env("JOURNAL_STREAM", "8:12345");
+            } else {
+                command.env_remove("JOURNAL_STREAM");
+            }
+            command.output().unwrap()
+        })
+    };
+    let journal = stderr(&run(true).await.unwrap());
+    let failed = journal.lines().find(|l| l.contains("trigger failed")).unwrap_or_else(|| panic!("{journal}"));
+    assert!(failed.starts_with("<4> WARN "), "{failed}");
+    assert!(!journal.contains("2026-") && !journal.contains("\u{1b}["), "a timestamp or colour:\n{journal}");
+    let plain = stderr(&run(false).await.unwrap());
+    assert!(plain.lines().any(|l| l.contains("trigger failed")) && !plain.contains("<4>"), "{plain}");
+}

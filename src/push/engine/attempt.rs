@@ -12,7 +12,7 @@ use crate::config::{Backoff, Mirror};
 use crate::transport::{AttemptError, AttemptResult, Trigger, TriggerRequest};
 use crate::vocab::clock::Clock;
 use crate::vocab::model::{ErrorClass, Stage};
-use crate::vocab::units::millis;
+use crate::vocab::units::{format_ms, millis};
 
 /// How a trigger's attempts ended.
 pub(super) struct TriggerOutcome {
@@ -60,7 +60,7 @@ pub(super) async fn attempt_until_done<T: Trigger>(
             Err(e) if e.transient && attempts <= mirror.retries => {
                 let delay = backoff_delay(&mirror.backoff, attempts, e.retry_after);
                 span.in_scope(|| {
-                    tracing::info!(class = %e.class, error = %e.message, retry_in = ?delay, "attempt failed, retrying")
+                    tracing::info!(class = %e.class, error = %e.message, retry_in = %format_ms(millis(delay)), "attempt failed, retrying")
                 });
                 if let Some(f) = &options.on_retry {
                     let (mirror, class, error) = (mirror.name.clone(), e.class, e.message.clone());
