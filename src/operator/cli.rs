@@ -35,11 +35,33 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Parses the process's arguments like `Cli::parse`, and notes where the config path came from.
+    /// The command line's definition.
+    pub fn definition() -> clap::Command {
+        Cli::command()
+    }
+
+    /// Parses the process's arguments like `Cli::parse`, and notes where the config path came
+    /// from; exits with clap's message on a usage error.
     pub fn parse_args() -> Cli {
-        let matches = Cli::command().get_matches();
+        let matches = Cli::definition().get_matches();
         let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         cli.config_is_default = matches.value_source("config") == Some(ValueSource::DefaultValue);
+        // An option the subcommand ignores, given on the command line, is a mistake to say.
+        if let Some((name, sub)) = matches.subcommand() {
+            let given = |id: &str| sub.value_source(id) == Some(ValueSource::CommandLine);
+            let ignored = IGNORED_GLOBALS.iter().find(|(n, _)| *n == name).map_or(&[][..], |(_, i)| *i);
+            if let Some(arg) = ignored.iter().find(|a| given(a)) {
+                let flag = if *arg == "config" { "-c/--config" } else { "--format" };
+                let why = match (name, *arg) {
+                    ("receive", "config") => {
+                        "it reads its own file, given as FILE (default /etc/pushmirror/receive.yaml)"
+                    }
+                    _ => "its output has one form",
+                };
+                let message = format!("{flag} does not apply to `{name}`: {why}");
+                Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+            }
+        }
         // Relative paths in the file resolve against its directory, always: `-c pushmirror.yaml`
         // names ./pushmirror.yaml, whose directory is `.`, not "" (which resolved `state_dir:
         // state` against nothing and probed `/`).
@@ -50,10 +72,18 @@ impl Cli {
     }
 }
 
+/// The global options each subcommand ignores: refused when given on its command line.
+pub const IGNORED_GLOBALS: &[(&str, &[&str])] = &[
+    ("daemon", &["format"]),
+    ("receive", &["format", "config"]),
+    ("manpage", &["format"]),
+    ("completions", &["format"]),
+];
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Push one archive to its mirrors now and print the report.
+    /// Push one archive to its mirrors (SSH, HTTP, MQTT) now and print the report.
     Push(PushArgs),
     /// Validate the configuration; print every error as path:line:col.
     Check,
@@ -88,7 +118,8 @@ pub enum Command {
         #[arg(long, default_value = "30s", value_parser = crate::vocab::units::parse_grace)]
         grace: std::time::Duration,
     },
-    /// Downstream side: accept HTTP triggers, run the local sync command, then push the next tier.
+    /// Downstream side: accept HTTP (and MQTT) triggers, run the local sync command, then push
+    /// the next tier. Reads FILE, not the main file: -c does not apply.
     Receive {
         /// The receive configuration (listen address, archives, their sync commands and secrets).
         #[arg(default_value = crate::receive::DEFAULT_CONFIG)]

@@ -98,7 +98,7 @@ fn with_defaults(file: File, path: &str, what: &str) -> String {
 
 /// Writes the page.
 pub fn render(w: &mut dyn Write) -> std::io::Result<()> {
-    let mut command = <crate::operator::cli::Cli as clap::CommandFactory>::command();
+    let mut command = crate::operator::cli::Cli::definition();
     // Built, so that every argument knows whether it takes a value.
     command.build();
     let man = clap_mangen::Man::new(command.clone());

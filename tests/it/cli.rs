@@ -367,3 +367,19 @@ async fn under_journald_log_lines_carry_their_priority_and_no_timestamp() {
     let plain = stderr(&run(false).await.unwrap());
     assert!(plain.lines().any(|l| l.contains("trigger failed")) && !plain.contains("<4>"), "{plain}");
 }
+
+/// Options a subcommand ignores are refused when given, saying why (they used to be accepted and
+/// do nothing: `receive -c FILE` read /etc/pushmirror/receive.yaml anyway).
+#[test]
+fn an_option_a_subcommand_ignores_is_refused() {
+    let none = std::path::Path::new("/nonexistent/pushmirror.yaml");
+    for (args, want) in [
+        (&["receive", "/tmp/r.yaml"][..], "-c/--config does not apply to `receive`"),
+        (&["--format", "json", "manpage"], "--format does not apply to `manpage`"),
+        (&["daemon", "--format", "json"], "--format does not apply to `daemon`"),
+    ] {
+        let out = run_bin(none, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+    }
+}

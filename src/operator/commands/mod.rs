@@ -32,7 +32,7 @@ async fn route(cli: &Cli) -> Ended {
             keys::hostkeys_scan(cli, only, replace).await
         }
         Command::Completions { shell } => {
-            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut command = Cli::definition();
             clap_complete::generate(*shell, &mut command, "pushmirror", &mut std::io::stdout());
             Ok(Verdict::Clean)
         }
