@@ -4,7 +4,10 @@
 #   push to a local HTTP receiver (`pushmirror receive`); root's push then follows the ownership
 #   rule (refuses, names the command, leaves no root-owned state); the daemon, as the service
 #   user, still triggers the rate-limited mirror; `systemd-analyze verify` on the installed unit;
-#   `dpkg -P` leaves no /var/lib/pushmirror and no /etc/pushmirror. The machine is left as found:
+#   `dpkg -P` leaves no /var/lib/pushmirror but keeps the sender's key. Also the first hour's
+#   stumbles (issue 22): a root-owned secret named by check, a bare `-c pushmirror.yaml`, root's
+#   `push --dry-run`, `status --check --url` as nobody, journald priorities, the package's
+#   one-line description. The machine is left as found:
 #   the package purged, the service user (which this script found absent) removed, temp files gone.
 # A run killed before its cleanup (SIGKILL, a CI timeout) leaves the package and the user behind,
 # and the next run refuses to start; clean up with: dpkg -P pushmirror; deluser --system pushmirror
@@ -38,6 +41,8 @@ cleanup() {
   pkill -KILL -u pushmirror 2>/dev/null || true
   if getent passwd pushmirror >/dev/null; then deluser --system --quiet pushmirror >/dev/null 2>&1 || true; fi
   if getent group pushmirror >/dev/null; then delgroup --system --quiet pushmirror >/dev/null 2>&1 || true; fi
+  # What the purge keeps on purpose (the sender's key, mirror files): this script made it.
+  rm -rf /etc/pushmirror
   rm -rf "$work"
   exit "$status"
 }
@@ -59,6 +64,8 @@ dpkg -i "$deb" >&2
 [ "$(command -v pushmirror)" = /usr/bin/pushmirror ] || fail "pushmirror on PATH is $(command -v pushmirror), not the package's"
 [ "$(stat -c %U /var/lib/pushmirror)" = pushmirror ] || fail "/var/lib/pushmirror is not the service user's"
 [ "$(stat -c %U:%a /etc/pushmirror/keys)" = pushmirror:700 ] || fail "/etc/pushmirror/keys is not pushmirror's, 0700"
+synopsis="$(dpkg-query -W -f='${binary:Summary}' pushmirror)"
+[ "${#synopsis}" -le 80 ] || fail "the one-line description is ${#synopsis} characters (dpkg -l cuts at 80): $synopsis"
 
 step "systemd-analyze verify"
 unit="$(dpkg -L pushmirror | grep '/pushmirror.service$')"
@@ -108,7 +115,8 @@ status:
   listen: 127.0.0.1:0
 YAML
 install -d -o pushmirror -g pushmirror -m 0700 /etc/pushmirror/mirrors.d/secrets
-install -o pushmirror -g pushmirror -m 0600 "$work/receive/secrets/token" /etc/pushmirror/mirrors.d/secrets/token
+# Root's secret first: check (as root) must name it, with the chown the daemon needs.
+install -o root -g root -m 0600 "$work/receive/secrets/token" /etc/pushmirror/mirrors.d/secrets/token
 for name in local limited; do
   limit=""
   [ "$name" = limited ] && limit="rate_limit: 2/1h"
@@ -121,11 +129,42 @@ $limit
 YAML
 done
 
+step "check, as root, names the secret the service user cannot read"
+set +e
+pushmirror check > /dev/null 2> "$work/check.err"
+status=$?
+set -e
+cat "$work/check.err" >&2
+[ "$status" = 2 ] || fail "check passed with a root-owned secret"
+grep -q "token_file: /etc/pushmirror/mirrors.d/secrets/token is owned by root, but the service user pushmirror" "$work/check.err" ||
+  fail "check does not name the root-owned secret"
+grep -q "chown pushmirror:pushmirror /etc/pushmirror/mirrors.d/secrets/token" "$work/check.err" ||
+  fail "check does not say the chown"
+chown pushmirror:pushmirror /etc/pushmirror/mirrors.d/secrets/token
+
+step "a bare -c pushmirror.yaml resolves a relative state_dir against its directory"
+rel="$work/relative"
+install -d -o pushmirror -g pushmirror "$rel" "$rel/mirrors.d"
+printf 'state_dir: state\nmirrors_dir: mirrors.d\narchives:\n  debian:\n    root: %s\n' "$work/archive" > "$rel/pushmirror.yaml"
+chown pushmirror:pushmirror "$rel/pushmirror.yaml"
+(cd "$rel" && as_service pushmirror -c pushmirror.yaml check) >&2 || fail "check -c pushmirror.yaml, state_dir: state"
+
 step "check and push as the service user"
 as_service pushmirror check >&2 || fail "check as pushmirror"
 as_service pushmirror push debian >&2 || fail "push as pushmirror"
 for _ in $(seq 100); do [ "$(grep -c 2026112901 "$work/synced" 2>/dev/null)" = 2 ] && break; sleep 0.1; done
 [ "$(grep -c 2026112901 "$work/synced")" = 2 ] || fail "the receiver did not sync twice: $(cat "$work/synced")"
+
+step "push --dry-run writes nothing: root may run it"
+pushmirror push --dry-run debian >&2 || fail "root's push --dry-run"
+
+step "under journald (JOURNAL_STREAM), log lines carry their priority"
+printf 'http:\n  url: "http://127.0.0.1:9/"\nretries: 0\n' > /etc/pushmirror/mirrors.d/down.yaml
+set +e
+JOURNAL_STREAM=8:12345 as_service pushmirror push debian --only down > /dev/null 2> "$work/journal.err"
+set -e
+grep -q '^<4> WARN .*trigger failed' "$work/journal.err" || fail "no <4> priority prefix: $(cat "$work/journal.err")"
+rm /etc/pushmirror/mirrors.d/down.yaml
 
 step "push as root follows the ownership rule"
 set +e
@@ -155,13 +194,20 @@ as_service pushmirror status > "$work/status.txt"
 cat "$work/status.txt" >&2
 grep -Eq '^limited +all +ok ' "$work/status.txt" || fail "the limited mirror's row is not ok"
 as_service pushmirror status --check >&2 || fail "status --check after the daemon's push"
+sport="$(sed -n 's/.*status server listening addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/daemon.log" | head -n1)"
+[ -n "$sport" ] || fail "no status server address in the daemon's log"
+setpriv --reuid=nobody --regid=nogroup --clear-groups -- pushmirror status --check --url "http://127.0.0.1:$sport" >&2 ||
+  fail "status --check --url as nobody (no configuration, no secret)"
 kill "${pids[1]}"
 wait "${pids[1]}" || fail "the daemon did not stop cleanly on SIGTERM: $(cat "$work/daemon.log")"
 unset 'pids[1]'
 
 
-step "purge"
-dpkg -P pushmirror >&2
+step "purge keeps the sender's key and the mirror files"
+dpkg -P pushmirror 2> "$work/purge.err" >&2
+cat "$work/purge.err" >&2
 [ ! -e /var/lib/pushmirror ] || fail "purge left /var/lib/pushmirror"
-[ ! -e /etc/pushmirror ] || fail "purge left /etc/pushmirror"
+[ -e /etc/pushmirror/keys/id_ed25519 ] || fail "purge removed the sender's key, which downstreams trust"
+[ -e /etc/pushmirror/mirrors.d/local.yaml ] || fail "purge removed the mirror files"
+grep -q "purge kept /etc/pushmirror/keys" "$work/purge.err" || fail "purge did not say what it kept"
 step "ok"

@@ -188,23 +188,32 @@ async fn supervise(mut running: Arc<Running>, mut control: Control, grace: Durat
                         break;
                     }
                 };
-                match loaded {
-                    Ok(config) => match Running::start(config, core).await {
-                        Ok(next) => {
-                            running.retire();
-                            running = next;
-                            tracing::info!(config = %core.config_path.display(), "configuration reloaded");
+                // What systemd's status line says until the next push: what the reload did.
+                let said = match loaded {
+                    Ok(config) => {
+                        let changes = changes(running.config(), &config);
+                        match Running::start(config, core).await {
+                            Ok(next) => {
+                                running.retire();
+                                running = next;
+                                tracing::info!(config = %core.config_path.display(), %changes, "configuration reloaded");
+                                format!("reloaded: {changes}")
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %format!("{e:#}"), "reload failed, keeping the old configuration");
+                                "reload refused: it could not start, running the previous configuration".to_string()
+                            }
                         }
-                        Err(e) => tracing::error!(error = %format!("{e:#}"), "reload failed, keeping the old configuration"),
-                    },
+                    }
                     Err(errors) => {
                         for e in &errors.0 {
                             tracing::error!("{e}");
                         }
                         tracing::error!(errors = errors.0.len(), "invalid configuration, keeping the old one");
+                        format!("reload refused: {} error(s), running the previous configuration", errors.0.len())
                     }
-                }
-                notify_systemd(&[sd_notify::NotifyState::Ready]);
+                };
+                notify_systemd(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&said)]);
             }
         }
     }
@@ -269,6 +278,28 @@ impl Core {
         *self.archives.lock().unwrap_or_else(|e| e.into_inner()) = archives.clone();
         Ok(archives)
     }
+}
+
+/// What a reload from `old` to `new` changes, in words: `mirrors: 2 added, 1 removed, 3 changed;
+/// archives: …` (visible settings; a changed secret file's content is not compared).
+fn changes(old: &Config, new: &Config) -> String {
+    fn diff<T: std::fmt::Debug>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> (usize, usize, usize) {
+        let added = new.keys().filter(|k| !old.contains_key(*k)).count();
+        let removed = old.keys().filter(|k| !new.contains_key(*k)).count();
+        let changed = new.iter().filter(|(k, v)| old.get(*k).is_some_and(|o| format!("{o:?}") != format!("{v:?}"))).count();
+        (added, removed, changed)
+    }
+    let mirrors = |c: &Config| -> BTreeMap<String, String> {
+        let triggered = c.mirrors.iter().map(|m| (m.name.clone(), format!("{m:?}")));
+        triggered.chain(c.watched.iter().map(|w| (w.name.clone(), format!("{w:?}")))).collect()
+    };
+    let archives = |c: &Config| -> BTreeMap<String, String> {
+        c.archives.iter().map(|(k, a)| (k.clone(), format!("{a:?}"))).collect()
+    };
+    let said = |what: &str, (added, removed, changed): (usize, usize, usize)| {
+        format!("{what}: {added} added, {removed} removed, {changed} changed")
+    };
+    format!("{}; {}", said("mirrors", diff(&mirrors(old), &mirrors(new))), said("archives", diff(&archives(old), &archives(new))))
 }
 
 /// Runs blocking file work (reads, atomic writes and their fsync) on the blocking pool: the one

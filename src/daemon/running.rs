@@ -69,6 +69,11 @@ impl Running {
         Ok(running)
     }
 
+    /// The configuration.
+    pub(super) fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Ends this configuration's tasks; a push running now finishes first.
     pub(super) fn retire(&self) {
         self.stop.cancel();
