@@ -286,7 +286,8 @@ fn changes(old: &Config, new: &Config) -> String {
     fn diff<T: std::fmt::Debug>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> (usize, usize, usize) {
         let added = new.keys().filter(|k| !old.contains_key(*k)).count();
         let removed = old.keys().filter(|k| !new.contains_key(*k)).count();
-        let changed = new.iter().filter(|(k, v)| old.get(*k).is_some_and(|o| format!("{o:?}") != format!("{v:?}"))).count();
+        let changed =
+            new.iter().filter(|(k, v)| old.get(*k).is_some_and(|o| format!("{o:?}") != format!("{v:?}"))).count();
         (added, removed, changed)
     }
     let mirrors = |c: &Config| -> BTreeMap<String, String> {
@@ -299,7 +300,11 @@ fn changes(old: &Config, new: &Config) -> String {
     let said = |what: &str, (added, removed, changed): (usize, usize, usize)| {
         format!("{what}: {added} added, {removed} removed, {changed} changed")
     };
-    format!("{}; {}", said("mirrors", diff(&mirrors(old), &mirrors(new))), said("archives", diff(&archives(old), &archives(new))))
+    format!(
+        "{}; {}",
+        said("mirrors", diff(&mirrors(old), &mirrors(new))),
+        said("archives", diff(&archives(old), &archives(new)))
+    )
 }
 
 /// Runs blocking file work (reads, atomic writes and their fsync) on the blocking pool: the one

@@ -139,10 +139,13 @@ pub fn render(w: &mut dyn Write) -> std::io::Result<()> {
 /// Where pushmirror reads and writes, as the package lays it out.
 const FILES: &[(&str, &str)] = &[
     ("/etc/pushmirror/pushmirror.yaml", "The main file (root's, readable by the service user)."),
-    ("/etc/pushmirror/mirrors.d/", "One file per mirror (root's)."),
+    (
+        "/etc/pushmirror/mirrors.d/",
+        "One file per mirror (root's); their secrets, 0600, the service user's. Kept by a purge.",
+    ),
     (
         "/etc/pushmirror/keys/",
-        "The sender's keys, owned by the service user pushmirror, mode 0700 (pushmirror keygen, run as pushmirror).",
+        "The sender's keys, owned by the service user pushmirror, mode 0700 (pushmirror keygen, run as pushmirror). Kept by a purge: downstreams trust them.",
     ),
     (
         "/var/lib/pushmirror/",
@@ -155,6 +158,10 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("PUSHMIRROR_CONFIG", "The main file when -c is not given."),
     ("RUST_LOG", "Log filter (tracing-subscriber syntax), overriding -v and -q."),
     ("NOTIFY_SOCKET", "Set by systemd: the daemon reports READY, RELOADING, STOPPING and a STATUS line."),
+    (
+        "JOURNAL_STREAM",
+        "Set by systemd when stderr is the journal: log lines then start with their syslog priority (<4> a warning) and carry no timestamp.",
+    ),
     ("HOME", "runmirrors looks for $HOME/.config/pushmirror/pushmirror.yaml."),
 ];
 
@@ -168,17 +175,20 @@ const EXIT_STATUS: &[(&str, &str)] = &[
     ),
     (
         "status --check",
-        "Nagios: 0 OK, 1 WARNING (deferred), 2 CRITICAL (failed), 3 UNKNOWN; one status line on stdout.",
+        "A monitoring plugin: 0 OK, 1 WARNING (a mirror not ok: pending, deferred, behind, unreachable), 2 CRITICAL (a mirror failing or far behind), 3 UNKNOWN; a status line with perfdata, then a line per mirror not ok.",
     ),
     ("runmirrors -f", "Failed mirrors exit 0, as archvsync's runmirrors under ftpsync did."),
 ];
 
 const SIGNALS: &[(&str, &str)] = &[
-    ("SIGHUP", "daemon: reload the configuration; an invalid one is refused, every error logged, the old one kept."),
+    (
+        "SIGHUP",
+        "daemon: reload the configuration; an invalid one is refused, every error logged, the old one kept. The systemd status line says what happened: reloaded (mirrors and archives added, removed, changed) or reload refused: N error(s), running the previous configuration.",
+    ),
     (
         "SIGTERM, SIGINT",
-        "daemon and receive: stop accepting work, let running triggers or syncs finish for up to --grace, write \
-         the report, exit 0.",
+        "daemon and receive: stop accepting work (a trigger waiting in backoff ends at once and is resent at the next \
+         start), let running triggers or syncs finish for up to --grace, write the report, exit 0.",
     ),
 ];
 
@@ -190,7 +200,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("Who would get what, and when:", "pushmirror push debian --dry-run"),
     ("Record the mirrors' SSH host keys:", "sudo -u pushmirror pushmirror hostkeys scan"),
     ("Run the daemon:", "systemctl enable --now pushmirror"),
-    ("Monitor from Nagios (NRPE, with a sudoers line for it):", "sudo -u pushmirror pushmirror status --check"),
+    ("Monitor (Nagios, Icinga, NRPE), no secret needed:", "pushmirror status --check --url http://127.0.0.1:9470"),
 ];
 
 /// COMMANDS: every subcommand (and theirs), with its usage, description and arguments.
