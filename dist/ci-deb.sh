@@ -192,7 +192,7 @@ for _ in $(seq 300); do [ "$(grep -c 2026112902 "$work/synced" 2>/dev/null)" = 2
   fail "the daemon did not trigger both mirrors: $(cat "$work/daemon.log")"
 as_service pushmirror status > "$work/status.txt"
 cat "$work/status.txt" >&2
-grep -Eq '^limited +all +ok ' "$work/status.txt" || fail "the limited mirror's row is not ok"
+grep -Eq '^limited +http +ok ' "$work/status.txt" || fail "the limited mirror's state is not ok"
 as_service pushmirror status --check >&2 || fail "status --check after the daemon's push"
 sport="$(sed -n 's/.*status server listening addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/daemon.log" | head -n1)"
 [ -n "$sport" ] || fail "no status server address in the daemon's log"
