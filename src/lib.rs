@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //!
-//! Thirteen rooms, listed in the order a push flows through them. A room uses only the rooms
+//! Fourteen rooms, listed in the order a push flows through them. A room uses only the rooms
 //! above it in this list, never one below (`tests/it/layout.rs` fails the build if it does, and
 //! checks this list against its own):
 //!
@@ -22,6 +22,8 @@
 //!   rate limits, retries → one row per trigger), [`push::ratelimit`], [`push::report`] (the
 //!   report and its bounded history on disk).
 //! - [`observe`]: what mirrors serve — trace files, freshness, propagation after a push.
+//! - [`notify`]: mail, webhooks and hooks — events on changes of standing, a bounded queue in
+//!   `state_dir`, delivery off the push's path.
 //! - [`demo`]: in-process SSH and HTTP receivers for `demo`, the tests and the benchmarks.
 //! - [`daemon`]: watch → push, per archive; deferred triggers; reload; the status server.
 //! - [`receive`]: the downstream side — a trigger endpoint that runs the sync command, then may
@@ -45,6 +47,7 @@ pub mod compat;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod notify;
 pub mod observe;
 pub mod operator;
 pub mod push;

@@ -296,6 +296,8 @@ mod tests {
             identity: None,
             source_address: None,
             forced_command: None,
+            notify: None,
+            hooks: None,
         };
         let dirs: Vec<String> = watched_dirs(&archive).iter().map(|d| d.display().to_string()).collect();
         assert_eq!(dirs, ["/srv/debian", "/srv/debian/project/trace", "/srv/debian/a"]);
@@ -328,6 +330,8 @@ mod tests {
             identity: None,
             source_address: None,
             forced_command: None,
+            notify: None,
+            hooks: None,
         };
         assert_eq!(observe(&archive), Observation { version: None, locked: false });
         std::fs::write(dir.path().join("trace"), "Archive serial: 7\n").unwrap();

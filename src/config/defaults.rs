@@ -48,6 +48,19 @@ pub const MQTT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 /// `mqtt.ack_timeout`: how long a push waits for an MQTT mirror's ack.
 pub const MQTT_ACK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
+/// `notify.after_failures`: consecutive failed triggers before a mirror counts as failing.
+pub const NOTIFY_AFTER_FAILURES: u32 = 2;
+/// `notify.min_interval`: at most one message about one mirror per this long.
+pub const NOTIFY_MIN_INTERVAL: Duration = Duration::from_secs(3600);
+/// `notify.timeout`: one delivery attempt (mail, webhook).
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+/// `notify.mail.via`.
+pub const NOTIFY_MAIL_VIA: &str = "sendmail";
+/// What `via: sendmail` runs: the Debian convention every MTA provides.
+pub const SENDMAIL: &[&str] = &["/usr/sbin/sendmail", "-t", "-oi"];
+/// `hooks.timeout`: how long a hook may run.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A mirror's `ssh.port`.
 pub const SSH_PORT: u16 = 22;
 /// A mirror's `http.method`.
@@ -168,6 +181,11 @@ pub const TABLE: &[Default] = &[
     entry(File::Main, "mqtt.keepalive", Value::Duration(MQTT_KEEPALIVE)),
     entry(File::Main, "mqtt.expiry", Value::Duration(MQTT_EXPIRY)),
     entry(File::Main, "mqtt.ack_timeout", Value::Duration(MQTT_ACK_TIMEOUT)),
+    entry(File::Main, "notify.after_failures", Value::Count(NOTIFY_AFTER_FAILURES as u64)),
+    entry(File::Main, "notify.min_interval", Value::Duration(NOTIFY_MIN_INTERVAL)),
+    entry(File::Main, "notify.timeout", Value::Duration(NOTIFY_TIMEOUT)),
+    entry(File::Main, "notify.mail.via", Value::Text(NOTIFY_MAIL_VIA)),
+    entry(File::Main, "hooks.timeout", Value::Duration(HOOK_TIMEOUT)),
     entry(File::Mirror, "ssh.port", Value::Count(SSH_PORT as u64)),
     entry(File::Mirror, "http.method", Value::Text(HTTP_METHOD)),
     entry(File::Mirror, "type", Value::Text(MIRROR_TYPE)),

@@ -8,6 +8,7 @@ pub mod defaults;
 mod error;
 pub(crate) mod fields;
 mod mirror;
+pub mod notify;
 mod sender;
 mod yaml;
 
@@ -22,6 +23,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use fields::resolve;
 pub use mirror::{
     Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, MqttTarget, SshTarget, Transport, Watched, mirror_fields,
+    redact_url,
 };
 pub use sender::{Sender, parse_source_address};
 
@@ -72,6 +74,10 @@ pub struct Config {
     pub watched: Vec<Watched>,
     /// The broadcast tier's broker (`mqtt:`), when MQTT mirrors are registered.
     pub mqtt: Option<MqttSettings>,
+    /// Where notifications go (`notify:`); an archive's own replaces it for its events.
+    pub notify: Option<notify::Notify>,
+    /// Commands around a push (`hooks:`); an archive's own replace them for its pushes.
+    pub hooks: notify::Hooks,
     /// Where fields that [`verify_files`] checks were written (`state_dir`, `known_hosts`,
     /// `archives.NAME.trace`), for its errors.
     positions: BTreeMap<String, (usize, usize)>,
@@ -125,6 +131,10 @@ pub struct Archive {
     /// The forced command downstreams bind its key to in `authorized_keys`, as `keys` and
     /// `keygen --archive` print it; `None` means ftpsync's ([`crate::wire::keys::FTPSYNC_FORCED_COMMAND`]).
     pub forced_command: Option<String>,
+    /// Its own `notify:`, replacing the main file's for this archive's events.
+    pub notify: Option<notify::Notify>,
+    /// Its own `hooks:`, replacing the main file's for its pushes.
+    pub hooks: Option<notify::Hooks>,
 }
 
 /// The sender's side of the MQTT broadcast tier (the main file's `mqtt:`).
@@ -146,9 +156,21 @@ pub struct StatusConfig {
     pub listen: SocketAddr,
     /// Reports kept in `state_dir/reports`.
     pub history: usize,
+    /// The page's address as people reach it (a proxy in front): notifications link to it.
+    pub public_url: Option<reqwest::Url>,
 }
 
 impl Config {
+    /// Where notifications about `archive` go: its own `notify:`, else the main file's.
+    pub fn notify_for(&self, archive: &str) -> Option<&notify::Notify> {
+        self.archives.get(archive).and_then(|a| a.notify.as_ref()).or(self.notify.as_ref())
+    }
+
+    /// The hooks of `archive`'s pushes: its own `hooks:`, else the main file's.
+    pub fn hooks_for(&self, archive: &str) -> &notify::Hooks {
+        self.archives.get(archive).and_then(|a| a.hooks.as_ref()).unwrap_or(&self.hooks)
+    }
+
     /// The mirrors that serve `archive`.
     pub fn mirrors_of<'a>(&'a self, archive: &'a str) -> impl Iterator<Item = &'a Arc<Mirror>> + 'a {
         self.mirrors.iter().filter(move |m| m.serves(archive))
@@ -208,6 +230,8 @@ pub const MAIN_FIELDS: &[&str] = &[
     "status",
     "freshness",
     "mqtt",
+    "notify",
+    "hooks",
 ];
 
 fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
@@ -282,6 +306,8 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     let mqtt_written = f.has("mqtt");
     let mqtt = f.nested("mqtt").and_then(read_mqtt);
     let mqtt_ack_timeout = mqtt_written.then(|| mqtt.as_ref().map_or(defaults::MQTT_ACK_TIMEOUT, |m| m.ack_timeout));
+    let notify = f.nested("notify").and_then(notify::read_notify);
+    let hooks = f.nested("hooks").map(notify::read_hooks).unwrap_or_default();
     f.finish(MAIN_FIELDS);
 
     let (mut mirrors, watched) =
@@ -307,6 +333,8 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         mirrors: mirrors.into_iter().map(|(m, _)| Arc::new(m)).collect(),
         watched,
         mqtt,
+        notify,
+        hooks,
         positions,
     })
 }
@@ -400,6 +428,16 @@ fn audit_ownership(config: &Config) -> Vec<ConfigError> {
                     .iter()
                     .map(|(field, path)| (mirror.file.clone(), (1, 1), field.clone(), path.clone())),
             );
+        }
+    }
+    let notifies = config
+        .notify
+        .iter()
+        .map(|n| ("notify", n))
+        .chain(config.archives.values().filter_map(|a| a.notify.as_ref().map(|n| ("archives.NAME.notify", n))));
+    for (at, notify) in notifies {
+        for hook in &notify.webhooks {
+            named.push(main(&format!("{at}.webhooks.url_file"), &hook.url_file));
         }
     }
     if let Some(file) = config.mqtt.as_ref().and_then(|m| m.broker.password_file.as_ref()) {
@@ -634,6 +672,8 @@ pub const ARCHIVE_FIELDS: &[&str] = &[
     "forced_command",
     "max_lag",
     "propagation_timeout",
+    "notify",
+    "hooks",
 ];
 
 /// The archives, and the `identity:`/`source_address:` each resolves to (its own, else `main`'s).
@@ -674,6 +714,8 @@ fn read_archives(
         let level = Level::read(&mut a, local).or(main);
         let forced_command =
             a.take_parsed("forced_command", |c| crate::wire::keys::quote_option(c).map(|_| c.to_string()));
+        let notify = a.nested("notify").and_then(notify::read_notify);
+        let hooks = a.nested("hooks").map(notify::read_hooks);
         a.finish(ARCHIVE_FIELDS);
         if let Some(root) = root {
             let archive = Archive {
@@ -688,6 +730,8 @@ fn read_archives(
                 identity: level.identity.as_ref().map(|s| s.value.clone()),
                 source_address: level.source_address.as_ref().map(|s| s.value),
                 forced_command,
+                notify,
+                hooks,
             };
             out.insert(name.clone(), archive);
             levels.insert(name, level);
@@ -700,6 +744,7 @@ fn read_status(f: &mut Fields<'_>) -> StatusConfig {
     let mut status = StatusConfig {
         listen: defaults::STATUS_LISTEN.parse().expect("the default parses (tested)"),
         history: defaults::STATUS_HISTORY,
+        public_url: None,
     };
     if let Some(mut s) = f.nested("status") {
         if let Some(listen) = s.take_from_str::<SocketAddr>("listen") {
@@ -710,7 +755,18 @@ fn read_status(f: &mut Fields<'_>) -> StatusConfig {
             Some(n) => status.history = n,
             None => {}
         }
-        s.finish(&["listen", "history"]);
+        status.public_url = s.take_parsed("public_url", |u| match reqwest::Url::parse(u) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.username().is_empty()
+                    && url.password().is_none() =>
+            {
+                Ok(url)
+            }
+            Ok(_) => Err("an http:// or https:// URL without credentials".to_string()),
+            Err(e) => Err(format!("invalid URL: {e}")),
+        });
+        s.finish(&["listen", "history", "public_url"]);
     }
     status
 }

@@ -176,8 +176,8 @@ impl ArchiveState {
 
     /// The push ended: its report is stored; unless it was interrupted (then it stays due and
     /// resumes at the next start), its version is recorded as pushed and the journal cleared.
-    /// Returns the version pushed before.
-    pub(super) async fn finish(self: &Arc<Self>, report: &Report) -> Option<String> {
+    /// Returns the version pushed before, and what storing the report left behind.
+    pub(super) async fn finish(self: &Arc<Self>, report: &Report) -> (Option<String>, crate::push::Stored) {
         let interrupted = report.triggers.iter().any(TriggerReport::is_interrupted);
         let journal = lock(&self.journal).take();
         let previous = self.pushed();
@@ -185,11 +185,11 @@ impl ArchiveState {
             *lock(&self.pushed) = report.serial.clone();
         }
         let (me, stored) = (Arc::clone(self), report.clone());
-        blocking(move || {
+        let kept = blocking(move || {
             let history = lock(&me.history).clone();
-            crate::push::store(&me.state_dir, &history, &stored);
+            let kept = crate::push::store(&me.state_dir, &history, &stored);
             if interrupted {
-                return;
+                return kept;
             }
             // In memory the version is pushed whatever the disk says: it is not pushed again
             // and again while the disk is full; after a restart it is, once.
@@ -199,6 +199,7 @@ impl ArchiveState {
             if let Some(Err(e)) = journal.map(Journal::finish) {
                 tracing::error!(archive = %me.name, error = %e, "cannot clear the due push");
             }
+            kept
         })
         .await;
         let pushed = self.pushed();
@@ -207,7 +208,19 @@ impl ArchiveState {
             a.pushed_version = pushed;
             a.last_report = Some(report.clone());
         });
-        previous
+        (previous, kept)
+    }
+
+    /// A push its `before_push` hook vetoed: its report (every trigger skipped) is stored and
+    /// shown; nothing is recorded as pushed, nothing journalled.
+    pub(super) async fn vetoed(self: &Arc<Self>, report: &Report) {
+        let (me, stored) = (Arc::clone(self), report.clone());
+        blocking(move || {
+            let history = lock(&me.history).clone();
+            crate::push::store(&me.state_dir, &history, &stored);
+        })
+        .await;
+        self.status.archive(&self.name, |a| a.last_report = Some(report.clone()));
     }
 
     /// Shows the propagation being followed (or none).

@@ -36,6 +36,13 @@ struct VersionLabels {
     version: String,
 }
 
+/// Labels of a notification's delivery.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    channel: String,
+    result: String,
+}
+
 /// Labels of a count of mirrors in one state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HealthLabels {
@@ -59,6 +66,7 @@ pub struct Metrics {
     mirror_state: Family<MirrorHealthLabels, Gauge>,
     /// One scrape at a time: the mirror series are cleared and set again for each.
     scraping: std::sync::Mutex<()>,
+    notifications: Family<NotificationLabels, Counter>,
     triggers: Family<TriggerLabels, Counter>,
     duration: Histogram,
     last_push: Family<ArchiveLabels, Gauge<f64, AtomicU64>>,
@@ -132,8 +140,15 @@ impl Default for Metrics {
             "Each mirror's state per archive (value 1), as status --check judges it",
             mirror_state.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification deliveries by channel (mail, webhook, hook) and result (sent, failed: retried later, dropped, suppressed)",
+            notifications.clone(),
+        );
         Metrics {
             registry,
+            notifications,
             mirrors,
             mirror_state,
             scraping: std::sync::Mutex::new(()),
@@ -154,6 +169,11 @@ impl Metrics {
     /// A push of `n` triggers started.
     pub fn push_started(&self, n: usize) {
         self.in_flight.inc_by(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A notification's delivery ended so (see [`crate::notify::Counter`]).
+    pub fn notification(&self, channel: &str, result: &str) {
+        self.notifications.get_or_create(&NotificationLabels { channel: channel.into(), result: result.into() }).inc();
     }
 
     /// One trigger ended.

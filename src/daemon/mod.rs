@@ -106,6 +106,8 @@ struct Core {
     parts: Arc<Supervisor>,
     /// Reads mirrors' trace files after pushes.
     prober: crate::observe::freshness::Prober,
+    /// Queues and delivers notifications.
+    notifier: Arc<crate::notify::Notifier>,
     /// Cancelled by SIGTERM: what outlives a reload (following a push's propagation) ends here.
     shutdown: CancellationToken,
     clock: Clock,
@@ -135,6 +137,12 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
         deferred,
         hard_stop: CancellationToken::new(),
         prober: crate::observe::freshness::Prober::new()?,
+        notifier: {
+            let metrics = Arc::clone(&metrics);
+            let counter: crate::notify::Counter =
+                Arc::new(move |channel, result| metrics.notification(channel, result));
+            Arc::new(crate::notify::Notifier::new(&config.state_dir)?.counting(counter))
+        },
         shutdown: control.shutdown.clone(),
         parts: Supervisor::new(),
         clock: control.clock.clone(),
@@ -218,6 +226,21 @@ async fn supervise(mut running: Arc<Running>, mut control: Control, grace: Durat
         }
     }
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    if let Some(died) = core.parts.died() {
+        // Said before the exit where it can be (a few seconds at most); else at the next start,
+        // from the queue.
+        let mut event = crate::notify::event::Event::new(crate::notify::event::EventKind::PartDied, running.config());
+        event.detail = Some(format!("{died}; the daemon stops (exit 1) and systemd restarts it"));
+        let (notifier, config) = (Arc::clone(&core.notifier), Arc::new(running.config().clone()));
+        let queued = blocking({
+            let (notifier, config) = (Arc::clone(&notifier), Arc::clone(&config));
+            move || notifier.enqueue(&config, event)
+        })
+        .await;
+        if queued.is_ok_and(|n| n > 0) {
+            notifier.deliver_due(&config, tokio::time::Instant::now() + Duration::from_secs(10)).await;
+        }
+    }
     tracing::info!(grace = %humantime::format_duration(grace), "stopping: letting running triggers finish");
     running.retire();
     let hard_stop = core.hard_stop.clone();

@@ -63,7 +63,9 @@ impl Running {
         }
         parts.spawn("deferred triggers", Arc::clone(&running).send_deferred_when_allowed());
         parts.spawn("freshness sweep", Arc::clone(&running).sweep_freshness());
+        parts.spawn("notifications", Arc::clone(&running).deliver_notifications());
         if let Some(mqtt) = mqtt {
+            parts.spawn("MQTT broker watch", Arc::clone(&running).watch_broker(mqtt.clone()));
             parts.spawn("MQTT acks", Arc::clone(&running).record_acks(mqtt));
         }
         Ok(running)
@@ -127,7 +129,17 @@ impl Running {
     async fn push(&self, archive: &Arc<ArchiveState>, version: String, resumed: Option<BTreeSet<String>>) {
         let started = tokio::time::Instant::now();
         let name = archive.name();
-        let Some(plan) = self.plan_version(name, &version, resumed.as_ref()) else { return };
+        let Some(mut plan) = self.plan_version(name, &version, resumed.as_ref()) else { return };
+        // The operator's gate: a veto sends nothing (every trigger skipped, reason `hook`).
+        if let Err(why) = crate::notify::before_push(&self.config, name, Some(&version)).await {
+            tracing::warn!(archive = %name, %version, %why, "push vetoed by the before_push hook: nothing sent");
+            for entry in plan.entries.iter_mut().filter(|e| e.skip.is_none()) {
+                entry.skip = Some(SkipReason::Hook);
+            }
+            let report = crate::push::dispatch(&self.engine, &plan, &Options::default(), "daemon").await;
+            archive.vetoed(&report).await;
+            return;
+        }
         let total: usize = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len()).sum();
         tracing::info!(archive = %name, %version, triggers = total, "pushing");
         notify_systemd(&[sd_notify::NotifyState::Status(&format!("pushing {name} {version}"))]);
@@ -149,17 +161,131 @@ impl Running {
         let report = crate::push::dispatch(&self.engine, &plan, &options, "daemon").await;
         // Deferred before the push shows as ended: whoever sees it ended sees what it deferred.
         self.core.deferred.keep(&report).await;
-        let previous = archive.finish(&report).await;
+        let (previous, stored) = archive.finish(&report).await;
         let unfinished = total.saturating_sub(ended.load(std::sync::atomic::Ordering::SeqCst));
         self.core.metrics.push_ended(&report, unfinished, previous.as_deref());
         if report.triggers.iter().any(TriggerReport::is_interrupted) {
             tracing::warn!(archive = %name, %version, "push interrupted; it stays due and resumes at the next start");
         }
         log_summary(&report);
+        self.tell(Some(&report), stored.ledger.as_ref(), crate::notify::event::EventKind::Push, &report.archive).await;
+        self.after_push(&report, stored.file);
         if let Some(follower) = follower {
             self.follow_to_the_end(archive, follower, report);
         }
         notify_systemd(&[sd_notify::NotifyState::Status("watching")]);
+    }
+
+    /// Queues the event of a ledger change for `archive` (`report`'s mirrors, else every mirror
+    /// of the archive), if it changed any mirror's standing.
+    async fn tell(
+        &self,
+        report: Option<&Report>,
+        change: Option<&crate::push::ledger::Change>,
+        kind: crate::notify::event::EventKind,
+        archive: &str,
+    ) {
+        use crate::notify::event::{Event, changes};
+        let configured = self.config.notify_for(archive);
+        // An `on_event` hook alone hears events too.
+        let heard = configured.is_some() || self.config.hooks_for(archive).on_event.is_some();
+        let Some(change) = change.filter(|_| heard) else { return };
+        let after_failures = configured.map_or(crate::config::defaults::NOTIFY_AFTER_FAILURES, |n| n.after_failures);
+        let mirrors: Vec<String> = match report {
+            Some(r) => r.triggers.iter().map(|t| t.mirror.clone()).collect(),
+            None => self
+                .config
+                .mirrors_of(archive)
+                .map(|m| m.name.clone())
+                .chain(self.config.watched.iter().filter(|w| w.serves(archive)).map(|w| w.name.clone()))
+                .collect(),
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let mirrors = mirrors.iter().filter(|m| seen.insert(m.as_str())).map(String::as_str);
+        let found = changes(&change.before, &change.after, archive, mirrors, after_failures);
+        if found.is_empty() {
+            return;
+        }
+        let mut event = Event::new(kind, &self.config);
+        (event.archive, event.serial, event.changes) =
+            (Some(archive.to_string()), report.and_then(|r| r.serial.clone()), found);
+        self.queue_event(event).await;
+    }
+
+    /// Queues `event` (off the async threads) and wakes the delivery.
+    async fn queue_event(&self, event: crate::notify::event::Event) {
+        let (notifier, config) = (Arc::clone(&self.core.notifier), Arc::new(self.config.clone()));
+        if let Err(e) = blocking(move || notifier.enqueue(&config, event)).await {
+            tracing::error!(error = %e, "cannot queue a notification");
+        }
+    }
+
+    /// Runs the `after_push` hook, if any, as a part of its own: the push does not wait for it.
+    fn after_push(&self, report: &Report, stored: Option<std::path::PathBuf>) {
+        if self.config.hooks_for(&report.archive).after_push.is_none() {
+            return;
+        }
+        let (config, report) = (self.config.clone(), report.clone());
+        let part = format!("after_push hook of {} {}", report.archive, report.serial.as_deref().unwrap_or("?"));
+        self.core
+            .parts
+            .spawn(part, async move { crate::notify::after_push(&config, &report, stored.as_deref()).await });
+    }
+
+    /// Delivers queued notifications as they fall due; ends with this configuration.
+    async fn deliver_notifications(self: Arc<Self>) {
+        let notifier = Arc::clone(&self.core.notifier);
+        loop {
+            let batch = tokio::time::Instant::now() + Duration::from_secs(600);
+            let next = notifier.deliver_due(&self.config, batch).await;
+            let wait = async {
+                match next {
+                    Some(t) => {
+                        tokio::time::sleep(t.duration_since(std::time::SystemTime::now()).unwrap_or_default()).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = notifier.queued() => {}
+                _ = wait => {}
+            }
+        }
+    }
+
+    /// The MQTT broker going away and coming back, as events (throttled like mirrors).
+    async fn watch_broker(self: Arc<Self>, mqtt: MqttTransport) {
+        use crate::notify::event::{Event, EventKind};
+        let mut link = mqtt.link();
+        let mut up: Option<bool> = None;
+        loop {
+            let (now_up, error) = {
+                let l = link.borrow_and_update();
+                (l.up, l.error.as_ref().map(|(_, _, why)| why.clone()))
+            };
+            let went = match (up, now_up, &error) {
+                (Some(true) | None, false, Some(_)) => Some(EventKind::BrokerDown),
+                (Some(false), true, _) => Some(EventKind::BrokerUp),
+                _ => None,
+            };
+            if now_up || error.is_some() {
+                up = Some(now_up);
+            }
+            if let Some(kind) = went {
+                let mut event = Event::new(kind, &self.config);
+                let broker = self.config.mqtt.as_ref().map(|m| m.broker.to_string()).unwrap_or_default();
+                event.detail = Some(match &error {
+                    Some(why) if kind == EventKind::BrokerDown => format!("broker {broker}: {why}"),
+                    _ => format!("broker {broker}"),
+                });
+                self.queue_event(event).await;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                changed = link.changed() => if changed.is_err() { return },
+            }
+        }
     }
 
     /// The plan for `version`; mirrors that had their trigger before a restart are skipped.
@@ -322,8 +448,9 @@ impl Running {
         let report = crate::push::dispatch(&self.engine, &plan, &options, "daemon-deferred").await;
         let (state_dir, history) = self.history();
         let stored = report.clone();
-        blocking(move || crate::push::store(&state_dir, &history, &stored)).await;
+        let kept = blocking(move || crate::push::store(&state_dir, &history, &stored)).await;
         log_summary(&report);
+        self.tell(Some(&report), kept.ledger.as_ref(), crate::notify::event::EventKind::Push, archive).await;
         Some(report)
     }
 
@@ -386,7 +513,7 @@ impl Running {
         }
         let (state_dir, history) = self.history();
         let acked = finals.clone();
-        blocking(move || {
+        let change = blocking(move || {
             crate::push::change_ledger(&state_dir, &history, |ledger| {
                 for r in &acked {
                     let ok = r.ack.state != AckState::Failed;
@@ -395,6 +522,10 @@ impl Running {
             })
         })
         .await;
+        let archives: std::collections::BTreeSet<&str> = finals.iter().map(|r| r.archive.as_str()).collect();
+        for archive in archives {
+            self.tell(None, change.as_ref(), crate::notify::event::EventKind::Push, archive).await;
+        }
         for record in &finals {
             let Some(archive) = self.archives.get(&record.archive) else { continue };
             let settled = archive.change_last_report(|report| {
@@ -456,7 +587,7 @@ impl Running {
             let (state_dir, history) = self.history();
             let lives: Vec<(String, String, Live)> =
                 rows.iter().map(|r| (r.archive.clone(), r.mirror.clone(), r.live())).collect();
-            blocking(move || {
+            let change = blocking(move || {
                 crate::push::change_ledger(&state_dir, &history, |ledger| {
                     for (archive, mirror, live) in lives {
                         ledger.record_live(&archive, &mirror, live);
@@ -464,6 +595,9 @@ impl Running {
                 })
             })
             .await;
+            for archive in self.config.archives.keys() {
+                self.tell(None, change.as_ref(), crate::notify::event::EventKind::Freshness, archive).await;
+            }
             self.core.metrics.freshness(&rows);
             self.core.status.set_freshness(rows.clone());
             previous = rows;

@@ -144,6 +144,12 @@ pub enum Command {
         #[command(subcommand)]
         command: HostkeysCommand,
     },
+    /// Notifications (`notify:` and the `on_event` hook).
+    Notify {
+        /// What to do.
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Print shell completions for SHELL on stdout.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -242,6 +248,17 @@ pub struct KeygenArgs {
     /// [default with --archive: the archive's source_address, when set].
     #[arg(long, value_name = "ADDRS")]
     pub from: Option<String>,
+}
+
+/// Subcommands of `notify`.
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send one test message through every configured channel (mail, webhooks, the on_event
+    /// hook) now, and print how each went; exit 1 when one failed.
+    Test {
+        /// The archive whose `notify:` to use [default: the main file's].
+        archive: Option<String>,
+    },
 }
 
 /// Subcommands of `hostkeys`.

@@ -27,11 +27,22 @@ pub const MAIN_FIELDS: &[(&str, &str)] = &[
     ),
     ("defaults", "Any mirror field except name, ssh, http, host_key, identity, source_address."),
     ("archives", "Archives by name; each with the fields below."),
-    ("status", "status.listen (the daemon's status server) and status.history (reports kept)."),
+    (
+        "status",
+        "status.listen (the daemon's status server), status.history (reports kept) and status.public_url (the page's address as people reach it: notifications link to it).",
+    ),
     ("freshness", "freshness.interval: how often the daemon surveys every mirror with a check: URL."),
     (
         "mqtt",
         "The broadcast tier's broker: broker (mqtt://HOST[:PORT] or mqtts://), client_id (default: pushmirror and the host name), username, password_file, ca_file, client_cert, client_key, topic_prefix, keepalive, expiry (message expiry of a trigger), ack_timeout (how long a push waits for a mirror's ack). Needed by mirrors with mqtt:.",
+    ),
+    (
+        "notify",
+        "Messages on changes of standing (a mirror failing after after_failures failed triggers in a row, recovering, falling behind, catching up; the broker gone or back; a part of the daemon died), one digest per push, at most one per mirror per min_interval: mail { to, from, via (sendmail, a sendmail command, smtp://HOST[:PORT] or smtps://), username, password_file } and webhooks [ { url_file, format (json or slack), hmac_secret_file } ].",
+    ),
+    (
+        "hooks",
+        "Commands (a list, no shell) around a push: before_push (a non-zero exit vetoes the push), after_push (the report as JSON on stdin; PUSHMIRROR_ARCHIVE, PUSHMIRROR_SERIAL, PUSHMIRROR_REPORT), on_event (each notification event as JSON on stdin); each at most timeout.",
     ),
 ];
 
@@ -47,6 +58,8 @@ pub const ARCHIVE_FIELDS: &[(&str, &str)] = &[
     ("forced_command", "The forced command shown in its authorized_keys line."),
     ("max_lag", "How old the version a mirror serves may be before freshness counts it as behind."),
     ("propagation_timeout", "How long push --follow and the daemon watch a mirror for the pushed version."),
+    ("notify", "This archive's own notify:, replacing the main file's for its events."),
+    ("hooks", "This archive's own hooks:, replacing the main file's for its pushes."),
 ];
 
 /// The fields of a mirror file.

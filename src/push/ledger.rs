@@ -36,6 +36,15 @@ pub struct Ledger {
     mirrors: BTreeMap<(String, String), MirrorState>,
 }
 
+/// A ledger before and after a change.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Before.
+    pub before: Ledger,
+    /// After.
+    pub after: Ledger,
+}
+
 /// One mirror of one archive: what its triggers and its freshness have shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorState {

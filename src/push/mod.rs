@@ -70,23 +70,49 @@ pub fn save(config: &Config, report: &Report) {
     store(&config.state_dir, &history, report);
 }
 
-/// Stores `report` (unless it is a dry run) in the history, and what it shows of each mirror in
-/// the ledger ([`ledger`]). Blocking file work; failures are logged, never undo the push.
-pub fn store(state_dir: &std::path::Path, history: &History, report: &Report) {
-    if report.dry_run {
-        return;
-    }
-    // The ledger first: one rebuilt from the history must not count this report twice.
-    change_ledger(state_dir, history, |l| l.record(report));
-    if let Err(e) = history.save(report) {
-        tracing::error!(dir = %state_dir.display(), error = %e, "cannot write the report to the history");
-    }
+/// What a push left behind: the ledger before and after it, and the stored report's file.
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// The ledger before and after, when it could be updated.
+    pub ledger: Option<ledger::Change>,
+    /// The report's file in the history, when it could be written.
+    pub file: Option<std::path::PathBuf>,
 }
 
-/// Changes the ledger of `state_dir` (blocking file work); a failure is logged.
-pub fn change_ledger(state_dir: &std::path::Path, history: &History, change: impl FnOnce(&mut ledger::Ledger)) {
-    if let Err(e) = ledger::Ledger::update(state_dir, history, change) {
-        tracing::error!(error = %e, "cannot update the mirrors' state");
+/// Stores `report` (unless it is a dry run) in the history, and what it shows of each mirror in
+/// the ledger ([`ledger`]). Blocking file work; failures are logged, never undo the push.
+pub fn store(state_dir: &std::path::Path, history: &History, report: &Report) -> Stored {
+    if report.dry_run {
+        return Stored::default();
+    }
+    // The ledger first: one rebuilt from the history must not count this report twice.
+    let ledger = change_ledger(state_dir, history, |l| l.record(report));
+    let file = history
+        .save(report)
+        .map_err(|e| tracing::error!(dir = %state_dir.display(), error = %e, "cannot write the report to the history"))
+        .ok();
+    Stored { ledger, file }
+}
+
+/// Changes the ledger of `state_dir` (blocking file work); the ledger before and after, or
+/// `None` when it could not be changed (logged).
+pub fn change_ledger(
+    state_dir: &std::path::Path,
+    history: &History,
+    change: impl FnOnce(&mut ledger::Ledger),
+) -> Option<ledger::Change> {
+    let mut before = None;
+    let after = ledger::Ledger::update(state_dir, history, |l| {
+        before = Some(l.clone());
+        change(l);
+    });
+    match (before, after) {
+        (Some(before), Ok(after)) => Some(ledger::Change { before, after }),
+        (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot update the mirrors' state");
+            None
+        }
+        (None, Ok(_)) => None,
     }
 }
 

@@ -133,6 +133,8 @@ pub enum SkipReason {
     Stage1NotDelivered,
     /// A resumed push: this mirror had its trigger before the daemon restarted.
     DeliveredBeforeRestart,
+    /// The archive's `before_push` hook vetoed the push.
+    Hook,
 }
 
 impl SkipReason {
@@ -150,6 +152,7 @@ impl fmt::Display for SkipReason {
             SkipReason::NotInMhopStage1 => "not in a multi-hop stage 1 (gets sync:all with stage 2)",
             SkipReason::Stage1NotDelivered => "not sent: stage 1 was not delivered",
             SkipReason::DeliveredBeforeRestart => "delivered before the restart",
+            SkipReason::Hook => "vetoed by the before_push hook",
         })
     }
 }

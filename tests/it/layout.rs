@@ -17,6 +17,7 @@ const FLOW: &[&str] = &[
     "transport",
     "push",
     "observe",
+    "notify",
     "demo",
     "daemon",
     "receive",

@@ -7,7 +7,7 @@ mod push;
 mod services;
 
 use crate::config::{self, Config};
-use crate::operator::cli::{Cli, Command, HostkeysCommand};
+use crate::operator::cli::{Cli, Command, HostkeysCommand, NotifyCommand};
 use crate::vocab::output::{Ended, Format, Stop, Verdict, conclude, print_json};
 
 /// Runs the parsed command line; returns the process exit status.
@@ -31,6 +31,7 @@ async fn route(cli: &Cli) -> Ended {
             let replace = replace.clone().zip(fingerprint.clone());
             keys::hostkeys_scan(cli, only, replace).await
         }
+        Command::Notify { command: NotifyCommand::Test { archive } } => notify_test(cli, archive.as_deref()).await,
         Command::Completions { shell } => {
             let mut command = Cli::definition();
             clap_complete::generate(*shell, &mut command, "pushmirror", &mut std::io::stdout());
@@ -138,4 +139,43 @@ impl std::fmt::Display for MirrorCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ssh, {} http, {} mqtt, {} check-only", self.ssh, self.http, self.mqtt, self.check_only)
     }
+}
+
+/// `notify test`: one test message through every channel configured for `archive` (else the
+/// main file's), sent now, not queued.
+async fn notify_test(cli: &Cli, archive: Option<&str>) -> Ended {
+    let config = load(cli)?;
+    if let Some(name) = archive.filter(|a| !config.archives.contains_key(*a)) {
+        return Err(Stop::usage(format_args!("unknown archive `{name}`")));
+    }
+    let mut event = crate::notify::event::Event::new(crate::notify::event::EventKind::Test, &config);
+    event.archive = archive.map(str::to_string);
+    event.detail = Some(format!(
+        "A test message, sent by `pushmirror notify test` as {}.",
+        crate::sys::owner::user_name(crate::sys::owner::current_uid())
+    ));
+    let notifier = crate::notify::Notifier::new(&config.state_dir).map_err(alternate)?;
+    let results = notifier.send_now(&config, &event).await;
+    if results.is_empty() {
+        return Err(Stop::usage(
+            "no notification channel is configured (`notify:` mail or webhooks, or an on_event hook)",
+        ));
+    }
+    match cli.format {
+        Format::Json => print_json(
+            &results
+                .iter()
+                .map(|(channel, r)| serde_json::json!({ "channel": channel, "ok": r.is_ok(), "error": r.as_ref().err() }))
+                .collect::<Vec<_>>(),
+        ),
+        Format::Table => {
+            for (channel, result) in &results {
+                match result {
+                    Ok(()) => println!("{channel}: sent"),
+                    Err(e) => println!("{channel}: FAILED: {e}"),
+                }
+            }
+        }
+    }
+    Ok(if results.iter().all(|(_, r)| r.is_ok()) { Verdict::Clean } else { Verdict::Failed })
 }

@@ -52,6 +52,18 @@ impl History {
         Ok(())
     }
 
+    /// The stored copy of `report` (the same archive, start and end), if it is still there.
+    pub fn file_of(&self, report: &Report) -> Option<PathBuf> {
+        let ms = unix_ms(report.finished_at);
+        let (prefix, suffix) = (format!("{ms:013}-"), format!("-{}.json", report.archive));
+        self.files().ok()?.into_iter().rev().find(|path| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with(&prefix)
+                && name.ends_with(&suffix)
+                && read_report(path).is_some_and(|r| unix_ms(r.started_at) == unix_ms(report.started_at))
+        })
+    }
+
     /// Writes `report` atomically (temp file + rename), then drops the oldest beyond `keep`.
     pub fn save(&self, report: &Report) -> std::io::Result<PathBuf> {
         let ms = unix_ms(report.finished_at);
