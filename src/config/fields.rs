@@ -160,6 +160,36 @@ impl<'a> Fields<'a> {
         self.open(field).1
     }
 
+    /// Removes a sequence of mappings (`webhooks: [ { … }, { … } ]`) and reads each field by
+    /// field; its items are named `KEY[N]` in errors. An item that is not a mapping is reported.
+    pub fn nested_list(&mut self, key: &str) -> Vec<Fields<'a>> {
+        let Some(i) = self.entries.iter().position(|f| f.key == key) else { return Vec::new() };
+        let field = self.entries.remove(i);
+        self.taken.entry(field.key.clone()).or_insert(field.pos);
+        let items = match field.value.value {
+            Value::Seq(items) => items,
+            Value::Null => return Vec::new(),
+            _ => {
+                self.error(key, "expected a list of mappings");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for (n, item) in items.into_iter().enumerate() {
+            let name = format!("{key}[{n}]");
+            match item.value {
+                Value::Map(entries) => {
+                    out.push(Fields::new(self.file, self.with_prefix(&name), item.pos, entries, self.sink))
+                }
+                _ => {
+                    let e = ConfigError::at(self.file, item.pos, &self.field_name(&name), "expected a mapping");
+                    self.sink.borrow_mut().push(e);
+                }
+            }
+        }
+        out
+    }
+
     /// The keys of this mapping that are still unread, as strings.
     #[expect(dead_code, reason = "kept for callers of the reader; free-form maps use drain_nested")]
     pub fn remaining_keys(&self) -> Vec<String> {

@@ -117,10 +117,7 @@ pub(super) fn read_notify(mut f: Fields<'_>) -> Option<Notify> {
     let min_interval = f.duration("min_interval", max::SYNC_TIMEOUT).unwrap_or(defaults::NOTIFY_MIN_INTERVAL);
     let timeout = f.duration("timeout", max::GRACE).unwrap_or(defaults::NOTIFY_TIMEOUT);
     let mail = f.nested("mail").and_then(read_mail);
-    let webhooks = match f.nested("webhooks") {
-        Some(mut list) => list.drain_nested().into_iter().filter_map(|(_, w)| w.and_then(read_webhook)).collect(),
-        None => Vec::new(),
-    };
+    let webhooks = f.nested_list("webhooks").into_iter().filter_map(read_webhook).collect();
     f.finish(NOTIFY_FIELDS);
     Some(Notify { after_failures, min_interval, timeout, mail, webhooks })
 }

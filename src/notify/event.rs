@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::store::Announce;
 use crate::config::Config;
 use crate::push::ledger::{Ledger, MirrorState};
 use crate::vocab::model::{ErrorClass, Standing, Timestamp};
@@ -180,14 +181,31 @@ impl Event {
         out
     }
 
-    /// The mirrors it is about, to throttle (`archive/mirror`), or the broker.
-    pub fn subjects(&self) -> Vec<String> {
+    /// What it announces, per subject, for throttling: `archive/mirror/failing` (or `/behind`)
+    /// with whether the change opens or closes that problem, or `broker`; `None` for events
+    /// that are never throttled (a part that died, a test).
+    pub fn announces(&self) -> Option<Vec<(String, Announce)>> {
         match self.kind {
-            EventKind::BrokerDown | EventKind::BrokerUp => vec!["broker".into()],
-            _ => {
+            EventKind::BrokerDown => Some(vec![("broker".into(), Announce::Problem)]),
+            EventKind::BrokerUp => Some(vec![("broker".into(), Announce::Resolution)]),
+            EventKind::Push | EventKind::Freshness => {
                 let archive = self.archive.as_deref().unwrap_or("");
-                self.changes.iter().map(|c| format!("{archive}/{}", c.mirror)).collect()
+                Some(
+                    self.changes
+                        .iter()
+                        .map(|c| {
+                            let (problem, announce) = match c.change {
+                                ChangeKind::Failing => ("failing", Announce::Problem),
+                                ChangeKind::Recovered => ("failing", Announce::Resolution),
+                                ChangeKind::Behind => ("behind", Announce::Problem),
+                                ChangeKind::CaughtUp => ("behind", Announce::Resolution),
+                            };
+                            (format!("{archive}/{}/{problem}", c.mirror), announce)
+                        })
+                        .collect(),
+                )
             }
+            EventKind::PartDied | EventKind::Test => None,
         }
     }
 }

@@ -16,7 +16,8 @@ use crate::config::notify::{Mail, MailVia};
 /// The message for `event`.
 pub fn message(mail: &Mail, event: &Event) -> Result<Message, String> {
     let from = mail.from.parse().map_err(|e| format!("from {}: {e}", mail.from))?;
-    let mut builder = Message::builder().from(from).subject(event.subject()).header(ContentType::TEXT_PLAIN);
+    let mut builder =
+        Message::builder().message_id(None).from(from).subject(event.subject()).header(ContentType::TEXT_PLAIN);
     for to in &mail.to {
         builder = builder.to(to.parse().map_err(|e| format!("to {to}: {e}"))?);
     }

@@ -3,7 +3,8 @@
 //!
 //! An [`event::Event`] is made where the ledger changes (a push, a late ack, a freshness sweep),
 //! or where the daemon sees its broker go and come back, or a part of it die. [`Notifier::enqueue`]
-//! throttles it (one message per mirror per `notify.min_interval`) and queues one message per
+//! throttles it (a mirror's problem is announced at most once per `notify.min_interval`, and its
+//! end only when the problem was announced) and queues one message per
 //! channel in `state_dir/notify/` ([`store`]); [`Notifier::deliver_due`] sends what is due, each
 //! attempt bounded in time, failures retried with backoff for a day and counted. Nothing here runs
 //! on a push's path: a hung MTA, a webhook answering 500s or a hook that never exits delays no
@@ -62,9 +63,10 @@ impl Notifier {
         }
     }
 
-    /// Queues `event` for every channel configured for its archive, after throttling: a mirror
-    /// that was the subject of a message less than `min_interval` ago is left out (an event left
-    /// with nothing to say is not sent). Blocking file work. Returns how many messages it queued.
+    /// Queues `event` for every channel configured for its archive, after throttling: a problem
+    /// (failing, behind, broker down) announced for the same subject less than `min_interval` ago
+    /// is left out, and so is the end of a problem that was never announced (an event left with
+    /// nothing to say is not sent). Blocking file work. Returns how many messages it queued.
     pub fn enqueue(&self, config: &Config, mut event: Event) -> std::io::Result<usize> {
         let archive = event.archive.clone().unwrap_or_default();
         let notify = config.notify_for(&archive);
@@ -83,20 +85,25 @@ impl Notifier {
             return Ok(0);
         }
         let min_interval = notify.map_or(crate::config::defaults::NOTIFY_MIN_INTERVAL, |n| n.min_interval);
-        if matches!(event.kind, EventKind::Push | EventKind::Freshness | EventKind::BrokerDown | EventKind::BrokerUp) {
-            let recent = self.store.throttle(&event.subjects(), min_interval, SystemTime::now())?;
-            if !recent.is_empty() {
-                tracing::info!(kind = %event.kind, throttled = ?recent, "notification throttled by notify.min_interval");
+        if let Some(items) = event.announces() {
+            let keep = self.store.screen(&items, min_interval, SystemTime::now())?;
+            let suppressed = keep.iter().filter(|k| !**k).count();
+            if suppressed > 0 {
+                tracing::info!(kind = %event.kind, suppressed, "notification throttled by notify.min_interval");
                 for channel in &channels {
-                    (0..recent.len()).for_each(|_| self.count(channel.name(), "suppressed"));
+                    (0..suppressed).for_each(|_| self.count(channel.name(), "suppressed"));
                 }
             }
             match event.kind {
-                EventKind::BrokerDown | EventKind::BrokerUp if !recent.is_empty() => return Ok(0),
-                _ => event.changes.retain(|c| !recent.contains(&format!("{archive}/{}", c.mirror))),
-            }
-            if matches!(event.kind, EventKind::Push | EventKind::Freshness) && event.changes.is_empty() {
-                return Ok(0);
+                EventKind::BrokerDown | EventKind::BrokerUp if suppressed > 0 => return Ok(0),
+                EventKind::Push | EventKind::Freshness => {
+                    let mut keep = keep.into_iter();
+                    event.changes.retain(|_| keep.next().unwrap_or(false));
+                    if event.changes.is_empty() {
+                        return Ok(0);
+                    }
+                }
+                _ => {}
             }
         }
         let now = Timestamp(SystemTime::now());

@@ -1,7 +1,8 @@
 //! What the notifier must not forget across a restart, under `state_dir/notify/`, replaced
 //! atomically under `notify.lock`: the messages still to deliver (`queue.json`, at most
-//! [`MAX_QUEUED`]: the oldest are dropped, and said so) and when each mirror was last the subject
-//! of a message (`sent.json`, for `min_interval`).
+//! [`MAX_QUEUED`]: the oldest are dropped, and said so) and, per mirror (or the broker), when a
+//! problem of it was last announced and whether it is still open (`sent.json`, for
+//! `min_interval`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,8 +68,26 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// Whether a change announces a problem or its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// Failing, behind, broker down.
+    Problem,
+    /// Recovered, caught up, broker back.
+    Resolution,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Sent(BTreeMap<String, Timestamp>);
+struct Sent(BTreeMap<String, Announced>);
+
+/// One subject's last announced problem.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Announced {
+    /// When.
+    at: Timestamp,
+    /// Not resolved (announced) since.
+    open: bool,
+}
 
 impl Store {
     /// The notifier's part of `state_dir`.
@@ -93,32 +112,47 @@ impl Store {
         Ok(out)
     }
 
-    /// Of `subjects` (`archive/mirror`, `broker`), those that were the subject of a message
-    /// less than `min_interval` before `now`; the others are recorded as notified now.
-    pub fn throttle(
+    /// Which of `items` (`archive/mirror/problem` or `broker`, and what it announces) are worth
+    /// a message at `now`: a problem unless one of the same subject was announced less than
+    /// `min_interval` ago — a flapping mirror is heard at most once per `min_interval` — and a
+    /// resolution only of a problem that was announced. What is kept is recorded.
+    pub fn screen(
         &self,
-        subjects: &[String],
+        items: &[(String, Announce)],
         min_interval: Duration,
         now: SystemTime,
-    ) -> std::io::Result<Vec<String>> {
+    ) -> std::io::Result<Vec<bool>> {
         std::fs::create_dir_all(&self.dir)?;
         let _lock = lock_exclusive(&self.dir.join("notify.lock"))?;
         let path = self.dir.join("sent.json");
         let mut sent: Sent = read_or_aside(&path)?.unwrap_or_default();
-        let mut recent = Vec::new();
-        for s in subjects {
-            match sent.0.get(s) {
-                Some(t) if now.duration_since(t.0).unwrap_or_default() < min_interval => recent.push(s.clone()),
-                _ => {
-                    sent.0.insert(s.clone(), Timestamp(now));
+        let mut keep = Vec::with_capacity(items.len());
+        for (subject, announce) in items {
+            let last = sent.0.get(subject).cloned();
+            let kept = match announce {
+                Announce::Problem => {
+                    last.is_none_or(|l| now.duration_since(l.at.0).unwrap_or_default() >= min_interval)
                 }
+                Announce::Resolution => last.as_ref().is_some_and(|l| l.open),
+            };
+            match (kept, announce) {
+                (true, Announce::Problem) => {
+                    sent.0.insert(subject.clone(), Announced { at: Timestamp(now), open: true });
+                }
+                (true, Announce::Resolution) => {
+                    if let Some(l) = sent.0.get_mut(subject) {
+                        l.open = false;
+                    }
+                }
+                (false, _) => {}
             }
+            keep.push(kept);
         }
-        // Bounded: what was notified longer ago than a week throttles nothing any more.
+        // Bounded: a resolved problem older than a week (or min_interval) throttles nothing.
         let week = Duration::from_secs(7 * 24 * 3600);
-        sent.0.retain(|_, t| now.duration_since(t.0).unwrap_or_default() < week.max(min_interval));
+        sent.0.retain(|_, l| l.open || now.duration_since(l.at.0).unwrap_or_default() < week.max(min_interval));
         write_atomic(&path, &serde_json::to_vec(&sent)?)?;
-        Ok(recent)
+        Ok(keep)
     }
 }
 
@@ -140,5 +174,55 @@ fn read_or_aside<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<O
             std::fs::rename(path, &aside)?;
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    #[test]
+    fn a_flapping_mirror_is_heard_once_per_min_interval_and_its_end_only_if_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let hour = Duration::from_secs(3600);
+        let fail = || vec![("debian/m/failing".to_string(), Announce::Problem)];
+        let recover = || vec![("debian/m/failing".to_string(), Announce::Resolution)];
+        let screen = |items: Vec<(String, Announce)>, t| store.screen(&items, hour, at(t)).unwrap();
+        assert_eq!(screen(fail(), 0), [true], "first failure: told");
+        assert_eq!(screen(recover(), 60), [true], "its recovery: told");
+        assert_eq!(screen(fail(), 120), [false], "failing again within the hour: quiet");
+        assert_eq!(screen(recover(), 180), [false], "the end of a problem nobody heard of: quiet");
+        assert_eq!(screen(fail(), 3600), [true], "an hour after the last announcement: told");
+        // Subjects are independent, and one call screens each item.
+        let mixed = vec![
+            ("debian/m/failing".to_string(), Announce::Resolution),
+            ("debian/n/failing".to_string(), Announce::Problem),
+            ("debian/m/behind".to_string(), Announce::Resolution),
+        ];
+        assert_eq!(screen(mixed, 3700), [true, true, false]);
+        // What was announced survives a restart (another Store on the same directory).
+        let again = Store::new(dir.path());
+        assert_eq!(again.screen(&fail(), hour, at(3800)).unwrap(), [false]);
+    }
+
+    #[test]
+    fn a_corrupt_sent_file_is_kept_aside_and_announcing_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("notify")).unwrap();
+        std::fs::write(dir.path().join("notify/sent.json"), b"{ not json").unwrap();
+        let store = Store::new(dir.path());
+        let keep = store.screen(&[("broker".into(), Announce::Problem)], Duration::from_secs(60), at(0)).unwrap();
+        assert_eq!(keep, [true]);
+        let aside: Vec<_> = std::fs::read_dir(dir.path().join("notify"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("sent.json.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "kept aside");
     }
 }

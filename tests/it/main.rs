@@ -12,6 +12,7 @@ mod freshness;
 mod http;
 mod layout;
 mod mqtt;
+mod notify;
 mod openssh;
 mod operator;
 mod process;
