@@ -182,6 +182,22 @@ impl Config {
         let carried = |a: &str| self.mirrors_of(a).next().is_some() || self.watched.iter().any(|w| w.serves(a));
         self.archives.keys().map(String::as_str).filter(|a| !carried(a)).collect()
     }
+
+    /// Hooks whose program is not there (or not executable) for this process: `hooks.FIELD` or
+    /// `archives.NAME.hooks.FIELD`, and why. A missing `before_push` skips every push.
+    pub fn hooks_not_runnable(&self) -> Vec<(String, String)> {
+        let sets = std::iter::once((String::new(), &self.hooks))
+            .chain(self.archives.iter().filter_map(|(n, a)| a.hooks.as_ref().map(|h| (format!("archives.{n}."), h))));
+        let mut out = Vec::new();
+        for (prefix, hooks) in sets {
+            for (field, argv) in hooks.named() {
+                if let Err(why) = notify::runnable(&argv[0]) {
+                    out.push((format!("{prefix}hooks.{field}"), why));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Loads and validates the configuration rooted at `path`.

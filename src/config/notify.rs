@@ -97,6 +97,33 @@ impl Hooks {
     pub fn any(&self) -> bool {
         self.before_push.is_some() || self.after_push.is_some() || self.on_event.is_some()
     }
+
+    /// The hooks set, by field name.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, &Vec<String>)> {
+        [("before_push", &self.before_push), ("after_push", &self.after_push), ("on_event", &self.on_event)]
+            .into_iter()
+            .filter_map(|(field, argv)| argv.as_ref().map(|a| (field, a)))
+    }
+}
+
+/// Whether `program` (a path, or a name looked up in PATH) is an executable file, or why not.
+pub fn runnable(program: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        return match std::fs::metadata(program) {
+            Err(e) => Err(format!("{program}: {e}")),
+            Ok(_) if !executable(std::path::Path::new(program)) => Err(format!("{program}: not an executable file")),
+            Ok(_) => Ok(()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| executable(&dir.join(program))) {
+        Ok(())
+    } else {
+        Err(format!("{program}: not found in PATH"))
+    }
 }
 
 /// The fields of `notify:`.

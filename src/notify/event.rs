@@ -5,10 +5,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::store::Announce;
 use crate::config::Config;
 use crate::push::ledger::{Ledger, MirrorState};
 use crate::vocab::model::{ErrorClass, Standing, Timestamp};
+
+/// Whether a change announces a problem or its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// Failing, behind, broker down.
+    Problem,
+    /// Recovered, caught up, broker back.
+    Resolution,
+}
 
 /// One notification event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@
 pub mod event;
 pub mod hooks;
 pub mod mail;
+pub mod oneshot;
 pub mod store;
 pub mod webhook;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::event::Event;
+use super::event::{Announce, Event};
 use crate::sys::fsutil::{limit, lock_exclusive, read_bounded, write_atomic};
 use crate::vocab::model::Timestamp;
 
@@ -66,15 +66,6 @@ pub struct Queued {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
-}
-
-/// Whether a change announces a problem or its end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Announce {
-    /// Failing, behind, broker down.
-    Problem,
-    /// Recovered, caught up, broker back.
-    Resolution,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -266,6 +266,21 @@ async fn webhooks_get_events_as_json_that_validates_and_signed_ones_verify() {
     for hit in [&hits[0], &slack_hook.log().hits()[0]] {
         assert!(!String::from_utf8_lossy(&hit.body).contains("s3cret"), "a secret in a webhook body");
     }
+
+    // `notify test` sends a test event through every channel now and says how each went; the
+    // URLs (secrets) are not in what it says.
+    let out = cli(&f, &["notify", "test"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().filter(|l| l.ends_with(": sent")).count(), 2, "{}", stdout(&out));
+    assert!(!stdout(&out).contains("s3cret") && !stderr(&out).contains("s3cret"), "{}", stdout(&out));
+    let test: serde_json::Value = serde_json::from_slice(&json_hook.log().hits()[1].body).unwrap();
+    assert_eq!(test["kind"], "test", "{test}");
+    // A channel that fails makes it exit 1, naming it.
+    drop(slack_hook);
+    let out = cli(&f, &["notify", "test"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("FAILED"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("s3cret"), "{}", stdout(&out));
 }
 
 /// A hung MTA and a hung hook delay nothing: the daemon's push is stored and shown as soon as its

@@ -254,6 +254,43 @@ async fn runmirrors_exit_codes_usage_errors_and_failures_under_ftpsync() {
     assert_eq!(broken.log().commands(), [ALL, ALL, ALL]);
 }
 
+/// runmirrors' HOOK1 and HOOK3, as `import-runmirrors` carries them over, run under the
+/// `runmirrors` drop-in too: a `before_push` that fails sends nothing (as HOOK1 failing stopped
+/// runmirrors, and no HOOK3 ran), `after_push` gets the report of a push that went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runmirrors_runs_the_hooks_its_import_carried_over() {
+    let (f, client) = installation();
+    let rx = receiver(&client, []).await;
+    mirror(&f, "leaf", "all", &rx);
+    let gate = f.path("gate.sh");
+    std::fs::write(&gate, format!("#!/bin/sh\n[ ! -e {} ]\n", f.path("veto").display())).unwrap();
+    let after = f.path("after.sh");
+    std::fs::write(&after, format!("#!/bin/sh\ncat > {}\n", f.path("after.json").display())).unwrap();
+    for script in [&gate, &after] {
+        std::fs::set_permissions(script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let main = std::fs::read_to_string(f.config_path()).unwrap();
+    let hooks = format!("hooks:\n  before_push: [\"{}\"]\n  after_push: [\"{}\"]\n", gate.display(), after.display());
+    std::fs::write(f.config_path(), format!("{main}{hooks}")).unwrap();
+    let (_dir, runmirrors) = runmirrors_symlink();
+    let config = f.config_path();
+    let env = [("PUSHMIRROR_CONFIG", config.as_path())];
+
+    std::fs::write(f.path("veto"), "").unwrap();
+    let out = run_bare(&runmirrors, &["-a", "debian", "-k", "all"], &env).await;
+    assert!(stderr(&out).contains("push vetoed: before_push hook"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("vetoed by the before_push hook"), "{}", stdout(&out));
+    assert_eq!(rx.log().count(), 0, "a vetoed push sent something");
+    assert!(!f.path("after.json").exists(), "after_push ran for a push that did not happen");
+
+    std::fs::remove_file(f.path("veto")).unwrap();
+    let out = run_bare(&runmirrors, &["-a", "debian", "-k", "all"], &env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(rx.log().commands(), [ALL]);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(f.path("after.json")).unwrap()).unwrap();
+    assert_eq!(report["summary"]["ok"], 1, "{report}");
+}
+
 /// Every runmirrors.mirror line form, with the line numbers the errors must name.
 const MIRROR_FILE: &str = "\
 # Debian push mirrors
@@ -279,6 +316,8 @@ PUSHDELAY=900
 MAILTO=\"mirrors@example.org\"
 HOOK1=/usr/local/bin/before-push
 SSH_OPTS=\"-o StrictHostKeyChecking=no\"
+HOOK2=\"logger between\"
+HOOK3=\"/usr/local/bin/after-push --quiet\"
 ";
 
 #[test]
@@ -312,15 +351,28 @@ fn import_runmirrors_converts_every_line_form_and_names_the_rest() {
         format!("{src}:11: -J bastion.example.net: pushmirror has no setting for this ssh option"),
         format!("{src}:13: DELAY 600 stage1: "),
         format!("{src}:14: unknown type `weird`"),
-        format!("{cnf}:4: MAILTO=mirrors@example.org: pushmirror sends no mail"),
-        format!("{cnf}:5: HOOK1=/usr/local/bin/before-push: pushmirror runs no hooks"),
+        format!("{cnf}:4: note: MAILTO: runmirrors mailed every failed trigger; pushmirror mails when"),
+        format!("{cnf}:5: note: HOOK1 becomes hooks.before_push: a non-zero exit skips the push"),
+        format!("{cnf}:7: HOOK2=logger between: pushmirror has no hook between two mirrors"),
+        format!("{cnf}:8: note: HOOK3 becomes hooks.after_push"),
         format!("{cnf}:6: SSH_OPTS -o StrictHostKeyChecking=no: pushmirror always verifies host keys"),
         format!("{src}:12: note: user other: ssh ignored it"),
     ] {
         assert!(err.lines().any(|l| l.starts_with(&expected)), "missing `{expected}` in:\n{err}");
     }
     let lost = err.lines().filter(|l| l.starts_with(&*src.to_string()) || l.starts_with(&*cnf.to_string()));
-    assert_eq!(lost.filter(|l| !l.contains(": note: ")).count(), 7, "{err}");
+    assert_eq!(lost.filter(|l| !l.contains(": note: ")).count(), 6, "{err}");
+    // MAILTO, HOOK1 and HOOK3 are printed for pushmirror.yaml, which `check` takes as they are.
+    let printed = stdout(&out);
+    for expected in [
+        "notify:\n  mail:\n    to: [\"mirrors@example.org\"]\n",
+        "hooks:\n  before_push: [\"/usr/local/bin/before-push\"]\n  after_push: [\"/usr/local/bin/after-push\", \"--quiet\"]\n",
+    ] {
+        assert!(printed.contains(expected), "missing {expected:?} in:\n{printed}");
+    }
+    let main = std::fs::read_to_string(f.config_path()).unwrap();
+    let added: String = printed.lines().filter(|l| !l.starts_with("identity:")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(f.config_path(), format!("{main}{added}")).unwrap();
     assert!(!err.contains(&format!("{src}:6:")), "line 6's key file is carried over:\n{err}");
     let key_yaml = std::fs::read_to_string(out_dir.join("eu.key.yaml")).unwrap();
     assert!(key_yaml.contains(&format!("identity: \"{}\"\n", other_key.display())), "{key_yaml}");
@@ -328,6 +380,15 @@ fn import_runmirrors_converts_every_line_form_and_names_the_rest() {
     let check = f.cli(&["check"]);
     assert_eq!(check.status.code(), Some(0), "generated files must pass check: {}", stderr(&check));
     assert!(stdout(&check).contains("9 mirror(s)"), "{}", stdout(&check));
+    // The imported hooks are not installed here: `check` says so.
+    assert!(
+        stderr(&check).contains(
+            "warning: hooks.before_push: /usr/local/bin/before-push: No such file or directory (os error 2): every \
+             push would be skipped"
+        ),
+        "{}",
+        stderr(&check)
+    );
 
     let targets: Vec<_> = f
         .config()

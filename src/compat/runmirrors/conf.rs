@@ -20,6 +20,12 @@ pub struct Conf {
     pub ssh_opts: Option<(usize, String)>,
     /// `PUSHARCHIVE`: the archive name sent downstream.
     pub pusharchive: Option<String>,
+    /// `MAILTO`'s addresses and its line.
+    pub mailto: Option<(usize, Vec<String>)>,
+    /// `HOOK1` (before the first trigger: a failure stopped runmirrors) as argv, and its line.
+    pub hook1: Option<(usize, Vec<String>)>,
+    /// `HOOK3` (when everything is done) as argv, and its line.
+    pub hook3: Option<(usize, Vec<String>)>,
 }
 
 /// Reads `text` (the contents of `path`); everything it cannot use goes to `findings`.
@@ -54,6 +60,28 @@ fn apply(conf: &mut Conf, path: &Path, line: usize, name: &str, value: String, f
             Ok(secs) if secs > 0 => conf.pushdelay = Some(secs),
             _ => findings.lost(path, line, format!("PUSHDELAY={value}: not a number of seconds")),
         },
+        "MAILTO" => {
+            // runmirrors passed `${MAILTO}` unquoted to sendmail: a list split at blanks.
+            let (full, local): (Vec<&str>, Vec<&str>) = value.split_whitespace().partition(|a| a.contains('@'));
+            for user in &local {
+                findings.lost(
+                    path,
+                    line,
+                    format!(
+                        "MAILTO: `{user}` is a local user name; notify.mail.to takes full addresses \
+                         (`{user}@HOST`)"
+                    ),
+                );
+            }
+            if !full.is_empty() {
+                conf.mailto = Some((line, full.into_iter().map(str::to_string).collect()));
+            }
+        }
+        "HOOK1" | "HOOK3" => match hook_argv(&value) {
+            Ok(argv) if name == "HOOK1" => conf.hook1 = Some((line, argv)),
+            Ok(argv) => conf.hook3 = Some((line, argv)),
+            Err(why) => findings.lost(path, line, format!("{name}={value}: {why}")),
+        },
         "MIRRORS" => findings.note(
             path,
             line,
@@ -66,12 +94,9 @@ fn apply(conf: &mut Conf, path: &Path, line: usize, name: &str, value: String, f
 /// Why a runmirrors.conf variable has no pushmirror counterpart.
 fn unused_variable(name: &str) -> &'static str {
     match name {
-        "MAILTO" => {
-            "pushmirror sends no mail; alert on its exit code or `pushmirror status --check` (Nagios exit codes)"
-        }
-        "HOOK1" | "HOOK2" | "HOOK3" => {
-            "pushmirror runs no hooks; call the script before (HOOK1) or after (HOOK3) runmirrors in a wrapper \
-             (there is nothing between two mirrors, HOOK2: they are triggered concurrently)"
+        "HOOK2" => {
+            "pushmirror has no hook between two mirrors: it triggers them concurrently; \
+             hooks.before_push or hooks.after_push may do the work"
         }
         "LOGDIR" | "LOG" | "LOGROTATE" | "PROGRAM" => {
             "pushmirror keeps no log files of its own: the report goes to stdout (ftpsync's log) and to \
@@ -81,6 +106,15 @@ fn unused_variable(name: &str) -> &'static str {
         "BASEDIR" => "runmirrors only changed into this directory; pushmirror does not need it",
         _ => "not a runmirrors.conf variable pushmirror knows",
     }
+}
+
+/// A hook's command as runmirrors ran it (`${HOOKSCR}` unquoted: split at blanks, no shell), or
+/// why it cannot be carried over.
+fn hook_argv(value: &str) -> Result<Vec<String>, &'static str> {
+    if value.contains(['*', '?', '[']) {
+        return Err("the shell expanded its wildcards; pushmirror runs hooks without a shell: set it by hand");
+    }
+    Ok(value.split_whitespace().map(str::to_string).collect())
 }
 
 /// Splits `NAME=value` (optionally after `export`), unquoting the value like the shell would for

@@ -240,6 +240,8 @@ struct Settings {
     default_ssh_opts: bool,
     /// The home directory relative key files are resolved in.
     home: PathBuf,
+    /// runmirrors.conf's MAILTO, HOOK1 and HOOK3, and the file that set them.
+    notify: Option<(PathBuf, Conf)>,
 }
 
 impl Settings {
@@ -263,6 +265,7 @@ impl Settings {
             keyfile: Keyfile::of(conf),
             default_ssh_opts: ssh_opts.is_none(),
             home: PathBuf::new(),
+            notify: conf.map(|(p, c)| (p.to_path_buf(), c.clone())),
         }
     }
 
@@ -295,7 +298,44 @@ impl Settings {
                  # pushmirror does: record them with `pushmirror hostkeys scan` once these mirrors are configured.\n",
             );
         }
+        self.notify_and_hooks(&mut out, findings);
         (out, identity.ok())
+    }
+
+    /// runmirrors.conf's MAILTO as `notify.mail`, HOOK1 as `hooks.before_push`, HOOK3 as
+    /// `hooks.after_push`, with what changes said as notes.
+    fn notify_and_hooks(&self, out: &mut String, findings: &mut Findings) {
+        let Some((path, conf)) = &self.notify else { return };
+        if let Some((line, to)) = &conf.mailto {
+            let to = to.iter().map(|a| quoted(a)).collect::<Vec<_>>().join(", ");
+            out.push_str(&format!(
+                "# runmirrors.conf's MAILTO: through /usr/sbin/sendmail, as runmirrors sent it\n\
+                 notify:\n  mail:\n    to: [{to}]\n"
+            ));
+            findings.note(
+                path,
+                *line,
+                "MAILTO: runmirrors mailed every failed trigger; pushmirror mails when a mirror starts failing \
+                 (notify.after_failures in a row) and when it recovers, at most once per notify.min_interval",
+            );
+        }
+        if conf.hook1.is_none() && conf.hook3.is_none() {
+            return;
+        }
+        out.push_str("# runmirrors.conf's HOOK1 and HOOK3, run as runmirrors ran them (no shell)\nhooks:\n");
+        let argv = |a: &[String]| a.iter().map(|w| quoted(w)).collect::<Vec<_>>().join(", ");
+        if let Some((line, hook)) = &conf.hook1 {
+            out.push_str(&format!("  before_push: [{}]\n", argv(hook)));
+            findings.note(
+                path,
+                *line,
+                "HOOK1 becomes hooks.before_push: a non-zero exit skips the push, as it stopped runmirrors",
+            );
+        }
+        if let Some((line, hook)) = &conf.hook3 {
+            out.push_str(&format!("  after_push: [{}]\n", argv(hook)));
+            findings.note(path, *line, "HOOK3 becomes hooks.after_push: it also gets the push's report on stdin");
+        }
     }
 }
 

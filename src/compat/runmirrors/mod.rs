@@ -93,10 +93,14 @@ pub async fn run(config_path: &Path, args: &RunmirrorsArgs, format: Format) -> E
     Ok(verdict(&report, args))
 }
 
-/// Plans and carries out the push with the production transports.
+/// Plans and carries out the push with the production transports, between the archive's
+/// hooks (runmirrors' HOOK1 and HOOK3), its notifications queued and delivered.
 async fn push(config: &Config, request: &PushRequest) -> anyhow::Result<Report> {
-    let plan = crate::push::plan_push(config, request)?;
-    crate::push::once(config, &plan, &Options::default(), ORIGIN).await
+    let mut plan = crate::push::plan_push(config, request)?;
+    let oneshot = crate::notify::oneshot::begin(config, &mut plan).await;
+    let report = crate::push::once(config, &plan, &Options::default(), ORIGIN).await?;
+    oneshot.end(config, &report).await;
+    Ok(report)
 }
 
 /// The first line of the report: in ftpsync's log it says what this block of lines is.

@@ -75,6 +75,10 @@ fn check(cli: &Cli) -> Ended {
             for archive in c.archives_without_mirrors() {
                 eprintln!("warning: archives.{archive}: no mirror carries it: pushing it triggers nobody");
             }
+            for (field, why) in c.hooks_not_runnable() {
+                let what = if field.ends_with("before_push") { ": every push would be skipped" } else { "" };
+                eprintln!("warning: {field}: {why}{what}");
+            }
             let counts = MirrorCounts::of(&c);
             match cli.format {
                 Format::Json => print_json(&serde_json::json!({

@@ -29,16 +29,7 @@ pub(super) async fn push(cli: &Cli, args: &PushArgs) -> Ended {
     };
     let mut plan = crate::push::plan_push(&config, &request).map_err(Stop::usage)?;
     // The operator's gate: a veto sends nothing (every trigger skipped, reason `hook`).
-    if !args.dry_run
-        && let Err(why) = crate::notify::before_push(&config, &plan.archive, plan.serial.as_deref()).await
-    {
-        eprintln!("push vetoed: {why}");
-        for entry in plan.entries.iter_mut().filter(|e| e.skip.is_none()) {
-            entry.skip = Some(crate::vocab::model::SkipReason::Hook);
-        }
-    }
-    let history = crate::push::report::History::new(&config.state_dir, config.status.history);
-    let before = crate::push::ledger::Ledger::read(&config.state_dir, &history).ok();
+    let oneshot = if args.dry_run { None } else { Some(crate::notify::oneshot::begin(&config, &mut plan).await) };
     let sending = plan.entries.iter().filter(|e| e.skip.is_none()).map(|e| e.stages.len() as u64).sum();
     let show = !args.no_progress
         && !cli.quiet
@@ -61,45 +52,11 @@ pub(super) async fn push(cli: &Cli, args: &PushArgs) -> Ended {
     .map_err(alternate)?;
     drop(progress);
     output::print(&report, cli.format);
-    if !report.dry_run {
-        tell(&config, &report, before).await;
-        let stored = history.file_of(&report);
-        crate::notify::after_push(&config, &report, stored.as_deref()).await;
+    if let Some(oneshot) = oneshot.filter(|_| !report.dry_run) {
+        oneshot.end(&config, &report).await;
     }
     let not_live = report.propagation.iter().any(|p| p.live_after_ms.is_none());
     Ok(if not_live { Verdict::Failed } else { report.verdict() })
-}
-
-/// Queues the event of this push (what changed in the ledger), and delivers what is due for a
-/// few seconds: the rest stays queued for the daemon, or the next push.
-async fn tell(
-    config: &crate::config::Config,
-    report: &crate::push::report::Report,
-    before: Option<crate::push::ledger::Ledger>,
-) {
-    let archive = &report.archive;
-    let configured = config.notify_for(archive);
-    if configured.is_none() && config.hooks_for(archive).on_event.is_none() {
-        return;
-    }
-    let history = crate::push::report::History::new(&config.state_dir, config.status.history);
-    let (Some(before), Ok(after)) = (before, crate::push::ledger::Ledger::read(&config.state_dir, &history)) else {
-        return;
-    };
-    let after_failures = configured.map_or(crate::config::defaults::NOTIFY_AFTER_FAILURES, |n| n.after_failures);
-    let mut seen = std::collections::BTreeSet::new();
-    let mirrors = report.triggers.iter().map(|t| t.mirror.as_str()).filter(|m| seen.insert(*m));
-    let changes = crate::notify::event::changes(&before, &after, archive, mirrors, after_failures);
-    let Ok(notifier) = crate::notify::Notifier::new(&config.state_dir) else { return };
-    if !changes.is_empty() {
-        let mut event = crate::notify::event::Event::new(crate::notify::event::EventKind::Push, config);
-        (event.archive, event.serial, event.changes) = (Some(archive.clone()), report.serial.clone(), changes);
-        if let Err(e) = notifier.enqueue(config, event) {
-            tracing::error!(error = %e, "cannot queue a notification");
-        }
-    }
-    let notifier = Arc::new(notifier);
-    notifier.deliver_due(config, tokio::time::Instant::now() + Duration::from_secs(15)).await;
 }
 
 /// Progress on a terminal (stderr): a bar with the triggers ended so far and how many failed,
