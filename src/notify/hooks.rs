@@ -2,8 +2,9 @@
 //! notification event (`on_event`). Each runs as argv (no shell unless the operator writes one),
 //! in its own process group, with input on stdin, an environment of PATH, HOME, LANG and its
 //! `PUSHMIRROR_*` words only (never the sender's secrets, never `NOTIFY_SOCKET`), for at most its
-//! `timeout`: then its whole group is killed — so one that forks a daemon does not outlive it.
-//! Its output is read up to [`MAX_OUTPUT`] and logged; the rest is discarded unread.
+//! `timeout`: then its whole group is killed — so one that forks a daemon does not outlive it
+//! (one that leaves the group with `setsid` does; its pipes are then given up a second after the
+//! hook's end). Its output is read to the end, at most [`MAX_OUTPUT`] of it kept and logged.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -47,6 +48,22 @@ impl std::fmt::Display for HookEnd {
 /// Runs `argv` (`what`: `before_push`, … for the log) with `stdin` as its input and `env` added
 /// to PATH, HOME and LANG; at most `timeout`.
 pub async fn run(what: &str, argv: &[String], stdin: Vec<u8>, env: &[(&str, String)], timeout: Duration) -> HookEnd {
+    let (end, out, err) = captured(argv, stdin, env, timeout).await;
+    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    match end.succeeded() {
+        true => tracing::info!(hook = what, stdout = %out.trim(), stderr = %err.trim(), "hook ran"),
+        false => tracing::warn!(hook = what, end = %end, stdout = %out.trim(), stderr = %err.trim(), "hook failed"),
+    }
+    end
+}
+
+/// [`run`], returning what it kept of stdout and stderr.
+async fn captured(
+    argv: &[String],
+    stdin: Vec<u8>,
+    env: &[(&str, String)],
+    timeout: Duration,
+) -> (HookEnd, Vec<u8>, Vec<u8>) {
     let mut command = tokio::process::Command::new(&argv[0]);
     command.args(&argv[1..]).env_clear();
     for key in ["PATH", "HOME", "LANG"] {
@@ -58,11 +75,7 @@ pub async fn run(what: &str, argv: &[String], stdin: Vec<u8>, env: &[(&str, Stri
     command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => {
-            let end = HookEnd::NotStarted(format!("{}: {e}", argv[0]));
-            tracing::warn!(hook = what, end = %end, "hook failed");
-            return end;
-        }
+        Err(e) => return (HookEnd::NotStarted(format!("{}: {e}", argv[0])), Vec::new(), Vec::new()),
     };
     let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(nix::unistd::Pid::from_raw);
     let out = tokio::spawn(bounded(child.stdout.take()));
@@ -98,13 +111,7 @@ pub async fn run(what: &str, argv: &[String], stdin: Vec<u8>, env: &[(&str, Stri
             }
         }
     };
-    let (out, err) = (collect(out).await, collect(err).await);
-    let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
-    match end.succeeded() {
-        true => tracing::info!(hook = what, stdout = %out.trim(), stderr = %err.trim(), "hook ran"),
-        false => tracing::warn!(hook = what, end = %end, stdout = %out.trim(), stderr = %err.trim(), "hook failed"),
-    }
-    end
+    (end, collect(out).await, collect(err).await)
 }
 
 /// Reads `pipe` to its end, keeping at most [`MAX_OUTPUT`] bytes (the rest is read and dropped,
@@ -121,4 +128,55 @@ async fn bounded(pipe: Option<impl AsyncRead + Unpin>) -> Vec<u8> {
         kept.extend_from_slice(&buf[..n.min(room)]);
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        ["/bin/sh", "-c", script].map(String::from).to_vec()
+    }
+
+    /// A hook that prints 200 MiB is read to its end (it is not blocked on a full pipe) and
+    /// kept to 64 KiB; its input arrives; its environment holds only what it is given.
+    #[tokio::test]
+    async fn output_is_bounded_and_the_environment_is_the_hooks() {
+        let hour = Duration::from_secs(3600);
+        let (end, out, err) = captured(&sh("head -c 209715200 /dev/zero; echo done >&2"), Vec::new(), &[], hour).await;
+        assert_eq!(end, HookEnd::Exited(0));
+        assert_eq!(out.len(), MAX_OUTPUT, "kept");
+        assert_eq!(err, b"done\n", "it ran to its end");
+        let env = [("PUSHMIRROR_ARCHIVE", "debian".to_string())];
+        let (_, out, _) = captured(&sh("cat; env | cut -d= -f1 | sort"), b"in\n".to_vec(), &env, hour).await;
+        let out = String::from_utf8(out).unwrap();
+        let mut lines = out.lines();
+        assert_eq!(lines.next(), Some("in"));
+        let allowed = ["HOME", "LANG", "PATH", "PUSHMIRROR_ARCHIVE", "PWD", "SHLVL", "_"];
+        assert!(lines.all(|v| allowed.contains(&v)), "{out}");
+    }
+
+    /// One that forks a daemon holding its pipes ends with its own end: the group is killed,
+    /// nothing waits for the child's output (the hour-long timeout is never reached).
+    #[tokio::test]
+    async fn a_forked_daemon_does_not_hold_the_hook_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 3600 & echo $! > {}; echo started", pid_file.display());
+        let (end, out, _) = captured(&sh(&script), Vec::new(), &[], Duration::from_secs(3600)).await;
+        assert_eq!(end, HookEnd::Exited(0));
+        assert_eq!(out, b"started\n");
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+        assert!(matches!(state, None | Some('Z' | 'X')), "the forked child lives on: {stat}");
+    }
+
+    /// A hook that cannot start says why.
+    #[tokio::test]
+    async fn a_missing_program_is_named() {
+        let argv = vec!["/nonexistent/hook".to_string()];
+        let (end, _, _) = captured(&argv, Vec::new(), &[], Duration::from_secs(1)).await;
+        assert!(matches!(&end, HookEnd::NotStarted(why) if why.starts_with("/nonexistent/hook: ")), "{end:?}");
+    }
 }
