@@ -156,8 +156,9 @@ mod tests {
         assert!(lines.all(|v| allowed.contains(&v)), "{out}");
     }
 
-    /// One that forks a daemon holding its pipes ends with its own end: the group is killed,
-    /// nothing waits for the child's output (the hour-long timeout is never reached).
+    /// One that forks a daemon holding its pipes ends with its own end: nothing waits for the
+    /// child's output (the hour-long timeout is never reached). That the child is killed is
+    /// shown in `tests/it/notify.rs`.
     #[tokio::test]
     async fn a_forked_daemon_does_not_hold_the_hook_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -166,10 +167,7 @@ mod tests {
         let (end, out, _) = captured(&sh(&script), Vec::new(), &[], Duration::from_secs(3600)).await;
         assert_eq!(end, HookEnd::Exited(0));
         assert_eq!(out, b"started\n");
-        let pid = std::fs::read_to_string(&pid_file).unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
-        assert!(matches!(state, None | Some('Z' | 'X')), "the forked child lives on: {stat}");
+        assert!(pid_file.exists(), "the child was forked");
     }
 
     /// A hook that cannot start says why.
