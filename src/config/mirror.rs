@@ -305,7 +305,7 @@ pub const OWN_FIELDS: &[&str] = &["name", "ssh", "http", "mqtt", "host_key", "ch
 
 /// Fields a mirror file shares with the main file and its archives, not with `defaults:` (the
 /// main file's own value is the default).
-pub const SENDER_FIELDS: &[&str] = &["identity", "source_address"];
+pub const SENDER_FIELDS: &[&str] = &["identity", "next_identity", "source_address"];
 
 /// Fields a mirror file may hold.
 pub fn mirror_fields() -> Vec<&'static str> {
@@ -437,6 +437,12 @@ pub(super) fn read_dir(
                 if level.identity.is_some() && matches!(m.transport, Transport::Http(_)) {
                     f.error("identity", "an HTTP mirror is triggered without an SSH key; remove `identity:`");
                 }
+                if level.next_identity.is_some() && !matches!(m.transport, Transport::Ssh(_)) {
+                    f.error(
+                        "next_identity",
+                        "a key rotation is for SSH mirrors (MQTT triggers are signed with `identity:` alone)",
+                    );
+                }
                 if matches!(m.transport, Transport::Mqtt(_)) && m.kind == MirrorKind::Mhop {
                     f.error("type", "`sync:mhop` has no place in an MQTT trigger: use `staged`");
                 }
@@ -471,6 +477,7 @@ pub(super) fn read_dir(
 fn level_has(level: &Level, key: &str) -> bool {
     match key {
         "identity" => level.identity.is_some(),
+        "next_identity" => level.next_identity.is_some(),
         _ => level.source_address.is_some(),
     }
 }
@@ -744,6 +751,29 @@ pub(super) fn resolve_senders(
                         .clone();
                     sender.identity = Some(identity.value);
                     sender.fingerprint = fingerprint;
+                }
+            }
+            // Only SSH triggers authenticate, so only they rotate.
+            if let (Transport::Ssh(_), Some(next)) = (&mirror.transport, resolved.next_identity) {
+                let fingerprint = keys
+                    .entry(next.value.clone())
+                    .or_insert_with(|| match key_fingerprint(&next.value) {
+                        Ok(fingerprint) => Some(fingerprint),
+                        Err(msg) => {
+                            sink.borrow_mut().push(next.at.error(msg));
+                            None
+                        }
+                    })
+                    .clone();
+                if fingerprint.is_some() && fingerprint == sender.fingerprint {
+                    sink.borrow_mut().push(next.at.error(format!(
+                        "is the same key as `identity:` ({}): the next key is a new one, made with \
+                         `pushmirror keygen --next`",
+                        fingerprint.clone().unwrap_or_default()
+                    )));
+                } else {
+                    sender.next_identity = Some(next.value);
+                    sender.next_fingerprint = fingerprint;
                 }
             }
             mirror.senders.insert(archive.clone(), sender);

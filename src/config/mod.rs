@@ -46,6 +46,8 @@ pub struct Config {
     pub path: PathBuf,
     /// The sender's private key: the default of archives and mirrors that name none.
     pub identity: Option<PathBuf>,
+    /// The key replacing it during a rotation (`next_identity:`), with it.
+    pub next_identity: Option<PathBuf>,
     /// The local address triggers are sent from: the default of archives and mirrors that name
     /// none. Without one the routing table picks.
     pub source_address: Option<IpAddr>,
@@ -125,6 +127,8 @@ pub struct Archive {
     /// The key its triggers are sent with: its own `identity:`, else the main file's. A mirror
     /// file's own `identity:` overrides it for that mirror.
     pub identity: Option<PathBuf>,
+    /// The key replacing `identity` during a rotation, resolved with it.
+    pub next_identity: Option<PathBuf>,
     /// The address its triggers leave from: its own `source_address:`, else the main file's. A
     /// mirror file's own overrides it for that mirror.
     pub source_address: Option<IpAddr>,
@@ -234,6 +238,7 @@ fn unreadable_config(path: &Path, e: &std::io::Error) -> String {
 /// The fields of the main file.
 pub const MAIN_FIELDS: &[&str] = &[
     "identity",
+    "next_identity",
     "source_address",
     "known_hosts",
     "host_key_policy",
@@ -259,7 +264,7 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
         .take_parsed("host_key_policy", str::parse::<HostKeyPolicy>)
         .unwrap_or_else(|| defaults::HOST_KEY_POLICY.parse().expect("the default parses (tested)"));
     let mut positions = BTreeMap::new();
-    for key in ["state_dir", "known_hosts", "identity"] {
+    for key in ["state_dir", "known_hosts", "identity", "next_identity"] {
         positions.insert(key.to_string(), f.position(key));
     }
     let mirrors_dir = f.path("mirrors_dir").unwrap_or_else(|| resolve(&path, defaults::MIRRORS_DIR));
@@ -336,6 +341,7 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     Some(Config {
         path,
         identity: main_level.identity.map(|s| s.value),
+        next_identity: main_level.next_identity.map(|s| s.value),
         source_address: main_level.source_address.map(|s| s.value),
         known_hosts,
         host_key_policy,
@@ -426,12 +432,18 @@ fn audit_ownership(config: &Config) -> Vec<ConfigError> {
     };
     let mut named = Vec::new();
     named.extend(config.identity.iter().map(|p| main("identity", p)));
+    named.extend(config.next_identity.iter().map(|p| main("next_identity", p)));
     for archive in config.archives.values() {
         named.extend(archive.identity.iter().map(|p| main(&format!("archives.{}.identity", archive.name), p)));
+        named
+            .extend(archive.next_identity.iter().map(|p| main(&format!("archives.{}.next_identity", archive.name), p)));
     }
     for mirror in &config.mirrors {
-        for identity in mirror.senders.values().filter_map(|s| s.identity.as_ref()) {
-            named.push((mirror.file.clone(), (1, 1), "identity".to_string(), identity.clone()));
+        for sender in mirror.senders.values() {
+            let keys = [("identity", &sender.identity), ("next_identity", &sender.next_identity)];
+            for (field, path) in keys.into_iter().filter_map(|(f, p)| p.as_ref().map(|p| (f, p))) {
+                named.push((mirror.file.clone(), (1, 1), field.to_string(), path.clone()));
+            }
         }
     }
     named.push(main("known_hosts", &config.known_hosts));
@@ -684,6 +696,7 @@ pub const ARCHIVE_FIELDS: &[&str] = &[
     "settle",
     "poll",
     "identity",
+    "next_identity",
     "source_address",
     "forced_command",
     "max_lag",
@@ -716,7 +729,7 @@ fn read_archives(
         if root.is_none() {
             a.error("root", "missing: the archive's root directory");
         }
-        for key in ["trace", "root", "identity"] {
+        for key in ["trace", "root", "identity", "next_identity"] {
             positions.insert(format!("archives.{name}.{key}"), a.position(key));
         }
         let trace = a.take::<String>("trace").unwrap_or_else(|| defaults::TRACE.into());
@@ -744,6 +757,7 @@ fn read_archives(
                 max_lag,
                 propagation_timeout,
                 identity: level.identity.as_ref().map(|s| s.value.clone()),
+                next_identity: level.next_identity.as_ref().map(|s| s.value.clone()),
                 source_address: level.source_address.as_ref().map(|s| s.value),
                 forced_command,
                 notify,

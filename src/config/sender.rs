@@ -25,12 +25,18 @@ pub struct Sender {
     pub identity: Option<PathBuf>,
     /// That key's `SHA256:…` fingerprint, as the configuration check loaded it.
     pub fingerprint: Option<String>,
+    /// The key replacing it while a rotation is under way (`next_identity:`): SSH triggers try
+    /// it first and fall back to `identity`.
+    pub next_identity: Option<PathBuf>,
+    /// Its fingerprint.
+    pub next_fingerprint: Option<String>,
     /// The local address the connection is bound to; without one the routing table picks.
     pub source_address: Option<IpAddr>,
 }
 
 /// The sender of a mirror for an archive it does not carry: nothing set.
-pub(super) static UNSET: Sender = Sender { identity: None, fingerprint: None, source_address: None };
+pub(super) static UNSET: Sender =
+    Sender { identity: None, fingerprint: None, next_identity: None, next_fingerprint: None, source_address: None };
 
 /// Where a value was written, for errors found once every file has been read.
 #[derive(Debug, Clone)]
@@ -54,11 +60,13 @@ pub(super) struct Setting<T> {
     pub(super) at: Origin,
 }
 
-/// `identity:` and `source_address:` as written at one level: the main file, an archive, or a
-/// mirror file.
+/// `identity:`, `next_identity:` and `source_address:` as written at one level: the main file, an
+/// archive, or a mirror file.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Level {
     pub(super) identity: Option<Setting<PathBuf>>,
+    /// Only with `identity` at the same level: the two are one setting (a key and its successor).
+    pub(super) next_identity: Option<Setting<PathBuf>>,
     pub(super) source_address: Option<Setting<IpAddr>>,
 }
 
@@ -82,7 +90,16 @@ impl Level {
             field: f.field_name(key),
         };
         let identity_at = origin(f, "identity");
+        let identity_written = f.has("identity");
         let identity = f.path("identity").map(|value| Setting { value, at: identity_at });
+        let next_at = origin(f, "next_identity");
+        let next_identity = f.path("next_identity").map(|value| Setting { value, at: next_at });
+        if next_identity.is_some() && !identity_written {
+            f.error(
+                "next_identity",
+                "replaces the `identity:` written at the same place: write that `identity:` here too",
+            );
+        }
         let address_at = origin(f, "source_address");
         let source_address = f
             .take_parsed("source_address", |raw| {
@@ -90,13 +107,16 @@ impl Level {
                 local.check(ip).map(|()| ip)
             })
             .map(|value| Setting { value, at: address_at });
-        Level { identity, source_address }
+        Level { identity, next_identity, source_address }
     }
 
-    /// This level's values, else those of `fallback` (a less specific level).
+    /// This level's values, else those of `fallback` (a less specific level). A key and its
+    /// successor go together: a level with its own `identity:` rotates only if it says so.
     pub(super) fn or(&self, fallback: &Level) -> Level {
+        let keys = if self.identity.is_some() { self } else { fallback };
         Level {
-            identity: self.identity.clone().or_else(|| fallback.identity.clone()),
+            identity: keys.identity.clone(),
+            next_identity: keys.next_identity.clone(),
             source_address: self.source_address.clone().or_else(|| fallback.source_address.clone()),
         }
     }

@@ -13,6 +13,10 @@ use crate::config::defaults::{self, File};
 pub const MAIN_FIELDS: &[(&str, &str)] = &[
     ("identity", "The sender's private SSH key (0600): the default of every archive and mirror."),
     (
+        "next_identity",
+        "During a key rotation, the key replacing identity (written with it): SSH triggers offer it first and fall back to identity; probe, status and keys show who accepts it.",
+    ),
+    (
         "source_address",
         "The local IP address every trigger leaves from (SSH and HTTP); must be an address of this host.",
     ),
@@ -25,7 +29,7 @@ pub const MAIN_FIELDS: &[(&str, &str)] = &[
         "max_per_host",
         "Triggers in flight at once to one host and port, so that many mirrors on one host stay under its sshd's MaxStartups (OpenSSH drops connections beyond 10 unauthenticated ones).",
     ),
-    ("defaults", "Any mirror field except name, ssh, http, host_key, identity, source_address."),
+    ("defaults", "Any mirror field except name, ssh, http, host_key, identity, next_identity, source_address."),
     ("archives", "Archives by name; each with the fields below."),
     (
         "status",
@@ -54,6 +58,7 @@ pub const ARCHIVE_FIELDS: &[(&str, &str)] = &[
     ("settle", "How long a new version must be stable and unlocked."),
     ("poll", "Fallback poll interval for file systems without inotify."),
     ("identity", "This archive's key (one key per archive); else the main file's."),
+    ("next_identity", "The key replacing this archive's identity during a rotation (set with identity here)."),
     ("source_address", "This archive's source address; else the main file's."),
     ("forced_command", "The forced command shown in its authorized_keys line."),
     ("max_lag", "How old the version a mirror serves may be before freshness counts it as behind."),
@@ -80,6 +85,7 @@ pub const MIRROR_FIELDS: &[(&str, &str)] = &[
         "The mirror's public base URL of the archive (https://mirror.example.net/debian/), where pushmirror freshness reads its trace files. With neither ssh nor http: a check-only mirror, surveyed but never triggered.",
     ),
     ("identity", "This mirror's SSH key for every archive it carries (MQTT: the key its triggers are signed with)."),
+    ("next_identity", "The key replacing this mirror's own identity during a rotation (SSH only)."),
     ("source_address", "The local address this mirror's triggers leave from."),
     ("archives", "Archives it carries. Default: all."),
     ("type", "all, staged or mhop, as in runmirrors."),

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Transport};
 use crate::push::report::{History, Report, TriggerReport};
 use crate::sys::fsutil::{limit, lock_exclusive, read_bounded, write_atomic};
-use crate::vocab::model::{ErrorClass, Outcome, Stage, Standing, Timestamp};
+use crate::vocab::model::{ErrorClass, KeyRole, KeyVerdict, Outcome, Stage, Standing, Timestamp};
 
 /// The file, under `state_dir`.
 pub const FILE: &str = "mirrors.json";
@@ -79,6 +79,76 @@ pub struct MirrorState {
     /// What its trace files said last (freshness sweep or propagation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<Live>,
+    /// What it said of our keys (SSH), newest first, at most [`MAX_KEYS_SEEN`] keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeySeen>,
+}
+
+/// Keys remembered per mirror: the current, the next, and the last two retired ones.
+pub const MAX_KEYS_SEEN: usize = 4;
+
+/// What a downstream said of one of our keys, when, and how we learned it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySeen {
+    /// The key's `SHA256:…` fingerprint.
+    pub fingerprint: String,
+    /// Whether it accepted it.
+    pub accepted: bool,
+    /// When.
+    pub at: Timestamp,
+    /// By a push (`cli`, `daemon`, …) or by `probe`.
+    pub by: String,
+}
+
+/// Where an archive's key rotation stands: its SSH mirrors by what they were last seen to
+/// accept. Derived from the ledger; never stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Rotation {
+    /// The archive.
+    pub archive: String,
+    /// The next key(s) (one, unless mirror files name their own).
+    pub next: Vec<String>,
+    /// Mirrors that accept the next key.
+    pub accept_next: Vec<String>,
+    /// Mirrors seen accepting the current key but not the next one.
+    pub only_current: Vec<String>,
+    /// Mirrors that refused both.
+    pub neither: Vec<String>,
+    /// Mirrors not tried with the next key yet.
+    pub unknown: Vec<String>,
+}
+
+impl Rotation {
+    /// Every SSH mirror in the rotation.
+    pub fn total(&self) -> usize {
+        self.accept_next.len() + self.only_current.len() + self.neither.len() + self.unknown.len()
+    }
+
+    /// "812 of 1,000 mirrors accept the next key; 188 still only the current one: a, b, …".
+    pub fn summary(&self, names: usize) -> String {
+        let list = |v: &[String]| {
+            let shown: Vec<&str> = v.iter().take(names).map(String::as_str).collect();
+            let more = if v.len() > names { format!(", and {} more", v.len() - names) } else { String::new() };
+            format!("{}{more}", shown.join(", "))
+        };
+        let mut out = format!(
+            "{}: {} of {} SSH mirror(s) accept the next key {}",
+            self.archive,
+            self.accept_next.len(),
+            self.total(),
+            self.next.join(", ")
+        );
+        for (v, what) in [
+            (&self.only_current, "still only the current one"),
+            (&self.neither, "accept neither"),
+            (&self.unknown, "not tried yet (`pushmirror probe`)"),
+        ] {
+            if !v.is_empty() {
+                out.push_str(&format!("; {} {what}: {}", v.len(), list(v)));
+            }
+        }
+        out
+    }
 }
 
 /// A mirror's last trigger that was sent or tried.
@@ -309,6 +379,17 @@ impl Ledger {
             error: row.error.clone(),
             source_address: row.source_address,
         };
+        if row.key_role.is_some() || !row.keys_refused.is_empty() {
+            let mut verdicts: Vec<KeyVerdict> = row
+                .keys_refused
+                .iter()
+                .map(|fp| KeyVerdict { role: KeyRole::Current, fingerprint: fp.clone(), accepted: false })
+                .collect();
+            if let (Some(role), Some(fp)) = (row.key_role, &row.key) {
+                verdicts.push(KeyVerdict { role, fingerprint: fp.clone(), accepted: true });
+            }
+            self.record_keys(&report.archive, &row.mirror, &verdicts, at, &report.origin);
+        }
         let m = self.entry(&report.archive, &row.mirror);
         match row.outcome {
             Outcome::Ok => {
@@ -353,6 +434,70 @@ impl Ledger {
         }
         m.pending = None;
         true
+    }
+
+    /// What `mirror` said of our keys at `at`, learned `by` a push or a probe.
+    pub fn record_keys(&mut self, archive: &str, mirror: &str, verdicts: &[KeyVerdict], at: Timestamp, by: &str) {
+        let m = self.entry(archive, mirror);
+        for v in verdicts {
+            m.keys.retain(|k| k.fingerprint != v.fingerprint);
+            let seen = KeySeen { fingerprint: v.fingerprint.clone(), accepted: v.accepted, at, by: by.to_string() };
+            m.keys.insert(0, seen);
+        }
+        m.keys.truncate(MAX_KEYS_SEEN);
+    }
+
+    /// What `mirror` of `archive` last said of the key `fingerprint`.
+    pub fn key_seen(&self, archive: &str, mirror: &str, fingerprint: &str) -> Option<&KeySeen> {
+        self.get(archive, mirror)?.keys.iter().find(|k| k.fingerprint == fingerprint)
+    }
+
+    /// Where each archive with a `next_identity:` stands in its rotation.
+    pub fn rotations(&self, config: &Config) -> Vec<Rotation> {
+        let mut out = Vec::new();
+        for archive in config.archives.keys() {
+            let mut r = Rotation { archive: archive.clone(), ..Rotation::default() };
+            for m in config.mirrors_of(archive).filter(|m| matches!(m.transport, Transport::Ssh(_))) {
+                let sender = m.sender(archive);
+                let Some(next) = &sender.next_fingerprint else { continue };
+                if !r.next.contains(next) {
+                    r.next.push(next.clone());
+                }
+                let seen = |fp: Option<&String>| fp.and_then(|fp| self.key_seen(archive, &m.name, fp));
+                let bucket = match (seen(Some(next)), seen(sender.fingerprint.as_ref())) {
+                    (Some(n), _) if n.accepted => &mut r.accept_next,
+                    (_, Some(c)) if c.accepted => &mut r.only_current,
+                    (Some(_), Some(_)) => &mut r.neither,
+                    _ => &mut r.unknown,
+                };
+                bucket.push(m.name.clone());
+            }
+            if !r.next.is_empty() {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// SSH mirrors not rotating whose last word on keys is that they accept another key but not
+    /// the one configured now (a rotation finished before they installed the new line): per
+    /// mirror, archive, the key configured and the one it was seen accepting.
+    pub fn stale_keys(&self, config: &Config) -> Vec<(String, String, String, KeySeen)> {
+        let mut out = Vec::new();
+        for archive in config.archives.keys() {
+            for m in config.mirrors_of(archive).filter(|m| matches!(m.transport, Transport::Ssh(_))) {
+                let sender = m.sender(archive);
+                let (Some(current), None) = (&sender.fingerprint, &sender.next_fingerprint) else { continue };
+                let Some(state) = self.get(archive, &m.name) else { continue };
+                if state.keys.iter().any(|k| &k.fingerprint == current && k.accepted) {
+                    continue;
+                }
+                if let Some(other) = state.keys.iter().find(|k| k.accepted) {
+                    out.push((archive.clone(), m.name.clone(), current.clone(), other.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// What a mirror's trace files say now.

@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{Config, HttpMethod, Mirror, Transport};
-use crate::vocab::model::{ErrorClass, Stage};
+use crate::vocab::model::{ErrorClass, KeyVerdict, Stage};
 
 /// What a transport knows of a mirror: where it is, what to say and how long to wait. Retries,
 /// backoff and rate limits are the engine's, and out of a transport's reach.
@@ -43,6 +43,8 @@ pub struct Downstream<'a> {
     pub busy_exit: Option<i32>,
     /// The private key an SSH trigger authenticates with.
     pub identity: Option<&'a Path>,
+    /// The key replacing it during a rotation: tried first.
+    pub next_identity: Option<&'a Path>,
     /// The local address to bind before connecting; else the routing table picks.
     pub source_address: Option<IpAddr>,
 }
@@ -54,6 +56,7 @@ impl<'a> Downstream<'a> {
         let sender = mirror.sender(archive);
         Downstream {
             identity: sender.identity.as_deref(),
+            next_identity: sender.next_identity.as_deref(),
             source_address: sender.source_address,
             name: &mirror.name,
             transport: &mirror.transport,
@@ -164,6 +167,8 @@ pub struct Delivered {
     /// Sent, but the downstream has not confirmed it: an MQTT mirror whose ack did not arrive
     /// within its `ack_timeout` (reported `pending`).
     pub pending: bool,
+    /// What an SSH downstream said of each key offered, in the order offered.
+    pub keys: Vec<KeyVerdict>,
 }
 
 /// A failed attempt: what class, what message (never a secret), and whether to retry.
@@ -181,6 +186,8 @@ pub struct AttemptError {
     pub exit_code: Option<i32>,
     /// HTTP status, for `http-status`.
     pub http_status: Option<u16>,
+    /// What an SSH downstream said of each key offered before the failure, in order.
+    pub keys: Vec<KeyVerdict>,
 }
 
 impl AttemptError {
@@ -193,6 +200,7 @@ impl AttemptError {
             retry_after: None,
             exit_code: None,
             http_status: None,
+            keys: Vec::new(),
         }
     }
 
@@ -294,6 +302,7 @@ impl Transports {
                             format!("SSH mirror {} has no `identity:` for archive {archive}", mirror.name)
                         })?;
                         identities.insert(identity);
+                        identities.extend(sender.next_identity.clone());
                     }
                     Transport::Http(_) => http_sources.extend(sender.source_address),
                     Transport::Mqtt(_) => {}

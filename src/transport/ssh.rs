@@ -1,6 +1,7 @@
 //! SSH triggers: one connection per trigger (russh), bound to the mirror's source address when
 //! it has one, the host key checked against the mirror's pin or pushmirror's own known_hosts,
-//! public-key auth with the key configured for the mirror and archive, one `exec` of the ftpsync
+//! public-key auth with the key configured for the mirror and archive (during a rotation its
+//! `next_identity` first, then the current one, on the same connection), one `exec` of the ftpsync
 //! command string, then the exit status.
 //!
 //! Time: connecting, key exchange, authentication and opening the channel are bounded by the
@@ -26,7 +27,7 @@ use super::known_hosts::{self, Entry, KeyStatus, KnownHostsFile, host_entry_name
 use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{HostKeyPolicy, SshTarget};
 use crate::vocab::clock::later;
-use crate::vocab::model::{ErrorClass, Stage};
+use crate::vocab::model::{ErrorClass, KeyRole, KeyVerdict, Stage};
 use crate::wire::keys::{KeyError, fingerprint, load_identity, parse_public_key, same_key};
 
 /// The note of a trigger whose command was still running when its `timeout` ended.
@@ -79,9 +80,9 @@ impl SshTransport {
     pub async fn fire(&self, target: &SshTarget, req: TriggerRequest<'_>, attempt: &Attempt) -> AttemptResult {
         let waiting = req.mirror.wait_for_sync || req.stage == Stage::Stage1;
         let timeout = req.mirror.timeout;
-        let key = self.key_for(req.mirror.identity)?;
+        let keys = self.keys_for(req.mirror.identity, req.mirror.next_identity)?;
         let from = req.mirror.source_address;
-        let mut session = match tokio::time::timeout(timeout, self.open(target, key, from, waiting)).await {
+        let mut session = match tokio::time::timeout(timeout, self.open(target, &keys, from, waiting)).await {
             Ok(Ok(session)) => session,
             Ok(Err(e)) => return Err(e),
             Err(_) => {
@@ -91,27 +92,43 @@ impl SshTransport {
                 ));
             }
         };
+        let keys = std::mem::take(&mut session.keys);
         let result = session.run(&req, attempt, waiting).await;
         session.close().await;
-        result
+        match result {
+            Ok(delivered) => Ok(Delivered { keys, ..delivered }),
+            Err(e) => Err(AttemptError { keys, ..e }),
+        }
     }
 
-    /// The loaded key the configuration named for this trigger.
-    fn key_for(&self, identity: Option<&Path>) -> Result<&Arc<PrivateKey>, AttemptError> {
+    /// The loaded keys the configuration named for this trigger, in the order they are offered:
+    /// the next key of a rotation first, then the current one.
+    pub(crate) fn keys_for(
+        &self,
+        identity: Option<&Path>,
+        next: Option<&Path>,
+    ) -> Result<Vec<(KeyRole, Arc<PrivateKey>)>, AttemptError> {
         let missing = |what: String| AttemptError::permanent(ErrorClass::Other, what);
         let path = identity.ok_or_else(|| missing("no `identity:` key applies to this mirror".to_string()))?;
-        self.inner
-            .keys
-            .get(path)
-            .ok_or_else(|| missing(format!("key {} was not loaded when the transports were set up", path.display())))
+        let load = |path: &Path| {
+            self.inner.keys.get(path).cloned().ok_or_else(|| {
+                missing(format!("key {} was not loaded when the transports were set up", path.display()))
+            })
+        };
+        let mut keys = Vec::new();
+        if let Some(next) = next {
+            keys.push((KeyRole::Next, load(next)?));
+        }
+        keys.push((KeyRole::Current, load(path)?));
+        Ok(keys)
     }
 
-    /// Connects (from `source` when given), verifies the host key, authenticates with `key` and
-    /// opens a session channel.
+    /// Connects (from `source` when given), verifies the host key, authenticates with the first
+    /// of `keys` the downstream accepts and opens a session channel.
     async fn open(
         &self,
         target: &SshTarget,
-        key: &Arc<PrivateKey>,
+        keys: &[(KeyRole, Arc<PrivateKey>)],
         source: Option<IpAddr>,
         waiting: bool,
     ) -> Result<ExecChannel, AttemptError> {
@@ -119,15 +136,18 @@ impl SshTransport {
         let config = client_config(&check.expected_algorithms(), waiting);
         let stream = tcp_connect(&target.host, target.port, source).await?;
         let mut handle = client::connect_stream(config, stream, check).await.map_err(classify)?;
-        authenticate(&mut handle, &target.user, key).await?;
-        let channel = handle.channel_open_session().await.map_err(|e| match e {
-            russh::Error::ChannelOpenFailure(reason) => AttemptError::permanent(
-                ErrorClass::Other,
-                format!("the downstream refused to open a session channel ({reason:?})"),
-            ),
-            other => classify(SshError::Ssh(other)),
+        let keys = authenticate(&mut handle, &target.user, keys).await?;
+        let channel = handle.channel_open_session().await.map_err(|e| {
+            let error = match e {
+                russh::Error::ChannelOpenFailure(reason) => AttemptError::permanent(
+                    ErrorClass::Other,
+                    format!("the downstream refused to open a session channel ({reason:?})"),
+                ),
+                other => classify(SshError::Ssh(other)),
+            };
+            AttemptError { keys: keys.clone(), ..error }
         })?;
-        Ok(ExecChannel { handle, channel })
+        Ok(ExecChannel { handle, channel, keys })
     }
 
     /// What this connection's host key must be: the mirror's pin, else known_hosts' entries.
@@ -148,22 +168,36 @@ impl SshTransport {
     }
 }
 
-/// Public-key auth with `key`. RSA keys sign with the best hash the server announces, so a modern
-/// sshd (which refuses SHA-1 `ssh-rsa`) accepts them.
-async fn authenticate(handle: &mut Handle<HostCheck>, user: &str, key: &Arc<PrivateKey>) -> Result<(), AttemptError> {
-    let hash = if key.algorithm().is_rsa() { rsa_hash(handle.best_supported_rsa_hash().await) } else { None };
-    let result = handle
-        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
-        .await
-        .map_err(|e| classify(SshError::Ssh(e)))?;
-    if result.success() {
-        Ok(())
-    } else {
-        Err(AttemptError::permanent(
-            ErrorClass::Auth,
-            format!("the downstream refused key {} for user {user}", fingerprint(key.public_key())),
-        ))
+/// Public-key auth with each of `keys` in turn until one is accepted, on one connection: what
+/// the downstream said of each key offered. RSA keys sign with the best hash the server
+/// announces, so a modern sshd (which refuses SHA-1 `ssh-rsa`) accepts them.
+async fn authenticate(
+    handle: &mut Handle<HostCheck>,
+    user: &str,
+    keys: &[(KeyRole, Arc<PrivateKey>)],
+) -> Result<Vec<KeyVerdict>, AttemptError> {
+    let mut verdicts = Vec::new();
+    for (role, key) in keys {
+        let hash = if key.algorithm().is_rsa() { rsa_hash(handle.best_supported_rsa_hash().await) } else { None };
+        let result = handle
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
+            .await
+            .map_err(|e| AttemptError { keys: verdicts.clone(), ..classify(SshError::Ssh(e)) })?;
+        let accepted = result.success();
+        verdicts.push(KeyVerdict { role: *role, fingerprint: fingerprint(key.public_key()), accepted });
+        if accepted {
+            return Ok(verdicts);
+        }
     }
+    let refused: Vec<&str> = verdicts.iter().map(|v| v.fingerprint.as_str()).collect();
+    let which = match refused.as_slice() {
+        [one] => format!("key {one}"),
+        all => format!("keys {}", all.join(" and ")),
+    };
+    Err(AttemptError {
+        keys: verdicts.clone(),
+        ..AttemptError::permanent(ErrorClass::Auth, format!("the downstream refused {which} for user {user}"))
+    })
 }
 
 /// Connects to `host:port` only to learn the host key it offers (for `hostkeys scan`): no
@@ -461,6 +495,8 @@ impl client::Handler for HostCheck {
 struct ExecChannel {
     handle: Handle<HostCheck>,
     channel: russh::Channel<client::Msg>,
+    /// What the downstream said of the keys offered.
+    keys: Vec<KeyVerdict>,
 }
 
 /// How the remote command ended.

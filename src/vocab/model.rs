@@ -119,6 +119,37 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Which of an archive's keys: the one in use (`identity:`) or the one replacing it during a
+/// rotation (`next_identity:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyRole {
+    /// `identity:`.
+    Current,
+    /// `next_identity:`.
+    Next,
+}
+
+impl fmt::Display for KeyRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyRole::Current => "current",
+            KeyRole::Next => "next",
+        })
+    }
+}
+
+/// What a downstream said of one of our keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVerdict {
+    /// Which key.
+    pub role: KeyRole,
+    /// Its `SHA256:…` fingerprint.
+    pub fingerprint: String,
+    /// Whether the downstream accepts it.
+    pub accepted: bool,
+}
+
 /// Why a trigger was not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

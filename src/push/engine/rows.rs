@@ -81,6 +81,16 @@ pub(super) fn attempted_row(mirror: &Mirror, archive: &str, stage: Stage, tried:
     row.attempts = tried.attempts;
     row.started_at = Some(Timestamp(tried.started));
     row.duration_ms = millis(tried.took);
+    let keys = match &tried.result {
+        Ok(d) => &d.keys,
+        Err(e) => &e.keys,
+    };
+    if !keys.is_empty() {
+        let accepted = keys.iter().find(|k| k.accepted);
+        row.key = accepted.map(|k| k.fingerprint.clone()).or(row.key);
+        row.key_role = accepted.map(|k| k.role);
+        row.keys_refused = keys.iter().filter(|k| !k.accepted).map(|k| k.fingerprint.clone()).collect();
+    }
     match tried.result {
         Ok(d) => {
             if d.pending {

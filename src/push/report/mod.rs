@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
+use crate::vocab::model::{ErrorClass, KeyRole, Outcome, SkipReason, Stage, Timestamp};
 use crate::vocab::output::{Tabular, Verdict, align, exit_code};
 use crate::vocab::units::{format_ms, millis};
 
@@ -64,6 +64,13 @@ pub struct TriggerReport {
     /// dry run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Which key the downstream accepted (`current`, or `next` during a rotation); none when no
+    /// key was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_role: Option<KeyRole>,
+    /// The fingerprints of keys the downstream refused before (or instead of) that one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys_refused: Vec<String>,
     /// The local address the trigger left from, when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_address: Option<IpAddr>,
@@ -90,6 +97,8 @@ impl TriggerReport {
             http_status: None,
             sync_duration_ms: None,
             key: None,
+            key_role: None,
+            keys_refused: Vec::new(),
             source_address: None,
         }
     }
@@ -281,21 +290,40 @@ impl Report {
         text
     }
 
-    /// The report as a human-readable table.
+    /// The report as a human-readable table; during a key rotation (a row tried a next key) with
+    /// a KEY column: which key each downstream accepted.
     pub fn to_table(&self) -> String {
-        let mut rows = vec![["MIRROR", "STAGE", "OUTCOME", "ATTEMPTS", "TIME", "DETAIL"].map(String::from)];
         // Mirrors a filter left out are counted in the summary, not listed.
-        for t in self.triggers.iter().filter(|t| t.is_listed()) {
-            rows.push([
+        let listed = self.triggers.iter().filter(|t| t.is_listed());
+        let rotating = self.triggers.iter().any(|t| t.key_role == Some(KeyRole::Next) || !t.keys_refused.is_empty());
+        let cells = |t: &TriggerReport| {
+            let key = match t.key_role {
+                Some(role) => role.to_string(),
+                None if !t.keys_refused.is_empty() => "none".to_string(),
+                None => "-".to_string(),
+            };
+            [
                 t.mirror.clone(),
                 t.stage.to_string(),
                 outcome_text(t),
+                key,
                 t.attempts.to_string(),
                 format_ms(t.duration_ms),
                 detail_text(t),
-            ]);
-        }
-        let mut out = align(&rows);
+            ]
+        };
+        let mut out = if rotating {
+            let mut rows = vec![["MIRROR", "STAGE", "OUTCOME", "KEY", "ATTEMPTS", "TIME", "DETAIL"].map(String::from)];
+            rows.extend(listed.map(cells));
+            align(&rows)
+        } else {
+            let mut rows = vec![["MIRROR", "STAGE", "OUTCOME", "ATTEMPTS", "TIME", "DETAIL"].map(String::from)];
+            rows.extend(listed.map(|t| {
+                let [mirror, stage, outcome, _, attempts, time, detail] = cells(t);
+                [mirror, stage, outcome, attempts, time, detail]
+            }));
+            align(&rows)
+        };
         let serial = self.serial.as_deref().map(|s| format!(" serial {s}")).unwrap_or_default();
         let plan = if self.dry_run { " (dry run: nothing sent)" } else { "" };
         let _ =
@@ -354,6 +382,9 @@ fn detail_text(t: &TriggerReport) -> String {
     }
     if let Some(key) = &t.key {
         parts.push(format!("key {key}"));
+    }
+    if !t.keys_refused.is_empty() {
+        parts.push(format!("refused {}", t.keys_refused.join(", ")));
     }
     parts.join("; ")
 }
