@@ -616,8 +616,13 @@ fn writable_dir(dir: &Path) -> Result<(), String> {
 /// The `identity:` path of the main file at `path`, read without validating anything else, so
 /// that `keygen` can create the key a configuration names before that configuration is valid.
 pub fn identity_path(path: &Path) -> Option<PathBuf> {
+    key_path(path, "identity")
+}
+
+/// The main file's `field` (`identity` or `next_identity`), read like [`identity_path`].
+pub fn key_path(path: &Path, field: &str) -> Option<PathBuf> {
     let top = raw_mapping(path).ok()?;
-    string_values(&top).remove("identity").map(|raw| resolve(path, &raw))
+    string_values(&top).remove(field).map(|raw| resolve(path, &raw))
 }
 
 /// The `state_dir:` of the main file at `path` (its default when unset), read like
@@ -633,6 +638,8 @@ pub fn state_dir_path(path: &Path) -> Option<PathBuf> {
 pub struct ArchiveKeySettings {
     /// The archive's `identity:`, else the main file's.
     pub identity: Option<PathBuf>,
+    /// The `next_identity:` that goes with that `identity:`.
+    pub next_identity: Option<PathBuf>,
     /// The archive's `source_address:`, else the main file's.
     pub source_address: Option<IpAddr>,
     /// The archive's `forced_command:`.
@@ -654,10 +661,16 @@ pub fn archive_key_settings(path: &Path, archive: &str) -> Result<ArchiveKeySett
         _ => None,
     });
     let mut own = string_values(&own.ok_or_else(|| format!("archive `{archive}` is not in {}", path.display()))?);
-    let mut either = |key: &str| own.remove(key).or_else(|| main.remove(key));
-    let identity = either("identity").map(|raw| resolve(path, &raw));
-    let source_address = either("source_address").map(|raw| parse_source_address(&raw)).transpose()?;
-    Ok(ArchiveKeySettings { identity, source_address, forced_command: own.remove("forced_command") })
+    // A key and its successor come from the same place.
+    let keys = if own.contains_key("identity") { &mut own } else { &mut main };
+    let identity = keys.remove("identity").map(|raw| resolve(path, &raw));
+    let next_identity = keys.remove("next_identity").map(|raw| resolve(path, &raw));
+    let source_address = own
+        .remove("source_address")
+        .or_else(|| main.remove("source_address"))
+        .map(|raw| parse_source_address(&raw))
+        .transpose()?;
+    Ok(ArchiveKeySettings { identity, next_identity, source_address, forced_command: own.remove("forced_command") })
 }
 
 /// The top-level mapping of the file at `path`, parsed but not validated.

@@ -138,6 +138,18 @@ pub enum Command {
         /// Only this archive.
         archive: Option<String>,
     },
+    /// Check each mirror without triggering it: SSH host key, which of our keys it accepts
+    /// (current, next), a login without running anything; HTTP DNS/TCP/TLS; MQTT the broker.
+    ///
+    /// Nothing is run on a downstream: SSH probes open no session channel, HTTP probes send no
+    /// request, MQTT probes publish nothing. Exit 0 every mirror ready, 1 some not.
+    Probe {
+        /// Only this archive [default: every archive].
+        archive: Option<String>,
+        /// Only this mirror (repeatable).
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+    },
     /// Manage the SSH host keys of mirrors in pushmirror's own known_hosts.
     Hostkeys {
         /// What to do.
@@ -248,6 +260,10 @@ pub struct KeygenArgs {
     /// [default with --archive: the archive's source_address, when set].
     #[arg(long, value_name = "ADDRS")]
     pub from: Option<String>,
+    /// Create the key a rotation moves to: the config's `next_identity:` (with --archive, that
+    /// archive's) instead of `identity:`.
+    #[arg(long)]
+    pub next: bool,
 }
 
 /// Subcommands of `notify`.

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::config::defaults;
 use crate::config::{Archive, Config, Transport};
+use crate::vocab::model::KeyRole;
 use crate::wire::keys;
 
 /// What downstreams of one archive install and allow.
@@ -54,6 +55,12 @@ pub struct PublishedKey {
     pub archive_key: bool,
     /// The archive's SSH mirrors triggered with this key.
     pub mirrors: Vec<String>,
+    /// `current`, or `next`: a rotation's new key, which downstreams install beside the current
+    /// line (both stay until the rotation is finished).
+    pub role: KeyRole,
+    /// For a next key: the fingerprints of the keys it replaces.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
 }
 
 /// Why the page cannot be made.
@@ -90,6 +97,8 @@ struct Users {
     mirrors: Vec<String>,
     addresses: BTreeSet<IpAddr>,
     unbound: bool,
+    /// For a next key: the keys it replaces.
+    replaces: BTreeSet<PathBuf>,
 }
 
 fn archive_keys(config: &Config, archive: &Archive) -> Result<ArchiveKeys, PageError> {
@@ -104,10 +113,15 @@ fn archive_keys(config: &Config, archive: &Archive) -> Result<ArchiveKeys, PageE
         addresses.extend(sender.source_address);
         unbound |= sender.source_address.is_none();
         if let (Transport::Ssh(_), Some(identity)) = (&mirror.transport, &sender.identity) {
-            let users = by_key.entry(identity.clone()).or_default();
-            users.mirrors.push(mirror.name.clone());
-            users.addresses.extend(sender.source_address);
-            users.unbound |= sender.source_address.is_none();
+            for key in std::iter::once(identity).chain(sender.next_identity.as_ref()) {
+                let users = by_key.entry(key.clone()).or_default();
+                users.mirrors.push(mirror.name.clone());
+                users.addresses.extend(sender.source_address);
+                users.unbound |= sender.source_address.is_none();
+            }
+            if let Some(next) = &sender.next_identity {
+                by_key.entry(next.clone()).or_default().replaces.insert(identity.clone());
+            }
         }
     }
     if !any_mirror {
@@ -115,18 +129,28 @@ fn archive_keys(config: &Config, archive: &Archive) -> Result<ArchiveKeys, PageE
         addresses.extend(archive.source_address);
         unbound = archive.source_address.is_none();
     }
-    // The archive's own key comes first, and is shown even before a mirror uses it.
-    let mut order: Vec<PathBuf> = archive.identity.iter().cloned().collect();
-    order.extend(by_key.keys().filter(|k| Some(*k) != archive.identity.as_ref()).cloned());
+    // The archive's own key comes first, then its next key, shown even before a mirror uses them.
+    let own: Vec<PathBuf> = archive.identity.iter().chain(&archive.next_identity).cloned().collect();
+    if let (Some(current), Some(next)) = (&archive.identity, &archive.next_identity) {
+        by_key.entry(next.clone()).or_default().replaces.insert(current.clone());
+    }
+    let mut order = own.clone();
+    order.extend(by_key.keys().filter(|k| !own.contains(k)).cloned());
     let keys = order
         .into_iter()
         .map(|identity| {
             let users = by_key.remove(&identity).unwrap_or_else(|| Users {
                 addresses: archive.source_address.into_iter().collect(),
                 unbound: archive.source_address.is_none(),
+                replaces: archive
+                    .identity
+                    .iter()
+                    .filter(|_| archive.next_identity.as_ref() == Some(&identity))
+                    .cloned()
+                    .collect(),
                 ..Users::default()
             });
-            let archive_key = Some(&identity) == archive.identity.as_ref();
+            let archive_key = own.contains(&identity);
             published_key(archive, identity, archive_key, users)
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -150,7 +174,17 @@ fn published_key(
     let from_option = (!from.is_empty()).then(|| from.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(","));
     let authorized_keys =
         keys::authorized_keys_line(public, &forced_command, from_option.as_deref()).map_err(failed)?;
+    let replaces = users
+        .replaces
+        .iter()
+        .map(|path| {
+            keys::load_identity(path).map(|k| keys::fingerprint(k.public_key())).map_err(|e| failed(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let role = if replaces.is_empty() { KeyRole::Current } else { KeyRole::Next };
     Ok(PublishedKey {
+        role,
+        replaces,
         key_type: public.algorithm().as_str().to_string(),
         fingerprint_sha256: keys::fingerprint(public),
         fingerprint_md5: keys::md5_fingerprint(public).map_err(failed)?,
@@ -178,6 +212,14 @@ pub fn to_text(page: &[ArchiveKeys]) -> String {
             let _ = writeln!(out, "  No SSH key: its mirrors are triggered over HTTP.");
         }
         for key in &archive.keys {
+            if key.role == KeyRole::Next {
+                let _ = writeln!(
+                    out,
+                    "  Next key, replacing {}: add its line beside the current one and keep both until we \
+                     announce the switch",
+                    key.replaces.join(", ")
+                );
+            }
             let _ = writeln!(out, "  Key: {} {}", key.key_type, key.fingerprint_sha256);
             let _ = writeln!(out, "  MD5 fingerprint: {}", key.fingerprint_md5);
             if !key.archive_key {

@@ -4,6 +4,7 @@
 pub mod engine;
 pub mod ledger;
 pub mod plan;
+pub mod probe;
 pub mod ratelimit;
 pub mod report;
 

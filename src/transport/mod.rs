@@ -8,6 +8,7 @@
 pub mod http;
 pub mod known_hosts;
 pub mod mqtt;
+pub mod net;
 pub mod ssh;
 
 use std::collections::BTreeSet;

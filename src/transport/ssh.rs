@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +20,11 @@ use std::time::Duration;
 use russh::client::{self, Handle};
 use russh::keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect, Preferred};
-use tokio::net::{TcpSocket, TcpStream};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::known_hosts::{self, Entry, KeyStatus, KnownHostsFile, host_entry_name};
+use super::net::tcp_connect;
 use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{HostKeyPolicy, SshTarget};
 use crate::vocab::clock::later;
@@ -34,6 +35,8 @@ use crate::wire::keys::{KeyError, fingerprint, load_identity, parse_public_key, 
 pub const NOTE_STILL_RUNNING: &str = "still running";
 /// The note of a trigger answered with the mirror's `busy_exit` code.
 pub const NOTE_BUSY: &str = "downstream busy, re-run queued";
+/// At most this many characters of a probed host's banner are kept.
+const MAX_BANNER: usize = 1024;
 /// At most this much of the command's stderr goes into an error message.
 pub const MAX_STDERR: usize = 4096;
 /// Keepalive interval of waiting sessions (runmirrors used `ServerAliveInterval=45`).
@@ -164,7 +167,182 @@ impl SshTransport {
                 AttemptError::permanent(ErrorClass::Other, format!("cannot read {path}: {e}"))
             })?),
         };
-        Ok(HostCheck { name, expect, transport: Arc::clone(&self.inner) })
+        Ok(HostCheck { name, expect, transport: Arc::clone(&self.inner), probe: None })
+    }
+}
+
+/// What a probed host key was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyState {
+    /// The mirror's pin, or recorded in known_hosts.
+    Ok,
+    /// Nothing is recorded for the host (a probe records nothing).
+    Unknown,
+    /// Another key is recorded, or pinned: the probe stops there.
+    Changed,
+    /// Marked `@revoked`.
+    Revoked,
+}
+
+impl std::fmt::Display for HostKeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostKeyState::Ok => "ok",
+            HostKeyState::Unknown => "unknown",
+            HostKeyState::Changed => "changed",
+            HostKeyState::Revoked => "revoked",
+        })
+    }
+}
+
+/// How logging in with an accepted key ended (a probe logs in and leaves: no channel is opened,
+/// so no forced command runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Login {
+    /// Logged in: a trigger would be let through.
+    Ok,
+    /// The key was accepted but the server wants more (`AuthenticationMethods`): these methods,
+    /// which a trigger cannot answer.
+    AlsoNeeds(Vec<String>),
+    /// The key announced as acceptable was refused when signed with.
+    Refused,
+}
+
+/// What a probe learned of one SSH mirror.
+#[derive(Debug, Default)]
+pub struct SshProbe {
+    /// Its host key, and that key's fingerprint.
+    pub host_key: Option<(HostKeyState, String)>,
+    /// What it said of each of our keys, in the order asked (the next key first).
+    pub keys: Vec<KeyVerdict>,
+    /// How logging in with the first accepted key went.
+    pub login: Option<Login>,
+    /// A banner it showed (shown to nobody by a trigger; never answered).
+    pub banner: Option<String>,
+    /// The TCP connect's round trip.
+    pub connect_rtt: Option<Duration>,
+    /// Why the probe stopped short.
+    pub error: Option<AttemptError>,
+}
+
+impl SshTransport {
+    /// Probes `target` without running anything: connects (from `source`), checks the host key
+    /// (an unknown one is reported, not recorded), asks whether each key would be accepted
+    /// (public-key queries, no signature), logs in with the first accepted one to learn whether
+    /// the server wants more, and disconnects — no session channel, so no forced command runs.
+    /// Bounded by `timeout`.
+    pub async fn probe(
+        &self,
+        target: &SshTarget,
+        identity: Option<&Path>,
+        next: Option<&Path>,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> SshProbe {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut out = SshProbe::default();
+        let keys = match self.keys_for(identity, next) {
+            Ok(keys) => keys,
+            Err(e) => return SshProbe { error: Some(e), ..out },
+        };
+        let verdicts = Arc::new(Mutex::new(Vec::new()));
+        let (rtt, login) = (Arc::new(Mutex::new(None)), Arc::new(Mutex::new(None)));
+        let run = async {
+            let mut check = self.host_check(target)?;
+            check.probe = Some(Arc::clone(&seen));
+            let config = client_config(&check.expected_algorithms(), false);
+            let started = Instant::now();
+            let stream = tcp_connect(&target.host, target.port, source).await?;
+            *rtt.lock().unwrap_or_else(|e| e.into_inner()) = Some(started.elapsed());
+            let mut handle = client::connect_stream(config, stream, check).await.map_err(classify)?;
+            let mut first = None;
+            for (role, key) in &keys {
+                let hash =
+                    if key.algorithm().is_rsa() { rsa_hash(handle.best_supported_rsa_hash().await) } else { None };
+                let asked =
+                    handle.authenticate_publickey_with(&target.user, key.public_key().clone(), hash, &mut Query).await;
+                let accepted = match asked {
+                    Err(QueryEnd::Accepted) | Ok(client::AuthResult::Success) => true,
+                    Ok(client::AuthResult::Failure { .. }) => false,
+                    Err(QueryEnd::Gone) => {
+                        return Err(AttemptError::transient(
+                            ErrorClass::Connect,
+                            "the downstream closed the connection during authentication",
+                        ));
+                    }
+                };
+                let verdict = KeyVerdict { role: *role, fingerprint: fingerprint(key.public_key()), accepted };
+                verdicts.lock().unwrap_or_else(|e| e.into_inner()).push(verdict);
+                if accepted && first.is_none() {
+                    first = Some((Arc::clone(key), hash));
+                }
+            }
+            if let Some((key, hash)) = first {
+                let result = handle
+                    .authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key, hash))
+                    .await
+                    .map_err(|e| classify(SshError::Ssh(e)))?;
+                let outcome = match result {
+                    client::AuthResult::Success => Login::Ok,
+                    client::AuthResult::Failure { partial_success: true, remaining_methods } => Login::AlsoNeeds(
+                        remaining_methods.iter().map(|m| <&'static str>::from(m).to_string()).collect(),
+                    ),
+                    client::AuthResult::Failure { .. } => Login::Refused,
+                };
+                *login.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+            }
+            let _ = handle.disconnect(Disconnect::ByApplication, "", "en").await;
+            Ok(())
+        };
+        out.error = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(AttemptError::transient(
+                ErrorClass::Timeout,
+                format!("no answer from {target} within {}", humantime::format_duration(timeout)),
+            )),
+        };
+        let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+        out.host_key = seen.host_key;
+        out.banner = seen.banner;
+        out.keys = std::mem::take(&mut *verdicts.lock().unwrap_or_else(|e| e.into_inner()));
+        out.login = login.lock().unwrap_or_else(|e| e.into_inner()).take();
+        out.connect_rtt = rtt.lock().unwrap_or_else(|e| e.into_inner()).take();
+        out
+    }
+}
+
+/// A signer that never signs: asked to, the server has said the key would be accepted
+/// (`SSH_MSG_USERAUTH_PK_OK`), which is all a probe's query wants to know.
+struct Query;
+
+/// How a query ended without a signature.
+#[derive(Debug)]
+enum QueryEnd {
+    /// The server would accept the key.
+    Accepted,
+    /// The connection is gone.
+    Gone,
+}
+
+impl From<russh::SendError> for QueryEnd {
+    fn from(_: russh::SendError) -> Self {
+        QueryEnd::Gone
+    }
+}
+
+impl russh::Signer for Query {
+    type Error = QueryEnd;
+
+    async fn auth_sign(
+        &mut self,
+        _key: &russh::keys::agent::AgentIdentity,
+        _hash_alg: Option<HashAlg>,
+        _to_sign: Vec<u8>,
+    ) -> Result<Vec<u8>, QueryEnd> {
+        Err(QueryEnd::Accepted)
     }
 }
 
@@ -319,58 +497,6 @@ fn client_config(known: &[Algorithm], waiting: bool) -> Arc<client::Config> {
     })
 }
 
-/// Resolves and connects, telling name-resolution failures apart from unreachable hosts. With a
-/// `source` address the socket is bound to it first, and only the host's addresses of the same
-/// family are tried (an IPv4 source cannot reach an IPv6 address).
-async fn tcp_connect(host: &str, port: u16, source: Option<IpAddr>) -> Result<TcpStream, AttemptError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| AttemptError::transient(ErrorClass::Dns, format!("cannot resolve {host}: {e}")))?
-        .collect();
-    let mut last = AttemptError::transient(ErrorClass::Dns, format!("{host} has no address"));
-    let reachable: Vec<SocketAddr> = match source {
-        Some(from) => {
-            let same_family: Vec<SocketAddr> =
-                addrs.iter().copied().filter(|a| a.is_ipv4() == from.is_ipv4()).collect();
-            if same_family.is_empty() && !addrs.is_empty() {
-                let family = if from.is_ipv4() { "IPv4" } else { "IPv6" };
-                last = AttemptError::transient(
-                    ErrorClass::Connect,
-                    format!("{host} has no {family} address to reach from source_address {from}"),
-                );
-            }
-            same_family
-        }
-        None => addrs,
-    };
-    for addr in reachable {
-        match connect_from(addr, source).await {
-            Ok(stream) => {
-                // The handshake is many small packets; Nagle would delay each.
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-/// One TCP connection to `addr`, leaving from `source` when given.
-async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, AttemptError> {
-    let failed = |what: String| AttemptError::transient(ErrorClass::Connect, what);
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-        .map_err(|e| failed(format!("cannot open a socket for {addr}: {e}")))?;
-    if let Some(from) = source {
-        // The check verified the address is local; one that has gone since (a failover moved
-        // it) may come back, so this is worth another attempt too.
-        socket
-            .bind(SocketAddr::new(from, 0))
-            .map_err(|e| failed(format!("cannot bind source_address {from} to connect to {addr}: {e}")))?;
-    }
-    socket.connect(addr).await.map_err(|e| failed(format!("cannot connect to {addr}: {e}")))
-}
-
 /// Errors of a connection: russh's own, and ours from inside the handler.
 #[derive(Debug, thiserror::Error)]
 enum SshError {
@@ -435,6 +561,16 @@ struct HostCheck {
     name: String,
     expect: Expect,
     transport: Arc<Inner>,
+    /// Set for a probe: what the host showed is noted here, and an unknown host key is reported
+    /// (never recorded, whatever `host_key_policy` says).
+    probe: Option<Arc<Mutex<Seen>>>,
+}
+
+/// What a probed host showed before authentication.
+#[derive(Debug, Default)]
+struct Seen {
+    host_key: Option<(HostKeyState, String)>,
+    banner: Option<String>,
 }
 
 impl HostCheck {
@@ -447,6 +583,24 @@ impl HostCheck {
     }
 
     fn verify(&self, offered: &PublicKey) -> Result<bool, SshError> {
+        let Some(seen) = &self.probe else { return self.judge(offered) };
+        let status = match &self.expect {
+            Expect::KnownHosts(entries) => Some(known_hosts::judge(entries, &self.name, offered)),
+            Expect::Pinned(_) => None,
+        };
+        let (state, verdict) = match status {
+            Some(KeyStatus::Unknown) => (HostKeyState::Unknown, Ok(true)),
+            Some(KeyStatus::Revoked) => (HostKeyState::Revoked, self.judge(offered)),
+            _ => match self.judge(offered) {
+                Ok(ok) => (HostKeyState::Ok, Ok(ok)),
+                Err(e) => (HostKeyState::Changed, Err(e)),
+            },
+        };
+        seen.lock().unwrap_or_else(|e| e.into_inner()).host_key = Some((state, fingerprint(offered)));
+        verdict
+    }
+
+    fn judge(&self, offered: &PublicKey) -> Result<bool, SshError> {
         let t = &self.transport;
         let file = format!("known_hosts {}", t.known_hosts.path().display());
         match &self.expect {
@@ -478,6 +632,15 @@ impl HostCheck {
 
 impl client::Handler for HostCheck {
     type Error = SshError;
+
+    /// A banner is shown to people; a trigger has none to show it to. A probe reports it.
+    async fn auth_banner(&mut self, banner: &str, _session: &mut client::Session) -> Result<(), SshError> {
+        if let Some(seen) = &self.probe {
+            let shown: String = banner.trim().chars().take(MAX_BANNER).collect();
+            seen.lock().unwrap_or_else(|e| e.into_inner()).banner = Some(shown);
+        }
+        Ok(())
+    }
 
     async fn check_server_key(&mut self, offered: &PublicKeyOrCertificate) -> Result<bool, SshError> {
         match offered {

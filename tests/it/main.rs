@@ -17,6 +17,7 @@ mod openssh;
 mod operator;
 mod process;
 mod receive;
+mod rotation;
 mod runmirrors;
 mod senders;
 mod ssh;

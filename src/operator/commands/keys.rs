@@ -1,4 +1,4 @@
-//! The sender's keys and the mirrors' host keys: `keygen`, `keys`, `hostkeys scan`.
+//! The sender's keys and the mirrors' host keys: `keygen`, `keys`, `probe`, `hostkeys scan`.
 
 use super::{load, load_for_writing};
 use crate::config;
@@ -13,16 +13,18 @@ pub(super) fn keygen(cli: &Cli, args: &KeygenArgs) -> Ended {
         Some(name) => Some(config::archive_key_settings(&cli.config, name).map_err(Stop::usage)?),
         None => None,
     };
+    let field = if args.next { "next_identity" } else { "identity" };
     let configured = match &archive {
+        Some(settings) if args.next => settings.next_identity.clone(),
         Some(settings) => settings.identity.clone(),
-        None => config::identity_path(&cli.config),
+        None => config::key_path(&cli.config, field),
     };
     let named_by_config = args.out.is_none() && configured.is_some();
     let out = args.out.clone().or(configured).ok_or_else(|| {
         let config = cli.config.display();
         Stop::usage(match &args.archive {
-            Some(name) => format!("--out PATH is required: {config} names no `identity:` key for archive {name}"),
-            None => format!("--out PATH is required: {config} does not name an `identity:` key"),
+            Some(name) => format!("--out PATH is required: {config} names no `{field}:` key for archive {name}"),
+            None => format!("--out PATH is required: {config} does not name an `{field}:` key"),
         })
     })?;
     // The ownership rule (crate::sys::owner): a key the configuration names is the service user's; and
@@ -75,6 +77,58 @@ pub(super) fn keys(cli: &Cli, archive: Option<&str>) -> Ended {
         Format::Table => print!("{}", crate::operator::keypage::to_text(&page)),
     }
     Ok(Verdict::Clean)
+}
+
+/// `probe`: each mirror checked without being triggered; what SSH mirrors said of our keys is
+/// kept in the ledger (when this user may write `state_dir`).
+pub(super) async fn probe(cli: &Cli, archive: Option<&str>, only: &[String]) -> Ended {
+    let config = load(cli)?;
+    if let Some(name) = archive.filter(|a| !config.archives.contains_key(*a)) {
+        return Err(Stop::usage(format_args!("unknown archive `{name}`")));
+    }
+    if let Some(name) = only.iter().find(|n| !config.mirrors.iter().any(|m| &m.name == *n)) {
+        return Err(Stop::usage(format_args!("unknown mirror `{name}`")));
+    }
+    let probed = crate::push::probe::probe(&config, archive, only).await.map_err(super::alternate)?;
+    match cli.format {
+        Format::Json => print_json(&probed),
+        Format::Table => print!("{}", probe_table(&probed)),
+    }
+    Ok(if probed.all_ready() { Verdict::Clean } else { Verdict::Failed })
+}
+
+fn probe_table(probed: &crate::push::probe::Probed) -> String {
+    use crate::vocab::output::align;
+    let mut rows = vec![["MIRROR", "ARCHIVE", "READY", "HOST KEY", "KEYS", "RTT", "DETAIL"].map(String::from)];
+    for r in &probed.mirrors {
+        let host_key = match (&r.host_key, &r.host_key_fingerprint) {
+            (Some(state), Some(fp)) => format!("{state} {fp}"),
+            _ => "-".into(),
+        };
+        let mut detail = vec![r.target.clone()];
+        detail.extend(r.source_address.map(|a| format!("from {a}")));
+        detail.extend(r.error.clone());
+        detail.extend(r.banner.as_ref().map(|b| format!("banner: {}", b.lines().next().unwrap_or_default())));
+        if r.transport != "ssh" {
+            detail.push(format!("checked: {}", r.checked));
+        }
+        rows.push([
+            r.mirror.clone(),
+            r.archive.clone(),
+            if r.ready { "ready".into() } else { "NO".into() },
+            host_key,
+            crate::push::probe::keys_word(&r.keys),
+            r.rtt_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into()),
+            detail.join("; "),
+        ]);
+    }
+    let mut out = align(&rows);
+    let ready = probed.mirrors.iter().filter(|r| r.ready).count();
+    out.push_str(&format!("{ready} of {} mirror(s) ready; nothing was triggered\n", probed.mirrors.len()));
+    for rotation in &probed.rotations {
+        out.push_str(&format!("rotation {}\n", rotation.summary(20)));
+    }
+    out
 }
 
 /// `hostkeys scan`: records new host keys, reports known and changed ones; with `--replace`,

@@ -27,6 +27,7 @@ async fn route(cli: &Cli) -> Ended {
         Command::Receive { file, grace } => services::receive(file, *grace).await,
         Command::Keygen(args) => keys::keygen(cli, args),
         Command::Keys { archive } => keys::keys(cli, archive.as_deref()),
+        Command::Probe { archive, only } => keys::probe(cli, archive.as_deref(), only).await,
         Command::Hostkeys { command: HostkeysCommand::Scan { only, replace, fingerprint } } => {
             let replace = replace.clone().zip(fingerprint.clone());
             keys::hostkeys_scan(cli, only, replace).await

@@ -6,7 +6,7 @@
 
 mod attempt;
 mod rows;
-mod slots;
+pub(crate) mod slots;
 
 use std::collections::HashMap;
 use std::sync::Arc;

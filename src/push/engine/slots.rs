@@ -13,7 +13,7 @@ use crate::transport::Attempt;
 
 /// Every bound the engine enforces, shared by its clones.
 #[derive(Clone)]
-pub(super) struct Slots {
+pub(crate) struct Slots {
     permits: Arc<Semaphore>,
     hosts: Arc<HostLimits>,
     /// Connections open at once, waiting ones included (an SSH session held for a sync gives
@@ -40,7 +40,7 @@ impl HostLimits {
 }
 
 /// The slots one trigger's attempts take, looked up once per trigger.
-pub(super) struct TriggerSlots {
+pub(crate) struct TriggerSlots {
     host: Option<Arc<Semaphore>>,
     socket: Option<Arc<Semaphore>>,
     permits: Arc<Semaphore>,
@@ -48,23 +48,23 @@ pub(super) struct TriggerSlots {
 
 impl Slots {
     /// `concurrency` triggers in flight at most; no host or socket bound yet.
-    pub(super) fn new(concurrency: usize) -> Self {
+    pub(crate) fn new(concurrency: usize) -> Self {
         Slots { permits: Arc::new(Semaphore::new(concurrency.max(1))), hosts: Arc::default(), sockets: None }
     }
 
     /// At most `sockets` connections open at once.
-    pub(super) fn with_sockets(self, sockets: usize) -> Self {
+    pub(crate) fn with_sockets(self, sockets: usize) -> Self {
         Slots { sockets: Some(Arc::new(Semaphore::new(sockets.max(1)))), ..self }
     }
 
     /// At most `per_host` triggers in flight to one host and port.
-    pub(super) fn with_per_host(self, per_host: usize) -> Self {
+    pub(crate) fn with_per_host(self, per_host: usize) -> Self {
         Slots { hosts: Arc::new(HostLimits { per_host: Some(per_host), ..HostLimits::default() }), ..self }
     }
 
     /// The slots of a trigger to `endpoint`: its host's bound and a socket slot only for mirrors
     /// reached by a connection of their own (not MQTT's: one broker connection carries them all).
-    pub(super) fn of(&self, endpoint: Option<&(String, u16)>) -> TriggerSlots {
+    pub(crate) fn of(&self, endpoint: Option<&(String, u16)>) -> TriggerSlots {
         TriggerSlots {
             host: endpoint.and_then(|e| self.hosts.of(e)),
             socket: self.sockets.clone().filter(|_| endpoint.is_some()),
@@ -76,7 +76,7 @@ impl Slots {
 impl TriggerSlots {
     /// Waits for every slot of one attempt, the host's first (a trigger waiting for its host
     /// holds none of the push's); `None` when `cancel` fires first.
-    pub(super) async fn acquire(&self, cancel: &Option<CancellationToken>) -> Option<Attempt> {
+    pub(crate) async fn acquire(&self, cancel: &Option<CancellationToken>) -> Option<Attempt> {
         let acquire = |s: &Arc<Semaphore>| unless_cancelled(cancel, Arc::clone(s).acquire_owned());
         let mut permits = Vec::with_capacity(2);
         if let Some(host) = &self.host {

@@ -168,6 +168,41 @@ pub fn classify(error: &ConnectionError) -> (ErrorClass, bool) {
     }
 }
 
+/// Whether the broker lets us in with our credentials: one fresh session (its own client id, so
+/// the daemon's session is not taken over), CONNECT and CONNACK, then DISCONNECT; nothing is
+/// published or subscribed. The round trip of the handshake, or the class and words of its failure.
+pub async fn probe_broker(broker: &Broker, timeout: Duration) -> Result<Duration, (ErrorClass, String)> {
+    let client_id = format!("{}-probe-{}", broker.client_id, std::process::id());
+    let options =
+        options(broker, &client_id, BrokerSession::Once).map_err(|e| (ErrorClass::Other, format!("{e:#}")))?;
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 4);
+    let started = tokio::time::Instant::now();
+    let handshake = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_))) => {
+                    return Ok(started.elapsed());
+                }
+                Ok(_) => {}
+                Err(e) => return Err((classify(&e).0, format!("broker {broker}: {e}"))),
+            }
+        }
+    };
+    let result = match tokio::time::timeout(timeout, handshake).await {
+        Ok(result) => result,
+        Err(_) => Err((
+            ErrorClass::Timeout,
+            format!("no answer from broker {broker} within {}", humantime::format_duration(timeout)),
+        )),
+    };
+    if result.is_ok() {
+        let _ = client.disconnect().await;
+        // Sends the DISCONNECT; bounded, the answer does not matter.
+        let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,84 @@
+//! Connections of our own (SSH triggers, probes): name resolution and TCP connects told apart
+//! by class, bound to a source address when one is configured; and a TLS handshake for probes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::AttemptError;
+use crate::vocab::model::ErrorClass;
+
+/// Resolves and connects, telling name-resolution failures apart from unreachable hosts. With a
+/// `source` address the socket is bound to it first, and only the host's addresses of the same
+/// family are tried (an IPv4 source cannot reach an IPv6 address).
+pub async fn tcp_connect(host: &str, port: u16, source: Option<IpAddr>) -> Result<TcpStream, AttemptError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| AttemptError::transient(ErrorClass::Dns, format!("cannot resolve {host}: {e}")))?
+        .collect();
+    let mut last = AttemptError::transient(ErrorClass::Dns, format!("{host} has no address"));
+    let reachable: Vec<SocketAddr> = match source {
+        Some(from) => {
+            let same_family: Vec<SocketAddr> =
+                addrs.iter().copied().filter(|a| a.is_ipv4() == from.is_ipv4()).collect();
+            if same_family.is_empty() && !addrs.is_empty() {
+                let family = if from.is_ipv4() { "IPv4" } else { "IPv6" };
+                last = AttemptError::transient(
+                    ErrorClass::Connect,
+                    format!("{host} has no {family} address to reach from source_address {from}"),
+                );
+            }
+            same_family
+        }
+        None => addrs,
+    };
+    for addr in reachable {
+        match connect_from(addr, source).await {
+            Ok(stream) => {
+                // The handshake is many small packets; Nagle would delay each.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// One TCP connection to `addr`, leaving from `source` when given.
+async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, AttemptError> {
+    let failed = |what: String| AttemptError::transient(ErrorClass::Connect, what);
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        .map_err(|e| failed(format!("cannot open a socket for {addr}: {e}")))?;
+    if let Some(from) = source {
+        // The check verified the address is local; one that has gone since (a failover moved
+        // it) may come back, so this is worth another attempt too.
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .map_err(|e| failed(format!("cannot bind source_address {from} to connect to {addr}: {e}")))?;
+    }
+    socket.connect(addr).await.map_err(|e| failed(format!("cannot connect to {addr}: {e}")))
+}
+
+/// A TLS handshake with `host` over `stream` (certificate checked against the system's roots,
+/// aws-lc-rs like every other TLS here); nothing is sent after it.
+pub async fn tls_handshake(stream: TcpStream, host: &str) -> Result<(), AttemptError> {
+    let tls = |what: String| AttemptError::transient(ErrorClass::Tls, what);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| tls(format!("{host} is not a TLS server name: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = connector.connect(name, stream).await.map_err(|e| tls(format!("TLS with {host}: {e}")))?;
+    drop(stream);
+    Ok(())
+}

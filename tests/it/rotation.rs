@@ -1,0 +1,195 @@
+//! Keys lifecycle against real OpenSSH: `probe` tells which keys each downstream accepts without
+//! running anything there; a push during a rotation offers the next key first and falls back;
+//! `keys` prints both lines, each admitting exactly its key.
+
+use std::collections::BTreeMap;
+
+use pushmirror::push::plan::PushRequest;
+use pushmirror::vocab::model::{ErrorClass, KeyRole, Outcome};
+use pushmirror::wire::keys;
+
+use crate::common::{Fixture, row, stderr, stdout};
+use crate::sshd::{self, Sshd};
+
+/// A forced command that appends `$SSH_ORIGINAL_COMMAND` to `file`.
+fn recorder(file: &std::path::Path) -> String {
+    format!("echo \"$SSH_ORIGINAL_COMMAND\" >> {}", file.display())
+}
+
+/// An installation in rotation (`identity:` and `next_identity:` in the main file) and four
+/// downstreams, each a real sshd whose authorized_keys holds the current key only, the next
+/// only, both, or neither (a stranger's key), each bound to a forced command that records.
+struct Rotating {
+    f: Fixture,
+    sshds: BTreeMap<&'static str, Sshd>,
+    logs: tempfile::TempDir,
+    current: String,
+    next: String,
+}
+
+impl Rotating {
+    fn start() -> Option<Rotating> {
+        if !sshd::available() {
+            return None;
+        }
+        let f = Fixture::with_main(
+            "identity: keys/current\nnext_identity: keys/next\nknown_hosts: known_hosts\nhost_key_policy: strict\n",
+        );
+        let logs = tempfile::tempdir().unwrap();
+        let current = keys::generate(&f.path("keys/current"), "current@test").unwrap().public;
+        let next = keys::generate(&f.path("keys/next"), "next@test").unwrap().public;
+        let stranger = keys::generate(&logs.path().join("stranger"), "stranger@test").unwrap().public;
+        let mut sshds = BTreeMap::new();
+        let mut known_hosts = String::new();
+        for (name, installed) in [
+            ("m-current", vec![&current]),
+            ("m-next", vec![&next]),
+            ("m-both", vec![&current, &next]),
+            ("m-neither", vec![&stranger]),
+        ] {
+            let log = logs.path().join(name);
+            let lines: String = installed
+                .iter()
+                .map(|k| keys::authorized_keys_line(k, &recorder(&log), None).unwrap() + "\n")
+                .collect();
+            let sshd = Sshd::start(&lines);
+            known_hosts.push_str(&sshd.known_hosts_line());
+            f.mirror(
+                name,
+                &format!(
+                    "ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nretries: 0\n",
+                    sshd.port,
+                    sshd::current_user()
+                ),
+            );
+            sshds.insert(name, sshd);
+        }
+        std::fs::write(f.path("known_hosts"), known_hosts).unwrap();
+        let (current, next) = (keys::fingerprint(&current), keys::fingerprint(&next));
+        Some(Rotating { f, sshds, logs, current, next })
+    }
+
+    /// What each downstream's forced command ran, by mirror.
+    fn ran(&self) -> BTreeMap<&'static str, String> {
+        self.sshds
+            .keys()
+            .map(|name| (*name, std::fs::read_to_string(self.logs.path().join(name)).unwrap_or_default()))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_tells_which_keys_each_downstream_accepts_and_runs_nothing() {
+    let Some(r) = Rotating::start() else { return };
+    let f = &r.f;
+    let out = tokio::task::spawn_blocking({
+        let config = f.config_path();
+        move || crate::common::run_bin(&config, &["probe", "--format", "json"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "m-neither is not ready: {}", stderr(&out));
+    let probed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rows: BTreeMap<String, &serde_json::Value> =
+        probed["mirrors"].as_array().unwrap().iter().map(|m| (m["mirror"].as_str().unwrap().to_string(), m)).collect();
+    let accepted = |name: &str| -> Vec<(String, bool)> {
+        rows[name]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["role"].as_str().unwrap().to_string(), k["accepted"].as_bool().unwrap()))
+            .collect()
+    };
+    let (n, c) = ("next".to_string(), "current".to_string());
+    assert_eq!(accepted("m-current"), [(n.clone(), false), (c.clone(), true)]);
+    assert_eq!(accepted("m-next"), [(n.clone(), true), (c.clone(), false)]);
+    assert_eq!(accepted("m-both"), [(n.clone(), true), (c.clone(), true)]);
+    assert_eq!(accepted("m-neither"), [(n.clone(), false), (c.clone(), false)]);
+    for name in ["m-current", "m-next", "m-both"] {
+        assert_eq!(rows[name]["ready"], true, "{name}: {}", rows[name]);
+        assert_eq!(rows[name]["login"], "ok", "{name}");
+        assert_eq!(rows[name]["host_key"], "ok", "{name}");
+        assert!(rows[name]["rtt_ms"].as_f64().is_some(), "{name}");
+    }
+    assert_eq!(rows["m-neither"]["ready"], false);
+    assert_eq!(rows["m-neither"]["error_class"], "auth");
+    // The rotation as the probe left it in the ledger.
+    let rotation = &probed["rotations"][0];
+    assert_eq!(rotation["next"][0], r.next.as_str());
+    assert_eq!(rotation["accept_next"], serde_json::json!(["m-both", "m-next"]));
+    assert_eq!(rotation["only_current"], serde_json::json!(["m-current"]));
+    assert_eq!(rotation["neither"], serde_json::json!(["m-neither"]));
+    // Nothing ran on any downstream: no forced command was started.
+    assert!(r.ran().values().all(String::is_empty), "a probe ran something: {:?}", r.ran());
+
+    // The table says the same, with the rotation's progress.
+    let out = f.cli(&["probe"]);
+    let table = stdout(&out);
+    assert!(
+        table.contains("rotation debian: 2 of 4 SSH mirror(s) accept the next key")
+            && table.contains("1 still only the current one: m-current"),
+        "{table}"
+    );
+    assert!(r.ran().values().all(String::is_empty), "a probe ran something: {:?}", r.ran());
+
+    // A push during the overlap: delivered with the next key where it is installed, with the
+    // current one where only that is, and the fourth fails with `auth`.
+    let report = f.push(PushRequest::default()).await;
+    let key = |name: &str| (row(&report, name).outcome, row(&report, name).key_role, row(&report, name).key.clone());
+    assert_eq!(key("m-current"), (Outcome::Ok, Some(KeyRole::Current), Some(r.current.clone())));
+    assert_eq!(row(&report, "m-current").keys_refused, std::slice::from_ref(&r.next));
+    assert_eq!(key("m-next"), (Outcome::Ok, Some(KeyRole::Next), Some(r.next.clone())));
+    assert_eq!(key("m-both"), (Outcome::Ok, Some(KeyRole::Next), Some(r.next.clone())));
+    assert_eq!(row(&report, "m-neither").outcome, Outcome::Failed);
+    assert_eq!(row(&report, "m-neither").error_class, Some(ErrorClass::Auth));
+    assert_eq!(row(&report, "m-neither").keys_refused, [r.next.clone(), r.current.clone()]);
+    let table = report.to_table();
+    assert!(table.lines().next().unwrap().contains("KEY"), "{table}");
+    let ran = r.ran();
+    for name in ["m-current", "m-next", "m-both"] {
+        assert_eq!(ran[name].lines().count(), 1, "{name} was triggered once: {ran:?}");
+    }
+    assert!(ran["m-neither"].is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_during_a_rotation_prints_both_lines_each_admitting_exactly_its_key() {
+    let Some(r) = Rotating::start() else { return };
+    let f = &r.f;
+    let out = f.cli(&["keys"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = stdout(&out);
+    let lines: Vec<&str> = page.lines().filter(|l| l.starts_with("no-port-forwarding")).collect();
+    assert_eq!(lines.len(), 2, "{page}");
+    assert!(page.contains(&format!("Next key, replacing {}", r.current)), "{page}");
+    // Each line, installed alone in a real sshd, admits its key and only that one.
+    for (line, admitted) in [(lines[0], &r.current), (lines[1], &r.next)] {
+        let sshd = Sshd::start(&format!("{line}\n"));
+        std::fs::write(f.path("known_hosts"), sshd.known_hosts_line()).unwrap();
+        for name in r.sshds.keys() {
+            std::fs::remove_file(f.path(&format!("mirrors.d/{name}.yaml"))).unwrap();
+        }
+        f.mirror(
+            "solo",
+            &format!("ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nretries: 0\n", sshd.port, sshd::current_user()),
+        );
+        let out = f.cli(&["probe", "--format", "json"]);
+        let probed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let keys = probed["mirrors"][0]["keys"].as_array().unwrap().clone();
+        let accepted: Vec<&str> =
+            keys.iter().filter(|k| k["accepted"] == true).map(|k| k["fingerprint"].as_str().unwrap()).collect();
+        assert_eq!(accepted, [admitted.as_str()], "the line {line} admits exactly its key: {keys:?}");
+        // Recreate the others' files for the next round (they share the fixture).
+        for (name, sshd) in &r.sshds {
+            f.mirror(
+                name,
+                &format!(
+                    "ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nretries: 0\n",
+                    sshd.port,
+                    sshd::current_user()
+                ),
+            );
+        }
+        std::fs::remove_file(f.path("mirrors.d/solo.yaml")).unwrap();
+    }
+}
