@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::observe::freshness::FreshnessRow;
 use crate::push::engine::{OnAttempt, OnDone};
-use crate::push::ledger::MirrorView;
+use crate::push::ledger::Picture;
 use crate::push::report::{Report, TriggerReport};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +50,14 @@ struct HealthLabels {
     state: String,
 }
 
+/// Labels of a key rotation's count of mirrors that accept the next key, only the current one,
+/// neither, or were not tried yet.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RotationLabels {
+    archive: String,
+    accepts: String,
+}
+
 /// Labels of one mirror's state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MirrorHealthLabels {
@@ -64,6 +72,8 @@ pub struct Metrics {
     /// Mirrors per archive and state, and each mirror's state (1), from the ledger at each scrape.
     mirrors: Family<HealthLabels, Gauge>,
     mirror_state: Family<MirrorHealthLabels, Gauge>,
+    /// Per rotating archive, its SSH mirrors by which key they accept, from the ledger.
+    rotation: Family<RotationLabels, Gauge>,
     /// One scrape at a time: the mirror series are cleared and set again for each.
     scraping: std::sync::Mutex<()>,
     notifications: Family<NotificationLabels, Counter>,
@@ -140,6 +150,12 @@ impl Default for Metrics {
             "Each mirror's state per archive (value 1), as status --check judges it",
             mirror_state.clone(),
         );
+        let rotation = Family::<RotationLabels, Gauge>::default();
+        registry.register(
+            "key_rotation_mirrors",
+            "During a key rotation (next_identity), an archive's SSH mirrors by the key they were last seen to accept (next, current-only, neither, unknown: not tried yet)",
+            rotation.clone(),
+        );
         let notifications = Family::<NotificationLabels, Counter>::default();
         registry.register(
             "notifications",
@@ -151,6 +167,7 @@ impl Default for Metrics {
             notifications,
             mirrors,
             mirror_state,
+            rotation,
             scraping: std::sync::Mutex::new(()),
             triggers,
             duration,
@@ -248,12 +265,24 @@ impl Metrics {
 
     /// A scrape: the mirrors' states set from `views`, then every metric encoded — as
     /// OpenMetrics, or as Prometheus text 0.0.4.
-    pub fn scrape(&self, views: Option<&[MirrorView]>, openmetrics: bool) -> String {
+    pub fn scrape(&self, picture: Option<&Picture>, openmetrics: bool) -> String {
         let _one = self.scraping.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(views) = views {
+        if let Some(picture) = picture {
             self.mirrors.clear();
             self.mirror_state.clear();
-            for v in views {
+            self.rotation.clear();
+            for r in &picture.rotations {
+                for (accepts, n) in [
+                    ("next", r.accept_next.len()),
+                    ("current-only", r.only_current.len()),
+                    ("neither", r.neither.len()),
+                    ("unknown", r.unknown.len()),
+                ] {
+                    let labels = RotationLabels { archive: r.archive.clone(), accepts: accepts.into() };
+                    self.rotation.get_or_create(&labels).set(n as i64);
+                }
+            }
+            for v in &picture.views {
                 let (archive, state) = (v.state.archive.clone(), v.health.to_string());
                 self.mirrors.get_or_create(&HealthLabels { archive: archive.clone(), state: state.clone() }).inc();
                 let mirror = v.state.mirror.clone();

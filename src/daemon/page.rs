@@ -68,6 +68,9 @@ pub fn render(status: &DaemonStatus) -> String {
             let _ = write!(html, "<p class=failing>the mirrors' state cannot be read: {}</p>", esc(why));
         }
         html.push_str(&mirror_table(&a.mirrors));
+        if let Some(r) = &a.rotation {
+            let _ = write!(html, "<p class=rotation>key rotation — {}</p>", esc(&r.summary(50)));
+        }
         html.push_str(&propagation(a, &status.freshness));
     }
     if !status.freshness.is_empty() {

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::status::DaemonStatus;
-use crate::push::ledger::{Ledger, MirrorView};
+use crate::push::ledger::{Ledger, Picture};
 use crate::push::report::History;
 
 /// What the handlers read.
@@ -46,15 +46,15 @@ impl MirrorViews {
         MirrorViews { config, cached: Mutex::new(None) }
     }
 
-    /// Every mirror's view now, or why the ledger cannot be read (naming its file).
-    pub async fn current(self: &Arc<Self>) -> Result<Vec<MirrorView>, String> {
+    /// Every mirror's view and rotation now, or why the ledger cannot be read (naming its file).
+    pub async fn current(self: &Arc<Self>) -> Result<Picture, String> {
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || me.read())
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
-    fn read(&self) -> Result<Vec<MirrorView>, String> {
+    fn read(&self) -> Result<Picture, String> {
         use std::os::unix::fs::MetadataExt as _;
         let config = self.config.borrow().clone();
         let path = config.state_dir.join(crate::push::ledger::FILE);
@@ -71,7 +71,7 @@ impl MirrorViews {
                 ledger
             }
         };
-        Ok(ledger.views(&config, None))
+        Ok(ledger.picture(&config))
     }
 }
 
@@ -89,9 +89,10 @@ pub fn router(state: ServerState) -> Router {
 async fn filled(s: &ServerState) -> DaemonStatus {
     let mut status = s.status.borrow().clone();
     match s.mirrors.current().await {
-        Ok(views) => {
+        Ok(picture) => {
             for a in &mut status.archives {
-                a.mirrors = views.iter().filter(|v| v.state.archive == a.name).cloned().collect();
+                a.mirrors = picture.views.iter().filter(|v| v.state.archive == a.name).cloned().collect();
+                a.rotation = picture.rotations.iter().find(|r| r.archive == a.name).cloned();
             }
         }
         Err(why) => status.mirrors_error = Some(why),
@@ -105,10 +106,10 @@ async fn status(State(s): State<ServerState>) -> Json<DaemonStatus> {
 
 /// Prometheus text (0.0.4) unless the client asks for OpenMetrics, as Prometheus itself does.
 async fn metrics(State(s): State<ServerState>, headers: HeaderMap) -> Response {
-    let views = s.mirrors.current().await.ok();
+    let picture = s.mirrors.current().await.ok();
     let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     let openmetrics = accept.contains("application/openmetrics-text");
-    let body = s.metrics.scrape(views.as_deref(), openmetrics);
+    let body = s.metrics.scrape(picture.as_ref(), openmetrics);
     let kind = match openmetrics {
         true => "application/openmetrics-text; version=1.0.0; charset=utf-8",
         false => "text/plain; version=0.0.4; charset=utf-8",

@@ -56,6 +56,9 @@ pub struct ArchiveStatus {
     /// Every mirror of the archive, as the ledger shows it (filled in when served).
     #[serde(default)]
     pub mirrors: Vec<MirrorView>,
+    /// Its key rotation's progress, while `next_identity:` is set (from the ledger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<crate::push::ledger::Rotation>,
 }
 
 /// A push in progress.

@@ -84,6 +84,16 @@ pub struct MirrorState {
     pub keys: Vec<KeySeen>,
 }
 
+/// Every mirror's view and every key rotation's progress: what `/status`, the page, `/metrics`
+/// and `status` show, derived from one ledger at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Picture {
+    /// Each mirror's view.
+    pub views: Vec<MirrorView>,
+    /// Each rotating archive's progress.
+    pub rotations: Vec<Rotation>,
+}
+
 /// Keys remembered per mirror: the current, the next, and the last two retired ones.
 pub const MAX_KEYS_SEEN: usize = 4;
 
@@ -102,7 +112,7 @@ pub struct KeySeen {
 
 /// Where an archive's key rotation stands: its SSH mirrors by what they were last seen to
 /// accept. Derived from the ledger; never stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rotation {
     /// The archive.
     pub archive: String,
@@ -512,6 +522,11 @@ impl Ledger {
                 && (config.mirrors_of(archive).any(|m| &m.name == mirror)
                     || config.watched.iter().any(|w| &w.name == mirror && w.serves(archive)))
         });
+    }
+
+    /// What every view shows: each mirror's view and each rotating archive's progress.
+    pub fn picture(&self, config: &Config) -> Picture {
+        Picture { views: self.views(config, None), rotations: self.rotations(config) }
     }
 
     /// Every configured mirror of every archive (or of `only`), as the views show it.

@@ -33,7 +33,8 @@ impl Rotating {
             return None;
         }
         let f = Fixture::with_main(
-            "identity: keys/current\nnext_identity: keys/next\nknown_hosts: known_hosts\nhost_key_policy: strict\n",
+            "identity: keys/current\nnext_identity: keys/next\nknown_hosts: known_hosts\nhost_key_policy: strict\n\
+             status: { listen: 127.0.0.1:0 }\n",
         );
         let logs = tempfile::tempdir().unwrap();
         let current = keys::generate(&f.path("keys/current"), "current@test").unwrap().public;
@@ -150,6 +151,66 @@ async fn probe_tells_which_keys_each_downstream_accepts_and_runs_nothing() {
         assert_eq!(ran[name].lines().count(), 1, "{name} was triggered once: {ran:?}");
     }
     assert!(ran["m-neither"].is_empty());
+
+    // Every view shows the same rotation, from the one ledger: `status` (text and JSON), and the
+    // daemon's /status, page and /metrics.
+    let expected = serde_json::json!({
+        "archive": "debian", "next": [r.next], "accept_next": ["m-both", "m-next"],
+        "only_current": ["m-current"], "neither": ["m-neither"], "unknown": [],
+    });
+    let out = f.cli(&["status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(status["archives"]["debian"]["rotation"], expected);
+    let text = stdout(&f.cli(&["status"]));
+    let line = "key rotation debian: 2 of 4 SSH mirror(s) accept the next key";
+    assert!(text.contains(line), "{text}");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (_reload, rx) = tokio::sync::mpsc::unbounded_channel();
+    let daemon = pushmirror::daemon::start(
+        f.config_path(),
+        f.config(),
+        pushmirror::daemon::Control::new(shutdown.clone(), rx),
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", daemon.addr);
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let served: serde_json::Value = serde_json::from_str(&get("/status").await).unwrap();
+    assert_eq!(served["archives"][0]["rotation"], expected);
+    let page = get("/").await;
+    assert!(page.contains(&format!("key rotation — {}", line.trim_start_matches("key rotation "))), "{page}");
+    let metrics = get("/metrics").await;
+    for (accepts, n) in [("next", 2), ("current-only", 1), ("neither", 1), ("unknown", 0)] {
+        let sample = format!("pushmirror_key_rotation_mirrors{{archive=\"debian\",accepts=\"{accepts}\"}} {n}");
+        assert!(metrics.contains(&sample), "{sample} in:\n{metrics}");
+    }
+    crate::common::promtool_accepts(&metrics);
+    shutdown.cancel();
+    daemon.wait().await.unwrap();
+
+    // The rotation finished (identity: the new key): `check` names the mirror last seen
+    // accepting only the old key.
+    let main = std::fs::read_to_string(f.config_path()).unwrap();
+    std::fs::write(
+        f.config_path(),
+        main.replace("identity: keys/current\nnext_identity: keys/next\n", "identity: keys/next\n"),
+    )
+    .unwrap();
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: mirror ")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].starts_with("warning: mirror m-current (archive debian) was last seen")
+            && warnings[0].contains(&format!("accepting {} but not the configured key {}", r.current, r.next)),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,6 +200,9 @@ struct ArchiveState {
     last_report: Option<Report>,
     /// Every mirror of it, as the ledger shows it.
     mirrors: Vec<MirrorView>,
+    /// Its key rotation's progress, while one is under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rotation: Option<crate::push::ledger::Rotation>,
 }
 
 pub(super) async fn status(cli: &Cli, check: Option<&CheckArgs>) -> Ended {
@@ -211,13 +214,14 @@ pub(super) async fn status(cli: &Cli, check: Option<&CheckArgs>) -> Ended {
     let latest = history
         .latest_per_archive()
         .map_err(|e| Stop::usage(format_args!("cannot read reports in {}: {e}", config.state_dir.display())))?;
-    let views = ledger(&config).map_err(Stop::usage)?.views(&config, None);
+    let picture = ledger(&config).map_err(Stop::usage)?.picture(&config);
     let archives: BTreeMap<String, ArchiveState> = config
         .archives
         .keys()
         .map(|name| {
-            let mirrors = views.iter().filter(|v| &v.state.archive == name).cloned().collect();
-            (name.clone(), ArchiveState { last_report: latest.get(name).cloned(), mirrors })
+            let mirrors = picture.views.iter().filter(|v| &v.state.archive == name).cloned().collect();
+            let rotation = picture.rotations.iter().find(|r| &r.archive == name).cloned();
+            (name.clone(), ArchiveState { last_report: latest.get(name).cloned(), mirrors, rotation })
         })
         .collect();
     match cli.format {
@@ -235,6 +239,9 @@ pub(super) async fn status(cli: &Cli, check: Option<&CheckArgs>) -> Ended {
                     None => println!("== {name}: no push yet"),
                 }
                 print!("{}", views_table(&a.mirrors));
+                if let Some(r) = &a.rotation {
+                    println!("key rotation {}", r.summary(20));
+                }
             }
         }
     }

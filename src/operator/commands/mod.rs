@@ -76,6 +76,18 @@ fn check(cli: &Cli) -> Ended {
             for archive in c.archives_without_mirrors() {
                 eprintln!("warning: archives.{archive}: no mirror carries it: pushing it triggers nobody");
             }
+            // What pushes and probes last saw: mirrors that accept another key but not this one.
+            let history = crate::push::report::History::new(&c.state_dir, c.status.history);
+            if let Ok(ledger) = crate::push::ledger::Ledger::read(&c.state_dir, &history) {
+                for (archive, mirror, configured, seen) in ledger.stale_keys(&c) {
+                    eprintln!(
+                        "warning: mirror {mirror} (archive {archive}) was last seen ({} by {}) accepting {} but not \
+                         the configured key {configured}: its triggers will fail with `auth` until its admin installs \
+                         the new line (`pushmirror keys`); `pushmirror probe --only {mirror}` checks again",
+                        seen.at, seen.by, seen.fingerprint
+                    );
+                }
+            }
             for (field, why) in c.hooks_not_runnable() {
                 let what = if field.ends_with("before_push") { ": every push would be skipped" } else { "" };
                 eprintln!("warning: {field}: {why}{what}");
