@@ -186,6 +186,26 @@ impl fmt::Display for SshTarget {
     }
 }
 
+/// `HOST`, `HOST:PORT`, `[V6]:PORT`, or a bare IPv6 address.
+pub fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']').ok_or("unclosed `[`")?;
+            (host, after.strip_prefix(':'))
+        }
+        None if s.matches(':').count() == 1 => s.split_once(':').map(|(h, p)| (h, Some(p))).unwrap_or((s, None)),
+        None => (s, None),
+    };
+    if host.is_empty() {
+        return Err("no host".to_string());
+    }
+    match port.map(str::parse::<u16>) {
+        None => Ok((host, None)),
+        Some(Ok(p)) if p > 0 => Ok((host, Some(p))),
+        Some(_) => Err(format!("`{}` is not a port number", port.unwrap_or_default())),
+    }
+}
+
 /// An HTTP downstream. The URL and credentials are secrets.
 #[derive(Debug, Clone)]
 pub struct HttpTarget {

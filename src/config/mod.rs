@@ -23,7 +23,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use fields::resolve;
 pub use mirror::{
     Backoff, HttpMethod, HttpTarget, Mirror, MirrorKind, MqttTarget, SshTarget, Transport, Watched, mirror_fields,
-    redact_url,
+    redact_url, split_host_port,
 };
 pub use sender::{Sender, parse_source_address};
 

@@ -150,6 +150,13 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         only: Vec<String>,
     },
+    /// Add, remove, disable or enable a mirror: its file in mirrors_dir, changed atomically and
+    /// only if the configuration still passes `check`.
+    Mirror {
+        /// What to do.
+        #[command(subcommand)]
+        command: MirrorCommand,
+    },
     /// Manage the SSH host keys of mirrors in pushmirror's own known_hosts.
     Hostkeys {
         /// What to do.
@@ -264,6 +271,57 @@ pub struct KeygenArgs {
     /// archive's) instead of `identity:`.
     #[arg(long)]
     pub next: bool,
+}
+
+/// Subcommands of `mirror`.
+#[derive(Debug, Subcommand)]
+pub enum MirrorCommand {
+    /// Onboard an SSH mirror: write mirrors_dir/NAME.yaml (never over an existing file), fetch
+    /// and print its host key (pinned only with --host-key-fingerprint or --accept-new-host-key),
+    /// probe it without triggering, and print "ready" or the authorized_keys line(s) to send its
+    /// admin. Exit 0 ready, 1 written but not ready yet, 2 nothing written.
+    Add(MirrorAddArgs),
+    /// Remove a mirror's file.
+    Remove {
+        /// The mirror.
+        name: String,
+    },
+    /// Set `enabled: false` in a mirror's file (its other lines and comments stay as they are).
+    Disable {
+        /// The mirror.
+        name: String,
+    },
+    /// Set `enabled: true` in a mirror's file.
+    Enable {
+        /// The mirror.
+        name: String,
+    },
+}
+
+/// Arguments of `mirror add`.
+#[derive(Debug, Args, Clone)]
+pub struct MirrorAddArgs {
+    /// The mirror's name (letters, digits, `.`, `_`, `-`): also its file's.
+    pub name: String,
+    /// Its SSH login: USER@HOST[:PORT] (an IPv6 address with a port in brackets).
+    #[arg(long, value_name = "USER@HOST[:PORT]")]
+    pub ssh: String,
+    /// An archive it carries (repeatable) [default: every archive].
+    #[arg(long = "archive", value_name = "NAME")]
+    pub archives: Vec<String>,
+    /// all, staged or mhop [default: all].
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// A tag (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// The SHA256:… fingerprint its admin gave you: the host key is pinned in the file when it
+    /// matches; when it does not, nothing is written.
+    #[arg(long, value_name = "SHA256:…")]
+    pub host_key_fingerprint: Option<String>,
+    /// Pin whatever host key it offers now (trust on first use).
+    #[arg(long, conflicts_with = "host_key_fingerprint")]
+    pub accept_new_host_key: bool,
 }
 
 /// Subcommands of `notify`.

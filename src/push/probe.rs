@@ -152,7 +152,13 @@ fn record(config: &Config, rows: &[ProbeRow]) -> Vec<Rotation> {
     let history = History::new(&config.state_dir, config.status.history);
     let at = Timestamp(std::time::SystemTime::now());
     let learned: Vec<&ProbeRow> = rows.iter().filter(|r| !r.keys.is_empty()).collect();
-    let ledger = if learned.is_empty() {
+    // The ownership rule: only the owner of state_dir writes it (root would leave a ledger the
+    // daemon cannot replace).
+    let owner = crate::sys::owner::require_owner(&config.state_dir, &config.path);
+    if let (Err(refused), false) = (&owner, learned.is_empty()) {
+        tracing::warn!(%refused, "what the probe learned of keys is not kept");
+    }
+    let ledger = if learned.is_empty() || owner.is_err() {
         Ledger::read(&config.state_dir, &history).ok()
     } else {
         let update = Ledger::update(&config.state_dir, &history, |l| {

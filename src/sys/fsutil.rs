@@ -28,6 +28,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Writes a configuration file of `mode` (a mirror file: 0644) atomically, like [`write_atomic`].
+/// With `replace` false an existing `path` is an error (`AlreadyExists`) and is left as it was:
+/// the new file is linked into place, which fails rather than overwrites.
+pub fn write_config_file(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(temp_name(path));
+    let written = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        // The umask may have taken bits away: the mode is what was asked for.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        if replace { std::fs::rename(&tmp, path) } else { std::fs::hard_link(&tmp, path) }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written?;
+    File::open(dir)?.sync_all()
+}
+
 /// `.NAME.PID.N.RANDOM.tmp`, with NAME cut short enough that the whole stays a valid file name.
 fn temp_name(path: &Path) -> String {
     static CALLS: AtomicU64 = AtomicU64::new(0);

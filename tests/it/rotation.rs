@@ -254,3 +254,80 @@ async fn keys_during_a_rotation_prints_both_lines_each_admitting_exactly_its_key
         std::fs::remove_file(f.path("mirrors.d/solo.yaml")).unwrap();
     }
 }
+
+/// Onboarding against a real sshd: a wrong host-key fingerprint writes nothing; the right one
+/// writes a file that passes `check`, pins the key, and — the key not installed yet — prints the
+/// line to send; once the admin installed it, the mirror is ready and a push delivers. Then
+/// disable, enable and remove edit that file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_add_onboards_a_downstream_without_triggering_it() {
+    if !sshd::available() {
+        return;
+    }
+    let f = Fixture::new();
+    let log = f.path("ran.log");
+    let recorder_script = f.path("recorder.sh");
+    std::fs::write(&recorder_script, format!("#!/bin/sh\necho \"$SSH_ORIGINAL_COMMAND\" >> {}\n", log.display()))
+        .unwrap();
+    std::fs::set_permissions(&recorder_script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    f.set_main(&format!(
+        "identity: keys/id\nknown_hosts: known_hosts\nhost_key_policy: strict\nmirrors_dir: mirrors.d\nstate_dir: state\n\
+         archives:\n  debian:\n    root: archive\n    forced_command: \"{}\"\n",
+        recorder_script.display()
+    ));
+    keys::generate(&f.path("keys/id"), "pushmirror@test").unwrap();
+    let sshd = Sshd::start("");
+    let host_public = std::fs::read_to_string(sshd.path("host_ed25519.pub")).unwrap();
+    let host_fp = keys::fingerprint(&keys::parse_public_key(&host_public).unwrap());
+    let login = format!("{}@127.0.0.1:{}", sshd::current_user(), sshd.port);
+    let add = |extra: &[&str]| {
+        let mut args = vec!["mirror", "add", "eu1", "--ssh", login.as_str(), "--tag", "eu"];
+        args.extend_from_slice(extra);
+        f.cli(&args)
+    };
+    let file = f.path("mirrors.d/eu1.yaml");
+
+    // A wrong fingerprint: nothing is written.
+    let out = add(&["--host-key-fingerprint", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("is {host_fp}, not the SHA256:AAAA")), "{}", stderr(&out));
+    assert!(!file.exists(), "written despite a wrong fingerprint");
+
+    // The right one: written and pinned; the key is not installed yet, so the line to send.
+    let out = add(&["--host-key-fingerprint", &host_fp]);
+    assert_eq!(out.status.code(), Some(1), "not ready yet: {}", stderr(&out));
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    assert!(yaml.contains(&format!("host_key: \"{}", host_public.split_whitespace().next().unwrap())), "{yaml}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
+    let printed = stdout(&out);
+    let line = printed.lines().find(|l| l.starts_with("no-port-forwarding")).unwrap_or_else(|| panic!("{printed}"));
+    assert!(line.contains(&recorder_script.display().to_string()), "{line}");
+    assert_eq!(f.cli(&["check"]).status.code(), Some(0));
+    assert!(!log.exists(), "nothing ran on the downstream");
+    // Adding it again changes nothing.
+    let again = add(&["--host-key-fingerprint", &host_fp]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("exists already"), "{}", stderr(&again));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), yaml);
+
+    // The admin installs the line: ready, and a push delivers through the forced command.
+    std::fs::write(sshd.path("authorized_keys"), format!("{line}\n")).unwrap();
+    let out = f.cli(&["probe", "--only", "eu1"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(!log.exists(), "probe ran nothing");
+    let report = f.push(PushRequest::default()).await;
+    assert_eq!(row(&report, "eu1").outcome, Outcome::Ok, "{}", report.to_table());
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), "sync:archive:debian sync:all");
+
+    // disable / enable keep the rest of the file; remove removes it.
+    assert_eq!(f.cli(&["mirror", "disable", "eu1"]).status.code(), Some(0));
+    assert!(!f.config().mirrors.iter().find(|m| m.name == "eu1").unwrap().enabled);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{yaml}enabled: false\n"));
+    assert_eq!(f.cli(&["mirror", "enable", "eu1"]).status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{yaml}enabled: true\n"));
+    assert_eq!(f.cli(&["mirror", "remove", "eu1"]).status.code(), Some(0));
+    assert!(!file.exists());
+    let out = f.cli(&["mirror", "remove", "eu1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -18,7 +18,7 @@ use super::args::ImportArgs;
 use super::conf::{self, Conf, DEFAULT_KEYFILE, DEFAULT_PUSHDELAY};
 use super::findings::{Finding, Findings};
 use super::ssh_options::{self, SshOption};
-use crate::config::{MirrorKind, parse_source_address, valid_name};
+use crate::config::{MirrorKind, parse_source_address, split_host_port, valid_name};
 use crate::vocab::output::{Ended, Format, Stop, Verdict, print_json};
 
 /// One mirror file to write.
@@ -575,26 +575,6 @@ fn url_target(path: &Path, line: usize, url: &str, extra: &[&str], findings: &mu
 
 /// Where a URL's port came from, for the file's comment.
 const URL_PORT: &str = "the URL";
-
-/// `HOST`, `HOST:PORT`, `[V6]:PORT`, or a bare IPv6 address.
-fn split_host_port(s: &str) -> Result<(&str, Option<u16>), String> {
-    let (host, port) = match s.strip_prefix('[') {
-        Some(bracketed) => {
-            let (host, after) = bracketed.split_once(']').ok_or("unclosed `[`")?;
-            (host, after.strip_prefix(':'))
-        }
-        None if s.matches(':').count() == 1 => s.split_once(':').map(|(h, p)| (h, Some(p))).unwrap_or((s, None)),
-        None => (s, None),
-    };
-    if host.is_empty() {
-        return Err("no host".to_string());
-    }
-    match port.map(str::parse::<u16>) {
-        None => Ok((host, None)),
-        Some(Ok(p)) if p > 0 => Ok((host, Some(p))),
-        Some(_) => Err(format!("`{}` is not a port number", port.unwrap_or_default())),
-    }
-}
 
 /// `TYPE SHORTNAME HOST USER [-ssh options…]` and `TYPE SHORTNAME HOST USER PROTO [KEYFILE]`.
 fn host_user_target(

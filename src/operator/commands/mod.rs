@@ -3,11 +3,12 @@
 
 mod inspect;
 mod keys;
+mod mirrors;
 mod push;
 mod services;
 
 use crate::config::{self, Config};
-use crate::operator::cli::{Cli, Command, HostkeysCommand, NotifyCommand};
+use crate::operator::cli::{Cli, Command, HostkeysCommand, MirrorCommand, NotifyCommand};
 use crate::vocab::output::{Ended, Format, Stop, Verdict, conclude, print_json};
 
 /// Runs the parsed command line; returns the process exit status.
@@ -28,6 +29,12 @@ async fn route(cli: &Cli) -> Ended {
         Command::Keygen(args) => keys::keygen(cli, args),
         Command::Keys { archive } => keys::keys(cli, archive.as_deref()),
         Command::Probe { archive, only } => keys::probe(cli, archive.as_deref(), only).await,
+        Command::Mirror { command } => match command {
+            MirrorCommand::Add(args) => mirrors::add(cli, args).await,
+            MirrorCommand::Remove { name } => mirrors::edit(cli, name, mirrors::Edit::Remove),
+            MirrorCommand::Disable { name } => mirrors::edit(cli, name, mirrors::Edit::Disable),
+            MirrorCommand::Enable { name } => mirrors::edit(cli, name, mirrors::Edit::Enable),
+        },
         Command::Hostkeys { command: HostkeysCommand::Scan { only, replace, fingerprint } } => {
             let replace = replace.clone().zip(fingerprint.clone());
             keys::hostkeys_scan(cli, only, replace).await
