@@ -362,9 +362,26 @@ async fn authenticate(
             .await
             .map_err(|e| AttemptError { keys: verdicts.clone(), ..classify(SshError::Ssh(e)) })?;
         let accepted = result.success();
-        verdicts.push(KeyVerdict { role: *role, fingerprint: fingerprint(key.public_key()), accepted });
+        let fp = fingerprint(key.public_key());
+        verdicts.push(KeyVerdict { role: *role, fingerprint: fp.clone(), accepted });
         if accepted {
             return Ok(verdicts);
+        }
+        // Accepted, but the server wants another method too (AuthenticationMethods): no key will
+        // do, and a trigger has nothing else to offer.
+        if let client::AuthResult::Failure { partial_success: true, remaining_methods } = result {
+            let methods: Vec<&str> = remaining_methods.iter().map(<&'static str>::from).collect();
+            return Err(AttemptError {
+                keys: verdicts,
+                ..AttemptError::permanent(
+                    ErrorClass::Auth,
+                    format!(
+                        "the downstream accepted key {fp} for user {user} but also asks for {}, which a trigger \
+                         cannot answer",
+                        methods.join(", ")
+                    ),
+                )
+            });
         }
     }
     let refused: Vec<&str> = verdicts.iter().map(|v| v.fingerprint.as_str()).collect();

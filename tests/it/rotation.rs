@@ -331,3 +331,65 @@ async fn mirror_add_onboards_a_downstream_without_triggering_it() {
     let out = f.cli(&["mirror", "remove", "eu1"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// A host that accepts the key but also asks for keyboard-interactive, and shows a banner: the
+/// probe reports both and answers neither; the forced command never runs; a push fails with
+/// `auth`, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_wanting_more_than_a_key_is_reported_never_answered() {
+    if !sshd::available() {
+        return;
+    }
+    let f = Fixture::with_main("identity: keys/id\nknown_hosts: known_hosts\n");
+    let key = keys::generate(&f.path("keys/id"), "pushmirror@test").unwrap().public;
+    let log = f.path("ran.log");
+    let banner = f.path("banner");
+    std::fs::write(&banner, "Authorized use only. Type your OTP.\n").unwrap();
+    let first = format!(
+        "AuthenticationMethods publickey,keyboard-interactive\nKbdInteractiveAuthentication yes\nBanner {}\n",
+        banner.display()
+    );
+    let line = keys::authorized_keys_line(&key, &recorder(&log), None).unwrap();
+    let sshd = Sshd::start_configured(&format!("{line}\n"), "1000:30:2000", &first);
+    std::fs::write(f.path("known_hosts"), sshd.known_hosts_line()).unwrap();
+    f.mirror(
+        "otp",
+        &format!("ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nretries: 0\n", sshd.port, sshd::current_user()),
+    );
+    let out = f.cli(&["probe", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let probed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let row = &probed["mirrors"][0];
+    assert_eq!(row["ready"], false);
+    assert_eq!(row["login"], serde_json::json!({ "also-needs": ["keyboard-interactive"] }), "{row}");
+    assert_eq!(row["banner"], "Authorized use only. Type your OTP.", "{row}");
+    assert_eq!(row["error_class"], "auth");
+    assert!(!log.exists(), "the probe ran something");
+    let report = f.push(PushRequest::default()).await;
+    let otp = crate::common::row(&report, "otp");
+    assert_eq!((otp.outcome, otp.error_class), (Outcome::Failed, Some(ErrorClass::Auth)));
+    assert!(otp.error.as_deref().unwrap().contains("also asks for keyboard-interactive"), "{:?}", otp.error);
+    assert!(!log.exists(), "the push ran something");
+}
+
+/// HTTP and MQTT mirrors are checked as far as they can be without a trigger: an HTTP probe
+/// connects and sends no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_probe_connects_and_sends_no_request() {
+    let receiver = pushmirror::demo::HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("web", &receiver.url("/trigger?token=s3cret"), "");
+    // A port nothing listens on any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    f.mirror("gone", &format!("http:\n  url: http://127.0.0.1:{closed}/trigger\n"));
+    let out = f.cli(&["probe", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let probed: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let rows: BTreeMap<&str, &serde_json::Value> =
+        probed["mirrors"].as_array().unwrap().iter().map(|r| (r["mirror"].as_str().unwrap(), r)).collect();
+    assert_eq!(rows["web"]["ready"], true, "{}", rows["web"]);
+    assert_eq!(rows["web"]["checked"], "DNS, TCP (no request sent)");
+    assert_eq!((rows["gone"]["ready"].clone(), rows["gone"]["error_class"].clone()), (false.into(), "connect".into()));
+    assert_eq!(receiver.log().count(), 0, "a probe sent a request");
+    assert!(!stdout(&out).contains("s3cret"), "a secret in the probe's output");
+}

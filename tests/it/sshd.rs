@@ -39,6 +39,12 @@ impl Sshd {
 
     /// Like [`Sshd::start`], with this `MaxStartups` (OpenSSH's default is `10:30:100`).
     pub fn start_with(authorized_keys: &str, max_startups: &str) -> Sshd {
+        Self::start_configured(authorized_keys, max_startups, "")
+    }
+
+    /// Like [`Sshd::start`], with `first` at the top of sshd_config (sshd takes the first value
+    /// of an option it reads, so these override the defaults below them).
+    pub fn start_configured(authorized_keys: &str, max_startups: &str, first: &str) -> Sshd {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("host_ed25519");
         let ok = Command::new("ssh-keygen")
@@ -53,7 +59,7 @@ impl Sshd {
         let mut last_log = String::new();
         for _ in 0..10 {
             let port = free_port();
-            write_config(dir.path(), port, max_startups);
+            write_config(dir.path(), port, max_startups, first);
             let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
             let mut child = Command::new(SSHD)
                 .args(["-D", "-e", "-f"])
@@ -97,10 +103,10 @@ impl Drop for Sshd {
     }
 }
 
-fn write_config(dir: &Path, port: u16, max_startups: &str) {
+fn write_config(dir: &Path, port: u16, max_startups: &str, first: &str) {
     let root_login = if current_user() == "root" { "PermitRootLogin forced-commands-only\n" } else { "" };
     let config = format!(
-        "ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host_ed25519\nPidFile {dir}/sshd.pid\n\
+        "{first}ListenAddress 127.0.0.1\nPort {port}\nHostKey {dir}/host_ed25519\nPidFile {dir}/sshd.pid\n\
          AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nMaxStartups {max_startups}\nMaxSessions 1000\n\
          ExposeAuthInfo yes\nLogLevel INFO\n{root_login}",
