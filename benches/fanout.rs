@@ -5,7 +5,10 @@
 //! cargo bench --bench fanout -- --transport http --mirrors 10000
 //! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --concurrency 256 --rtt 100
 //! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --receiver sshd
+//! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --probe
 //! ```
+//! `--probe` measures `pushmirror probe` of the same mirrors instead of a push: nothing may be
+//! received.
 //! Prints wall time, triggers/s, this process's CPU time, peak RSS, p50/p99 of one attempt (from
 //! its concurrency slot to its end), and for `--receiver sshd` the sshd's own CPU time. Then it
 //! sends the same triggers the way scripts do — OpenSSH's `ssh` (SSH) or `curl` (HTTP), one
@@ -68,6 +71,10 @@ struct Args {
     /// Parallel processes in the comparison.
     #[arg(long, default_value_t = 64)]
     parallel: usize,
+    /// Probe the mirrors (`pushmirror probe`) instead of pushing: host key, keys, login, no
+    /// command run (SSH); a connection, no request (HTTP).
+    #[arg(long)]
+    probe: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -132,6 +139,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let t = Instant::now();
     let config = pushmirror::config::load(&root.join("pushmirror.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let load = t.elapsed();
+    if args.probe {
+        return probe(&args, &config, &receivers, load).await;
+    }
     let plan = pushmirror::push::plan_push(&config, &PushRequest::default())?;
     let engine = pushmirror::push::engine(
         &config,
@@ -213,6 +223,48 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("pushmirror is {:.1}x faster than {tool} via xargs", took.as_secs_f64() / push.as_secs_f64());
     anyhow::ensure!(got == args.mirrors, "{tool} delivered only {got} of {} triggers", args.mirrors);
+    Ok(())
+}
+
+/// `probe` of every mirror: its time, this process's CPU and peak RSS; every mirror must be
+/// ready and no receiver may have received a trigger.
+async fn probe(
+    args: &Args,
+    config: &pushmirror::config::Config,
+    receivers: &Receivers,
+    load: Duration,
+) -> anyhow::Result<()> {
+    let (cpu0, sshd0) = (cpu_seconds("self")?, receivers.server_cpu()?);
+    let t = Instant::now();
+    let probed = pushmirror::push::probe::probe(config, None, &[]).await?;
+    let took = t.elapsed();
+    let (cpu, sshd_cpu) = (cpu_seconds("self")? - cpu0, receivers.server_cpu()? - sshd0);
+    let ready = probed.mirrors.iter().filter(|r| r.ready).count();
+    println!(
+        "probe: transport={:?} receiver={:?} mirrors={} concurrency={} rtt={}ms endpoints={}",
+        args.transport,
+        args.receiver,
+        args.mirrors,
+        pushmirror::sys::fdlimit::concurrency(args.concurrency),
+        args.rtt,
+        receivers.addrs().len()
+    );
+    println!("config load: {:.3} s", load.as_secs_f64());
+    println!(
+        "probe: {:.3} s, {ready} ready, {} triggers received, {:.0} mirrors/s",
+        took.as_secs_f64(),
+        receivers.received(),
+        args.mirrors as f64 / took.as_secs_f64()
+    );
+    println!("CPU of this process during the probe: {cpu:.2} s; peak RSS: {:.1} MB", peak_rss_kb()? as f64 / 1024.0);
+    if let Receivers::Sshd(_) = receivers {
+        println!("sshd CPU during the probe: {sshd_cpu:.2} s");
+    }
+    if let Some(row) = probed.mirrors.iter().find(|r| !r.ready) {
+        println!("first mirror not ready: {} {:?} {}", row.mirror, row.error_class, row.error.as_deref().unwrap_or(""));
+    }
+    anyhow::ensure!(ready == args.mirrors, "only {ready} of {} mirrors were ready", args.mirrors);
+    anyhow::ensure!(receivers.received() == 0, "a probe delivered {} triggers", receivers.received());
     Ok(())
 }
 

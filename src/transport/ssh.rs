@@ -257,13 +257,15 @@ impl SshTransport {
             let stream = tcp_connect(&target.host, target.port, source).await?;
             *rtt.lock().unwrap_or_else(|e| e.into_inner()) = Some(started.elapsed());
             let mut handle = client::connect_stream(config, stream, check).await.map_err(classify)?;
-            let mut first = None;
-            for (role, key) in &keys {
-                let hash =
-                    if key.algorithm().is_rsa() { rsa_hash(handle.best_supported_rsa_hash().await) } else { None };
+            // The fewest round trips that tell every key apart: each key after the first is
+            // only asked about (a query, no signature); the first is logged in with, which
+            // answers for it; when it is refused, the first accepted of the others is.
+            let mut accepted = vec![None; keys.len()];
+            for (i, (_, key)) in keys.iter().enumerate().skip(1) {
+                let hash = self::hash(&mut handle, key).await;
                 let asked =
                     handle.authenticate_publickey_with(&target.user, key.public_key().clone(), hash, &mut Query).await;
-                let accepted = match asked {
+                accepted[i] = Some(match asked {
                     Err(QueryEnd::Accepted) | Ok(client::AuthResult::Success) => true,
                     Ok(client::AuthResult::Failure { .. }) => false,
                     Err(QueryEnd::Gone) => {
@@ -272,16 +274,16 @@ impl SshTransport {
                             "the downstream closed the connection during authentication",
                         ));
                     }
-                };
-                let verdict = KeyVerdict { role: *role, fingerprint: fingerprint(key.public_key()), accepted };
-                verdicts.lock().unwrap_or_else(|e| e.into_inner()).push(verdict);
-                if accepted && first.is_none() {
-                    first = Some((Arc::clone(key), hash));
-                }
+                });
             }
-            if let Some((key, hash)) = first {
+            for i in 0..keys.len() {
+                if i > 0 && accepted[i] != Some(true) {
+                    continue;
+                }
+                let key = &keys[i].1;
+                let hash = self::hash(&mut handle, key).await;
                 let result = handle
-                    .authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(key, hash))
+                    .authenticate_publickey(&target.user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
                     .await
                     .map_err(|e| classify(SshError::Ssh(e)))?;
                 let outcome = match result {
@@ -289,10 +291,20 @@ impl SshTransport {
                     client::AuthResult::Failure { partial_success: true, remaining_methods } => Login::AlsoNeeds(
                         remaining_methods.iter().map(|m| <&'static str>::from(m).to_string()).collect(),
                     ),
+                    client::AuthResult::Failure { .. } if i == 0 => {
+                        accepted[0] = Some(false);
+                        continue;
+                    }
                     client::AuthResult::Failure { .. } => Login::Refused,
                 };
+                accepted[i] = Some(true);
                 *login.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                break;
             }
+            let told = keys.iter().zip(&accepted).filter_map(|((role, key), accepted)| {
+                Some(KeyVerdict { role: *role, fingerprint: fingerprint(key.public_key()), accepted: (*accepted)? })
+            });
+            verdicts.lock().unwrap_or_else(|e| e.into_inner()).extend(told);
             let _ = handle.disconnect(Disconnect::ByApplication, "", "en").await;
             Ok(())
         };
@@ -312,6 +324,11 @@ impl SshTransport {
         out.connect_rtt = rtt.lock().unwrap_or_else(|e| e.into_inner()).take();
         out
     }
+}
+
+/// The RSA signature hash `key` signs with (none for other key types).
+async fn hash(handle: &mut Handle<HostCheck>, key: &PrivateKey) -> Option<HashAlg> {
+    if key.algorithm().is_rsa() { rsa_hash(handle.best_supported_rsa_hash().await) } else { None }
 }
 
 /// A signer that never signs: asked to, the server has said the key would be accepted
@@ -356,7 +373,7 @@ async fn authenticate(
 ) -> Result<Vec<KeyVerdict>, AttemptError> {
     let mut verdicts = Vec::new();
     for (role, key) in keys {
-        let hash = if key.algorithm().is_rsa() { rsa_hash(handle.best_supported_rsa_hash().await) } else { None };
+        let hash = self::hash(handle, key).await;
         let result = handle
             .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::clone(key), hash))
             .await
