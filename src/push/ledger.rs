@@ -811,4 +811,22 @@ mod tests {
         assert_eq!(aside.len(), 1, "{aside:?}");
         assert_eq!(Ledger::read(dir.path(), &history).unwrap(), read);
     }
+
+    /// What a mirror said of our keys is bounded (a key rotated every week for years keeps four
+    /// entries), newest first, and a key seen again replaces its old entry.
+    #[test]
+    fn the_keys_a_mirror_was_seen_with_are_bounded_and_newest_first() {
+        let mut l = Ledger::default();
+        let verdict =
+            |n: usize, accepted| KeyVerdict { role: KeyRole::Current, fingerprint: format!("SHA256:k{n}"), accepted };
+        for n in 0..10 {
+            l.record_keys("debian", "m", &[verdict(n, n % 2 == 0)], at(n as u64), "probe");
+        }
+        l.record_keys("debian", "m", &[verdict(8, false)], at(100), "daemon");
+        let seen: Vec<_> = l.get("debian", "m").unwrap().keys.iter().map(|k| k.fingerprint.as_str()).collect();
+        assert_eq!(seen, ["SHA256:k8", "SHA256:k9", "SHA256:k7", "SHA256:k6"]);
+        let k8 = l.key_seen("debian", "m", "SHA256:k8").unwrap();
+        assert_eq!((k8.accepted, k8.at, k8.by.as_str()), (false, at(100), "daemon"));
+        assert!(l.key_seen("debian", "m", "SHA256:k5").is_none());
+    }
 }

@@ -371,3 +371,33 @@ fn keys_leaves_out_from_when_some_triggers_of_a_key_have_no_source_address() {
     let text = stdout(&f.cli(&["keys"]));
     assert!(text.contains("127.0.0.2, and whatever routing picks for mirrors without a source_address"), "{text}");
 }
+
+/// `identity:` and `next_identity:` are one pair, resolved level by level: mirrors of an archive
+/// (or a mirror file) that names its own `identity:` do not inherit the main file's rotation;
+/// a `next_identity:` without an `identity:` beside it is a located error.
+#[test]
+fn a_rotation_goes_with_the_identity_it_replaces() {
+    let (f, _, _) = ubuntu();
+    f.set_main(&UBUNTU.replace("identity: keys/ubuntu\n", "identity: keys/ubuntu\nnext_identity: keys/ubuntu-next\n"));
+    let next = keys::generate(&f.path("keys/ubuntu-next"), "next@test").unwrap().public;
+    keys::generate(&f.path("keys/own"), "own@test").unwrap();
+    f.mirror("plain", "ssh: { host: 127.0.0.1, user: m }\n");
+    f.mirror("own", "ssh: { host: 127.0.0.1, user: m }\nidentity: ../keys/own\n");
+    let config = f.config();
+    let mirror = |name: &str| config.mirrors.iter().find(|m| m.name == name).unwrap();
+    let next_fp = next.fingerprint(Default::default()).to_string();
+    assert_eq!(mirror("plain").sender("ubuntu").next_fingerprint.as_deref(), Some(next_fp.as_str()));
+    assert_eq!(mirror("plain").sender("ubuntu").next_identity, Some(f.path("keys/ubuntu-next")));
+    // ubuntu-releases names its own identity: no rotation there, for any mirror.
+    assert_eq!(mirror("plain").sender("ubuntu-releases").next_identity, None);
+    // A mirror file with its own identity: neither.
+    assert_eq!(mirror("own").sender("ubuntu").next_identity, None);
+
+    // next_identity alone, at the archive: an error where it is written, nothing loaded.
+    f.set_main(&UBUNTU.replace("    identity: keys/releases\n", "    next_identity: keys/ubuntu-next\n"));
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{}:", f.config_path().display())), "{err}");
+    assert!(err.contains("next_identity: replaces the `identity:` written at the same place"), "{err}");
+}
