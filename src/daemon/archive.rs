@@ -79,7 +79,7 @@ impl ArchiveState {
     ) -> std::io::Result<ArchiveState> {
         let dir = state_dir.join("daemon");
         let name = archive.name.clone();
-        let pushed = match read_pushed(&dir, &name)? {
+        let pushed = match read_pushed(state_dir, &dir, &name)? {
             Some(version) => version,
             None => {
                 let version = crate::archive::watch::read_version(archive);
@@ -293,12 +293,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// `None` if the daemon never ran for this archive, `Some(None)` if it ran while the archive had
 /// no trace file.
-fn read_pushed(dir: &Path, archive: &str) -> std::io::Result<Option<Option<String>>> {
+fn read_pushed(state_dir: &Path, dir: &Path, archive: &str) -> std::io::Result<Option<Option<String>>> {
     let path = dir.join(format!("{archive}.pushed"));
-    let bytes = match std::fs::read(&path) {
+    let bytes = match crate::sys::fsutil::read_bounded(&path, crate::sys::fsutil::limit::SECRET) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(std::io::Error::new(e.kind(), crate::sys::owner::unreadable_state(&path, state_dir, &e)));
+        }
     };
     let pushed: Pushed = serde_json::from_slice(&bytes).map_err(|e| {
         std::io::Error::new(
@@ -370,9 +372,9 @@ mod tests {
     fn a_due_push_survives_and_lists_what_was_done() {
         let dir = tempfile::tempdir().unwrap();
         let daemon = dir.path().join("daemon");
-        assert_eq!(read_pushed(&daemon, "debian").unwrap(), None);
+        assert_eq!(read_pushed(dir.path(), &daemon, "debian").unwrap(), None);
         write_pushed(&daemon, "debian", Some("1")).unwrap();
-        assert_eq!(read_pushed(&daemon, "debian").unwrap(), Some(Some("1".into())));
+        assert_eq!(read_pushed(dir.path(), &daemon, "debian").unwrap(), Some(Some("1".into())));
         let path = daemon.join("debian.due");
         let journal = Journal::begin(path.clone(), "2").unwrap();
         journal.record_done("a");
@@ -393,7 +395,7 @@ mod tests {
         let daemon = dir.path().join("daemon");
         std::fs::create_dir_all(&daemon).unwrap();
         std::fs::write(daemon.join("debian.pushed"), b"not json").unwrap();
-        let e = read_pushed(&daemon, "debian").unwrap_err();
+        let e = read_pushed(dir.path(), &daemon, "debian").unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         assert!(e.to_string().contains("debian.pushed"), "{e}");
     }

@@ -12,9 +12,15 @@ use tokio::sync::Notify;
 
 use super::blocking;
 use super::status::{DeferredTrigger, StatusBoard};
+use crate::push::ledger::Ledger;
+use crate::push::report::History;
 use crate::push::report::Report;
-use crate::sys::fsutil::{lock_exclusive, write_atomic};
+use crate::sys::fsutil::{keep_aside, limit, lock_exclusive, read_bounded, write_atomic};
+use crate::sys::owner::unreadable_state;
 use crate::vocab::model::{Outcome, Timestamp};
+
+/// The file in `state_dir/daemon`.
+const FILE: &str = "deferred.json";
 
 /// Deferred triggers by (archive, mirror): when each is allowed.
 pub(super) type DeferredMap = BTreeMap<(String, String), SystemTime>;
@@ -36,13 +42,16 @@ pub(super) struct DeferredQueue {
 }
 
 impl DeferredQueue {
-    /// The queue persisted under `state_dir` (empty if there is none), shown on `status`.
-    pub(super) fn load(state_dir: &Path, status: StatusBoard) -> Arc<Self> {
+    /// The queue persisted under `state_dir` (empty if there is none), shown on `status`. A file
+    /// that cannot be parsed is kept aside (`deferred.json.corrupt-MS`) and the queue rebuilt from
+    /// the mirrors' ledger, which records every deferred trigger too; one that cannot be read is
+    /// an error naming it and its fix: starting without it would drop its triggers unseen.
+    pub(super) fn load(state_dir: &Path, history: &History, status: StatusBoard) -> Result<Arc<Self>, String> {
         let dir = state_dir.join("daemon");
-        let map = read(&dir);
+        let map = read(&dir, state_dir, history)?;
         let queue = Arc::new(DeferredQueue { dir, map: Mutex::new(map), changed: Notify::new(), status });
         queue.show(&queue.snapshot());
-        queue
+        Ok(queue)
     }
 
     /// Keeps every deferred trigger of `report`; an older one for the same mirror already
@@ -133,14 +142,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The persisted queue.
-fn read(dir: &Path) -> DeferredMap {
-    let Ok(bytes) = std::fs::read(dir.join("deferred.json")) else { return DeferredMap::new() };
-    serde_json::from_slice::<Vec<DeferredEntry>>(&bytes)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|e| ((e.archive, e.mirror), e.until.0))
-        .collect()
+/// The persisted queue (see [`DeferredQueue::load`]).
+fn read(dir: &Path, state_dir: &Path, history: &History) -> Result<DeferredMap, String> {
+    let path = dir.join(FILE);
+    let bytes = match read_bounded(&path, limit::STATE) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DeferredMap::new()),
+        Err(e) => return Err(unreadable_state(&path, state_dir, &e)),
+    };
+    let why = match serde_json::from_slice::<Vec<DeferredEntry>>(&bytes) {
+        Ok(list) => return Ok(list.into_iter().map(|e| ((e.archive, e.mirror), e.until.0)).collect()),
+        Err(e) => e,
+    };
+    let aside = keep_aside(&path).map_err(|e| unreadable_state(&path, state_dir, &e))?;
+    let ledger = Ledger::read(state_dir, history).map_err(|e| {
+        format!(
+            "{} was corrupt (kept as {}) and the mirrors' ledger cannot stand in: {e}",
+            path.display(),
+            aside.display()
+        )
+    })?;
+    let map: DeferredMap = ledger
+        .states()
+        .filter_map(|m| Some(((m.archive.clone(), m.mirror.clone()), m.deferred.as_ref()?.until.0)))
+        .collect();
+    tracing::error!(
+        file = %path.display(),
+        kept_as = %aside.display(),
+        error = %why,
+        recovered = map.len(),
+        "the deferred triggers' file is corrupt: kept aside, its triggers rebuilt from the mirrors' ledger"
+    );
+    Ok(map)
 }
 
 /// Replaces the persisted queue, under a file lock that every process takes, so that writers
@@ -157,7 +190,7 @@ fn write(dir: &Path, map: &DeferredMap) -> std::io::Result<()> {
     let body = serde_json::to_vec_pretty(&list)?;
     std::fs::create_dir_all(dir)?;
     let _lock = lock_exclusive(&dir.join("deferred.lock"))?;
-    write_atomic(&dir.join("deferred.json"), &body)
+    write_atomic(&dir.join(FILE), &body)
 }
 
 #[cfg(test)]
@@ -171,7 +204,7 @@ mod tests {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_800_000_000_123);
         map.insert(("debian".into(), "m".into()), t);
         write(dir.path(), &map).unwrap();
-        assert_eq!(read(dir.path()), map);
+        assert_eq!(read(dir.path(), dir.path(), &History::new(dir.path(), 10)).unwrap(), map);
     }
 
     #[test]
@@ -215,6 +248,6 @@ mod tests {
         });
         assert!(errors.is_empty(), "{} writes failed, first: {}", errors.len(), errors[0]);
         assert!(torn.is_empty(), "{} torn reads, first: {:?}", torn.len(), torn[0]);
-        assert!(maps.contains(&read(dir.path())));
+        assert!(maps.contains(&read(dir.path(), dir.path(), &History::new(dir.path(), 10)).unwrap()));
     }
 }

@@ -125,7 +125,8 @@ pub async fn start(config_path: PathBuf, config: Config, control: Control, grace
     let state_dir = config.state_dir.clone();
     let deferred = {
         let (dir, status) = (state_dir.clone(), status.clone());
-        blocking(move || DeferredQueue::load(&dir, status)).await
+        let history = History::new(&state_dir, config.status.history);
+        blocking(move || DeferredQueue::load(&dir, &history, status)).await.map_err(anyhow::Error::msg)?
     };
     let core = Arc::new(Core {
         config_path,

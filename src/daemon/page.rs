@@ -73,6 +73,14 @@ pub fn render(status: &DaemonStatus) -> String {
         }
         html.push_str(&propagation(a, &status.freshness));
     }
+    if !status.kept_aside.is_empty() {
+        let files: Vec<String> = status.kept_aside.iter().map(|f| esc(f)).collect();
+        let _ = write!(
+            html,
+            "<p class=failing>corrupt state kept aside (rebuilt or lost; look, then delete to clear): {}</p>",
+            files.join(", ")
+        );
+    }
     if !status.freshness.is_empty() {
         html.push_str(&freshness_table(&status.freshness, &status.archives));
     }

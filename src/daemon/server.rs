@@ -54,6 +54,11 @@ impl MirrorViews {
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
+    /// The running configuration's `state_dir`.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.config.borrow().state_dir.clone()
+    }
+
     fn read(&self) -> Result<Picture, String> {
         use std::os::unix::fs::MetadataExt as _;
         let config = self.config.borrow().clone();
@@ -97,6 +102,11 @@ async fn filled(s: &ServerState) -> DaemonStatus {
         }
         Err(why) => status.mirrors_error = Some(why),
     }
+    let state_dir = s.mirrors.state_dir();
+    let aside = tokio::task::spawn_blocking(move || crate::sys::fsutil::kept_aside(&state_dir))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    status.kept_aside = aside.iter().map(|p| p.display().to_string()).collect();
     status
 }
 

@@ -25,6 +25,11 @@ pub struct DaemonStatus {
     /// empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirrors_error: Option<String>,
+    /// State files that could not be parsed and were kept aside (`NAME.corrupt-MS`), read from
+    /// `state_dir` when served: what they held was rebuilt or is lost, and someone should look.
+    /// Deleting them clears this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_aside: Vec<String>,
     /// The latest acknowledgement of every registered MQTT mirror, per archive.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acks: Vec<crate::wire::mqtt::AckRecord>,

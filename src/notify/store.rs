@@ -159,10 +159,8 @@ fn read_or_aside<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<O
     match serde_json::from_slice(&bytes) {
         Ok(v) => Ok(Some(v)),
         Err(e) => {
-            let ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
-            let aside = path.with_extension(format!("json.corrupt-{ms}"));
+            let aside = crate::sys::fsutil::keep_aside(path)?;
             tracing::error!(file = %path.display(), kept_as = %aside.display(), error = %e, "corrupt notifier state kept aside");
-            std::fs::rename(path, &aside)?;
             Ok(None)
         }
     }

@@ -40,7 +40,7 @@ pub struct CheckArgs {
 const MAX_STATUS: usize = 64 * 1024 * 1024;
 
 /// Every mirror's view from the daemon's `/status` at `base`, or why it cannot be had.
-pub async fn views_from_daemon(base: &reqwest::Url) -> Result<Vec<MirrorView>, String> {
+pub async fn views_from_daemon(base: &reqwest::Url) -> Result<(Vec<MirrorView>, Vec<String>), String> {
     let url = base.join("/status").map_err(|e| format!("{base}: {e}"))?;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
@@ -71,7 +71,9 @@ pub async fn views_from_daemon(base: &reqwest::Url) -> Result<Vec<MirrorView>, S
         let some: Vec<MirrorView> = serde_json::from_value(mirrors).map_err(|e| format!("{url}: {e}"))?;
         views.extend(some);
     }
-    Ok(views)
+    let aside = status.get("kept_aside").cloned().unwrap_or_default();
+    let aside: Vec<String> = serde_json::from_value(aside).map_err(|e| format!("{url}: kept_aside: {e}"))?;
+    Ok((views, aside))
 }
 
 /// How many mirrors may be in a state before it counts: `N`, or `P%` of those judged.
@@ -208,8 +210,9 @@ impl Counts {
     }
 }
 
-/// Judges `views`; `stale_sweep`: the daemon's last freshness sweep is overdue.
-pub fn judge(views: &[MirrorView], stale_sweep: bool, args: &CheckArgs) -> Judged {
+/// Judges `views`; `stale_sweep`: the daemon's last freshness sweep is overdue; `kept_aside`:
+/// corrupt state files set aside (a WARNING while they are there).
+pub fn judge(views: &[MirrorView], stale_sweep: bool, kept_aside: &[String], args: &CheckArgs) -> Judged {
     let counts = Counts::of(views);
     let total = counts.total();
     let (warning_above, critical_above) = (args.warning.allowed(total), args.critical.allowed(total));
@@ -223,7 +226,7 @@ pub fn judge(views: &[MirrorView], stale_sweep: bool, args: &CheckArgs) -> Judge
         return Judged { counts, warning_above, critical_above, mirrors: not_ok, ..Judged::unknown(why.into()) };
     }
     let critical = (counts.failed + counts.far_behind) as u64 > critical_above;
-    let warning = counts.not_ok() as u64 > warning_above || stale_sweep;
+    let warning = counts.not_ok() as u64 > warning_above || stale_sweep || !kept_aside.is_empty();
     let state = match (critical, warning) {
         (true, _) => Nagios::Critical,
         (false, true) => Nagios::Warning,
@@ -248,6 +251,12 @@ pub fn judge(views: &[MirrorView], stale_sweep: bool, args: &CheckArgs) -> Judge
     }
     if stale_sweep {
         parts.push("last freshness sweep overdue: is the daemon running?".into());
+    }
+    if let Some(first) = kept_aside.first() {
+        parts.push(format!(
+            "{} corrupt state file(s) kept aside, first {first}: look, then delete to clear",
+            kept_aside.len()
+        ));
     }
     Judged {
         state,

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -457,6 +457,11 @@ impl Ledger {
         m.keys.truncate(MAX_KEYS_SEEN);
     }
 
+    /// Every mirror's state, by archive then mirror.
+    pub fn states(&self) -> impl Iterator<Item = &MirrorState> {
+        self.mirrors.values()
+    }
+
     /// What `mirror` of `archive` last said of the key `fingerprint`.
     pub fn key_seen(&self, archive: &str, mirror: &str, fingerprint: &str) -> Option<&KeySeen> {
         self.get(archive, mirror)?.keys.iter().find(|k| k.fingerprint == fingerprint)
@@ -595,10 +600,9 @@ impl Ledger {
             Ok(Some(ledger)) => ledger,
             Ok(None) => Ledger::rebuilt(&history.all().unwrap_or_default()),
             Err(LedgerError::Corrupt { path, why }) => {
-                let aside = corrupt_name(&path);
-                tracing::error!(file = %path.display(), kept_as = %aside.display(), %why, "the mirrors' state is corrupt: kept aside, rebuilt from the report history");
-                std::fs::rename(&path, &aside)
+                let aside = crate::sys::fsutil::keep_aside(&path)
                     .map_err(|e| LedgerError::Unreadable { path: path.clone(), source: e })?;
+                tracing::error!(file = %path.display(), kept_as = %aside.display(), %why, "the mirrors' state is corrupt: kept aside, rebuilt from the report history");
                 Ledger::rebuilt(&history.all().unwrap_or_default())
             }
             Err(e) => return Err(e),
@@ -623,13 +627,6 @@ fn read_file(path: &Path) -> Result<Option<Ledger>, LedgerError> {
         .map_err(|e| LedgerError::Corrupt { path: path.to_path_buf(), why: e.to_string() })?;
     let mirrors = list.into_iter().map(|m| ((m.archive.clone(), m.mirror.clone()), m)).collect();
     Ok(Some(Ledger { mirrors }))
-}
-
-fn corrupt_name(path: &Path) -> PathBuf {
-    let ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".corrupt-{ms}"));
-    path.with_file_name(name)
 }
 
 /// Why the ledger cannot be read or written.
@@ -716,6 +713,7 @@ fn view(state: MirrorState, kind: Kind, enabled: bool, far: Duration) -> MirrorV
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     fn at(s: u64) -> Timestamp {
         Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s))

@@ -155,6 +155,41 @@ pub fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
     Ok(Secret::new(value))
 }
 
+/// Renames a state file that cannot be parsed to `NAME.corrupt-MS` beside it (kept for whoever
+/// investigates; [`kept_aside`] finds it, and `status --check` warns while it is there) and
+/// returns the new name.
+pub fn keep_aside(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("{CORRUPT}{ms}"));
+    let aside = path.with_file_name(name);
+    std::fs::rename(path, &aside)?;
+    Ok(aside)
+}
+
+const CORRUPT: &str = ".corrupt-";
+
+/// Every state file [`keep_aside`] set aside in `state_dir` and the directories in it (one level
+/// down), sorted; at most 100.
+pub fn kept_aside(state_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![state_dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(state_dir) {
+        dirs.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).take(100));
+    }
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten().take(100_000) {
+            if entry.file_name().to_string_lossy().contains(CORRUPT) {
+                found.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    found.truncate(100);
+    found
+}
+
 /// Refuses files that group or others may access, as OpenSSH does for private keys.
 pub fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
     let mode = meta.permissions().mode() & 0o777;

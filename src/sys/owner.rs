@@ -167,6 +167,33 @@ pub fn unreadable_reason(path: &Path, error: &std::io::Error) -> String {
     }
 }
 
+/// `cannot read PATH: REASON`, for a file of `state_dir` the daemon cannot do without, with the
+/// commands that fix it: everything in `state_dir` belongs to its owner (the service user) and is
+/// readable by that user. Other errors than a permission are said as they are.
+pub fn unreadable_state(path: &Path, state_dir: &Path, error: &std::io::Error) -> String {
+    let reason = unreadable_reason(path, error);
+    let (Some(dir), Some(file)) = (state_dir.metadata().ok(), path.symlink_metadata().ok()) else {
+        return format!("cannot read {}: {reason}", path.display());
+    };
+    let mut fix = Vec::new();
+    if file.uid() != dir.uid() || file.gid() != dir.gid() {
+        fix.push(format!("chown {}:{} {}", chown_user(dir.uid()), group_name(dir.gid()), path.display()));
+    }
+    if file.mode() & 0o600 != 0o600 {
+        fix.push(format!("chmod u+rw {}", path.display()));
+    }
+    if fix.is_empty() || error.kind() != std::io::ErrorKind::PermissionDenied {
+        return format!("cannot read {}: {reason}", path.display());
+    }
+    format!(
+        "cannot read {}: {reason}; everything in {} belongs to its owner {}, who runs the daemon: {}",
+        path.display(),
+        state_dir.display(),
+        user_name(dir.uid()),
+        fix.join(" && ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -581,6 +581,7 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
             until: Timestamp(now + std::time::Duration::from_secs(3600)),
         }],
         acks: vec![],
+        kept_aside: vec![],
         freshness,
     };
     let profile = tempfile::tempdir().unwrap();
@@ -684,4 +685,59 @@ async fn a_deferred_mirror_stays_deferred_across_a_restart() {
     limited.log().wait_for(2).await;
     d.until("sent, nothing deferred", |s| s.deferred.is_empty()).await;
     d.stop().await;
+}
+
+/// A corrupt `deferred.json` at start: kept aside (`deferred.json.corrupt-MS`), its triggers
+/// rebuilt from the mirrors' ledger, which records every deferred trigger too — nothing is lost
+/// and nothing is silent: `/status` lists the file kept aside, and `status --check` warns until
+/// someone deletes it. (Before: the queue started empty, without a log line.)
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_deferred_file_is_kept_aside_and_its_triggers_rebuilt_from_the_ledger() {
+    let limited = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("1s", "1s"));
+    f.mirror(
+        "limited",
+        &format!("http:\n  url: {}\n  headers: {{ X-Serial: \"{{serial}}\" }}\nrate_limit: 1/1h\n", limited.url("/")),
+    );
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    f.set_serial("2026112502");
+    d.until("2 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
+    f.set_serial("2026112503");
+    d.until("3 pushed, limited deferred", |s| {
+        s.archives[0].pushed_version.as_deref() == Some("2026112503") && s.deferred.len() == 1
+    })
+    .await;
+    d.stop().await;
+    assert_eq!(limited.log().count(), 1);
+    std::fs::write(f.path("state/daemon/deferred.json"), b"[{\"archive\": \"debian\", \"mirr").unwrap();
+
+    let d = start(&f).await;
+    let status: serde_json::Value =
+        reqwest::get(format!("http://{}/status", d.daemon.addr)).await.unwrap().json().await.unwrap();
+    let deferred: Vec<&str> =
+        status["deferred"].as_array().unwrap().iter().filter_map(|t| t["mirror"].as_str()).collect();
+    assert_eq!(deferred, ["limited"], "rebuilt from the ledger: {status:#}");
+    let aside: Vec<&str> = status["kept_aside"].as_array().unwrap().iter().filter_map(|p| p.as_str()).collect();
+    assert_eq!(aside.len(), 1, "{status:#}");
+    assert!(aside[0].contains("/daemon/deferred.json.corrupt-"), "{aside:?}");
+    let page = reqwest::get(format!("http://{}/", d.daemon.addr)).await.unwrap().text().await.unwrap();
+    assert!(page.contains("corrupt state kept aside"), "the page says so too");
+    limited.log().wait_for(2).await;
+    assert_eq!(limited.log().hits()[1].header("x-serial"), Some("2026112503"));
+    d.until("sent, nothing deferred", |s| s.deferred.is_empty()).await;
+    d.stop().await;
+
+    // status --check warns while the file is there, and stops when it is deleted.
+    let check = f.cli(&["status", "--check"]);
+    let said = crate::common::stdout(&check);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("1 corrupt state file(s) kept aside, first ") && said.contains("deferred.json.corrupt-"),
+        "{said}"
+    );
+    std::fs::remove_file(aside[0]).unwrap();
+    let check = f.cli(&["status", "--check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", crate::common::stdout(&check));
 }

@@ -9,6 +9,7 @@ mod daemon;
 mod docs;
 mod faults;
 mod freshness;
+mod hardening;
 mod http;
 mod layout;
 mod mqtt;

@@ -271,11 +271,11 @@ fn views_table(views: &[MirrorView]) -> String {
 async fn nagios_status(cli: &Cli, args: &CheckArgs) -> Nagios {
     // From the daemon, its sweeps are its own business: one that answers is sweeping.
     let views = match &args.url {
-        Some(url) => crate::operator::check::views_from_daemon(url).await.map(|views| (views, false)),
+        Some(url) => crate::operator::check::views_from_daemon(url).await.map(|(views, aside)| (views, false, aside)),
         None => judge_from_ledger(cli),
     };
     let judged = match views {
-        Ok((views, stale_sweep)) => crate::operator::check::judge(&views, stale_sweep, args),
+        Ok((views, stale_sweep, aside)) => crate::operator::check::judge(&views, stale_sweep, &aside, args),
         Err(why) => crate::operator::check::Judged::unknown(why),
     };
     match cli.format {
@@ -287,7 +287,7 @@ async fn nagios_status(cli: &Cli, args: &CheckArgs) -> Nagios {
 
 /// Every mirror's view and whether the daemon's freshness sweep is overdue, or why there is
 /// nothing to judge by.
-fn judge_from_ledger(cli: &Cli) -> Result<(Vec<MirrorView>, bool), String> {
+fn judge_from_ledger(cli: &Cli) -> Result<(Vec<MirrorView>, bool, Vec<String>), String> {
     let config = config::load(&cli.config).map_err(|errors| {
         eprintln!("{errors}");
         let first = errors.0.first().map(ToString::to_string).unwrap_or_default();
@@ -299,5 +299,6 @@ fn judge_from_ledger(cli: &Cli) -> Result<(Vec<MirrorView>, bool), String> {
     let overdue = config.freshness_interval * 2 + Duration::from_secs(60);
     let stale_sweep =
         newest.is_some_and(|t| std::time::SystemTime::now().duration_since(t).unwrap_or_default() > overdue);
-    Ok((views, stale_sweep))
+    let aside = crate::sys::fsutil::kept_aside(&config.state_dir).iter().map(|p| p.display().to_string()).collect();
+    Ok((views, stale_sweep, aside))
 }

@@ -1,0 +1,76 @@
+//! The second hardening round: state the daemon cannot read, secrets that cannot be sent,
+//! disk full, trace URLs that are not trace files.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::Fixture;
+
+/// The daemon binary of `f`, run as a user that is not the owner of the file we make
+/// unreadable: as root, user `nobody` owning `state_dir` (root-owned files then are what a
+/// `sudo pushmirror …` leaves behind); otherwise ourselves, the file at mode 000.
+fn daemon_as_service_user(f: &Fixture) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pushmirror"));
+    command
+        .arg("-c")
+        .arg(f.config_path())
+        .arg("daemon")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if nix::unistd::geteuid().is_root() {
+        std::fs::set_permissions(f.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let chown = Command::new("chown").args(["-R", "65534:65534"]).arg(f.path("state")).status().unwrap();
+        assert!(chown.success());
+        command.uid(65534).gid(65534);
+    }
+    command
+}
+
+/// Runs it; it must end by itself (with the fix it stops at once; without it, it ran on blind).
+fn ends(mut command: Command) -> (Option<i32>, String) {
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            return (status.code(), String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the daemon kept running on unreadable state:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An unreadable `deferred.json` (its triggers would be dropped unseen) and an unreadable
+/// `ARCHIVE.pushed` (exit 2, which systemd does not restart) stop the daemon at its start with
+/// the file, its owner and mode, and the commands that fix it.
+#[test]
+fn unreadable_state_stops_the_daemon_naming_the_file_its_owner_and_the_fix() {
+    for file in ["deferred.json", "debian.pushed"] {
+        let f = Fixture::with_main("status: { listen: 127.0.0.1:0 }\n");
+        f.http_mirror("m", "http://127.0.0.1:9/never", "");
+        std::fs::create_dir_all(f.path("state/daemon")).unwrap();
+        let path = f.path(&format!("state/daemon/{file}"));
+        let body = if file == "deferred.json" { "[]" } else { r#"{"version":"2026112501"}"# };
+        let command = daemon_as_service_user(&f);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let (code, stderr) = ends(command);
+        assert_eq!(code, Some(2), "{file}: {stderr}");
+        let shown = path.display().to_string();
+        assert!(stderr.contains(&format!("cannot read {shown}: exists but is not readable")), "{file}: {stderr}");
+        assert!(stderr.contains("mode 0000"), "{file}: {stderr}");
+        assert!(stderr.contains(&format!("chmod u+rw {shown}")), "{file}: {stderr}");
+        if nix::unistd::geteuid().is_root() {
+            assert!(stderr.contains("(owner root, mode 0000)"), "{file}: {stderr}");
+            assert!(stderr.contains(&format!("chown nobody:nogroup {shown}")), "{file}: {stderr}");
+        }
+    }
+}
