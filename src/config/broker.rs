@@ -81,7 +81,7 @@ pub(crate) fn read(f: &mut Fields<'_>, default_client_id: impl FnOnce() -> Strin
     let mut pem = |key: &str, private: bool| {
         let path = f.path(key)?;
         let read = match private {
-            true => crate::sys::fsutil::read_secret_file(&path).map(drop),
+            true => crate::sys::fsutil::read_private_text(&path).map(drop),
             false => crate::sys::fsutil::read_bounded(&path, crate::sys::fsutil::limit::KEY).map(drop).map_err(|e| {
                 format!("cannot read {}: {}", path.display(), crate::sys::owner::unreadable_reason(&path, &e))
             }),

@@ -139,8 +139,19 @@ pub fn read_bounded_text(path: &Path, limit: u64) -> std::io::Result<String> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
-/// Reads a secret from a file that only its owner may read; trailing newlines are dropped.
+/// Reads a secret from a file that only its owner may read: one line of printable text (a
+/// token, a password, a URL); trailing newlines are dropped.
 pub fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
+    let value = read_private_text(path)?;
+    match one_clean_line(value.expose()) {
+        Some(why) => Err(format!("{}: {why}", path.display())),
+        None => Ok(value),
+    }
+}
+
+/// Reads a file that only its owner may read (a PEM private key: several lines); trailing
+/// newlines are dropped.
+pub fn read_private_text(path: &Path) -> Result<Secret<String>, String> {
     let unreadable = |e: std::io::Error| {
         format!("cannot read {}: {}", path.display(), crate::sys::owner::unreadable_reason(path, &e))
     };
@@ -153,6 +164,25 @@ pub fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(Secret::new(value))
+}
+
+/// Why `value` (a secret, trailing line breaks removed) is not one line of text: a second line or
+/// a control character would be cut or refused where the secret is used (a header, a URL), or
+/// change what it means without a word. The position is said; the secret never is.
+fn one_clean_line(value: &str) -> Option<String> {
+    let (at, c) = value.char_indices().find(|(_, c)| c.is_control())?;
+    let line = value[..at].matches('\n').count() + 1;
+    let column = value[..at].rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    Some(if c == '\n' {
+        format!(
+            "holds more than one line (a line break after line {line}, column {column}): a secret file holds one line"
+        )
+    } else {
+        format!(
+            "line {line}, column {column}: a control character (U+{:04X}); a secret file holds one line of printable text",
+            c as u32
+        )
+    })
 }
 
 /// Renames a state file that cannot be parsed to `NAME.corrupt-MS` beside it (kept for whoever

@@ -7,7 +7,7 @@ use std::io;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Response, StatusCode};
 
 use super::{AttemptError, AttemptResult, Delivered, TriggerRequest};
@@ -104,7 +104,15 @@ impl HttpTransport {
             builder = builder.basic_auth(user, Some(password.expose()));
         }
         if let Some(token) = &target.bearer_token {
-            builder = builder.bearer_auth(token.expose());
+            // Checked when the file was read; should it still not make a header, the file is named
+            // and the failure is permanent (a retry sends the same bytes).
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                let file = target.secret_files.iter().find(|(field, _)| field == "http.token_file");
+                let file = file.map(|(_, path)| path.display().to_string()).unwrap_or_default();
+                AttemptError::permanent(ErrorClass::Other, format!("the token in {file} is not a valid header value"))
+            })?;
+            value.set_sensitive(true);
+            builder = builder.header(AUTHORIZATION, value);
         }
         builder.send().await.map_err(classify)
     }
@@ -225,6 +233,10 @@ fn classify(err: reqwest::Error) -> AttemptError {
         source = s.source();
     }
     let detail = if chain.is_empty() { err.to_string() } else { chain.join(": ") };
+    if err.is_builder() {
+        // Nothing was sent, and the same request would fail the same way.
+        return AttemptError::permanent(ErrorClass::Other, format!("the request cannot be built: {detail}"));
+    }
     let class = class_of(&err);
     // Certificate problems do not fix themselves; everything else on the network may.
     if class == ErrorClass::Tls {
@@ -305,8 +317,6 @@ mod tests {
     /// One GET at `url` through the production client and [`HttpTransport::fire`], bounded by
     /// `timeout` (the mirror's `timeout:`); the request must fail.
     async fn fire_at(url: &str, timeout: Duration) -> AttemptError {
-        let mut mirror = crate::config::Mirror::example("m");
-        mirror.timeout = timeout;
         let target = HttpTarget {
             secret_files: Vec::new(),
             url: Secret::new(url.parse().unwrap()),
@@ -316,6 +326,12 @@ mod tests {
             headers: vec![],
             hmac_secret: None,
         };
+        fire(target, timeout).await
+    }
+
+    async fn fire(target: HttpTarget, timeout: Duration) -> AttemptError {
+        let mut mirror = crate::config::Mirror::example("m");
+        mirror.timeout = timeout;
         mirror.transport = Transport::Http(target.clone());
         let req = TriggerRequest {
             mirror: Downstream::of(&mirror, "debian"),
@@ -329,6 +345,29 @@ mod tests {
     }
 
     const AMPLE: Duration = Duration::from_secs(60);
+
+    /// A token that cannot be a header value (the loader refuses such a file; this is the
+    /// transport's own guard): a permanent failure naming the file, nothing sent, never retried
+    /// as if the network were at fault.
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_a_permanent_failure_naming_the_file() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = HttpTarget {
+            secret_files: vec![("http.token_file".into(), "/etc/pushmirror/tokens/m".into())],
+            url: Secret::new(format!("http://{}/", listener.local_addr().unwrap()).parse().unwrap()),
+            method: HttpMethod::Get,
+            basic_auth: None,
+            bearer_token: Some(Secret::new("abc\ndef".into())),
+            headers: vec![],
+            hmac_secret: None,
+        };
+        let err = fire(target, AMPLE).await;
+        assert_eq!((err.class, err.transient), (ErrorClass::Other, false), "{}", err.message);
+        assert!(err.message.contains("/etc/pushmirror/tokens/m") && !err.message.contains("abc"), "{}", err.message);
+        // Nothing connected.
+        let accepted = tokio::time::timeout(Duration::from_millis(1), listener.accept()).await;
+        assert!(accepted.is_err(), "a connection was made");
+    }
 
     #[tokio::test]
     async fn refused_port_is_connect() {

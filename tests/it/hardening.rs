@@ -74,3 +74,37 @@ fn unreadable_state_stops_the_daemon_naming_the_file_its_owner_and_the_fix() {
         }
     }
 }
+
+/// A secret file that is not one line of printable text — a control character in a token, a
+/// second line in a URL file (the URL parser would silently drop the line break and glue the
+/// lines together) — fails `check` (exit 2), naming the mirror file and field, the secret file
+/// and the position in it, never the secret. (Before: `check` said ok, and every push failed
+/// with "failed to parse header value", retried as if transient.)
+#[test]
+fn a_secret_file_that_is_not_one_clean_line_fails_check_where_it_is() {
+    let f = Fixture::new();
+    f.secret("token", "abc\u{7}def\n");
+    f.secret("url", "https://mirror.example.net/trigger?key=s3cret\nhttps://other.example.net/\n");
+    f.mirror("tok", "http:\n  url: https://mirror.example.net/t\n  token_file: ../token\n");
+    f.mirror("two", "http:\n  url_file: ../url\n");
+    let out = f.cli(&["check"]);
+    let err = crate::common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let token = f.path("mirrors.d/../token").display().to_string();
+    let url = f.path("mirrors.d/../url").display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{}:3:3: http.token_file: {token}: line 1, column 4: a control character (U+0007)",
+            f.path("mirrors.d/tok.yaml").display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{}:2:3: http.url_file: {url}: holds more than one line (a line break after line 1, column 46)",
+            f.path("mirrors.d/two.yaml").display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret") && !err.contains("abc"), "a secret in the error: {err}");
+}
