@@ -13,11 +13,11 @@ use tokio::sync::Notify;
 use super::blocking;
 use super::status::{DeferredTrigger, StatusBoard};
 use crate::push::ledger::Ledger;
-use crate::push::report::History;
 use crate::push::report::Report;
+use crate::push::report::{History, TriggerReport};
 use crate::sys::fsutil::{keep_aside, limit, lock_exclusive, read_bounded, write_atomic};
 use crate::sys::owner::unreadable_state;
-use crate::vocab::model::{Outcome, Timestamp};
+use crate::vocab::model::{ErrorClass, Outcome, Timestamp};
 
 /// The file in `state_dir/daemon`.
 const FILE: &str = "deferred.json";
@@ -57,12 +57,21 @@ impl DeferredQueue {
     /// Keeps every deferred trigger of `report`; an older one for the same mirror already
     /// stands for it.
     pub(super) async fn keep(self: &Arc<Self>, report: &Report) {
+        // And a trigger that failed because our own state could not be written (a full disk):
+        // still due, tried again when its row says.
+        let due = |t: &&TriggerReport| {
+            t.outcome == Outcome::Deferred || (t.outcome == Outcome::Failed && t.error_class == Some(ErrorClass::State))
+        };
         let fresh: Vec<_> = report
             .triggers
             .iter()
-            .filter(|t| t.outcome == Outcome::Deferred)
+            .filter(due)
             .filter_map(|t| Some(((report.archive.clone(), t.mirror.clone()), t.deferred_until?.0)))
             .collect();
+        for t in report.triggers.iter().filter(|t| t.outcome == Outcome::Failed).filter(due) {
+            let until = t.deferred_until.map(|u| u.to_string()).unwrap_or_default();
+            tracing::warn!(archive = %report.archive, mirror = %t.mirror, %until, "not sent, our state cannot be recorded: kept due, tried again then");
+        }
         if fresh.is_empty() {
             return;
         }

@@ -41,6 +41,9 @@ impl std::str::FromStr for Stage {
     }
 }
 
+/// How long after a trigger failed for [`ErrorClass::State`] the daemon tries it again.
+pub const STATE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -63,6 +66,10 @@ pub enum ErrorClass {
     Tls,
     /// Cut short because pushmirror is shutting down; a daemon resends it at its next start.
     Interrupted,
+    /// pushmirror's own state could not be read or written (`state_dir`: a full disk, a file it
+    /// cannot read), so the trigger was not sent: a mirror's rate limit cannot be kept without
+    /// it. The daemon keeps the trigger due and tries again ([`STATE_RETRY`]).
+    State,
     /// Anything else (protocol errors, local I/O).
     Other,
     /// A bug in pushmirror: the trigger's task died (a panic). Logged as an error, never a mirror's doing.
@@ -81,6 +88,7 @@ impl fmt::Display for ErrorClass {
             ErrorClass::HttpStatus => "http-status",
             ErrorClass::Tls => "tls",
             ErrorClass::Interrupted => "interrupted",
+            ErrorClass::State => "state",
             ErrorClass::Other => "other",
             ErrorClass::Internal => "internal",
         })

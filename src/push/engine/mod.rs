@@ -26,7 +26,7 @@ use crate::push::ratelimit::{Admission, RateLimits};
 use crate::push::report::TriggerReport;
 use crate::transport::{Downstream, Trigger, TriggerRequest};
 use crate::vocab::clock::Clock;
-use crate::vocab::model::{ErrorClass, Outcome, SkipReason, Stage, Timestamp};
+use crate::vocab::model::{ErrorClass, Outcome, STATE_RETRY, SkipReason, Stage, Timestamp};
 
 /// Called with each trigger's report as soon as it is known (progress bars, live status).
 pub type OnDone = Arc<dyn Fn(&TriggerReport) + Send + Sync>;
@@ -260,9 +260,12 @@ impl<T: Trigger> Engine<T> {
                         return row;
                     }
                     Err(e) => {
+                        // Not sent: without its state the limit cannot be kept. Still due from
+                        // a little later (the daemon tries again then; a disk fills and frees).
                         let mut row = blank_row(&job.mirror, stage, Outcome::Failed);
-                        row.error_class = Some(ErrorClass::Other);
+                        row.error_class = Some(ErrorClass::State);
                         row.error = Some(format!("rate limit: {e}"));
+                        row.deferred_until = Some(Timestamp(self.clock.now() + STATE_RETRY));
                         notify(options, &row);
                         return row;
                     }
@@ -560,7 +563,7 @@ mod tests {
         let state = dir.path().join("ratelimit/m.json");
         std::fs::write(&state, "").unwrap();
         let rows = engine.run(&plan, &Options::default()).await;
-        assert_eq!((rows[0].outcome, rows[0].error_class), (Outcome::Failed, Some(ErrorClass::Other)));
+        assert_eq!((rows[0].outcome, rows[0].error_class), (Outcome::Failed, Some(ErrorClass::State)));
         let error = rows[0].error.as_deref().unwrap();
         assert!(error.contains(&state.display().to_string()), "{error}");
         assert_eq!(fake.times("m").len(), 1, "sent although the limit could not be checked");
@@ -578,12 +581,13 @@ mod tests {
         let mut m = mirror("m");
         m.rate_limit = Some("1/1h".parse().unwrap());
         let rows = engine.run(&plan(vec![m]), &Options::default()).await;
-        assert_eq!((rows[0].outcome, rows[0].error_class), (Outcome::Failed, Some(ErrorClass::Other)));
+        assert_eq!((rows[0].outcome, rows[0].error_class), (Outcome::Failed, Some(ErrorClass::State)));
         let state = dir.path().join("ratelimit/m.json");
         let expected = format!("cannot record the send in {}: No space left on device", state.display());
         let error = rows[0].error.as_deref().unwrap();
         assert!(error.contains(&expected) && !error.contains("unreadable"), "{error}");
         assert!(fake.times("m").is_empty(), "sent although the send could not be recorded");
+        assert!(rows[0].deferred_until.is_some(), "still due: the daemon tries it again");
     }
 
     /// A transport that panics for one mirror.
