@@ -294,6 +294,15 @@ impl Prober {
             body.extend_from_slice(&chunk);
         }
         let text = String::from_utf8(body).map_err(|_| format!("{path}: not UTF-8 text"))?;
+        if let Some(markup) = crate::observe::trace::markup(&text) {
+            // A web server's index or error page served with 200 (a wrong `check:` URL, a
+            // portal): its first line would be taken for a version. Named with its (public) URL,
+            // without any credentials it might hold.
+            let mut shown = base.join(path).map_err(|e| format!("invalid URL: {e}"))?;
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            return Err(format!("{shown}: not a trace file: it begins with `{markup}` (a web page?)"));
+        }
         Ok(Fetched::Body(text, validators))
     }
 

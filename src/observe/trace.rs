@@ -82,6 +82,18 @@ pub fn clean(text: &str) -> String {
     text.chars().take(MAX_VALUE).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
+/// The start of `text` (at most 40 characters, cleaned) when it is markup — HTML or XML, its first
+/// non-blank character `<` — or holds a NUL byte: a trace file is plain text whose first line is
+/// a date or a version, so such a body is a web page (or binary), never a trace.
+pub fn markup(text: &str) -> Option<String> {
+    let start = text.trim_start();
+    if !start.starts_with('<') && !text.contains('\0') {
+        return None;
+    }
+    let first = start.lines().next().unwrap_or("");
+    Some(clean(&first.chars().take(40).collect::<String>()))
+}
+
 /// A header-like field name: letters, digits, `-`, `_` and spaces (`Archive serial`), beginning
 /// and ending with a letter (so `Sun Nov 29 13:51:46 UTC 2026`, a first line, is not one).
 fn is_field_name(key: &str) -> bool {
@@ -152,6 +164,10 @@ mod tests {
         assert_eq!(t.sync_duration(), Some(Duration::from_secs(106)));
         assert_eq!(t.date().unwrap().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1_795_960_306);
         assert_eq!(Trace::parse("Archive serial: unknown\n").serial(), None);
+        assert_eq!(markup("\n  <!DOCTYPE html>\n<html><head>"), Some("<!DOCTYPE html>".into()));
+        assert_eq!(markup("<?xml version=\"1.0\"?><Error>"), Some("<?xml version=\"1.0\"?><Error>".into()));
+        assert!(markup("bin\0ary").is_some());
+        assert_eq!(markup("Sun Nov 29 13:51:46 UTC 2026\nArchive serial: 2026112901\n"), None);
         let rsync_only = Trace::parse("Total time spent in rsync: 12\n");
         assert_eq!(rsync_only.sync_duration(), Some(Duration::from_secs(12)));
     }

@@ -108,3 +108,29 @@ fn a_secret_file_that_is_not_one_clean_line_fails_check_where_it_is() {
     );
     assert!(!err.contains("s3cret") && !err.contains("abc"), "a secret in the error: {err}");
 }
+
+/// A `check:` URL whose server answers every path with an HTML page and 200 (an index page, a
+/// captive portal): "not a trace file", the URL named — never the version `<!DOCTYPE html>`.
+#[tokio::test]
+async fn an_html_page_at_a_check_url_is_not_a_trace_file() {
+    let portal = pushmirror::demo::HttpReceiver::start().await.unwrap();
+    portal.publish("/debian/project/trace/master", "<!DOCTYPE html>\n<html><body>Welcome to nginx!</body></html>\n");
+    let f = Fixture::new();
+    f.mirror("portal", &format!("check: {}\n", portal.url("/debian/")));
+    let config = f.config_path();
+    let out = tokio::task::spawn_blocking(move || crate::common::run_bin(&config, &["freshness", "--format", "json"]))
+        .await
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["standing"], "unreachable", "{rows:?}");
+    assert_eq!(rows[0]["version"], serde_json::Value::Null, "{rows:?}");
+    let error = rows[0]["error"].as_str().unwrap();
+    assert_eq!(
+        error,
+        format!(
+            "{}: not a trace file: it begins with `<!DOCTYPE html>` (a web page?)",
+            portal.url("/debian/project/trace/master")
+        )
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", crate::common::stderr(&out));
+}
