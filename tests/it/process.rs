@@ -218,3 +218,73 @@ async fn concurrency_above_the_open_file_limit_is_capped_not_emfile() {
     assert_eq!(rx.log().count(), 300);
     assert!(rx.log().peak_in_flight() <= 32, "{}", rx.log().peak_in_flight());
 }
+
+/// SSH mirrors through a `kill -9` loop: five versions, each push killed mid-way and resumed by
+/// the next start. Every version reaches every mirror; a mirror the journal had recorded as done
+/// at the kill gets that version exactly once, any other at most twice (it was in flight); no
+/// mirror ever gets the version that was only recorded at the first start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_mirrors_through_a_kill_9_loop_lose_nothing() {
+    use pushmirror::demo::{Behaviour, SshReceiver};
+    let f = Fixture::new();
+    f.set_main(&format!("identity: keys/id\n{}", daemon_yaml()));
+    let client = pushmirror::wire::keys::generate(&f.path("keys/id"), "pushmirror@test").unwrap().public;
+    let mut receivers = Vec::new();
+    for i in 0..12u64 {
+        // In flight for 0 to 550 ms each: a kill after the tenth arrival (concurrency 8: two
+        // have ended) finds some done, some running.
+        let behaviour = Behaviour::ExitAfter(Duration::from_millis(50 * i), 0);
+        let rx = SshReceiver::builder().authorize(&client).behaviour(behaviour).start().await.unwrap();
+        f.mirror(
+            &format!("m{i:02}"),
+            &format!(
+                "ssh: {{ host: 127.0.0.1, port: {}, user: archvsync }}\nhost_key: \"{}\"\ncommand: \"sync {{serial}}\"\n",
+                rx.port(),
+                rx.host_key_line()
+            ),
+        );
+        receivers.push(rx);
+    }
+    let got =
+        |rx: &SshReceiver, serial: u32| rx.log().commands().iter().filter(|c| **c == format!("sync {serial}")).count();
+    let mut daemon = DaemonProcess::spawn(&f);
+    daemon.line("first start").await;
+    let due = f.path("state/daemon/debian.due");
+    let mut done_at_kill: Vec<(u32, Vec<String>)> = Vec::new();
+    for serial in 2..=6u32 {
+        f.set_serial(&serial.to_string());
+        eventually("a few triggers of the version arrived", || {
+            receivers.iter().map(|rx| got(rx, serial)).sum::<usize>() >= 10
+        })
+        .await;
+        daemon.signal("KILL");
+        let (status, _) = daemon.exit().await;
+        assert!(!status.success());
+        let journal = std::fs::read_to_string(&due).unwrap_or_default();
+        let done: Vec<String> =
+            (0..12).map(|i| format!("m{i:02}")).filter(|m| journal.contains(&format!("\"{m}\""))).collect();
+        done_at_kill.push((serial, done));
+        daemon = DaemonProcess::spawn(&f);
+        eventually("every mirror got the version", || receivers.iter().all(|rx| got(rx, serial) >= 1)).await;
+        eventually("the push is no longer due", || !due.exists()).await;
+    }
+    daemon.signal("TERM");
+    let (status, log) = daemon.exit().await;
+    assert!(status.success(), "{log}");
+    for (i, rx) in receivers.iter().enumerate() {
+        let name = format!("m{i:02}");
+        assert_eq!(got(rx, 2026112501), 0, "{name} got the version of the first start");
+        for (serial, done) in &done_at_kill {
+            let n = got(rx, *serial);
+            let most = if done.contains(&name) { 1 } else { 2 };
+            assert!(
+                (1..=most).contains(&n),
+                "{name} got {serial} {n} times (done at the kill: {})",
+                done.contains(&name)
+            );
+        }
+        assert_eq!(rx.log().count(), rx.log().commands().iter().filter(|c| c.starts_with("sync ")).count());
+    }
+    let journalled: usize = done_at_kill.iter().map(|(_, d)| d.len()).sum();
+    eprintln!("killed 5 pushes; {journalled} mirror/version pairs were journalled done at the kills");
+}
