@@ -161,8 +161,12 @@ fn recent_sends(path: &Path, limit: RateLimit, now_ms: u64) -> Result<Vec<u64>, 
         Err(e) => return Err(unreadable(e)),
     };
     let window_ms = u64::try_from(limit.per.as_millis()).unwrap_or(u64::MAX);
-    // A send stamped after `now` (recorded before the OS clock stepped back) still counts: dropping
-    // it would lift the limit.
+    // A send stamped after `now` (recorded while the OS clock ran fast, before it was stepped
+    // back) still counts — dropping it would lift the limit — but as sent now: taken at its
+    // word, it would hold the mirror back by the clock's error on top of the limit.
+    for t in &mut log.sent_ms {
+        *t = (*t).min(now_ms);
+    }
     log.sent_ms.retain(|&t| t.saturating_add(window_ms) > now_ms);
     log.sent_ms.sort_unstable();
     Ok(log.sent_ms)
@@ -213,20 +217,26 @@ fn unix_ms(t: SystemTime) -> u64 {
 mod tests {
     use super::*;
 
-    fn limit(s: &str) -> RateLimit {
-        s.parse().unwrap()
-    }
-
+    /// The clock stepped back two hours after a send under `1/1h`: the send still counts (the
+    /// limit holds) but as made now, so the mirror waits one hour, not three.
     #[test]
-    fn a_send_stamped_ahead_of_now_still_counts() {
+    fn a_send_from_before_the_clock_stepped_back_counts_as_made_now() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.json");
-        let (now, ahead) = (1_000_000_000, 1_000_000_000 + 600_000);
-        std::fs::write(&path, format!("{{\"sent_ms\":[{ahead}]}}")).unwrap();
-        let sends = recent_sends(&path, limit("1/1h"), now).unwrap();
-        assert_eq!(sends, [ahead], "a send from before a clock step back is kept");
-        let until = UNIX_EPOCH + Duration::from_millis(ahead + 3_600_000);
-        assert_eq!(decide(&sends, limit("1/1h"), now), Admission::DeferredUntil(until));
+        let sent = 1_800_000_000_000u64;
+        std::fs::write(&path, format!("{{\"sent_ms\":[{sent}]}}")).unwrap();
+        let limit: RateLimit = "1/1h".parse().unwrap();
+        let now = sent - 2 * 3_600_000;
+        let sends = recent_sends(&path, limit, now).unwrap();
+        assert_eq!(sends, [now]);
+        assert_eq!(
+            decide(&sends, limit, now),
+            Admission::DeferredUntil(UNIX_EPOCH + Duration::from_millis(now + 3_600_000))
+        );
+    }
+
+    fn limit(s: &str) -> RateLimit {
+        s.parse().unwrap()
     }
 
     #[test]

@@ -58,12 +58,24 @@ impl HttpTransport {
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let body = drain_body(response, body_bound(timeout)).await;
-        judge(status, retry_after).map(|mut delivered| {
-            if body == Body::Abandoned {
-                delivered.note = Some(BODY_ABANDONED.to_string());
-            }
-            delivered
-        })
+        judge(status, retry_after)
+            .map(|mut delivered| {
+                if body == Body::Abandoned {
+                    delivered.note = Some(BODY_ABANDONED.to_string());
+                }
+                delivered
+            })
+            .map_err(|mut err| {
+                // `pushmirror receive` answers a signature more than five minutes from its clock
+                // with an empty 401, as it answers a wrong one: say the likely cause.
+                if status == StatusCode::UNAUTHORIZED && target.hmac_secret.is_some() {
+                    err.message.push_str(
+                        " (a signed trigger: a receiver refuses signatures made more than 5 minutes from its own \
+                         clock, or with another hmac_secret — is either clock off?)",
+                    );
+                }
+                err
+            })
     }
 
     /// Sends the request; resolves once the answer's status line and headers have arrived.

@@ -134,3 +134,113 @@ async fn an_html_page_at_a_check_url_is_not_a_trace_file() {
     );
     assert_eq!(out.status.code(), Some(1), "{}", crate::common::stderr(&out));
 }
+
+/// `pushmirror ARGS…` run with its OS clock stepped by `offset` (`+10m`, `-2h`) through
+/// libfaketime (Debian's `faketime`; required under `CI`, skipped elsewhere when missing).
+fn at_clock(offset: &str, config: &std::path::Path, args: &[&str]) -> Option<std::process::Output> {
+    if Command::new("faketime").arg("-f").arg("+0").arg("true").status().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "faketime is missing under CI");
+        eprintln!("skipped: faketime is not installed");
+        return None;
+    }
+    let out = Command::new("faketime")
+        .arg("-f")
+        .arg(offset)
+        .arg(env!("CARGO_BIN_EXE_pushmirror"))
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    Some(out)
+}
+
+fn report_of(out: &std::process::Output) -> pushmirror::push::report::Report {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", crate::common::stdout(out), crate::common::stderr(out)))
+}
+
+/// The OS clock steps back two hours after a send under `rate_limit: 1/1h` (it had run fast),
+/// then forward: the limit is neither lifted (the send still counts) nor held longer than its
+/// hour from the corrected now (the send counts as made now, not two hours ahead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_step_neither_lifts_a_rate_limit_nor_holds_it_longer() {
+    let rx = pushmirror::demo::HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.http_mirror("limited", &rx.url("/"), "rate_limit: 1/1h\n");
+    let config = f.config_path();
+    let push = move |offset: &'static str| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || at_clock(offset, &config, &["push", "--format", "json"]))
+    };
+    let Some(first) = push("+0").await.unwrap() else { return };
+    assert_eq!(report_of(&first).triggers[0].outcome, pushmirror::vocab::model::Outcome::Ok);
+    let back = report_of(&push("-2h").await.unwrap().unwrap());
+    let row = &back.triggers[0];
+    assert_eq!(row.outcome, pushmirror::vocab::model::Outcome::Deferred, "the limit was lifted: {row:?}");
+    let until = row.deferred_until.unwrap().0;
+    let held = until.duration_since(back.started_at.0).unwrap();
+    assert!(
+        held <= Duration::from_secs(3600),
+        "held {held:?} past the stepped-back now: not one hour but the step too"
+    );
+    assert!(held > Duration::from_secs(3500), "held only {held:?}");
+    let ahead = report_of(&push("+2h").await.unwrap().unwrap());
+    assert_eq!(ahead.triggers[0].outcome, pushmirror::vocab::model::Outcome::Ok);
+    assert_eq!(rx.log().count(), 2);
+}
+
+/// A signing sender whose clock runs ten minutes fast: `pushmirror receive` refuses the
+/// signature (nothing runs) and the sender's row says why it may have been refused; with the
+/// clock right again, the same trigger is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_trigger_from_a_fast_clock_is_refused_and_says_why() {
+    let down = tempfile::tempdir().unwrap();
+    let secret = down.path().join("hmac");
+    pushmirror::demo::write_secret(&secret, "hmac-00112233445566778899").unwrap();
+    let ran = down.path().join("ran.log");
+    std::fs::write(
+        down.path().join("receive.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nstate_dir: {}\narchives:\n  debian:\n    command: ['/bin/sh', '-c', 'echo run >> {}']\n    hmac_secret_file: {}\n",
+            down.path().join("state").display(),
+            ran.display(),
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let config = pushmirror::receive::load(&down.path().join("receive.yaml")).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let receiving = pushmirror::receive::start(config, shutdown.clone()).await.unwrap();
+    let f = Fixture::new();
+    f.secret("hmac", "hmac-00112233445566778899");
+    f.mirror(
+        "signed",
+        &format!("http:\n  url: http://{}/trigger/debian\n  hmac_secret_file: ../hmac\nretries: 0\n", receiving.addr),
+    );
+    let config = f.config_path();
+    let push = move |offset: &'static str| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || at_clock(offset, &config, &["push", "--format", "json"]))
+    };
+    let Some(fast) = push("+10m").await.unwrap() else { return };
+    let row = report_of(&fast).triggers[0].clone();
+    assert_eq!((row.outcome, row.http_status), (pushmirror::vocab::model::Outcome::Failed, Some(401)), "{row:?}");
+    assert_eq!(row.attempts, 1, "a refused signature is not retried");
+    assert!(row.error.as_deref().unwrap().contains("is either clock off?"), "{row:?}");
+    assert!(!ran.exists(), "a trigger from a clock ten minutes off ran");
+    let right = report_of(&push("+0").await.unwrap().unwrap());
+    assert_eq!(right.triggers[0].http_status, Some(202), "{:?}", right.triggers[0]);
+    let mut status = receiving.status.clone();
+    // (The answer of `wait_for` holds the status's read lock: dropped at once, not kept.)
+    let ran_once = tokio::time::timeout(
+        Duration::from_secs(60),
+        status.wait_for(|s| s.archive("debian").is_some_and(|a| a.runs_started == 1 && a.idle())),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    assert!(ran_once, "{:#?}", *receiving.status.borrow());
+    shutdown.cancel();
+    receiving.wait(Duration::ZERO).await.unwrap();
+}
