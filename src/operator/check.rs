@@ -71,8 +71,11 @@ pub async fn views_from_daemon(base: &reqwest::Url) -> Result<(Vec<MirrorView>, 
         let some: Vec<MirrorView> = serde_json::from_value(mirrors).map_err(|e| format!("{url}: {e}"))?;
         views.extend(some);
     }
-    let aside = status.get("kept_aside").cloned().unwrap_or_default();
-    let aside: Vec<String> = serde_json::from_value(aside).map_err(|e| format!("{url}: kept_aside: {e}"))?;
+    // Absent when nothing was kept aside (and from daemons older than the field).
+    let aside = match status.get("kept_aside") {
+        Some(list) => serde_json::from_value(list.clone()).map_err(|e| format!("{url}: kept_aside: {e}"))?,
+        None => Vec::new(),
+    };
     Ok((views, aside))
 }
 

@@ -253,7 +253,7 @@ async fn a_failed_trigger_on_the_rate_limit_path_is_logged_with_mirror_class_and
     let err = stderr(&out);
     let logged: Vec<&str> = err.lines().filter(|l| l.contains("trigger failed")).collect();
     assert_eq!(logged.len(), 1, "logged once:\n{err}");
-    for want in ["mirror=limited", "class=other", "rate limit", "limited.json", "not a valid send log"] {
+    for want in ["mirror=limited", "class=state", "rate limit", "limited.json", "not a valid send log"] {
         assert!(logged[0].contains(want), "no `{want}` in {}", logged[0]);
     }
     assert!(rx.log().hits().is_empty(), "sent despite unreadable rate-limit state");
