@@ -34,6 +34,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{Config, MqttSettings, MqttTarget, Transport};
+use crate::vocab::clock::Clock;
 use crate::vocab::model::{ErrorClass, Stage, Timestamp};
 use crate::wire::mqtt::{self as wire, AckMessage, AckRecord, AckState, TriggerMessage};
 use connect::{BrokerSession, Reconnect};
@@ -52,6 +53,8 @@ struct Inner {
     client: AsyncClient,
     shared: Arc<Conn>,
     settings: MqttSettings,
+    /// Stamps each trigger's `sent_at`.
+    clock: Clock,
     keys: HashMap<PathBuf, Arc<PrivateKey>>,
     publications: Mutex<HashMap<PublicationKey, Arc<Publication>>>,
     /// One trigger publish at a time, so that the PUBACK that follows is recognisably its own.
@@ -153,8 +156,9 @@ struct Publication {
 
 impl MqttTransport {
     /// Connects (in the background) to the broker of `config.mqtt` and loads the keys its MQTT
-    /// mirrors' triggers are signed with. Must be called inside a tokio runtime.
-    pub fn new(config: &Config, session: BrokerSession) -> anyhow::Result<Self> {
+    /// mirrors' triggers are signed with; `clock` stamps the triggers' `sent_at`. Must be called
+    /// inside a tokio runtime.
+    pub fn new(config: &Config, session: BrokerSession, clock: Clock) -> anyhow::Result<Self> {
         let settings =
             config.mqtt.clone().ok_or_else(|| anyhow::anyhow!("MQTT mirrors need `mqtt:` in the main file"))?;
         let mut slots = HashMap::new();
@@ -190,6 +194,7 @@ impl MqttTransport {
                 client,
                 shared,
                 settings,
+                clock,
                 keys,
                 publications: Mutex::new(HashMap::new()),
                 publishing: tokio::sync::Mutex::new(()),
@@ -285,7 +290,7 @@ impl MqttTransport {
             return Ok(Arc::clone(p));
         }
         // At the wire's precision (milliseconds), so that the `sent_at` acks echo equals it.
-        let ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let ms = inner.clock.now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
         let sent_at = Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)));
         let message = TriggerMessage {
             archive: req.archive.to_string(),
