@@ -96,6 +96,10 @@ pub const RECEIVE_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RECEIVE_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// `receive`'s `archives.NAME.timeout`: one run of the sync command.
 pub const RECEIVE_SYNC_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// `receive`'s `mqtt.max_skew`: how far ahead of this host's clock an MQTT trigger's `sent_at`
+/// may be. NTP keeps clocks within milliseconds; two minutes forgive a host that is still
+/// settling after boot without letting one fast clock block real triggers for long.
+pub const RECEIVE_MQTT_MAX_SKEW: Duration = Duration::from_secs(120);
 
 /// Which file a field is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +208,7 @@ pub const TABLE: &[Default] = &[
     entry(File::Receive, "limits.header_timeout", Value::Duration(RECEIVE_HEADER_TIMEOUT)),
     entry(File::Receive, "limits.body_timeout", Value::Duration(RECEIVE_BODY_TIMEOUT)),
     entry(File::Receive, "archives.NAME.timeout", Value::Duration(RECEIVE_SYNC_TIMEOUT)),
+    entry(File::Receive, "mqtt.max_skew", Value::Duration(RECEIVE_MQTT_MAX_SKEW)),
 ];
 
 /// The defaults of `file` whose field is `field` or lies under it (`status` → `status.listen`,

@@ -27,7 +27,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/receive.yaml";
 
 const TOP_FIELDS: &[&str] = &["listen", "status", "state_dir", "limits", "archives", "mqtt"];
 /// `mqtt:` holds the broker fields and these.
-const MQTT_FIELDS: &[&str] = &["mirror", "archives", "topics", "trusted_keys"];
+const MQTT_FIELDS: &[&str] = &["mirror", "archives", "topics", "trusted_keys", "max_skew"];
 const LIMIT_FIELDS: &[&str] = &["connections", "header_timeout", "body_timeout"];
 const ARCHIVE_FIELDS: &[&str] = &["command", "timeout", "bearer_token_file", "basic_auth", "hmac_secret_file", "push"];
 const AUTH_FIELDS: &[&str] = &["bearer_token_file", "basic_auth", "hmac_secret_file"];
@@ -65,9 +65,15 @@ pub struct ReceiveMqtt {
     /// Trigger topics other than `{prefix}/{archive}/trigger`, by archive (the upstream's
     /// `mqtt.topic` for this mirror).
     pub topics: BTreeMap<String, String>,
+    /// How far ahead of this host's clock a trigger's `sent_at` may be; beyond, it is refused.
+    pub max_skew: Duration,
 }
 
 impl ReceiveMqtt {
+    /// The bounds of `max_skew:`: below a second, ordinary NTP jitter between hosts would refuse
+    /// triggers; above an hour, a fast clock could hold triggers up for longer than a sync takes.
+    pub const MAX_SKEW_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(3600);
+
     /// Every trigger topic it subscribes to, with the archive it carries.
     pub fn topics(&self) -> BTreeMap<String, String> {
         let prefix = &self.broker.topic_prefix;
@@ -242,8 +248,13 @@ fn read_mqtt(mut m: Fields<'_>, configured: &BTreeMap<String, Arc<SyncArchive>>)
              unsigned triggers are never run",
         );
     }
+    let range = ReceiveMqtt::MAX_SKEW_RANGE;
+    let max_skew = m.duration("max_skew", *range.end()).unwrap_or(defaults::RECEIVE_MQTT_MAX_SKEW);
+    if max_skew < *range.start() {
+        m.error("max_skew", "must be at least 1s: hosts' clocks differ by that much even with NTP");
+    }
     m.finish(&[broker::BROKER_FIELDS, MQTT_FIELDS].concat());
-    Some(ReceiveMqtt { broker: broker?, mirror: mirror?, archives, trusted_keys, topics })
+    Some(ReceiveMqtt { broker: broker?, mirror: mirror?, archives, trusted_keys, topics, max_skew })
 }
 
 /// Reads `limits:`; a value out of range is reported and the default used in its place.
@@ -456,6 +467,30 @@ mod tests {
             "limits.idle: unknown field",
         ] {
             assert!(errors.contains(expected), "missing `{expected}` in:\n{errors}");
+        }
+    }
+
+    #[test]
+    fn max_skew_defaults_to_two_minutes_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c up";
+        let config = |extra: &str| {
+            let text = format!(
+                "mqtt:\n  broker: mqtt://b.example\n  mirror: m1\n  trusted_keys: ['{key}']\n{extra}\
+                 archives:\n  a:\n    command: [\"true\"]\n"
+            );
+            write(dir.path(), "receive.yaml", &text, 0o644)
+        };
+        let mqtt = |path: &Path| load(path).unwrap().mqtt.unwrap();
+        assert_eq!(mqtt(&config("")).max_skew, defaults::RECEIVE_MQTT_MAX_SKEW);
+        assert_eq!(mqtt(&config("  max_skew: 30s\n")).max_skew, Duration::from_secs(30));
+        for (value, said) in [
+            ("500ms", "mqtt.max_skew: must be at least 1s"),
+            ("2h", "mqtt.max_skew: duration `2h` is longer than the maximum 1h"),
+            ("soon", "mqtt.max_skew:"),
+        ] {
+            let errors = load(&config(&format!("  max_skew: {value}\n"))).unwrap_err().to_string();
+            assert!(errors.contains(&format!("receive.yaml:5:3: {said}")), "{value}: {errors}");
         }
     }
 

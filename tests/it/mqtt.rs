@@ -300,6 +300,59 @@ async fn forged_tampered_unsigned_and_replayed_triggers_never_run() {
     running.stop().await;
 }
 
+/// Milliseconds since the epoch, `offset` seconds from now (the wire's precision).
+fn ms_from_now(offset: i64) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    (now + offset * 1000) as u64
+}
+
+/// Publishes `trigger(serial, sent_ms)` signed with `key`, as the sender.
+fn publish_signed(broker: &Broker, key: &russh::keys::PrivateKey, serial: &str, sent_ms: u64) {
+    let payload = trigger(serial, sent_ms);
+    publish_raw(broker, &payload, Some(&pushmirror::wire::mqtt::sign(key, &payload).unwrap()));
+}
+
+/// A correctly signed trigger stamped 10 minutes ahead of the subscriber's clock (an upstream
+/// clock that ran fast, then was corrected) runs nothing, and the correct trigger after it runs.
+/// It used to be accepted, and every correct trigger after it was dropped as "not newer" for
+/// those 10 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_dated_trigger_runs_nothing_and_blocks_no_later_one() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    publish_signed(&broker, &key, "F", ms_from_now(600));
+    publish_signed(&broker, &key, "2", ms_from_now(0));
+    eventually("a trigger ran", || !sub.runs().is_empty()).await;
+    assert_eq!(sub.runs(), ["debian all 2"]);
+    running.stop().await;
+}
+
+/// A high-water mark 10 minutes in the future, left in the state directory by a version that
+/// accepted a future-dated trigger, does not block the triggers of the present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_high_water_mark_from_a_fast_clock_blocks_nothing() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let accepted = sub.dir.path().join("state/mqtt-accepted");
+    std::fs::create_dir_all(&accepted).unwrap();
+    let future = pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(ms_from_now(600)));
+    std::fs::write(accepted.join("debian.json"), serde_json::to_vec(&future).unwrap()).unwrap();
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    publish_signed(&broker, &key, "2", ms_from_now(0));
+    eventually("the trigger ran", || !sub.runs().is_empty()).await;
+    assert_eq!(sub.runs(), ["debian all 2"]);
+    running.stop().await;
+}
+
 /// A trigger the CLI published, read back through the broker with `mosquitto_sub`, verifies with
 /// OpenSSH's `ssh-keygen -Y verify -n pushmirror-trigger` once the property is folded back into
 /// the armor; the same signature over a changed payload does not.
