@@ -1,10 +1,10 @@
 //! `receive`'s subscriber of the broadcast tier: a persistent MQTT session (triggers published
 //! while it was away arrive when it reconnects) subscribed to `{prefix}/{archive}/trigger` of its
 //! archives. A trigger runs only when it is signed by a trusted key ([`crate::wire::mqtt::verify`]),
-//! well-formed, for the archive of its topic, not dated more than `max_skew` ahead of this host's
-//! clock (a fast upstream clock must not make it the newest trigger for minutes), and newer than
-//! the last one accepted for that archive (so a replayed or re-delivered trigger, and the retained
-//! copy that comes with every new subscription, run nothing); anything else is logged and dropped. Accepted triggers join the
+//! well-formed, for the archive of its topic, and admitted by what [`super::accepted`] remembers:
+//! not dated more than `max_skew` ahead of this host's clock, not accepted before (its nonce), not
+//! older than the window (so a replayed or re-delivered trigger, and the retained copy that comes
+//! with every new subscription, run nothing); anything else is logged and dropped. Accepted triggers join the
 //! same one-at-a-time, coalescing runner as HTTP triggers; every run's start and end is
 //! acknowledged on `{prefix}/{archive}/ack/{mirror}`, and a trigger that arrives during a run is
 //! acknowledged `busy`.
@@ -21,6 +21,7 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::accepted::{Accepted, Judged};
 use super::config::ReceiveMqtt;
 use super::request::{SyncRequest, valid_serial};
 use super::sync::{Lane, RunEvent, Workers};
@@ -57,7 +58,25 @@ pub enum Dropped {
         /// The bound it broke.
         max_skew: Duration,
     },
-    /// Not newer than the last trigger accepted for the archive.
+    /// More than `max_skew` older than the newest trigger accepted for the archive: its nonce
+    /// may have been forgotten, or its sender's clock runs slow.
+    #[error(
+        "sent_at is {} older than the last trigger accepted for this archive, more than max_skew {}",
+        crate::vocab::units::format_ms(millis(*behind)),
+        humantime::format_duration(*max_skew)
+    )]
+    Stale {
+        /// How much older.
+        behind: Duration,
+        /// The window it is outside of.
+        max_skew: Duration,
+    },
+    /// Its nonce was accepted before: the retained copy of a new subscription, a re-delivery, a
+    /// retry of the sender, or a replay. It ran once already.
+    #[error("the same trigger (nonce) was accepted before: a repeat or a replay")]
+    Duplicate,
+    /// Without a nonce (an older sender), and not newer than the last trigger accepted for the
+    /// archive.
     #[error(
         "not newer than the last trigger accepted for this archive (sent {sent}, last {last}): a replay or a repeat"
     )]
@@ -73,78 +92,17 @@ impl Dropped {
     /// Whether the trigger was signed by a trusted key and refused for what it says: the log
     /// warns of it, with its sender.
     fn is_refusal(&self) -> bool {
-        matches!(self, Dropped::Future { .. })
-    }
-}
-
-/// The last accepted trigger's `sent_at` per archive, kept in the state directory so that a
-/// restart does not run an old trigger again.
-struct Accepted {
-    dir: PathBuf,
-    last: BTreeMap<String, Timestamp>,
-}
-
-impl Accepted {
-    fn load(dir: PathBuf, archives: &[String]) -> Self {
-        let mut last = BTreeMap::new();
-        for archive in archives {
-            let file = dir.join(format!("{archive}.json"));
-            if let Ok(bytes) = crate::sys::fsutil::read_bounded(&file, crate::sys::fsutil::limit::SECRET)
-                && let Ok(t) = serde_json::from_slice::<Timestamp>(&bytes)
-            {
-                last.insert(archive.clone(), t);
-            }
-        }
-        Accepted { dir, last }
+        matches!(self, Dropped::Future { .. } | Dropped::Stale { .. })
     }
 
-    /// Records `sent` as the last accepted trigger of `archive` unless it is dated more than
-    /// `max_skew` ahead of `now`, or is not newer.
-    fn admit(&mut self, archive: &str, sent: Timestamp, now: SystemTime, max_skew: Duration) -> Result<(), Dropped> {
-        if let Some(ahead) = ahead_by_more_than(sent, now, max_skew) {
-            return Err(Dropped::Future { ahead, max_skew });
-        }
-        self.forget_a_future_mark(archive, now, max_skew);
-        if let Some(&last) = self.last.get(archive)
-            && sent <= last
-        {
-            return Err(Dropped::NotNewer { sent, last });
-        }
-        self.last.insert(archive.to_string(), sent);
-        self.store(archive);
-        Ok(())
-    }
-
-    /// A last accepted trigger dated more than `max_skew` ahead of `now` was accepted before the
-    /// bound existed (or this host's clock was stepped back since): it would refuse every
-    /// correct trigger until the clock catches up. It is moved back to `max_skew` before `now`,
-    /// so that what was sent within that window still runs and older triggers still do not.
-    fn forget_a_future_mark(&mut self, archive: &str, now: SystemTime, max_skew: Duration) {
-        let Some(last) = self.last.get_mut(archive) else { return };
-        let Some(ahead) = ahead_by_more_than(*last, now, max_skew) else { return };
-        tracing::warn!(
-            %archive, last = %last, ahead = %crate::vocab::units::format_ms(millis(ahead)),
-            "the last accepted MQTT trigger is dated ahead of this host's clock by more than max_skew: \
-             it came from a fast clock; ignoring it so that it blocks no correct trigger"
-        );
-        *last = Timestamp(now.checked_sub(max_skew).unwrap_or(now));
-        self.store(archive);
-    }
-
-    fn store(&self, archive: &str) {
-        let Some(last) = self.last.get(archive) else { return };
-        let file = self.dir.join(format!("{archive}.json"));
-        let bytes = serde_json::to_vec(last).unwrap_or_default();
-        if let Err(e) = crate::sys::fsutil::write_atomic(&file, &bytes) {
-            // Still run it: a trigger is not refused for our disk; a restart may run it once more.
-            tracing::error!(%archive, "cannot record the accepted trigger in {}: {e}", file.display());
+    fn judged(judged: Judged, sent: Timestamp, max_skew: Duration) -> Self {
+        match judged {
+            Judged::Future { ahead } => Dropped::Future { ahead, max_skew },
+            Judged::Stale { behind } => Dropped::Stale { behind, max_skew },
+            Judged::Duplicate => Dropped::Duplicate,
+            Judged::NotNewer { last } => Dropped::NotNewer { sent, last },
         }
     }
-}
-
-/// How far `t` is ahead of `now`, when that is more than `max_skew`.
-fn ahead_by_more_than(t: Timestamp, now: SystemTime, max_skew: Duration) -> Option<Duration> {
-    t.0.duration_since(now).ok().filter(|ahead| *ahead > max_skew)
 }
 
 /// The subscriber's connection options; an error (unreadable TLS files) stops `receive` at start.
@@ -229,7 +187,7 @@ pub(super) async fn run(
                         }
                     }
                     // The retained trigger comes again with a new subscription: not worth a warning.
-                    Err((why @ Dropped::NotNewer { .. }, _)) => tracing::info!(
+                    Err((why @ (Dropped::NotNewer { .. } | Dropped::Duplicate), _)) => tracing::info!(
                         archive = archive.map_or("?", String::as_str),
                         "MQTT trigger dropped: {why}"
                     ),
@@ -277,9 +235,9 @@ fn handle(
     now: SystemTime,
 ) -> Result<(String, SyncRequest, String), (Dropped, Option<String>)> {
     let message = verified(publish, archive, settings).map_err(|why| (why, None))?;
-    accepted
-        .admit(&message.archive, message.sent_at, now, settings.max_skew)
-        .map_err(|why| (why, Some(message.sender.clone())))?;
+    accepted.admit(&message.archive, message.sent_at, message.nonce.as_deref(), now, settings.max_skew).map_err(
+        |judged| (Dropped::judged(judged, message.sent_at, settings.max_skew), Some(message.sender.clone())),
+    )?;
     let request = SyncRequest { stage: message.stage, serial: message.serial, sent_at: Some(message.sent_at) };
     Ok((message.archive, request, message.sender))
 }
@@ -313,6 +271,11 @@ fn verified(publish: &Publish, archive: Option<&String>, settings: &ReceiveMqtt)
         && !valid_serial(serial)
     {
         return Err(Dropped::Malformed("invalid serial".into()));
+    }
+    if let Some(nonce) = &message.nonce
+        && !wire::valid_nonce(nonce)
+    {
+        return Err(Dropped::Malformed("invalid nonce: 32 lowercase hex digits expected".into()));
     }
     Ok(message)
 }
@@ -407,55 +370,4 @@ async fn drive(
 /// ACL refuses with a grant at QoS 0, and then delivers nothing).
 fn granted(code: &SubscribeReasonCode) -> bool {
     matches!(code, SubscribeReasonCode::Success(QoS::AtLeastOnce | QoS::ExactlyOnce))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MAX_SKEW: Duration = Duration::from_secs(120);
-
-    fn at(now: SystemTime, offset: i64) -> Timestamp {
-        match offset >= 0 {
-            true => Timestamp(now + Duration::from_secs(offset as u64)),
-            false => Timestamp(now - Duration::from_secs(offset.unsigned_abs())),
-        }
-    }
-
-    /// Now at the wire's precision (what is stored is milliseconds).
-    fn now() -> SystemTime {
-        let ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
-        std::time::UNIX_EPOCH + Duration::from_millis(ms as u64)
-    }
-
-    fn accepted(dir: &std::path::Path) -> Accepted {
-        Accepted::load(dir.to_path_buf(), &["debian".to_string()])
-    }
-
-    #[test]
-    fn a_trigger_dated_beyond_max_skew_is_refused_and_moves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut a = accepted(dir.path());
-        let now = now();
-        let refused = a.admit("debian", at(now, 600), now, MAX_SKEW).unwrap_err();
-        assert!(matches!(refused, Dropped::Future { ahead, .. } if ahead == Duration::from_secs(600)), "{refused:?}");
-        assert!(refused.is_refusal());
-        assert!(a.admit("debian", at(now, 0), now, MAX_SKEW).is_ok(), "the future one moved the mark");
-        assert!(a.admit("debian", at(now, 100), now, MAX_SKEW).is_ok(), "within max_skew: accepted");
-    }
-
-    #[test]
-    fn a_stored_mark_from_a_fast_clock_is_moved_back_to_max_skew_before_now() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = now();
-        std::fs::write(dir.path().join("debian.json"), serde_json::to_vec(&at(now, 600)).unwrap()).unwrap();
-        let mut a = accepted(dir.path());
-        assert!(a.admit("debian", at(now, -60), now, MAX_SKEW).is_ok(), "sent within max_skew before now");
-        let older = a.admit("debian", at(now, -90), now, MAX_SKEW).unwrap_err();
-        assert!(matches!(older, Dropped::NotNewer { .. }), "{older:?}");
-        // What is stored is the accepted trigger's mark: a restart does not find the future one.
-        let mut again = accepted(dir.path());
-        assert!(matches!(again.admit("debian", at(now, -60), now, MAX_SKEW), Err(Dropped::NotNewer { .. })));
-        assert!(again.admit("debian", at(now, -59), now, MAX_SKEW).is_ok());
-    }
 }

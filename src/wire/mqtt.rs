@@ -39,11 +39,27 @@ pub struct TriggerMessage {
     pub stage: Stage,
     /// The archive's serial, when known.
     pub serial: Option<String>,
-    /// When the sender made it (its OS clock): a subscriber runs only triggers newer than the last
-    /// one it accepted for the archive.
+    /// When the sender made it (its OS clock): a subscriber refuses it when it is dated more than
+    /// its `max_skew` ahead of the subscriber's clock, or older than the last trigger it accepted
+    /// by more than that.
     pub sent_at: Timestamp,
     /// Who sent it (the sender's MQTT client id).
     pub sender: String,
+    /// 128 random bits as 32 lowercase hex digits, new for every publication (a retry re-sends the
+    /// same): a subscriber runs a nonce once. Absent from senders before nonces, whose triggers
+    /// are then judged by `sent_at` alone (newer than the last accepted one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// A fresh [`TriggerMessage::nonce`].
+pub fn new_nonce() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Whether `nonce` has the form of [`TriggerMessage::nonce`].
+pub fn valid_nonce(nonce: &str) -> bool {
+    nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// How far a subscriber got with a trigger.
@@ -239,6 +255,17 @@ mod tests {
     }
 
     #[test]
+    fn nonces_are_128_random_bits_in_lowercase_hex() {
+        let (a, b) = (new_nonce(), new_nonce());
+        assert!(valid_nonce(&a) && valid_nonce(&b) && a != b, "{a} {b}");
+        for bad in
+            ["", "0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef", &format!("{a}0"), "g".repeat(32).as_str()]
+        {
+            assert!(!valid_nonce(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn armor_folds_at_70_columns() {
         let armored = armor(&"A".repeat(150));
         let lengths: Vec<usize> = armored.lines().map(str::len).collect();
@@ -262,13 +289,18 @@ mod tests {
             serial: Some("2026112901".into()),
             sent_at: Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(1_790_000_000_123)),
             sender: "up".into(),
+            nonce: Some("0123456789abcdef0123456789abcdef".into()),
         };
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(
             json,
-            r#"{"archive":"debian","stage":"stage1","serial":"2026112901","sent_at":"2026-09-21T14:13:20.123Z","sender":"up"}"#
+            r#"{"archive":"debian","stage":"stage1","serial":"2026112901","sent_at":"2026-09-21T14:13:20.123Z","sender":"up","nonce":"0123456789abcdef0123456789abcdef"}"#
         );
         assert!(serde_json::from_str::<TriggerMessage>(&json.replace("}", r#","x":1}"#)).is_err());
+        // A sender before nonces.
+        let old =
+            r#"{"archive":"debian","stage":"all","serial":null,"sent_at":"2026-09-21T14:13:20.123Z","sender":"up"}"#;
+        assert_eq!(serde_json::from_str::<TriggerMessage>(old).unwrap().nonce, None);
         let ack: AckMessage =
             serde_json::from_str(r#"{"mirror":"m1","serial":"1","state":"busy","exit_code":null,"duration_ms":null}"#)
                 .unwrap();

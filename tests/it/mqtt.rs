@@ -250,6 +250,7 @@ fn trigger(serial: &str, sent_ms: u64) -> Vec<u8> {
         serial: Some(serial.into()),
         sent_at: pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms)),
         sender: "up".into(),
+        nonce: None,
     };
     serde_json::to_vec(&message).unwrap()
 }
@@ -350,6 +351,46 @@ async fn a_stored_high_water_mark_from_a_fast_clock_blocks_nothing() {
     publish_signed(&broker, &key, "2", ms_from_now(0));
     eventually("the trigger ran", || !sub.runs().is_empty()).await;
     assert_eq!(sub.runs(), ["debian all 2"]);
+    running.stop().await;
+}
+
+/// A trigger with a nonce, as the README's wire format has it.
+fn trigger_with_nonce(serial: &str, sent_ms: u64, nonce: &str) -> Vec<u8> {
+    let sent_at = pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms));
+    let message = serde_json::json!({
+        "archive": "debian", "stage": "all", "serial": serial, "sent_at": sent_at, "sender": "up", "nonce": nonce,
+    });
+    serde_json::to_vec(&message).unwrap()
+}
+
+/// Replay protection by nonce, not by the newest `sent_at` alone: a trigger stamped 90 s ahead
+/// (within `max_skew`: accepted) does not block the correct one sent after the upstream's clock
+/// was corrected; the same trigger again (a repeat or a replay) and one older than the window run
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_runs_once_and_a_slightly_fast_trigger_blocks_nothing() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let publish =
+        |payload: &[u8]| publish_raw(&broker, payload, Some(&pushmirror::wire::mqtt::sign(&key, payload).unwrap()));
+    let nonce = |n: u8| format!("{n:032x}");
+    let fast = trigger_with_nonce("1", ms_from_now(90), &nonce(1));
+    publish(&fast);
+    eventually("the fast trigger ran", || sub.runs().len() == 1).await;
+    publish(&trigger_with_nonce("2", ms_from_now(0), &nonce(2)));
+    eventually("the correct trigger ran", || sub.runs().len() == 2).await;
+    publish(&fast);
+    publish(&trigger_with_nonce("3", ms_from_now(-300), &nonce(3)));
+    publish(&trigger_with_nonce("4", ms_from_now(1), &nonce(4)));
+    eventually("the last trigger ran", || sub.runs().contains(&"debian all 4".to_string())).await;
+    assert_eq!(sub.runs(), ["debian all 1", "debian all 2", "debian all 4"]);
+    // Counted when queued: the repeat and the stale one were not, even coalesced.
+    assert_eq!(running.receiving.status.borrow().archive("debian").unwrap().triggers, 3);
     running.stop().await;
 }
 

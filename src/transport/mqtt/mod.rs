@@ -11,7 +11,7 @@
 //!
 //! A broker that is down fails an attempt as `connect` once the mirror's `timeout` has passed
 //! without a connection; the engine's retries publish it again (the same payload, so subscribers
-//! that got the first one drop the second as not newer). The connection task reconnects with
+//! that got the first one drop the second: same nonce). The connection task reconnects with
 //! backoff for as long as the transport lives.
 
 pub mod connect;
@@ -298,6 +298,7 @@ impl MqttTransport {
             serial: req.serial.map(str::to_string),
             sent_at,
             sender: inner.settings.broker.client_id.clone(),
+            nonce: Some(wire::new_nonce()),
         };
         let payload =
             serde_json::to_vec(&message).map_err(|e| AttemptError::permanent(ErrorClass::Internal, e.to_string()))?;
