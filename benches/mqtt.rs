@@ -187,6 +187,8 @@ async fn subscriber(
                         duration_ms: Some(0),
                         stage: Some(trigger.stage),
                         sent_at: Some(trigger.sent_at),
+                        reason: None,
+                        off_by_ms: None,
                     };
                     let topic = wire::ack_topic("pushmirror", &trigger.archive, &name);
                     let _ = client.try_publish(topic, QoS::AtLeastOnce, false, serde_json::to_vec(&ack).unwrap());

@@ -28,7 +28,7 @@ use super::sync::{Lane, RunEvent, Workers};
 use crate::transport::mqtt::connect::{self, BrokerSession, Reconnect};
 use crate::vocab::model::Timestamp;
 use crate::vocab::units::millis;
-use crate::wire::mqtt::{self as wire, AckMessage, AckState, TriggerMessage};
+use crate::wire::mqtt::{self as wire, AckMessage, AckState, RefusalReason, TriggerMessage};
 
 /// Why a received trigger runs nothing. Each is logged with the archive and sender.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,12 @@ pub enum Dropped {
     /// Not a trigger's JSON.
     #[error("malformed: {0}")]
     Malformed(String),
+    /// Signed for another archive than the one of the topic it came on.
+    #[error("signed for archive `{signed_for}`, published on another archive's topic")]
+    OtherArchive {
+        /// The archive it names.
+        signed_for: String,
+    },
     /// Dated more than `max_skew` ahead of this host's clock: the sender's clock runs fast (or
     /// ours slow). Accepting it would make every correct trigger look older than it.
     #[error(
@@ -89,10 +95,17 @@ pub enum Dropped {
 }
 
 impl Dropped {
-    /// Whether the trigger was signed by a trusted key and refused for what it says: the log
-    /// warns of it, with its sender.
-    fn is_refusal(&self) -> bool {
-        matches!(self, Dropped::Future { .. } | Dropped::Stale { .. })
+    /// Why a trigger signed by a trusted key is refused for what it says, and by how much its
+    /// date was off: what its `refused` ack says. `None` for what is not acknowledged: what
+    /// anyone could have published (unsigned, oversized, malformed), and repeats of a trigger
+    /// that ran (the retained copy comes with every new subscription).
+    fn refusal(&self) -> Option<(RefusalReason, Option<Duration>)> {
+        match self {
+            Dropped::Future { ahead, .. } => Some((RefusalReason::Future, Some(*ahead))),
+            Dropped::Stale { behind, .. } => Some((RefusalReason::Stale, Some(*behind))),
+            Dropped::OtherArchive { .. } => Some((RefusalReason::Archive, None)),
+            _ => None,
+        }
     }
 
     fn judged(judged: Judged, sent: Timestamp, max_skew: Duration) -> Self {
@@ -174,31 +187,33 @@ pub(super) async fn run(
                     continue;
                 }
                 let archive = topics.get(String::from_utf8_lossy(&publish.topic).as_ref());
+                let topic_archive = archive.map_or("?", String::as_str);
                 match handle(&publish, archive, &settings, &mut accepted, SystemTime::now()) {
-                    Ok((archive, request, sender)) => {
+                    Ok(message) => {
+                        let request = SyncRequest { stage: message.stage, serial: message.serial, sent_at: Some(message.sent_at) };
                         tracing::info!(
-                            %archive, stage = %request.stage, serial = request.serial.as_deref().unwrap_or(""),
-                            "trigger accepted from {sender} via MQTT"
+                            archive = %message.archive, stage = %request.stage, serial = request.serial.as_deref().unwrap_or(""),
+                            "trigger accepted from {} via MQTT", message.sender
                         );
-                        if let Some(lane) = lanes.get(&archive)
+                        if let Some(lane) = lanes.get(&message.archive)
                             && workers.enqueue(lane, request.clone())
                         {
-                            acknowledge(&client, &settings, &archive, &request, AckState::Busy, None, None);
+                            acknowledge(&client, &settings, &message.archive, &request, AckState::Busy, None, None);
                         }
+                    }
+                    Err((why, Some(message))) if why.refusal().is_some() => {
+                        let (reason, off) = why.refusal().unwrap_or((RefusalReason::Other, None));
+                        tracing::warn!(
+                            archive = topic_archive, sender = %message.sender, %reason,
+                            serial = message.serial.as_deref().unwrap_or(""), "MQTT trigger refused: {why}"
+                        );
+                        refuse(&client, &settings, &message, reason, off);
                     }
                     // The retained trigger comes again with a new subscription: not worth a warning.
                     Err((why @ (Dropped::NotNewer { .. } | Dropped::Duplicate), _)) => tracing::info!(
-                        archive = archive.map_or("?", String::as_str),
-                        "MQTT trigger dropped: {why}"
+                        archive = topic_archive, "MQTT trigger dropped: {why}"
                     ),
-                    Err((why, Some(sender))) if why.is_refusal() => tracing::warn!(
-                        archive = archive.map_or("?", String::as_str), %sender,
-                        "MQTT trigger refused: {why}"
-                    ),
-                    Err((why, _)) => tracing::warn!(
-                        archive = archive.map_or("?", String::as_str),
-                        "MQTT trigger dropped: {why}"
-                    ),
+                    Err((why, _)) => tracing::warn!(archive = topic_archive, "MQTT trigger dropped: {why}"),
                 }
                 if let Err(e) = client.try_ack(&publish) {
                     tracing::warn!("cannot acknowledge the trigger to the broker: {e}");
@@ -226,28 +241,40 @@ pub(super) async fn run(
 }
 
 /// Checks one trigger: size, topic, signature, content, freshness by this host's clock `now`;
-/// then records it as accepted. A refusal names the sender once the signature is verified.
+/// then records it as accepted. A refusal carries the trigger once its signature is verified.
 fn handle(
     publish: &Publish,
     archive: Option<&String>,
     settings: &ReceiveMqtt,
     accepted: &mut Accepted,
     now: SystemTime,
-) -> Result<(String, SyncRequest, String), (Dropped, Option<String>)> {
-    let message = verified(publish, archive, settings).map_err(|why| (why, None))?;
-    accepted.admit(&message.archive, message.sent_at, message.nonce.as_deref(), now, settings.max_skew).map_err(
-        |judged| (Dropped::judged(judged, message.sent_at, settings.max_skew), Some(message.sender.clone())),
-    )?;
-    let request = SyncRequest { stage: message.stage, serial: message.serial, sent_at: Some(message.sent_at) };
-    Ok((message.archive, request, message.sender))
+) -> Result<TriggerMessage, (Dropped, Option<Box<TriggerMessage>>)> {
+    let archive = archive.ok_or((Dropped::Topic, None))?;
+    let message = verified(publish, settings).map_err(|why| (why, None))?;
+    if let Some(serial) = &message.serial
+        && !valid_serial(serial)
+    {
+        return Err((Dropped::Malformed("invalid serial".into()), None));
+    }
+    if let Some(nonce) = &message.nonce
+        && !wire::valid_nonce(nonce)
+    {
+        return Err((Dropped::Malformed("invalid nonce: 32 lowercase hex digits expected".into()), None));
+    }
+    if &message.archive != archive {
+        return Err((Dropped::OtherArchive { signed_for: message.archive.clone() }, Some(Box::new(message))));
+    }
+    match accepted.admit(archive, message.sent_at, message.nonce.as_deref(), now, settings.max_skew) {
+        Ok(()) => Ok(message),
+        Err(judged) => Err((Dropped::judged(judged, message.sent_at, settings.max_skew), Some(Box::new(message)))),
+    }
 }
 
-/// A trigger signed by a trusted key, well-formed, for `archive`, the archive of its topic.
-fn verified(publish: &Publish, archive: Option<&String>, settings: &ReceiveMqtt) -> Result<TriggerMessage, Dropped> {
+/// A trigger of at most [`wire::MAX_MESSAGE`] bytes, signed by a trusted key, that parses.
+fn verified(publish: &Publish, settings: &ReceiveMqtt) -> Result<TriggerMessage, Dropped> {
     if publish.payload.len() > wire::MAX_MESSAGE {
         return Err(Dropped::TooLarge(publish.payload.len()));
     }
-    let archive = archive.ok_or(Dropped::Topic)?;
     let mut signatures = publish
         .properties
         .iter()
@@ -259,25 +286,7 @@ fn verified(publish: &Publish, archive: Option<&String>, settings: &ReceiveMqtt)
         _ => None,
     };
     wire::verify(&publish.payload, signature, &settings.trusted_keys)?;
-    let message: TriggerMessage =
-        serde_json::from_slice(&publish.payload).map_err(|e| Dropped::Malformed(e.to_string()))?;
-    if &message.archive != archive {
-        return Err(Dropped::Malformed(format!(
-            "signed for archive `{}`, published on another's topic",
-            message.archive
-        )));
-    }
-    if let Some(serial) = &message.serial
-        && !valid_serial(serial)
-    {
-        return Err(Dropped::Malformed("invalid serial".into()));
-    }
-    if let Some(nonce) = &message.nonce
-        && !wire::valid_nonce(nonce)
-    {
-        return Err(Dropped::Malformed("invalid nonce: 32 lowercase hex digits expected".into()));
-    }
-    Ok(message)
+    serde_json::from_slice(&publish.payload).map_err(|e| Dropped::Malformed(e.to_string()))
 }
 
 /// Publishes an ack (QoS 1, not retained) of `request`; queued by the client while the broker is
@@ -299,9 +308,43 @@ fn acknowledge(
         duration_ms: took.map(millis),
         stage: Some(request.stage),
         sent_at: request.sent_at,
+        reason: None,
+        off_by_ms: None,
     };
+    publish_ack(client, settings, archive, &ack);
+}
+
+/// Acknowledges a refused trigger `refused` with its reason, on the ack topic of the archive it
+/// was signed for (where its sender waits), so that the upstream's report says why instead of
+/// waiting for an ack that never comes.
+fn refuse(
+    client: &AsyncClient,
+    settings: &ReceiveMqtt,
+    refused: &TriggerMessage,
+    reason: RefusalReason,
+    off: Option<Duration>,
+) {
+    if !crate::config::broker::valid_level(&refused.archive) {
+        return;
+    }
+    let ack = AckMessage {
+        mirror: settings.mirror.clone(),
+        serial: refused.serial.clone(),
+        state: AckState::Refused,
+        exit_code: None,
+        duration_ms: None,
+        stage: Some(refused.stage),
+        sent_at: Some(refused.sent_at),
+        reason: Some(reason),
+        off_by_ms: off.map(millis),
+    };
+    publish_ack(client, settings, &refused.archive, &ack);
+}
+
+fn publish_ack(client: &AsyncClient, settings: &ReceiveMqtt, archive: &str, ack: &AckMessage) {
     let topic = wire::ack_topic(&settings.broker.topic_prefix, archive, &settings.mirror);
-    let payload = serde_json::to_vec(&ack).unwrap_or_default();
+    let payload = serde_json::to_vec(ack).unwrap_or_default();
+    let state = ack.state;
     match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
         Ok(()) => tracing::info!(%archive, %state, "ack published"),
         Err(e) => tracing::warn!(%archive, %state, "cannot publish the ack: {e}"),

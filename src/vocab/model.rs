@@ -63,6 +63,10 @@ pub enum ErrorClass {
     Tls,
     /// Cut short because pushmirror is shutting down; a daemon resends it at its next start.
     Interrupted,
+    /// The MQTT subscriber checked the trigger's signature and refused it for what it says (dated
+    /// ahead of its clock, older than its window, another archive's): never retried, the same
+    /// trigger would be refused again.
+    Refused,
     /// Anything else (protocol errors, local I/O).
     Other,
     /// A bug in pushmirror: the trigger's task died (a panic). Logged as an error, never a mirror's doing.
@@ -81,6 +85,7 @@ impl fmt::Display for ErrorClass {
             ErrorClass::HttpStatus => "http-status",
             ErrorClass::Tls => "tls",
             ErrorClass::Interrupted => "interrupted",
+            ErrorClass::Refused => "refused",
             ErrorClass::Other => "other",
             ErrorClass::Internal => "internal",
         })

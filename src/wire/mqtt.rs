@@ -17,7 +17,7 @@ use russh::keys::ssh_key::{LineEnding, SshSig};
 use russh::keys::{HashAlg, PrivateKey, PublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::model::{Stage, Timestamp};
+use crate::vocab::model::{ErrorClass, Stage, Timestamp};
 
 /// The SSHSIG namespace of a trigger (`ssh-keygen -Y verify -n pushmirror-trigger`).
 pub const NAMESPACE: &str = "pushmirror-trigger";
@@ -74,6 +74,10 @@ pub enum AckState {
     Failed,
     /// A sync was running: this trigger is queued for one more run.
     Busy,
+    /// Signed by a trusted key, and refused for what it says ([`AckMessage::reason`]): it will
+    /// not run. Triggers that fail the signature check are never acknowledged (anyone could
+    /// publish them), nor are repeats of a trigger that was accepted.
+    Refused,
 }
 
 impl AckState {
@@ -90,6 +94,34 @@ impl fmt::Display for AckState {
             AckState::Ok => "ok",
             AckState::Failed => "failed",
             AckState::Busy => "busy",
+            AckState::Refused => "refused",
+        })
+    }
+}
+
+/// Why a subscriber refused a trigger signed by a key it trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefusalReason {
+    /// Its `sent_at` is more than the subscriber's `max_skew` ahead of the subscriber's clock.
+    Future,
+    /// Its `sent_at` is older than the last trigger the subscriber accepted for the archive by
+    /// more than its `max_skew`.
+    Stale,
+    /// Signed for another archive than the one whose trigger topic it came on.
+    Archive,
+    /// A reason this version does not know (from a newer subscriber).
+    #[serde(other)]
+    Other,
+}
+
+impl fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RefusalReason::Future => "future",
+            RefusalReason::Stale => "stale",
+            RefusalReason::Archive => "archive",
+            RefusalReason::Other => "other",
         })
     }
 }
@@ -115,6 +147,47 @@ pub struct AckMessage {
     /// matched by serial.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at: Option<Timestamp>,
+    /// Why a `refused` trigger was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RefusalReason>,
+    /// For a `refused` trigger, how far its `sent_at` was off: ahead of the subscriber's clock
+    /// (`future`), or behind the last trigger it accepted (`stale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off_by_ms: Option<u64>,
+}
+
+impl AckMessage {
+    /// What a final ack that is not a delivery says went wrong: a failed sync, or a refusal with
+    /// its reason; `None` for `started`, `ok` and `busy`.
+    pub fn failure(&self) -> Option<(ErrorClass, String)> {
+        let off = || self.off_by_ms.map_or_else(|| "too far".to_string(), crate::vocab::units::format_ms);
+        match self.state {
+            AckState::Started | AckState::Ok | AckState::Busy => None,
+            AckState::Failed => Some((
+                ErrorClass::RemoteExit,
+                format!("the mirror's sync failed (exit {})", self.exit_code.map_or("?".into(), |c| c.to_string())),
+            )),
+            AckState::Refused => Some((
+                ErrorClass::Refused,
+                match self.reason {
+                    Some(RefusalReason::Future) => format!(
+                        "refused: sent_at {} ahead of the subscriber's clock (beyond its max_skew: is either clock \
+                         wrong?)",
+                        off()
+                    ),
+                    Some(RefusalReason::Stale) => format!(
+                        "refused: sent_at {} older than the last trigger the subscriber accepted (beyond its \
+                         max_skew)",
+                        off()
+                    ),
+                    Some(RefusalReason::Archive) => {
+                        "refused: published on the trigger topic of another archive at the subscriber".to_string()
+                    }
+                    Some(RefusalReason::Other) | None => "refused by the subscriber".to_string(),
+                },
+            )),
+        }
+    }
 }
 
 /// The latest ack of one mirror for one archive, as the sender keeps it.
@@ -305,5 +378,22 @@ mod tests {
             serde_json::from_str(r#"{"mirror":"m1","serial":"1","state":"busy","exit_code":null,"duration_ms":null}"#)
                 .unwrap();
         assert_eq!(ack.state, AckState::Busy);
+        let refused: AckMessage = serde_json::from_str(
+            r#"{"mirror":"m1","serial":"1","state":"refused","exit_code":null,"duration_ms":null,"reason":"future","off_by_ms":600000}"#,
+        )
+        .unwrap();
+        let (class, said) = refused.failure().unwrap();
+        assert_eq!(
+            (class, said.as_str()),
+            (
+                ErrorClass::Refused,
+                "refused: sent_at 10m00s ahead of the subscriber's clock (beyond its max_skew: is either clock wrong?)"
+            )
+        );
+        let newer: AckMessage = serde_json::from_str(
+            r#"{"mirror":"m1","serial":"1","state":"refused","exit_code":null,"duration_ms":null,"reason":"moon"}"#,
+        )
+        .unwrap();
+        assert_eq!(newer.reason, Some(RefusalReason::Other));
     }
 }

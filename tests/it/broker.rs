@@ -340,7 +340,7 @@ pub fn pushmirror_acl(sender: &str, mirrors: &[&str], bridge_user: Option<&str>)
     acl
 }
 
-/// A `mosquitto_sub` subscribed to one topic, waiting for one message.
+/// A `mosquitto_sub` subscribed to one topic, waiting for a number of messages.
 pub struct Sub {
     child: Child,
 }
@@ -348,13 +348,18 @@ pub struct Sub {
 /// Subscribes as `user` and returns once the broker has acknowledged the subscription, so that
 /// whatever is published from then on reaches [`Sub::recv`].
 pub fn subscribe(broker: &Broker, user: &str, password: &str, topic: &str) -> Sub {
+    subscribe_many(broker, user, password, topic, 1)
+}
+
+/// [`subscribe`] to `count` messages, which [`Sub::recv_all`] returns.
+pub fn subscribe_many(broker: &Broker, user: &str, password: &str, topic: &str, count: usize) -> Sub {
     static SUBSCRIBERS: AtomicU32 = AtomicU32::new(0);
     let id = format!("sub-{}-{}", std::process::id(), SUBSCRIBERS.fetch_add(1, Ordering::Relaxed));
     // `%x` is the payload in hex; `%j` is JSON whose `user-properties` object keeps every user
     // property in order, duplicates too (`%P` joins them with spaces, which is ambiguous).
     let mut child = broker
         .client("mosquitto_sub", user, password)
-        .args(["-q", "1", "-C", "1", "-W", "10", "-i", &id, "-t", topic, "-F", "%x %j"])
+        .args(["-q", "1", "-C", &count.to_string(), "-W", "10", "-i", &id, "-t", topic, "-F", "%x %j"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -376,14 +381,24 @@ impl Sub {
     /// The message's payload and its MQTT 5 user properties, in order; panics when none came
     /// within 10 s of subscribing.
     pub fn recv(self) -> (String, Vec<(String, String)>) {
+        self.recv_all().remove(0)
+    }
+
+    /// Every message [`subscribe_many`] waited for, in order; panics when fewer came within 10 s
+    /// of subscribing (or of the last one).
+    pub fn recv_all(self) -> Vec<(String, Vec<(String, String)>)> {
         let out = self.child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let Some((hex, json)) = stdout.split_once(' ').filter(|_| out.status.success()) else {
-            panic!("mosquitto_sub got no message: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() || stdout.is_empty() {
+            panic!("mosquitto_sub got too few messages: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+        }
+        let message = |line: &str| {
+            let (hex, json) = line.split_once(' ').expect("`%x %j`");
+            let payload: Vec<u8> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+            (String::from_utf8_lossy(&payload).into_owned(), user_properties(json))
         };
-        let payload: Vec<u8> =
-            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
-        (String::from_utf8_lossy(&payload).into_owned(), user_properties(json))
+        stdout.lines().map(message).collect()
     }
 }
 

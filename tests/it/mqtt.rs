@@ -394,6 +394,90 @@ async fn a_nonce_runs_once_and_a_slightly_fast_trigger_blocks_nothing() {
     running.stop().await;
 }
 
+/// The upstream's clock runs 10 minutes fast: the subscriber refuses its trigger and says why in
+/// its ack, so the report row is a failure naming the clock (it used to be `ok`, and the next
+/// push's row `pending (no ack)`, exit 0). Once the clock is right, the next push is `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_from_a_fast_upstream_clock_is_refused_and_the_row_says_why() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let url = broker.url();
+    let (f, key) = upstream(&url, None, &[("m1", "mqtt: { ack_timeout: 5s }\n")]);
+    let sub = Subscriber::new(&url, "m1", &key, None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let request = || PushRequest { archive: Some("debian".into()), ..PushRequest::default() };
+    let fast = f.push_with_clock(request(), Clock::ahead_of_os(Duration::from_secs(600))).await;
+    let r = row(&fast, "m1");
+    assert_eq!((r.outcome, r.error_class), (Outcome::Failed, Some(ErrorClass::Refused)), "{}", fast.to_table());
+    assert_eq!(r.attempts, 1, "a refusal is not retried");
+    let table = fast.to_table();
+    assert!(table.contains("failed (refused)") && table.contains("ahead of the subscriber's clock"), "{table}");
+    assert!(sub.runs().is_empty(), "{:?}", sub.runs());
+    let report = f.push(request()).await;
+    assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
+    assert_eq!(sub.runs(), ["debian all 2026112501"]);
+    running.stop().await;
+}
+
+/// A trigger as JSON, with every field given (another archive's, say).
+fn trigger_json(archive: &str, serial: &str, sent_ms: u64, nonce: &str) -> Vec<u8> {
+    let sent_at = pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms));
+    let message = serde_json::json!({
+        "archive": archive, "stage": "all", "serial": serial, "sent_at": sent_at, "sender": "up", "nonce": nonce,
+    });
+    serde_json::to_vec(&message).unwrap()
+}
+
+/// Triggers signed by the upstream's key and refused for what they say are acknowledged
+/// `refused` with a machine-readable reason (and how far their date was off) on the ack topic of
+/// the archive they name, where their sender waits; a repeat of an accepted trigger (what the
+/// retained copy is) and an unsigned one are not acknowledged at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_triggers_are_acknowledged_with_their_reason() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let acks = crate::broker::subscribe_many(&broker, "sender", &password("sender"), "pushmirror/+/ack/m1", 5);
+    let publish =
+        |payload: &[u8]| publish_raw(&broker, payload, Some(&pushmirror::wire::mqtt::sign(&key, payload).unwrap()));
+    let nonce = |n: u8| format!("{n:032x}");
+    publish(&trigger_json("debian", "F", ms_from_now(600), &nonce(1)));
+    publish(&trigger_json("ubuntu", "U", ms_from_now(0), &nonce(2)));
+    let good = trigger_json("debian", "2", ms_from_now(0), &nonce(3));
+    publish(&good);
+    eventually("the good trigger ran", || sub.runs().len() == 1).await;
+    publish(&good);
+    publish_raw(&broker, &trigger_json("debian", "X", ms_from_now(1), &nonce(4)), None);
+    publish(&trigger_json("debian", "S", ms_from_now(-600), &nonce(5)));
+    let mut got: Vec<(String, String, String, String)> = acks
+        .recv_all()
+        .iter()
+        .map(|(payload, _)| {
+            let ack: serde_json::Value = serde_json::from_str(payload).unwrap();
+            let field = |k: &str| ack[k].as_str().unwrap_or("").to_string();
+            let off = ack["off_by_ms"].as_u64().map_or("".into(), |ms| ((ms + 30_000) / 60_000).to_string());
+            (field("serial"), field("state"), field("reason"), off)
+        })
+        .collect();
+    got.sort();
+    let want = [
+        ("2", "ok", "", ""),
+        ("2", "started", "", ""),
+        ("F", "refused", "future", "10"),
+        ("S", "refused", "stale", "10"),
+        ("U", "refused", "archive", ""),
+    ];
+    let want: Vec<(String, String, String, String)> =
+        want.iter().map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string())).collect();
+    assert_eq!(got, want);
+    assert_eq!(sub.runs(), ["debian all 2"]);
+    running.stop().await;
+}
+
 /// A trigger the CLI published, read back through the broker with `mosquitto_sub`, verifies with
 /// OpenSSH's `ssh-keygen -Y verify -n pushmirror-trigger` once the property is folded back into
 /// the armor; the same signature over a changed payload does not.

@@ -5,7 +5,7 @@
 //! archive's trigger is published (once per push and stage, shared by all its mirrors: the first
 //! attempt publishes, the others wait for the broker's PUBACK of that one publish), hands its
 //! concurrency permit back, and waits for this mirror's ack on `{prefix}/{archive}/ack/{mirror}`.
-//! A final ack (`ok`, `busy`, `failed`) ends the attempt; none within `ack_timeout` ends it
+//! A final ack (`ok`, `busy`, `failed`, `refused`) ends the attempt; none within `ack_timeout` ends it
 //! [`Delivered::pending`]: published, not confirmed. Acks are kept per mirror after the push too
 //! ([`MqttTransport::acks`]), so a late one still reaches the daemon's status.
 //!
@@ -325,17 +325,14 @@ fn sign(keys: &HashMap<PathBuf, Arc<PrivateKey>>, identity: &Path, payload: &[u8
     wire::sign(key, payload).map_err(|e| AttemptError::permanent(ErrorClass::Other, format!("cannot sign: {e}")))
 }
 
-/// An ack's verdict: `ok` and `busy` delivered, `failed` a remote failure no retry fixes.
+/// An ack's verdict: `ok` and `busy` delivered; `failed` (its sync) and `refused` (the trigger)
+/// failures no retry fixes.
 fn answer(ack: &AckMessage) -> AttemptResult {
+    if let Some((class, why)) = ack.failure() {
+        return Err(AttemptError { exit_code: ack.exit_code, ..AttemptError::permanent(class, why) });
+    }
     let sync_duration = ack.duration_ms.map(Duration::from_millis);
     match ack.state {
-        AckState::Failed => Err(AttemptError {
-            exit_code: ack.exit_code,
-            ..AttemptError::permanent(
-                ErrorClass::RemoteExit,
-                format!("the mirror's sync failed (exit {})", ack.exit_code.map_or("?".into(), |c| c.to_string())),
-            )
-        }),
         AckState::Busy => Ok(Delivered { note: Some("downstream busy, re-run queued".into()), ..Delivered::default() }),
         _ => Ok(Delivered { exit_code: ack.exit_code, sync_duration, ..Delivered::default() }),
     }
