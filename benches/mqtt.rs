@@ -174,7 +174,8 @@ async fn subscriber(
                     let signature = p.properties.as_ref().and_then(|props| {
                         props.user_properties.iter().find(|(k, _)| k == wire::SIGNATURE_PROPERTY).map(|(_, v)| v)
                     });
-                    if wire::verify(&p.payload, signature.map(String::as_str), &trusted).is_err() {
+                    if wire::verify(wire::Signed::Trigger, &p.payload, signature.map(String::as_str), &trusted).is_err()
+                    {
                         continue;
                     }
                     verified.fetch_add(1, Ordering::Relaxed);

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties, RetainForwardRule, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -150,6 +150,14 @@ pub(super) async fn run(
     let mut accepted = Accepted::load(state_dir.join("mqtt-accepted"), &settings.archives);
     let mut runs = workers.runs.subscribe();
     tracing::info!(broker = %broker, mirror = %settings.mirror, archives = %settings.archives.join(","), "subscribing to MQTT triggers");
+    match &settings.identity {
+        Some(key) => {
+            tracing::info!(key = %crate::wire::keys::fingerprint(key.expose().public_key()), "acks are signed")
+        }
+        None => {
+            tracing::info!("acks are not signed (no `identity:`): an upstream that requires signed acks ignores them")
+        }
+    }
     let idle = |workers: &Workers| workers.status.borrow().archives.iter().all(|a| a.running.is_none());
     let mut stopping = false;
     let ack_run = |event: RunEvent| {
@@ -285,7 +293,7 @@ fn verified(publish: &Publish, settings: &ReceiveMqtt) -> Result<TriggerMessage,
         (Some(one), None) => Some(one),
         _ => None,
     };
-    wire::verify(&publish.payload, signature, &settings.trusted_keys)?;
+    wire::verify(wire::Signed::Trigger, &publish.payload, signature, &settings.trusted_keys)?;
     serde_json::from_slice(&publish.payload).map_err(|e| Dropped::Malformed(e.to_string()))
 }
 
@@ -341,11 +349,24 @@ fn refuse(
     publish_ack(client, settings, &refused.archive, &ack);
 }
 
+/// Publishes `ack`, signed with this mirror's `identity` when it has one (an ack it cannot sign
+/// is still sent: an upstream that requires signed acks ignores it, one that does not takes it).
 fn publish_ack(client: &AsyncClient, settings: &ReceiveMqtt, archive: &str, ack: &AckMessage) {
     let topic = wire::ack_topic(&settings.broker.topic_prefix, archive, &settings.mirror);
     let payload = serde_json::to_vec(ack).unwrap_or_default();
     let state = ack.state;
-    match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+    let mut properties = PublishProperties {
+        payload_format_indicator: Some(1),
+        content_type: Some("application/json".into()),
+        ..PublishProperties::default()
+    };
+    if let Some(key) = &settings.identity {
+        match wire::sign(key.expose(), wire::Signed::Ack, &payload) {
+            Ok(signature) => properties.user_properties.push((wire::SIGNATURE_PROPERTY.to_string(), signature)),
+            Err(e) => tracing::error!(%archive, %state, "cannot sign the ack: {e}"),
+        }
+    }
+    match client.try_publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties) {
         Ok(()) => tracing::info!(%archive, %state, "ack published"),
         Err(e) => tracing::warn!(%archive, %state, "cannot publish the ack: {e}"),
     }

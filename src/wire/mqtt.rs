@@ -5,7 +5,8 @@
 //!   JSON bytes of [`TriggerMessage`], and its MQTT 5 user property [`SIGNATURE_PROPERTY`] holds an
 //!   SSHSIG over exactly those bytes (namespace [`NAMESPACE`], the format of `ssh-keygen -Y sign`)
 //!   as the armor's base64 body without line breaks ([`armor`] puts them back);
-//! - a subscriber acknowledges on `{prefix}/{archive}/ack/{mirror}` with [`AckMessage`].
+//! - a subscriber acknowledges on `{prefix}/{archive}/ack/{mirror}` with [`AckMessage`], signed
+//!   the same way with its own key in namespace [`ACK_NAMESPACE`] when it has one.
 //!
 //! Nothing here touches the network: the sender is [`crate::transport::mqtt`], the subscriber
 //! [`crate::receive::mqtt`], the connection settings [`connect`].
@@ -22,8 +23,31 @@ use crate::vocab::model::{ErrorClass, Stage, Timestamp};
 /// The SSHSIG namespace of a trigger (`ssh-keygen -Y verify -n pushmirror-trigger`).
 pub const NAMESPACE: &str = "pushmirror-trigger";
 
-/// The MQTT 5 user property that carries the signature.
+/// The SSHSIG namespace of an ack (`ssh-keygen -Y verify -n pushmirror-ack`).
+pub const ACK_NAMESPACE: &str = "pushmirror-ack";
+
+/// The MQTT 5 user property that carries the signature, of a trigger and of an ack.
 pub const SIGNATURE_PROPERTY: &str = "pushmirror-sshsig";
+
+/// What a signature is made for. Each has its own SSHSIG namespace, so that no signed message
+/// passes for another kind (an ack's signature for a trigger, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signed {
+    /// A trigger, by the upstream's key ([`NAMESPACE`]).
+    Trigger,
+    /// An ack, by the subscriber's key ([`ACK_NAMESPACE`]).
+    Ack,
+}
+
+impl Signed {
+    /// Its SSHSIG namespace.
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Signed::Trigger => NAMESPACE,
+            Signed::Ack => ACK_NAMESPACE,
+        }
+    }
+}
 
 /// The largest message either side accepts (a trigger is about 200 bytes, its signature about
 /// 400): anything bigger is dropped unread. Also the client's maximum packet size.
@@ -242,8 +266,13 @@ pub enum Unverified {
     #[error("the signature is not an SSHSIG: {0}")]
     Malformed(String),
     /// Signed in another namespace.
-    #[error("signed for namespace `{0}`, not `{NAMESPACE}`")]
-    Namespace(String),
+    #[error("signed for namespace `{found}`, not `{expected}`")]
+    Namespace {
+        /// The namespace of the signature (at most 64 characters of it).
+        found: String,
+        /// The one expected.
+        expected: &'static str,
+    },
     /// Made by a key that is not trusted.
     #[error("signed by an untrusted key ({0})")]
     UntrustedKey(String),
@@ -252,9 +281,9 @@ pub enum Unverified {
     BadSignature,
 }
 
-/// Signs `payload` with `key`: the SSHSIG armor's base64 body, line breaks removed.
-pub fn sign(key: &PrivateKey, payload: &[u8]) -> anyhow::Result<String> {
-    let sig = key.sign(NAMESPACE, HashAlg::Sha512, payload)?;
+/// Signs `payload`, a `what`, with `key`: the SSHSIG armor's base64 body, line breaks removed.
+pub fn sign(key: &PrivateKey, what: Signed, payload: &[u8]) -> anyhow::Result<String> {
+    let sig = key.sign(what.namespace(), HashAlg::Sha512, payload)?;
     let pem = sig.to_pem(LineEnding::LF)?;
     Ok(pem.lines().filter(|l| !l.starts_with("-----")).collect())
 }
@@ -271,22 +300,23 @@ pub fn armor(body: &str) -> String {
     out
 }
 
-/// Checks that `signature` (as [`sign`] writes it) was made over `payload` by one of `trusted`,
-/// in [`NAMESPACE`].
-pub fn verify(payload: &[u8], signature: Option<&str>, trusted: &[PublicKey]) -> Result<(), Unverified> {
+/// Checks that `signature` (as [`sign`] writes it) was made over `payload`, a `what`, by one of
+/// `trusted`.
+pub fn verify(what: Signed, payload: &[u8], signature: Option<&str>, trusted: &[PublicKey]) -> Result<(), Unverified> {
     let body = signature.ok_or(Unverified::Unsigned)?;
     if body.len() > MAX_MESSAGE || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)) {
         return Err(Unverified::Malformed("not base64".into()));
     }
     let sig = SshSig::from_pem(armor(body)).map_err(|e| Unverified::Malformed(e.to_string()))?;
-    if sig.namespace() != NAMESPACE {
-        return Err(Unverified::Namespace(sig.namespace().chars().take(64).collect()));
+    let expected = what.namespace();
+    if sig.namespace() != expected {
+        return Err(Unverified::Namespace { found: sig.namespace().chars().take(64).collect(), expected });
     }
     let key = trusted.iter().find(|k| k.key_data() == sig.public_key()).ok_or_else(|| {
         let signer = PublicKey::new(sig.public_key().clone(), "");
         Unverified::UntrustedKey(crate::wire::keys::fingerprint(&signer))
     })?;
-    key.verify(NAMESPACE, payload, &sig).map_err(|_| Unverified::BadSignature)
+    key.verify(expected, payload, &sig).map_err(|_| Unverified::BadSignature)
 }
 
 /// The message expiry of a trigger in MQTT's whole seconds (at least 1, at most `u32::MAX`).
@@ -308,9 +338,11 @@ mod tests {
     fn a_signature_verifies_only_over_its_payload_with_a_trusted_key() {
         let (mine, other) = (key(), key());
         let payload = br#"{"archive":"debian"}"#;
-        let sig = sign(&mine, payload).unwrap();
+        let sig = sign(&mine, Signed::Trigger, payload).unwrap();
         assert!(!sig.contains('\n') && !sig.contains('-'), "one line of base64: {sig}");
         let trusted = [mine.public_key().clone()];
+        let verify =
+            |payload: &[u8], sig: Option<&str>, trusted: &[PublicKey]| verify(Signed::Trigger, payload, sig, trusted);
         assert_eq!(verify(payload, Some(&sig), &trusted), Ok(()));
         assert_eq!(verify(br#"{"archive":"debiaN"}"#, Some(&sig), &trusted), Err(Unverified::BadSignature));
         assert!(matches!(verify(payload, Some(&sig), &[other.public_key().clone()]), Err(Unverified::UntrustedKey(_))));
@@ -324,7 +356,20 @@ mod tests {
         let k = key();
         let sig = k.sign("file", HashAlg::Sha512, b"x").unwrap().to_pem(LineEnding::LF).unwrap();
         let body: String = sig.lines().filter(|l| !l.starts_with("-----")).collect();
-        assert_eq!(verify(b"x", Some(&body), &[k.public_key().clone()]), Err(Unverified::Namespace("file".into())));
+        let namespace = |found: &str, expected| Err(Unverified::Namespace { found: found.into(), expected });
+        assert_eq!(verify(Signed::Trigger, b"x", Some(&body), &[k.public_key().clone()]), namespace("file", NAMESPACE));
+        // An ack's signature is no trigger's, nor the other way round.
+        let ack = sign(&k, Signed::Ack, b"x").unwrap();
+        assert_eq!(verify(Signed::Ack, b"x", Some(&ack), &[k.public_key().clone()]), Ok(()));
+        assert_eq!(
+            verify(Signed::Trigger, b"x", Some(&ack), &[k.public_key().clone()]),
+            namespace(ACK_NAMESPACE, NAMESPACE)
+        );
+        let trigger = sign(&k, Signed::Trigger, b"x").unwrap();
+        assert_eq!(
+            verify(Signed::Ack, b"x", Some(&trigger), &[k.public_key().clone()]),
+            namespace(NAMESPACE, ACK_NAMESPACE)
+        );
     }
 
     #[test]

@@ -108,6 +108,15 @@ impl Subscriber {
         s
     }
 
+    /// Gives the subscriber a key of its own (`identity:`), which signs its acks; its public key.
+    fn sign_acks(&self) -> russh::keys::PublicKey {
+        let made = pushmirror::wire::keys::generate(&self.dir.path().join("keys/ack"), "m1-acks").unwrap();
+        let path = self.dir.path().join("receive.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("  trusted_keys:", "  identity: keys/ack\n  trusted_keys:")).unwrap();
+        made.public
+    }
+
     fn runs(&self) -> Vec<String> {
         let text = std::fs::read_to_string(self.dir.path().join("runs.log")).unwrap_or_default();
         text.lines().map(String::from).collect()
@@ -269,7 +278,7 @@ async fn forged_tampered_unsigned_and_replayed_triggers_never_run() {
     let running = sub.start().await;
     subscribed(&broker, "m1").await;
     let t0 = 1_790_000_000_000;
-    let sign = |k, p: &[u8]| pushmirror::wire::mqtt::sign(k, p).unwrap();
+    let sign = |k, p: &[u8]| pushmirror::wire::mqtt::sign(k, pushmirror::wire::mqtt::Signed::Trigger, p).unwrap();
 
     let first = trigger("1", t0);
     publish_raw(&broker, &first, Some(&sign(&key, &first)));
@@ -310,7 +319,11 @@ fn ms_from_now(offset: i64) -> u64 {
 /// Publishes `trigger(serial, sent_ms)` signed with `key`, as the sender.
 fn publish_signed(broker: &Broker, key: &russh::keys::PrivateKey, serial: &str, sent_ms: u64) {
     let payload = trigger(serial, sent_ms);
-    publish_raw(broker, &payload, Some(&pushmirror::wire::mqtt::sign(key, &payload).unwrap()));
+    publish_raw(
+        broker,
+        &payload,
+        Some(&pushmirror::wire::mqtt::sign(key, pushmirror::wire::mqtt::Signed::Trigger, &payload).unwrap()),
+    );
 }
 
 /// A correctly signed trigger stamped 10 minutes ahead of the subscriber's clock (an upstream
@@ -376,8 +389,13 @@ async fn a_nonce_runs_once_and_a_slightly_fast_trigger_blocks_nothing() {
     let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
     let running = sub.start().await;
     subscribed(&broker, "m1").await;
-    let publish =
-        |payload: &[u8]| publish_raw(&broker, payload, Some(&pushmirror::wire::mqtt::sign(&key, payload).unwrap()));
+    let publish = |payload: &[u8]| {
+        publish_raw(
+            &broker,
+            payload,
+            Some(&pushmirror::wire::mqtt::sign(&key, pushmirror::wire::mqtt::Signed::Trigger, payload).unwrap()),
+        )
+    };
     let nonce = |n: u8| format!("{n:032x}");
     let fast = trigger_with_nonce("1", ms_from_now(90), &nonce(1));
     publish(&fast);
@@ -442,8 +460,13 @@ async fn refused_triggers_are_acknowledged_with_their_reason() {
     let running = sub.start().await;
     subscribed(&broker, "m1").await;
     let acks = crate::broker::subscribe_many(&broker, "sender", &password("sender"), "pushmirror/+/ack/m1", 5);
-    let publish =
-        |payload: &[u8]| publish_raw(&broker, payload, Some(&pushmirror::wire::mqtt::sign(&key, payload).unwrap()));
+    let publish = |payload: &[u8]| {
+        publish_raw(
+            &broker,
+            payload,
+            Some(&pushmirror::wire::mqtt::sign(&key, pushmirror::wire::mqtt::Signed::Trigger, payload).unwrap()),
+        )
+    };
     let nonce = |n: u8| format!("{n:032x}");
     publish(&trigger_json("debian", "F", ms_from_now(600), &nonce(1)));
     publish(&trigger_json("ubuntu", "U", ms_from_now(0), &nonce(2)));
@@ -476,6 +499,60 @@ async fn refused_triggers_are_acknowledged_with_their_reason() {
     assert_eq!(got, want);
     assert_eq!(sub.runs(), ["debian all 2"]);
     running.stop().await;
+}
+
+/// With `identity:`, a subscriber signs each ack as the upstream signs a trigger: an SSHSIG over
+/// exactly its bytes, namespace `pushmirror-ack`, in the `pushmirror-sshsig` property. Its key
+/// verifies it, and so does OpenSSH's `ssh-keygen -Y verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_are_signed_with_the_subscribers_identity() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let ack_key = sub.sign_acks();
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let acks = crate::broker::subscribe_many(&broker, "sender", &password("sender"), "pushmirror/debian/ack/m1", 2);
+    publish_signed(&broker, &key, "2", ms_from_now(0));
+    let acks = acks.recv_all();
+    for (payload, properties) in &acks {
+        let signatures: Vec<&str> = properties
+            .iter()
+            .filter(|(k, _)| k == pushmirror::wire::mqtt::SIGNATURE_PROPERTY)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(signatures.len(), 1, "{payload} {properties:?}");
+        let verified = pushmirror::wire::mqtt::verify(
+            pushmirror::wire::mqtt::Signed::Ack,
+            payload.as_bytes(),
+            Some(signatures[0]),
+            std::slice::from_ref(&ack_key),
+        );
+        assert_eq!(verified, Ok(()), "{payload}");
+    }
+    running.stop().await;
+
+    let Some(keygen) = ssh_keygen() else { return };
+    let (payload, properties) = &acks[0];
+    let (sig, signers) = (dir.path().join("ack.sig"), dir.path().join("allowed_signers"));
+    std::fs::write(&sig, pushmirror::wire::mqtt::armor(&properties[0].1)).unwrap();
+    std::fs::write(&signers, format!("m1 namespaces=\"pushmirror-ack\" {}\n", ack_key.to_openssh().unwrap())).unwrap();
+    let mut child = std::process::Command::new(&keygen)
+        .args(["-Y", "verify", "-I", "m1", "-n", "pushmirror-ack", "-f"])
+        .arg(&signers)
+        .arg("-s")
+        .arg(&sig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), payload.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("Good \"pushmirror-ack\" signature for m1"), "{said}");
 }
 
 /// A trigger the CLI published, read back through the broker with `mosquitto_sub`, verifies with

@@ -322,7 +322,8 @@ fn sign(keys: &HashMap<PathBuf, Arc<PrivateKey>>, identity: &Path, payload: &[u8
     let key = keys.get(identity).ok_or_else(|| {
         AttemptError::permanent(ErrorClass::Other, format!("key {} was not loaded", identity.display()))
     })?;
-    wire::sign(key, payload).map_err(|e| AttemptError::permanent(ErrorClass::Other, format!("cannot sign: {e}")))
+    wire::sign(key, wire::Signed::Trigger, payload)
+        .map_err(|e| AttemptError::permanent(ErrorClass::Other, format!("cannot sign: {e}")))
 }
 
 /// An ack's verdict: `ok` and `busy` delivered; `failed` (its sync) and `refused` (the trigger)
