@@ -47,6 +47,10 @@ pub const MQTT_KEEPALIVE: Duration = Duration::from_secs(30);
 pub const MQTT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 /// `mqtt.ack_timeout`: how long a push waits for an MQTT mirror's ack.
 pub const MQTT_ACK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// `mqtt.require_signed_acks`: off, so that an upgrade keeps every existing MQTT mirror working
+/// (its subscriber may not sign yet, and its file names no `ack_key`); turning it on makes each
+/// MQTT mirror file need one.
+pub const MQTT_REQUIRE_SIGNED_ACKS: bool = false;
 
 /// `notify.after_failures`: consecutive failed triggers before a mirror counts as failing.
 pub const NOTIFY_AFTER_FAILURES: u32 = 2;
@@ -185,6 +189,7 @@ pub const TABLE: &[Default] = &[
     entry(File::Main, "mqtt.keepalive", Value::Duration(MQTT_KEEPALIVE)),
     entry(File::Main, "mqtt.expiry", Value::Duration(MQTT_EXPIRY)),
     entry(File::Main, "mqtt.ack_timeout", Value::Duration(MQTT_ACK_TIMEOUT)),
+    entry(File::Main, "mqtt.require_signed_acks", Value::Bool(MQTT_REQUIRE_SIGNED_ACKS)),
     entry(File::Main, "notify.after_failures", Value::Count(NOTIFY_AFTER_FAILURES as u64)),
     entry(File::Main, "notify.min_interval", Value::Duration(NOTIFY_MIN_INTERVAL)),
     entry(File::Main, "notify.timeout", Value::Duration(NOTIFY_TIMEOUT)),

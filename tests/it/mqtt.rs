@@ -241,10 +241,15 @@ async fn three_subscribers_sync_once_and_ack_and_one_that_was_down_catches_up() 
 /// What `mosquitto_pub` publishes as the sender: `payload` on the trigger topic, with the given
 /// signature property (none when `None`).
 fn publish_raw(broker: &Broker, payload: &[u8], signature: Option<&str>) {
+    publish_as(broker, "sender", "pushmirror/debian/trigger", payload, signature);
+}
+
+/// What `mosquitto_pub` publishes as `user` on `topic`, with the given signature property.
+fn publish_as(broker: &Broker, user: &str, topic: &str, payload: &[u8], signature: Option<&str>) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), payload).unwrap();
-    let mut command = broker.client("mosquitto_pub", "sender", &password("sender"));
-    command.args(["-q", "1", "-t", "pushmirror/debian/trigger", "-f"]).arg(file.path());
+    let mut command = broker.client("mosquitto_pub", user, &password(user));
+    command.args(["-q", "1", "-t", topic, "-f"]).arg(file.path());
     if let Some(sig) = signature {
         command.args(["-D", "publish", "user-property", pushmirror::wire::mqtt::SIGNATURE_PROPERTY, sig]);
     }
@@ -555,6 +560,69 @@ async fn acks_are_signed_with_the_subscribers_identity() {
     assert!(out.status.success() && said.contains("Good \"pushmirror-ack\" signature for m1"), "{said}");
 }
 
+/// `mqtt.require_signed_acks: true`, each mirror file naming its subscriber's `ack_key`: acks
+/// published on a mirror's ack topic by anyone who may write there (its own login, a bridge)
+/// count only when signed with that mirror's key. An unsigned `ok` (it used to make the row
+/// `ok`), one signed with the other mirror's key and one signed with the right key as a trigger
+/// (another namespace) leave the row pending; the real subscriber's signed acks make it `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_acks_signed_with_the_mirrors_ack_key_count_when_required() {
+    use pushmirror::wire::mqtt::{Signed, sign};
+    let Some(broker) = network(&["m1"], false) else { return };
+    let url = broker.url();
+    let keys = tempfile::tempdir().unwrap();
+    let m2 = pushmirror::wire::keys::generate(&keys.path().join("m2"), "m2-acks").unwrap();
+    let other = pushmirror::wire::keys::load_identity(&m2.private).unwrap();
+    let (f, key) = upstream(&url, None, &[]);
+    let main = std::fs::read_to_string(f.config_path()).unwrap();
+    std::fs::write(
+        f.config_path(),
+        main.replace("  ack_timeout: 30s\n", "  ack_timeout: 30s\n  require_signed_acks: true\n"),
+    )
+    .unwrap();
+    let sub = Subscriber::new(&url, "m1", &key, None);
+    let ack_key = sub.sign_acks();
+    let right = pushmirror::wire::keys::load_identity(&sub.dir.path().join("keys/ack")).unwrap();
+    let mirror = |key: &russh::keys::PublicKey| {
+        format!("mqtt: {{ ack_timeout: 3s, ack_key: '{}' }}\n", key.to_openssh().unwrap())
+    };
+    f.mirror("m1", &mirror(&ack_key));
+    // Another registered mirror: its subscriber's key is trusted for its acks, not for m1's.
+    f.mirror("m2", &mirror(&m2.public));
+    let request = || PushRequest { archive: Some("debian".into()), ..PushRequest::default() };
+
+    // While the push waits for m1's ack, acks that m1's login (or anyone who may write its ack
+    // topic) publishes: each names the trigger's `sent_at`, as the real subscriber's would.
+    let forge = || {
+        let (trigger, _) = crate::broker::sub_one(&broker, "m1", &password("m1"), "pushmirror/debian/trigger");
+        let trigger: pushmirror::wire::mqtt::TriggerMessage = serde_json::from_str(&trigger).unwrap();
+        let ack = serde_json::to_vec(&serde_json::json!({
+            "mirror": "m1", "serial": trigger.serial, "state": "ok", "exit_code": 0, "duration_ms": 1,
+            "stage": trigger.stage, "sent_at": trigger.sent_at,
+        }))
+        .unwrap();
+        let topic = "pushmirror/debian/ack/m1";
+        publish_as(&broker, "m1", topic, &ack, None);
+        publish_as(&broker, "m1", topic, &ack, Some(&sign(&other, Signed::Ack, &ack).unwrap()));
+        publish_as(&broker, "m1", topic, &ack, Some(&sign(&right, Signed::Trigger, &ack).unwrap()));
+    };
+    let report = std::thread::scope(|s| {
+        let forger = s.spawn(forge);
+        let report = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f.push(request())));
+        forger.join().unwrap();
+        report
+    });
+    let r = row(&report, "m1");
+    assert_eq!(r.outcome, Outcome::Pending, "{}", report.to_table());
+
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let report = f.push(request()).await;
+    assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
+    assert_eq!(sub.runs().last().map(String::as_str), Some("debian all 2026112501"));
+    running.stop().await;
+}
+
 /// A trigger the CLI published, read back through the broker with `mosquitto_sub`, verifies with
 /// OpenSSH's `ssh-keygen -Y verify -n pushmirror-trigger` once the property is folded back into
 /// the armor; the same signature over a changed payload does not.
@@ -844,6 +912,32 @@ fn mqtt_config_mistakes_name_file_line_and_field() {
     ] {
         assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
     }
+}
+
+/// With `mqtt.require_signed_acks`, every MQTT mirror file must name its subscriber's `ack_key`;
+/// a key that does not parse is named at its field, with or without the requirement.
+#[test]
+fn required_signed_acks_need_each_mirrors_ack_key() {
+    let (f, key) = upstream("mqtt://127.0.0.1:1", None, &[("m1", "mqtt: {}\n"), ("m2", "mqtt:\n")]);
+    f.mirror("m3", &format!("mqtt: {{ ack_key: '{key}' }}\n"));
+    f.mirror("m4", "mqtt: { ack_key: 'ssh-ed25519 nonsense' }\n");
+    let errors = pushmirror::config::load(&f.config_path()).unwrap_err().to_string();
+    assert!(errors.contains("m4.yaml:1:9: mqtt.ack_key: not an OpenSSH public key"), "{errors}");
+    assert!(!errors.contains("m1.yaml") && !errors.contains("m3.yaml"), "not required: {errors}");
+    let main = std::fs::read_to_string(f.config_path()).unwrap();
+    std::fs::write(
+        f.config_path(),
+        main.replace("  ack_timeout: 30s\n", "  ack_timeout: 30s\n  require_signed_acks: true\n"),
+    )
+    .unwrap();
+    let errors = pushmirror::config::load(&f.config_path()).unwrap_err().to_string();
+    for want in [
+        "m1.yaml:1:1: mqtt.ack_key: missing `ack_key`: the main file sets `mqtt.require_signed_acks`",
+        "m2.yaml:1:1: mqtt: missing `ack_key`",
+    ] {
+        assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
+    }
+    assert!(!errors.contains("m3.yaml"), "{errors}");
 }
 
 /// MQTT mirrors on one trigger topic must share their type (each gets every trigger on it).

@@ -7,7 +7,8 @@
 //! concurrency permit back, and waits for this mirror's ack on `{prefix}/{archive}/ack/{mirror}`.
 //! A final ack (`ok`, `busy`, `failed`, `refused`) ends the attempt; none within `ack_timeout` ends it
 //! [`Delivered::pending`]: published, not confirmed. Acks are kept per mirror after the push too
-//! ([`MqttTransport::acks`]), so a late one still reaches the daemon's status.
+//! ([`MqttTransport::acks`]), so a late one still reaches the daemon's status. A mirror with an
+//! `ack_key` counts only acks signed with it (`pushmirror-ack`); others change nothing.
 //!
 //! A broker that is down fails an attempt as `connect` once the mirror's `timeout` has passed
 //! without a connection; the engine's retries publish it again (the same payload, so subscribers
@@ -16,7 +17,7 @@
 
 pub mod connect;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,14 +30,14 @@ use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
-use russh::keys::PrivateKey;
+use russh::keys::{PrivateKey, PublicKey};
 use tokio::sync::{broadcast, watch};
 
 use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{Config, MqttSettings, MqttTarget, Transport};
 use crate::vocab::clock::Clock;
 use crate::vocab::model::{ErrorClass, Stage, Timestamp};
-use crate::wire::mqtt::{self as wire, AckMessage, AckRecord, AckState, TriggerMessage};
+use crate::wire::mqtt::{self as wire, AckMessage, AckRecord, AckState, Signed, TriggerMessage};
 use connect::{BrokerSession, Reconnect};
 
 /// Publications remembered per push, so that retries re-send the same bytes; older pushes' are
@@ -100,27 +101,35 @@ enum Sent {
 /// is bounded by the configuration.
 struct Acks {
     slots: HashMap<(String, String), watch::Sender<Option<AckRecord>>>,
+    /// The subscriber's key of each mirror with an `ack_key`: only acks it signed count.
+    keys: HashMap<String, PublicKey>,
+    /// Mirrors whose unverified ack was already logged as a warning (once per mirror: a bound set
+    /// of configured names, however many such acks arrive).
+    warned: Mutex<HashSet<String>>,
     seq: AtomicU64,
     late: broadcast::Sender<AckRecord>,
 }
 
 impl Acks {
-    fn receive(&self, prefix: &str, topic: &str, payload: &[u8]) {
+    fn receive(&self, prefix: &str, topic: &str, payload: &[u8], signature: Option<&str>) {
         let Some((archive, mirror)) = wire::parse_ack_topic(prefix, topic) else { return };
         let Some(slot) = self.slots.get(&(archive.to_string(), mirror.to_string())) else {
             tracing::debug!(%archive, %mirror, "ack from a mirror not registered for this archive: ignored");
             return;
         };
-        let parsed = match payload.len() <= wire::MAX_MESSAGE {
-            true => serde_json::from_slice::<AckMessage>(payload).ok(),
-            false => None,
-        };
-        let ack = match parsed {
-            Some(ack) => ack,
-            None => {
-                tracing::warn!(%archive, %mirror, bytes = payload.len(), "malformed ack dropped");
-                return;
-            }
+        if payload.len() > wire::MAX_MESSAGE {
+            tracing::warn!(%archive, %mirror, bytes = payload.len(), "oversized ack dropped");
+            return;
+        }
+        if let Some(key) = self.keys.get(mirror)
+            && let Err(why) = wire::verify(Signed::Ack, payload, signature, std::slice::from_ref(key))
+        {
+            self.distrusted(archive, mirror, &why);
+            return;
+        }
+        let Ok(ack) = serde_json::from_slice::<AckMessage>(payload) else {
+            tracing::warn!(%archive, %mirror, bytes = payload.len(), "malformed ack dropped");
+            return;
         };
         if ack.mirror != mirror {
             tracing::warn!(%archive, %mirror, claimed = %ack.mirror.chars().take(64).collect::<String>(), "ack names another mirror than its topic: dropped");
@@ -135,6 +144,21 @@ impl Acks {
         tracing::info!(%archive, %mirror, state = %record.ack.state, serial = record.ack.serial.as_deref().unwrap_or(""), "ack");
         slot.send_replace(Some(record.clone()));
         let _ = self.late.send(record);
+    }
+
+    /// An ack not signed with the mirror's `ack_key`: it changes nothing. The first of each mirror
+    /// is a warning (someone else can write its ack topic, or its subscriber signs with another
+    /// key or not at all), the rest are only noted.
+    fn distrusted(&self, archive: &str, mirror: &str, why: &wire::Unverified) {
+        let first = self.warned.lock().unwrap_or_else(|e| e.into_inner()).insert(mirror.to_string());
+        match first {
+            true => tracing::warn!(
+                %archive, %mirror,
+                "ack ignored: {why}; only acks signed with the mirror's ack_key count (further ones from this \
+                 mirror are logged at debug)"
+            ),
+            false => tracing::debug!(%archive, %mirror, "ack ignored: {why}"),
+        }
     }
 }
 
@@ -163,7 +187,12 @@ impl MqttTransport {
             config.mqtt.clone().ok_or_else(|| anyhow::anyhow!("MQTT mirrors need `mqtt:` in the main file"))?;
         let mut slots = HashMap::new();
         let mut keys = HashMap::new();
-        for mirror in config.mirrors.iter().filter(|m| matches!(m.transport, Transport::Mqtt(_))) {
+        let mut ack_keys = HashMap::new();
+        for mirror in &config.mirrors {
+            let Transport::Mqtt(target) = &mirror.transport else { continue };
+            if let Some(key) = &target.ack_key {
+                ack_keys.insert(mirror.name.clone(), key.clone());
+            }
             for (archive, sender) in &mirror.senders {
                 slots.insert((archive.clone(), mirror.name.clone()), watch::Sender::new(None));
                 if let Some(path) = &sender.identity
@@ -184,7 +213,13 @@ impl MqttTransport {
         let shared = Arc::new(Conn {
             link: watch::Sender::new(Link::default()),
             packets: broadcast::channel(256).0,
-            acks: Acks { slots, seq: AtomicU64::new(0), late: broadcast::channel(1024).0 },
+            acks: Acks {
+                slots,
+                keys: ack_keys,
+                warned: Mutex::new(HashSet::new()),
+                seq: AtomicU64::new(0),
+                late: broadcast::channel(1024).0,
+            },
             prefix: broker.topic_prefix.clone(),
             broker: broker.to_string(),
         });
@@ -510,7 +545,18 @@ async fn drive(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>)
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic);
-                shared.acks.receive(&shared.prefix, &topic, &p.payload);
+                let mut signatures = p
+                    .properties
+                    .iter()
+                    .flat_map(|props| &props.user_properties)
+                    .filter(|(k, _)| k == wire::SIGNATURE_PROPERTY)
+                    .map(|(_, v)| v.as_str());
+                // Exactly one, as for a trigger: two would leave it open which one was checked.
+                let signature = match (signatures.next(), signatures.next()) {
+                    (Some(one), None) => Some(one),
+                    _ => None,
+                };
+                shared.acks.receive(&shared.prefix, &topic, &p.payload, signature);
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 let _ = shared.packets.send(Sent::PubAck(ack.pkid, ack.reason));
