@@ -623,6 +623,56 @@ async fn only_acks_signed_with_the_mirrors_ack_key_count_when_required() {
     running.stop().await;
 }
 
+/// Whether `user` may publish on `topic`: mosquitto answers a publish its ACL refuses with a
+/// PUBACK "not authorised" (QoS 1, MQTT 5), which `mosquitto_pub` reports.
+fn may_publish(broker: &Broker, user: &str, topic: &str) -> bool {
+    let out = broker.client("mosquitto_pub", user, &password(user)).args(["-q", "1", "-t", topic, "-m", "{}"]).output();
+    let out = out.unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    match (said.contains("Not authorized"), said.is_empty()) {
+        (true, _) => false,
+        (false, true) => true,
+        (false, false) => panic!("mosquitto_pub said: {said}"),
+    }
+}
+
+/// The README's mosquitto ACL, as written, against a real mosquitto: least privilege. The
+/// upstream publishes triggers and no ack; a mirror only its own ack; the bridge of a region
+/// (the ACL on the upstream's broker) only the acks of that region's mirrors, and no trigger.
+#[test]
+fn the_readme_acl_lets_each_login_publish_only_what_it_must() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = |start: &str| {
+        let from = readme.find(start).unwrap_or_else(|| panic!("no `{start}` in the README"));
+        readme[from..].split("```").next().unwrap().to_string()
+    };
+    let acl = block("# /etc/mosquitto/pushmirror.acl\n") + "\n" + &block("# /etc/mosquitto/pushmirror.acl on A");
+    let Some(broker) = Broker::start(Spec {
+        users: users(&["upstream", "mirror-nat", "mirror-eu1", "bridge-eu"]),
+        acl: Some(acl.clone()),
+        ..Spec::default()
+    }) else {
+        return;
+    };
+    let checks = [
+        ("upstream", "pushmirror/debian/trigger", true),
+        ("upstream", "pushmirror/debian/ack/mirror-nat", false),
+        ("mirror-nat", "pushmirror/debian/ack/mirror-nat", true),
+        ("mirror-nat", "pushmirror/debian/ack/mirror-eu1", false),
+        ("mirror-nat", "pushmirror/debian/trigger", false),
+        ("bridge-eu", "pushmirror/debian/ack/mirror-eu1", true),
+        ("bridge-eu", "pushmirror/debian/ack/mirror-nat", false),
+        ("bridge-eu", "pushmirror/debian/trigger", false),
+    ];
+    let wrong: Vec<String> = checks
+        .iter()
+        .filter(|(user, topic, allowed)| may_publish(&broker, user, topic) != *allowed)
+        .map(|(user, topic, allowed)| format!("{user} on {topic}: {}", if *allowed { "refused" } else { "allowed" }))
+        .collect();
+    assert!(wrong.is_empty(), "the README's ACL:\n{acl}\ngets wrong:\n{}", wrong.join("\n"));
+}
+
 /// A trigger the CLI published, read back through the broker with `mosquitto_sub`, verifies with
 /// OpenSSH's `ssh-keygen -Y verify -n pushmirror-trigger` once the property is folded back into
 /// the armor; the same signature over a changed payload does not.
@@ -763,13 +813,14 @@ async fn triggers_and_acks_travel_over_tls_with_client_certificates() {
     pushed_to_one(&broker, &f, &sub).await;
 }
 
-/// Beyond one broker: the sender on A, the subscribers on B, bridged with
-/// `topic pushmirror/# both 1`: triggers cross to B, acks back to A.
+/// Beyond one broker: the sender on A, the subscribers on B, bridged as the README says —
+/// triggers in, acks out, the bridge's login on A allowed to write only the acks of B's mirrors:
+/// triggers cross to B, acks back to A.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggers_and_acks_cross_a_bridge() {
     let spec = Spec {
         users: users(&["sender", "bridge"]),
-        acl: Some(crate::broker::pushmirror_acl("sender", &[], Some("bridge"))),
+        acl: Some(crate::broker::pushmirror_acl("sender", &[], Some(("bridge", &["m1", "m2"])))),
         ..Spec::default()
     };
     let Some(a) = Broker::start(spec) else { return };
@@ -777,7 +828,7 @@ async fn triggers_and_acks_cross_a_bridge() {
         remote_port: a.port(),
         username: "bridge".into(),
         password: password("bridge"),
-        topic: "pushmirror/# both 1".into(),
+        topics: vec!["pushmirror/+/trigger in 1".into(), "pushmirror/+/ack/+ out 1".into()],
     };
     let b_spec = Spec {
         users: users(&["m1", "m2"]),
