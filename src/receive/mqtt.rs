@@ -209,19 +209,7 @@ pub(super) async fn run(
                             acknowledge(&client, &settings, &message.archive, &request, AckState::Busy, None, None);
                         }
                     }
-                    Err((why, Some(message))) if why.refusal().is_some() => {
-                        let (reason, off) = why.refusal().unwrap_or((RefusalReason::Other, None));
-                        tracing::warn!(
-                            archive = topic_archive, sender = %message.sender, %reason,
-                            serial = message.serial.as_deref().unwrap_or(""), "MQTT trigger refused: {why}"
-                        );
-                        refuse(&client, &settings, &message, reason, off);
-                    }
-                    // The retained trigger comes again with a new subscription: not worth a warning.
-                    Err((why @ (Dropped::NotNewer { .. } | Dropped::Duplicate), _)) => tracing::info!(
-                        archive = topic_archive, "MQTT trigger dropped: {why}"
-                    ),
-                    Err((why, _)) => tracing::warn!(archive = topic_archive, "MQTT trigger dropped: {why}"),
+                    Err((why, message)) => dropped(&client, &settings, topic_archive, &why, message.as_deref()),
                 }
                 if let Err(e) = client.try_ack(&publish) {
                     tracing::warn!("cannot acknowledge the trigger to the broker: {e}");
@@ -245,6 +233,31 @@ pub(super) async fn run(
             connection.abort();
             Ok(())
         }
+    }
+}
+
+/// Logs why a trigger runs nothing, with its sender once its signature verified, and
+/// acknowledges it `refused` when it was refused for what it says.
+fn dropped(
+    client: &AsyncClient,
+    settings: &ReceiveMqtt,
+    topic_archive: &str,
+    why: &Dropped,
+    message: Option<&TriggerMessage>,
+) {
+    match (why.refusal(), message) {
+        (Some((reason, off)), Some(message)) => {
+            tracing::warn!(
+                archive = topic_archive, sender = %message.sender, %reason,
+                serial = message.serial.as_deref().unwrap_or(""), "MQTT trigger refused: {why}"
+            );
+            refuse(client, settings, message, reason, off);
+        }
+        // The retained trigger comes again with every new subscription: not worth a warning.
+        _ if matches!(why, Dropped::NotNewer { .. } | Dropped::Duplicate) => {
+            tracing::info!(archive = topic_archive, "MQTT trigger dropped: {why}");
+        }
+        _ => tracing::warn!(archive = topic_archive, "MQTT trigger dropped: {why}"),
     }
 }
 
