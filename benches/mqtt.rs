@@ -174,7 +174,8 @@ async fn subscriber(
                     let signature = p.properties.as_ref().and_then(|props| {
                         props.user_properties.iter().find(|(k, _)| k == wire::SIGNATURE_PROPERTY).map(|(_, v)| v)
                     });
-                    if wire::verify(&p.payload, signature.map(String::as_str), &trusted).is_err() {
+                    if wire::verify(wire::Signed::Trigger, &p.payload, signature.map(String::as_str), &trusted).is_err()
+                    {
                         continue;
                     }
                     verified.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +188,8 @@ async fn subscriber(
                         duration_ms: Some(0),
                         stage: Some(trigger.stage),
                         sent_at: Some(trigger.sent_at),
+                        reason: None,
+                        off_by_ms: None,
                     };
                     let topic = wire::ack_topic("pushmirror", &trigger.archive, &name);
                     let _ = client.try_publish(topic, QoS::AtLeastOnce, false, serde_json::to_vec(&ack).unwrap());

@@ -47,6 +47,10 @@ pub const MQTT_KEEPALIVE: Duration = Duration::from_secs(30);
 pub const MQTT_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 /// `mqtt.ack_timeout`: how long a push waits for an MQTT mirror's ack.
 pub const MQTT_ACK_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// `mqtt.require_signed_acks`: off, so that an upgrade keeps every existing MQTT mirror working
+/// (its subscriber may not sign yet, and its file names no `ack_key`); turning it on makes each
+/// MQTT mirror file need one.
+pub const MQTT_REQUIRE_SIGNED_ACKS: bool = false;
 
 /// `notify.after_failures`: consecutive failed triggers before a mirror counts as failing.
 pub const NOTIFY_AFTER_FAILURES: u32 = 2;
@@ -96,6 +100,10 @@ pub const RECEIVE_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RECEIVE_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// `receive`'s `archives.NAME.timeout`: one run of the sync command.
 pub const RECEIVE_SYNC_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// `receive`'s `mqtt.max_skew`: how far ahead of this host's clock an MQTT trigger's `sent_at`
+/// may be. NTP keeps clocks within milliseconds; two minutes forgive a host that is still
+/// settling after boot without letting one fast clock block real triggers for long.
+pub const RECEIVE_MQTT_MAX_SKEW: Duration = Duration::from_secs(120);
 
 /// Which file a field is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +189,7 @@ pub const TABLE: &[Default] = &[
     entry(File::Main, "mqtt.keepalive", Value::Duration(MQTT_KEEPALIVE)),
     entry(File::Main, "mqtt.expiry", Value::Duration(MQTT_EXPIRY)),
     entry(File::Main, "mqtt.ack_timeout", Value::Duration(MQTT_ACK_TIMEOUT)),
+    entry(File::Main, "mqtt.require_signed_acks", Value::Bool(MQTT_REQUIRE_SIGNED_ACKS)),
     entry(File::Main, "notify.after_failures", Value::Count(NOTIFY_AFTER_FAILURES as u64)),
     entry(File::Main, "notify.min_interval", Value::Duration(NOTIFY_MIN_INTERVAL)),
     entry(File::Main, "notify.timeout", Value::Duration(NOTIFY_TIMEOUT)),
@@ -204,6 +213,7 @@ pub const TABLE: &[Default] = &[
     entry(File::Receive, "limits.header_timeout", Value::Duration(RECEIVE_HEADER_TIMEOUT)),
     entry(File::Receive, "limits.body_timeout", Value::Duration(RECEIVE_BODY_TIMEOUT)),
     entry(File::Receive, "archives.NAME.timeout", Value::Duration(RECEIVE_SYNC_TIMEOUT)),
+    entry(File::Receive, "mqtt.max_skew", Value::Duration(RECEIVE_MQTT_MAX_SKEW)),
 ];
 
 /// The defaults of `file` whose field is `field` or lies under it (`status` → `status.listen`,

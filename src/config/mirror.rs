@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use reqwest::Url;
+use russh::keys::PublicKey;
 
 use super::fields::{Fields, Sink, secret_file};
 use super::sender::{Level, LocalAddresses, Sender, UNSET};
@@ -140,6 +141,18 @@ pub struct MqttTarget {
     pub topic: Option<String>,
     /// How long a push waits for its final ack: its own, else the main file's `mqtt.ack_timeout`.
     pub ack_timeout: Duration,
+    /// Its subscriber's public key: only acks signed with it (SSHSIG, `pushmirror-ack`) count,
+    /// others are ignored. Required of every MQTT mirror by `mqtt.require_signed_acks`.
+    pub ack_key: Option<PublicKey>,
+}
+
+/// What an MQTT mirror takes from the main file's `mqtt:`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MqttDefaults {
+    /// `mqtt.ack_timeout`.
+    pub ack_timeout: Duration,
+    /// `mqtt.require_signed_acks`.
+    pub require_signed_acks: bool,
 }
 
 impl fmt::Display for MqttTarget {
@@ -392,7 +405,7 @@ pub(super) fn read_dir(
     defaults: &MirrorSettings,
     archives: &BTreeMap<String, Archive>,
     local: &LocalAddresses,
-    mqtt_ack_timeout: Option<Duration>,
+    mqtt: Option<MqttDefaults>,
     sink: &Sink,
 ) -> (Vec<(Mirror, Level)>, Vec<Watched>) {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
@@ -424,8 +437,11 @@ pub(super) fn read_dir(
         };
         let Some(mut f) = Fields::parse_file(&file, &text, sink) else { continue };
         let level = Level::read(&mut f, local);
-        let ack_timeout = mqtt_ack_timeout.unwrap_or(super::defaults::MQTT_ACK_TIMEOUT);
-        let Some(described) = read_mirror(&mut f, defaults, archives, ack_timeout) else {
+        let mqtt_defaults = mqtt.unwrap_or(MqttDefaults {
+            ack_timeout: super::defaults::MQTT_ACK_TIMEOUT,
+            require_signed_acks: super::defaults::MQTT_REQUIRE_SIGNED_ACKS,
+        });
+        let Some(described) = read_mirror(&mut f, defaults, archives, mqtt_defaults) else {
             f.finish(&mirror_fields());
             continue;
         };
@@ -466,7 +482,7 @@ pub(super) fn read_dir(
                 if matches!(m.transport, Transport::Mqtt(_)) && m.kind == MirrorKind::Mhop {
                     f.error("type", "`sync:mhop` has no place in an MQTT trigger: use `staged`");
                 }
-                if mqtt_ack_timeout.is_none() && matches!(m.transport, Transport::Mqtt(_)) {
+                if mqtt.is_none() && matches!(m.transport, Transport::Mqtt(_)) {
                     let main = main.display();
                     f.error(
                         "mqtt",
@@ -502,12 +518,12 @@ fn level_has(level: &Level, key: &str) -> bool {
     }
 }
 
-/// `ack_timeout`: an MQTT mirror's default.
+/// `mqtt`: what an MQTT mirror takes from the main file.
 fn read_mirror(
     f: &mut Fields<'_>,
     defaults: &MirrorSettings,
     archives: &BTreeMap<String, Archive>,
-    ack_timeout: Duration,
+    mqtt: MqttDefaults,
 ) -> Option<Described> {
     let file = f.file().to_path_buf();
     let has_ssh = f.has("ssh");
@@ -527,7 +543,7 @@ fn read_mirror(
         }
         (true, false, false) => f.nested("ssh").and_then(|s| read_ssh(s, host_key)).map(Transport::Ssh),
         (false, true, false) => f.nested("http").and_then(read_http).map(Transport::Http),
-        (false, false, true) => read_mqtt(f, ack_timeout).map(Transport::Mqtt),
+        (false, false, true) => read_mqtt(f, mqtt).map(Transport::Mqtt),
         (_, _, mqtt) => {
             f.error(if mqtt { "mqtt" } else { "http" }, "a mirror has one of `ssh:`, `http:` or `mqtt:`, not two");
             for key in ["ssh", "http", "mqtt"] {
@@ -616,12 +632,19 @@ fn parse_check_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// `mqtt: {}` (or `mqtt:` alone), or `mqtt: { topic: …, ack_timeout: … }`; `ack_timeout` is the
-/// main file's.
-fn read_mqtt(f: &mut Fields<'_>, ack_timeout: Duration) -> Option<MqttTarget> {
+/// `mqtt: {}` (or `mqtt:` alone), or `mqtt: { topic: …, ack_timeout: …, ack_key: … }`; the main
+/// file's `mqtt:` gives the default `ack_timeout` and may require `ack_key`.
+fn read_mqtt(f: &mut Fields<'_>, main: MqttDefaults) -> Option<MqttTarget> {
+    const NEEDS_ACK_KEY: &str = "missing `ack_key`: the main file sets `mqtt.require_signed_acks`, so this mirror \
+                                 needs its subscriber's public key (`ssh-ed25519 AAAA…`, the .pub of the `identity:` \
+                                 in its receive.yaml)";
     let before = f.errors_so_far();
     let Some(mut m) = f.nested("mqtt") else {
-        return (f.errors_so_far() == before).then_some(MqttTarget { topic: None, ack_timeout });
+        if main.require_signed_acks {
+            f.error("mqtt", NEEDS_ACK_KEY);
+        }
+        let target = MqttTarget { topic: None, ack_timeout: main.ack_timeout, ack_key: None };
+        return (f.errors_so_far() == before).then_some(target);
     };
     let topic = m.take_parsed("topic", |s| match s.split('/').all(super::broker::valid_level) {
         true => Ok(s.to_string()),
@@ -629,9 +652,14 @@ fn read_mqtt(f: &mut Fields<'_>, ack_timeout: Duration) -> Option<MqttTarget> {
             Err(format!("invalid topic `{s}`: levels of letters, digits, `.`, `_`, `-` separated by `/`, no wildcards"))
         }
     });
-    let ack_timeout = m.duration("ack_timeout", max::SYNC_TIMEOUT).unwrap_or(ack_timeout);
-    m.finish(&["topic", "ack_timeout"]);
-    Some(MqttTarget { topic, ack_timeout })
+    let ack_timeout = m.duration("ack_timeout", max::SYNC_TIMEOUT).unwrap_or(main.ack_timeout);
+    let ack_key_written = m.has("ack_key");
+    let ack_key = m.take_parsed("ack_key", crate::wire::keys::parse_public_key);
+    if main.require_signed_acks && !ack_key_written {
+        m.error("ack_key", NEEDS_ACK_KEY);
+    }
+    m.finish(&["topic", "ack_timeout", "ack_key"]);
+    Some(MqttTarget { topic, ack_timeout, ack_key })
 }
 
 fn read_ssh(mut s: Fields<'_>, host_key: Option<String>) -> Option<SshTarget> {

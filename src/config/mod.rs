@@ -151,6 +151,9 @@ pub struct MqttSettings {
     /// How long a push waits for a mirror's final ack, unless its file says otherwise (applied to
     /// each MQTT mirror's `ack_timeout` at load).
     pub ack_timeout: Duration,
+    /// Every MQTT mirror must name its subscriber's `ack_key` (checked at load), so that only acks
+    /// signed with that key count.
+    pub require_signed_acks: bool,
 }
 
 /// The daemon's status server and report history.
@@ -326,13 +329,21 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     // A broken `mqtt:` is reported where it is, not again at every MQTT mirror.
     let mqtt_written = f.has("mqtt");
     let mqtt = f.nested("mqtt").and_then(read_mqtt);
-    let mqtt_ack_timeout = mqtt_written.then(|| mqtt.as_ref().map_or(defaults::MQTT_ACK_TIMEOUT, |m| m.ack_timeout));
+    let mqtt_defaults = mqtt_written.then(|| {
+        mqtt.as_ref().map_or(
+            mirror::MqttDefaults {
+                ack_timeout: defaults::MQTT_ACK_TIMEOUT,
+                require_signed_acks: defaults::MQTT_REQUIRE_SIGNED_ACKS,
+            },
+            |m| mirror::MqttDefaults { ack_timeout: m.ack_timeout, require_signed_acks: m.require_signed_acks },
+        )
+    });
     let notify = f.nested("notify").and_then(notify::read_notify);
     let hooks = f.nested("hooks").map(notify::read_hooks).unwrap_or_default();
     f.finish(MAIN_FIELDS);
 
     let (mut mirrors, watched) =
-        mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, mqtt_ack_timeout, sink);
+        mirror::read_dir(&mirrors_dir, &path, &defaults, &archives, &local, mqtt_defaults, sink);
     // Only SSH and MQTT need keys, so an HTTP-only setup may name one that does not exist yet.
     mirror::resolve_senders(&main_level, &archive_levels, &mut mirrors, &path, sink);
     if let Some(m) = &mqtt {
@@ -361,13 +372,14 @@ fn read_main(mut f: Fields<'_>, sink: &Sink) -> Option<Config> {
     })
 }
 
-/// The main file's `mqtt:`: the broker, then `expiry` and `ack_timeout`.
+/// The main file's `mqtt:`: the broker, then `expiry`, `ack_timeout` and `require_signed_acks`.
 fn read_mqtt(mut m: Fields<'_>) -> Option<MqttSettings> {
     let broker = broker::read(&mut m, || broker::default_client_id("pushmirror"));
     let expiry = m.duration("expiry", max::SYNC_TIMEOUT).unwrap_or(defaults::MQTT_EXPIRY);
     let ack_timeout = m.duration("ack_timeout", max::SYNC_TIMEOUT).unwrap_or(defaults::MQTT_ACK_TIMEOUT);
-    m.finish(&[broker::BROKER_FIELDS, &["expiry", "ack_timeout"]].concat());
-    Some(MqttSettings { broker: broker?, expiry, ack_timeout })
+    let require_signed_acks = m.take("require_signed_acks").unwrap_or(defaults::MQTT_REQUIRE_SIGNED_ACKS);
+    m.finish(&[broker::BROKER_FIELDS, &["expiry", "ack_timeout", "require_signed_acks"]].concat());
+    Some(MqttSettings { broker: broker?, expiry, ack_timeout, require_signed_acks })
 }
 
 /// [`load`], then the ownership rule ([`crate::sys::owner`]: this process must run as the owner of

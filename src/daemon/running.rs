@@ -24,8 +24,8 @@ use crate::push::report::{History, Report, TriggerReport};
 use crate::transport::Transports;
 use crate::transport::mqtt::MqttTransport;
 use crate::transport::mqtt::connect::BrokerSession;
-use crate::vocab::model::{ErrorClass, Outcome, SkipReason, Timestamp};
-use crate::wire::mqtt::{AckRecord, AckState};
+use crate::vocab::model::{Outcome, SkipReason, Timestamp};
+use crate::wire::mqtt::AckRecord;
 
 /// One configuration's tasks and what they share.
 pub(super) struct Running {
@@ -516,8 +516,13 @@ impl Running {
         let change = blocking(move || {
             crate::push::change_ledger(&state_dir, &history, |ledger| {
                 for r in &acked {
-                    let ok = r.ack.state != AckState::Failed;
-                    ledger.record_ack(&r.archive, &r.ack.mirror, r.ack.serial.as_deref(), ok, r.received_at);
+                    ledger.record_ack(
+                        &r.archive,
+                        &r.ack.mirror,
+                        r.ack.serial.as_deref(),
+                        r.ack.failure(),
+                        r.received_at,
+                    );
                 }
             })
         })
@@ -617,10 +622,10 @@ fn settle(row: &mut TriggerReport, record: &AckRecord) {
     row.error = None;
     row.note = Some(format!("acknowledged {} after the push", record.ack.state));
     row.outcome = Outcome::Ok;
-    if record.ack.state == AckState::Failed {
+    if let Some((class, why)) = record.ack.failure() {
         row.outcome = Outcome::Failed;
-        row.error_class = Some(ErrorClass::RemoteExit);
-        row.error = Some("the mirror's sync failed".into());
+        row.error_class = Some(class);
+        row.error = Some(why);
     }
 }
 

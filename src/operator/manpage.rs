@@ -38,7 +38,7 @@ pub const MAIN_FIELDS: &[(&str, &str)] = &[
     ("freshness", "freshness.interval: how often the daemon surveys every mirror with a check: URL."),
     (
         "mqtt",
-        "The broadcast tier's broker: broker (mqtt://HOST[:PORT] or mqtts://), client_id (default: pushmirror and the host name), username, password_file, ca_file, client_cert, client_key, topic_prefix, keepalive, expiry (message expiry of a trigger), ack_timeout (how long a push waits for a mirror's ack). Needed by mirrors with mqtt:.",
+        "The broadcast tier's broker: broker (mqtt://HOST[:PORT] or mqtts://), client_id (default: pushmirror and the host name), username, password_file, ca_file, client_cert, client_key, topic_prefix, keepalive, expiry (message expiry of a trigger), ack_timeout (how long a push waits for a mirror's ack), require_signed_acks (every MQTT mirror must name its subscriber's ack_key, and only acks signed with it count). Needed by mirrors with mqtt:.",
     ),
     (
         "notify",
@@ -77,7 +77,7 @@ pub const MIRROR_FIELDS: &[(&str, &str)] = &[
     ),
     (
         "mqtt",
-        "{} or { topic, ack_timeout }: a subscriber of the broadcast tier, triggered by one signed publish to the broker and expected to acknowledge on {prefix}/{archive}/ack/NAME.",
+        "{} or { topic, ack_timeout, ack_key }: a subscriber of the broadcast tier, triggered by one signed publish to the broker and expected to acknowledge on {prefix}/{archive}/ack/NAME. ack_key (its subscriber's public key line): only acks signed with it count.",
     ),
     ("host_key", "A pinned SSH host key instead of known_hosts."),
     (

@@ -426,21 +426,34 @@ impl Ledger {
         }
     }
 
-    /// A final MQTT ack (`ok`: synced, else its sync failed) for `serial`, received at `at`: it
-    /// settles the mirror's last trigger when that carried `serial`. Whether it changed anything.
-    pub fn record_ack(&mut self, archive: &str, mirror: &str, serial: Option<&str>, ok: bool, at: Timestamp) -> bool {
+    /// A final MQTT ack for `serial`, received at `at` — delivered (`failure` is `None`: synced,
+    /// or queued behind a running sync) or not (its class and why: a failed sync, a refused
+    /// trigger) — settles the mirror's last trigger when that carried `serial`. Whether it
+    /// changed anything.
+    pub fn record_ack(
+        &mut self,
+        archive: &str,
+        mirror: &str,
+        serial: Option<&str>,
+        failure: Option<(ErrorClass, String)>,
+        at: Timestamp,
+    ) -> bool {
         let m = self.entry(archive, mirror);
         let Some(last) = m.last.as_mut().filter(|l| l.serial.as_deref() == serial) else { return false };
-        last.outcome = if ok { Outcome::Ok } else { Outcome::Failed };
-        if ok {
-            last.error_class = None;
-            last.error = None;
-            let (serial, key) = (last.serial.clone(), m.key.clone());
-            m.delivered_at(at, serial, key);
-        } else {
-            last.error_class = Some(ErrorClass::RemoteExit);
-            last.error = Some("the mirror's sync failed".into());
-            m.failed_at(at);
+        match failure {
+            None => {
+                last.outcome = Outcome::Ok;
+                last.error_class = None;
+                last.error = None;
+                let (serial, key) = (last.serial.clone(), m.key.clone());
+                m.delivered_at(at, serial, key);
+            }
+            Some((class, why)) => {
+                last.outcome = Outcome::Failed;
+                last.error_class = Some(class);
+                last.error = Some(why);
+                m.failed_at(at);
+            }
         }
         m.pending = None;
         true
@@ -770,10 +783,15 @@ mod tests {
         let mut l = Ledger::default();
         l.record(&report("7", 0, vec![("m", Outcome::Pending)]));
         assert_eq!(health(&l, "m"), Health::Pending);
-        assert!(!l.record_ack("debian", "m", Some("6"), true, at(10)), "an ack for another serial");
-        assert!(l.record_ack("debian", "m", Some("7"), true, at(20)));
+        assert!(!l.record_ack("debian", "m", Some("6"), None, at(10)), "an ack for another serial");
+        assert!(l.record_ack("debian", "m", Some("7"), None, at(20)));
         let m = l.get("debian", "m").unwrap();
         assert_eq!((health(&l, "m"), m.delivered.as_deref(), m.last_ok), (Health::Ok, Some("7"), Some(at(20))));
+        l.record(&report("8", 30, vec![("m", Outcome::Pending)]));
+        let refused = (ErrorClass::Refused, "refused: sent_at 10m00s ahead of the subscriber's clock".to_string());
+        assert!(l.record_ack("debian", "m", Some("8"), Some(refused.clone()), at(40)));
+        let last = l.get("debian", "m").unwrap().last.clone().unwrap();
+        assert_eq!((last.outcome, last.error_class, last.error), (Outcome::Failed, Some(refused.0), Some(refused.1)));
     }
 
     #[test]

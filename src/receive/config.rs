@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::keys::PublicKey;
+use russh::keys::{PrivateKey, PublicKey};
 use serde_norway::Value;
 
 use super::auth::Credentials;
@@ -21,13 +21,14 @@ use crate::config::broker::{self, Broker};
 use crate::config::defaults;
 use crate::config::fields::{Fields, Sink, resolve};
 use crate::config::{ConfigError, ConfigErrors, basic_auth, secret_field, valid_name};
+use crate::vocab::secret::Secret;
 
 /// Where `pushmirror receive` looks when no file is given.
 pub const DEFAULT_CONFIG: &str = "/etc/pushmirror/receive.yaml";
 
 const TOP_FIELDS: &[&str] = &["listen", "status", "state_dir", "limits", "archives", "mqtt"];
 /// `mqtt:` holds the broker fields and these.
-const MQTT_FIELDS: &[&str] = &["mirror", "archives", "topics", "trusted_keys"];
+const MQTT_FIELDS: &[&str] = &["mirror", "archives", "topics", "trusted_keys", "max_skew", "identity"];
 const LIMIT_FIELDS: &[&str] = &["connections", "header_timeout", "body_timeout"];
 const ARCHIVE_FIELDS: &[&str] = &["command", "timeout", "bearer_token_file", "basic_auth", "hmac_secret_file", "push"];
 const AUTH_FIELDS: &[&str] = &["bearer_token_file", "basic_auth", "hmac_secret_file"];
@@ -65,9 +66,19 @@ pub struct ReceiveMqtt {
     /// Trigger topics other than `{prefix}/{archive}/trigger`, by archive (the upstream's
     /// `mqtt.topic` for this mirror).
     pub topics: BTreeMap<String, String>,
+    /// How far ahead of this host's clock a trigger's `sent_at` may be; beyond, it is refused.
+    pub max_skew: Duration,
+    /// This mirror's own key, which signs its acks (SSHSIG, `pushmirror-ack`) so that the
+    /// upstream can tell them from acks anyone else with write access to the ack topic made;
+    /// without one its acks are unsigned.
+    pub identity: Option<Secret<Arc<PrivateKey>>>,
 }
 
 impl ReceiveMqtt {
+    /// The bounds of `max_skew:`: below a second, ordinary NTP jitter between hosts would refuse
+    /// triggers; above an hour, a fast clock could hold triggers up for longer than a sync takes.
+    pub const MAX_SKEW_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(3600);
+
     /// Every trigger topic it subscribes to, with the archive it carries.
     pub fn topics(&self) -> BTreeMap<String, String> {
         let prefix = &self.broker.topic_prefix;
@@ -242,8 +253,21 @@ fn read_mqtt(mut m: Fields<'_>, configured: &BTreeMap<String, Arc<SyncArchive>>)
              unsigned triggers are never run",
         );
     }
+    let range = ReceiveMqtt::MAX_SKEW_RANGE;
+    let max_skew = m.duration("max_skew", *range.end()).unwrap_or(defaults::RECEIVE_MQTT_MAX_SKEW);
+    if max_skew < *range.start() {
+        m.error("max_skew", "must be at least 1s: hosts' clocks differ by that much even with NTP");
+    }
+    // Loaded now, so that a missing, unreadable or group-readable key is named at its field.
+    let identity = m.path("identity").and_then(|path| match crate::wire::keys::load_identity(&path) {
+        Ok(key) => Some(Secret::new(Arc::new(key))),
+        Err(e) => {
+            m.error("identity", e.to_string());
+            None
+        }
+    });
     m.finish(&[broker::BROKER_FIELDS, MQTT_FIELDS].concat());
-    Some(ReceiveMqtt { broker: broker?, mirror: mirror?, archives, trusted_keys, topics })
+    Some(ReceiveMqtt { broker: broker?, mirror: mirror?, archives, trusted_keys, topics, max_skew, identity })
 }
 
 /// Reads `limits:`; a value out of range is reported and the default used in its place.
@@ -457,6 +481,57 @@ mod tests {
         ] {
             assert!(errors.contains(expected), "missing `{expected}` in:\n{errors}");
         }
+    }
+
+    #[test]
+    fn max_skew_defaults_to_two_minutes_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c up";
+        let config = |extra: &str| {
+            let text = format!(
+                "mqtt:\n  broker: mqtt://b.example\n  mirror: m1\n  trusted_keys: ['{key}']\n{extra}\
+                 archives:\n  a:\n    command: [\"true\"]\n"
+            );
+            write(dir.path(), "receive.yaml", &text, 0o644)
+        };
+        let mqtt = |path: &Path| load(path).unwrap().mqtt.unwrap();
+        assert_eq!(mqtt(&config("")).max_skew, defaults::RECEIVE_MQTT_MAX_SKEW);
+        assert_eq!(mqtt(&config("  max_skew: 30s\n")).max_skew, Duration::from_secs(30));
+        for (value, said) in [
+            ("500ms", "mqtt.max_skew: must be at least 1s"),
+            ("2h", "mqtt.max_skew: duration `2h` is longer than the maximum 1h"),
+            ("soon", "mqtt.max_skew:"),
+        ] {
+            let errors = load(&config(&format!("  max_skew: {value}\n"))).unwrap_err().to_string();
+            assert!(errors.contains(&format!("receive.yaml:5:3: {said}")), "{value}: {errors}");
+        }
+    }
+
+    #[test]
+    fn the_ack_identity_is_loaded_and_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIqI4910CfGV/VLbLTy6XXLKZwm/HZQSG/N0iAG0D29c up";
+        let config = |identity: &str| {
+            let text = format!(
+                "mqtt:\n  broker: mqtt://b.example\n  mirror: m1\n  trusted_keys: ['{key}']\n  identity: {identity}\n\
+                 archives:\n  a:\n    command: [\"true\"]\n"
+            );
+            write(dir.path(), "receive.yaml", &text, 0o644)
+        };
+        let made = crate::wire::keys::generate(&dir.path().join("keys/ack"), "m1").unwrap();
+        let mqtt = load(&config("keys/ack")).unwrap().mqtt.unwrap();
+        let loaded = mqtt.identity.as_ref().unwrap();
+        assert_eq!(loaded.expose().public_key().key_data(), made.public.key_data());
+        assert_eq!(format!("{:?}", mqtt.identity), "Some([redacted])");
+        std::fs::set_permissions(dir.path().join("keys/ack"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        let errors = load(&config("keys/ack")).unwrap_err().to_string();
+        assert!(errors.contains("receive.yaml:5:3: mqtt.identity:") && errors.contains("keys/ack"), "{errors}");
+        let errors = load(&config("keys/missing")).unwrap_err().to_string();
+        assert!(
+            errors.contains("receive.yaml:5:3: mqtt.identity: cannot read private key")
+                && errors.contains("keys/missing"),
+            "{errors}"
+        );
     }
 
     #[test]

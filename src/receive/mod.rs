@@ -12,7 +12,11 @@
 //! `GET /status` serves [`ReceiveStatus`], which is also the queue, to requests with the
 //! credentials of one of the archives (or to anyone with `status: public`); `GET /healthz` says
 //! `ok` to anyone.
+//!
+//! With `mqtt:` it also subscribes to the broadcast tier ([`mqtt`]): signed triggers, judged
+//! against what [`accepted`] remembers, join the same workers, and each run is acknowledged.
 
+pub mod accepted;
 pub mod auth;
 pub mod config;
 pub mod mqtt;

@@ -1,9 +1,10 @@
 //! `receive`'s subscriber of the broadcast tier: a persistent MQTT session (triggers published
 //! while it was away arrive when it reconnects) subscribed to `{prefix}/{archive}/trigger` of its
 //! archives. A trigger runs only when it is signed by a trusted key ([`crate::wire::mqtt::verify`]),
-//! well-formed, for the archive of its topic, and newer than the last one accepted for that
-//! archive (so a replayed or re-delivered trigger, and the retained copy that comes with every
-//! new subscription, run nothing); anything else is logged and dropped. Accepted triggers join the
+//! well-formed, for the archive of its topic, and admitted by what [`super::accepted`] remembers:
+//! not dated more than `max_skew` ahead of this host's clock, not accepted before (its nonce), not
+//! older than the window (so a replayed or re-delivered trigger, and the retained copy that comes
+//! with every new subscription, run nothing); anything else is logged and dropped. Accepted triggers join the
 //! same one-at-a-time, coalescing runner as HTTP triggers; every run's start and end is
 //! acknowledged on `{prefix}/{archive}/ack/{mirror}`, and a trigger that arrives during a run is
 //! acknowledged `busy`.
@@ -15,18 +16,19 @@ use std::time::{Duration, SystemTime};
 
 use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, RetainForwardRule, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties, RetainForwardRule, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::accepted::{Accepted, Judged};
 use super::config::ReceiveMqtt;
 use super::request::{SyncRequest, valid_serial};
 use super::sync::{Lane, RunEvent, Workers};
 use crate::transport::mqtt::connect::{self, BrokerSession, Reconnect};
 use crate::vocab::model::Timestamp;
 use crate::vocab::units::millis;
-use crate::wire::mqtt::{self as wire, AckMessage, AckState, TriggerMessage};
+use crate::wire::mqtt::{self as wire, AckMessage, AckState, RefusalReason, TriggerMessage};
 
 /// Why a received trigger runs nothing. Each is logged with the archive and sender.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +45,44 @@ pub enum Dropped {
     /// Not a trigger's JSON.
     #[error("malformed: {0}")]
     Malformed(String),
-    /// Not newer than the last trigger accepted for the archive.
+    /// Signed for another archive than the one of the topic it came on.
+    #[error("signed for archive `{signed_for}`, published on another archive's topic")]
+    OtherArchive {
+        /// The archive it names.
+        signed_for: String,
+    },
+    /// Dated more than `max_skew` ahead of this host's clock: the sender's clock runs fast (or
+    /// ours slow). Accepting it would make every correct trigger look older than it.
+    #[error(
+        "sent_at is {} ahead of this host's clock, more than max_skew {}: is either clock wrong?",
+        crate::vocab::units::format_ms(millis(*ahead)),
+        humantime::format_duration(*max_skew)
+    )]
+    Future {
+        /// How far ahead.
+        ahead: Duration,
+        /// The bound it broke.
+        max_skew: Duration,
+    },
+    /// More than `max_skew` older than the newest trigger accepted for the archive: its nonce
+    /// may have been forgotten, or its sender's clock runs slow.
+    #[error(
+        "sent_at is {} older than the last trigger accepted for this archive, more than max_skew {}",
+        crate::vocab::units::format_ms(millis(*behind)),
+        humantime::format_duration(*max_skew)
+    )]
+    Stale {
+        /// How much older.
+        behind: Duration,
+        /// The window it is outside of.
+        max_skew: Duration,
+    },
+    /// Its nonce was accepted before: the retained copy of a new subscription, a re-delivery, a
+    /// retry of the sender, or a replay. It ran once already.
+    #[error("the same trigger (nonce) was accepted before: a repeat or a replay")]
+    Duplicate,
+    /// Without a nonce (an older sender), and not newer than the last trigger accepted for the
+    /// archive.
     #[error(
         "not newer than the last trigger accepted for this archive (sent {sent}, last {last}): a replay or a repeat"
     )]
@@ -55,42 +94,27 @@ pub enum Dropped {
     },
 }
 
-/// The last accepted trigger's `sent_at` per archive, kept in the state directory so that a
-/// restart does not run an old trigger again.
-struct Accepted {
-    dir: PathBuf,
-    last: BTreeMap<String, Timestamp>,
-}
-
-impl Accepted {
-    fn load(dir: PathBuf, archives: &[String]) -> Self {
-        let mut last = BTreeMap::new();
-        for archive in archives {
-            let file = dir.join(format!("{archive}.json"));
-            if let Ok(bytes) = crate::sys::fsutil::read_bounded(&file, crate::sys::fsutil::limit::SECRET)
-                && let Ok(t) = serde_json::from_slice::<Timestamp>(&bytes)
-            {
-                last.insert(archive.clone(), t);
-            }
+impl Dropped {
+    /// Why a trigger signed by a trusted key is refused for what it says, and by how much its
+    /// date was off: what its `refused` ack says. `None` for what is not acknowledged: what
+    /// anyone could have published (unsigned, oversized, malformed), and repeats of a trigger
+    /// that ran (the retained copy comes with every new subscription).
+    fn refusal(&self) -> Option<(RefusalReason, Option<Duration>)> {
+        match self {
+            Dropped::Future { ahead, .. } => Some((RefusalReason::Future, Some(*ahead))),
+            Dropped::Stale { behind, .. } => Some((RefusalReason::Stale, Some(*behind))),
+            Dropped::OtherArchive { .. } => Some((RefusalReason::Archive, None)),
+            _ => None,
         }
-        Accepted { dir, last }
     }
 
-    /// Records `sent` as the last accepted trigger of `archive` unless it is not newer.
-    fn admit(&mut self, archive: &str, sent: Timestamp) -> Result<(), Dropped> {
-        if let Some(&last) = self.last.get(archive)
-            && sent <= last
-        {
-            return Err(Dropped::NotNewer { sent, last });
+    fn judged(judged: Judged, sent: Timestamp, max_skew: Duration) -> Self {
+        match judged {
+            Judged::Future { ahead } => Dropped::Future { ahead, max_skew },
+            Judged::Stale { behind } => Dropped::Stale { behind, max_skew },
+            Judged::Duplicate => Dropped::Duplicate,
+            Judged::NotNewer { last } => Dropped::NotNewer { sent, last },
         }
-        self.last.insert(archive.to_string(), sent);
-        let file = self.dir.join(format!("{archive}.json"));
-        let bytes = serde_json::to_vec(&sent).unwrap_or_default();
-        if let Err(e) = crate::sys::fsutil::write_atomic(&file, &bytes) {
-            // Still run it: a trigger is not refused for our disk; a restart may run it once more.
-            tracing::error!(%archive, "cannot record the accepted trigger in {}: {e}", file.display());
-        }
-        Ok(())
     }
 }
 
@@ -126,6 +150,14 @@ pub(super) async fn run(
     let mut accepted = Accepted::load(state_dir.join("mqtt-accepted"), &settings.archives);
     let mut runs = workers.runs.subscribe();
     tracing::info!(broker = %broker, mirror = %settings.mirror, archives = %settings.archives.join(","), "subscribing to MQTT triggers");
+    match &settings.identity {
+        Some(key) => {
+            tracing::info!(key = %crate::wire::keys::fingerprint(key.expose().public_key()), "acks are signed")
+        }
+        None => {
+            tracing::info!("acks are not signed (no `identity:`): an upstream that requires signed acks ignores them")
+        }
+    }
     let idle = |workers: &Workers| workers.status.borrow().archives.iter().all(|a| a.running.is_none());
     let mut stopping = false;
     let ack_run = |event: RunEvent| {
@@ -163,27 +195,21 @@ pub(super) async fn run(
                     continue;
                 }
                 let archive = topics.get(String::from_utf8_lossy(&publish.topic).as_ref());
-                match handle(&publish, archive, &settings, &mut accepted) {
-                    Ok((archive, request, sender)) => {
+                let topic_archive = archive.map_or("?", String::as_str);
+                match handle(&publish, archive, &settings, &mut accepted, SystemTime::now()) {
+                    Ok(message) => {
+                        let request = SyncRequest { stage: message.stage, serial: message.serial, sent_at: Some(message.sent_at) };
                         tracing::info!(
-                            %archive, stage = %request.stage, serial = request.serial.as_deref().unwrap_or(""),
-                            "trigger accepted from {sender} via MQTT"
+                            archive = %message.archive, stage = %request.stage, serial = request.serial.as_deref().unwrap_or(""),
+                            "trigger accepted from {} via MQTT", message.sender
                         );
-                        if let Some(lane) = lanes.get(&archive)
+                        if let Some(lane) = lanes.get(&message.archive)
                             && workers.enqueue(lane, request.clone())
                         {
-                            acknowledge(&client, &settings, &archive, &request, AckState::Busy, None, None);
+                            acknowledge(&client, &settings, &message.archive, &request, AckState::Busy, None, None);
                         }
                     }
-                    // The retained trigger comes again with a new subscription: not worth a warning.
-                    Err(why @ Dropped::NotNewer { .. }) => tracing::info!(
-                        archive = archive.map_or("?", String::as_str),
-                        "MQTT trigger dropped: {why}"
-                    ),
-                    Err(why) => tracing::warn!(
-                        archive = archive.map_or("?", String::as_str),
-                        "MQTT trigger dropped: {why}"
-                    ),
+                    Err((why, message)) => dropped(&client, &settings, topic_archive, &why, message.as_deref()),
                 }
                 if let Err(e) = client.try_ack(&publish) {
                     tracing::warn!("cannot acknowledge the trigger to the broker: {e}");
@@ -210,17 +236,66 @@ pub(super) async fn run(
     }
 }
 
-/// Checks one trigger: size, topic, signature, content, freshness; then records it as accepted.
+/// Logs why a trigger runs nothing, with its sender once its signature verified, and
+/// acknowledges it `refused` when it was refused for what it says.
+fn dropped(
+    client: &AsyncClient,
+    settings: &ReceiveMqtt,
+    topic_archive: &str,
+    why: &Dropped,
+    message: Option<&TriggerMessage>,
+) {
+    match (why.refusal(), message) {
+        (Some((reason, off)), Some(message)) => {
+            tracing::warn!(
+                archive = topic_archive, sender = %message.sender, %reason,
+                serial = message.serial.as_deref().unwrap_or(""), "MQTT trigger refused: {why}"
+            );
+            refuse(client, settings, message, reason, off);
+        }
+        // The retained trigger comes again with every new subscription: not worth a warning.
+        _ if matches!(why, Dropped::NotNewer { .. } | Dropped::Duplicate) => {
+            tracing::info!(archive = topic_archive, "MQTT trigger dropped: {why}");
+        }
+        _ => tracing::warn!(archive = topic_archive, "MQTT trigger dropped: {why}"),
+    }
+}
+
+/// Checks one trigger: size, topic, signature, content, freshness by this host's clock `now`;
+/// then records it as accepted. A refusal carries the trigger once its signature is verified.
 fn handle(
     publish: &Publish,
     archive: Option<&String>,
     settings: &ReceiveMqtt,
     accepted: &mut Accepted,
-) -> Result<(String, SyncRequest, String), Dropped> {
+    now: SystemTime,
+) -> Result<TriggerMessage, (Dropped, Option<Box<TriggerMessage>>)> {
+    let archive = archive.ok_or((Dropped::Topic, None))?;
+    let message = verified(publish, settings).map_err(|why| (why, None))?;
+    if let Some(serial) = &message.serial
+        && !valid_serial(serial)
+    {
+        return Err((Dropped::Malformed("invalid serial".into()), None));
+    }
+    if let Some(nonce) = &message.nonce
+        && !wire::valid_nonce(nonce)
+    {
+        return Err((Dropped::Malformed("invalid nonce: 32 lowercase hex digits expected".into()), None));
+    }
+    if &message.archive != archive {
+        return Err((Dropped::OtherArchive { signed_for: message.archive.clone() }, Some(Box::new(message))));
+    }
+    match accepted.admit(archive, message.sent_at, message.nonce.as_deref(), now, settings.max_skew) {
+        Ok(()) => Ok(message),
+        Err(judged) => Err((Dropped::judged(judged, message.sent_at, settings.max_skew), Some(Box::new(message)))),
+    }
+}
+
+/// A trigger of at most [`wire::MAX_MESSAGE`] bytes, signed by a trusted key, that parses.
+fn verified(publish: &Publish, settings: &ReceiveMqtt) -> Result<TriggerMessage, Dropped> {
     if publish.payload.len() > wire::MAX_MESSAGE {
         return Err(Dropped::TooLarge(publish.payload.len()));
     }
-    let archive = archive.ok_or(Dropped::Topic)?;
     let mut signatures = publish
         .properties
         .iter()
@@ -231,23 +306,8 @@ fn handle(
         (Some(one), None) => Some(one),
         _ => None,
     };
-    wire::verify(&publish.payload, signature, &settings.trusted_keys)?;
-    let message: TriggerMessage =
-        serde_json::from_slice(&publish.payload).map_err(|e| Dropped::Malformed(e.to_string()))?;
-    if &message.archive != archive {
-        return Err(Dropped::Malformed(format!(
-            "signed for archive `{}`, published on another's topic",
-            message.archive
-        )));
-    }
-    if let Some(serial) = &message.serial
-        && !valid_serial(serial)
-    {
-        return Err(Dropped::Malformed("invalid serial".into()));
-    }
-    accepted.admit(archive, message.sent_at)?;
-    let request = SyncRequest { stage: message.stage, serial: message.serial, sent_at: Some(message.sent_at) };
-    Ok((archive.clone(), request, message.sender))
+    wire::verify(wire::Signed::Trigger, &publish.payload, signature, &settings.trusted_keys)?;
+    serde_json::from_slice(&publish.payload).map_err(|e| Dropped::Malformed(e.to_string()))
 }
 
 /// Publishes an ack (QoS 1, not retained) of `request`; queued by the client while the broker is
@@ -269,10 +329,57 @@ fn acknowledge(
         duration_ms: took.map(millis),
         stage: Some(request.stage),
         sent_at: request.sent_at,
+        reason: None,
+        off_by_ms: None,
     };
+    publish_ack(client, settings, archive, &ack);
+}
+
+/// Acknowledges a refused trigger `refused` with its reason, on the ack topic of the archive it
+/// was signed for (where its sender waits), so that the upstream's report says why instead of
+/// waiting for an ack that never comes.
+fn refuse(
+    client: &AsyncClient,
+    settings: &ReceiveMqtt,
+    refused: &TriggerMessage,
+    reason: RefusalReason,
+    off: Option<Duration>,
+) {
+    if !crate::config::broker::valid_level(&refused.archive) {
+        return;
+    }
+    let ack = AckMessage {
+        mirror: settings.mirror.clone(),
+        serial: refused.serial.clone(),
+        state: AckState::Refused,
+        exit_code: None,
+        duration_ms: None,
+        stage: Some(refused.stage),
+        sent_at: Some(refused.sent_at),
+        reason: Some(reason),
+        off_by_ms: off.map(millis),
+    };
+    publish_ack(client, settings, &refused.archive, &ack);
+}
+
+/// Publishes `ack`, signed with this mirror's `identity` when it has one (an ack it cannot sign
+/// is still sent: an upstream that requires signed acks ignores it, one that does not takes it).
+fn publish_ack(client: &AsyncClient, settings: &ReceiveMqtt, archive: &str, ack: &AckMessage) {
     let topic = wire::ack_topic(&settings.broker.topic_prefix, archive, &settings.mirror);
-    let payload = serde_json::to_vec(&ack).unwrap_or_default();
-    match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+    let payload = serde_json::to_vec(ack).unwrap_or_default();
+    let state = ack.state;
+    let mut properties = PublishProperties {
+        payload_format_indicator: Some(1),
+        content_type: Some("application/json".into()),
+        ..PublishProperties::default()
+    };
+    if let Some(key) = &settings.identity {
+        match wire::sign(key.expose(), wire::Signed::Ack, &payload) {
+            Ok(signature) => properties.user_properties.push((wire::SIGNATURE_PROPERTY.to_string(), signature)),
+            Err(e) => tracing::error!(%archive, %state, "cannot sign the ack: {e}"),
+        }
+    }
+    match client.try_publish_with_properties(topic, QoS::AtLeastOnce, false, payload, properties) {
         Ok(()) => tracing::info!(%archive, %state, "ack published"),
         Err(e) => tracing::warn!(%archive, %state, "cannot publish the ack: {e}"),
     }

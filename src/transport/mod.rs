@@ -22,6 +22,7 @@ use anyhow::Context as _;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::{Config, HttpMethod, Mirror, Transport};
+use crate::vocab::clock::Clock;
 use crate::vocab::model::{ErrorClass, KeyVerdict, Stage};
 
 /// What a transport knows of a mirror: where it is, what to say and how long to wait. Retries,
@@ -285,6 +286,16 @@ impl Transports {
     /// mirrors leave from), SSH when a mirror uses it, loading each key its SSH mirrors
     /// authenticate with once.
     pub fn new(config: &Config, session: crate::transport::mqtt::connect::BrokerSession) -> anyhow::Result<Self> {
+        Self::with_clock(config, session, Clock::system())
+    }
+
+    /// [`Transports::new`] with the wall clock that stamps MQTT triggers' `sent_at` (the OS clock
+    /// in production; a fast one in fault tests).
+    pub fn with_clock(
+        config: &Config,
+        session: crate::transport::mqtt::connect::BrokerSession,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
         let mut identities: BTreeSet<PathBuf> = BTreeSet::new();
         let mut http_sources: BTreeSet<IpAddr> = BTreeSet::new();
         let mut http_hosts: BTreeSet<(String, u16)> = BTreeSet::new();
@@ -318,7 +329,9 @@ impl Transports {
             false => None,
         };
         let mqtt = match uses_mqtt {
-            true => Some(mqtt::MqttTransport::new(config, session).context("setting up the MQTT broadcast tier")?),
+            true => {
+                Some(mqtt::MqttTransport::new(config, session, clock).context("setting up the MQTT broadcast tier")?)
+            }
             false => None,
         };
         let idle = idle_per_host(http_hosts.len(), config.max_per_host, crate::sys::fdlimit::current());

@@ -1,6 +1,7 @@
 //! Wall-clock time: the OS clock in production, read afresh every time (an NTP step after start is
 //! seen, and every process compares the same time); a clock that follows tokio's for tests whose
-//! waiting logic runs under paused time.
+//! waiting logic runs under paused time; the OS clock running fast, for tests of what receivers
+//! do with a sender's wrong clock.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +15,8 @@ enum Source {
     Os,
     /// Wall time anchored once and advanced by `tokio::time::Instant` (tests under paused time).
     Tokio { anchor_wall: SystemTime, anchor: tokio::time::Instant },
+    /// The OS clock plus a fixed offset: a host whose clock runs fast.
+    Ahead(Duration),
 }
 
 impl Clock {
@@ -28,10 +31,17 @@ impl Clock {
         Clock(Source::Tokio { anchor_wall: SystemTime::now(), anchor: tokio::time::Instant::now() })
     }
 
+    /// The OS wall clock running `ahead`: what a host whose clock ran fast stamps on what it
+    /// sends (fault tests of the receivers' clock-skew bounds).
+    pub fn ahead_of_os(ahead: Duration) -> Self {
+        Clock(Source::Ahead(ahead))
+    }
+
     /// The current wall time.
     pub fn now(&self) -> SystemTime {
         match &self.0 {
             Source::Os => SystemTime::now(),
+            Source::Ahead(ahead) => SystemTime::now().checked_add(*ahead).unwrap_or_else(SystemTime::now),
             Source::Tokio { anchor_wall, anchor } => anchor_wall.checked_add(anchor.elapsed()).unwrap_or(*anchor_wall),
         }
     }
@@ -63,6 +73,8 @@ mod tests {
         assert!(drift < Duration::from_secs(1800), "system clock ran ahead of the OS clock by {drift:?}");
         let ahead = following.now().duration_since(SystemTime::now()).unwrap_or_default();
         assert!(ahead >= Duration::from_secs(3500), "the test clock follows tokio: {ahead:?}");
+        let fast = Clock::ahead_of_os(Duration::from_secs(3600)).now().duration_since(SystemTime::now()).unwrap();
+        assert!(fast >= Duration::from_secs(3500), "the fast clock is the OS clock plus an hour: {fast:?}");
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub enum ErrorClass {
     /// cannot read), so the trigger was not sent: a mirror's rate limit cannot be kept without
     /// it. The daemon keeps the trigger due and tries again ([`STATE_RETRY`]).
     State,
+    /// The MQTT subscriber checked the trigger's signature and refused it for what it says (dated
+    /// ahead of its clock, older than its window, another archive's): never retried, the same
+    /// trigger would be refused again.
+    Refused,
     /// Anything else (protocol errors, local I/O).
     Other,
     /// A bug in pushmirror: the trigger's task died (a panic). Logged as an error, never a mirror's doing.
@@ -89,6 +93,7 @@ impl fmt::Display for ErrorClass {
             ErrorClass::Tls => "tls",
             ErrorClass::Interrupted => "interrupted",
             ErrorClass::State => "state",
+            ErrorClass::Refused => "refused",
             ErrorClass::Other => "other",
             ErrorClass::Internal => "internal",
         })

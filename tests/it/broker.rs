@@ -39,9 +39,9 @@ pub struct Bridge {
     /// The bridge's login on the other broker.
     pub username: String,
     pub password: String,
-    /// A mosquitto `topic` line: pattern, direction (`in`, `out`, `both`) and QoS, e.g.
-    /// `pushmirror/# both 1`.
-    pub topic: String,
+    /// mosquitto `topic` lines: pattern, direction (`in`, `out`, `both`) and QoS, e.g.
+    /// `pushmirror/+/trigger in 1`.
+    pub topics: Vec<String>,
 }
 
 /// PEM files of a test CA, a server certificate for `localhost` and `127.0.0.1`, and a client
@@ -156,10 +156,11 @@ impl Broker {
     pub fn bridge_connected(&self) -> bool {
         let bridge = self.spec.bridge.as_ref().expect("this broker has no bridge");
         let local_id = format!("local.bridge-{}", self.port);
-        let direction = bridge.topic.split_whitespace().nth(1).unwrap_or("out");
-        let up = match direction {
-            "out" => format!("Received CONNACK on connection {local_id}."),
-            _ => format!("Received SUBACK from {local_id}"),
+        // A bridge that takes messages in is up once the remote broker granted its subscriptions.
+        let takes_in = bridge.topics.iter().any(|t| t.split_whitespace().nth(1).unwrap_or("out") != "out");
+        let up = match takes_in {
+            false => format!("Received CONNACK on connection {local_id}."),
+            true => format!("Received SUBACK from {local_id}"),
         };
         let mut connected = false;
         for line in self.log().lines() {
@@ -234,15 +235,17 @@ impl Broker {
         // names this broker's port, so bridges of several brokers to one remote do not clash.
         if let Some(bridge) = &self.spec.bridge {
             config += &format!(
-                "connection pushmirror\naddress 127.0.0.1:{}\ntopic {}\nremote_username {}\nremote_password {}\n\
+                "connection pushmirror\naddress 127.0.0.1:{}\nremote_username {}\nremote_password {}\n\
                  remote_clientid bridge-{port}\nlocal_clientid local.bridge-{port}\ncleansession false\n\
                  bridge_protocol_version mqttv50\nrestart_timeout 1 1\nnotifications false\n",
                 bridge.remote_port,
-                bridge.topic,
                 bridge.username,
                 bridge.password,
                 port = self.port
             );
+            for topic in &bridge.topics {
+                config += &format!("topic {topic}\n");
+            }
         }
         config
     }
@@ -326,21 +329,25 @@ pub fn test_tls(dir: &Path) -> TlsFiles {
     TlsFiles { ca: ca_path, server_cert, server_key, client_cert, client_key }
 }
 
-/// The ACL of a pushmirror broker: `sender` writes `pushmirror/+/trigger` and reads every ack;
-/// each mirror reads the triggers and writes only its own `pushmirror/+/ack/<name>`;
-/// `bridge_user` reads and writes all of `pushmirror/#`.
-pub fn pushmirror_acl(sender: &str, mirrors: &[&str], bridge_user: Option<&str>) -> String {
+/// The ACL of a pushmirror broker, the README's: `sender` writes `pushmirror/+/trigger` and
+/// reads every ack; each mirror reads the triggers and writes only its own
+/// `pushmirror/+/ack/<name>`; a bridge `(user, mirrors)` from a regional broker reads the triggers
+/// and writes only the acks of the mirrors behind it.
+pub fn pushmirror_acl(sender: &str, mirrors: &[&str], bridge: Option<(&str, &[&str])>) -> String {
     let mut acl = format!("user {sender}\ntopic write pushmirror/+/trigger\ntopic read pushmirror/+/ack/+\n");
     for mirror in mirrors {
         acl += &format!("\nuser {mirror}\ntopic read pushmirror/+/trigger\ntopic write pushmirror/+/ack/{mirror}\n");
     }
-    if let Some(bridge) = bridge_user {
-        acl += &format!("\nuser {bridge}\ntopic readwrite pushmirror/#\n");
+    if let Some((user, behind)) = bridge {
+        acl += &format!("\nuser {user}\ntopic read pushmirror/+/trigger\n");
+        for mirror in behind {
+            acl += &format!("topic write pushmirror/+/ack/{mirror}\n");
+        }
     }
     acl
 }
 
-/// A `mosquitto_sub` subscribed to one topic, waiting for one message.
+/// A `mosquitto_sub` subscribed to one topic, waiting for a number of messages.
 pub struct Sub {
     child: Child,
 }
@@ -348,13 +355,18 @@ pub struct Sub {
 /// Subscribes as `user` and returns once the broker has acknowledged the subscription, so that
 /// whatever is published from then on reaches [`Sub::recv`].
 pub fn subscribe(broker: &Broker, user: &str, password: &str, topic: &str) -> Sub {
+    subscribe_many(broker, user, password, topic, 1)
+}
+
+/// [`subscribe`] to `count` messages, which [`Sub::recv_all`] returns.
+pub fn subscribe_many(broker: &Broker, user: &str, password: &str, topic: &str, count: usize) -> Sub {
     static SUBSCRIBERS: AtomicU32 = AtomicU32::new(0);
     let id = format!("sub-{}-{}", std::process::id(), SUBSCRIBERS.fetch_add(1, Ordering::Relaxed));
     // `%x` is the payload in hex; `%j` is JSON whose `user-properties` object keeps every user
     // property in order, duplicates too (`%P` joins them with spaces, which is ambiguous).
     let mut child = broker
         .client("mosquitto_sub", user, password)
-        .args(["-q", "1", "-C", "1", "-W", "10", "-i", &id, "-t", topic, "-F", "%x %j"])
+        .args(["-q", "1", "-C", &count.to_string(), "-W", "10", "-i", &id, "-t", topic, "-F", "%x %j"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -376,14 +388,24 @@ impl Sub {
     /// The message's payload and its MQTT 5 user properties, in order; panics when none came
     /// within 10 s of subscribing.
     pub fn recv(self) -> (String, Vec<(String, String)>) {
+        self.recv_all().remove(0)
+    }
+
+    /// Every message [`subscribe_many`] waited for, in order; panics when fewer came within 10 s
+    /// of subscribing (or of the last one).
+    pub fn recv_all(self) -> Vec<(String, Vec<(String, String)>)> {
         let out = self.child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let Some((hex, json)) = stdout.split_once(' ').filter(|_| out.status.success()) else {
-            panic!("mosquitto_sub got no message: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() || stdout.is_empty() {
+            panic!("mosquitto_sub got too few messages: {}{stdout}", String::from_utf8_lossy(&out.stderr));
+        }
+        let message = |line: &str| {
+            let (hex, json) = line.split_once(' ').expect("`%x %j`");
+            let payload: Vec<u8> =
+                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+            (String::from_utf8_lossy(&payload).into_owned(), user_properties(json))
         };
-        let payload: Vec<u8> =
-            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
-        (String::from_utf8_lossy(&payload).into_owned(), user_properties(json))
+        stdout.lines().map(message).collect()
     }
 }
 

@@ -90,11 +90,17 @@ impl Fixture {
 
     /// Pushes archive `debian` in-process with the real transports.
     pub async fn push(&self, request: PushRequest) -> Report {
+        self.push_with_clock(request, Clock::system()).await
+    }
+
+    /// [`Fixture::push`] from a host whose wall clock is `clock` (it stamps MQTT triggers).
+    pub async fn push_with_clock(&self, request: PushRequest, clock: Clock) -> Report {
         let config = self.config();
         let plan = pushmirror::push::plan_push(&config, &request).unwrap();
+        let session = pushmirror::transport::mqtt::connect::BrokerSession::Once;
         let engine = pushmirror::push::engine(
             &config,
-            Arc::new(Transports::new(&config, pushmirror::transport::mqtt::connect::BrokerSession::Once).unwrap()),
+            Arc::new(Transports::with_clock(&config, session, clock).unwrap()),
             Clock::system(),
         );
         pushmirror::push::execute(&config, &engine, &plan, &Options::default(), "test").await

@@ -108,6 +108,15 @@ impl Subscriber {
         s
     }
 
+    /// Gives the subscriber a key of its own (`identity:`), which signs its acks; its public key.
+    fn sign_acks(&self) -> russh::keys::PublicKey {
+        let made = pushmirror::wire::keys::generate(&self.dir.path().join("keys/ack"), "m1-acks").unwrap();
+        let path = self.dir.path().join("receive.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("  trusted_keys:", "  identity: keys/ack\n  trusted_keys:")).unwrap();
+        made.public
+    }
+
     fn runs(&self) -> Vec<String> {
         let text = std::fs::read_to_string(self.dir.path().join("runs.log")).unwrap_or_default();
         text.lines().map(String::from).collect()
@@ -232,10 +241,15 @@ async fn three_subscribers_sync_once_and_ack_and_one_that_was_down_catches_up() 
 /// What `mosquitto_pub` publishes as the sender: `payload` on the trigger topic, with the given
 /// signature property (none when `None`).
 fn publish_raw(broker: &Broker, payload: &[u8], signature: Option<&str>) {
+    publish_as(broker, "sender", "pushmirror/debian/trigger", payload, signature);
+}
+
+/// What `mosquitto_pub` publishes as `user` on `topic`, with the given signature property.
+fn publish_as(broker: &Broker, user: &str, topic: &str, payload: &[u8], signature: Option<&str>) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), payload).unwrap();
-    let mut command = broker.client("mosquitto_pub", "sender", &password("sender"));
-    command.args(["-q", "1", "-t", "pushmirror/debian/trigger", "-f"]).arg(file.path());
+    let mut command = broker.client("mosquitto_pub", user, &password(user));
+    command.args(["-q", "1", "-t", topic, "-f"]).arg(file.path());
     if let Some(sig) = signature {
         command.args(["-D", "publish", "user-property", pushmirror::wire::mqtt::SIGNATURE_PROPERTY, sig]);
     }
@@ -250,6 +264,7 @@ fn trigger(serial: &str, sent_ms: u64) -> Vec<u8> {
         serial: Some(serial.into()),
         sent_at: pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms)),
         sender: "up".into(),
+        nonce: None,
     };
     serde_json::to_vec(&message).unwrap()
 }
@@ -268,7 +283,7 @@ async fn forged_tampered_unsigned_and_replayed_triggers_never_run() {
     let running = sub.start().await;
     subscribed(&broker, "m1").await;
     let t0 = 1_790_000_000_000;
-    let sign = |k, p: &[u8]| pushmirror::wire::mqtt::sign(k, p).unwrap();
+    let sign = |k, p: &[u8]| pushmirror::wire::mqtt::sign(k, pushmirror::wire::mqtt::Signed::Trigger, p).unwrap();
 
     let first = trigger("1", t0);
     publish_raw(&broker, &first, Some(&sign(&key, &first)));
@@ -298,6 +313,364 @@ async fn forged_tampered_unsigned_and_replayed_triggers_never_run() {
     // Accepted triggers are counted when queued (coalesced ones too): only those two were.
     assert_eq!(running.receiving.status.borrow().archive("debian").unwrap().triggers, 2);
     running.stop().await;
+}
+
+/// Milliseconds since the epoch, `offset` seconds from now (the wire's precision).
+fn ms_from_now(offset: i64) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    (now + offset * 1000) as u64
+}
+
+/// Publishes `trigger(serial, sent_ms)` signed with `key`, as the sender.
+fn publish_signed(broker: &Broker, key: &russh::keys::PrivateKey, serial: &str, sent_ms: u64) {
+    let payload = trigger(serial, sent_ms);
+    publish_raw(
+        broker,
+        &payload,
+        Some(&pushmirror::wire::mqtt::sign(key, pushmirror::wire::mqtt::Signed::Trigger, &payload).unwrap()),
+    );
+}
+
+/// A correctly signed trigger stamped 10 minutes ahead of the subscriber's clock (an upstream
+/// clock that ran fast, then was corrected) runs nothing, and the correct trigger after it runs.
+/// It used to be accepted, and every correct trigger after it was dropped as "not newer" for
+/// those 10 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_future_dated_trigger_runs_nothing_and_blocks_no_later_one() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    publish_signed(&broker, &key, "F", ms_from_now(600));
+    publish_signed(&broker, &key, "2", ms_from_now(0));
+    eventually("a trigger ran", || !sub.runs().is_empty()).await;
+    assert_eq!(sub.runs(), ["debian all 2"]);
+    running.stop().await;
+}
+
+/// A high-water mark 10 minutes in the future, left in the state directory by a version that
+/// accepted a future-dated trigger, does not block the triggers of the present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_high_water_mark_from_a_fast_clock_blocks_nothing() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let accepted = sub.dir.path().join("state/mqtt-accepted");
+    std::fs::create_dir_all(&accepted).unwrap();
+    let future = pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(ms_from_now(600)));
+    std::fs::write(accepted.join("debian.json"), serde_json::to_vec(&future).unwrap()).unwrap();
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    publish_signed(&broker, &key, "2", ms_from_now(0));
+    eventually("the trigger ran", || !sub.runs().is_empty()).await;
+    assert_eq!(sub.runs(), ["debian all 2"]);
+    running.stop().await;
+}
+
+/// A trigger with a nonce, as the README's wire format has it.
+fn trigger_with_nonce(serial: &str, sent_ms: u64, nonce: &str) -> Vec<u8> {
+    let sent_at = pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms));
+    let message = serde_json::json!({
+        "archive": "debian", "stage": "all", "serial": serial, "sent_at": sent_at, "sender": "up", "nonce": nonce,
+    });
+    serde_json::to_vec(&message).unwrap()
+}
+
+/// Replay protection by nonce, not by the newest `sent_at` alone: a trigger stamped 90 s ahead
+/// (within `max_skew`: accepted) does not block the correct one sent after the upstream's clock
+/// was corrected; the same trigger again (a repeat or a replay) and one older than the window run
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_runs_once_and_a_slightly_fast_trigger_blocks_nothing() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let publish = |payload: &[u8]| {
+        publish_raw(
+            &broker,
+            payload,
+            Some(&pushmirror::wire::mqtt::sign(&key, pushmirror::wire::mqtt::Signed::Trigger, payload).unwrap()),
+        )
+    };
+    let nonce = |n: u8| format!("{n:032x}");
+    let fast = trigger_with_nonce("1", ms_from_now(90), &nonce(1));
+    publish(&fast);
+    eventually("the fast trigger ran", || sub.runs().len() == 1).await;
+    publish(&trigger_with_nonce("2", ms_from_now(0), &nonce(2)));
+    eventually("the correct trigger ran", || sub.runs().len() == 2).await;
+    publish(&fast);
+    publish(&trigger_with_nonce("3", ms_from_now(-300), &nonce(3)));
+    publish(&trigger_with_nonce("4", ms_from_now(1), &nonce(4)));
+    eventually("the last trigger ran", || sub.runs().contains(&"debian all 4".to_string())).await;
+    assert_eq!(sub.runs(), ["debian all 1", "debian all 2", "debian all 4"]);
+    // Counted when queued: the repeat and the stale one were not, even coalesced.
+    assert_eq!(running.receiving.status.borrow().archive("debian").unwrap().triggers, 3);
+    running.stop().await;
+}
+
+/// The upstream's clock runs 10 minutes fast: the subscriber refuses its trigger and says why in
+/// its ack, so the report row is a failure naming the clock (it used to be `ok`, and the next
+/// push's row `pending (no ack)`, exit 0). Once the clock is right, the next push is `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_from_a_fast_upstream_clock_is_refused_and_the_row_says_why() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let url = broker.url();
+    let (f, key) = upstream(&url, None, &[("m1", "mqtt: { ack_timeout: 5s }\n")]);
+    let sub = Subscriber::new(&url, "m1", &key, None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let request = || PushRequest { archive: Some("debian".into()), ..PushRequest::default() };
+    let fast = f.push_with_clock(request(), Clock::ahead_of_os(Duration::from_secs(600))).await;
+    let r = row(&fast, "m1");
+    assert_eq!((r.outcome, r.error_class), (Outcome::Failed, Some(ErrorClass::Refused)), "{}", fast.to_table());
+    assert_eq!(r.attempts, 1, "a refusal is not retried");
+    let table = fast.to_table();
+    assert!(table.contains("failed (refused)") && table.contains("ahead of the subscriber's clock"), "{table}");
+    assert!(sub.runs().is_empty(), "{:?}", sub.runs());
+    let report = f.push(request()).await;
+    assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
+    assert_eq!(sub.runs(), ["debian all 2026112501"]);
+    running.stop().await;
+}
+
+/// A trigger as JSON, with every field given (another archive's, say).
+fn trigger_json(archive: &str, serial: &str, sent_ms: u64, nonce: &str) -> Vec<u8> {
+    let sent_at = pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms));
+    let message = serde_json::json!({
+        "archive": archive, "stage": "all", "serial": serial, "sent_at": sent_at, "sender": "up", "nonce": nonce,
+    });
+    serde_json::to_vec(&message).unwrap()
+}
+
+/// Triggers signed by the upstream's key and refused for what they say are acknowledged
+/// `refused` with a machine-readable reason (and how far their date was off) on the ack topic of
+/// the archive they name, where their sender waits; a repeat of an accepted trigger (what the
+/// retained copy is) and an unsigned one are not acknowledged at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_triggers_are_acknowledged_with_their_reason() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let acks = crate::broker::subscribe_many(&broker, "sender", &password("sender"), "pushmirror/+/ack/m1", 5);
+    let publish = |payload: &[u8]| {
+        publish_raw(
+            &broker,
+            payload,
+            Some(&pushmirror::wire::mqtt::sign(&key, pushmirror::wire::mqtt::Signed::Trigger, payload).unwrap()),
+        )
+    };
+    let nonce = |n: u8| format!("{n:032x}");
+    publish(&trigger_json("debian", "F", ms_from_now(600), &nonce(1)));
+    publish(&trigger_json("ubuntu", "U", ms_from_now(0), &nonce(2)));
+    let good = trigger_json("debian", "2", ms_from_now(0), &nonce(3));
+    publish(&good);
+    eventually("the good trigger ran", || sub.runs().len() == 1).await;
+    publish(&good);
+    publish_raw(&broker, &trigger_json("debian", "X", ms_from_now(1), &nonce(4)), None);
+    publish(&trigger_json("debian", "S", ms_from_now(-600), &nonce(5)));
+    let mut got: Vec<(String, String, String, String)> = acks
+        .recv_all()
+        .iter()
+        .map(|(payload, _)| {
+            let ack: serde_json::Value = serde_json::from_str(payload).unwrap();
+            let field = |k: &str| ack[k].as_str().unwrap_or("").to_string();
+            let off = ack["off_by_ms"].as_u64().map_or("".into(), |ms| ((ms + 30_000) / 60_000).to_string());
+            (field("serial"), field("state"), field("reason"), off)
+        })
+        .collect();
+    got.sort();
+    let want = [
+        ("2", "ok", "", ""),
+        ("2", "started", "", ""),
+        ("F", "refused", "future", "10"),
+        ("S", "refused", "stale", "10"),
+        ("U", "refused", "archive", ""),
+    ];
+    let want: Vec<(String, String, String, String)> =
+        want.iter().map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string())).collect();
+    assert_eq!(got, want);
+    assert_eq!(sub.runs(), ["debian all 2"]);
+    running.stop().await;
+}
+
+/// With `identity:`, a subscriber signs each ack as the upstream signs a trigger: an SSHSIG over
+/// exactly its bytes, namespace `pushmirror-ack`, in the `pushmirror-sshsig` property. Its key
+/// verifies it, and so does OpenSSH's `ssh-keygen -Y verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_are_signed_with_the_subscribers_identity() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let ack_key = sub.sign_acks();
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let acks = crate::broker::subscribe_many(&broker, "sender", &password("sender"), "pushmirror/debian/ack/m1", 2);
+    publish_signed(&broker, &key, "2", ms_from_now(0));
+    let acks = acks.recv_all();
+    for (payload, properties) in &acks {
+        let signatures: Vec<&str> = properties
+            .iter()
+            .filter(|(k, _)| k == pushmirror::wire::mqtt::SIGNATURE_PROPERTY)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(signatures.len(), 1, "{payload} {properties:?}");
+        let verified = pushmirror::wire::mqtt::verify(
+            pushmirror::wire::mqtt::Signed::Ack,
+            payload.as_bytes(),
+            Some(signatures[0]),
+            std::slice::from_ref(&ack_key),
+        );
+        assert_eq!(verified, Ok(()), "{payload}");
+    }
+    running.stop().await;
+
+    let Some(keygen) = ssh_keygen() else { return };
+    let (payload, properties) = &acks[0];
+    let (sig, signers) = (dir.path().join("ack.sig"), dir.path().join("allowed_signers"));
+    std::fs::write(&sig, pushmirror::wire::mqtt::armor(&properties[0].1)).unwrap();
+    std::fs::write(&signers, format!("m1 namespaces=\"pushmirror-ack\" {}\n", ack_key.to_openssh().unwrap())).unwrap();
+    let mut child = std::process::Command::new(&keygen)
+        .args(["-Y", "verify", "-I", "m1", "-n", "pushmirror-ack", "-f"])
+        .arg(&signers)
+        .arg("-s")
+        .arg(&sig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), payload.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("Good \"pushmirror-ack\" signature for m1"), "{said}");
+}
+
+/// `mqtt.require_signed_acks: true`, each mirror file naming its subscriber's `ack_key`: acks
+/// published on a mirror's ack topic by anyone who may write there (its own login, a bridge)
+/// count only when signed with that mirror's key. An unsigned `ok` (it used to make the row
+/// `ok`), one signed with the other mirror's key and one signed with the right key as a trigger
+/// (another namespace) leave the row pending; the real subscriber's signed acks make it `ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_acks_signed_with_the_mirrors_ack_key_count_when_required() {
+    use pushmirror::wire::mqtt::{Signed, sign};
+    let Some(broker) = network(&["m1"], false) else { return };
+    let url = broker.url();
+    let keys = tempfile::tempdir().unwrap();
+    let m2 = pushmirror::wire::keys::generate(&keys.path().join("m2"), "m2-acks").unwrap();
+    let other = pushmirror::wire::keys::load_identity(&m2.private).unwrap();
+    let (f, key) = upstream(&url, None, &[]);
+    let main = std::fs::read_to_string(f.config_path()).unwrap();
+    std::fs::write(
+        f.config_path(),
+        main.replace("  ack_timeout: 30s\n", "  ack_timeout: 30s\n  require_signed_acks: true\n"),
+    )
+    .unwrap();
+    let sub = Subscriber::new(&url, "m1", &key, None);
+    let ack_key = sub.sign_acks();
+    let right = pushmirror::wire::keys::load_identity(&sub.dir.path().join("keys/ack")).unwrap();
+    let mirror = |key: &russh::keys::PublicKey| {
+        format!("mqtt: {{ ack_timeout: 3s, ack_key: '{}' }}\n", key.to_openssh().unwrap())
+    };
+    f.mirror("m1", &mirror(&ack_key));
+    // Another registered mirror: its subscriber's key is trusted for its acks, not for m1's.
+    f.mirror("m2", &mirror(&m2.public));
+    let request = || PushRequest { archive: Some("debian".into()), ..PushRequest::default() };
+
+    // While the push waits for m1's ack, acks that m1's login (or anyone who may write its ack
+    // topic) publishes: each names the trigger's `sent_at`, as the real subscriber's would.
+    let forge = || {
+        let (trigger, _) = crate::broker::sub_one(&broker, "m1", &password("m1"), "pushmirror/debian/trigger");
+        let trigger: pushmirror::wire::mqtt::TriggerMessage = serde_json::from_str(&trigger).unwrap();
+        let ack = serde_json::to_vec(&serde_json::json!({
+            "mirror": "m1", "serial": trigger.serial, "state": "ok", "exit_code": 0, "duration_ms": 1,
+            "stage": trigger.stage, "sent_at": trigger.sent_at,
+        }))
+        .unwrap();
+        let topic = "pushmirror/debian/ack/m1";
+        publish_as(&broker, "m1", topic, &ack, None);
+        publish_as(&broker, "m1", topic, &ack, Some(&sign(&other, Signed::Ack, &ack).unwrap()));
+        publish_as(&broker, "m1", topic, &ack, Some(&sign(&right, Signed::Trigger, &ack).unwrap()));
+    };
+    let report = std::thread::scope(|s| {
+        let forger = s.spawn(forge);
+        let report = tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f.push(request())));
+        forger.join().unwrap();
+        report
+    });
+    let r = row(&report, "m1");
+    assert_eq!(r.outcome, Outcome::Pending, "{}", report.to_table());
+
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let report = f.push(request()).await;
+    assert_eq!(row(&report, "m1").outcome, Outcome::Ok, "{}", report.to_table());
+    assert_eq!(sub.runs().last().map(String::as_str), Some("debian all 2026112501"));
+    running.stop().await;
+}
+
+/// Whether `user` may publish on `topic`: mosquitto answers a publish its ACL refuses with a
+/// PUBACK "not authorised" (QoS 1, MQTT 5), which `mosquitto_pub` reports.
+fn may_publish(broker: &Broker, user: &str, topic: &str) -> bool {
+    let out = broker.client("mosquitto_pub", user, &password(user)).args(["-q", "1", "-t", topic, "-m", "{}"]).output();
+    let out = out.unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    match (said.contains("Not authorized"), said.is_empty()) {
+        (true, _) => false,
+        (false, true) => true,
+        (false, false) => panic!("mosquitto_pub said: {said}"),
+    }
+}
+
+/// The README's mosquitto ACL, as written, against a real mosquitto: least privilege. The
+/// upstream publishes triggers and no ack; a mirror only its own ack; the bridge of a region
+/// (the ACL on the upstream's broker) only the acks of that region's mirrors, and no trigger.
+#[test]
+fn the_readme_acl_lets_each_login_publish_only_what_it_must() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = |start: &str| {
+        let from = readme.find(start).unwrap_or_else(|| panic!("no `{start}` in the README"));
+        readme[from..].split("```").next().unwrap().to_string()
+    };
+    let acl = block("# /etc/mosquitto/pushmirror.acl\n") + "\n" + &block("# /etc/mosquitto/pushmirror.acl on A");
+    let Some(broker) = Broker::start(Spec {
+        users: users(&["upstream", "mirror-nat", "mirror-eu1", "bridge-eu"]),
+        acl: Some(acl.clone()),
+        ..Spec::default()
+    }) else {
+        return;
+    };
+    let checks = [
+        ("upstream", "pushmirror/debian/trigger", true),
+        ("upstream", "pushmirror/debian/ack/mirror-nat", false),
+        ("mirror-nat", "pushmirror/debian/ack/mirror-nat", true),
+        ("mirror-nat", "pushmirror/debian/ack/mirror-eu1", false),
+        ("mirror-nat", "pushmirror/debian/trigger", false),
+        ("bridge-eu", "pushmirror/debian/ack/mirror-eu1", true),
+        ("bridge-eu", "pushmirror/debian/ack/mirror-nat", false),
+        ("bridge-eu", "pushmirror/debian/trigger", false),
+    ];
+    let wrong: Vec<String> = checks
+        .iter()
+        .filter(|(user, topic, allowed)| may_publish(&broker, user, topic) != *allowed)
+        .map(|(user, topic, allowed)| format!("{user} on {topic}: {}", if *allowed { "refused" } else { "allowed" }))
+        .collect();
+    assert!(wrong.is_empty(), "the README's ACL:\n{acl}\ngets wrong:\n{}", wrong.join("\n"));
 }
 
 /// A trigger the CLI published, read back through the broker with `mosquitto_sub`, verifies with
@@ -440,13 +813,14 @@ async fn triggers_and_acks_travel_over_tls_with_client_certificates() {
     pushed_to_one(&broker, &f, &sub).await;
 }
 
-/// Beyond one broker: the sender on A, the subscribers on B, bridged with
-/// `topic pushmirror/# both 1`: triggers cross to B, acks back to A.
+/// Beyond one broker: the sender on A, the subscribers on B, bridged as the README says —
+/// triggers in, acks out, the bridge's login on A allowed to write only the acks of B's mirrors:
+/// triggers cross to B, acks back to A.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggers_and_acks_cross_a_bridge() {
     let spec = Spec {
         users: users(&["sender", "bridge"]),
-        acl: Some(crate::broker::pushmirror_acl("sender", &[], Some("bridge"))),
+        acl: Some(crate::broker::pushmirror_acl("sender", &[], Some(("bridge", &["m1", "m2"])))),
         ..Spec::default()
     };
     let Some(a) = Broker::start(spec) else { return };
@@ -454,7 +828,7 @@ async fn triggers_and_acks_cross_a_bridge() {
         remote_port: a.port(),
         username: "bridge".into(),
         password: password("bridge"),
-        topic: "pushmirror/# both 1".into(),
+        topics: vec!["pushmirror/+/trigger in 1".into(), "pushmirror/+/ack/+ out 1".into()],
     };
     let b_spec = Spec {
         users: users(&["m1", "m2"]),
@@ -589,6 +963,32 @@ fn mqtt_config_mistakes_name_file_line_and_field() {
     ] {
         assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
     }
+}
+
+/// With `mqtt.require_signed_acks`, every MQTT mirror file must name its subscriber's `ack_key`;
+/// a key that does not parse is named at its field, with or without the requirement.
+#[test]
+fn required_signed_acks_need_each_mirrors_ack_key() {
+    let (f, key) = upstream("mqtt://127.0.0.1:1", None, &[("m1", "mqtt: {}\n"), ("m2", "mqtt:\n")]);
+    f.mirror("m3", &format!("mqtt: {{ ack_key: '{key}' }}\n"));
+    f.mirror("m4", "mqtt: { ack_key: 'ssh-ed25519 nonsense' }\n");
+    let errors = pushmirror::config::load(&f.config_path()).unwrap_err().to_string();
+    assert!(errors.contains("m4.yaml:1:9: mqtt.ack_key: not an OpenSSH public key"), "{errors}");
+    assert!(!errors.contains("m1.yaml") && !errors.contains("m3.yaml"), "not required: {errors}");
+    let main = std::fs::read_to_string(f.config_path()).unwrap();
+    std::fs::write(
+        f.config_path(),
+        main.replace("  ack_timeout: 30s\n", "  ack_timeout: 30s\n  require_signed_acks: true\n"),
+    )
+    .unwrap();
+    let errors = pushmirror::config::load(&f.config_path()).unwrap_err().to_string();
+    for want in [
+        "m1.yaml:1:1: mqtt.ack_key: missing `ack_key`: the main file sets `mqtt.require_signed_acks`",
+        "m2.yaml:1:1: mqtt: missing `ack_key`",
+    ] {
+        assert!(errors.contains(want), "missing `{want}` in:\n{errors}");
+    }
+    assert!(!errors.contains("m3.yaml"), "{errors}");
 }
 
 /// MQTT mirrors on one trigger topic must share their type (each gets every trigger on it).

@@ -5,18 +5,19 @@
 //! archive's trigger is published (once per push and stage, shared by all its mirrors: the first
 //! attempt publishes, the others wait for the broker's PUBACK of that one publish), hands its
 //! concurrency permit back, and waits for this mirror's ack on `{prefix}/{archive}/ack/{mirror}`.
-//! A final ack (`ok`, `busy`, `failed`) ends the attempt; none within `ack_timeout` ends it
+//! A final ack (`ok`, `busy`, `failed`, `refused`) ends the attempt; none within `ack_timeout` ends it
 //! [`Delivered::pending`]: published, not confirmed. Acks are kept per mirror after the push too
-//! ([`MqttTransport::acks`]), so a late one still reaches the daemon's status.
+//! ([`MqttTransport::acks`]), so a late one still reaches the daemon's status. A mirror with an
+//! `ack_key` counts only acks signed with it (`pushmirror-ack`); others change nothing.
 //!
 //! A broker that is down fails an attempt as `connect` once the mirror's `timeout` has passed
 //! without a connection; the engine's retries publish it again (the same payload, so subscribers
-//! that got the first one drop the second as not newer). The connection task reconnects with
+//! that got the first one drop the second: same nonce). The connection task reconnects with
 //! backoff for as long as the transport lives.
 
 pub mod connect;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,13 +30,14 @@ use rumqttc::Outgoing;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
-use russh::keys::PrivateKey;
+use russh::keys::{PrivateKey, PublicKey};
 use tokio::sync::{broadcast, watch};
 
 use super::{Attempt, AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{Config, MqttSettings, MqttTarget, Transport};
+use crate::vocab::clock::Clock;
 use crate::vocab::model::{ErrorClass, Stage, Timestamp};
-use crate::wire::mqtt::{self as wire, AckMessage, AckRecord, AckState, TriggerMessage};
+use crate::wire::mqtt::{self as wire, AckMessage, AckRecord, AckState, Signed, TriggerMessage};
 use connect::{BrokerSession, Reconnect};
 
 /// Publications remembered per push, so that retries re-send the same bytes; older pushes' are
@@ -52,6 +54,8 @@ struct Inner {
     client: AsyncClient,
     shared: Arc<Conn>,
     settings: MqttSettings,
+    /// Stamps each trigger's `sent_at`.
+    clock: Clock,
     keys: HashMap<PathBuf, Arc<PrivateKey>>,
     publications: Mutex<HashMap<PublicationKey, Arc<Publication>>>,
     /// One trigger publish at a time, so that the PUBACK that follows is recognisably its own.
@@ -97,27 +101,35 @@ enum Sent {
 /// is bounded by the configuration.
 struct Acks {
     slots: HashMap<(String, String), watch::Sender<Option<AckRecord>>>,
+    /// The subscriber's key of each mirror with an `ack_key`: only acks it signed count.
+    keys: HashMap<String, PublicKey>,
+    /// Mirrors whose unverified ack was already logged as a warning (once per mirror: a bound set
+    /// of configured names, however many such acks arrive).
+    warned: Mutex<HashSet<String>>,
     seq: AtomicU64,
     late: broadcast::Sender<AckRecord>,
 }
 
 impl Acks {
-    fn receive(&self, prefix: &str, topic: &str, payload: &[u8]) {
+    fn receive(&self, prefix: &str, topic: &str, payload: &[u8], signature: Option<&str>) {
         let Some((archive, mirror)) = wire::parse_ack_topic(prefix, topic) else { return };
         let Some(slot) = self.slots.get(&(archive.to_string(), mirror.to_string())) else {
             tracing::debug!(%archive, %mirror, "ack from a mirror not registered for this archive: ignored");
             return;
         };
-        let parsed = match payload.len() <= wire::MAX_MESSAGE {
-            true => serde_json::from_slice::<AckMessage>(payload).ok(),
-            false => None,
-        };
-        let ack = match parsed {
-            Some(ack) => ack,
-            None => {
-                tracing::warn!(%archive, %mirror, bytes = payload.len(), "malformed ack dropped");
-                return;
-            }
+        if payload.len() > wire::MAX_MESSAGE {
+            tracing::warn!(%archive, %mirror, bytes = payload.len(), "oversized ack dropped");
+            return;
+        }
+        if let Some(key) = self.keys.get(mirror)
+            && let Err(why) = wire::verify(Signed::Ack, payload, signature, std::slice::from_ref(key))
+        {
+            self.distrusted(archive, mirror, &why);
+            return;
+        }
+        let Ok(ack) = serde_json::from_slice::<AckMessage>(payload) else {
+            tracing::warn!(%archive, %mirror, bytes = payload.len(), "malformed ack dropped");
+            return;
         };
         if ack.mirror != mirror {
             tracing::warn!(%archive, %mirror, claimed = %ack.mirror.chars().take(64).collect::<String>(), "ack names another mirror than its topic: dropped");
@@ -132,6 +144,21 @@ impl Acks {
         tracing::info!(%archive, %mirror, state = %record.ack.state, serial = record.ack.serial.as_deref().unwrap_or(""), "ack");
         slot.send_replace(Some(record.clone()));
         let _ = self.late.send(record);
+    }
+
+    /// An ack not signed with the mirror's `ack_key`: it changes nothing. The first of each mirror
+    /// is a warning (someone else can write its ack topic, or its subscriber signs with another
+    /// key or not at all), the rest are only noted.
+    fn distrusted(&self, archive: &str, mirror: &str, why: &wire::Unverified) {
+        let first = self.warned.lock().unwrap_or_else(|e| e.into_inner()).insert(mirror.to_string());
+        match first {
+            true => tracing::warn!(
+                %archive, %mirror,
+                "ack ignored: {why}; only acks signed with the mirror's ack_key count (further ones from this \
+                 mirror are logged at debug)"
+            ),
+            false => tracing::debug!(%archive, %mirror, "ack ignored: {why}"),
+        }
     }
 }
 
@@ -153,13 +180,19 @@ struct Publication {
 
 impl MqttTransport {
     /// Connects (in the background) to the broker of `config.mqtt` and loads the keys its MQTT
-    /// mirrors' triggers are signed with. Must be called inside a tokio runtime.
-    pub fn new(config: &Config, session: BrokerSession) -> anyhow::Result<Self> {
+    /// mirrors' triggers are signed with; `clock` stamps the triggers' `sent_at`. Must be called
+    /// inside a tokio runtime.
+    pub fn new(config: &Config, session: BrokerSession, clock: Clock) -> anyhow::Result<Self> {
         let settings =
             config.mqtt.clone().ok_or_else(|| anyhow::anyhow!("MQTT mirrors need `mqtt:` in the main file"))?;
         let mut slots = HashMap::new();
         let mut keys = HashMap::new();
-        for mirror in config.mirrors.iter().filter(|m| matches!(m.transport, Transport::Mqtt(_))) {
+        let mut ack_keys = HashMap::new();
+        for mirror in &config.mirrors {
+            let Transport::Mqtt(target) = &mirror.transport else { continue };
+            if let Some(key) = &target.ack_key {
+                ack_keys.insert(mirror.name.clone(), key.clone());
+            }
             for (archive, sender) in &mirror.senders {
                 slots.insert((archive.clone(), mirror.name.clone()), watch::Sender::new(None));
                 if let Some(path) = &sender.identity
@@ -180,7 +213,13 @@ impl MqttTransport {
         let shared = Arc::new(Conn {
             link: watch::Sender::new(Link::default()),
             packets: broadcast::channel(256).0,
-            acks: Acks { slots, seq: AtomicU64::new(0), late: broadcast::channel(1024).0 },
+            acks: Acks {
+                slots,
+                keys: ack_keys,
+                warned: Mutex::new(HashSet::new()),
+                seq: AtomicU64::new(0),
+                late: broadcast::channel(1024).0,
+            },
             prefix: broker.topic_prefix.clone(),
             broker: broker.to_string(),
         });
@@ -190,6 +229,7 @@ impl MqttTransport {
                 client,
                 shared,
                 settings,
+                clock,
                 keys,
                 publications: Mutex::new(HashMap::new()),
                 publishing: tokio::sync::Mutex::new(()),
@@ -285,7 +325,7 @@ impl MqttTransport {
             return Ok(Arc::clone(p));
         }
         // At the wire's precision (milliseconds), so that the `sent_at` acks echo equals it.
-        let ms = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let ms = inner.clock.now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
         let sent_at = Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)));
         let message = TriggerMessage {
             archive: req.archive.to_string(),
@@ -293,6 +333,7 @@ impl MqttTransport {
             serial: req.serial.map(str::to_string),
             sent_at,
             sender: inner.settings.broker.client_id.clone(),
+            nonce: Some(wire::new_nonce()),
         };
         let payload =
             serde_json::to_vec(&message).map_err(|e| AttemptError::permanent(ErrorClass::Internal, e.to_string()))?;
@@ -316,20 +357,18 @@ fn sign(keys: &HashMap<PathBuf, Arc<PrivateKey>>, identity: &Path, payload: &[u8
     let key = keys.get(identity).ok_or_else(|| {
         AttemptError::permanent(ErrorClass::Other, format!("key {} was not loaded", identity.display()))
     })?;
-    wire::sign(key, payload).map_err(|e| AttemptError::permanent(ErrorClass::Other, format!("cannot sign: {e}")))
+    wire::sign(key, wire::Signed::Trigger, payload)
+        .map_err(|e| AttemptError::permanent(ErrorClass::Other, format!("cannot sign: {e}")))
 }
 
-/// An ack's verdict: `ok` and `busy` delivered, `failed` a remote failure no retry fixes.
+/// An ack's verdict: `ok` and `busy` delivered; `failed` (its sync) and `refused` (the trigger)
+/// failures no retry fixes.
 fn answer(ack: &AckMessage) -> AttemptResult {
+    if let Some((class, why)) = ack.failure() {
+        return Err(AttemptError { exit_code: ack.exit_code, ..AttemptError::permanent(class, why) });
+    }
     let sync_duration = ack.duration_ms.map(Duration::from_millis);
     match ack.state {
-        AckState::Failed => Err(AttemptError {
-            exit_code: ack.exit_code,
-            ..AttemptError::permanent(
-                ErrorClass::RemoteExit,
-                format!("the mirror's sync failed (exit {})", ack.exit_code.map_or("?".into(), |c| c.to_string())),
-            )
-        }),
         AckState::Busy => Ok(Delivered { note: Some("downstream busy, re-run queued".into()), ..Delivered::default() }),
         _ => Ok(Delivered { exit_code: ack.exit_code, sync_duration, ..Delivered::default() }),
     }
@@ -506,7 +545,18 @@ async fn drive(mut eventloop: EventLoop, client: AsyncClient, shared: Arc<Conn>)
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let topic = String::from_utf8_lossy(&p.topic);
-                shared.acks.receive(&shared.prefix, &topic, &p.payload);
+                let mut signatures = p
+                    .properties
+                    .iter()
+                    .flat_map(|props| &props.user_properties)
+                    .filter(|(k, _)| k == wire::SIGNATURE_PROPERTY)
+                    .map(|(_, v)| v.as_str());
+                // Exactly one, as for a trigger: two would leave it open which one was checked.
+                let signature = match (signatures.next(), signatures.next()) {
+                    (Some(one), None) => Some(one),
+                    _ => None,
+                };
+                shared.acks.receive(&shared.prefix, &topic, &p.payload, signature);
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 let _ = shared.packets.send(Sent::PubAck(ack.pkid, ack.reason));

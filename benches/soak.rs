@@ -1,0 +1,762 @@
+//! Months unattended, compressed: the release daemon under a seeded stream of archive updates and
+//! faults, with invariants checked over the whole history and its resources sampled throughout.
+//!
+//! ```text
+//! cargo bench --bench soak -- --quick                 # 5 minutes
+//! cargo bench --bench soak -- --duration 1h --seed 7  # the documented run
+//! cargo bench --bench soak -- --quick --break drop    # proves the checker catches a lost trigger
+//! ```
+//! The other end: in-process receivers in this process — HTTP servers whose mirrors answer ok,
+//! slowly, flakily (503), by refusing (403) or flapping, and russh SSH receivers — on loopback.
+//! Injected at random (the seed decides): archive updates every `--interval` with the update lock
+//! held for a random while (versions written under the lock and replaced before it is released
+//! never complete), SIGHUP with alternately a valid change (a mirror added or removed) and a
+//! broken file, `kill -9` and restart, and, as root, the state disk (a small tmpfs) filled and
+//! freed.
+//!
+//! Checked over the whole history, then printed; exit 1 on any violation:
+//! - **complete only**: no mirror got a version that never completed (written, lock released);
+//! - **no fake ok**: every `ok` row of every report is a trigger the mirror received;
+//! - **nothing lost**: the last version reached every mirror that does not refuse (or its last
+//!   report row says failed), and nothing is left deferred;
+//! - **duplicates only at kills**: a mirror got a version twice only if that version's push was
+//!   under way at a `kill -9`;
+//! - **every failure told**: each failed row's mirror has a `trigger failed` log line;
+//! - **no panic**, no `internal` outcome.
+//!
+//! Resources (RSS, descriptors, threads of the daemon; bytes and files in `state_dir`) are sampled
+//! every `--sample`; a table of start, end and max is printed and an SVG chart written
+//! (`--chart`, default `target/soak.svg`). After warm-up (the first half of each daemon's life,
+//! at least its first minute) RSS may grow at most `--max-rss-slope` MB per 1,000 pushes and
+//! descriptors and threads not at all beyond noise; `state_dir` must stay under its bound.
+//!
+//! `--break drop` makes one receiver answer 200 without recording (a trigger lost on the way):
+//! the run must report "no fake ok" violated. `--break locks` makes the configuration's lock glob
+//! miss the lock file, so the daemon pushes versions under way: "complete only" must be violated.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use clap::Parser;
+use pushmirror::demo::{Behaviour, ExecLog, SshReceiver};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How long to run.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Five minutes, faults more often.
+    #[arg(long)]
+    quick: bool,
+    /// Archive updates every this long.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Mirrors (70% HTTP, 30% SSH).
+    #[arg(long, default_value_t = 500)]
+    mirrors: usize,
+    /// Resource samples every this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    sample: Duration,
+    /// RSS growth allowed after warm-up, MB per 1,000 pushes.
+    #[arg(long, default_value_t = 1.0)]
+    max_rss_slope: f64,
+    /// Where the chart goes.
+    #[arg(long, default_value = "target/soak.svg")]
+    chart: PathBuf,
+    /// Break something on purpose, to see the checker catch it: `drop` or `locks`.
+    #[arg(long = "break")]
+    breakage: Option<String>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.duration = Duration::from_secs(300);
+    }
+    tokio::runtime::Runtime::new()?.block_on(run(args))
+}
+
+/// A small deterministic generator (xorshift64*): the seed decides every choice.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// How an HTTP mirror answers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Policy {
+    Ok,
+    /// Answers after this many milliseconds (under the mirror's timeout).
+    Slow(u64),
+    /// 503 this percent of the time.
+    Flaky(u64),
+    /// 403, always.
+    Refuse,
+    /// 503 in every other minute.
+    Flap,
+    /// 200 without recording it (`--break drop`).
+    Drop,
+}
+
+/// What a mirror received: (mirror, serial) of every trigger it accepted.
+#[derive(Default)]
+struct Received {
+    got: Mutex<Vec<(String, String)>>,
+}
+
+impl Received {
+    fn add(&self, mirror: &str, serial: &str) {
+        self.got.lock().unwrap().push((mirror.to_string(), serial.to_string()));
+    }
+    fn counts(&self) -> BTreeMap<(String, String), usize> {
+        let mut out = BTreeMap::new();
+        for key in self.got.lock().unwrap().iter() {
+            *out.entry(key.clone()).or_default() += 1;
+        }
+        out
+    }
+}
+
+struct Farm {
+    policies: BTreeMap<String, Policy>,
+    received: Arc<Received>,
+    started: Instant,
+    rng: Mutex<Rng>,
+}
+
+async fn http_trigger(State(farm): State<Arc<Farm>>, UrlPath(name): UrlPath<String>, headers: HeaderMap) -> StatusCode {
+    let serial = headers.get("x-serial").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let policy = farm.policies.get(&name).copied().unwrap_or(Policy::Refuse);
+    let refused = match policy {
+        Policy::Ok | Policy::Drop => false,
+        Policy::Slow(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            false
+        }
+        Policy::Flaky(p) => farm.rng.lock().unwrap().chance(p),
+        Policy::Flap => (farm.started.elapsed().as_secs() / 60) % 2 == 1,
+        Policy::Refuse => return StatusCode::FORBIDDEN,
+    };
+    if refused {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if policy != Policy::Drop {
+        farm.received.add(&name, &serial);
+    }
+    StatusCode::OK
+}
+
+async fn http_farm(farm: Arc<Farm>) -> anyhow::Result<SocketAddr> {
+    let app = axum::Router::new().route("/m/{name}", axum::routing::get(http_trigger)).with_state(farm);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// The daemon process, its stderr kept (and scanned) line by line.
+struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(config: &Path, lines: Arc<Mutex<Vec<String>>>) -> anyhow::Result<Daemon> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pushmirror"))
+            .arg("-c")
+            .arg(config)
+            .args(["daemon", "--grace", "5s"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().expect("piped");
+        let l = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Ok(Daemon { child, lines })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args(["-s", sig, &self.pid().to_string()]).status();
+    }
+
+    fn kill9(mut self) -> anyhow::Result<()> {
+        self.signal("KILL");
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+}
+
+/// One resource sample.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: f64,
+    pid: u32,
+    pushes: usize,
+    rss_kb: u64,
+    fds: u64,
+    threads: u64,
+    state_kb: u64,
+    state_files: u64,
+}
+
+fn sample(pid: u32, state: &Path, at: f64, pushes: usize) -> Option<Sample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    let (mut bytes, mut files) = (0u64, 0u64);
+    let mut dirs = vec![state.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => dirs.push(entry.path()),
+                Ok(m) => {
+                    bytes += m.len();
+                    files += 1;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    Some(Sample {
+        at,
+        pid,
+        pushes,
+        rss_kb: field("VmRSS:"),
+        fds,
+        threads: field("Threads:"),
+        state_kb: bytes / 1024,
+        state_files: files,
+    })
+}
+
+/// What the reports said, compactly: (serial, mirror) → outcome, and failed mirrors.
+#[derive(Default)]
+struct Reports {
+    seen: BTreeSet<PathBuf>,
+    ok: BTreeSet<(String, String)>,
+    failed: Vec<(String, String)>,
+    internal: Vec<String>,
+    last_row: BTreeMap<String, (String, String)>,
+}
+
+impl Reports {
+    /// Reads the reports not read yet (the daemon keeps `status.history` of them).
+    fn collect(&mut self, dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let mut new: Vec<PathBuf> =
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+        new.retain(|p| !self.seen.contains(p));
+        new.sort();
+        for path in new {
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(report) = serde_json::from_slice::<pushmirror::push::report::Report>(&bytes) else { continue };
+            self.seen.insert(path);
+            let serial = report.serial.clone().unwrap_or_default();
+            for t in &report.triggers {
+                let outcome = t.outcome.to_string();
+                match t.outcome {
+                    pushmirror::vocab::model::Outcome::Ok => {
+                        self.ok.insert((t.mirror.clone(), serial.clone()));
+                    }
+                    pushmirror::vocab::model::Outcome::Failed => {
+                        self.failed.push((t.mirror.clone(), serial.clone()));
+                        if t.error_class == Some(pushmirror::vocab::model::ErrorClass::Internal) {
+                            self.internal.push(format!("{} {serial}", t.mirror));
+                        }
+                    }
+                    _ => {}
+                }
+                self.last_row.insert(t.mirror.clone(), (serial.clone(), outcome));
+            }
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let dir = tempfile::tempdir()?;
+    let root = dir.path();
+    let state = root.join("state");
+    std::fs::create_dir_all(root.join("mirrors.d"))?;
+    std::fs::create_dir_all(root.join("archive/project/trace"))?;
+    std::fs::create_dir_all(&state)?;
+    let disk = Tmpfs::mount(&state, "64m");
+    let trace = root.join("archive/project/trace/master");
+    std::fs::write(&trace, "Archive serial: 1000\n")?;
+    let key = pushmirror::wire::keys::generate(&root.join("id"), "soak")?.public;
+
+    // The mirrors: 70% HTTP with a policy each, 30% SSH; one in twenty rate-limited.
+    let received = Arc::new(Received::default());
+    let mut policies = BTreeMap::new();
+    let mut names = Vec::new();
+    let n_http = args.mirrors * 7 / 10;
+    for i in 0..n_http {
+        let name = format!("h{i:04}");
+        let policy = match rng.below(100) {
+            0..=74 => Policy::Ok,
+            75..=84 => Policy::Slow(500 + rng.below(2000)),
+            85..=92 => Policy::Flaky(30),
+            93..=95 => Policy::Flap,
+            _ => Policy::Refuse,
+        };
+        let policy = if i == 0 && args.breakage.as_deref() == Some("drop") { Policy::Drop } else { policy };
+        policies.insert(name.clone(), policy);
+        names.push(name);
+    }
+    let farm = Arc::new(Farm {
+        policies: policies.clone(),
+        received: Arc::clone(&received),
+        started: Instant::now(),
+        rng: Mutex::new(Rng(args.seed | 1)),
+    });
+    let mut farms = Vec::new();
+    for _ in 0..4 {
+        farms.push(http_farm(Arc::clone(&farm)).await?);
+    }
+    let ssh_log = Arc::new(ExecLog::default());
+    let mut sshs = Vec::new();
+    for _ in 0..4 {
+        sshs.push(
+            SshReceiver::builder()
+                .authorize(&key)
+                .behaviour(Behaviour::ExitAfter(Duration::from_millis(100), 0))
+                .log(Arc::clone(&ssh_log))
+                .start()
+                .await?,
+        );
+    }
+    let mut limited = BTreeSet::new();
+    let mirror_yaml = |name: &str, i: usize, limited: bool| -> String {
+        let limit = if limited { "rate_limit: 1/30s\n" } else { "" };
+        let common = format!("retries: 2\nbackoff: {{ initial: 200ms, max: 1s }}\ntimeout: 5s\n{limit}");
+        if name.starts_with('h') {
+            let farm = farms[i % farms.len()];
+            format!("http:\n  url: http://{farm}/m/{name}\n  headers: {{ X-Serial: \"{{serial}}\" }}\n{common}")
+        } else {
+            let rx = &sshs[i % sshs.len()];
+            format!(
+                "ssh: {{ host: 127.0.0.1, port: {}, user: {name} }}\nhost_key: \"{}\"\ncommand: \"sync {{serial}}\"\n{common}",
+                rx.port(),
+                rx.host_key_line()
+            )
+        }
+    };
+    for i in 0..args.mirrors - n_http {
+        names.push(format!("s{i:04}"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        let is_limited = rng.chance(5);
+        if is_limited {
+            limited.insert(name.clone());
+        }
+        std::fs::write(root.join(format!("mirrors.d/{name}.yaml")), mirror_yaml(name, i, is_limited))?;
+    }
+    let locks =
+        if args.breakage.as_deref() == Some("locks") { "never-matches-*" } else { "Archive-Update-in-Progress-*" };
+    let config = root.join("pushmirror.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mirrors_dir: mirrors.d\nstate_dir: state\nidentity: id\nconcurrency: 256\nmax_per_host: 64\n\
+             status: {{ listen: 127.0.0.1:0, history: 50 }}\narchives:\n  debian:\n    root: archive\n    settle: 500ms\n    poll: 1s\n    locks: [\"{locks}\"]\n"
+        ),
+    )?;
+
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut daemon = Daemon::start(&config, Arc::clone(&lines))?;
+    let begun = Instant::now();
+    let (kill_every, hup_every) = if args.quick { (50, 23) } else { (300, 97) };
+    let mut completed: BTreeSet<String> = ["1000".to_string()].into();
+    let mut due_at_kill: BTreeSet<String> = BTreeSet::new();
+    let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut samples = Vec::new();
+    let mut reports = Reports::default();
+    let mut serial = 1000u64;
+    let mut next_kill = Duration::from_secs(kill_every);
+    let mut next_hup = Duration::from_secs(hup_every);
+    let mut next_sample = Duration::ZERO;
+    let mut hup_valid = true;
+    let mut churn = 0u32;
+    let mut filler: Option<PathBuf> = None;
+    let lock = root.join("archive/Archive-Update-in-Progress-soak");
+    while begun.elapsed() < args.duration {
+        let now = begun.elapsed();
+        // An update: written under the lock, sometimes overwritten before the lock goes.
+        std::fs::write(&lock, b"")?;
+        serial += 1;
+        std::fs::write(&trace, format!("Archive serial: {serial}\n"))?;
+        let held = Duration::from_millis(rng.below(args.interval.as_millis() as u64 * 3 / 4));
+        tokio::time::sleep(held / 2).await;
+        if rng.chance(20) {
+            serial += 1; // the first one never completes
+            std::fs::write(&trace, format!("Archive serial: {serial}\n"))?;
+            *faults.entry("update replaced under its lock").or_default() += 1;
+        }
+        tokio::time::sleep(held / 2).await;
+        std::fs::remove_file(&lock)?;
+        completed.insert(serial.to_string());
+        *faults.entry("archive update").or_default() += 1;
+        if now >= next_hup {
+            next_hup += Duration::from_secs(hup_every);
+            let broken = root.join("mirrors.d/zz-broken.yaml");
+            if hup_valid {
+                let _ = std::fs::remove_file(&broken);
+                churn += 1;
+                let name = format!("churn{}", churn % 3);
+                let path = root.join(format!("mirrors.d/{name}.yaml"));
+                if path.exists() {
+                    std::fs::remove_file(&path)?;
+                } else {
+                    let header = "  headers: { X-Serial: \"{serial}\" }\n";
+                    std::fs::write(&path, format!("http:\n  url: http://{}/m/{name}\n{header}retries: 0\n", farms[0]))?;
+                }
+                *faults.entry("SIGHUP, valid change").or_default() += 1;
+            } else {
+                std::fs::write(&broken, "http: [ unclosed\n")?;
+                *faults.entry("SIGHUP, broken file").or_default() += 1;
+            }
+            hup_valid = !hup_valid;
+            daemon.signal("HUP");
+        }
+        if now >= next_kill {
+            next_kill += Duration::from_secs(kill_every);
+            // The version whose push is under way (the journal's first line), if one is.
+            let journal = std::fs::read_to_string(state.join("daemon/debian.due")).unwrap_or_default();
+            let first = journal.lines().next().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+            if let Some(s) = first.as_ref().and_then(|v| v.get("Version")).and_then(|s| s.as_str()) {
+                due_at_kill.insert(s.to_string());
+            }
+            daemon.kill9()?;
+            daemon = Daemon::start(&config, Arc::clone(&lines))?;
+            *faults.entry("kill -9 and restart").or_default() += 1;
+        }
+        if let Some(disk) = &disk {
+            match filler.take() {
+                Some(f) => {
+                    std::fs::remove_file(&f)?;
+                    *faults.entry("state disk full, then freed").or_default() += 1;
+                }
+                None if rng.chance(2) => filler = Some(disk.fill()),
+                None => {}
+            }
+        }
+        if now >= next_sample {
+            next_sample += args.sample;
+            reports.collect(&state.join("reports"));
+            let pushes = daemon.count("push finished");
+            if let Some(s) = sample(daemon.pid(), &state, now.as_secs_f64(), pushes) {
+                samples.push(s);
+            }
+        }
+        tokio::time::sleep(args.interval.saturating_sub(held)).await;
+    }
+    if let Some(f) = filler.take() {
+        std::fs::remove_file(f)?;
+    }
+    // Quiesce: the last version pushed, nothing due, nothing deferred (rate limits: 30 s).
+    let last = serial.to_string();
+    let quiet = Instant::now();
+    loop {
+        reports.collect(&state.join("reports"));
+        let pushed = std::fs::read_to_string(state.join("daemon/debian.pushed")).unwrap_or_default();
+        let deferred = std::fs::read_to_string(state.join("daemon/deferred.json")).unwrap_or_default();
+        let nothing_deferred = matches!(deferred.trim(), "" | "[]");
+        if pushed.contains(&format!("\"{last}\"")) && nothing_deferred || quiet.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    reports.collect(&state.join("reports"));
+    daemon.signal("TERM");
+    let _ = daemon.child.wait();
+
+    // The history, checked.
+    let mut got = received.counts();
+    for exec in ssh_log.execs() {
+        if let Some(s) = exec.command.strip_prefix("sync ") {
+            *got.entry((exec.user.clone(), s.to_string())).or_default() += 1;
+        }
+    }
+    let log = lines.lock().unwrap().clone();
+    let log_file = args.chart.with_extension("log");
+    std::fs::write(&log_file, log.join("\n"))?;
+    println!("the daemon's log: {}", log_file.display());
+    let mut violations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for ((mirror, s), n) in &got {
+        if !completed.contains(s) {
+            violations.entry("complete only").or_default().push(format!("{mirror} got {s}, which never completed"));
+        }
+        if *n > 1 && !due_at_kill.contains(s) {
+            violations.entry("duplicates only at kills").or_default().push(format!("{mirror} got {s} {n} times"));
+        }
+    }
+    for (mirror, s) in &reports.ok {
+        if !got.contains_key(&(mirror.clone(), s.clone())) && !mirror.starts_with("churn") {
+            violations.entry("no fake ok").or_default().push(format!("{mirror} reported ok for {s}, never received"));
+        }
+    }
+    for name in &names {
+        let refuses = policies.get(name) == Some(&Policy::Refuse);
+        if refuses || got.contains_key(&(name.clone(), last.clone())) {
+            continue;
+        }
+        let told = reports.last_row.get(name).is_some_and(|(s, o)| s == &last && o == "failed");
+        if !told {
+            let row = reports.last_row.get(name).cloned().unwrap_or_default();
+            violations.entry("nothing lost").or_default().push(format!("{name} never got {last} (last row: {row:?})"));
+        }
+    }
+    let told: BTreeSet<&str> = log
+        .iter()
+        .filter(|l| l.contains("trigger failed"))
+        .filter_map(|l| l.split("mirror=").nth(1)?.split_whitespace().next())
+        .collect();
+    for (mirror, s) in &reports.failed {
+        if !told.contains(mirror.as_str()) {
+            violations.entry("every failure told").or_default().push(format!("{mirror} failed {s}, no log line"));
+        }
+    }
+    for l in log.iter().filter(|l| l.contains("panicked")) {
+        violations.entry("no panic").or_default().push(l.clone());
+    }
+    for i in &reports.internal {
+        violations.entry("no panic").or_default().push(format!("internal outcome: {i}"));
+    }
+
+    // Resources.
+    let pushes = log.iter().filter(|l| l.contains("push finished")).count();
+    println!(
+        "soak: seed {}, {} s, {} mirrors ({} HTTP, {} SSH, {} rate-limited)",
+        args.seed,
+        args.duration.as_secs(),
+        names.len(),
+        n_http,
+        names.len() - n_http,
+        limited.len()
+    );
+    println!(
+        "pushes: {pushes}; versions completed: {}; triggers received: {}",
+        completed.len(),
+        got.values().sum::<usize>()
+    );
+    println!("faults injected:");
+    for (kind, n) in &faults {
+        println!("  {n:>6}  {kind}");
+    }
+    println!("{}", resource_table(&samples));
+    let growth = growth(&samples, args.max_rss_slope);
+    for g in &growth {
+        violations.entry("flat resources").or_default().push(g.clone());
+    }
+    if let Some(parent) = args.chart.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.chart, chart(&samples))?;
+    println!("chart: {}", args.chart.display());
+    println!("invariants:");
+    for name in [
+        "complete only",
+        "no fake ok",
+        "nothing lost",
+        "duplicates only at kills",
+        "every failure told",
+        "no panic",
+        "flat resources",
+    ] {
+        match violations.get(name) {
+            None => println!("  ok        {name}"),
+            Some(v) => {
+                println!("  VIOLATED  {name}: {} case(s), first: {}", v.len(), v[0]);
+            }
+        }
+    }
+    drop(disk);
+    anyhow::ensure!(violations.is_empty(), "{} invariant(s) violated", violations.len());
+    Ok(())
+}
+
+/// Start, end and max of each resource.
+fn resource_table(samples: &[Sample]) -> String {
+    let mut out = String::from("resource        start      end        max\n");
+    type Get = fn(&Sample) -> u64;
+    let rows: [(&str, Get); 5] = [
+        ("RSS (kB)", |s| s.rss_kb),
+        ("descriptors", |s| s.fds),
+        ("threads", |s| s.threads),
+        ("state_dir (kB)", |s| s.state_kb),
+        ("state files", |s| s.state_files),
+    ];
+    for (name, get) in rows {
+        let (first, last) = (samples.first().map(get).unwrap_or(0), samples.last().map(get).unwrap_or(0));
+        let max = samples.iter().map(get).max().unwrap_or(0);
+        out.push_str(&format!("{name:<15} {first:<10} {last:<10} {max}\n"));
+    }
+    out
+}
+
+/// Growth beyond the bounds, per daemon process (a kill restarts it): RSS by pushes after the
+/// warm-up, descriptors and threads by their max after warm-up against the max before; the
+/// state directory against a fixed bound.
+fn growth(samples: &[Sample], max_rss_slope: f64) -> Vec<String> {
+    let mut out = Vec::new();
+    let pids: BTreeSet<u32> = samples.iter().map(|s| s.pid).collect();
+    for pid in pids {
+        let life: Vec<&Sample> = samples.iter().filter(|s| s.pid == pid).collect();
+        if life.len() < 8 {
+            continue;
+        }
+        let (warm, rest) = life.split_at(life.len() / 2);
+        let (p0, p1) = (rest[0].pushes as f64, rest[rest.len() - 1].pushes as f64);
+        if p1 - p0 >= 50.0 {
+            let slope = slope(rest.iter().map(|s| (s.pushes as f64, s.rss_kb as f64 / 1024.0)));
+            if slope * 1000.0 > max_rss_slope {
+                out.push(format!("daemon {pid}: RSS grows {:.2} MB per 1,000 pushes after warm-up", slope * 1000.0));
+            }
+        }
+        let before = |get: fn(&Sample) -> u64| warm.iter().map(|s| get(s)).max().unwrap_or(0);
+        let after = |get: fn(&Sample) -> u64| rest.iter().map(|s| get(s)).max().unwrap_or(0);
+        if after(|s| s.fds) > before(|s| s.fds) + 32 {
+            out.push(format!(
+                "daemon {pid}: descriptors {} after warm-up, {} before",
+                after(|s| s.fds),
+                before(|s| s.fds)
+            ));
+        }
+        if after(|s| s.threads) > before(|s| s.threads) + 4 {
+            out.push(format!(
+                "daemon {pid}: threads {} after warm-up, {} before",
+                after(|s| s.threads),
+                before(|s| s.threads)
+            ));
+        }
+    }
+    if let Some(max) = samples.iter().map(|s| s.state_kb).max().filter(|kb| *kb > 64 * 1024) {
+        out.push(format!("state_dir reached {max} kB"));
+    }
+    out
+}
+
+/// Least-squares slope of y over x.
+fn slope(points: impl Iterator<Item = (f64, f64)>) -> f64 {
+    let points: Vec<(f64, f64)> = points.collect();
+    let n = points.len() as f64;
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let num: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+/// RSS, descriptors, threads and state_dir over time, each scaled to its own max, as SVG.
+fn chart(samples: &[Sample]) -> String {
+    let (w, h) = (900.0, 300.0);
+    let t_max = samples.last().map(|s| s.at).unwrap_or(1.0).max(1.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {w} {}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        h + 40.0
+    );
+    type Get = fn(&Sample) -> u64;
+    let series: [(&str, &str, Get); 4] = [
+        ("RSS", "#c0392b", |s| s.rss_kb),
+        ("descriptors", "#2980b9", |s| s.fds),
+        ("threads", "#27ae60", |s| s.threads),
+        ("state_dir", "#8e44ad", |s| s.state_kb),
+    ];
+    for (i, (name, colour, get)) in series.iter().enumerate() {
+        let max = samples.iter().map(get).max().unwrap_or(1).max(1) as f64;
+        let points: Vec<String> = samples
+            .iter()
+            .map(|s| format!("{:.1},{:.1}", s.at / t_max * w, h - get(s) as f64 / max * (h - 10.0)))
+            .collect();
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\n\
+             <text x=\"{}\" y=\"{}\" fill=\"{colour}\">{name} (max {})</text>\n",
+            points.join(" "),
+            10.0 + 220.0 * i as f64,
+            h + 25.0,
+            max
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// A small tmpfs over the state directory (root only), so that the disk can fill and free.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            println!("(not root: the state disk is not filled)");
+        }
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+
+    fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.0.join("filler");
+        if let Ok(mut file) = std::fs::File::create(&path) {
+            let chunk = vec![0u8; 1 << 16];
+            while file.write_all(&chunk).is_ok() {}
+        }
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
