@@ -423,6 +423,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut hup_valid = true;
     let mut churn = 0u32;
     let mut filler: Option<PathBuf> = None;
+    let mut died: Vec<String> = Vec::new();
     let lock = root.join("archive/Archive-Update-in-Progress-soak");
     while begun.elapsed() < args.duration {
         let now = begun.elapsed();
@@ -456,12 +457,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     std::fs::write(&path, format!("http:\n  url: http://{}/m/{name}\n{header}retries: 0\n", farms[0]))?;
                 }
                 *faults.entry("SIGHUP, valid change").or_default() += 1;
+                daemon.signal("HUP");
             } else {
+                // Refused by the running daemon (it keeps its configuration); taken away again
+                // before any restart, which would refuse to start on it (exit 2, as systemd wants).
                 std::fs::write(&broken, "http: [ unclosed\n")?;
+                daemon.signal("HUP");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                std::fs::remove_file(&broken)?;
                 *faults.entry("SIGHUP, broken file").or_default() += 1;
             }
             hup_valid = !hup_valid;
-            daemon.signal("HUP");
+        }
+        if let Some(status) = daemon.child.try_wait()? {
+            died.push(format!("the daemon exited by itself at {:.0} s: {status}", now.as_secs_f64()));
+            daemon = Daemon::start(&config, Arc::clone(&lines))?;
         }
         if now >= next_kill {
             next_kill += Duration::from_secs(kill_every);
@@ -561,6 +571,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if !told.contains(mirror.as_str()) {
             violations.entry("every failure told").or_default().push(format!("{mirror} failed {s}, no log line"));
         }
+    }
+    for d in &died {
+        violations.entry("no panic").or_default().push(d.clone());
     }
     for l in log.iter().filter(|l| l.contains("panicked")) {
         violations.entry("no panic").or_default().push(l.clone());

@@ -137,7 +137,7 @@ async fn an_html_page_at_a_check_url_is_not_a_trace_file() {
 
 /// `pushmirror ARGS…` run with its OS clock stepped by `offset` (`+10m`, `-2h`) through
 /// libfaketime (Debian's `faketime`; required under `CI`, skipped elsewhere when missing).
-fn at_clock(offset: &str, config: &std::path::Path, args: &[&str]) -> Option<std::process::Output> {
+pub(crate) fn at_clock(offset: &str, config: &std::path::Path, args: &[&str]) -> Option<std::process::Output> {
     if Command::new("faketime").arg("-f").arg("+0").arg("true").status().is_err() {
         assert!(std::env::var_os("CI").is_none(), "faketime is missing under CI");
         eprintln!("skipped: faketime is not installed");
@@ -156,7 +156,7 @@ fn at_clock(offset: &str, config: &std::path::Path, args: &[&str]) -> Option<std
     Some(out)
 }
 
-fn report_of(out: &std::process::Output) -> pushmirror::push::report::Report {
+pub(crate) fn report_of(out: &std::process::Output) -> pushmirror::push::report::Report {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}{}", crate::common::stdout(out), crate::common::stderr(out)))
 }

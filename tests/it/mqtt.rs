@@ -1233,3 +1233,74 @@ async fn agree(f: &Fixture, d: &Daemon, expected: &[(String, String)]) -> std::p
     );
     check
 }
+
+/// The upstream's OS clock ten minutes fast, through libfaketime (the real binary, its real
+/// clock): the subscriber refuses the trigger — nothing runs — and acks why, so the CLI's row is
+/// `failed (refused)`; with the clock right, the same push runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_from_an_upstream_whose_clock_runs_fast_is_refused_under_faketime() {
+    let Some(broker) = network(&["m1"], false) else { return };
+    let url = broker.url();
+    let (f, key) = upstream(&url, None, &[("m1", "mqtt: { ack_timeout: 5s }\n")]);
+    let sub = Subscriber::new(&url, "m1", &key, None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let config = f.config_path();
+    let push = move |offset: &'static str| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::hardening::at_clock(offset, &config, &["push", "--format", "json", "--no-progress"])
+        })
+    };
+    let Some(fast) = push("+10m").await.unwrap() else { return };
+    let fast = crate::hardening::report_of(&fast);
+    let r = row(&fast, "m1");
+    assert_eq!((r.outcome, r.error_class), (Outcome::Failed, Some(ErrorClass::Refused)), "{}", fast.to_table());
+    assert!(r.error.as_deref().unwrap_or("").contains("ahead of the subscriber's clock"), "{r:?}");
+    assert!(sub.runs().is_empty(), "{:?}", sub.runs());
+    let right = crate::hardening::report_of(&push("+0").await.unwrap().unwrap());
+    assert_eq!(row(&right, "m1").outcome, Outcome::Ok, "{}", right.to_table());
+    assert_eq!(sub.runs(), ["debian all 2026112501"]);
+    running.stop().await;
+}
+
+/// SIGTERM while an MQTT trigger cannot be published (the broker is down): the trigger is cut
+/// short after the grace period, the push stays due, and the next start publishes it — the
+/// subscriber syncs that version exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_trigger_cut_short_by_sigterm_is_published_at_the_next_start() {
+    let Some(mut broker) = network(&["m1"], true) else { return };
+    let url = broker.url();
+    let quick = "mqtt: {}\ntimeout: 1s\nretries: 100\nbackoff: { initial: 100ms, max: 300ms }\n";
+    let (f, key) = upstream(&url, None, &[("m1", quick)]);
+    let sub = Subscriber::new(&url, "m1", &key, None);
+    let running = sub.start().await;
+    subscribed(&broker, "m1").await;
+    let (d, shutdown) = daemon(&f).await;
+    until(&d, "first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    eventually("the daemon connected", || broker.log().contains("as up (")).await;
+
+    broker.stop();
+    f.set_serial("2");
+    until(&d, "the push is under way", |s| s.archives[0].push.is_some()).await;
+    shutdown.cancel();
+    d.wait().await.expect("a clean stop after the grace period");
+    assert!(f.path("state/daemon/debian.due").exists(), "the cut-short push must stay due");
+    let last = pushmirror::push::report::History::new(&f.path("state"), 10).all().unwrap().pop();
+    if let Some(r) = last.filter(|r| r.serial.as_deref() == Some("2")) {
+        let m1 = row(&r, "m1");
+        assert_eq!((m1.outcome, m1.error_class), (Outcome::Failed, Some(ErrorClass::Interrupted)), "{}", r.to_table());
+    }
+    assert!(sub.runs().is_empty(), "{:?}", sub.runs());
+
+    broker.restart();
+    let (d, shutdown) = daemon(&f).await;
+    // (The first report shown is the interrupted one, from the history.)
+    until(&d, "the resumed push of 2 delivered to m1", |s| outcome_of(s, "m1") == Some(Outcome::Ok)).await;
+    eventually("m1 synced 2", || sub.runs() == ["debian all 2"]).await;
+    eventually("nothing due", || !f.path("state/daemon/debian.due").exists()).await;
+    shutdown.cancel();
+    d.wait().await.unwrap();
+    running.stop().await;
+    assert_eq!(sub.runs(), ["debian all 2"], "synced exactly once");
+}
