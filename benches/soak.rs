@@ -30,9 +30,14 @@
 //! at least its first minute) RSS may grow at most `--max-rss-slope` MB per 1,000 pushes and
 //! descriptors and threads not at all beyond noise; `state_dir` must stay under its bound.
 //!
-//! `--break drop` makes one receiver answer 200 without recording (a trigger lost on the way):
-//! the run must report "no fake ok" violated. `--break locks` makes the configuration's lock glob
-//! miss the lock file, so the daemon pushes versions under way: "complete only" must be violated.
+//! Each checker is shown to catch its failure by a deliberately broken run (`--break MODE`, each
+//! must end in that invariant VIOLATED): `drop` — one receiver answers 200 without recording (a
+//! trigger lost on the way): "no fake ok" and "nothing lost"; `locks` — the lock glob misses the
+//! lock file, so the daemon pushes versions under way: "complete only"; `dup` — one receiver
+//! records each trigger twice: "duplicates only at kills"; `mute` — the daemon's `trigger failed`
+//! lines are dropped from the captured log: "every failure told"; `crash` — an unplanned
+//! `kill -9` the run did not restart itself: "no panic" (the daemon exited by itself); `leak` —
+//! 20 kB and one descriptor per push added to the samples: "flat resources".
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -52,10 +57,10 @@ struct Args {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// How long to run.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// Five minutes, faults more often.
+    /// How long to run [default: 1h, 5m with --quick].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Faults more often (a kill every 50 s, a SIGHUP every 23 s), five minutes unless --duration.
     #[arg(long)]
     quick: bool,
     /// Archive updates every this long.
@@ -82,10 +87,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut args = Args::parse();
-    if args.quick {
-        args.duration = Duration::from_secs(300);
-    }
+    let args = Args::parse();
     tokio::runtime::Runtime::new()?.block_on(run(args))
 }
 
@@ -121,6 +123,8 @@ enum Policy {
     Flap,
     /// 200 without recording it (`--break drop`).
     Drop,
+    /// 200, recorded twice (`--break dup`).
+    Twice,
 }
 
 /// What a mirror received: (mirror, serial) of every trigger it accepted.
@@ -153,7 +157,7 @@ async fn http_trigger(State(farm): State<Arc<Farm>>, UrlPath(name): UrlPath<Stri
     let serial = headers.get("x-serial").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let policy = farm.policies.get(&name).copied().unwrap_or(Policy::Refuse);
     let refused = match policy {
-        Policy::Ok | Policy::Drop => false,
+        Policy::Ok | Policy::Drop | Policy::Twice => false,
         Policy::Slow(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             false
@@ -166,6 +170,9 @@ async fn http_trigger(State(farm): State<Arc<Farm>>, UrlPath(name): UrlPath<Stri
         return StatusCode::SERVICE_UNAVAILABLE;
     }
     if policy != Policy::Drop {
+        farm.received.add(&name, &serial);
+    }
+    if policy == Policy::Twice {
         farm.received.add(&name, &serial);
     }
     StatusCode::OK
@@ -318,6 +325,12 @@ impl Reports {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let duration = args.duration.unwrap_or(Duration::from_secs(if args.quick { 300 } else { 3600 }));
+    let breakage = args.breakage.as_deref().unwrap_or("");
+    anyhow::ensure!(
+        ["", "drop", "locks", "dup", "mute", "crash", "leak"].contains(&breakage),
+        "--break: drop, locks, dup, mute, crash or leak"
+    );
     let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let dir = tempfile::tempdir()?;
     let root = dir.path();
@@ -344,7 +357,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             93..=95 => Policy::Flap,
             _ => Policy::Refuse,
         };
-        let policy = if i == 0 && args.breakage.as_deref() == Some("drop") { Policy::Drop } else { policy };
+        let policy = match (i, breakage) {
+            (0, "drop") => Policy::Drop,
+            (0, "dup") => Policy::Twice,
+            _ => policy,
+        };
         policies.insert(name.clone(), policy);
         names.push(name);
     }
@@ -424,8 +441,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut churn = 0u32;
     let mut filler: Option<PathBuf> = None;
     let mut died: Vec<String> = Vec::new();
+    let mut crashed = false;
     let lock = root.join("archive/Archive-Update-in-Progress-soak");
-    while begun.elapsed() < args.duration {
+    while begun.elapsed() < duration {
         let now = begun.elapsed();
         // An update: written under the lock, sometimes overwritten before the lock goes.
         std::fs::write(&lock, b"")?;
@@ -468,6 +486,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 *faults.entry("SIGHUP, broken file").or_default() += 1;
             }
             hup_valid = !hup_valid;
+        }
+        if breakage == "crash" && now >= Duration::from_secs(30) && !crashed {
+            crashed = true;
+            daemon.signal("KILL"); // not one of the planned kills: the watchdog must see it
         }
         if let Some(status) = daemon.child.try_wait()? {
             died.push(format!("the daemon exited by itself at {:.0} s: {status}", now.as_secs_f64()));
@@ -533,7 +555,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             *got.entry((exec.user.clone(), s.to_string())).or_default() += 1;
         }
     }
-    let log = lines.lock().unwrap().clone();
+    let mut log = lines.lock().unwrap().clone();
+    if breakage == "mute" {
+        log.retain(|l| !l.contains("trigger failed")); // as if failures were not logged
+    }
     let log_file = args.chart.with_extension("log");
     std::fs::write(&log_file, log.join("\n"))?;
     println!("the daemon's log: {}", log_file.display());
@@ -587,7 +612,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "soak: seed {}, {} s, {} mirrors ({} HTTP, {} SSH, {} rate-limited)",
         args.seed,
-        args.duration.as_secs(),
+        duration.as_secs(),
         names.len(),
         n_http,
         names.len() - n_http,
@@ -603,6 +628,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("  {n:>6}  {kind}");
     }
     println!("{}", resource_table(&samples));
+    if breakage == "leak" {
+        // As if the daemon kept 20 kB and a descriptor per push: the checker must see it.
+        for s in &mut samples {
+            s.rss_kb += s.pushes as u64 * 20;
+            s.fds += s.pushes as u64;
+        }
+    }
     let growth = growth(&samples, args.max_rss_slope);
     for g in &growth {
         violations.entry("flat resources").or_default().push(g.clone());
