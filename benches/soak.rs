@@ -60,7 +60,7 @@ struct Args {
     /// How long to run [default: 1h, 5m with --quick].
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Faults more often (a kill every 50 s, a SIGHUP every 23 s), five minutes unless --duration.
+    /// Faults more often (a kill every 100 s, a SIGHUP every 23 s), five minutes unless --duration.
     #[arg(long)]
     quick: bool,
     /// Archive updates every this long.
@@ -430,7 +430,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut daemon = Daemon::start(&config, Arc::clone(&lines))?;
     let begun = Instant::now();
-    let (kill_every, hup_every) = if args.quick { (50, 23) } else { (300, 97) };
+    let (kill_every, hup_every) = if args.quick { (100, 23) } else { (300, 97) };
     let mut completed: BTreeSet<String> = ["1000".to_string()].into();
     let mut due_at_kill: BTreeSet<String> = BTreeSet::new();
     let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
@@ -646,7 +646,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&args.chart, chart(&samples))?;
-    println!("chart: {}", args.chart.display());
+    let csv: Vec<String> = std::iter::once("at_s,pid,pushes,rss_kb,fds,threads,state_kb,state_files".to_string())
+        .chain(samples.iter().map(|s| {
+            format!(
+                "{:.0},{},{},{},{},{},{},{}",
+                s.at, s.pid, s.pushes, s.rss_kb, s.fds, s.threads, s.state_kb, s.state_files
+            )
+        }))
+        .collect();
+    std::fs::write(args.chart.with_extension("csv"), csv.join("\n") + "\n")?;
+    println!("chart: {} (samples: {})", args.chart.display(), args.chart.with_extension("csv").display());
     println!("invariants:");
     for name in [
         "complete only",
@@ -698,8 +707,8 @@ fn growth(samples: &[Sample], max_rss_slope: f64) -> Vec<String> {
     let pids: BTreeSet<u32> = samples.iter().map(|s| s.pid).collect();
     for pid in pids {
         let life: Vec<&Sample> = samples.iter().filter(|s| s.pid == pid).collect();
-        if life.len() < 8 {
-            continue;
+        if life.len() < 12 {
+            continue; // too short a life to tell warm-up from growth
         }
         let rest = &life[life.len() / 2..];
         let (p0, p1) = (rest[0].pushes as f64, rest[rest.len() - 1].pushes as f64);
@@ -715,7 +724,7 @@ fn growth(samples: &[Sample], max_rss_slope: f64) -> Vec<String> {
         // of the first half.
         let quarter = life.len() / 4;
         let (first_half, last) = (&life[..life.len() / 2], &life[life.len() - quarter..]);
-        let watched: [(&str, Get, u64); 2] = [("descriptors", |s| s.fds, 16), ("threads", |s| s.threads, 2)];
+        let watched: [(&str, Get, u64); 2] = [("descriptors", |s| s.fds, 16), ("threads", |s| s.threads, 8)];
         for (name, get, margin) in watched {
             let working_set = first_half.iter().map(|s| get(s)).max().unwrap_or(0);
             let floor = last.iter().map(|s| get(s)).min().unwrap_or(0);
