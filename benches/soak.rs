@@ -453,8 +453,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         serial += 1;
         std::fs::write(&trace, format!("Archive serial: {serial}\n"))?;
         let held = Duration::from_millis(rng.below(args.interval.as_millis() as u64 * 3 / 4));
-        tokio::time::sleep(held / 2).await;
-        if rng.chance(20) {
+        // With `--break locks` the daemon does not see the lock: a version replaced under it is
+        // held past the settle time, so that the daemon takes it for complete.
+        let first_half = if breakage == "locks" { held / 2 + Duration::from_millis(1200) } else { held / 2 };
+        tokio::time::sleep(first_half).await;
+        if rng.chance(20) || breakage == "locks" {
             serial += 1; // the first one never completes
             std::fs::write(&trace, format!("Archive serial: {serial}\n"))?;
             *faults.entry("update replaced under its lock").or_default() += 1;
