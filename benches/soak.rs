@@ -738,13 +738,14 @@ fn growth(samples: &[Sample], max_rss_slope: f64) -> Vec<String> {
             }
         }
     }
-    // The state directory fills up to its bounds (report history, ledger) and stays there.
-    let quarter = samples.len() / 4;
-    if quarter > 0 {
-        let second = samples[quarter..2 * quarter].iter().map(|s| s.state_kb).max().unwrap_or(0);
-        let end = samples[samples.len() - quarter..].iter().map(|s| s.state_kb).max().unwrap_or(0);
-        if end > second + second / 4 + 512 {
-            out.push(format!("state_dir grew to {end} kB in the last quarter from {second} kB in the second"));
+    // The state directory fills up to its bounds (the report history: `status.history` 50, the
+    // ledger) and stays there: judged once twice the history's pushes are behind it.
+    let settled: Vec<&Sample> = samples.iter().filter(|s| s.pushes >= 100).collect();
+    if settled.len() >= 8 {
+        let first = settled[..settled.len() / 2].iter().map(|s| s.state_kb).max().unwrap_or(0);
+        let end = settled[settled.len() * 3 / 4..].iter().map(|s| s.state_kb).max().unwrap_or(0);
+        if end > first + first / 4 + 512 {
+            out.push(format!("state_dir grew to {end} kB at the end from at most {first} kB once settled"));
         }
     }
     if let Some(max) = samples.iter().map(|s| s.state_kb).max().filter(|kb| *kb > 64 * 1024) {
