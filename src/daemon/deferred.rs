@@ -154,6 +154,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The persisted queue (see [`DeferredQueue::load`]).
 fn read(dir: &Path, state_dir: &Path, history: &History) -> Result<DeferredMap, String> {
     let path = dir.join(FILE);
+    // Under the lock every writer takes: a corrupt file is renamed, and its replacement written.
+    let lock = dir.join("deferred.lock");
+    let _held = match dir.exists() {
+        true => Some(lock_exclusive(&lock).map_err(|e| unreadable_state(&lock, state_dir, &e))?),
+        false => None,
+    };
     let bytes = match read_bounded(&path, limit::STATE) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DeferredMap::new()),
@@ -182,12 +188,24 @@ fn read(dir: &Path, state_dir: &Path, history: &History) -> Result<DeferredMap, 
         recovered = map.len(),
         "the deferred triggers' file is corrupt: kept aside, its triggers rebuilt from the mirrors' ledger"
     );
+    // Written at once: a second restart before any change must find them too.
+    if let Err(e) = write_unlocked(dir, &map) {
+        tracing::error!(file = %path.display(), error = %e, "cannot persist the rebuilt deferred triggers");
+    }
     Ok(map)
 }
 
 /// Replaces the persisted queue, under a file lock that every process takes, so that writers
 /// never meet in the file.
 fn write(dir: &Path, map: &DeferredMap) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let _lock = lock_exclusive(&dir.join("deferred.lock"))?;
+    write_unlocked(dir, map)
+}
+
+/// [`write`], the lock already held (a second `flock` on it from this process would wait for
+/// ever).
+fn write_unlocked(dir: &Path, map: &DeferredMap) -> std::io::Result<()> {
     let list: Vec<DeferredEntry> = map
         .iter()
         .map(|((archive, mirror), until)| DeferredEntry {
@@ -196,10 +214,7 @@ fn write(dir: &Path, map: &DeferredMap) -> std::io::Result<()> {
             until: Timestamp(*until),
         })
         .collect();
-    let body = serde_json::to_vec_pretty(&list)?;
-    std::fs::create_dir_all(dir)?;
-    let _lock = lock_exclusive(&dir.join("deferred.lock"))?;
-    write_atomic(&dir.join(FILE), &body)
+    write_atomic(&dir.join(FILE), &serde_json::to_vec_pretty(&list)?)
 }
 
 #[cfg(test)]

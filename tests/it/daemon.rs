@@ -719,6 +719,8 @@ async fn a_corrupt_deferred_file_is_kept_aside_and_its_triggers_rebuilt_from_the
     let deferred: Vec<&str> =
         status["deferred"].as_array().unwrap().iter().filter_map(|t| t["mirror"].as_str()).collect();
     assert_eq!(deferred, ["limited"], "rebuilt from the ledger: {status:#}");
+    let written = std::fs::read_to_string(f.path("state/daemon/deferred.json")).unwrap();
+    assert!(written.contains("\"limited\""), "the rebuilt queue is written at once: {written}");
     let aside: Vec<&str> = status["kept_aside"].as_array().unwrap().iter().filter_map(|p| p.as_str()).collect();
     assert_eq!(aside.len(), 1, "{status:#}");
     assert!(aside[0].contains("/daemon/deferred.json.corrupt-"), "{aside:?}");
