@@ -374,11 +374,7 @@ async fn a_stored_high_water_mark_from_a_fast_clock_blocks_nothing() {
 
 /// A trigger with a nonce, as the README's wire format has it.
 fn trigger_with_nonce(serial: &str, sent_ms: u64, nonce: &str) -> Vec<u8> {
-    let sent_at = pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(sent_ms));
-    let message = serde_json::json!({
-        "archive": "debian", "stage": "all", "serial": serial, "sent_at": sent_at, "sender": "up", "nonce": nonce,
-    });
-    serde_json::to_vec(&message).unwrap()
+    trigger_json("debian", serial, sent_ms, nonce)
 }
 
 /// Replay protection by nonce, not by the newest `sent_at` alone: a trigger stamped 90 s ahead
