@@ -848,9 +848,11 @@ pub(super) fn resolve_senders(
 }
 
 /// MQTT mirrors that share a trigger topic get every trigger published on it: they must share
-/// their `type:` (else an `all` mirror would also run the staged ones' stage 1 and 2) and the key
-/// the triggers are signed with (one retained trigger per topic). Reported at each mirror that
-/// differs from the first on its topic.
+/// their `type:` (else an `all` mirror would also run the staged ones' stage 1 and 2), the key
+/// the triggers are signed with (one retained trigger per topic) and their `rate_limit:` (a
+/// trigger one mirror's limit deferred is published later for it, and every other subscriber
+/// would run it again; with one limit they are deferred and sent together, one publication).
+/// Reported at each mirror that differs from the first on its topic.
 pub(super) fn check_shared_topics(mirrors: &[(Mirror, Level)], prefix: &str, sink: &Sink) {
     let mut first: HashMap<String, &Mirror> = HashMap::new();
     for (m, _) in mirrors {
@@ -864,6 +866,10 @@ pub(super) fn check_shared_topics(mirrors: &[(Mirror, Level)], prefix: &str, sin
             let (field, what) = match () {
                 _ if other.kind != m.kind => ("type", format!("`type: {}`", other.kind)),
                 _ if other.sender(archive).identity != sender.identity => ("identity", "the key".to_string()),
+                _ if other.rate_limit != m.rate_limit => (
+                    "rate_limit",
+                    other.rate_limit.map_or("no `rate_limit`".to_string(), |r| format!("`rate_limit: {r}`")),
+                ),
                 _ => continue,
             };
             sink.borrow_mut().push(ConfigError::at(

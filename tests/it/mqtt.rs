@@ -987,14 +987,21 @@ fn required_signed_acks_need_each_mirrors_ack_key() {
     assert!(!errors.contains("m3.yaml"), "{errors}");
 }
 
-/// MQTT mirrors on one trigger topic must share their type (each gets every trigger on it).
+/// MQTT mirrors on one trigger topic must share their type and rate limit (each gets every
+/// trigger on it: a deferred send for one is a new trigger for all, which the soak caught as
+/// duplicates).
 #[test]
-fn mqtt_mirrors_on_one_topic_must_share_their_type() {
+fn mqtt_mirrors_on_one_topic_must_share_their_type_and_rate_limit() {
     let (f, _) = upstream("mqtt://127.0.0.1:1", None, &[("a", "mqtt: {}\n"), ("b", "mqtt: {}\ntype: staged\n")]);
-    f.mirror("c", "mqtt: { topic: pushmirror/debian-staged/trigger }\ntype: staged\n");
+    f.mirror("c", "mqtt: { topic: pushmirror/debian-staged/trigger }\ntype: staged\nrate_limit: 1/30s\n");
+    f.mirror("d", "mqtt: {}\nrate_limit: 1/30s\n");
     let errors = pushmirror::config::load(&f.config_path()).unwrap_err().to_string();
     assert!(
         errors.contains("b.yaml:1:1: type: MQTT mirrors on one trigger topic (pushmirror/debian/trigger) get every trigger on it: this one needs `type: all` of a"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("d.yaml:1:1: rate_limit: MQTT mirrors on one trigger topic (pushmirror/debian/trigger) get every trigger on it: this one needs no `rate_limit` of a"),
         "{errors}"
     );
     assert!(!errors.contains("c.yaml"), "its own topic: {errors}");
