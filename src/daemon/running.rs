@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::daemon::status::PropagationProgress;
 use crate::observe::propagation::Follower;
 use crate::push::engine::{Engine, Options};
-use crate::push::ledger::Live;
+use crate::push::ledger::{Ledger, Live};
 use crate::push::plan::{Plan, PushRequest, plan};
 use crate::push::report::{History, Report, TriggerReport};
 use crate::transport::Transports;
@@ -415,6 +415,10 @@ impl Running {
     }
 
     async fn send_deferred(&self, archive: &str, mirrors: Vec<String>) {
+        let mirrors = self.settle_delivered(archive, mirrors).await;
+        if mirrors.is_empty() {
+            return;
+        }
         let report = self.push_only(archive, &mirrors).await;
         if report.as_ref().is_some_and(|r| r.triggers.iter().any(TriggerReport::is_interrupted)) {
             // Still pending; persisted, so the next start sends it.
@@ -424,6 +428,45 @@ impl Running {
         if let Some(report) = report {
             self.core.deferred.keep(&report).await;
         }
+    }
+
+    /// `mirrors` less those that have the version their deferred trigger would send: a push
+    /// reached them meanwhile (one that landed the instant the slot came free, or an operator's
+    /// `push --only`). Those are owed nothing: their deferral is settled — out of the queue and
+    /// the ledger — and they are not triggered again.
+    async fn settle_delivered(&self, archive: &str, mirrors: Vec<String>) -> Vec<String> {
+        let Some(version) = self.archives.get(archive).and_then(|a| a.pushed()) else { return mirrors };
+        let (state_dir, history) = self.history();
+        let (a, v, candidates) = (archive.to_string(), version.clone(), mirrors.clone());
+        let settled = blocking(move || -> Result<Vec<String>, crate::push::ledger::LedgerError> {
+            let has_it = |l: &Ledger, m: &String| l.get(&a, m).is_some_and(|s| s.delivered.as_deref() == Some(&v));
+            let ledger = Ledger::read(&state_dir, &history)?;
+            if !candidates.iter().any(|m| has_it(&ledger, m)) {
+                return Ok(Vec::new()); // the usual case: nothing written
+            }
+            let mut settled = Vec::new();
+            Ledger::update(&state_dir, &history, |l| {
+                settled = candidates.into_iter().filter(|m| l.settle_deferred(&a, m, &v)).collect();
+            })?;
+            Ok(settled)
+        })
+        .await;
+        let settled = match settled {
+            Ok(settled) => settled,
+            Err(e) => {
+                // Sent as before: a repeat costs a mirror one idle sync, a lost trigger more.
+                tracing::error!(%archive, error = %e, "cannot read the mirrors' state: deferred triggers sent as they are");
+                Vec::new()
+            }
+        };
+        if settled.is_empty() {
+            return mirrors;
+        }
+        for mirror in &settled {
+            tracing::info!(%archive, %mirror, %version, "deferred trigger settled: the mirror has this version already");
+        }
+        self.core.deferred.sent(archive, &settled).await;
+        mirrors.into_iter().filter(|m| !settled.contains(m)).collect()
     }
 
     /// Pushes the archive's last pushed version to `mirrors` only (those still configured); the

@@ -528,6 +528,17 @@ impl Ledger {
         out
     }
 
+    /// Whether `mirror` was delivered `version` of `archive` (by any push), which settles a trigger
+    /// deferred for it: that trigger would send `version` again. Its deferral is cleared then.
+    pub fn settle_deferred(&mut self, archive: &str, mirror: &str, version: &str) -> bool {
+        let Some(m) = self.mirrors.get_mut(&(archive.to_string(), mirror.to_string())) else { return false };
+        let has_it = m.delivered.as_deref() == Some(version);
+        if has_it {
+            m.deferred = None;
+        }
+        has_it
+    }
+
     /// What a mirror's trace files say now.
     pub fn record_live(&mut self, archive: &str, mirror: &str, live: Live) {
         self.entry(archive, mirror).live = Some(live);

@@ -744,6 +744,55 @@ async fn a_corrupt_deferred_file_is_kept_aside_and_its_triggers_rebuilt_from_the
     assert_eq!(check.status.code(), Some(0), "{}", crate::common::stdout(&check));
 }
 
+/// A deferred trigger whose mirror got the version meanwhile (here an operator's `push --only`;
+/// in the soak, a push landing at the instant its slot came free) is settled, not sent again:
+/// before, the mirror got the same version twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_trigger_for_a_version_the_mirror_has_is_settled_not_sent_again() {
+    let limited = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(&main_yaml("1s", "1s"));
+    let http = format!("http:\n  url: {}\n  headers: {{ X-Serial: \"{{serial}}\" }}\n", limited.url("/"));
+    f.mirror("limited", &format!("{http}rate_limit: 1/1h\n"));
+    let d = start(&f).await;
+    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
+    f.set_serial("2026112502");
+    d.until("2 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
+    f.set_serial("2026112503");
+    d.until("3 pushed, limited deferred", |s| {
+        s.archives[0].pushed_version.as_deref() == Some("2026112503") && s.deferred.len() == 1
+    })
+    .await;
+    d.stop().await;
+
+    // The operator lifts the limit and delivers 3 by hand; the daemon's deferred trigger, allowed
+    // from now (as if the hour had passed), stands for the same version.
+    f.mirror("limited", &http);
+    let pushed = f.cli(&["push", "--only", "limited"]);
+    assert_eq!(pushed.status.code(), Some(0), "{}", crate::common::stdout(&pushed));
+    assert_eq!(limited.log().count(), 2);
+    assert_eq!(limited.log().hits()[1].header("x-serial"), Some("2026112503"));
+    let now = pushmirror::vocab::model::Timestamp(std::time::SystemTime::now());
+    let queue = format!("[{{\"archive\": \"debian\", \"mirror\": \"limited\", \"until\": \"{now}\"}}]");
+    std::fs::write(f.path("state/daemon/deferred.json"), queue).unwrap();
+
+    let d = start(&f).await;
+    d.until("the deferred trigger settled", |s| s.deferred.is_empty()).await;
+    let status: serde_json::Value =
+        reqwest::get(format!("http://{}/status", d.daemon.addr)).await.unwrap().json().await.unwrap();
+    let view =
+        status["archives"][0]["mirrors"].as_array().unwrap().iter().find(|m| m["mirror"] == "limited").unwrap().clone();
+    d.stop().await;
+    assert_eq!(
+        limited.log().count(),
+        2,
+        "3 sent again: {:?}",
+        limited.log().hits().last().map(|h| h.header("x-serial"))
+    );
+    assert_eq!(view["health"], "ok", "{view:#}");
+    assert!(view.get("deferred").is_none(), "the ledger no longer says deferred: {view:#}");
+}
+
 /// A small tmpfs mounted over a test's directory, unmounted when dropped. Needs root (CI runs
 /// as root); elsewhere the test that needs it is skipped, under `CI` it fails.
 struct Tmpfs(std::path::PathBuf);
