@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pushmirror::demo::HttpReceiver;
 
+#[path = "common/procfs.rs"]
+mod procfs;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// How long to measure the idle daemon.
@@ -103,27 +106,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// utime + stime of `pid` in milliseconds.
+/// CPU milliseconds of `pid`.
 fn cpu_ms(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    let hz = 100; // USER_HZ on Linux
-    Ok(ticks * 1000 / hz)
+    Ok((procfs::cpu_seconds(&pid.to_string())? * 1000.0).round() as u64)
 }
 
 /// VmRSS and VmHWM of `pid` in KiB.
 fn rss_kb(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok((field("VmRSS:"), field("VmHWM:")))
+    let pid = pid.to_string();
+    Ok((procfs::status_field(&pid, "VmRSS:")?, procfs::peak_rss_kb(&pid)?))
 }

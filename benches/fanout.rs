@@ -28,6 +28,10 @@ use pushmirror::transport::Transports;
 use pushmirror::vocab::clock::Clock;
 use pushmirror::vocab::model::Outcome;
 
+#[path = "common/procfs.rs"]
+mod procfs;
+use procfs::cpu_seconds;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Transport {
     Http,
@@ -493,20 +497,7 @@ async fn ssh_receivers(n: usize, key: &russh::keys::PublicKey) -> anyhow::Result
     Ok(receivers)
 }
 
-/// User and system CPU seconds of process `pid` (`self` for this one) and of its reaped children.
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces, closed by the last `)`).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime, stime, cutime, cstime are fields 14–17 of stat(5); `rest` starts at field 3.
-    let ticks: u64 = fields.get(11..15).unwrap_or_default().iter().filter_map(|f| f.parse::<u64>().ok()).sum();
-    Ok(ticks as f64 / 100.0)
-}
-
 /// VmHWM of this process, in KiB.
 fn peak_rss_kb() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+    procfs::peak_rss_kb("self")
 }

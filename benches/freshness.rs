@@ -16,6 +16,9 @@ use pushmirror::demo::HttpReceiver;
 use pushmirror::observe::freshness::{Prober, survey};
 use pushmirror::vocab::model::Standing;
 
+#[path = "common/procfs.rs"]
+mod procfs;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Mirrors to survey.
@@ -96,7 +99,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn peak_rss_kb() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+    procfs::peak_rss_kb("self")
 }

@@ -29,6 +29,10 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use russh::keys::PublicKey;
 
+#[path = "common/procfs.rs"]
+mod procfs;
+use procfs::peak_rss_kb;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Subscriber connections (and registered MQTT mirrors).
@@ -200,11 +204,4 @@ async fn subscriber(
         }
     });
     Ok((task, rx))
-}
-
-/// `VmHWM` of `/proc/PID/status`, in KiB.
-fn peak_rss_kb(pid: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }

@@ -7,12 +7,14 @@
 //! cargo bench --bench soak -- --quick --break drop    # proves the checker catches a lost trigger
 //! ```
 //! The other end: in-process receivers in this process — HTTP servers whose mirrors answer ok,
-//! slowly, flakily (503), by refusing (403) or flapping, and russh SSH receivers — on loopback.
+//! slowly, flakily (503), by refusing (403) or flapping, russh SSH receivers, and (when Debian's
+//! mosquitto is installed; required under `CI`) MQTT 5 subscribers of a private persistent
+//! mosquitto that verify each trigger's signature, run each nonce once and ack — on loopback.
 //! Injected at random (the seed decides): archive updates every `--interval` with the update lock
 //! held for a random while (versions written under the lock and replaced before it is released
 //! never complete), SIGHUP with alternately a valid change (a mirror added or removed) and a
-//! broken file, `kill -9` and restart, and, as root, the state disk (a small tmpfs) filled and
-//! freed.
+//! broken file, `kill -9` and restart, a broker restart (down for up to 3 s), and, as root, the
+//! state disk (a small tmpfs) filled and freed.
 //!
 //! Checked over the whole history, then printed; exit 1 on any violation:
 //! - **complete only**: no mirror got a version that never completed (written, lock released);
@@ -51,6 +53,13 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use clap::Parser;
 use pushmirror::demo::{Behaviour, ExecLog, SshReceiver};
+use pushmirror::wire::mqtt::{self as wire, AckMessage, AckState, TriggerMessage};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+#[path = "common/procfs.rs"]
+mod procfs;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -63,10 +72,14 @@ struct Args {
     /// Faults more often (a kill every 100 s, a SIGHUP every 23 s), five minutes unless --duration.
     #[arg(long)]
     quick: bool,
+    /// A `kill -9` and restart every this long [default: 5m, 100s with --quick]; longer than
+    /// `--duration` for one daemon life throughout (to watch its memory over a long life).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    kill_every: Option<Duration>,
     /// Archive updates every this long.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     interval: Duration,
-    /// Mirrors (70% HTTP, 30% SSH).
+    /// Mirrors (70% HTTP, 30% SSH; of the HTTP share 10 points are MQTT when mosquitto is installed).
     #[arg(long, default_value_t = 500)]
     mirrors: usize,
     /// Resource samples every this long.
@@ -245,15 +258,7 @@ struct Sample {
 }
 
 fn sample(pid: u32, state: &Path, at: f64, pushes: usize) -> Option<Sample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let field = |name: &str| procfs::status_field(&pid.to_string(), name).ok();
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
     let (mut bytes, mut files) = (0u64, 0u64);
     let mut dirs = vec![state.to_path_buf()];
@@ -276,9 +281,9 @@ fn sample(pid: u32, state: &Path, at: f64, pushes: usize) -> Option<Sample> {
         at,
         pid,
         pushes,
-        rss_kb: field("VmRSS:"),
+        rss_kb: field("VmRSS:")?,
         fds,
-        threads: field("Threads:"),
+        threads: field("Threads:")?,
         state_kb: bytes / 1024,
         state_files: files,
     })
@@ -346,11 +351,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::write(&trace, "Archive serial: 1000\n")?;
     let key = pushmirror::wire::keys::generate(&root.join("id"), "soak")?.public;
 
-    // The mirrors: 70% HTTP with a policy each, 30% SSH; one in twenty rate-limited.
+    // The mirrors: 70% HTTP with a policy each (60% when mosquitto is there: 10% are MQTT
+    // subscribers of a private broker), 30% SSH; one in twenty rate-limited.
+    let mut broker = match Broker::start(&root.join("broker"))? {
+        Some(b) => Some(b),
+        None if std::env::var_os("CI").is_some() => anyhow::bail!("CI: /usr/sbin/mosquitto is missing"),
+        None => {
+            println!("(mosquitto not installed: no MQTT mirrors, no broker restarts)");
+            None
+        }
+    };
     let received = Arc::new(Received::default());
     let mut policies = BTreeMap::new();
     let mut names = Vec::new();
-    let n_http = args.mirrors * 7 / 10;
+    let n_mqtt = if broker.is_some() { args.mirrors / 10 } else { 0 };
+    let n_http = args.mirrors * 7 / 10 - n_mqtt;
     for i in 0..n_http {
         let name = format!("h{i:04}");
         let policy = match rng.below(100) {
@@ -394,7 +409,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mirror_yaml = |name: &str, i: usize, limited: bool| -> String {
         let limit = if limited { "rate_limit: 1/30s\n" } else { "" };
         let common = format!("retries: 2\nbackoff: {{ initial: 200ms, max: 1s }}\ntimeout: 5s\n{limit}");
-        if name.starts_with('h') {
+        if name.starts_with('q') {
+            "mqtt: {}\nretries: 2\nbackoff: { initial: 200ms, max: 1s }\n".to_string()
+        } else if name.starts_with('h') {
             let farm = farms[i % farms.len()];
             format!("http:\n  url: http://{farm}/m/{name}\n  headers: {{ X-Serial: \"{{serial}}\" }}\n{common}")
         } else {
@@ -406,11 +423,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
             )
         }
     };
-    for i in 0..args.mirrors - n_http {
+    for i in 0..args.mirrors - n_http - n_mqtt {
         names.push(format!("s{i:04}"));
     }
+    let mut subscribers = Vec::new();
+    if let Some(broker) = &broker {
+        for i in 0..n_mqtt {
+            let name = format!("q{i:04}");
+            // Most acknowledge at once, one in five after a sync of up to two seconds.
+            let delay = if rng.chance(20) { Duration::from_millis(rng.below(2000)) } else { Duration::ZERO };
+            subscribers.push(mqtt_subscriber(broker.port, name.clone(), key.clone(), Arc::clone(&received), delay));
+            names.push(name);
+        }
+    }
     for (i, name) in names.iter().enumerate() {
-        let is_limited = rng.chance(5);
+        // Not MQTT mirrors: on one broadcast topic they share one limit or none (`check` says so).
+        let is_limited = rng.chance(5) && !name.starts_with('q');
         if is_limited {
             limited.insert(name.clone());
         }
@@ -419,11 +447,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let locks =
         if args.breakage.as_deref() == Some("locks") { "never-matches-*" } else { "Archive-Update-in-Progress-*" };
     let config = root.join("pushmirror.yaml");
+    let mqtt = match &broker {
+        Some(b) => {
+            format!("mqtt: {{ broker: 'mqtt://127.0.0.1:{}', client_id: soak-sender, ack_timeout: 20s }}\n", b.port)
+        }
+        None => String::new(),
+    };
     std::fs::write(
         &config,
         format!(
             "mirrors_dir: mirrors.d\nstate_dir: state\nidentity: id\nconcurrency: 256\nmax_per_host: 64\n\
-             status: {{ listen: 127.0.0.1:0, history: 50 }}\narchives:\n  debian:\n    root: archive\n    settle: 500ms\n    poll: 1s\n    locks: [\"{locks}\"]\n"
+             status: {{ listen: 127.0.0.1:0, history: 50 }}\n{mqtt}archives:\n  debian:\n    root: archive\n    settle: 500ms\n    poll: 1s\n    locks: [\"{locks}\"]\n"
         ),
     )?;
 
@@ -431,14 +465,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut daemon = Daemon::start(&config, Arc::clone(&lines))?;
     let begun = Instant::now();
     let (kill_every, hup_every) = if args.quick { (100, 23) } else { (300, 97) };
+    let kill_every = args.kill_every.unwrap_or(Duration::from_secs(kill_every));
     let mut completed: BTreeSet<String> = ["1000".to_string()].into();
     let mut due_at_kill: BTreeSet<String> = BTreeSet::new();
     let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
     let mut samples = Vec::new();
     let mut reports = Reports::default();
     let mut serial = 1000u64;
-    let mut next_kill = Duration::from_secs(kill_every);
+    let mut next_kill = kill_every;
     let mut next_hup = Duration::from_secs(hup_every);
+    let broker_every = Duration::from_secs(if args.quick { 71 } else { 410 });
+    let mut next_broker_restart = broker_every;
     let mut next_sample = Duration::ZERO;
     let mut hup_valid = true;
     let mut churn = 0u32;
@@ -502,7 +539,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             daemon = Daemon::start(&config, Arc::clone(&lines))?;
         }
         if now >= next_kill {
-            next_kill += Duration::from_secs(kill_every);
+            next_kill += kill_every;
             // The version whose push is under way (the journal's first line), if one is.
             let journal = std::fs::read_to_string(state.join("daemon/debian.due")).unwrap_or_default();
             let first = journal.lines().next().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok());
@@ -512,6 +549,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             daemon.kill9()?;
             daemon = Daemon::start(&config, Arc::clone(&lines))?;
             *faults.entry("kill -9 and restart").or_default() += 1;
+        }
+        if now >= next_broker_restart {
+            next_broker_restart += broker_every;
+            if let Some(broker) = &mut broker {
+                broker.restart(Duration::from_millis(rng.below(3000))).await?;
+                *faults.entry("broker restart").or_default() += 1;
+            }
         }
         if let Some(disk) = &disk {
             match filler.take() {
@@ -616,12 +660,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Resources.
     let pushes = log.iter().filter(|l| l.contains("push finished")).count();
     println!(
-        "soak: seed {}, {} s, {} mirrors ({} HTTP, {} SSH, {} rate-limited)",
+        "soak: seed {}, {} s, {} mirrors ({} HTTP, {} SSH, {} MQTT, {} rate-limited)",
         args.seed,
         duration.as_secs(),
         names.len(),
         n_http,
-        names.len() - n_http,
+        names.len() - n_http - n_mqtt,
+        n_mqtt,
         limited.len()
     );
     println!(
@@ -830,4 +875,132 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
+}
+
+/// A private mosquitto on a free loopback port, persistent (sessions and queued messages survive
+/// a restart, as on a real broker), restartable on the same port.
+struct Broker {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// `None` when mosquitto is not installed.
+    fn start(dir: &Path) -> anyhow::Result<Option<Broker>> {
+        if !Path::new("/usr/sbin/mosquitto").exists() {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(dir)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        std::fs::write(
+            dir.join("mosquitto.conf"),
+            format!(
+                "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n\
+                 persistence true\npersistence_location {}/\nlog_type error\n",
+                dir.display()
+            ),
+        )?;
+        let mut broker = Broker { port, dir: dir.to_path_buf(), child: None };
+        broker.up()?;
+        Ok(Some(broker))
+    }
+
+    fn up(&mut self) -> anyhow::Result<()> {
+        self.child = Some(
+            Command::new("/usr/sbin/mosquitto")
+                .arg("-c")
+                .arg(self.dir.join("mosquitto.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "mosquitto did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Stops the broker (SIGTERM: it saves its sessions) and starts it again after `down`.
+    async fn restart(&mut self, down: Duration) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-s", "TERM", &child.id().to_string()]).status();
+            child.wait()?;
+        }
+        tokio::time::sleep(down).await;
+        self.up()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A simulated `pushmirror receive`: a persistent MQTT 5 session subscribed to the archive's
+/// trigger topic; verifies each trigger's signature, runs each nonce once (recording the serial it
+/// got), and acknowledges it `ok` after `delay` (its sync).
+fn mqtt_subscriber(
+    port: u16,
+    name: String,
+    trusted: russh::keys::PublicKey,
+    received: Arc<Received>,
+    delay: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let mut options = MqttOptions::new(name.clone(), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(86_400));
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    tokio::spawn(async move {
+        let trusted = [trusted];
+        let mut seen = BTreeSet::new();
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
+                    let _ = client.try_subscribe("pushmirror/debian/trigger", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let signature = p.properties.as_ref().and_then(|props| {
+                        props.user_properties.iter().find(|(k, _)| k == wire::SIGNATURE_PROPERTY).map(|(_, v)| v)
+                    });
+                    if wire::verify(wire::Signed::Trigger, &p.payload, signature.map(String::as_str), &trusted).is_err()
+                    {
+                        continue;
+                    }
+                    let Ok(trigger) = serde_json::from_slice::<TriggerMessage>(&p.payload) else { continue };
+                    if !seen.insert(trigger.nonce.clone().unwrap_or_default()) {
+                        continue; // a redelivery or the retained copy: run once
+                    }
+                    let (client, name, received) = (client.clone(), name.clone(), Arc::clone(&received));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        received.add(&name, trigger.serial.as_deref().unwrap_or(""));
+                        let ack = AckMessage {
+                            mirror: name.clone(),
+                            serial: trigger.serial,
+                            state: AckState::Ok,
+                            exit_code: Some(0),
+                            duration_ms: Some(delay.as_millis() as u64),
+                            stage: Some(trigger.stage),
+                            sent_at: Some(trigger.sent_at),
+                            reason: None,
+                            off_by_ms: None,
+                        };
+                        let topic = wire::ack_topic("pushmirror", &trigger.archive, &name);
+                        let body = serde_json::to_vec(&ack).expect("an ack serialises");
+                        let _ = client.publish(topic, QoS::AtLeastOnce, false, body).await;
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
 }

@@ -1,0 +1,30 @@
+//! A process's resources from `/proc`, for the benches (each uses part of it).
+#![allow(dead_code)]
+
+/// A numeric field of `/proc/PID/status` (`VmRSS:`, `VmHWM:` in KiB, `Threads:`) of `pid`
+/// (`self` for this process); 0 when the field is absent.
+pub fn status_field(pid: &str, name: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Peak RSS (`VmHWM`) of `pid` in KiB.
+pub fn peak_rss_kb(pid: &str) -> anyhow::Result<u64> {
+    status_field(pid, "VmHWM:")
+}
+
+/// User and system CPU seconds of `pid` and of its reaped children.
+pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces, closed by the last `)`).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14–17 of stat(5); `rest` starts at field 3.
+    let ticks: u64 = fields.get(11..15).unwrap_or_default().iter().filter_map(|f| f.parse::<u64>().ok()).sum();
+    Ok(ticks as f64 / 100.0) // USER_HZ on Linux
+}
