@@ -28,9 +28,11 @@
 //!
 //! Resources (RSS, descriptors, threads of the daemon; bytes and files in `state_dir`) are sampled
 //! every `--sample`; a table of start, end and max is printed and an SVG chart written
-//! (`--chart`, default `target/soak.svg`). After warm-up (the first half of each daemon's life,
-//! at least its first minute) RSS may grow at most `--max-rss-slope` MB per 1,000 pushes and
-//! descriptors and threads not at all beyond noise; `state_dir` must stay under its bound.
+//! (`--chart`, default `target/soak.svg`). The `kill -9`s stop after `--kills` (3: at 5, 10 and
+//! 15 minutes), so the full run's last life is long: in a life past its first `--warmup` pushes
+//! (1,000) by 300 more, RSS may grow at most `--max-rss-slope` MB per 1,000 pushes (a full run
+//! without such a life fails); in every life descriptors and threads may not grow beyond noise;
+//! `state_dir` must stay under its bound.
 //!
 //! Each checker is shown to catch its failure by a deliberately broken run (`--break MODE`, each
 //! must end in that invariant VIOLATED): `drop` — one receiver answers 200 without recording (a
@@ -88,6 +90,13 @@ struct Args {
     /// RSS growth allowed after warm-up, MB per 1,000 pushes.
     #[arg(long, default_value_t = 1.0)]
     max_rss_slope: f64,
+    /// Warm-up: RSS is judged after each daemon life's first this many pushes, in lives with
+    /// 300 more (the full run's last life; --quick's lives are too short).
+    #[arg(long, default_value_t = 1000)]
+    warmup: usize,
+    /// At most this many `kill -9`s, so that the last life is long enough to judge RSS.
+    #[arg(long, default_value_t = 3)]
+    kills: usize,
     /// Where the chart goes.
     #[arg(long, default_value = "target/soak.svg")]
     chart: PathBuf,
@@ -538,7 +547,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             died.push(format!("the daemon exited by itself at {:.0} s: {status}", now.as_secs_f64()));
             daemon = Daemon::start(&config, Arc::clone(&lines))?;
         }
-        if now >= next_kill {
+        if now >= next_kill && faults.get("kill -9 and restart").copied().unwrap_or(0) < args.kills {
             next_kill += kill_every;
             // The version whose push is under way (the journal's first line), if one is.
             let journal = std::fs::read_to_string(state.join("daemon/debian.due")).unwrap_or_default();
@@ -686,9 +695,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             s.fds += s.pushes as u64 * 10;
         }
     }
-    let growth = growth(&samples, args.max_rss_slope);
+    let mut judged = Vec::new();
+    let growth = growth(&samples, args.max_rss_slope, args.warmup, &mut judged);
     for g in &growth {
         violations.entry("flat resources").or_default().push(g.clone());
+    }
+    match judged.is_empty() {
+        true if !args.quick => violations
+            .entry("flat resources")
+            .or_default()
+            .push(format!("no daemon life reached {} pushes: RSS not judged", args.warmup + 300)),
+        true => println!("RSS not judged: no daemon life reached {} pushes", args.warmup + 300),
+        false => judged.iter().for_each(|j| println!("RSS judged: {j}")),
     }
     if let Some(parent) = args.chart.parent() {
         std::fs::create_dir_all(parent)?;
@@ -750,7 +768,7 @@ fn resource_table(samples: &[Sample]) -> String {
 /// One resource of a sample.
 type Get = fn(&Sample) -> u64;
 
-fn growth(samples: &[Sample], max_rss_slope: f64) -> Vec<String> {
+fn growth(samples: &[Sample], max_rss_slope: f64, warmup: usize, judged: &mut Vec<String>) -> Vec<String> {
     let mut out = Vec::new();
     let pids: BTreeSet<u32> = samples.iter().map(|s| s.pid).collect();
     for pid in pids {
@@ -758,12 +776,20 @@ fn growth(samples: &[Sample], max_rss_slope: f64) -> Vec<String> {
         if life.len() < 12 {
             continue; // too short a life to tell warm-up from growth
         }
-        let rest = &life[life.len() / 2..];
-        let (p0, p1) = (rest[0].pushes as f64, rest[rest.len() - 1].pushes as f64);
-        if p1 - p0 >= 50.0 {
-            let slope = slope(rest.iter().map(|s| (s.pushes as f64, s.rss_kb as f64 / 1024.0)));
-            if slope * 1000.0 > max_rss_slope {
-                out.push(format!("daemon {pid}: RSS grows {:.2} MB per 1,000 pushes after warm-up", slope * 1000.0));
+        // RSS after the life's first `warmup` pushes (caches, pools and the allocator's arenas
+        // filling), over at least 300 more.
+        let born = life[0].pushes;
+        let lived = life[life.len() - 1].pushes - born;
+        let rest: Vec<&&Sample> = life.iter().filter(|s| s.pushes - born >= warmup).collect();
+        if lived >= warmup + 300 && rest.len() >= 12 {
+            let slope = slope(rest.iter().map(|s| (s.pushes as f64, s.rss_kb as f64 / 1024.0))) * 1000.0;
+            judged.push(format!(
+                "daemon {pid}: {lived} pushes, RSS {:.1} MB after {warmup}, {:.1} MB at the end: {slope:.2} MB per 1,000 pushes",
+                rest[0].rss_kb as f64 / 1024.0,
+                rest[rest.len() - 1].rss_kb as f64 / 1024.0,
+            ));
+            if slope > max_rss_slope {
+                out.push(format!("daemon {pid}: RSS grows {slope:.2} MB per 1,000 pushes after its first {warmup}"));
             }
         }
         // Descriptors and threads come and go with the triggers in flight, the HTTP client's
