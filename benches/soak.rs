@@ -26,12 +26,13 @@
 //! - **every failure told**: each failed row's mirror has a `trigger failed` log line;
 //! - **no panic**, no `internal` outcome.
 //!
-//! Resources (RSS, descriptors, threads of the daemon; bytes and files in `state_dir`) are sampled
+//! Resources (RSS, descriptors, threads and runtime tasks of the daemon — the last from its
+//! `pushmirror_runtime_tasks` —; bytes and files in `state_dir`) are sampled
 //! every `--sample`; a table of start, end and max is printed and an SVG chart written
 //! (`--chart`, default `target/soak.svg`). The `kill -9`s stop after `--kills` (3: at 5, 10 and
 //! 15 minutes), so the full run's last life is long: in a life past its first `--warmup` pushes
 //! (1,000) by 300 more, RSS may grow at most `--max-rss-slope` MB per 1,000 pushes (a full run
-//! without such a life fails); in every life descriptors and threads may not grow beyond noise;
+//! without such a life fails); in every life descriptors, threads and tasks may not grow beyond noise;
 //! `state_dir` must stay under its bound.
 //!
 //! Each checker is shown to catch its failure by a deliberately broken run (`--break MODE`, each
@@ -248,6 +249,19 @@ impl Daemon {
         Ok(())
     }
 
+    /// `pushmirror_runtime_tasks` from the daemon's `/metrics` (its address from its log);
+    /// `None` while a restarted daemon is not listening yet.
+    async fn runtime_tasks(&self) -> Option<u64> {
+        let addr = {
+            let lines = self.lines.lock().unwrap();
+            let line = lines.iter().rev().find(|l| l.contains("status server listening"))?;
+            line.split("addr=").nth(1)?.split_whitespace().next()?.to_string()
+        };
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
+        let text = client.get(format!("http://{addr}/metrics")).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix("pushmirror_runtime_tasks ")).and_then(|v| v.trim().parse().ok())
+    }
+
     fn count(&self, needle: &str) -> usize {
         self.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
     }
@@ -262,11 +276,13 @@ struct Sample {
     rss_kb: u64,
     fds: u64,
     threads: u64,
+    /// Tasks alive in the daemon's runtime (its `pushmirror_runtime_tasks`).
+    tasks: u64,
     state_kb: u64,
     state_files: u64,
 }
 
-fn sample(pid: u32, state: &Path, at: f64, pushes: usize) -> Option<Sample> {
+fn sample(pid: u32, state: &Path, at: f64, pushes: usize, tasks: u64) -> Option<Sample> {
     let field = |name: &str| procfs::status_field(&pid.to_string(), name).ok();
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
     let (mut bytes, mut files) = (0u64, 0u64);
@@ -293,6 +309,7 @@ fn sample(pid: u32, state: &Path, at: f64, pushes: usize) -> Option<Sample> {
         rss_kb: field("VmRSS:")?,
         fds,
         threads: field("Threads:")?,
+        tasks,
         state_kb: bytes / 1024,
         state_files: files,
     })
@@ -580,7 +597,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             next_sample += args.sample;
             reports.collect(&state.join("reports"));
             let pushes = daemon.count("push finished");
-            if let Some(s) = sample(daemon.pid(), &state, now.as_secs_f64(), pushes) {
+            let tasks = daemon.runtime_tasks().await;
+            if let Some(s) = tasks.and_then(|t| sample(daemon.pid(), &state, now.as_secs_f64(), pushes, t)) {
                 samples.push(s);
             }
         }
@@ -712,11 +730,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&args.chart, chart(&samples))?;
-    let csv: Vec<String> = std::iter::once("at_s,pid,pushes,rss_kb,fds,threads,state_kb,state_files".to_string())
+    let csv: Vec<String> = std::iter::once("at_s,pid,pushes,rss_kb,fds,threads,tasks,state_kb,state_files".to_string())
         .chain(samples.iter().map(|s| {
             format!(
-                "{:.0},{},{},{},{},{},{},{}",
-                s.at, s.pid, s.pushes, s.rss_kb, s.fds, s.threads, s.state_kb, s.state_files
+                "{:.0},{},{},{},{},{},{},{},{}",
+                s.at, s.pid, s.pushes, s.rss_kb, s.fds, s.threads, s.tasks, s.state_kb, s.state_files
             )
         }))
         .collect();
@@ -747,10 +765,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// Start, end and max of each resource.
 fn resource_table(samples: &[Sample]) -> String {
     let mut out = String::from("resource        start      end        max\n");
-    let rows: [(&str, Get); 5] = [
+    let rows: [(&str, Get); 6] = [
         ("RSS (kB)", |s| s.rss_kb),
         ("descriptors", |s| s.fds),
         ("threads", |s| s.threads),
+        ("tasks", |s| s.tasks),
         ("state_dir (kB)", |s| s.state_kb),
         ("state files", |s| s.state_files),
     ];
@@ -798,7 +817,8 @@ fn growth(samples: &[Sample], max_rss_slope: f64, warmup: usize, judged: &mut Ve
         // of the first half.
         let quarter = life.len() / 4;
         let (first_half, last) = (&life[..life.len() / 2], &life[life.len() - quarter..]);
-        let watched: [(&str, Get, u64); 2] = [("descriptors", |s| s.fds, 16), ("threads", |s| s.threads, 8)];
+        let watched: [(&str, Get, u64); 3] =
+            [("descriptors", |s| s.fds, 16), ("threads", |s| s.threads, 8), ("tasks", |s| s.tasks, 64)];
         for (name, get, margin) in watched {
             let working_set = first_half.iter().map(|s| get(s)).max().unwrap_or(0);
             let floor = last.iter().map(|s| get(s)).min().unwrap_or(0);
@@ -844,10 +864,11 @@ fn chart(samples: &[Sample]) -> String {
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
         h + 40.0
     );
-    let series: [(&str, &str, Get); 4] = [
+    let series: [(&str, &str, Get); 5] = [
         ("RSS", "#c0392b", |s| s.rss_kb),
         ("descriptors", "#2980b9", |s| s.fds),
         ("threads", "#27ae60", |s| s.threads),
+        ("tasks", "#d35400", |s| s.tasks),
         ("state_dir", "#8e44ad", |s| s.state_kb),
     ];
     for (i, (name, colour, get)) in series.iter().enumerate() {
@@ -860,7 +881,7 @@ fn chart(samples: &[Sample]) -> String {
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\n\
              <text x=\"{}\" y=\"{}\" fill=\"{colour}\">{name} (max {})</text>\n",
             points.join(" "),
-            10.0 + 220.0 * i as f64,
+            10.0 + 178.0 * i as f64,
             h + 25.0,
             max
         ));

@@ -82,6 +82,8 @@ pub struct Metrics {
     last_push: Family<ArchiveLabels, Gauge<f64, AtomicU64>>,
     version: Family<VersionLabels, Gauge>,
     in_flight: Gauge,
+    /// Tasks alive in the runtime, set at each scrape.
+    tasks: Gauge,
     propagation: Histogram,
     lag: Family<MirrorLabels, Gauge<f64, AtomicU64>>,
     behind: Family<MirrorLabels, Gauge>,
@@ -119,6 +121,12 @@ impl Default for Metrics {
         );
         registry.register("archive_version", "The last pushed version per archive (value 1)", version.clone());
         registry.register("triggers_in_flight", "Triggers of running pushes that have not ended", in_flight.clone());
+        let tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks",
+            "Tasks alive in the daemon's async runtime (one per trigger in flight, a few per archive; a count that only grows is a leak)",
+            tasks.clone(),
+        );
         // 5 s to about 11 h: a push's start until a mirror serves its version.
         let propagation = Histogram::new(exponential_buckets(5.0, 2.0, 14));
         registry.register(
@@ -174,6 +182,7 @@ impl Default for Metrics {
             last_push,
             version,
             in_flight,
+            tasks,
             propagation,
             lag,
             behind,
@@ -288,6 +297,9 @@ impl Metrics {
                 let mirror = v.state.mirror.clone();
                 self.mirror_state.get_or_create(&MirrorHealthLabels { archive, mirror, state }).set(1);
             }
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tasks.set(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
         }
         let open = self.encode();
         if openmetrics { open } else { prometheus_text(&open) }

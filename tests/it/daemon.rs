@@ -217,6 +217,8 @@ async fn status_and_metrics_endpoints_speak_their_formats() {
     assert_eq!(value("pushmirror_triggers_total", &[("mirror", "bad"), ("outcome", "failed")]), Some(1.0), "{text}");
     assert_eq!(value("pushmirror_archive_version", &[("archive", "debian"), ("version", "2")]), Some(1.0), "{text}");
     assert_eq!(value("pushmirror_triggers_in_flight", &[]), Some(0.0), "{text}");
+    // The test's runtime runs the daemon's watcher, pushers and server: some tasks, not none.
+    assert!(value("pushmirror_runtime_tasks", &[]).is_some_and(|n| n >= 1.0), "{text}");
     assert!(value("pushmirror_last_push_timestamp_seconds", &[("archive", "debian")]).unwrap() > 1.7e9);
     assert!(scrape.samples.iter().any(|s| s.metric == "pushmirror_attempt_duration_seconds_count"), "{text}");
 
