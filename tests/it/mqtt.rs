@@ -315,6 +315,22 @@ async fn forged_tampered_unsigned_and_replayed_triggers_never_run() {
     running.stop().await;
 }
 
+/// Subscriber `m1` (not started) trusting an upstream key made for the test; that key, and the
+/// directory that holds it.
+fn m1_trusting_a_new_key(broker: &Broker) -> (Subscriber, russh::keys::PrivateKey, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
+    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
+    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    (sub, key, dir)
+}
+
+/// Publishes `payload` as a trigger signed with `key`.
+fn publish_bytes_signed(broker: &Broker, key: &russh::keys::PrivateKey, payload: &[u8]) {
+    let signature = pushmirror::wire::mqtt::sign(key, pushmirror::wire::mqtt::Signed::Trigger, payload).unwrap();
+    publish_raw(broker, payload, Some(&signature));
+}
+
 /// Milliseconds since the epoch, `offset` seconds from now (the wire's precision).
 fn ms_from_now(offset: i64) -> u64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
@@ -323,12 +339,7 @@ fn ms_from_now(offset: i64) -> u64 {
 
 /// Publishes `trigger(serial, sent_ms)` signed with `key`, as the sender.
 fn publish_signed(broker: &Broker, key: &russh::keys::PrivateKey, serial: &str, sent_ms: u64) {
-    let payload = trigger(serial, sent_ms);
-    publish_raw(
-        broker,
-        &payload,
-        Some(&pushmirror::wire::mqtt::sign(key, pushmirror::wire::mqtt::Signed::Trigger, &payload).unwrap()),
-    );
+    publish_bytes_signed(broker, key, &trigger(serial, sent_ms));
 }
 
 /// A correctly signed trigger stamped 10 minutes ahead of the subscriber's clock (an upstream
@@ -338,10 +349,7 @@ fn publish_signed(broker: &Broker, key: &russh::keys::PrivateKey, serial: &str, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_future_dated_trigger_runs_nothing_and_blocks_no_later_one() {
     let Some(broker) = network(&["m1"], false) else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
-    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
-    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let (sub, key, _dir) = m1_trusting_a_new_key(&broker);
     let running = sub.start().await;
     subscribed(&broker, "m1").await;
     publish_signed(&broker, &key, "F", ms_from_now(600));
@@ -356,10 +364,7 @@ async fn a_future_dated_trigger_runs_nothing_and_blocks_no_later_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_high_water_mark_from_a_fast_clock_blocks_nothing() {
     let Some(broker) = network(&["m1"], false) else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
-    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
-    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let (sub, key, _dir) = m1_trusting_a_new_key(&broker);
     let accepted = sub.dir.path().join("state/mqtt-accepted");
     std::fs::create_dir_all(&accepted).unwrap();
     let future = pushmirror::vocab::model::Timestamp(std::time::UNIX_EPOCH + Duration::from_millis(ms_from_now(600)));
@@ -384,19 +389,10 @@ fn trigger_with_nonce(serial: &str, sent_ms: u64, nonce: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_runs_once_and_a_slightly_fast_trigger_blocks_nothing() {
     let Some(broker) = network(&["m1"], false) else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
-    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
-    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let (sub, key, _dir) = m1_trusting_a_new_key(&broker);
     let running = sub.start().await;
     subscribed(&broker, "m1").await;
-    let publish = |payload: &[u8]| {
-        publish_raw(
-            &broker,
-            payload,
-            Some(&pushmirror::wire::mqtt::sign(&key, pushmirror::wire::mqtt::Signed::Trigger, payload).unwrap()),
-        )
-    };
+    let publish = |payload: &[u8]| publish_bytes_signed(&broker, &key, payload);
     let nonce = |n: u8| format!("{n:032x}");
     let fast = trigger_with_nonce("1", ms_from_now(90), &nonce(1));
     publish(&fast);
@@ -454,20 +450,11 @@ fn trigger_json(archive: &str, serial: &str, sent_ms: u64, nonce: &str) -> Vec<u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_triggers_are_acknowledged_with_their_reason() {
     let Some(broker) = network(&["m1"], false) else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
-    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
-    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let (sub, key, _dir) = m1_trusting_a_new_key(&broker);
     let running = sub.start().await;
     subscribed(&broker, "m1").await;
     let acks = crate::broker::subscribe_many(&broker, "sender", &password("sender"), "pushmirror/+/ack/m1", 5);
-    let publish = |payload: &[u8]| {
-        publish_raw(
-            &broker,
-            payload,
-            Some(&pushmirror::wire::mqtt::sign(&key, pushmirror::wire::mqtt::Signed::Trigger, payload).unwrap()),
-        )
-    };
+    let publish = |payload: &[u8]| publish_bytes_signed(&broker, &key, payload);
     let nonce = |n: u8| format!("{n:032x}");
     publish(&trigger_json("debian", "F", ms_from_now(600), &nonce(1)));
     publish(&trigger_json("ubuntu", "U", ms_from_now(0), &nonce(2)));
@@ -508,10 +495,7 @@ async fn refused_triggers_are_acknowledged_with_their_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_are_signed_with_the_subscribers_identity() {
     let Some(broker) = network(&["m1"], false) else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let up = pushmirror::wire::keys::generate(&dir.path().join("up"), "up").unwrap();
-    let key = pushmirror::wire::keys::load_identity(&up.private).unwrap();
-    let sub = Subscriber::new(&broker.url(), "m1", &up.public.to_openssh().unwrap(), None);
+    let (sub, key, dir) = m1_trusting_a_new_key(&broker);
     let ack_key = sub.sign_acks();
     let running = sub.start().await;
     subscribed(&broker, "m1").await;
