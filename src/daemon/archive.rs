@@ -42,6 +42,11 @@ pub(super) struct ArchiveState {
     journal: Mutex<Option<Journal>>,
     /// Held by the pusher: a reloaded configuration's pusher waits for the previous one's push.
     pusher: tokio::sync::Mutex<()>,
+    /// Held by a push from its plan to its recorded version, and by a send of deferred triggers:
+    /// a deferred trigger sends the pushed version, so it must not read it while a push is
+    /// between delivering and recording (it sent the old version and took the entry the new
+    /// push had deferred: the soak's "nothing lost" caught it).
+    sending: tokio::sync::Mutex<()>,
     status: StatusBoard,
     history: Mutex<History>,
 }
@@ -95,6 +100,7 @@ impl ArchiveState {
             pushed: Mutex::new(pushed),
             journal: Mutex::new(None),
             pusher: tokio::sync::Mutex::new(()),
+            sending: tokio::sync::Mutex::new(()),
             status,
             history: Mutex::new(history),
         })
@@ -120,6 +126,11 @@ impl ArchiveState {
     pub(super) fn first_row(&self, latest: &std::collections::BTreeMap<String, Report>) -> ArchiveStatus {
         let last_report = latest.get(&self.name).cloned();
         ArchiveStatus { name: self.name.clone(), pushed_version: self.pushed(), last_report, ..Default::default() }
+    }
+
+    /// Waits until no push or deferred send of this archive is under way; held while sending.
+    pub(super) async fn lock_sending(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.sending.lock().await
     }
 
     /// Waits until no other pusher pushes this archive; held while pushing.

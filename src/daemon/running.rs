@@ -129,6 +129,7 @@ impl Running {
     async fn push(&self, archive: &Arc<ArchiveState>, version: String, resumed: Option<BTreeSet<String>>) {
         let started = tokio::time::Instant::now();
         let name = archive.name();
+        let _sending = archive.lock_sending().await;
         let Some(mut plan) = self.plan_version(name, &version, resumed.as_ref()) else { return };
         // The operator's gate: a veto sends nothing (every trigger skipped, reason `hook`).
         if let Err(why) = crate::notify::before_push(&self.config, name, Some(&version)).await {
@@ -415,6 +416,12 @@ impl Running {
     }
 
     async fn send_deferred(&self, archive: &str, mirrors: Vec<String>) {
+        // After a push under way has recorded its version: that is the version to send.
+        let state = self.archives.get(archive).cloned();
+        let _sending = match &state {
+            Some(state) => Some(state.lock_sending().await),
+            None => None, // an archive no longer configured: its entries are dropped below
+        };
         let mirrors = self.settle_delivered(archive, mirrors).await;
         if mirrors.is_empty() {
             return;
