@@ -221,6 +221,7 @@ impl Daemon {
             .arg("-c")
             .arg(config)
             .args(["daemon", "--grace", "5s"])
+            .envs(unit_environment())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -265,6 +266,17 @@ impl Daemon {
     fn count(&self, needle: &str) -> usize {
         self.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
     }
+}
+
+/// The `Environment=` settings of the packaged unit (`dist/pushmirror.service`), which the daemon
+/// runs with here too: the soak measures the service as it is shipped (its `MALLOC_ARENA_MAX`).
+fn unit_environment() -> Vec<(String, String)> {
+    let unit = include_str!("../dist/pushmirror.service");
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
 }
 
 /// One resource sample.
@@ -488,6 +500,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )?;
 
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let env: Vec<String> = unit_environment().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("the daemon's environment, as dist/pushmirror.service sets it: {}", env.join(" "));
     let mut daemon = Daemon::start(&config, Arc::clone(&lines))?;
     let begun = Instant::now();
     let (kill_every, hup_every) = if args.quick { (100, 23) } else { (300, 97) };
