@@ -697,21 +697,7 @@ async fn a_deferred_mirror_stays_deferred_across_a_restart() {
 async fn a_corrupt_deferred_file_is_kept_aside_and_its_triggers_rebuilt_from_the_ledger() {
     let limited = HttpReceiver::start().await.unwrap();
     let f = Fixture::new();
-    f.set_main(&main_yaml("1s", "1s"));
-    f.mirror(
-        "limited",
-        &format!("http:\n  url: {}\n  headers: {{ X-Serial: \"{{serial}}\" }}\nrate_limit: 1/1h\n", limited.url("/")),
-    );
-    let d = start(&f).await;
-    d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
-    f.set_serial("2026112502");
-    d.until("2 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
-    f.set_serial("2026112503");
-    d.until("3 pushed, limited deferred", |s| {
-        s.archives[0].pushed_version.as_deref() == Some("2026112503") && s.deferred.len() == 1
-    })
-    .await;
-    d.stop().await;
+    limited_with_3_deferred(&f, &limited).await;
     assert_eq!(limited.log().count(), 1);
     std::fs::write(f.path("state/daemon/deferred.json"), b"[{\"archive\": \"debian\", \"mirr").unwrap();
 
@@ -746,17 +732,13 @@ async fn a_corrupt_deferred_file_is_kept_aside_and_its_triggers_rebuilt_from_the
     assert_eq!(check.status.code(), Some(0), "{}", crate::common::stdout(&check));
 }
 
-/// A deferred trigger whose mirror got the version meanwhile (here an operator's `push --only`;
-/// in the soak, a push landing at the instant its slot came free) is settled, not sent again:
-/// before, the mirror got the same version twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deferred_trigger_for_a_version_the_mirror_has_is_settled_not_sent_again() {
-    let limited = HttpReceiver::start().await.unwrap();
-    let f = Fixture::new();
+/// An HTTP mirror `limited` of `receiver`, rate-limited `1/1h`: the daemon pushes 2 (sent) and 3
+/// (deferred) and stops. Returns the mirror's file without its limit.
+async fn limited_with_3_deferred(f: &Fixture, receiver: &HttpReceiver) -> String {
     f.set_main(&main_yaml("1s", "1s"));
-    let http = format!("http:\n  url: {}\n  headers: {{ X-Serial: \"{{serial}}\" }}\n", limited.url("/"));
+    let http = format!("http:\n  url: {}\n  headers: {{ X-Serial: \"{{serial}}\" }}\n", receiver.url("/"));
     f.mirror("limited", &format!("{http}rate_limit: 1/1h\n"));
-    let d = start(&f).await;
+    let d = start(f).await;
     d.until("first version recorded", |s| s.archives[0].pushed_version.is_some()).await;
     f.set_serial("2026112502");
     d.until("2 pushed", |s| s.archives[0].pushed_version.as_deref() == Some("2026112502")).await;
@@ -766,6 +748,17 @@ async fn a_deferred_trigger_for_a_version_the_mirror_has_is_settled_not_sent_aga
     })
     .await;
     d.stop().await;
+    http
+}
+
+/// A deferred trigger whose mirror got the version meanwhile (here an operator's `push --only`;
+/// in the soak, a push landing at the instant its slot came free) is settled, not sent again:
+/// before, the mirror got the same version twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_trigger_for_a_version_the_mirror_has_is_settled_not_sent_again() {
+    let limited = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    let http = limited_with_3_deferred(&f, &limited).await;
 
     // The operator lifts the limit and delivers 3 by hand; the daemon's deferred trigger, allowed
     // from now (as if the hour had passed), stands for the same version.
