@@ -637,6 +637,10 @@ impl Running {
             if let Err(e) = blocking(move || crate::observe::freshness::remember(&dir, &kept)).await {
                 tracing::error!(dir = %state_dir.display(), error = %e, "cannot write the freshness memory");
             }
+            let (dir, kept) = (state_dir.clone(), rows.clone());
+            if let Err(e) = blocking(move || crate::observe::lag::record_sweep(&dir, &kept)).await {
+                tracing::error!(dir = %state_dir.display(), error = %e, "cannot write the freshness history");
+            }
             let stale = rows.iter().filter(|r| !crate::observe::freshness::all_fresh(std::slice::from_ref(r))).count();
             tracing::info!(mirrors = rows.len(), behind_or_unreachable = stale, "freshness sweep");
             let (state_dir, history) = self.history();

@@ -4,8 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::daemon::metrics::Metrics;
+use crate::daemon::page::{Filters, Overview};
 use crate::daemon::status::DaemonStatus;
 use crate::push::ledger::{Ledger, Picture};
 use crate::push::report::History;
@@ -35,6 +37,7 @@ pub struct ServerState {
 pub struct MirrorViews {
     config: watch::Receiver<Arc<Config>>,
     cached: Mutex<Option<(Stamp, Arc<Ledger>)>>,
+    grid: crate::daemon::page::grid::GridCache,
 }
 
 /// What tells a replaced ledger file from the one read: its inode, size and modification time.
@@ -43,7 +46,7 @@ type Stamp = (u64, u64, i64, i64);
 impl MirrorViews {
     /// Views of the ledger under the configuration `config` holds.
     pub fn new(config: watch::Receiver<Arc<Config>>) -> Self {
-        MirrorViews { config, cached: Mutex::new(None) }
+        MirrorViews { config, cached: Mutex::new(None), grid: Default::default() }
     }
 
     /// Every mirror's view and rotation now, or why the ledger cannot be read (naming its file).
@@ -57,6 +60,27 @@ impl MirrorViews {
     /// The running configuration's `state_dir`.
     pub fn state_dir(&self) -> std::path::PathBuf {
         self.config.borrow().state_dir.clone()
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// The recent pushes of every archive, from the report history (unchanged files are not
+    /// parsed again); an unreadable history shows as none, and is logged.
+    pub async fn grid(self: &Arc<Self>) -> crate::daemon::page::grid::Grid {
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let config = me.config();
+            let history = History::new(&config.state_dir, config.status.history);
+            me.grid.grid(&history).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the report history for the status page");
+                Default::default()
+            })
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     fn read(&self) -> Result<Picture, String> {
@@ -84,6 +108,7 @@ impl MirrorViews {
 pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/", get(page))
+        .route("/mirror/{name}", get(mirror_page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -127,6 +152,34 @@ async fn metrics(State(s): State<ServerState>, headers: HeaderMap) -> Response {
     ([(CONTENT_TYPE, kind)], body).into_response()
 }
 
-async fn page(State(s): State<ServerState>) -> Html<String> {
-    Html(crate::daemon::page::render(&filled(&s).await))
+/// The overview, filtered and sorted as its query says.
+async fn page(State(s): State<ServerState>, Query(filters): Query<Filters>) -> Html<String> {
+    let (status, grid) = (filled(&s).await, s.mirrors.grid().await);
+    let config = s.mirrors.config();
+    let now = crate::vocab::model::Timestamp(std::time::SystemTime::now());
+    let view = Overview { status: &status, grid: &grid, config: Some(&config), filters: &filters, now };
+    Html(crate::daemon::page::overview(&view))
+}
+
+/// One mirror's page; 404 for a name no archive or configured mirror knows.
+async fn mirror_page(State(s): State<ServerState>, Path(name): Path<String>) -> Response {
+    let (status, grid) = (filled(&s).await, s.mirrors.grid().await);
+    let config = s.mirrors.config();
+    let state_dir = config.state_dir.clone();
+    let lags = tokio::task::spawn_blocking(move || crate::observe::lag::LagHistory::read(&state_dir))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        .unwrap_or_else(|why| {
+            tracing::warn!(%why, "the freshness history cannot be read: no lag chart");
+            Default::default()
+        });
+    match crate::daemon::page::mirror_page(&name, &status, &grid, Some(&config), &lags) {
+        Some(html) => Html(html).into_response(),
+        None => (StatusCode::NOT_FOUND, Html(format!("no mirror named {}\n", esc_text(&name)))).into_response(),
+    }
+}
+
+/// Text safe in HTML.
+fn esc_text(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

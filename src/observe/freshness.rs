@@ -389,12 +389,15 @@ pub fn recall(state_dir: &std::path::Path) -> Result<Vec<FreshnessRow>, String> 
     }
 }
 
-/// Removes the memory: nothing is surveyed any more.
+/// Removes the memory and the lag history: nothing is surveyed any more.
 pub fn forget(state_dir: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::remove_file(memory_file(state_dir)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    for file in [memory_file(state_dir), crate::observe::lag::file(state_dir)] {
+        match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// Stores `rows` as the last sweep.

@@ -2,5 +2,6 @@
 //! old, their upstream chain) and propagation (how soon after a push each one serves it).
 
 pub mod freshness;
+pub mod lag;
 pub mod propagation;
 pub mod trace;

@@ -223,7 +223,10 @@ async fn status_and_metrics_endpoints_speak_their_formats() {
     assert!(scrape.samples.iter().any(|s| s.metric == "pushmirror_attempt_duration_seconds_count"), "{text}");
 
     let html = client.get(format!("{base}/")).send().await.unwrap().text().await.unwrap();
-    assert!(html.contains("<table class=mirrors>") && html.contains("<td>bad</td>"), "{html}");
+    assert!(
+        html.contains("<table class=grid") && html.contains("<tr data-mirror=\"bad\" data-health=failing>"),
+        "{html}"
+    );
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert!(health.status().is_success());
     d.stop().await;
@@ -279,9 +282,9 @@ async fn the_status_page_renders_in_headless_chromium() {
     let args = vec!["--dump-dom".to_string(), url.clone()];
     let dom = tokio::task::spawn_blocking(move || headless(&b, &p, &args)).await.unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
-    assert!(dom.contains("<table class=\"mirrors\">"), "no mirror table in the rendered page:\n{dom}");
-    assert!(dom.contains("<td>flaky.example.com</td>") && dom.contains("<td class=\"failing\">failing</td>"), "{dom}");
-    assert_eq!(dom.matches("<td class=\"ok\">ok</td>").count(), 3, "{dom}");
+    assert!(dom.contains("<table class=\"grid\""), "no mirror grid in the rendered page:\n{dom}");
+    assert!(dom.contains("<tr data-mirror=\"flaky.example.com\" data-health=\"failing\">"), "{dom}");
+    assert_eq!(dom.matches("data-health=\"ok\"").count(), 3, "{dom}");
 
     let (b, p) = (browser, profile.path().to_path_buf());
     let args = vec![format!("--screenshot={}", shot.display()), "--window-size=1000,560".into(), url];
@@ -608,7 +611,10 @@ fn the_propagation_chart_and_freshness_render_in_headless_chromium() {
         "{dom}"
     );
     assert!(dom.contains("<td>hub-c.example.org</td><td class=\"syncing\">syncing</td><td>2026112901</td>"), "{dom}");
-    assert!(dom.contains("<th>allowed from</th>") && !dom.contains("sent at"), "a future time is not when it was sent");
+    assert!(
+        dom.contains("<th scope=\"col\">allowed from</th>") && !dom.contains("sent at"),
+        "a future time is not when it was sent"
+    );
     let tiers = dom.split("class=\"tiers\"").nth(1).unwrap().split("</table>").next().unwrap();
     assert!(!tiers.contains("watch-1"), "a check-only mirror counted in a tier: {tiers}");
     assert!(dom.contains("<td>leaf-1.example.edu, leaf-2.example.com, leaf-3.example.de, leaf-4.example.fr</td><td>hub-a.example.org, hub-b.example.net</td><td>21m00s</td>"), "{dom}");

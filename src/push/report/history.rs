@@ -101,6 +101,23 @@ impl History {
         Ok(())
     }
 
+    /// The newest `n` report files of each archive, oldest first: a reader of recent history
+    /// (the status page's grid) parses no more than it shows.
+    pub fn recent_files(&self, n: usize) -> std::io::Result<BTreeMap<String, Vec<PathBuf>>> {
+        let mut recent: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        for path in self.files()?.into_iter().rev() {
+            let Some(archive) = archive_of(&path) else { continue };
+            let files = recent.entry(archive).or_default();
+            if files.len() < n {
+                files.push(path);
+            }
+        }
+        for files in recent.values_mut() {
+            files.reverse();
+        }
+        Ok(recent)
+    }
+
     /// Every stored report, oldest first; unreadable files are skipped.
     pub fn all(&self) -> std::io::Result<Vec<Report>> {
         Ok(self.files()?.iter().filter_map(|p| read_report(p)).collect())
@@ -134,8 +151,9 @@ impl History {
 
 /// A stored report; `None` when unreadable (a half-written file of a crashed writer cannot
 /// exist, writes are atomic, but a hand-edited one can).
-fn read_report(path: &Path) -> Option<Report> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+pub fn read_report(path: &Path) -> Option<Report> {
+    let bytes = crate::sys::fsutil::read_bounded(path, crate::sys::fsutil::limit::STATE).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The archive a report file belongs to, from its name `MS-PID-SEQ-ARCHIVE.json`.
