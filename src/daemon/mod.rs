@@ -334,7 +334,7 @@ fn changes(old: &Config, new: &Config) -> String {
 /// Runs blocking file work (reads, atomic writes and their fsync) on the blocking pool: the one
 /// way the daemon touches its state on disk. A panic in it is resumed here, in the calling task.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    crate::sys::supervise::run_blocking(work).await
 }
 
 fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {

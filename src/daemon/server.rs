@@ -19,6 +19,7 @@ use crate::daemon::page::{Filters, Overview};
 use crate::daemon::status::DaemonStatus;
 use crate::push::ledger::{Ledger, Picture};
 use crate::push::report::History;
+use crate::sys::supervise::run_blocking;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -52,9 +53,7 @@ impl MirrorViews {
     /// Every mirror's view and rotation now, or why the ledger cannot be read (naming its file).
     pub async fn current(self: &Arc<Self>) -> Result<Picture, String> {
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || me.read())
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        run_blocking(move || me.read()).await
     }
 
     /// The running configuration's `state_dir`.
@@ -71,7 +70,7 @@ impl MirrorViews {
     /// parsed again); an unreadable history shows as none, and is logged.
     pub async fn grid(self: &Arc<Self>) -> crate::daemon::page::grid::Grid {
         let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
+        run_blocking(move || {
             let config = me.config();
             let history = History::new(&config.state_dir, config.status.history);
             me.grid.grid(&history).unwrap_or_else(|e| {
@@ -80,7 +79,6 @@ impl MirrorViews {
             })
         })
         .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     fn read(&self) -> Result<Picture, String> {
@@ -128,9 +126,7 @@ async fn filled(s: &ServerState) -> DaemonStatus {
         Err(why) => status.mirrors_error = Some(why),
     }
     let state_dir = s.mirrors.state_dir();
-    let aside = tokio::task::spawn_blocking(move || crate::sys::fsutil::kept_aside(&state_dir))
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let aside = run_blocking(move || crate::sys::fsutil::kept_aside(&state_dir)).await;
     status.kept_aside = aside.iter().map(|p| p.display().to_string()).collect();
     status
 }
@@ -166,13 +162,10 @@ async fn mirror_page(State(s): State<ServerState>, Path(name): Path<String>) -> 
     let (status, grid) = (filled(&s).await, s.mirrors.grid().await);
     let config = s.mirrors.config();
     let state_dir = config.state_dir.clone();
-    let lags = tokio::task::spawn_blocking(move || crate::observe::lag::LagHistory::read(&state_dir))
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-        .unwrap_or_else(|why| {
-            tracing::warn!(%why, "the freshness history cannot be read: no lag chart");
-            Default::default()
-        });
+    let lags = run_blocking(move || crate::observe::lag::LagHistory::read(&state_dir)).await.unwrap_or_else(|why| {
+        tracing::warn!(%why, "the freshness history cannot be read: no lag chart");
+        Default::default()
+    });
     match crate::daemon::page::mirror_page(&name, &status, &grid, Some(&config), &lags) {
         Some(html) => Html(html).into_response(),
         None => (StatusCode::NOT_FOUND, Html(format!("no mirror named {}\n", esc_text(&name)))).into_response(),

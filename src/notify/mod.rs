@@ -166,9 +166,7 @@ impl Notifier {
         f: impl FnOnce(&mut Vec<Queued>) -> R + Send + 'static,
     ) -> std::io::Result<R> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.with_queue(f))
-            .await
-            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        crate::sys::supervise::run_blocking(move || store.with_queue(f)).await
     }
 
     /// When the next queued message is due.

@@ -27,6 +27,18 @@ impl Died {
     }
 }
 
+/// Runs blocking work (file reads, atomic writes and their fsync) on the blocking pool. A panic
+/// in it is resumed in the calling task; work the runtime cancelled because it is shutting down
+/// never returns (the caller is being dropped with the runtime: there is nothing to return to,
+/// and that is not a panic to report).
+pub async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => std::future::pending().await,
+    }
+}
+
 /// Spawns and watches a service's tasks.
 #[derive(Debug, Default)]
 pub struct Supervisor {

@@ -256,3 +256,26 @@ pub fn assert_perfdata(perf: &str) {
         }
     }
 }
+
+/// Debian's chromium, if installed (CI installs it; without it the test fails under `CI`).
+pub fn chromium() -> Option<std::path::PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(std::path::PathBuf::from).find(|p| p.exists())
+}
+
+pub fn headless(browser: &std::path::Path, profile: &std::path::Path, args: &[String]) -> std::process::Output {
+    std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("run chromium")
+}

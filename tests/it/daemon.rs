@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::Fixture;
+use crate::common::{Fixture, chromium, headless};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -230,29 +230,6 @@ async fn status_and_metrics_endpoints_speak_their_formats() {
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert!(health.status().is_success());
     d.stop().await;
-}
-
-/// Debian's chromium, if installed (CI installs it; without it the test fails under `CI`).
-fn chromium() -> Option<std::path::PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(std::path::PathBuf::from).find(|p| p.exists())
-}
-
-fn headless(browser: &std::path::Path, profile: &std::path::Path, args: &[String]) -> std::process::Output {
-    std::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .output()
-        .expect("run chromium")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod config_yaml;
 mod daemon;
+mod dashboard;
 mod docs;
 mod faults;
 mod freshness;

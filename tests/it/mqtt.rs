@@ -1165,6 +1165,19 @@ async fn agree(f: &Fixture, d: &Daemon, expected: &[(String, String)]) -> std::p
         reqwest::get(format!("http://{}/status", d.addr)).await.unwrap().json().await.unwrap();
     assert_eq!(pairs(&served["archives"][0]["mirrors"], "mirror", "health"), expected, "/status");
 
+    // The page's grid: each row's standing.
+    let page = reqwest::get(format!("http://{}/", d.addr)).await.unwrap().text().await.unwrap();
+    let from_page: Vec<(String, String)> = page
+        .split("<tr data-mirror=\"")
+        .skip(1)
+        .map(|r| {
+            let (name, rest) = r.split_once('"').unwrap();
+            let health = rest.trim_start().strip_prefix("data-health=").unwrap().split('>').next().unwrap();
+            (name.to_string(), health.to_string())
+        })
+        .collect();
+    assert_eq!(sorted(from_page), expected, "the page");
+
     let metrics = reqwest::get(format!("http://{}/metrics", d.addr)).await.unwrap();
     let kind = metrics.headers()["content-type"].to_str().unwrap().to_string();
     assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");

@@ -140,13 +140,18 @@ pub(super) fn trend(archive: &str, columns: &[std::sync::Arc<Column>]) -> String
         "<figure class=trend><figcaption>Propagation trend of {} <small>(last {n} followed pushes, oldest left)</small></figcaption>\
          <svg role=img aria-label=\"{}\" width={W} height={H} viewBox=\"0 0 {W} {H}\">\
          <line x1={PAD} y1={b} x2={r} y2={b} stroke=#999 /><line x1={PAD} y1={PAD} x2={PAD} y2={b} stroke=#999 />\
-         {svg}<text x=2 y={t}>{}</text><text x=24 y={b}>0</text></svg><ul class=legend>{legend}</ul></figure>",
+         {svg}<text x=2 y={t}>{}</text><text x=24 y={b}>0</text>\
+         <text x={PAD} y={l}>{}</text><text x={rl} y={l}>{}</text></svg><ul class=legend>{legend}</ul></figure>",
         esc(archive),
         esc(&label),
         esc(&format_ms(top)),
+        esc(points[0].0.serial.as_deref().unwrap_or("?")),
+        esc(last.serial.as_deref().unwrap_or("?")),
         b = H - PAD,
         r = W - PAD,
         t = PAD + 4.0,
+        l = H - PAD + 16.0,
+        rl = W - PAD - 60.0,
     )
 }
 
@@ -225,12 +230,17 @@ pub(super) fn lag(samples: &[Sample], max_lag_ms: Option<u64>) -> String {
     format!(
         "<svg class=lag role=img aria-label=\"{}\" width={W} height={H} viewBox=\"0 0 {W} {H}\">\
          <line x1={PAD} y1={b} x2={r} y2={b} stroke=#999 /><line x1={PAD} y1={PAD} x2={PAD} y2={b} stroke=#999 />\
-         {svg}{}<text x=2 y={t}>{}</text><text x=24 y={b}>0</text></svg>",
+         {svg}{}<text x=2 y={t}>{}</text><text x=24 y={b}>0</text>\
+         <text x={PAD} y={l}>{}</text><text x={rl} y={l}>{}</text></svg>",
         esc(&label),
         limit.unwrap_or_default(),
         esc(&crate::observe::freshness::format_age(top)),
+        samples[0].at,
+        samples[samples.len() - 1].at,
         b = H - PAD,
         r = W - PAD,
         t = PAD + 4.0,
+        l = H - PAD + 16.0,
+        rl = W - PAD - 120.0,
     )
 }

@@ -180,7 +180,7 @@ const STYLE: &str = concat!(
     "progress{width:20em}svg text{font:11px system-ui,sans-serif;fill:var(--muted)}",
     ".grid td{padding:0 .15em;text-align:center;font-size:12px}.grid td.l{text-align:left;font-size:14px;padding:0 .6em}",
     ".grid th[scope=row]{font-weight:normal}.grid thead th{font-size:11px;padding:0 .15em}",
-    ".grid td{color:var(--ok)}.grid td.f{color:var(--bad);font-weight:bold}.grid td.d,.grid td.p{color:var(--warn)}",
+    ".grid td:not([class]){color:var(--ok)}.grid td.f{color:var(--bad);font-weight:bold}.grid td.d,.grid td.p{color:var(--warn)}",
     ".grid td.s,.grid td.n{color:var(--muted)}",
     ".filters{margin:1em 0;display:flex;gap:1em;flex-wrap:wrap;align-items:end}.counts{font-size:15px}",
     ".trend polyline,.lag polyline{stroke:var(--fg);stroke-width:1.5}.trend circle,.trend rect,.trend path{fill:var(--fg)}",

@@ -1,0 +1,294 @@
+//! The status page at scale, in a real browser: the daemon serves 1,000 mirrors with 50 stored
+//! pushes of history, and headless Chromium renders the overview, a filtered and a sorted view
+//! from their URLs, and one mirror's page; axe-core checks them for accessibility.
+
+use std::time::{Duration, SystemTime};
+
+use pushmirror::demo::HttpReceiver;
+use pushmirror::observe::freshness::{FreshnessRow, MirrorKind};
+use pushmirror::push::report::{History, Propagated, Report, TriggerReport};
+use pushmirror::vocab::model::{ErrorClass, Outcome, Stage, Standing, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::{Fixture, chromium, headless};
+
+const MIRRORS: usize = 1000;
+const PUSHES: usize = 50;
+
+fn name(i: usize) -> String {
+    format!("m{i:04}")
+}
+
+fn serial(j: usize) -> String {
+    format!("20261201{j:02}")
+}
+
+/// Push `j`'s outcome for mirror `i`: m0000–m0002 fail from push 45 on (5 failures: failing);
+/// m0003–m0009 and m0500 failed once and recovered; m0010–m0014 were deferred by the last push;
+/// m0500 also failed at push 33 with another class; the rest always ok.
+fn outcome(i: usize, j: usize) -> (Outcome, Option<ErrorClass>) {
+    match (i, j) {
+        (0..3, 45..) => (Outcome::Failed, Some(ErrorClass::Timeout)),
+        (3..10, 20) | (500, 20) => (Outcome::Failed, Some(ErrorClass::Connect)),
+        (500, 33) => (Outcome::Failed, Some(ErrorClass::HttpStatus)),
+        (10..15, 49) => (Outcome::Deferred, None),
+        _ => (Outcome::Ok, None),
+    }
+}
+
+/// The 50 stored reports (an hour apart, the last an hour ago), each following 20 mirrors'
+/// propagation: m0100 + k live after 60 + 30k + 5j s, except m0119 never in every seventh push.
+fn write_history(state: &std::path::Path, target: &str) {
+    let history = History::new(state, 200);
+    let now = SystemTime::now();
+    for j in 0..PUSHES {
+        let started = now - Duration::from_secs(3600 * (PUSHES - j) as u64);
+        let triggers = (0..MIRRORS)
+            .map(|i| {
+                let (outcome, class) = outcome(i, j);
+                let mut t = TriggerReport::new(&name(i), "http", target.into(), Stage::All, outcome);
+                t.started_at = Some(Timestamp(started));
+                t.attempts = if outcome == Outcome::Deferred { 0 } else { 1 + u32::from(class.is_some()) * 3 };
+                t.duration_ms = 40 + (i as u64 * 7 + j as u64) % 300;
+                if let Some(class) = class {
+                    t.error_class = Some(class);
+                    t.error = Some(format!("{class} after 4 attempts"));
+                }
+                if outcome == Outcome::Deferred {
+                    t.deferred_until = Some(Timestamp(now + Duration::from_secs(86_400)));
+                }
+                t
+            })
+            .collect();
+        let mut report = Report::new("debian", Some(serial(j)), "daemon", false, started, triggers);
+        report.finished_at = Timestamp(started + Duration::from_secs(90));
+        report.duration_ms = 90_000;
+        report.propagation = (0..20)
+            .map(|k| Propagated {
+                mirror: name(100 + k),
+                live_after_ms: (k != 19 || j % 7 != 0).then_some((60 + 30 * k as u64 + 5 * j as u64) * 1000),
+                live_before_push: false,
+                delivered_after_ms: Some(100),
+                sync_ms: None,
+                checks: 3,
+                error: None,
+            })
+            .collect();
+        history.save(&report).unwrap();
+    }
+}
+
+/// m0500's lag over 30 earlier sweeps: rising while behind, two sweeps unreachable.
+fn write_lag_history(state: &std::path::Path) {
+    let mut lags = pushmirror::observe::lag::LagHistory::default();
+    let now = SystemTime::now();
+    for s in 0..30u64 {
+        let unreachable = s == 12 || s == 13;
+        let row = FreshnessRow {
+            archive: "debian".into(),
+            mirror: name(500),
+            kind: MirrorKind::Triggered,
+            standing: if unreachable { Standing::Unreachable } else { Standing::UpToDate },
+            version: None,
+            since: None,
+            behind_versions: None,
+            version_date: None,
+            lag_ms: (!unreachable).then_some(((s % 10) * 40 * 60_000).min(6 * 3_600_000)),
+            last_sync_ms: None,
+            upstream: None,
+            chain: vec![],
+            checked_at: Timestamp(now - Duration::from_secs(900 * (30 - s))),
+            error: None,
+        };
+        lags.record(std::slice::from_ref(&row));
+    }
+    lags.write(state).unwrap();
+}
+
+/// What Chromium made of `url`'s page.
+async fn dom(browser: &std::path::Path, url: String) -> String {
+    let (b, profile) = (browser.to_path_buf(), tempfile::tempdir().unwrap());
+    let out = tokio::task::spawn_blocking(move || headless(&b, profile.path(), &["--dump-dom".to_string(), url]))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A screenshot of `url` at `width`×`height`, checked to be one; copied to
+/// `$PUSHMIRROR_SCREENSHOTS/<file>` when that is set (how the README's images are made).
+async fn screenshot(browser: &std::path::Path, url: String, size: &str, file: &str) {
+    let profile = tempfile::tempdir().unwrap();
+    let shot = profile.path().join(file);
+    let (b, p) = (browser.to_path_buf(), profile.path().to_path_buf());
+    let args = vec![format!("--screenshot={}", shot.display()), format!("--window-size={size}"), url];
+    let out = tokio::task::spawn_blocking(move || headless(&b, &p, &args)).await.unwrap();
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|e| panic!("chromium wrote no screenshot ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "not a real screenshot: {} bytes", png.len());
+    if let Some(dir) = std::env::var_os("PUSHMIRROR_SCREENSHOTS") {
+        std::fs::write(std::path::Path::new(&dir).join(file), png).unwrap();
+    }
+}
+
+/// The mirrors of a rendered grid, in the order shown, with their standing.
+fn rows(dom: &str) -> Vec<(String, String)> {
+    dom.split("<tr data-mirror=\"")
+        .skip(1)
+        .map(|r| {
+            let name = r.split('"').next().unwrap().to_string();
+            let health = r.split("data-health=\"").nth(1).and_then(|h| h.split('"').next()).unwrap().to_string();
+            (name, health)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_of_1000_mirrors_and_50_pushes_renders_filters_and_sorts_in_chromium() {
+    let Some(browser) = chromium() else {
+        assert!(std::env::var_os("CI").is_none(), "chromium is required in CI (apt-get install chromium)");
+        eprintln!("chromium not installed: skipping outside CI");
+        return;
+    };
+    let trigger = HttpReceiver::start().await.unwrap();
+    let traces = HttpReceiver::start().await.unwrap();
+    let f = Fixture::new();
+    f.set_main(
+        "mirrors_dir: mirrors.d\nstate_dir: state\nstatus: { listen: 127.0.0.1:0, history: 200 }\n\
+         archives:\n  debian:\n    root: archive\n    settle: 1s\n    poll: 1h\n",
+    );
+    f.set_serial(&serial(PUSHES - 1));
+    for i in 0..MIRRORS {
+        let tag = if i % 2 == 0 { "eu" } else { "us" };
+        let check = if i == 500 { format!("check: {}\n", traces.url("/debian/")) } else { String::new() };
+        f.http_mirror(&name(i), &trigger.url("/"), &format!("tags: [{tag}]\n{check}"));
+    }
+    // m0500 serves the current version, two hops from the primary.
+    let date = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(3600));
+    traces.publish("/debian/project/trace/master", &format!("Archive serial: {}\nDate: {date}\n", serial(PUSHES - 1)));
+    traces.publish(
+        "/debian/project/trace/_hierarchy",
+        "hub.example.org hub.example.org t1 primary\nm0500 m0500 m0500 hub.example.org\n",
+    );
+    write_history(&f.path("state"), &trigger.url("/"));
+    write_lag_history(&f.path("state"));
+
+    let shutdown = CancellationToken::new();
+    let (_reload, rx) = tokio::sync::mpsc::unbounded_channel();
+    let control = pushmirror::daemon::Control::new(shutdown.clone(), rx);
+    let daemon = pushmirror::daemon::start(f.config_path(), f.config(), control, Duration::from_secs(5)).await.unwrap();
+    let mut status = daemon.status.clone();
+    status.wait_for(|s| s.archives[0].pushed_version.is_some() && !s.freshness.is_empty()).await.unwrap();
+    let base = format!("http://{}", daemon.addr);
+
+    // The whole overview: every mirror, 50 cells each, the counts the ledger gives.
+    let html = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
+    eprintln!("overview: {} bytes", html.len());
+    assert!(html.len() < 1024 * 1024, "the page is {} bytes", html.len());
+    let page = dom(&browser, format!("{base}/")).await;
+    let shown = rows(&page);
+    assert_eq!(shown.len(), MIRRORS);
+    assert!(
+        page.contains(
+            "<p class=\"counts\"><span class=\"failing\">3 failing</span>, <span class=\"deferred\">5 deferred</span> \
+             of 1,000 mirrors <small>(992 ok)</small></p>"
+        ),
+        "{}",
+        page.split("<p class=\"counts\">").nth(1).unwrap_or(&page[..2000]).split("</p>").next().unwrap()
+    );
+    // Worst first: the failing, then the deferred, then by name.
+    let first: Vec<&str> = shown.iter().take(9).map(|(n, _)| n.as_str()).collect();
+    assert_eq!(first, ["m0000", "m0001", "m0002", "m0010", "m0011", "m0012", "m0013", "m0014", "m0003"]);
+    let grid = page.split("<table class=\"grid\"").nth(1).unwrap().split("</table>").next().unwrap();
+    let cells = |class: &str| grid.matches(&format!("<td class=\"{class}\" title=")).count();
+    assert_eq!(grid.matches("<th scope=\"col\" title=\"").count(), PUSHES, "a column per push");
+    assert_eq!(cells("f"), 3 * 5 + 7 + 2, "failed cells");
+    assert_eq!(cells("d"), 5, "deferred cells");
+    assert_eq!(grid.matches("<td>✓</td>").count(), MIRRORS * PUSHES - 3 * 5 - 7 - 2 - 5, "ok cells");
+    assert!(page.contains("<figure class=\"trend\">") && page.contains("100% live (not reached in 8)"), "the trend");
+
+    // Keyboard and screen-reader basics, beside axe-core below: one h1 and a heading per
+    // archive, headers on both axes of the grid, every control labelled, charts described,
+    // and every non-ok cell saying in words (and by its shape) what the colour says.
+    assert_eq!(page.matches("<h1>").count(), 1);
+    assert!(page.contains("<h2 id=\"a-debian\">debian</h2>"));
+    assert_eq!(grid.matches("<th scope=\"row\">").count(), MIRRORS, "a row header per mirror");
+    assert_eq!(page.matches("<select ").count(), page.matches("<label>").count() - 1, "one label per control");
+    assert!(
+        page.matches("<svg ").count() >= 2
+            && page.matches("<svg ").count() == page.matches("role=\"img\" aria-label=").count()
+    );
+    for (class, word, shape) in [("f", "failed", "✗"), ("d", "deferred", "◷")] {
+        let cells: Vec<&str> = grid.split(&format!("<td class=\"{class}\" title=\"")).skip(1).collect();
+        assert!(
+            !cells.is_empty() && cells.iter().all(|c| c.starts_with(word) && c.contains(&format!("\">{shape}</td>")))
+        );
+    }
+    // A filtered view is a URL: failing mirrors tagged eu.
+    let filtered = dom(&browser, format!("{base}/?state=failing&tag=eu")).await;
+    assert_eq!(rows(&filtered), [("m0000".into(), "failing".into()), ("m0002".into(), "failing".into())]);
+    assert!(filtered.contains("showing 2 of 1,000 mirrors"), "{filtered}");
+    assert!(filtered.contains("<option value=\"failing\" selected=\"\">"), "the form shows the filter");
+    let tier = dom(&browser, format!("{base}/?tier=2")).await;
+    assert_eq!(rows(&tier), [("m0500".into(), "ok".into())]);
+    // Sorted by failures, most first; by name.
+    let sorted = rows(&dom(&browser, format!("{base}/?sort=failures&state=problems")).await);
+    let order: Vec<&str> = sorted.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(order, ["m0000", "m0001", "m0002", "m0010", "m0011", "m0012", "m0013", "m0014"]);
+    let by_name = rows(&dom(&browser, format!("{base}/?sort=name")).await);
+    assert!(by_name.windows(2).all(|w| w[0].0 < w[1].0), "sorted by name");
+    let bad = dom(&browser, format!("{base}/?state=nonsense&sort=x")).await;
+    assert!(bad.contains("ignored, not understood: state `nonsense`, sort `x`"), "an unknown filter is named");
+    assert_eq!(rows(&bad).len(), MIRRORS);
+
+    // One mirror's story: how it is reached, its upstream chain, lag chart, every trigger.
+    let mirror = dom(&browser, format!("{base}/mirror/m0500")).await;
+    assert!(mirror.contains("<h1>m0500</h1>"), "{mirror}");
+    assert!(mirror.contains("primary → hub.example.org → m0500"), "the chain: {mirror}");
+    assert!(mirror.contains("<svg class=\"lag\""), "the lag chart");
+    assert!(mirror.contains("31 sweeps") && mirror.contains("2 sweeps could not tell it"), "30 stored + the daemon's");
+    let triggers = mirror.split("<table class=\"triggers\">").nth(1).unwrap().split("</table>").next().unwrap();
+    assert_eq!(triggers.matches("<tr>").count(), 1 + PUSHES, "a header and a row per push");
+    assert!(triggers.contains("http-status after 4 attempts") && triggers.contains("connect after 4 attempts"));
+    assert!(
+        mirror
+            .contains(&format!("<code>{}</code>", pushmirror::config::redact_url(&trigger.url("/").parse().unwrap())))
+    );
+    let missing = reqwest::get(format!("{base}/mirror/nope")).await.unwrap();
+    assert_eq!(missing.status(), 404);
+
+    screenshot(&browser, format!("{base}/?state=problems"), "1280,900", "dashboard-overview.png").await;
+    screenshot(&browser, format!("{base}/mirror/m0500"), "1100,1300", "dashboard-mirror.png").await;
+    for (view, url) in [("overview", format!("{base}/?state=problems")), ("mirror", format!("{base}/mirror/m0500"))] {
+        accessible(&browser, view, &url).await;
+    }
+    shutdown.cancel();
+    daemon.wait().await.unwrap();
+}
+
+/// axe-core (npm `axe-core`, installed by `.ci/run` under `target/axe`) run on the page at `url`
+/// in Chromium: no WCAG 2 A/AA violation. Required under `CI`.
+async fn accessible(browser: &std::path::Path, view: &str, url: &str) {
+    let axe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/axe/node_modules/axe-core/axe.min.js");
+    if !axe.exists() {
+        assert!(std::env::var_os("CI").is_none(), "axe-core is required in CI: {} is missing", axe.display());
+        eprintln!("axe-core not installed ({}): skipping the accessibility check", axe.display());
+        return;
+    }
+    let html = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = format!(
+        "<script src=\"file://{}\"></script><script>axe.run(document, {{runOnly: ['wcag2a', 'wcag2aa']}}).then(r => {{\
+         const out = document.createElement('pre'); out.id = 'axe-result';\
+         out.textContent = JSON.stringify(r.violations.map(v => ({{id: v.id, nodes: v.nodes.slice(0, 3).map(n => n.html)}})));\
+         document.body.appendChild(out); }});</script></body>",
+        axe.display()
+    );
+    let page = dir.path().join(format!("{view}.html"));
+    std::fs::write(&page, html.replace("</body>", &run)).unwrap();
+    let (b, p) = (browser.to_path_buf(), dir.path().to_path_buf());
+    let args = vec!["--virtual-time-budget=10000".into(), "--dump-dom".into(), format!("file://{}", page.display())];
+    let out = tokio::task::spawn_blocking(move || headless(&b, &p, &args)).await.unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let result = dom.split("<pre id=\"axe-result\">").nth(1).and_then(|r| r.split("</pre>").next());
+    assert_eq!(result, Some("[]"), "axe-core on the {view} page found violations (or did not run)");
+}
