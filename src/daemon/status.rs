@@ -9,7 +9,7 @@ use crate::push::report::{Report, TriggerReport};
 use crate::vocab::model::Timestamp;
 
 /// The daemon's live status: what `GET /status` serves and the HTML page shows.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DaemonStatus {
     /// When the daemon started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,7 +36,7 @@ pub struct DaemonStatus {
 }
 
 /// One archive as the daemon sees it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArchiveStatus {
     /// Archive name.
     pub name: String,
@@ -67,7 +67,7 @@ pub struct ArchiveStatus {
 }
 
 /// A push in progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PushProgress {
     /// Version being pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,7 +81,7 @@ pub struct PushProgress {
 }
 
 /// A push's propagation while it is followed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PropagationProgress {
     /// The version pushed.
     pub version: String,
@@ -96,7 +96,7 @@ pub struct PropagationProgress {
 }
 
 /// A trigger the daemon will send once the mirror's rate limit allows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeferredTrigger {
     /// Archive.
     pub archive: String,
@@ -174,5 +174,33 @@ impl StatusBoard {
                 }
             }
         });
+    }
+}
+
+/// The JSON Schema of `/status` — what `docs/status.schema.json` holds: generated from the types
+/// serialized (their doc comments are its descriptions), every object closed
+/// (`additionalProperties: false`), so a field served but not documented fails validation.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(DaemonStatus).to_value();
+    close_objects(&mut schema);
+    if let Some(root) = schema.as_object_mut() {
+        root.insert("$id".into(), "https://pushmirror.invalid/schemas/status.schema.json".into());
+        root.insert("title".into(), "pushmirror daemon status (GET /status)".into());
+    }
+    schema
+}
+
+/// Sets `additionalProperties: false` on every object schema with properties that says nothing
+/// of others.
+fn close_objects(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                map.insert("additionalProperties".into(), false.into());
+            }
+            map.values_mut().for_each(close_objects);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
     }
 }

@@ -1,6 +1,7 @@
 //! In-process receivers on 127.0.0.1 that stand in for downstream mirrors, and the `demo`
 //! command that pushes to them with the real engine. Tests and benchmarks use the same receivers.
 
+pub mod history;
 pub mod http;
 pub mod latency;
 pub mod ssh;

@@ -30,7 +30,7 @@ pub const GET_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONCURRENCY: usize = 64;
 
 /// One mirror of one archive, surveyed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FreshnessRow {
     /// Archive.
     pub archive: String,
@@ -87,7 +87,7 @@ impl FreshnessRow {
 }
 
 /// Whether a surveyed mirror is one pushmirror triggers or one it only checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MirrorKind {
     /// A mirror with a transport (`ssh:`, `http:`, `mqtt:`) and a `check:` URL.

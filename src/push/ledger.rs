@@ -46,7 +46,7 @@ pub struct Change {
 }
 
 /// One mirror of one archive: what its triggers and its freshness have shown.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MirrorState {
     /// Archive.
     pub archive: String,
@@ -98,7 +98,7 @@ pub struct Picture {
 pub const MAX_KEYS_SEEN: usize = 4;
 
 /// What a downstream said of one of our keys, when, and how we learned it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KeySeen {
     /// The key's `SHA256:…` fingerprint.
     pub fingerprint: String,
@@ -112,7 +112,7 @@ pub struct KeySeen {
 
 /// Where an archive's key rotation stands: its SSH mirrors by what they were last seen to
 /// accept. Derived from the ledger; never stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Rotation {
     /// The archive.
     pub archive: String,
@@ -162,7 +162,7 @@ impl Rotation {
 }
 
 /// A mirror's last trigger that was sent or tried.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LastTrigger {
     /// How it ended (`ok`, `failed` or `pending`).
     pub outcome: Outcome,
@@ -189,7 +189,7 @@ pub struct LastTrigger {
 }
 
 /// A deferred trigger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Deferred {
     /// When the rate limit deferred it.
     pub since: Timestamp,
@@ -198,7 +198,7 @@ pub struct Deferred {
 }
 
 /// An MQTT trigger waiting for its ack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Pending {
     /// Since its publication.
     pub since: Timestamp,
@@ -208,7 +208,7 @@ pub struct Pending {
 }
 
 /// What a mirror's trace files said.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Live {
     /// How it stands.
     pub standing: Standing,
@@ -229,7 +229,7 @@ pub struct Live {
 }
 
 /// How a mirror of an archive stands, in one word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Health {
     /// Its last trigger was delivered (or, check-only, it serves a current enough version).
@@ -280,7 +280,7 @@ impl fmt::Display for Health {
 }
 
 /// How a mirror is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// SSH (ftpsync).
@@ -305,7 +305,7 @@ impl fmt::Display for Kind {
 }
 
 /// One mirror of one archive as every view shows it: its state and what it means now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MirrorView {
     /// How it stands, in one word.
     pub health: Health,

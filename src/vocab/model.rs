@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Which part of a sync a trigger asks for (ftpsync's `sync:` words).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// A complete sync in one run: `sync:all`.
@@ -45,7 +45,7 @@ impl std::str::FromStr for Stage {
 pub const STATE_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why an attempt failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorClass {
     /// TCP connection failed.
@@ -101,7 +101,7 @@ impl fmt::Display for ErrorClass {
 }
 
 /// How one trigger ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Delivered.
@@ -134,7 +134,7 @@ impl fmt::Display for Outcome {
 
 /// Which of an archive's keys: the one in use (`identity:`) or the one replacing it during a
 /// rotation (`next_identity:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyRole {
     /// `identity:`.
@@ -153,7 +153,7 @@ impl fmt::Display for KeyRole {
 }
 
 /// What a downstream said of one of our keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KeyVerdict {
     /// Which key.
     pub role: KeyRole,
@@ -164,7 +164,7 @@ pub struct KeyVerdict {
 }
 
 /// Why a trigger was not sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SkipReason {
     /// `--only`/`--tag` left the mirror out; reports count it but do not list it.
@@ -224,8 +224,22 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+impl schemars::JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A point in time: RFC 3339, UTC, with milliseconds (`2026-12-07T06:40:20.123Z`).",
+            "type": "string",
+            "format": "date-time"
+        })
+    }
+}
+
 /// How a mirror stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Standing {
     /// It serves this archive's version.

@@ -54,7 +54,7 @@ impl Signed {
 pub const MAX_MESSAGE: usize = 16 * 1024;
 
 /// A trigger as published.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerMessage {
     /// The archive to sync.
@@ -87,7 +87,7 @@ pub fn valid_nonce(nonce: &str) -> bool {
 }
 
 /// How far a subscriber got with a trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AckState {
     /// Its sync command started.
@@ -124,7 +124,7 @@ impl fmt::Display for AckState {
 }
 
 /// Why a subscriber refused a trigger signed by a key it trusts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RefusalReason {
     /// Its `sent_at` is more than the subscriber's `max_skew` ahead of the subscriber's clock.
@@ -151,7 +151,7 @@ impl fmt::Display for RefusalReason {
 }
 
 /// An acknowledgement as published by a subscriber.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AckMessage {
     /// The mirror's name (also the last topic level).
     pub mirror: String,
@@ -215,7 +215,7 @@ impl AckMessage {
 }
 
 /// The latest ack of one mirror for one archive, as the sender keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AckRecord {
     /// The archive (from the topic).
     pub archive: String,

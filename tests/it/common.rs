@@ -279,3 +279,49 @@ pub fn headless(browser: &std::path::Path, profile: &std::path::Path, args: &[St
         .output()
         .expect("run chromium")
 }
+
+/// Debian's python3 (its modules: `python3` on PATH may be another one).
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// Whether Debian's python3 has `module` (from Debian's `package`); required under `CI`.
+pub fn python_has(module: &str, package: &str) -> bool {
+    let ok = std::process::Command::new(PYTHON)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok || std::env::var_os("CI").is_none(), "{package} is required in CI: apt-get install {package}");
+    if !ok {
+        eprintln!("{package} not installed: skipping outside CI");
+    }
+    ok
+}
+
+/// Asserts that `json` validates against the JSON Schema in the repository file `schema`
+/// (python3-jsonschema; the document goes through stdin, it can be megabytes).
+pub fn assert_valid(schema: &str, json: &[u8]) {
+    use std::io::Write as _;
+    if !python_has("jsonschema", "python3-jsonschema") {
+        return;
+    }
+    let script = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        jsonschema.validators.validator_for(schema).check_schema(schema)\n\
+        jsonschema.validate(json.load(sys.stdin), schema)";
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(schema);
+    let mut child = std::process::Command::new(PYTHON)
+        .args(["-c", script])
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(json).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "not valid against {schema}: {}",
+        why.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+}

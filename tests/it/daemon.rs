@@ -403,6 +403,8 @@ async fn the_daemon_follows_each_pushed_mirror_until_it_serves_the_version() {
     assert_eq!((following.rows[0].mirror.as_str(), following.rows[0].live_after_ms), ("m", None));
     let page = reqwest::get(format!("http://{}/", d.daemon.addr)).await.unwrap().text().await.unwrap();
     assert!(page.contains("Propagation of 2026112502 (following, until "), "{page}");
+    let served = reqwest::get(format!("http://{}/status", d.daemon.addr)).await.unwrap().bytes().await.unwrap();
+    crate::common::assert_valid("docs/status.schema.json", &served);
     tokio::time::sleep_until(triggered + Duration::from_secs(40)).await;
     rx.publish("/debian/project/trace/master", &master("2026112502"));
     d.until("propagation recorded", |s| s.archives[0].last_report.as_ref().is_some_and(|r| !r.propagation.is_empty()))
@@ -657,6 +659,8 @@ async fn a_deferred_mirror_stays_deferred_across_a_restart() {
         s.archives[0].push.as_ref().is_some_and(|p| p.done.iter().any(|r| r.mirror == "limited"))
     })
     .await;
+    let served = reqwest::get(format!("http://{}/status", d.daemon.addr)).await.unwrap().bytes().await.unwrap();
+    crate::common::assert_valid("docs/status.schema.json", &served);
     d.stop().await;
 
     let d = start(&f).await;

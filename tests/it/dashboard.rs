@@ -5,105 +5,10 @@
 use std::time::{Duration, SystemTime};
 
 use pushmirror::demo::HttpReceiver;
-use pushmirror::observe::freshness::{FreshnessRow, MirrorKind};
-use pushmirror::push::report::{History, Propagated, Report, TriggerReport};
-use pushmirror::vocab::model::{ErrorClass, Outcome, Stage, Standing, Timestamp};
+use pushmirror::demo::history::{MIRRORS, PUSHES, name, serial, write_history, write_lag_history};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{Fixture, chromium, headless};
-
-const MIRRORS: usize = 1000;
-const PUSHES: usize = 50;
-
-fn name(i: usize) -> String {
-    format!("m{i:04}")
-}
-
-fn serial(j: usize) -> String {
-    format!("20261201{j:02}")
-}
-
-/// Push `j`'s outcome for mirror `i`: m0000–m0002 fail from push 45 on (5 failures: failing);
-/// m0003–m0009 and m0500 failed once and recovered; m0010–m0014 were deferred by the last push;
-/// m0500 also failed at push 33 with another class; the rest always ok.
-fn outcome(i: usize, j: usize) -> (Outcome, Option<ErrorClass>) {
-    match (i, j) {
-        (0..3, 45..) => (Outcome::Failed, Some(ErrorClass::Timeout)),
-        (3..10, 20) | (500, 20) => (Outcome::Failed, Some(ErrorClass::Connect)),
-        (500, 33) => (Outcome::Failed, Some(ErrorClass::HttpStatus)),
-        (10..15, 49) => (Outcome::Deferred, None),
-        _ => (Outcome::Ok, None),
-    }
-}
-
-/// The 50 stored reports (an hour apart, the last an hour ago), each following 20 mirrors'
-/// propagation: m0100 + k live after 60 + 30k + 5j s, except m0119 never in every seventh push.
-fn write_history(state: &std::path::Path, target: &str) {
-    let history = History::new(state, 200);
-    let now = SystemTime::now();
-    for j in 0..PUSHES {
-        let started = now - Duration::from_secs(3600 * (PUSHES - j) as u64);
-        let triggers = (0..MIRRORS)
-            .map(|i| {
-                let (outcome, class) = outcome(i, j);
-                let mut t = TriggerReport::new(&name(i), "http", target.into(), Stage::All, outcome);
-                t.started_at = Some(Timestamp(started));
-                t.attempts = if outcome == Outcome::Deferred { 0 } else { 1 + u32::from(class.is_some()) * 3 };
-                t.duration_ms = 40 + (i as u64 * 7 + j as u64) % 300;
-                if let Some(class) = class {
-                    t.error_class = Some(class);
-                    t.error = Some(format!("{class} after 4 attempts"));
-                }
-                if outcome == Outcome::Deferred {
-                    t.deferred_until = Some(Timestamp(now + Duration::from_secs(86_400)));
-                }
-                t
-            })
-            .collect();
-        let mut report = Report::new("debian", Some(serial(j)), "daemon", false, started, triggers);
-        report.finished_at = Timestamp(started + Duration::from_secs(90));
-        report.duration_ms = 90_000;
-        report.propagation = (0..20)
-            .map(|k| Propagated {
-                mirror: name(100 + k),
-                live_after_ms: (k != 19 || j % 7 != 0).then_some((60 + 30 * k as u64 + 5 * j as u64) * 1000),
-                live_before_push: false,
-                delivered_after_ms: Some(100),
-                sync_ms: None,
-                checks: 3,
-                error: None,
-            })
-            .collect();
-        history.save(&report).unwrap();
-    }
-}
-
-/// m0500's lag over 30 earlier sweeps: rising while behind, two sweeps unreachable.
-fn write_lag_history(state: &std::path::Path) {
-    let mut lags = pushmirror::observe::lag::LagHistory::default();
-    let now = SystemTime::now();
-    for s in 0..30u64 {
-        let unreachable = s == 12 || s == 13;
-        let row = FreshnessRow {
-            archive: "debian".into(),
-            mirror: name(500),
-            kind: MirrorKind::Triggered,
-            standing: if unreachable { Standing::Unreachable } else { Standing::UpToDate },
-            version: None,
-            since: None,
-            behind_versions: None,
-            version_date: None,
-            lag_ms: (!unreachable).then_some(((s % 10) * 40 * 60_000).min(6 * 3_600_000)),
-            last_sync_ms: None,
-            upstream: None,
-            chain: vec![],
-            checked_at: Timestamp(now - Duration::from_secs(900 * (30 - s))),
-            error: None,
-        };
-        lags.record(std::slice::from_ref(&row));
-    }
-    lags.write(state).unwrap();
-}
 
 /// What Chromium made of `url`'s page.
 async fn dom(browser: &std::path::Path, url: String) -> String {
@@ -169,8 +74,8 @@ async fn the_overview_of_1000_mirrors_and_50_pushes_renders_filters_and_sorts_in
         "/debian/project/trace/_hierarchy",
         "hub.example.org hub.example.org t1 primary\nm0500 m0500 m0500 hub.example.org\n",
     );
-    write_history(&f.path("state"), &trigger.url("/"));
-    write_lag_history(&f.path("state"));
+    write_history(&f.path("state"), &trigger.url("/")).unwrap();
+    write_lag_history(&f.path("state")).unwrap();
 
     let shutdown = CancellationToken::new();
     let (_reload, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -179,6 +84,10 @@ async fn the_overview_of_1000_mirrors_and_50_pushes_renders_filters_and_sorts_in
     let mut status = daemon.status.clone();
     status.wait_for(|s| s.archives[0].pushed_version.is_some() && !s.freshness.is_empty()).await.unwrap();
     let base = format!("http://{}", daemon.addr);
+
+    // /status at this size validates against its documented schema.
+    let served = reqwest::get(format!("{base}/status")).await.unwrap().bytes().await.unwrap();
+    crate::common::assert_valid("docs/status.schema.json", &served);
 
     // The whole overview: every mirror, 50 cells each, the counts the ledger gives.
     let html = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();

@@ -103,3 +103,20 @@ fn every_default_is_what_the_man_page_says() {
     }
     assert!(wrong.is_empty(), "man page and config::defaults disagree:\n{}", wrong.join("\n"));
 }
+
+/// `docs/status.schema.json` is the schema generated from the types `/status` serializes (their
+/// doc comments its descriptions): a change to them that is not in the file fails here.
+/// `PUSHMIRROR_WRITE_SCHEMA=1 cargo test status_schema` rewrites it.
+#[test]
+fn the_status_schema_in_docs_is_the_one_the_types_generate() {
+    let generated = serde_json::to_string_pretty(&pushmirror::daemon::status::json_schema()).unwrap() + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status.schema.json");
+    if std::env::var_os("PUSHMIRROR_WRITE_SCHEMA").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/status.schema.json is not what the types generate: PUSHMIRROR_WRITE_SCHEMA=1 cargo test status_schema"
+    );
+}

@@ -1161,8 +1161,9 @@ async fn agree(f: &Fixture, d: &Daemon, expected: &[(String, String)]) -> std::p
         .collect();
     assert_eq!(sorted(states), expected, "list --format json");
 
-    let served: serde_json::Value =
-        reqwest::get(format!("http://{}/status", d.addr)).await.unwrap().json().await.unwrap();
+    let body = reqwest::get(format!("http://{}/status", d.addr)).await.unwrap().bytes().await.unwrap();
+    crate::common::assert_valid("docs/status.schema.json", &body);
+    let served: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(pairs(&served["archives"][0]["mirrors"], "mirror", "health"), expected, "/status");
 
     // The page's grid: each row's standing.

@@ -179,7 +179,9 @@ async fn probe_tells_which_keys_each_downstream_accepts_and_runs_nothing() {
         let url = format!("{base}{path}");
         async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
     };
-    let served: serde_json::Value = serde_json::from_str(&get("/status").await).unwrap();
+    let body = get("/status").await;
+    crate::common::assert_valid("docs/status.schema.json", body.as_bytes());
+    let served: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(served["archives"][0]["rotation"], expected);
     let page = get("/").await;
     assert!(page.contains(&format!("key rotation — {}", line.trim_start_matches("key rotation "))), "{page}");

@@ -16,7 +16,7 @@ use crate::vocab::output::{Tabular, Verdict, align, exit_code};
 use crate::vocab::units::{format_ms, millis};
 
 /// One trigger to one mirror (staged mirrors have one per stage).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TriggerReport {
     /// Mirror name.
     pub mirror: String,
@@ -124,7 +124,7 @@ impl TriggerReport {
 }
 
 /// Counts by outcome.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Delivered.
     pub ok: usize,
@@ -156,7 +156,7 @@ impl Summary {
 }
 
 /// The result of one push.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Report {
     /// Archive pushed.
     pub archive: String,
@@ -189,7 +189,7 @@ pub struct Report {
 }
 
 /// How the pushed version reached one mirror.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Propagated {
     /// Mirror name.
     pub mirror: String,
