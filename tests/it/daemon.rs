@@ -268,10 +268,6 @@ async fn the_status_page_renders_in_headless_chromium() {
     tokio::task::spawn_blocking(move || headless(&b, &p, &args)).await.unwrap();
     let png = std::fs::read(&shot).expect("chromium wrote a screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "not a real screenshot");
-    // `PUSHMIRROR_SCREENSHOT=docs/status-page.png cargo test status_page` refreshes the docs image.
-    if let Some(dest) = std::env::var_os("PUSHMIRROR_SCREENSHOT") {
-        std::fs::write(dest, png).unwrap();
-    }
     d.stop().await;
 }
 

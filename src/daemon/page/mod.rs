@@ -185,6 +185,7 @@ const STYLE: &str = concat!(
     ".filters{margin:1em 0;display:flex;gap:1em;flex-wrap:wrap;align-items:end}.counts{font-size:15px}",
     ".trend polyline,.lag polyline{stroke:var(--fg);stroke-width:1.5}.trend circle,.trend rect,.trend path{fill:var(--fg)}",
     ".lag .unknown{stroke:var(--bad);stroke-width:2}.lag .limit{stroke:var(--bad)}",
+    ".charts{display:flex;flex-wrap:wrap;gap:0 3em;align-items:flex-start}.charts figure{margin:0}",
     ".legend{list-style:none;padding:0;display:flex;gap:1.5em;margin:.2em 0 1em}",
     "#stale{background:var(--bad);color:var(--bg);padding:.4em .8em;font-weight:bold}",
     "dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{color:var(--muted)}dd{margin:0}",

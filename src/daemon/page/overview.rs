@@ -189,8 +189,13 @@ fn archive(o: &Overview<'_>, query: &Query, tiers: &BTreeMap<(&str, &str), usize
         let _ = write!(html, "<p class=rotation>key rotation — {}</p>", esc(&r.summary(50)));
     }
     let columns = o.grid.of(&a.name);
-    html.push_str(&charts::trend(&a.name, columns));
-    html.push_str(&propagation(a, &o.status.freshness));
+    // The charts side by side: the grid below is what the page is for.
+    let _ = write!(
+        html,
+        "<div class=charts>{}<div>{}</div></div>",
+        charts::trend(&a.name, columns),
+        propagation(a, &o.status.freshness)
+    );
     html.push_str(&mirror_grid(o, query, tiers, a, columns));
     html.push_str("</section>");
     html
