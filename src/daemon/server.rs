@@ -74,8 +74,9 @@ impl MirrorViews {
             let config = me.config();
             let history = History::new(&config.state_dir, config.status.history);
             me.grid.grid(&history).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read the report history for the status page");
-                Default::default()
+                let why = format!("cannot read {}: {e}", config.state_dir.join("reports").display());
+                tracing::error!(%why, "the status page shows no push history");
+                crate::daemon::page::grid::Grid { error: Some(why), ..Default::default() }
             })
         })
         .await
@@ -162,10 +163,7 @@ async fn mirror_page(State(s): State<ServerState>, Path(name): Path<String>) -> 
     let (status, grid) = (filled(&s).await, s.mirrors.grid().await);
     let config = s.mirrors.config();
     let state_dir = config.state_dir.clone();
-    let lags = run_blocking(move || crate::observe::lag::LagHistory::read(&state_dir)).await.unwrap_or_else(|why| {
-        tracing::warn!(%why, "the freshness history cannot be read: no lag chart");
-        Default::default()
-    });
+    let lags = run_blocking(move || crate::observe::lag::LagHistory::read(&state_dir)).await;
     match crate::daemon::page::mirror_page(&name, &status, &grid, Some(&config), &lags) {
         Some(html) => Html(html).into_response(),
         None => (StatusCode::NOT_FOUND, Html(format!("no mirror named {}\n", esc_text(&name)))).into_response(),

@@ -157,6 +157,8 @@ impl Trend {
 pub struct Grid {
     /// Per archive, at most [`PUSHES`] columns, oldest first.
     pub columns: BTreeMap<String, Vec<Arc<Column>>>,
+    /// Why the report history could not be read, when it could not (the page says so).
+    pub error: Option<String>,
 }
 
 impl Grid {

@@ -19,7 +19,7 @@ pub fn mirror_page(
     status: &DaemonStatus,
     grid: &Grid,
     config: Option<&Config>,
-    lags: &LagHistory,
+    lags: &Result<LagHistory, String>,
 ) -> Option<String> {
     let views: Vec<_> = status
         .archives
@@ -32,6 +32,11 @@ pub fn mirror_page(
         return None;
     }
     let mut html = format!("<p><a href=\"../\">← all mirrors</a></p><h1>{}</h1>", esc(name));
+    for why in grid.error.iter().chain(lags.as_ref().err()) {
+        let _ = write!(html, "<p class=failing>{}</p>", esc(why));
+    }
+    let no_lags = LagHistory::default();
+    let lags = lags.as_ref().unwrap_or(&no_lags);
     html.push_str("<h2>How it is reached</h2><dl>");
     let mut fact = |term: &str, value: String| {
         let _ = write!(html, "<dt>{}</dt><dd>{value}</dd>", esc(term));

@@ -56,6 +56,9 @@ pub fn overview(o: &Overview<'_>) -> String {
             files.join(", ")
         );
     }
+    if let Some(why) = &o.grid.error {
+        let _ = write!(html, "<p class=failing>the push history cannot be read: {}</p>", esc(why));
+    }
     if let Some(why) = &status.mirrors_error {
         let _ = write!(html, "<p class=failing>the mirrors' state cannot be read: {}</p>", esc(why));
     }
@@ -485,4 +488,24 @@ fn freshness_table(rows: &[FreshnessRow], archives: &[ArchiveStatus]) -> String 
     }
     html.push_str("</table>");
     html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A history that cannot be read is said on the page, not shown as no pushes.
+    #[test]
+    fn an_unreadable_history_is_said() {
+        let status = DaemonStatus::default();
+        let grid = Grid { error: Some("cannot read state/reports: Permission denied".into()), ..Grid::default() };
+        let now = Timestamp(std::time::SystemTime::now());
+        let html =
+            overview(&Overview { status: &status, grid: &grid, config: None, filters: &Filters::default(), now });
+        assert!(html.contains(
+            "<p class=failing>the push history cannot be read: cannot read state/reports: Permission denied</p>"
+        ));
+        let lags = Err("cannot read state/freshness-history.json: Permission denied".to_string());
+        assert_eq!(super::super::mirror_page("m", &status, &grid, None, &lags), None, "no such mirror");
+    }
 }
