@@ -359,6 +359,7 @@ impl Running {
         let (state_dir, history) = self.history();
         let part = format!("propagation of {} {}", report.archive, report.serial.as_deref().unwrap_or("?"));
         report.propagation_deadline_ms = Some(follower.deadline_ms());
+        report.propagation_followed = Some(follower.followed());
         self.core.parts.spawn(part, async move {
             let rows = tokio::select! {
                 rows = follower.finish() => rows,

@@ -104,7 +104,12 @@ impl Follower {
         self.started
     }
 
-    /// When following ends for every mirror, from the start of the push, milliseconds.
+    /// Mirrors followed: every one with a `check:` URL in the plan, delivered or not.
+    pub fn followed(&self) -> usize {
+        self.delivered.len()
+    }
+
+    /// From the start of the push until following ends, milliseconds.
     pub fn deadline_ms(&self) -> u64 {
         crate::vocab::units::millis(self.deadline - self.started)
     }
@@ -273,6 +278,7 @@ pub async fn push_and_follow(
     let mut report = crate::push::dispatch(&engine, plan, &options, origin).await;
     if let Some(follower) = follower {
         report.propagation_deadline_ms = Some(follower.deadline_ms());
+        report.propagation_followed = Some(follower.followed());
         report.propagation = follower.finish().await;
     }
     crate::push::save(config, &report);

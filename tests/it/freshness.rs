@@ -300,6 +300,8 @@ async fn a_staged_mirror_whose_stage_two_failed_is_not_followed() {
     let followed: Vec<&str> = report.propagation.iter().map(|p| p.mirror.as_str()).collect();
     assert_eq!(followed, ["whole"], "{:?}", report.triggers);
     assert_eq!(report.propagation[0].live_after_ms, Some(5000));
+    // Yet both were to be reached: the shares of the propagation are of two, one live (50 %).
+    assert_eq!((report.propagation_followed, report.followed()), (Some(2), 2));
 }
 
 /// Propagation is followed per trigger: each mirror from the delivery of its own trigger, not

@@ -136,7 +136,8 @@ fn shorten(s: &str, max: usize) -> String {
 impl Trend {
     /// The trend point of `report`, if its propagation was followed.
     pub fn of(report: &Report) -> Option<Trend> {
-        let followed = report.propagation.len();
+        // Of every mirror the push was to reach: one whose trigger failed was never live.
+        let followed = report.followed();
         if followed == 0 {
             return None;
         }
@@ -242,7 +243,13 @@ mod tests {
         report.propagation.pop();
         let t = Trend::of(&report).unwrap();
         assert_eq!((t.followed, t.p50, t.p90, t.p100), (9, Some(5_000), Some(9_000), Some(9_000)));
+        // Nine of ten triggers failed, the one delivered went live: not a perfect push.
+        report.propagation.truncate(1);
+        report.propagation_followed = Some(10);
+        let t = Trend::of(&report).unwrap();
+        assert_eq!((t.followed, t.p50, t.p90, t.p100), (10, None, None, None));
         report.propagation.clear();
+        report.propagation_followed = None;
         assert_eq!(Trend::of(&report), None);
     }
 

@@ -390,13 +390,7 @@ fn propagation(a: &ArchiveStatus, freshness: &[FreshnessRow]) -> String {
         html.push_str(&charts::propagation(&title, &p.rows, p.followed, Some(deadline), Some(elapsed)));
     } else if let Some(r) = a.last_report.as_ref().filter(|r| !r.propagation.is_empty()) {
         let title = format!("Propagation of {}", r.serial.as_deref().unwrap_or("?"));
-        html.push_str(&charts::propagation(
-            &title,
-            &r.propagation,
-            r.propagation.len(),
-            r.propagation_deadline_ms,
-            None,
-        ));
+        html.push_str(&charts::propagation(&title, &r.propagation, r.followed(), r.propagation_deadline_ms, None));
         html.push_str(&tier_table(r, freshness));
     }
     html

@@ -186,6 +186,18 @@ pub struct Report {
     /// milliseconds (the archive's `propagation_timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub propagation_deadline_ms: Option<u64>,
+    /// Mirrors with a `check:` URL the push was to reach, delivered or not: the shares of its
+    /// propagation are of these (`propagation` has rows only for those delivered). Absent in
+    /// reports written before it was kept: then the rows are all there is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagation_followed: Option<usize>,
+}
+
+impl Report {
+    /// Mirrors whose propagation counts: [`Report::propagation_followed`], else the rows.
+    pub fn followed(&self) -> usize {
+        self.propagation_followed.unwrap_or(0).max(self.propagation.len())
+    }
 }
 
 /// How the pushed version reached one mirror.
@@ -241,6 +253,7 @@ impl Report {
             triggers,
             propagation: Vec::new(),
             propagation_deadline_ms: None,
+            propagation_followed: None,
         }
     }
 
