@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::daemon::metrics::Metrics;
 use crate::daemon::page::{Filters, Overview};
 use crate::daemon::status::DaemonStatus;
+use crate::observe::lag::LagHistory;
 use crate::push::ledger::{Ledger, Picture};
 use crate::push::report::History;
 use crate::sys::supervise::run_blocking;
@@ -39,15 +40,24 @@ pub struct MirrorViews {
     config: watch::Receiver<Arc<Config>>,
     cached: Mutex<Option<(Stamp, Arc<Ledger>)>>,
     grid: crate::daemon::page::grid::GridCache,
+    lags: Mutex<Option<(Stamp, Arc<LagHistory>)>>,
 }
 
-/// What tells a replaced ledger file from the one read: its inode, size and modification time.
-type Stamp = (u64, u64, i64, i64);
+/// What tells a replaced state file from the one read: its inode, size, modification and change
+/// times.
+type Stamp = (u64, u64, i64, i64, i64, i64);
+
+/// The stamp of the file at `path`, if there is one.
+fn stamp_of(path: &std::path::Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()))
+}
 
 impl MirrorViews {
     /// Views of the ledger under the configuration `config` holds.
     pub fn new(config: watch::Receiver<Arc<Config>>) -> Self {
-        MirrorViews { config, cached: Mutex::new(None), grid: Default::default() }
+        MirrorViews { config, cached: Mutex::new(None), grid: Default::default(), lags: Mutex::new(None) }
     }
 
     /// Every mirror's view and rotation now, or why the ledger cannot be read (naming its file).
@@ -82,11 +92,29 @@ impl MirrorViews {
         .await
     }
 
+    /// Every surveyed mirror's lag history, parsed again only when its file changed.
+    pub async fn lags(self: &Arc<Self>) -> Result<Arc<LagHistory>, String> {
+        let me = Arc::clone(self);
+        run_blocking(move || {
+            let path = crate::observe::lag::file(&me.state_dir());
+            let stamp = stamp_of(&path);
+            let mut cached = me.lags.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Some((seen, lags)), Some(now)) = (&*cached, stamp)
+                && *seen == now
+            {
+                return Ok(Arc::clone(lags));
+            }
+            let lags = Arc::new(LagHistory::read(&me.state_dir())?);
+            *cached = stamp.map(|s| (s, Arc::clone(&lags)));
+            Ok(lags)
+        })
+        .await
+    }
+
     fn read(&self) -> Result<Picture, String> {
-        use std::os::unix::fs::MetadataExt as _;
         let config = self.config.borrow().clone();
         let path = config.state_dir.join(crate::push::ledger::FILE);
-        let stamp = std::fs::metadata(&path).ok().map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()));
+        let stamp = stamp_of(&path);
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         let ledger = match (&*cached, stamp) {
             (Some((seen, ledger)), Some(now)) if *seen == now => Arc::clone(ledger),
@@ -150,7 +178,8 @@ async fn metrics(State(s): State<ServerState>, headers: HeaderMap) -> Response {
 }
 
 /// The overview, filtered and sorted as its query says.
-async fn page(State(s): State<ServerState>, Query(filters): Query<Filters>) -> Html<String> {
+async fn page(State(s): State<ServerState>, RawQuery(query): RawQuery) -> Html<String> {
+    let filters = Filters::parse(query.as_deref());
     let (status, grid) = (filled(&s).await, s.mirrors.grid().await);
     let config = s.mirrors.config();
     let now = crate::vocab::model::Timestamp(std::time::SystemTime::now());
@@ -159,12 +188,13 @@ async fn page(State(s): State<ServerState>, Query(filters): Query<Filters>) -> H
 }
 
 /// One mirror's page; 404 for a name no archive or configured mirror knows.
-async fn mirror_page(State(s): State<ServerState>, Path(name): Path<String>) -> Response {
+async fn mirror_page(State(s): State<ServerState>, Path(name): Path<String>, RawQuery(query): RawQuery) -> Response {
+    let filters = Filters::parse(query.as_deref());
     let (status, grid) = (filled(&s).await, s.mirrors.grid().await);
     let config = s.mirrors.config();
-    let state_dir = config.state_dir.clone();
-    let lags = run_blocking(move || crate::observe::lag::LagHistory::read(&state_dir)).await;
-    match crate::daemon::page::mirror_page(&name, &status, &grid, Some(&config), &lags) {
+    let lags = s.mirrors.lags().await;
+    let lags = lags.as_deref().map_err(String::as_str);
+    match crate::daemon::page::mirror_page(&name, &status, &grid, Some(&config), lags, &filters) {
         Some(html) => Html(html).into_response(),
         None => (StatusCode::NOT_FOUND, Html(format!("no mirror named {}\n", esc_text(&name)))).into_response(),
     }

@@ -148,6 +148,10 @@ async fn the_overview_of_1000_mirrors_and_50_pushes_renders_filters_and_sorts_in
     let bad = dom(&browser, format!("{base}/?state=nonsense&sort=x")).await;
     assert!(bad.contains("ignored, not understood: state `nonsense`, sort `x`"), "an unknown filter is named");
     assert_eq!(rows(&bad).len(), MIRRORS);
+    let twice = reqwest::get(format!("{base}/?tag=eu&tag=us&archive=ubuntu")).await.unwrap();
+    assert_eq!(twice.status(), 200, "a repeated key is not a bad request");
+    let twice = twice.text().await.unwrap();
+    assert!(twice.contains("tag `us` (given twice), archive `ubuntu`"), "named, not silently empty");
 
     // One mirror's story: how it is reached, its upstream chain, lag chart, every trigger.
     let mirror = dom(&browser, format!("{base}/mirror/m0500")).await;

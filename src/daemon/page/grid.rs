@@ -160,6 +160,8 @@ pub struct Grid {
     pub columns: BTreeMap<String, Vec<Arc<Column>>>,
     /// Why the report history could not be read, when it could not (the page says so).
     pub error: Option<String>,
+    /// Stored reports among the newest that could not be read (the page says so).
+    pub unreadable: usize,
 }
 
 impl Grid {
@@ -169,10 +171,12 @@ impl Grid {
     }
 }
 
-/// What tells a rewritten report file from the one parsed: inode, size, modification time.
-type Stamp = (u64, u64, i64, i64);
+/// What tells a rewritten report file from the one parsed: inode, size, modification and change
+/// times.
+type Stamp = (u64, u64, i64, i64, i64, i64);
 
-/// A report file's column as parsed (none: unreadable, or a dry run), and the file's stamp then.
+/// A report file's column as parsed (none: a dry run), and the file's stamp then. Files that
+/// could not be read are not kept: read again next time (the cause may pass), and counted.
 type Parsed = HashMap<PathBuf, (Stamp, Option<Arc<Column>>)>;
 
 /// The parsed columns by report file, kept between page loads.
@@ -195,12 +199,17 @@ impl GridCache {
             for path in files {
                 // Pruned since it was listed: left out.
                 let Ok(meta) = std::fs::metadata(&path) else { continue };
-                let stamp = (meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
+                let stamp = (meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec(), meta.ctime(), meta.ctime_nsec());
                 let column = match parsed.remove(&path) {
                     Some((seen, column)) if seen == stamp => column,
-                    _ => crate::push::report::history::read_report(&path)
-                        .filter(|r| !r.dry_run)
-                        .map(|r| Arc::new(Column::of(&r))),
+                    _ => match crate::push::report::history::read_report(&path) {
+                        Some(r) if r.dry_run => None,
+                        Some(r) => Some(Arc::new(Column::of(&r))),
+                        None => {
+                            grid.unreadable += 1;
+                            continue;
+                        }
+                    },
                 };
                 columns.extend(column.clone());
                 kept.insert(path, (stamp, column));
@@ -294,5 +303,15 @@ mod tests {
         let grid = cache.grid(&history).unwrap();
         assert_eq!(grid.of("debian")[2].trend.map(|t| t.p100), Some(Some(4_000)), "the rewritten report is read again");
         assert_eq!(cache.parsed.lock().unwrap().len(), 3);
+
+        // A report that cannot be read is counted, not cached: mended, it shows again.
+        let path = history.file_of(&last).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        std::fs::write(&path, b"{half a report").unwrap();
+        let grid = cache.grid(&history).unwrap();
+        assert_eq!((grid.of("debian").len(), grid.unreadable), (2, 1));
+        std::fs::write(&path, good).unwrap();
+        let grid = cache.grid(&history).unwrap();
+        assert_eq!((grid.of("debian").len(), grid.unreadable), (3, 0));
     }
 }

@@ -19,7 +19,8 @@ pub fn mirror_page(
     status: &DaemonStatus,
     grid: &Grid,
     config: Option<&Config>,
-    lags: &Result<LagHistory, String>,
+    lags: Result<&LagHistory, &str>,
+    filters: &super::Filters,
 ) -> Option<String> {
     let views: Vec<_> = status
         .archives
@@ -32,11 +33,15 @@ pub fn mirror_page(
         return None;
     }
     let mut html = format!("<p><a href=\"../\">← all mirrors</a></p><h1>{}</h1>", esc(name));
-    for why in grid.error.iter().chain(lags.as_ref().err()) {
-        let _ = write!(html, "<p class=failing>{}</p>", esc(why));
+    html.push_str(&super::history_errors(grid));
+    if let Some(why) = &status.mirrors_error {
+        let _ = write!(html, "<p class=failing>the mirrors' state cannot be read: {}</p>", esc(why));
+    }
+    if let Err(why) = lags {
+        let _ = write!(html, "<p class=failing>no lag chart: {}</p>", esc(why));
     }
     let no_lags = LagHistory::default();
-    let lags = lags.as_ref().unwrap_or(&no_lags);
+    let lags = lags.as_ref().map_or(&no_lags, |l| l);
     html.push_str("<h2>How it is reached</h2><dl>");
     let mut fact = |term: &str, value: String| {
         let _ = write!(html, "<dt>{}</dt><dd>{value}</dd>", esc(term));
@@ -148,7 +153,7 @@ pub fn mirror_page(
         html.push_str(&triggers(grid, &a.name, name));
         html.push_str("</section>");
     }
-    Some(shell(&format!("{name} — pushmirror"), &html))
+    Some(shell(&format!("{name} — pushmirror"), &html, filters))
 }
 
 /// Every recent trigger of `mirror` for `archive`, newest first.

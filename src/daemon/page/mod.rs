@@ -17,17 +17,18 @@ mod overview;
 pub use mirror::mirror_page;
 pub use overview::{Overview, overview, render};
 
-use serde::Deserialize;
-
 use crate::push::ledger::Health;
 use crate::vocab::model::Outcome;
 
 /// Seconds between refreshes of a page.
 pub const REFRESH_SECS: u64 = 15;
 
+/// The longest query value taken (a name, a tag); longer ones are named and ignored.
+const MAX_VALUE: usize = 256;
+
 /// The overview's query: filters and sorting, as given (unknown values are named on the page,
 /// never an error: a link from an old bookmark still shows something).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filters {
     /// `failing`, `behind`, … (a [`Health`]), or `problems`: any but ok, unknown and disabled.
     pub state: Option<String>,
@@ -41,6 +42,77 @@ pub struct Filters {
     pub archive: Option<String>,
     /// `state` (the default: worst first), `name`, `lag` (longest first), `failures`.
     pub sort: Option<String>,
+    /// `0`: no automatic update of the page.
+    pub refresh: Option<String>,
+    /// What the query held that is not taken: a repeated key, a value too long, an unknown key.
+    pub ignored: Vec<String>,
+}
+
+impl Filters {
+    /// The filters of a raw query string (`state=failing&tag=eu`): each key's first value; the
+    /// rest named in [`Filters::ignored`].
+    pub fn parse(query: Option<&str>) -> Filters {
+        let mut f = Filters::default();
+        let Some(query) = query.filter(|q| !q.is_empty()) else { return f };
+        let Ok(url) = reqwest::Url::parse(&format!("http://page/?{query}")) else {
+            f.ignored.push("a query that is not one".into());
+            return f;
+        };
+        for (key, value) in url.query_pairs() {
+            let slot = match key.as_ref() {
+                "state" => &mut f.state,
+                "tag" => &mut f.tag,
+                "tier" => &mut f.tier,
+                "q" => &mut f.q,
+                "archive" => &mut f.archive,
+                "sort" => &mut f.sort,
+                "refresh" => &mut f.refresh,
+                other => {
+                    f.ignored.push(format!("`{}`", shorten(other)));
+                    continue;
+                }
+            };
+            if value.chars().count() > MAX_VALUE {
+                f.ignored.push(format!("{key} longer than {MAX_VALUE} characters"));
+            } else if slot.is_some() {
+                f.ignored.push(format!("{key} `{}` (given twice)", shorten(&value)));
+            } else {
+                *slot = Some(value.into_owned());
+            }
+        }
+        f
+    }
+
+    /// Whether the page updates itself.
+    fn refreshes(&self) -> bool {
+        self.refresh.as_deref() != Some("0")
+    }
+
+    /// The query of this view with `sort` and `refresh` replaced (`None`: left out), encoded.
+    fn href(&self, sort: Option<&str>, refresh: Option<&str>) -> String {
+        let given = [
+            ("archive", self.archive.as_deref()),
+            ("state", self.state.as_deref()),
+            ("tag", self.tag.as_deref()),
+            ("tier", self.tier.as_deref()),
+            ("q", self.q.as_deref()),
+            ("sort", sort),
+            ("refresh", refresh),
+        ];
+        let parts: Vec<String> = given
+            .iter()
+            .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| format!("{k}={}", url_part(v))))
+            .collect();
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// At most 40 characters of `s`, for naming it.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
 }
 
 /// What the state filter keeps.
@@ -62,6 +134,16 @@ enum Sort {
 impl Sort {
     const ALL: [(Sort, &'static str); 4] =
         [(Sort::State, "state"), (Sort::Name, "name"), (Sort::Lag, "lag"), (Sort::Failures, "failures")];
+
+    /// Its direction, as `aria-sort` says it.
+    fn aria(self) -> &'static str {
+        match self {
+            Sort::Name => "ascending",
+            Sort::Lag | Sort::Failures => "descending",
+            // Worst first: an order of its own.
+            Sort::State => "other",
+        }
+    }
 }
 
 /// [`Filters`] understood, with what was not.
@@ -79,7 +161,7 @@ struct Query {
 
 impl Query {
     fn of(f: &Filters) -> Query {
-        let mut ignored = Vec::new();
+        let mut ignored = f.ignored.clone();
         let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
         let state = given(&f.state).and_then(|s| match s.as_str() {
             "problems" => Some(StateFilter::Problems),
@@ -191,25 +273,64 @@ const STYLE: &str = concat!(
     "dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{color:var(--muted)}dd{margin:0}",
 );
 
-/// Replaces the page's `<main>` with the daemon's newer one every [`REFRESH_SECS`]; when the
-/// daemon does not answer, says since when the page is stale instead of showing old data as now.
+/// Replaces the page's `<main>` with the daemon's newer one every [`REFRESH_SECS`]: one request
+/// at a time, each given that long; not while a control of the page has the focus (the operator
+/// is typing or choosing). When the daemon does not answer, or answers with an error, a banner
+/// says since when the page is stale, instead of old data standing as now.
 const SCRIPT: &str = concat!(
-    "(()=>{const s=document.getElementById('stale');let ok=Date.now();",
-    "setInterval(async()=>{if(document.hidden)return;try{",
-    "const r=await fetch(location.href,{cache:'no-store'});if(!r.ok)throw new Error('HTTP '+r.status);",
+    "(()=>{const s=document.getElementById('stale');let ok=Date.now(),busy=false;",
+    "const stale=why=>{s.hidden=false;s.textContent='Not updated for '+Math.round((Date.now()-ok)/1000)+' s: '+why+'.';};",
+    "setInterval(async()=>{if(document.hidden)return;",
+    "if(busy){stale('the daemon does not answer');return;}",
+    "const f=document.activeElement;if(f&&f.closest('main')&&f.matches('input,select,textarea,button'))return;",
+    "busy=true;try{",
+    "const r=await fetch(location.href,{cache:'no-store',signal:AbortSignal.timeout(REFRESH)});",
+    "if(!r.ok){stale('the daemon answered HTTP '+r.status);return;}",
     "const d=new DOMParser().parseFromString(await r.text(),'text/html');",
     "document.querySelector('main').replaceWith(d.querySelector('main'));ok=Date.now();s.hidden=true;",
-    "}catch(e){s.hidden=false;s.textContent='Not updated for '+Math.round((Date.now()-ok)/1000)+' s: the daemon does not answer ('+e.message+').';}",
+    "}catch(e){stale('the daemon does not answer');}finally{busy=false;}",
     "},REFRESH)})();",
 );
 
-/// A whole page: `title`, then `body` as its `<main>`.
-fn shell(title: &str, body: &str) -> String {
+/// A whole page: `title`, then `body` as its `<main>`; it updates itself unless the view's
+/// `filters` say `refresh=0`, and links to pausing or resuming that (the view kept).
+fn shell(title: &str, body: &str, filters: &Filters) -> String {
+    let sort = filters.sort.as_deref();
+    let (meta, script, switch) = match filters.refreshes() {
+        true => (
+            format!("<noscript><meta http-equiv=refresh content={REFRESH_SECS}></noscript>"),
+            format!("<script>{}</script>", SCRIPT.replace("REFRESH", &(REFRESH_SECS * 1000).to_string())),
+            format!(
+                "updated every {REFRESH_SECS} s · <a href=\"{}\">pause updates</a>",
+                esc(&filters.href(sort, Some("0")))
+            ),
+        ),
+        false => (
+            String::new(),
+            String::new(),
+            format!("updates paused · <a href=\"{}\">resume</a>", esc(&filters.href(sort, None))),
+        ),
+    };
     format!(
         "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
-         <noscript><meta http-equiv=refresh content={REFRESH_SECS}></noscript><title>{}</title><style>{STYLE}</style></head>\
-         <body><p id=stale role=alert hidden></p><main>{body}</main><script>{}</script></body></html>\n",
+         {meta}<title>{}</title><style>{STYLE}</style></head>\
+         <body><p id=stale role=alert hidden></p><main>{body}</main><p><small>{switch}</small></p>{script}</body></html>\n",
         esc(title),
-        SCRIPT.replace("REFRESH", &(REFRESH_SECS * 1000).to_string()),
     )
+}
+
+/// What of the push history could not be read, in red; empty when all could.
+fn history_errors(grid: &grid::Grid) -> String {
+    let mut html = String::new();
+    if let Some(why) = &grid.error {
+        html.push_str(&format!("<p class=failing>the push history cannot be read: {}</p>", esc(why)));
+    }
+    if grid.unreadable > 0 {
+        html.push_str(&format!(
+            "<p class=failing>{} of the newest stored reports cannot be read: their pushes are missing here \
+             (the daemon's log and <code>state_dir/reports/</code> tell more)</p>",
+            grid.unreadable
+        ));
+    }
+    html
 }

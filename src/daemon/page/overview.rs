@@ -39,7 +39,20 @@ pub fn render(status: &DaemonStatus) -> String {
 /// The overview page.
 pub fn overview(o: &Overview<'_>) -> String {
     let status = o.status;
-    let query = Query::of(o.filters);
+    let mut query = Query::of(o.filters);
+    if let Some(a) = query.archive.take_if(|a| !status.archives.iter().any(|x| x.name == *a)) {
+        query.ignored.push(format!("archive `{}`", super::shorten(&a)));
+    }
+    let tagged = |t: &str| match o.config {
+        Some(c) => {
+            c.mirrors.iter().any(|m| m.tags.iter().any(|x| x == t))
+                || c.watched.iter().any(|w| w.tags.iter().any(|x| x == t))
+        }
+        None => true,
+    };
+    if let Some(t) = query.tag.take_if(|t| !tagged(t)) {
+        query.ignored.push(format!("tag `{}` (no mirror has it)", super::shorten(&t)));
+    }
     let tiers = tiers(&status.freshness);
     let mut html = String::from("<h1>pushmirror</h1>");
     let started = status.started_at.map(|t| format!("daemon started {} · ", esc(&t.to_string()))).unwrap_or_default();
@@ -56,9 +69,7 @@ pub fn overview(o: &Overview<'_>) -> String {
             files.join(", ")
         );
     }
-    if let Some(why) = &o.grid.error {
-        let _ = write!(html, "<p class=failing>the push history cannot be read: {}</p>", esc(why));
-    }
+    html.push_str(&super::history_errors(o.grid));
     if let Some(why) = &status.mirrors_error {
         let _ = write!(html, "<p class=failing>the mirrors' state cannot be read: {}</p>", esc(why));
     }
@@ -84,7 +95,7 @@ pub fn overview(o: &Overview<'_>) -> String {
         }
         html.push_str("</table>");
     }
-    shell("pushmirror", &html)
+    shell("pushmirror", &html, o.filters)
 }
 
 /// Each mirror's tier (hops from the primary) by (archive, mirror), from its `_hierarchy`.
@@ -133,11 +144,10 @@ fn filter_form(o: &Overview<'_>, query: &Query, tiers: &BTreeMap<(&str, &str), u
     for (sort, name) in Sort::ALL {
         sorts.push_str(&option(name, name, query.sort.unwrap_or(Sort::State) == sort));
     }
-    let archive = query
-        .archive
-        .as_ref()
-        .map(|a| format!("<input type=hidden name=archive value=\"{}\">", esc(a)))
-        .unwrap_or_default();
+    let hidden = |name: &str, v: Option<&String>| {
+        v.map(|v| format!("<input type=hidden name={name} value=\"{}\">", esc(v))).unwrap_or_default()
+    };
+    let archive = hidden("archive", query.archive.as_ref()) + &hidden("refresh", o.filters.refresh.as_ref());
     format!(
         "<form class=filters method=get action=\"\" aria-label=\"filter and sort the mirrors\">{archive}\
          <label>state<br><select name=state>{states}</select></label>\
@@ -187,7 +197,10 @@ fn archive(o: &Overview<'_>, query: &Query, tiers: &BTreeMap<(&str, &str), usize
             format_ms(r.duration_ms)
         );
     }
-    html.push_str(&counts(&a.mirrors));
+    match &o.status.mirrors_error {
+        Some(_) => html.push_str("<p class=\"counts failing\">standing unknown: the mirrors' state cannot be read</p>"),
+        None => html.push_str(&counts(&a.mirrors)),
+    }
     if let Some(r) = &a.rotation {
         let _ = write!(html, "<p class=rotation>key rotation — {}</p>", esc(&r.summary(50)));
     }
@@ -277,8 +290,11 @@ fn mirror_grid(
     match query.sort.unwrap_or(Sort::State) {
         Sort::State => rows.sort_by(|x, y| rank(x.health).cmp(&rank(y.health)).then_with(|| by_name(x, y))),
         Sort::Name => rows.sort_by(by_name),
-        // Longest first; unknown lags last.
-        Sort::Lag => rows.sort_by(|x, y| lag(y).cmp(&lag(x)).then_with(|| by_name(x, y))),
+        // Longest first, and a lag that cannot be told (unreachable) before them all.
+        Sort::Lag => rows.sort_by(|x, y| {
+            let key = |m: &MirrorView| lag(m).map_or(u64::MAX, |l| l);
+            key(y).cmp(&key(x)).then_with(|| by_name(x, y))
+        }),
         Sort::Failures => rows.sort_by(|x, y| y.state.failures.cmp(&x.state.failures).then_with(|| by_name(x, y))),
     }
     let mut html = String::new();
@@ -290,27 +306,13 @@ fn mirror_grid(
             thousands(a.mirrors.len())
         );
     }
-    let sort_link = |sort: &str, label: &str| {
-        let mut params: Vec<(&str, String)> = Vec::new();
-        for (k, v) in [
-            ("archive", &query.archive),
-            ("state", &o.filters.state),
-            ("tag", &query.tag),
-            ("tier", &o.filters.tier),
-            ("q", &query.q),
-        ] {
-            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                params.push((k, url_part(v)));
-            }
-        }
-        params.push(("sort", sort.to_string()));
-        let href: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let current = query.sort.unwrap_or(Sort::State)
-            == Sort::ALL.iter().find(|(_, n)| *n == sort).map_or(Sort::State, |(s, _)| *s);
+    let sort_link = |sort: Sort, label: &str| {
+        let name = Sort::ALL.iter().find(|(s, _)| *s == sort).map_or("state", |(_, n)| *n);
+        let current = query.sort.unwrap_or(Sort::State) == sort;
         format!(
-            "<th scope=col{}><a href=\"?{}\">{label}</a></th>",
-            if current { " aria-sort=descending" } else { "" },
-            esc(&href.join("&"))
+            "<th scope=col{}><a href=\"{}\">{label}</a></th>",
+            if current { format!(" aria-sort={}", sort.aria()) } else { String::new() },
+            esc(&o.filters.href(Some(name), o.filters.refresh.as_deref()))
         )
     };
     let _ = write!(
@@ -320,10 +322,10 @@ fn mirror_grid(
         url_part(&a.name),
         esc(&a.name),
         columns.len(),
-        sort_link("name", "mirror"),
-        sort_link("state", "state"),
-        sort_link("lag", "lag"),
-        sort_link("failures", "failures"),
+        sort_link(Sort::Name, "mirror"),
+        sort_link(Sort::State, "state"),
+        sort_link(Sort::Lag, "lag"),
+        sort_link(Sort::Failures, "failures"),
     );
     for c in columns {
         let serial = c.serial.as_deref().unwrap_or("?");
@@ -487,19 +489,60 @@ fn freshness_table(rows: &[FreshnessRow], archives: &[ArchiveStatus]) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::push::ledger::{Kind, MirrorState};
 
-    /// A history that cannot be read is said on the page, not shown as no pushes.
+    /// What cannot be read is said on both pages, never shown as nothing to show: the push
+    /// history (unreadable, or some of its reports), the mirrors' state, the lag history.
     #[test]
-    fn an_unreadable_history_is_said() {
-        let status = DaemonStatus::default();
-        let grid = Grid { error: Some("cannot read state/reports: Permission denied".into()), ..Grid::default() };
+    fn what_cannot_be_read_is_said() {
+        let view = MirrorView {
+            health: Health::Ok,
+            since: None,
+            kind: Kind::Http,
+            far_behind: false,
+            state: MirrorState { archive: "debian".into(), mirror: "m".into(), ..MirrorState::default() },
+        };
+        let archive = ArchiveStatus { name: "debian".into(), mirrors: vec![view], ..ArchiveStatus::default() };
+        let mut status = DaemonStatus { archives: vec![archive], ..DaemonStatus::default() };
+        let grid = Grid {
+            error: Some("cannot read state/reports: Permission denied".into()),
+            unreadable: 2,
+            ..Grid::default()
+        };
         let now = Timestamp(std::time::SystemTime::now());
-        let html =
-            overview(&Overview { status: &status, grid: &grid, config: None, filters: &Filters::default(), now });
+        let filters = Filters::default();
+        let html = overview(&Overview { status: &status, grid: &grid, config: None, filters: &filters, now });
         assert!(html.contains(
             "<p class=failing>the push history cannot be read: cannot read state/reports: Permission denied</p>"
         ));
-        let lags = Err("cannot read state/freshness-history.json: Permission denied".to_string());
-        assert_eq!(super::super::mirror_page("m", &status, &grid, None, &lags), None, "no such mirror");
+        assert!(html.contains("<p class=failing>2 of the newest stored reports cannot be read"));
+        let lags = Err("cannot read state/freshness-history.json: Permission denied");
+        let page = super::super::mirror_page("m", &status, &grid, None, lags, &filters).unwrap();
+        assert!(page.contains("the push history cannot be read") && page.contains("2 of the newest stored reports"));
+        assert!(page.contains(
+            "<p class=failing>no lag chart: cannot read state/freshness-history.json: Permission denied</p>"
+        ));
+
+        // The ledger unreadable: no mirror to count, which is not "all 0 mirrors ok".
+        status.archives[0].mirrors.clear();
+        status.mirrors_error = Some("cannot read state/mirrors.json: Permission denied".into());
+        let html =
+            overview(&Overview { status: &status, grid: &Grid::default(), config: None, filters: &filters, now });
+        assert!(html.contains("standing unknown: the mirrors' state cannot be read") && !html.contains("mirrors ok"));
+    }
+
+    /// A query is taken key by key: a repeated key or an overlong value is named, never a 400.
+    #[test]
+    fn a_query_takes_first_values_and_names_the_rest() {
+        let long = "x".repeat(300);
+        let f = Filters::parse(Some(&format!("tag=eu&tag=us&q={long}&state=failing&colour=red&refresh=0")));
+        assert_eq!((f.tag.as_deref(), f.q.as_deref(), f.state.as_deref()), (Some("eu"), None, Some("failing")));
+        assert_eq!(f.ignored, ["tag `us` (given twice)", "q longer than 256 characters", "`colour`"]);
+        assert!(!f.refreshes());
+        assert_eq!(f.href(Some("name"), None), "?state=failing&tag=eu&sort=name");
+        let html = shell("t", "", &f);
+        assert!(!html.contains("http-equiv=refresh") && !html.contains("<script>") && html.contains("updates paused"));
+        assert!(html.contains("<a href=\"?state=failing&amp;tag=eu\">resume</a>"), "{html}");
+        assert!(shell("t", "", &Filters::default()).contains("<a href=\"?refresh=0\">pause updates</a>"));
     }
 }
