@@ -174,8 +174,28 @@ async fn the_overview_of_1000_mirrors_and_50_pushes_renders_filters_and_sorts_in
     for (view, url) in [("overview", format!("{base}/?state=problems")), ("mirror", format!("{base}/mirror/m0500"))] {
         accessible(&browser, view, &url).await;
     }
+    stale_banner(&browser, &format!("{base}/mirror/m0500")).await;
     shutdown.cancel();
     daemon.wait().await.unwrap();
+}
+
+/// The page at `url`, opened where its updates cannot reach the daemon (a saved copy): after an
+/// update interval it says it is stale, instead of its data standing as now.
+async fn stale_banner(browser: &std::path::Path, url: &str) {
+    let html = reqwest::get(url).await.unwrap().text().await.unwrap();
+    assert!(html.contains("<p id=stale role=alert hidden></p>"), "hidden while fresh");
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("saved.html");
+    std::fs::write(&page, html).unwrap();
+    let (b, p) = (browser.to_path_buf(), dir.path().to_path_buf());
+    let args = vec!["--virtual-time-budget=20000".into(), "--dump-dom".into(), format!("file://{}", page.display())];
+    let out = tokio::task::spawn_blocking(move || headless(&b, &p, &args)).await.unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let banner = dom.split("<p id=\"stale\" role=\"alert\"").nth(1).and_then(|b| b.split("</p>").next()).unwrap();
+    assert!(
+        banner.starts_with(">Not updated for ") && banner.ends_with("s: the daemon does not answer."),
+        "the banner: {banner}"
+    );
 }
 
 /// axe-core (npm `axe-core`, installed by `.ci/run` under `target/axe`) run on the page at `url`
