@@ -603,12 +603,15 @@ impl Running {
         let state_dir = self.config.state_dir.clone();
         if !surveyed(&self.config) {
             // Nothing to survey (any more): no stale rows linger in /status, /metrics or on disk.
-            self.core.metrics.freshness(&[]);
-            self.core.status.set_freshness(Vec::new());
+            // The files go first: once the views show nothing, nothing on disk says otherwise.
             let dir = state_dir.clone();
-            if let Err(e) = blocking(move || crate::observe::freshness::forget(&dir)).await {
+            let forgotten =
+                blocking(move || crate::observe::freshness::forget(&dir).and(crate::observe::lag::forget(&dir)));
+            if let Err(e) = forgotten.await {
                 tracing::error!(dir = %state_dir.display(), error = %e, "cannot remove the freshness memory");
             }
+            self.core.metrics.freshness(&[]);
+            self.core.status.set_freshness(Vec::new());
             return;
         }
         let (dir, keep) = (state_dir.clone(), self.config.status.history);

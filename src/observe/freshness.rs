@@ -389,15 +389,9 @@ pub fn recall(state_dir: &std::path::Path) -> Result<Vec<FreshnessRow>, String> 
     }
 }
 
-/// Removes the memory and the lag history: nothing is surveyed any more.
+/// Removes the memory of the last sweep: nothing is surveyed any more.
 pub fn forget(state_dir: &std::path::Path) -> std::io::Result<()> {
-    for file in [memory_file(state_dir), crate::observe::lag::file(state_dir)] {
-        match std::fs::remove_file(file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    Ok(())
+    crate::sys::fsutil::remove_if_present(&memory_file(state_dir))
 }
 
 /// Stores `rows` as the last sweep.

@@ -115,6 +115,11 @@ fn kept_per_mirror(mirrors: usize) -> usize {
     SAMPLES.min(TOTAL / mirrors.max(1)).max(1)
 }
 
+/// Removes the lag history: nothing is surveyed any more.
+pub fn forget(state_dir: &Path) -> std::io::Result<()> {
+    crate::sys::fsutil::remove_if_present(&file(state_dir))
+}
+
 /// Adds the sweep `rows` to the history in `state_dir`. A history that cannot be parsed is
 /// replaced (it only draws charts): said in the log, not silently.
 pub fn record_sweep(state_dir: &Path, rows: &[FreshnessRow]) -> std::io::Result<()> {

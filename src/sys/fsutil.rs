@@ -64,6 +64,14 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Removes `path`; one that is not there is already removed.
+pub fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Takes an exclusive lock on the file at `path` (created if missing), held until the returned
 /// file is dropped. It is an advisory `flock`: every process that takes it, and every handle in
 /// one process, excludes the others. Lock a file that is never replaced: a rename over it would

@@ -483,6 +483,31 @@ async fn the_daemon_sweeps_freshness_and_status_check_judges_it() {
     assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("debian/b-old: behind")), "{out}");
 }
 
+/// A reload that leaves nothing to survey takes the freshness rows out of every view and the
+/// freshness memory and lag history out of `state_dir`: no stale standing lingers anywhere.
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_surveys_nothing_removes_the_freshness_memory_and_lag_history() {
+    let rx = HttpReceiver::start().await.unwrap();
+    rx.publish("/debian/project/trace/master", "x\nArchive serial: 1\nDate: Sun, 01 Nov 2026 00:00:00 +0000\n");
+    let f = Fixture::new();
+    f.set_main(&format!("{}freshness: {{ interval: 10m }}\n", main_yaml("1s", "1s")));
+    f.mirror("m", &format!("http:\n  url: {}\ncheck: {}\n", rx.url("/t"), rx.url("/debian")));
+    let d = start(&f).await;
+    d.until("first sweep", |s| s.freshness.len() == 1).await;
+    let state = f.path("state");
+    let files = [pushmirror::observe::freshness::memory_file(&state), pushmirror::observe::lag::file(&state)];
+    // The sweep writes both before it shows its rows.
+    assert!(files.iter().all(|f| f.exists()), "{files:?}");
+
+    f.http_mirror("m", &rx.url("/t"), "");
+    d.reload.send(()).unwrap();
+    d.until("no longer surveyed", |s| s.freshness.is_empty()).await;
+    assert!(files.iter().all(|f| !f.exists()), "{files:?}");
+    let metrics = reqwest::get(format!("http://{}/metrics", d.daemon.addr)).await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("pushmirror_mirror_lag_seconds{"), "{metrics}");
+    d.stop().await;
+}
+
 /// The page's freshness table, the last push's propagation chart (inline SVG) and the tier view,
 /// rendered by headless Chromium from the HTML the daemon serves (`page::render`).
 #[test]
