@@ -104,9 +104,18 @@ struct Args {
     /// Break something on purpose, to see the checker catch it: `drop` or `locks`.
     #[arg(long = "break")]
     breakage: Option<String>,
+    /// An environment variable for the daemon only, `KEY=VALUE` (repeatable), after the unit's:
+    /// e.g. a heap profiler's `LD_PRELOAD` and output pipe, to see what a growth is made of.
+    #[arg(long = "daemon-env", value_parser = parse_env)]
+    daemon_env: Vec<(String, String)>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+fn parse_env(kv: &str) -> Result<(String, String), String> {
+    let (k, v) = kv.split_once('=').ok_or_else(|| format!("`{kv}` is not KEY=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -216,12 +225,13 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(config: &Path, lines: Arc<Mutex<Vec<String>>>) -> anyhow::Result<Daemon> {
+    fn start(config: &Path, lines: Arc<Mutex<Vec<String>>>, extra: &[(String, String)]) -> anyhow::Result<Daemon> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pushmirror"))
             .arg("-c")
             .arg(config)
             .args(["daemon", "--grace", "5s"])
             .envs(unit_environment())
+            .envs(extra.iter().cloned())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -502,7 +512,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let env: Vec<String> = unit_environment().iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("the daemon's environment, as dist/pushmirror.service sets it: {}", env.join(" "));
-    let mut daemon = Daemon::start(&config, Arc::clone(&lines))?;
+    if !args.daemon_env.is_empty() {
+        let extra: Vec<String> = args.daemon_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("and, from --daemon-env: {}", extra.join(" "));
+    }
+    let mut daemon = Daemon::start(&config, Arc::clone(&lines), &args.daemon_env)?;
     let begun = Instant::now();
     let (kill_every, hup_every) = if args.quick { (100, 23) } else { (300, 97) };
     let kill_every = args.kill_every.unwrap_or(Duration::from_secs(kill_every));
@@ -576,7 +590,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         if let Some(status) = daemon.child.try_wait()? {
             died.push(format!("the daemon exited by itself at {:.0} s: {status}", now.as_secs_f64()));
-            daemon = Daemon::start(&config, Arc::clone(&lines))?;
+            daemon = Daemon::start(&config, Arc::clone(&lines), &args.daemon_env)?;
         }
         if now >= next_kill && faults.get("kill -9 and restart").copied().unwrap_or(0) < args.kills {
             next_kill += kill_every;
@@ -587,7 +601,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 due_at_kill.insert(s.to_string());
             }
             daemon.kill9()?;
-            daemon = Daemon::start(&config, Arc::clone(&lines))?;
+            daemon = Daemon::start(&config, Arc::clone(&lines), &args.daemon_env)?;
             *faults.entry("kill -9 and restart").or_default() += 1;
         }
         if now >= next_broker_restart {

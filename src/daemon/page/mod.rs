@@ -80,6 +80,9 @@ impl Filters {
                 *slot = Some(value.into_owned());
             }
         }
+        if let Some(r) = f.refresh.take_if(|r| r != "0") {
+            f.ignored.push(format!("refresh `{}` (only 0, to pause)", shorten(&r)));
+        }
         f
     }
 

@@ -543,6 +543,9 @@ mod tests {
         let html = shell("t", "", &f);
         assert!(!html.contains("http-equiv=refresh") && !html.contains("<script>") && html.contains("updates paused"));
         assert!(html.contains("<a href=\"?state=failing&amp;tag=eu\">resume</a>"), "{html}");
+        let other = Filters::parse(Some("refresh=5"));
+        assert!(other.refreshes() && other.refresh.is_none(), "{other:?}");
+        assert_eq!(other.ignored, ["refresh `5` (only 0, to pause)"]);
         assert!(shell("t", "", &Filters::default()).contains("<a href=\"?refresh=0\">pause updates</a>"));
     }
 }
