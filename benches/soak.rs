@@ -29,8 +29,8 @@
 //! Resources (RSS, descriptors, threads and runtime tasks of the daemon — the last from its
 //! `pushmirror_runtime_tasks` —; bytes and files in `state_dir`) are sampled
 //! every `--sample`; a table of start, end and max is printed and an SVG chart written
-//! (`--chart`, default `target/soak.svg`). The `kill -9`s stop after `--kills` (3: at 5, 10 and
-//! 15 minutes), so the full run's last life is long: in a life past its first `--warmup` pushes
+//! (`--chart`, default `target/soak.svg`). The `kill -9`s stop after `--kills` (3: at 2, 4 and
+//! 6 minutes), so the full run's last life is long (54 of its 60 minutes, ~1,400 pushes): in a life past its first `--warmup` pushes
 //! (1,000) by 300 more, RSS may grow at most `--max-rss-slope` MB per 1,000 pushes (a full run
 //! without such a life fails); in every life descriptors, threads and tasks may not grow beyond noise;
 //! `state_dir` must stay under its bound.
@@ -75,7 +75,7 @@ struct Args {
     /// Faults more often (a kill every 100 s, a SIGHUP every 23 s), five minutes unless --duration.
     #[arg(long)]
     quick: bool,
-    /// A `kill -9` and restart every this long [default: 5m, 100s with --quick]; longer than
+    /// A `kill -9` and restart every this long [default: 2m, 100s with --quick]; longer than
     /// `--duration` for one daemon life throughout (to watch its memory over a long life).
     #[arg(long, value_parser = humantime::parse_duration)]
     kill_every: Option<Duration>,
@@ -279,7 +279,7 @@ impl Daemon {
 }
 
 /// The `Environment=` settings of the packaged unit (`dist/pushmirror.service`), which the daemon
-/// runs with here too: the soak measures the service as it is shipped (its `MALLOC_ARENA_MAX`).
+/// runs with here too (none today): the soak measures the service as it is shipped.
 fn unit_environment() -> Vec<(String, String)> {
     let unit = include_str!("../dist/pushmirror.service");
     unit.lines()
@@ -518,7 +518,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut daemon = Daemon::start(&config, Arc::clone(&lines), &args.daemon_env)?;
     let begun = Instant::now();
-    let (kill_every, hup_every) = if args.quick { (100, 23) } else { (300, 97) };
+    let (kill_every, hup_every) = if args.quick { (100, 23) } else { (120, 97) };
     let kill_every = args.kill_every.unwrap_or(Duration::from_secs(kill_every));
     let mut completed: BTreeSet<String> = ["1000".to_string()].into();
     let mut due_at_kill: BTreeSet<String> = BTreeSet::new();

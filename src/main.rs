@@ -6,6 +6,11 @@ use clap::Parser;
 use pushmirror::compat::runmirrors::args::RunmirrorsCli;
 use pushmirror::operator::cli::Cli;
 
+/// jemalloc, not glibc's malloc: a daemon's memory stays level over months of pushes (README,
+/// "Soak").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // ftpsync runs `runmirrors` by name; a symlink to pushmirror answers with runmirrors' options.
     if std::env::args_os().next().is_some_and(|argv0| pushmirror::compat::runmirrors::invoked_as_runmirrors(&argv0)) {
