@@ -30,10 +30,11 @@
 //! `pushmirror_runtime_tasks` —; bytes and files in `state_dir`) are sampled
 //! every `--sample`; a table of start, end and max is printed and an SVG chart written
 //! (`--chart`, default `target/soak.svg`). The `kill -9`s stop after `--kills` (3: at 2, 4 and
-//! 6 minutes), so the full run's last life is long (54 of its 60 minutes, ~1,400 pushes): in a life past its first `--warmup` pushes
-//! (1,000) by 300 more, RSS may grow at most `--max-rss-slope` MB per 1,000 pushes (a full run
-//! without such a life fails); in every life descriptors, threads and tasks may not grow beyond noise;
-//! `state_dir` must stay under its bound.
+//! 6 minutes), so the full run's last life is long (54 of its 60 minutes, ~1,400 pushes): in a
+//! life past its first `--warmup` pushes (1,000) by 300 more, RSS may grow at most
+//! `--max-rss-slope` MB per 1,000 pushes (a full run without such a life fails); in every life
+//! descriptors, threads and tasks may not grow beyond noise; `state_dir` must stay under its
+//! bound.
 //!
 //! Each checker is shown to catch its failure by a deliberately broken run (`--break MODE`, each
 //! must end in that invariant VIOLATED): `drop` — one receiver answers 200 without recording (a
@@ -101,7 +102,7 @@ struct Args {
     /// Where the chart goes.
     #[arg(long, default_value = "target/soak.svg")]
     chart: PathBuf,
-    /// Break something on purpose, to see the checker catch it: `drop` or `locks`.
+    /// Break something on purpose, to see a checker catch it (the modes: this file's header).
     #[arg(long = "break")]
     breakage: Option<String>,
     /// An environment variable for the daemon only, `KEY=VALUE` (repeatable), after the unit's:
@@ -511,7 +512,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let env: Vec<String> = unit_environment().iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("the daemon's environment, as dist/pushmirror.service sets it: {}", env.join(" "));
+    let env = if env.is_empty() { "none".to_string() } else { env.join(" ") };
+    println!("the daemon's environment, as dist/pushmirror.service sets it: {env}");
     if !args.daemon_env.is_empty() {
         let extra: Vec<String> = args.daemon_env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("and, from --daemon-env: {}", extra.join(" "));
