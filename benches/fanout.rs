@@ -160,6 +160,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let report = pushmirror::push::execute(&config, &engine, &plan, &options, "bench").await;
     let push = t.elapsed();
     let (cpu, sshd_cpu) = (cpu_seconds("self")? - cpu0, receivers.server_cpu()? - sshd0);
+    drop(engine); // pooled HTTP connections end here, and with them their count
+    let trips = trips_of(&proxies, args.mirrors).await;
     let ok = report.triggers.iter().filter(|r| r.outcome == Outcome::Ok).count();
     let mut times = attempts.lock().unwrap().clone();
     times.sort();
@@ -188,6 +190,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pct(0.99).unwrap_or_default().as_secs_f64() * 1e3
     );
     println!("CPU of this process during the push: {cpu:.2} s; peak RSS: {:.1} MB", peak_rss_kb()? as f64 / 1024.0);
+    if let Some(trips) = &trips {
+        println!("pushmirror, per connection through the proxies: {trips}");
+    }
     if let Receivers::Sshd(_) = &receivers {
         println!(
             "sshd CPU during the push: {sshd_cpu:.2} s ({:.2} ms per connection)",
@@ -221,6 +226,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         took.as_secs_f64(),
         args.mirrors as f64 / took.as_secs_f64()
     );
+    if let Some(trips) = trips_of(&proxies, args.mirrors).await {
+        println!("{tool}, per connection through the proxies: {trips}");
+    }
     if let Receivers::Sshd(_) = &receivers {
         let cpu = receivers.server_cpu()? - sshd0;
         println!("sshd CPU during {tool}: {cpu:.2} s ({:.2} ms per connection)", cpu * 1e3 / args.mirrors as f64);
@@ -228,6 +236,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("pushmirror is {:.1}x faster than {tool} via xargs", took.as_secs_f64() / push.as_secs_f64());
     anyhow::ensure!(got == args.mirrors, "{tool} delivered only {got} of {} triggers", args.mirrors);
     Ok(())
+}
+
+/// What the connections through `proxies` cost, once `expected` of them ended (or none for 3 s
+/// more): round trips (the time from connect until the client was done, in RTTs) and flights
+/// (turns of the conversation), median and range. `None` without proxies.
+async fn trips_of(proxies: &[LatencyProxy], expected: usize) -> Option<String> {
+    if proxies.is_empty() {
+        return None;
+    }
+    let mut trips = Vec::new();
+    let mut quiet_since = Instant::now();
+    while trips.len() < expected && quiet_since.elapsed() < Duration::from_secs(3) {
+        let more: Vec<_> = proxies.iter().flat_map(|p| p.take_trips()).collect();
+        if !more.is_empty() {
+            quiet_since = Instant::now();
+        }
+        trips.extend(more);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if trips.is_empty() {
+        return Some("no connection ended".into());
+    }
+    let mut rts: Vec<f64> = trips.iter().map(|t| t.round_trips).collect();
+    let mut flights: Vec<u32> = trips.iter().map(|t| t.flights).collect();
+    rts.sort_by(f64::total_cmp);
+    flights.sort_unstable();
+    let mid = trips.len() / 2;
+    Some(format!(
+        "{} connections; round trips median {:.1} ({:.1}–{:.1}); flights median {} ({}–{})",
+        trips.len(),
+        rts[mid],
+        rts[0],
+        rts[rts.len() - 1],
+        flights[mid],
+        flights[0],
+        flights[flights.len() - 1]
+    ))
 }
 
 /// `probe` of every mirror: its time, this process's CPU and peak RSS; every mirror must be
