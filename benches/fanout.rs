@@ -6,13 +6,25 @@
 //! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --concurrency 256 --rtt 100
 //! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --receiver sshd
 //! cargo bench --bench fanout -- --transport ssh --mirrors 1000 --probe
+//! cargo bench --bench fanout -- --transport ssh --mirrors 10000 --concurrency 256 \
+//!     --rtt-mix 20-300 --loss 1 --dead 2 --slow 2 --timeout 30s --no-compare
 //! ```
 //! `--probe` measures `pushmirror probe` of the same mirrors instead of a push: nothing may be
 //! received.
+//!
+//! `--rtt-mix LO-HI` puts each mirror behind its own proxy with its own RTT (log-uniform), and
+//! `--loss`, `--dead`, `--slow` make the network look like the internet (`demo::latency::Path`).
+//! It then prints the optimum for that mix — each live mirror its RTT × the protocol's round
+//! trips (the fewest any of pushmirror's connections took, measured by the proxies) plus its
+//! slowness, each dead one its timeout, the longest dominating or all of them shared among the
+//! concurrency slots — beside the measured time. With `--rtt` or `--rtt-mix`, the proxies count each connection's round
+//! trips and flights (turns of the conversation), for pushmirror and for the tool compared.
+//!
 //! Prints wall time, triggers/s, this process's CPU time, peak RSS, p50/p99 of one attempt (from
 //! its concurrency slot to its end), and for `--receiver sshd` the sshd's own CPU time. Then it
 //! sends the same triggers the way scripts do — OpenSSH's `ssh` (SSH) or `curl` (HTTP), one
-//! process per trigger via `xargs -P 64` — to the same receivers through the same proxies, and
+//! process per trigger via `xargs -P N`, N = `--peer-parallel`, by default pushmirror's
+//! concurrency (equal concurrency) — to the same receivers through the same proxies, and
 //! prints how much faster pushmirror was (`--no-compare` skips that). In-process receivers run in
 //! this process: their CPU and memory are in its figures.
 
@@ -21,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use pushmirror::demo::{ExecLog, HttpReceiver, LatencyProxy, Log, SshReceiver};
+use pushmirror::demo::{ExecLog, HttpReceiver, LatencyProxy, Log, NetPath, SshReceiver, Trip};
 use pushmirror::push::engine::Options;
 use pushmirror::push::plan::PushRequest;
 use pushmirror::transport::Transports;
@@ -66,15 +78,36 @@ struct Args {
     /// Round-trip time in ms put between client and every receiver (a proxy per receiver).
     #[arg(long, default_value_t = 0)]
     rtt: u64,
+    /// A mixed network: each mirror's own RTT, log-uniform in `LO-HI` ms (a proxy per mirror).
+    #[arg(long, value_parser = parse_range)]
+    rtt_mix: Option<(u64, u64)>,
+    /// Percent of segments lost once (each costs a retransmission timeout); with --rtt-mix.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Percent of mirrors that are black holes (nothing ever comes back); with --rtt-mix.
+    #[arg(long, default_value_t = 0.0)]
+    dead: f64,
+    /// Percent of mirrors whose server answers `--slow-by` late; with --rtt-mix.
+    #[arg(long, default_value_t = 0.0)]
+    slow: f64,
+    /// How late a slow mirror answers.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    slow_by: Duration,
+    /// Each mirror's `timeout:` (what a dead one costs).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Seed of the mix: which mirror gets which RTT, dies, is slow, loses what.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// In-process receivers the mirrors are spread over.
     #[arg(long, default_value_t = 50)]
     receivers: usize,
     /// Do not compare with OpenSSH's `ssh` / `curl` via xargs.
     #[arg(long)]
     no_compare: bool,
-    /// Parallel processes in the comparison.
-    #[arg(long, default_value_t = 64)]
-    parallel: usize,
+    /// Parallel processes in the comparison [default: --concurrency, equal concurrency].
+    #[arg(long, alias = "parallel")]
+    peer_parallel: Option<usize>,
     /// Probe the mirrors (`pushmirror probe`) instead of pushing: host key, keys, login, no
     /// command run (SSH); a connection, no request (HTTP).
     #[arg(long)]
@@ -82,6 +115,54 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// `20-300` → (20, 300).
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (lo, hi) = s.split_once('-').ok_or_else(|| format!("`{s}` is not LO-HI"))?;
+    let (lo, hi): (u64, u64) =
+        (lo.parse().map_err(|e| format!("{lo}: {e}"))?, hi.parse().map_err(|e| format!("{hi}: {e}"))?);
+    if lo == 0 || hi < lo {
+        return Err(format!("`{s}`: want 0 < LO <= HI"));
+    }
+    Ok((lo, hi))
+}
+
+/// Each mirror's path on the mixed network, drawn from the seed (xorshift64*, as the soak).
+fn mixed_paths(args: &Args, (lo, hi): (u64, u64)) -> Vec<NetPath> {
+    let mut state = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut draw = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..args.mirrors)
+        .map(|i| {
+            let rtt_ms = (lo as f64) * ((hi as f64) / (lo as f64)).powf(draw());
+            let (dead, slow) = (draw() * 100.0 < args.dead, draw() * 100.0 < args.slow);
+            NetPath {
+                rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
+                loss: args.loss / 100.0,
+                dead,
+                slow: if slow && !dead { args.slow_by } else { Duration::ZERO },
+                seed: args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            }
+        })
+        .collect()
+}
+
+/// The least time a push over `paths` can take: each live mirror its RTT × `round_trips` (the
+/// protocol's, as pushmirror speaks it) plus its slowness, a dead one its timeout; the longest
+/// dominates, or all of them shared among `concurrency` slots.
+fn optimum(paths: &[NetPath], round_trips: f64, timeout: Duration, concurrency: usize) -> Duration {
+    let each: Vec<f64> = paths
+        .iter()
+        .map(|p| if p.dead { timeout.as_secs_f64() } else { p.rtt.as_secs_f64() * round_trips + p.slow.as_secs_f64() })
+        .collect();
+    let longest = each.iter().copied().fold(0.0, f64::max);
+    let shared = each.iter().sum::<f64>() / concurrency.max(1) as f64;
+    Duration::from_secs_f64(longest.max(shared))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,25 +187,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (Transport::Ssh, Receiver::Inproc) => Receivers::Ssh(ssh_receivers(args.receivers, &key.public).await?),
         (Transport::Ssh, Receiver::Sshd) => Receivers::Sshd(Sshd::start(root, &key.public)?),
     };
-    // One proxy per receiver endpoint; the mirrors (and the comparison) connect through them.
+    // One proxy per receiver endpoint — or, on a mixed network, per mirror; the mirrors (and the
+    // comparison) connect through them. Mirror i is served by receiver i % receivers.
+    let targets = receivers.addrs();
+    let paths = args.rtt_mix.map(|mix| mixed_paths(&args, mix));
     let mut proxies = Vec::new();
     let mut endpoints = Vec::new();
-    for target in receivers.addrs() {
-        if args.rtt > 0 {
-            let proxy = LatencyProxy::start(target, Duration::from_millis(args.rtt)).await?;
-            endpoints.push(proxy.addr());
-            proxies.push(proxy);
-        } else {
-            endpoints.push(target);
+    match &paths {
+        Some(paths) => {
+            for (i, path) in paths.iter().enumerate() {
+                let proxy = LatencyProxy::start_path(targets[i % targets.len()], *path).await?;
+                endpoints.push(proxy.addr());
+                proxies.push(proxy);
+            }
         }
+        None if args.rtt > 0 => {
+            for target in &targets {
+                let proxy = LatencyProxy::start(*target, Duration::from_millis(args.rtt)).await?;
+                endpoints.push(proxy.addr());
+                proxies.push(proxy);
+            }
+        }
+        None => endpoints = targets.clone(),
     }
+    let timeout = humantime::format_duration(args.timeout);
     for i in 0..args.mirrors {
-        let (at, host_key) = (endpoints[i % endpoints.len()], receivers.host_key_line(i % endpoints.len()));
+        let (at, host_key) = (endpoints[i % endpoints.len()], receivers.host_key_line(i % targets.len()));
         let body = match args.transport {
-            Transport::Http => format!("http:\n  url: http://{at}/m{i}\nretries: 0\ntimeout: 60s\n"),
+            Transport::Http => format!("http:\n  url: http://{at}/m{i}\nretries: 0\ntimeout: {timeout}\n"),
             Transport::Ssh => format!(
                 // Waiting for the command's exit, as `ssh` does: a trigger counts when it has run.
-                "ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nhost_key: \"{host_key}\"\nretries: 0\ntimeout: 60s\nwait_for_sync: true\n",
+                "ssh: {{ host: 127.0.0.1, port: {}, user: {} }}\nhost_key: \"{host_key}\"\nretries: 0\ntimeout: {timeout}\nwait_for_sync: true\n",
                 at.port(),
                 receivers.user()
             ),
@@ -190,8 +283,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pct(0.99).unwrap_or_default().as_secs_f64() * 1e3
     );
     println!("CPU of this process during the push: {cpu:.2} s; peak RSS: {:.1} MB", peak_rss_kb()? as f64 / 1024.0);
-    if let Some(trips) = &trips {
-        println!("pushmirror, per connection through the proxies: {trips}");
+    if !proxies.is_empty() {
+        println!("pushmirror, per connection through the proxies: {}", describe(&trips));
+    }
+    let live = paths.as_ref().map_or(args.mirrors, |p| p.iter().filter(|p| !p.dead).count());
+    if let (Some(paths), Some(rts)) = (&paths, fewest_round_trips(&trips)) {
+        let best = optimum(paths, rts, args.timeout, pushmirror::sys::fdlimit::concurrency(args.concurrency));
+        let slow = paths.iter().filter(|p| !p.slow.is_zero()).count();
+        println!(
+            "mixed network: {} mirrors, RTT {}–{} ms log-uniform, {} % loss, {} dead, {slow} slow by {}; \
+             optimum {:.2} s ({} round trips each, dead ones their {} timeout); measured {:.2} s = {:.2}x the optimum",
+            paths.len(),
+            args.rtt_mix.map_or(0, |m| m.0),
+            args.rtt_mix.map_or(0, |m| m.1),
+            args.loss,
+            paths.len() - live,
+            humantime::format_duration(args.slow_by),
+            best.as_secs_f64(),
+            rts,
+            humantime::format_duration(args.timeout),
+            push.as_secs_f64(),
+            push.as_secs_f64() / best.as_secs_f64()
+        );
     }
     if let Receivers::Sshd(_) = &receivers {
         println!(
@@ -207,47 +320,42 @@ async fn run(args: Args) -> anyhow::Result<()> {
             failed.error.as_deref().unwrap_or("")
         );
     }
-    anyhow::ensure!(ok == args.mirrors, "only {ok} of {} triggers were ok", args.mirrors);
+    anyhow::ensure!(ok == live, "{ok} triggers were ok, of {live} live mirrors");
+    anyhow::ensure!(receivers.received() == live, "{} received, of {live} live mirrors", receivers.received());
     if args.no_compare {
         return Ok(());
     }
     let before = receivers.received();
     let sshd0 = receivers.server_cpu()?;
+    let parallel = args.peer_parallel.unwrap_or(pushmirror::sys::fdlimit::concurrency(args.concurrency));
     let (tool, took) = match args.transport {
-        Transport::Ssh => {
-            ("OpenSSH ssh", openssh_client(&endpoints, root, &receivers, args.mirrors, args.parallel).await?)
-        }
-        Transport::Http => ("curl", curl_client(&endpoints, args.mirrors, args.parallel).await?),
+        Transport::Ssh => ("OpenSSH ssh", openssh_client(&endpoints, root, &receivers, &args, parallel).await?),
+        Transport::Http => ("curl", curl_client(&endpoints, &args, parallel).await?),
     };
     let got = receivers.received() - before;
     println!(
-        "{tool} via xargs -P {}: {:.3} s, {:.0} triggers/s, {got} received",
-        args.parallel,
+        "{tool} via xargs -P {parallel}: {:.3} s, {:.0} triggers/s, {got} received",
         took.as_secs_f64(),
         args.mirrors as f64 / took.as_secs_f64()
     );
-    if let Some(trips) = trips_of(&proxies, args.mirrors).await {
-        println!("{tool}, per connection through the proxies: {trips}");
+    if !proxies.is_empty() {
+        println!("{tool}, per connection through the proxies: {}", describe(&trips_of(&proxies, live).await));
     }
     if let Receivers::Sshd(_) = &receivers {
         let cpu = receivers.server_cpu()? - sshd0;
         println!("sshd CPU during {tool}: {cpu:.2} s ({:.2} ms per connection)", cpu * 1e3 / args.mirrors as f64);
     }
     println!("pushmirror is {:.1}x faster than {tool} via xargs", took.as_secs_f64() / push.as_secs_f64());
-    anyhow::ensure!(got == args.mirrors, "{tool} delivered only {got} of {} triggers", args.mirrors);
+    anyhow::ensure!(got == live, "{tool} delivered {got} triggers, of {live} live mirrors");
     Ok(())
 }
 
-/// What the connections through `proxies` cost, once `expected` of them ended (or none for 3 s
-/// more): round trips (the time from connect until the client was done, in RTTs) and flights
-/// (turns of the conversation), median and range. `None` without proxies.
-async fn trips_of(proxies: &[LatencyProxy], expected: usize) -> Option<String> {
-    if proxies.is_empty() {
-        return None;
-    }
+/// The connections through `proxies` that ended, once `expected` of them did (or none more for
+/// 3 s). Empty without proxies.
+async fn trips_of(proxies: &[LatencyProxy], expected: usize) -> Vec<Trip> {
     let mut trips = Vec::new();
     let mut quiet_since = Instant::now();
-    while trips.len() < expected && quiet_since.elapsed() < Duration::from_secs(3) {
+    while !proxies.is_empty() && trips.len() < expected && quiet_since.elapsed() < Duration::from_secs(3) {
         let more: Vec<_> = proxies.iter().flat_map(|p| p.take_trips()).collect();
         if !more.is_empty() {
             quiet_since = Instant::now();
@@ -255,15 +363,26 @@ async fn trips_of(proxies: &[LatencyProxy], expected: usize) -> Option<String> {
         trips.extend(more);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    trips
+}
+
+/// The fewest round trips any of `trips` took, to the nearest whole one: the protocol's cost as
+/// the client speaks it, on a path that lost nothing and answered at once.
+fn fewest_round_trips(trips: &[Trip]) -> Option<f64> {
+    trips.iter().map(|t| t.round_trips).min_by(f64::total_cmp).map(f64::round)
+}
+
+/// Round trips and flights (turns of the conversation) of `trips`: median and range.
+fn describe(trips: &[Trip]) -> String {
     if trips.is_empty() {
-        return Some("no connection ended".into());
+        return "no connection ended".into();
     }
     let mut rts: Vec<f64> = trips.iter().map(|t| t.round_trips).collect();
     let mut flights: Vec<u32> = trips.iter().map(|t| t.flights).collect();
     rts.sort_by(f64::total_cmp);
     flights.sort_unstable();
     let mid = trips.len() / 2;
-    Some(format!(
+    format!(
         "{} connections; round trips median {:.1} ({:.1}–{:.1}); flights median {} ({}–{})",
         trips.len(),
         rts[mid],
@@ -272,7 +391,7 @@ async fn trips_of(proxies: &[LatencyProxy], expected: usize) -> Option<String> {
         flights[mid],
         flights[0],
         flights[flights.len() - 1]
-    ))
+    )
 }
 
 /// `probe` of every mirror: its time, this process's CPU and peak RSS; every mirror must be
@@ -323,20 +442,23 @@ async fn openssh_client(
     endpoints: &[SocketAddr],
     root: &std::path::Path,
     receivers: &Receivers,
-    n: usize,
+    args: &Args,
     parallel: usize,
 ) -> anyhow::Result<Duration> {
+    let n = args.mirrors;
+    let served_by = receivers.addrs().len();
     let known_hosts: String = endpoints
         .iter()
         .enumerate()
-        .map(|(i, at)| format!("[127.0.0.1]:{} {}\n", at.port(), receivers.host_key_line(i)))
+        .map(|(i, at)| format!("[127.0.0.1]:{} {}\n", at.port(), receivers.host_key_line(i % served_by)))
         .collect();
     std::fs::write(root.join("known_hosts.openssh"), known_hosts)?;
     let ports: String = (0..n).map(|i| format!("{}\n", endpoints[i % endpoints.len()].port())).collect();
     let script = format!(
-        "xargs -P {parallel} -I PORT ssh -n -p PORT -l {user} -i {key} -o BatchMode=yes -o ConnectTimeout=45 \
+        "xargs -P {parallel} -I PORT timeout {secs} ssh -n -p PORT -l {user} -i {key} -o BatchMode=yes -o ConnectTimeout=45 \
          -o ServerAliveInterval=45 -o PasswordAuthentication=no -o StrictHostKeyChecking=yes \
          -o UserKnownHostsFile={kh} -o LogLevel=ERROR 127.0.0.1 ' sync:archive:debian sync:all'",
+        secs = args.timeout.as_secs().max(1),
         user = receivers.user(),
         key = root.join("id_ed25519").display(),
         kh = root.join("known_hosts.openssh").display(),
@@ -345,9 +467,9 @@ async fn openssh_client(
 }
 
 /// Sends `n` triggers with `curl`, `parallel` at a time, round-robin over `endpoints`.
-async fn curl_client(endpoints: &[SocketAddr], n: usize, parallel: usize) -> anyhow::Result<Duration> {
-    let urls: String = (0..n).map(|i| format!("http://{}/c{i}\n", endpoints[i % endpoints.len()])).collect();
-    let script = format!("xargs -P {parallel} -n 1 curl -sf -o /dev/null --max-time 60");
+async fn curl_client(endpoints: &[SocketAddr], args: &Args, parallel: usize) -> anyhow::Result<Duration> {
+    let urls: String = (0..args.mirrors).map(|i| format!("http://{}/c{i}\n", endpoints[i % endpoints.len()])).collect();
+    let script = format!("xargs -P {parallel} -n 1 curl -sf -o /dev/null --max-time {}", args.timeout.as_secs().max(1));
     xargs(&script, urls).await
 }
 
@@ -364,7 +486,8 @@ async fn xargs(script: &str, input: String) -> anyhow::Result<Duration> {
     drop(stdin);
     let status = child.wait().await?;
     let took = t.elapsed();
-    anyhow::ensure!(status.success(), "{script} failed: {status}");
+    // 123: some invocation failed (a dead mirror); what was delivered is counted by the caller.
+    anyhow::ensure!(status.success() || status.code() == Some(123), "{script} failed: {status}");
     Ok(took)
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use russh::keys::PublicKey;
 
 pub use http::{Hit, HttpReceiver, Log, Reply};
-pub use latency::LatencyProxy;
+pub use latency::{LatencyProxy, Path as NetPath, Trip};
 pub use ssh::{Behaviour, Exec, ExecLog, SshReceiver};
 
 use crate::push::engine::Options;
