@@ -325,29 +325,97 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.no_compare {
         return Ok(());
     }
-    let before = receivers.received();
-    let sshd0 = receivers.server_cpu()?;
     let parallel = args.peer_parallel.unwrap_or(pushmirror::sys::fdlimit::concurrency(args.concurrency));
-    let (tool, took) = match args.transport {
-        Transport::Ssh => ("OpenSSH ssh", openssh_client(&endpoints, root, &receivers, &args, parallel).await?),
-        Transport::Http => ("curl", curl_client(&endpoints, &args, parallel).await?),
+    let peers = match args.transport {
+        Transport::Ssh => ssh_peers(&endpoints, root, &receivers, &args, parallel)?,
+        Transport::Http => http_peers(&endpoints, root, &args, parallel)?,
     };
-    let got = receivers.received() - before;
+    let mut rows = vec![Row {
+        tool: format!("pushmirror (concurrency {})", pushmirror::sys::fdlimit::concurrency(args.concurrency)),
+        wall: push,
+        cpu,
+        peak_rss_kb: peak_rss_kb()?,
+        delivered: live,
+    }];
+    let mut missing = Vec::new();
+    for peer in peers {
+        if let Some(absent) = peer.needs.iter().find(|bin| !on_path(bin)) {
+            println!("{}: not run, `{absent}` is not installed", peer.tool);
+            missing.push(peer.tool);
+            continue;
+        }
+        let (before, sshd0) = (receivers.received(), receivers.server_cpu()?);
+        let run = run_peer(&peer.script, peer.input).await?;
+        let delivered = receivers.received() - before;
+        if !proxies.is_empty() {
+            println!(
+                "{}, per connection through the proxies: {}",
+                peer.tool,
+                describe(&trips_of(&proxies, live).await)
+            );
+        }
+        if let Receivers::Sshd(_) = &receivers {
+            let cpu = receivers.server_cpu()? - sshd0;
+            println!(
+                "sshd CPU during {}: {cpu:.2} s ({:.2} ms per connection)",
+                peer.tool,
+                cpu * 1e3 / args.mirrors as f64
+            );
+        }
+        rows.push(Row { tool: peer.tool, wall: run.wall, cpu: run.cpu, peak_rss_kb: run.peak_rss_kb, delivered });
+    }
+    println!();
+    println!("| tool | wall | triggers/s | CPU | peak RSS | delivered |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.3} s | {:.0} | {:.2} s | {:.1} MB | {} of {live} |",
+            r.tool,
+            r.wall.as_secs_f64(),
+            r.delivered as f64 / r.wall.as_secs_f64(),
+            r.cpu,
+            r.peak_rss_kb as f64 / 1024.0,
+            r.delivered
+        );
+    }
     println!(
-        "{tool} via xargs -P {parallel}: {:.3} s, {:.0} triggers/s, {got} received",
-        took.as_secs_f64(),
-        args.mirrors as f64 / took.as_secs_f64()
+        "(CPU: this process's and its children's — the in-process receivers and proxies in every row; \
+         peak RSS: pushmirror's is this process, receivers and proxies included; a peer's is the sum of \
+         its own processes at their peak)"
     );
-    if !proxies.is_empty() {
-        println!("{tool}, per connection through the proxies: {}", describe(&trips_of(&proxies, live).await));
+    let fastest = rows.iter().min_by_key(|r| r.wall).map(|r| r.tool.clone()).unwrap_or_default();
+    println!("fastest: {fastest}");
+    for r in &rows[1..] {
+        anyhow::ensure!(r.delivered == live, "{} delivered {} triggers, of {live} live mirrors", r.tool, r.delivered);
     }
-    if let Receivers::Sshd(_) = &receivers {
-        let cpu = receivers.server_cpu()? - sshd0;
-        println!("sshd CPU during {tool}: {cpu:.2} s ({:.2} ms per connection)", cpu * 1e3 / args.mirrors as f64);
-    }
-    println!("pushmirror is {:.1}x faster than {tool} via xargs", took.as_secs_f64() / push.as_secs_f64());
-    anyhow::ensure!(got == live, "{tool} delivered {got} triggers, of {live} live mirrors");
+    anyhow::ensure!(
+        std::env::var_os("CI").is_none() || missing.is_empty(),
+        "peers missing under CI: {}",
+        missing.join(", ")
+    );
     Ok(())
+}
+
+/// One line of the comparison.
+struct Row {
+    tool: String,
+    wall: Duration,
+    cpu: f64,
+    peak_rss_kb: u64,
+    delivered: usize,
+}
+
+/// A way scripts send the same triggers: a shell pipeline and what it reads on stdin.
+struct Peer {
+    tool: String,
+    needs: Vec<&'static str>,
+    script: String,
+    input: String,
+}
+
+/// Whether `bin` is an executable on `PATH`.
+fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(bin).is_file()))
 }
 
 /// The connections through `proxies` that ended, once `expected` of them did (or none more for
@@ -436,15 +504,15 @@ async fn probe(
     Ok(())
 }
 
-/// Sends `n` triggers with OpenSSH's client, `parallel` at a time, round-robin over `endpoints`,
-/// with runmirrors' options, and returns the wall time.
-async fn openssh_client(
+/// OpenSSH's client with runmirrors' options, `parallel` at a time, round-robin over
+/// `endpoints`: through `xargs -P`, GNU `parallel -j` and `parallel-ssh -p` (Debian's `pssh`).
+fn ssh_peers(
     endpoints: &[SocketAddr],
     root: &std::path::Path,
     receivers: &Receivers,
     args: &Args,
     parallel: usize,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Vec<Peer>> {
     let n = args.mirrors;
     let served_by = receivers.addrs().len();
     let known_hosts: String = endpoints
@@ -452,43 +520,150 @@ async fn openssh_client(
         .enumerate()
         .map(|(i, at)| format!("[127.0.0.1]:{} {}\n", at.port(), receivers.host_key_line(i % served_by)))
         .collect();
-    std::fs::write(root.join("known_hosts.openssh"), known_hosts)?;
+    let kh = root.join("known_hosts.openssh");
+    std::fs::write(&kh, known_hosts)?;
     let ports: String = (0..n).map(|i| format!("{}\n", endpoints[i % endpoints.len()].port())).collect();
-    let script = format!(
-        "xargs -P {parallel} -I PORT timeout {secs} ssh -n -p PORT -l {user} -i {key} -o BatchMode=yes -o ConnectTimeout=45 \
-         -o ServerAliveInterval=45 -o PasswordAuthentication=no -o StrictHostKeyChecking=yes \
-         -o UserKnownHostsFile={kh} -o LogLevel=ERROR 127.0.0.1 ' sync:archive:debian sync:all'",
-        secs = args.timeout.as_secs().max(1),
+    let secs = args.timeout.as_secs().max(1);
+    let options = format!(
+        "-l {user} -i {key} -o BatchMode=yes -o ConnectTimeout=45 -o ServerAliveInterval=45 \
+         -o PasswordAuthentication=no -o StrictHostKeyChecking=yes -o UserKnownHostsFile={kh} -o LogLevel=ERROR",
         user = receivers.user(),
         key = root.join("id_ed25519").display(),
-        kh = root.join("known_hosts.openssh").display(),
+        kh = kh.display(),
     );
-    xargs(&script, ports).await
+    let command = "' sync:archive:debian sync:all'";
+    let hosts: String = (0..n).map(|i| format!("127.0.0.1:{}\n", endpoints[i % endpoints.len()].port())).collect();
+    let hosts_file = root.join("pssh.hosts");
+    std::fs::write(&hosts_file, hosts)?;
+    Ok(vec![
+        Peer {
+            tool: format!("OpenSSH ssh via xargs -P {parallel}"),
+            needs: vec!["xargs", "ssh"],
+            script: format!("xargs -P {parallel} -I PORT timeout {secs} ssh -n -p PORT {options} 127.0.0.1 {command}"),
+            input: ports.clone(),
+        },
+        Peer {
+            tool: format!("OpenSSH ssh via GNU parallel -j {parallel}"),
+            needs: vec!["parallel", "ssh"],
+            // GNU parallel runs each line through a shell: the command is quoted once more.
+            script: format!(
+                "parallel --will-cite -j {parallel} timeout {secs} ssh -n -p {{}} {options} 127.0.0.1 \"{command}\""
+            ),
+            input: ports,
+        },
+        Peer {
+            tool: format!("parallel-ssh (pssh) -p {parallel}"),
+            needs: vec!["parallel-ssh", "ssh"],
+            script: format!(
+                "parallel-ssh -h {hosts} -p {parallel} -t {secs} -x \"{options}\" {command} > /dev/null",
+                hosts = hosts_file.display()
+            ),
+            input: String::new(),
+        },
+    ])
 }
 
-/// Sends `n` triggers with `curl`, `parallel` at a time, round-robin over `endpoints`.
-async fn curl_client(endpoints: &[SocketAddr], args: &Args, parallel: usize) -> anyhow::Result<Duration> {
+/// `curl`, `parallel` at a time, round-robin over `endpoints`: a process per trigger through
+/// `xargs -P` and GNU `parallel -j`, and one process with `--parallel --parallel-max`.
+fn http_peers(
+    endpoints: &[SocketAddr],
+    root: &std::path::Path,
+    args: &Args,
+    parallel: usize,
+) -> anyhow::Result<Vec<Peer>> {
     let urls: String = (0..args.mirrors).map(|i| format!("http://{}/c{i}\n", endpoints[i % endpoints.len()])).collect();
-    let script = format!("xargs -P {parallel} -n 1 curl -sf -o /dev/null --max-time {}", args.timeout.as_secs().max(1));
-    xargs(&script, urls).await
+    let secs = args.timeout.as_secs().max(1);
+    let config: String = (0..args.mirrors)
+        .map(|i| format!("url = \"http://{}/c{i}\"\noutput = \"/dev/null\"\n", endpoints[i % endpoints.len()]))
+        .collect();
+    let config_file = root.join("curl.parallel");
+    std::fs::write(&config_file, config)?;
+    Ok(vec![
+        Peer {
+            tool: format!("curl via xargs -P {parallel}"),
+            needs: vec!["xargs", "curl"],
+            script: format!("xargs -P {parallel} -n 1 curl -sf -o /dev/null --max-time {secs}"),
+            input: urls.clone(),
+        },
+        Peer {
+            tool: format!("curl via GNU parallel -j {parallel}"),
+            needs: vec!["parallel", "curl"],
+            script: format!("parallel --will-cite -j {parallel} curl -sf -o /dev/null --max-time {secs}"),
+            input: urls,
+        },
+        Peer {
+            tool: format!("curl --parallel --parallel-max {parallel} (one process)"),
+            needs: vec!["curl"],
+            script: format!(
+                "curl -sf --no-progress-meter --parallel --parallel-immediate --parallel-max {parallel} --max-time {secs} -K {}",
+                config_file.display()
+            ),
+            input: String::new(),
+        },
+    ])
 }
 
-/// Runs `script` with `input` on its stdin; its wall time.
-async fn xargs(script: &str, input: String) -> anyhow::Result<Duration> {
+/// What one peer's run cost.
+struct PeerRun {
+    wall: Duration,
+    /// CPU seconds of this process and its reaped children over the run.
+    cpu: f64,
+    /// The largest sum of the RSS of the script's processes, sampled every 20 ms.
+    peak_rss_kb: u64,
+}
+
+/// Runs `script` with `input` on its stdin: its wall time, CPU and peak memory.
+async fn run_peer(script: &str, input: String) -> anyhow::Result<PeerRun> {
+    let cpu0 = cpu_seconds("self")?;
     let t = Instant::now();
     let mut child = tokio::process::Command::new("sh")
         .args(["-c", script])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| anyhow::anyhow!("cannot run {script}: {e}"))?;
+    let pid = child.id().unwrap_or_default();
     let mut stdin = child.stdin.take().expect("piped");
-    tokio::io::AsyncWriteExt::write_all(&mut stdin, input.as_bytes()).await?;
-    drop(stdin);
-    let status = child.wait().await?;
-    let took = t.elapsed();
-    // 123: some invocation failed (a dead mirror); what was delivered is counted by the caller.
-    anyhow::ensure!(status.success() || status.code() == Some(123), "{script} failed: {status}");
-    Ok(took)
+    let feed = tokio::spawn(async move {
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut stdin, input.as_bytes()).await;
+    });
+    let mut peak = 0u64;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => peak = peak.max(tree_rss_kb(pid)),
+        }
+    };
+    let wall = t.elapsed();
+    feed.abort();
+    // 1–125 (xargs: 123): some invocation failed — a dead mirror; the caller counts what arrived.
+    anyhow::ensure!(status.code().is_some_and(|c| c < 126), "{script} failed: {status}");
+    Ok(PeerRun { wall, cpu: cpu_seconds("self")? - cpu0, peak_rss_kb: peak })
+}
+
+/// The summed RSS, in KiB, of `root` and every process below it.
+fn tree_rss_kb(root: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let mut parent = std::collections::HashMap::new();
+    let mut rss = std::collections::HashMap::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default().split_whitespace().collect();
+        // ppid is field 4 of stat(5), rss (pages) field 24; `fields` starts at field 3.
+        let (Some(ppid), Some(pages)) = (fields.get(1), fields.get(21)) else { continue };
+        parent.insert(pid, ppid.parse::<u32>().unwrap_or(0));
+        rss.insert(pid, pages.parse::<u64>().unwrap_or(0) * 4);
+    }
+    let below = |mut pid: u32| {
+        while pid > 1 {
+            if pid == root {
+                return true;
+            }
+            pid = parent.get(&pid).copied().unwrap_or(0);
+        }
+        false
+    };
+    rss.iter().filter(|(pid, _)| below(**pid)).map(|(_, kb)| kb).sum()
 }
 
 /// The receivers of one run, all of one kind.
