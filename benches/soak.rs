@@ -31,10 +31,11 @@
 //! every `--sample`; a table of start, end and max is printed and an SVG chart written
 //! (`--chart`, default `target/soak.svg`). The `kill -9`s stop after `--kills` (3: at 2, 4 and
 //! 6 minutes), so the full run's last life is long (54 of its 60 minutes, ~1,400 pushes): in a
-//! life past its first `--warmup` pushes (1,000) by 300 more, RSS may grow at most
-//! `--max-rss-slope` MB per 1,000 pushes (a full run without such a life fails); in every life
-//! descriptors, threads and tasks may not grow beyond noise; `state_dir` must stay under its
-//! bound.
+//! life past its first `--warmup` pushes (300) by 600 more, RSS may grow at most
+//! `--max-rss-slope` MB per 1,000 pushes — the Theil–Sen trend of its medians per 100 pushes —
+//! (a full run without such a life fails); in every life descriptors, threads and tasks may not
+//! grow beyond noise; `state_dir` must stay under its bound. `--judge CSV` applies these rules to
+//! the samples a run wrote.
 //!
 //! Each checker is shown to catch its failure by a deliberately broken run (`--break MODE`, each
 //! must end in that invariant VIOLATED): `drop` — one receiver answers 200 without recording (a
@@ -93,9 +94,12 @@ struct Args {
     #[arg(long, default_value_t = 1.0)]
     max_rss_slope: f64,
     /// Warm-up: RSS is judged after each daemon life's first this many pushes, in lives with
-    /// 300 more (the full run's last life; --quick's lives are too short).
-    #[arg(long, default_value_t = 1000)]
+    /// 600 more (the full run's last life; --quick's lives are too short).
+    #[arg(long, default_value_t = 300)]
     warmup: usize,
+    /// Judge the resources of a recorded run (its samples CSV) by the rules above, and exit.
+    #[arg(long)]
+    judge: Option<PathBuf>,
     /// At most this many `kill -9`s, so that the last life is long enough to judge RSS.
     #[arg(long, default_value_t = 3)]
     kills: usize,
@@ -121,7 +125,44 @@ fn parse_env(kv: &str) -> Result<(String, String), String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(csv) = &args.judge {
+        return judge(csv, &args);
+    }
     tokio::runtime::Runtime::new()?.block_on(run(args))
+}
+
+/// `--judge`: the resource rules applied to the samples a run wrote (`--chart`'s CSV).
+fn judge(csv: &Path, args: &Args) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(csv)?;
+    let mut samples = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<f64> = line
+            .split(',')
+            .map(|v| v.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", csv.display(), n + 1))?;
+        anyhow::ensure!(f.len() == 9, "{}:{}: want 9 fields", csv.display(), n + 1);
+        samples.push(Sample {
+            at: f[0],
+            pid: f[1] as u32,
+            pushes: f[2] as usize,
+            rss_kb: f[3] as u64,
+            fds: f[4] as u64,
+            threads: f[5] as u64,
+            tasks: f[6] as u64,
+            state_kb: f[7] as u64,
+            state_files: f[8] as u64,
+        });
+    }
+    println!("{}", resource_table(&samples));
+    let mut judged = Vec::new();
+    let growth = growth(&samples, args.max_rss_slope, args.warmup, &mut judged);
+    judged.iter().for_each(|j| println!("RSS judged: {j}"));
+    growth.iter().for_each(|g| println!("VIOLATED  flat resources: {g}"));
+    anyhow::ensure!(!judged.is_empty(), "no daemon life reached {} pushes: RSS not judged", args.warmup + 600);
+    anyhow::ensure!(growth.is_empty(), "flat resources violated");
+    println!("ok        flat resources");
+    Ok(())
 }
 
 /// A small deterministic generator (xorshift64*): the seed decides every choice.
@@ -752,8 +793,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         true if !args.quick => violations
             .entry("flat resources")
             .or_default()
-            .push(format!("no daemon life reached {} pushes: RSS not judged", args.warmup + 300)),
-        true => println!("RSS not judged: no daemon life reached {} pushes", args.warmup + 300),
+            .push(format!("no daemon life reached {} pushes: RSS not judged", args.warmup + 600)),
+        true => println!("RSS not judged: no daemon life reached {} pushes", args.warmup + 600),
         false => judged.iter().for_each(|j| println!("RSS judged: {j}")),
     }
     if let Some(parent) = args.chart.parent() {
@@ -825,17 +866,21 @@ fn growth(samples: &[Sample], max_rss_slope: f64, warmup: usize, judged: &mut Ve
         if life.len() < 12 {
             continue; // too short a life to tell warm-up from growth
         }
-        // RSS after the life's first `warmup` pushes (caches, pools and the allocator's arenas
-        // filling), over at least 300 more.
+        // RSS after the life's first `warmup` pushes (caches, pools and the allocator filling),
+        // over at least 600 more. RSS swings by 10 MB within a push (its peak heap), so a
+        // least-squares line through the samples is noise: over 400 pushes its standard error
+        // was 3 MB per 1,000. What is judged is the trend of the medians of each 100 pushes
+        // (Theil–Sen: the median of the slopes between every two of them), robust to the swings.
         let born = life[0].pushes;
         let lived = life[life.len() - 1].pushes - born;
-        let rest: Vec<&&Sample> = life.iter().filter(|s| s.pushes - born >= warmup).collect();
-        if lived >= warmup + 300 && rest.len() >= 12 {
-            let slope = slope(rest.iter().map(|s| (s.pushes as f64, s.rss_kb as f64 / 1024.0))) * 1000.0;
+        let medians = rss_medians(life.iter().filter(|s| s.pushes - born >= warmup).copied(), born, 100);
+        if lived >= warmup + 600 && medians.len() >= 6 {
+            let slope = theil_sen(&medians) * 1000.0;
+            let mb: Vec<String> = medians.iter().map(|(_, y)| format!("{y:.1}")).collect();
             judged.push(format!(
-                "daemon {pid}: {lived} pushes, RSS {:.1} MB after {warmup}, {:.1} MB at the end: {slope:.2} MB per 1,000 pushes",
-                rest[0].rss_kb as f64 / 1024.0,
-                rest[rest.len() - 1].rss_kb as f64 / 1024.0,
+                "daemon {pid}: {lived} pushes; RSS medians per 100 pushes after its first {warmup}: {} MB; \
+                 trend {slope:.2} MB per 1,000 pushes",
+                mb.join(" ")
             ));
             if slope > max_rss_slope {
                 out.push(format!("daemon {pid}: RSS grows {slope:.2} MB per 1,000 pushes after its first {warmup}"));
@@ -875,14 +920,40 @@ fn growth(samples: &[Sample], max_rss_slope: f64, warmup: usize, judged: &mut Ve
     out
 }
 
-/// Least-squares slope of y over x.
-fn slope(points: impl Iterator<Item = (f64, f64)>) -> f64 {
-    let points: Vec<(f64, f64)> = points.collect();
-    let n = points.len() as f64;
-    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
-    let num: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let den: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
-    if den == 0.0 { 0.0 } else { num / den }
+/// Per `bin` pushes of a life born at push `born`, the median push count and the median RSS in
+/// MB (bins with at least five samples).
+fn rss_medians<'a>(life: impl Iterator<Item = &'a Sample>, born: usize, bin: usize) -> Vec<(f64, f64)> {
+    let mut bins: BTreeMap<usize, Vec<&Sample>> = BTreeMap::new();
+    for s in life {
+        bins.entry((s.pushes - born) / bin).or_default().push(s);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    bins.values()
+        .filter(|b| b.len() >= 5)
+        .map(|b| {
+            (
+                median(b.iter().map(|s| s.pushes as f64).collect()),
+                median(b.iter().map(|s| s.rss_kb as f64 / 1024.0).collect()),
+            )
+        })
+        .collect()
+}
+
+/// The Theil–Sen slope of `points`: the median of the slopes between every two of them.
+fn theil_sen(points: &[(f64, f64)]) -> f64 {
+    let mut slopes: Vec<f64> = Vec::new();
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            if b.0 != a.0 {
+                slopes.push((b.1 - a.1) / (b.0 - a.0));
+            }
+        }
+    }
+    slopes.sort_by(f64::total_cmp);
+    slopes.get(slopes.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// RSS, descriptors, threads and state_dir over time, each scaled to its own max, as SVG.
