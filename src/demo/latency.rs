@@ -82,6 +82,9 @@ fn rto(rtt: Duration) -> Duration {
     rtt + Duration::from_millis(200)
 }
 
+/// Trips a proxy keeps until they are taken.
+const KEPT_TRIPS: usize = 1_000_000;
+
 /// The initial retransmission timeout: what a lost SYN costs (RFC 6298).
 const SYN_RTO: Duration = Duration::from_secs(1);
 
@@ -129,7 +132,11 @@ impl LatencyProxy {
                 connection += 1;
                 tokio::spawn(async move {
                     if let Some(trip) = relay(client, target, path).await {
-                        kept.lock().unwrap_or_else(|e| e.into_inner()).push(trip);
+                        let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                        // Bounded: a proxy nobody asks keeps its first million.
+                        if kept.len() < KEPT_TRIPS {
+                            kept.push(trip);
+                        }
                     }
                 });
             }
