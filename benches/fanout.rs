@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use pushmirror::demo::{ExecLog, HttpReceiver, LatencyProxy, Log, NetPath, SshReceiver, Trip};
+use pushmirror::demo::{ExecLog, HttpReceiver, LatencyProxy, Log, NetPath, Seeded, SshReceiver, Trip};
 use pushmirror::push::engine::Options;
 use pushmirror::push::plan::PushRequest;
 use pushmirror::transport::Transports;
@@ -128,15 +128,10 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
     Ok((lo, hi))
 }
 
-/// Each mirror's path on the mixed network, drawn from the seed (xorshift64*, as the soak).
+/// Each mirror's path on the mixed network, drawn from the seed.
 fn mixed_paths(args: &Args, (lo, hi): (u64, u64)) -> Vec<NetPath> {
-    let mut state = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut draw = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut seeded = Seeded::new(args.seed);
+    let mut draw = move || seeded.unit();
     (0..args.mirrors)
         .map(|i| {
             let rtt_ms = (lo as f64) * ((hi as f64) / (lo as f64)).powf(draw());

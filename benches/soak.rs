@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use clap::Parser;
-use pushmirror::demo::{Behaviour, ExecLog, SshReceiver};
+use pushmirror::demo::{Behaviour, ExecLog, Seeded, SshReceiver};
 use pushmirror::wire::mqtt::{self as wire, AckMessage, AckState, TriggerMessage};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -166,15 +166,12 @@ fn judge(csv: &Path, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A small deterministic generator (xorshift64*): the seed decides every choice.
-struct Rng(u64);
+/// The seed's draws (`demo::Seeded`) as ranges and chances: the seed decides every choice.
+struct Rng(Seeded);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
@@ -435,7 +432,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ["", "drop", "locks", "dup", "mute", "crash", "leak"].contains(&breakage),
         "--break: drop, locks, dup, mute, crash or leak"
     );
-    let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = Rng(Seeded::new(args.seed));
     let dir = tempfile::tempdir()?;
     let root = dir.path();
     let state = root.join("state");
@@ -483,7 +480,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         policies: policies.clone(),
         received: Arc::clone(&received),
         started: Instant::now(),
-        rng: Mutex::new(Rng(args.seed | 1)),
+        rng: Mutex::new(Rng(Seeded::from_state(args.seed))),
     });
     let mut farms = Vec::new();
     for _ in 0..4 {

@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::Seeded;
+
 /// A running proxy: connections to [`LatencyProxy::addr`] reach the target RTT later.
 pub struct LatencyProxy {
     addr: SocketAddr,
@@ -88,27 +90,20 @@ const KEPT_TRIPS: usize = 1_000_000;
 /// The initial retransmission timeout: what a lost SYN costs (RFC 6298).
 const SYN_RTO: Duration = Duration::from_secs(1);
 
-/// Deterministic losses (xorshift64*): the seed decides which chunks are lost.
+/// Deterministic losses: the seed decides which chunks are lost.
 struct Losses {
-    state: u64,
+    draws: Seeded,
     chance: f64,
 }
 
 impl Losses {
     fn new(seed: u64, chance: f64) -> Losses {
-        Losses { state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, chance }
+        Losses { draws: Seeded::new(seed), chance }
     }
 
     /// Whether the next chunk is lost once.
     fn lost(&mut self) -> bool {
-        if self.chance <= 0.0 {
-            return false;
-        }
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        let draw = (self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-        draw < self.chance
+        self.chance > 0.0 && self.draws.unit() < self.chance
     }
 }
 
@@ -290,16 +285,23 @@ mod tests {
 
     /// Under paused time: a request written at once reaches the server 1.5 RTT after `connect`
     /// (handshake, then its half trip), the reply is back half an RTT later; bytes intact.
-    #[tokio::test(start_paused = true)]
-    async fn a_round_trip_through_the_proxy_takes_the_handshake_and_one_rtt() {
+    /// A server on 127.0.0.1:0 that echoes what one connection sends until it closes.
+    async fn echo() -> SocketAddr {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = echo.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut s, _) = echo.accept().await.unwrap();
             let mut buf = [0u8; 64];
-            let n = s.read(&mut buf).await.unwrap();
-            s.write_all(&buf[..n]).await.unwrap();
+            while let Ok(n @ 1..) = s.read(&mut buf).await {
+                s.write_all(&buf[..n]).await.unwrap();
+            }
         });
+        target
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_trip_through_the_proxy_takes_the_handshake_and_one_rtt() {
+        let target = echo().await;
         let rtt = Duration::from_millis(100);
         let proxy = LatencyProxy::start(target, rtt).await.unwrap();
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
@@ -317,15 +319,7 @@ mod tests {
     /// answer: the handshake and three round trips (4 RTTs), three flights — counted by the proxy.
     #[tokio::test(start_paused = true)]
     async fn the_proxy_counts_a_connections_round_trips_and_flights() {
-        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let target = echo.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = echo.accept().await.unwrap();
-            let mut buf = [0u8; 64];
-            while let Ok(n @ 1..) = s.read(&mut buf).await {
-                s.write_all(&buf[..n]).await.unwrap();
-            }
-        });
+        let target = echo().await;
         let rtt = Duration::from_millis(100);
         let proxy = LatencyProxy::start(target, rtt).await.unwrap();
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
@@ -349,15 +343,7 @@ mod tests {
     /// A request and its answer through `path` to an echo server: how long after `connect` the
     /// answer came, or `None` if it had not within a minute; and the proxy.
     async fn exchange(path: Path) -> (Option<Duration>, LatencyProxy) {
-        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let target = echo.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = echo.accept().await.unwrap();
-            let mut buf = [0u8; 64];
-            let n = s.read(&mut buf).await.unwrap();
-            s.write_all(&buf[..n]).await.unwrap();
-        });
-        let proxy = LatencyProxy::start_path(target, path).await.unwrap();
+        let proxy = LatencyProxy::start_path(echo().await, path).await.unwrap();
         let t0 = Instant::now();
         let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
         c.write_all(b"ping").await.unwrap();

@@ -4,6 +4,7 @@
 pub mod history;
 pub mod http;
 pub mod latency;
+pub mod seeded;
 pub mod ssh;
 
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +15,7 @@ use russh::keys::PublicKey;
 
 pub use http::{Hit, HttpReceiver, Log, Reply};
 pub use latency::{LatencyProxy, Path as NetPath, Trip};
+pub use seeded::Seeded;
 pub use ssh::{Behaviour, Exec, ExecLog, SshReceiver};
 
 use crate::push::engine::Options;
