@@ -36,7 +36,7 @@ fn main() -> ExitCode {
 
 fn block_on(work: impl Future<Output = u8>) -> ExitCode {
     use pushmirror::vocab::output::{Stop, conclude};
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match pushmirror::sys::runtime::build() {
         Ok(rt) => rt,
         Err(e) => {
             return ExitCode::from(conclude(Err(Stop::usage(format_args!("cannot start the async runtime: {e}")))));

@@ -6,4 +6,5 @@ pub mod fdlimit;
 pub mod fsutil;
 pub mod logging;
 pub mod owner;
+pub mod runtime;
 pub mod supervise;
