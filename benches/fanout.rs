@@ -44,6 +44,11 @@ use pushmirror::vocab::model::Outcome;
 mod procfs;
 use procfs::cpu_seconds;
 
+/// The allocator the `pushmirror` binary runs with (src/main.rs), so that the engine measured
+/// here allocates as it does there.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Transport {
     Http,

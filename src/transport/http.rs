@@ -86,7 +86,6 @@ impl HttpTransport {
             AttemptError::permanent(ErrorClass::Other, format!("no HTTP client was set up for source_address {from}"))
         })?;
         let url = req.substitute_url(target.url.expose()).map_err(|e| AttemptError::permanent(ErrorClass::Other, e))?;
-        let url = url.as_str();
         let mut builder = match target.method {
             HttpMethod::Get => client.get(url),
             HttpMethod::Post => {

@@ -114,6 +114,11 @@ impl TriggerRequest<'_> {
     /// already encoded the braces of the path (`%7Bserial%7D`), so both spellings are replaced. A
     /// value of `.` or `..` is refused: in a path it would move the request to another resource.
     pub fn substitute_url(&self, url: &reqwest::Url) -> Result<reqwest::Url, String> {
+        // Most URLs name no placeholder: nothing to build per trigger.
+        let templated = |t: &str| t.contains('{') || t.contains("%7B") || t.contains("%7b");
+        if !templated(url.path()) && !url.query().is_some_and(templated) {
+            return Ok(url.clone());
+        }
         let placeholders = self.placeholders();
         let replace = |text: &str| {
             placeholders.iter().fold(text.to_string(), |text, (name, value)| {
