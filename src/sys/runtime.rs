@@ -33,7 +33,8 @@ mod tests {
 
     /// A burst of blocking jobs, each holding its thread until all the threads the pool will give
     /// have started one, runs on at most `MAX_BLOCKING_THREADS` threads. tokio's default pool
-    /// (`Runtime::new`) gives each of the 64 jobs its own thread.
+    /// (`Runtime::new`) starts a thread for every job queued while the others are busy: 19 for
+    /// this burst when tried.
     #[test]
     fn a_burst_of_blocking_work_runs_on_a_bounded_pool() {
         let runtime = build().unwrap();
