@@ -283,8 +283,6 @@ async fn write_delayed(mut rx: mpsc::Receiver<(Instant, Vec<u8>)>, mut to: impl 
 mod tests {
     use super::*;
 
-    /// Under paused time: a request written at once reaches the server 1.5 RTT after `connect`
-    /// (handshake, then its half trip), the reply is back half an RTT later; bytes intact.
     /// A server on 127.0.0.1:0 that echoes what one connection sends until it closes.
     async fn echo() -> SocketAddr {
         let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -299,6 +297,8 @@ mod tests {
         target
     }
 
+    /// Under paused time: a request written at once reaches the server 1.5 RTT after `connect`
+    /// (handshake, then its half trip), the reply is back half an RTT later; bytes intact.
     #[tokio::test(start_paused = true)]
     async fn a_round_trip_through_the_proxy_takes_the_handshake_and_one_rtt() {
         let target = echo().await;
