@@ -168,11 +168,25 @@ fn optimum(paths: &[NetPath], round_trips: f64, timeout: Duration, concurrency: 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     pushmirror::sys::fdlimit::raise();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(run(args))
+    let runtime = pushmirror::sys::runtime::build()?;
+    // The receivers and proxies — the other end and the network — run on threads of their own, so
+    // that pushmirror, in this process, shares no runtime with them, as a peer in its own process
+    // shares none: each sender has its threads, the other end has its own, in every row.
+    let network = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("network").build()?;
+    let result = runtime.block_on(run(args, network.handle().clone()));
+    network.shutdown_background();
+    result
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// Runs `setup` on the network's runtime: what it spawns (servers, proxies) lives there.
+async fn on_network<T: Send + 'static, E: Into<anyhow::Error> + Send + 'static>(
+    network: &tokio::runtime::Handle,
+    setup: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+) -> anyhow::Result<T> {
+    network.spawn(setup).await?.map_err(Into::into)
+}
+
+async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.receiver == Receiver::Inproc || matches!(args.transport, Transport::Ssh),
         "--receiver sshd is for --transport ssh"
@@ -183,8 +197,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join("archive"))?;
     let key = pushmirror::wire::keys::generate(&root.join("id_ed25519"), "pushmirror@bench")?;
     let receivers = match (args.transport, args.receiver) {
-        (Transport::Http, _) => Receivers::Http(http_receivers(args.receivers).await?),
-        (Transport::Ssh, Receiver::Inproc) => Receivers::Ssh(ssh_receivers(args.receivers, &key.public).await?),
+        (Transport::Http, _) => Receivers::Http(on_network(&network, http_receivers(args.receivers)).await?),
+        (Transport::Ssh, Receiver::Inproc) => {
+            let public = key.public.clone();
+            Receivers::Ssh(on_network(&network, async move { ssh_receivers(args.receivers, &public).await }).await?)
+        }
         (Transport::Ssh, Receiver::Sshd) => Receivers::Sshd(Sshd::start(root, &key.public)?),
     };
     // One proxy per receiver endpoint — or, on a mixed network, per mirror; the mirrors (and the
@@ -196,14 +213,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     match &paths {
         Some(paths) => {
             for (i, path) in paths.iter().enumerate() {
-                let proxy = LatencyProxy::start_path(targets[i % targets.len()], *path).await?;
+                let proxy = on_network(&network, LatencyProxy::start_path(targets[i % targets.len()], *path)).await?;
                 endpoints.push(proxy.addr());
                 proxies.push(proxy);
             }
         }
         None if args.rtt > 0 => {
             for target in &targets {
-                let proxy = LatencyProxy::start(*target, Duration::from_millis(args.rtt)).await?;
+                let proxy = on_network(&network, LatencyProxy::start(*target, Duration::from_millis(args.rtt))).await?;
                 endpoints.push(proxy.addr());
                 proxies.push(proxy);
             }
@@ -250,7 +267,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let options = Options { on_attempt: Some(Arc::new(move |d| record.lock().unwrap().push(d))), ..Options::default() };
     let (cpu0, sshd0) = (cpu_seconds("self")?, receivers.server_cpu()?);
     let t = Instant::now();
-    let report = pushmirror::push::execute(&config, &engine, &plan, &options, "bench").await;
+    let report = pushmirror::push::dispatch(&engine, &plan, &options, "bench").await;
+    let sent = t.elapsed();
+    pushmirror::push::save(&config, &report);
     let push = t.elapsed();
     let (cpu, sshd_cpu) = (cpu_seconds("self")? - cpu0, receivers.server_cpu()? - sshd0);
     drop(engine); // pooled HTTP connections end here, and with them their count
@@ -276,6 +295,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ok,
         receivers.received(),
         args.mirrors as f64 / push.as_secs_f64()
+    );
+    println!(
+        "of which sending {:.3} s, recording the report and ledger {:.3} s",
+        sent.as_secs_f64(),
+        (push - sent).as_secs_f64()
     );
     println!(
         "attempt p50 {:.1} ms, p99 {:.1} ms",

@@ -1,14 +1,35 @@
-//! HTTP triggers: one request per attempt over a shared reqwest client (rustls, keep-alive) —
-//! one per source address, since reqwest binds its local address per client.
+//! HTTP triggers: one request per attempt over a shared pooled client (hyper-util's, TLS by
+//! hyper-rustls, keep-alive) — one per source address, each with its own pool.
+//!
+//! Not reqwest, which the rest of pushmirror uses: a trigger is one small request, and reqwest's
+//! layers around hyper (a redirect policy that parses the URL twice per request, proxy matching,
+//! request conversion) cost more than the trigger itself (README "Performance"). What those layers
+//! would have done is decided here instead: redirects are not followed (a 3xx is a permanent
+//! failure, as for webhooks: a POST redirected with a 301/302/303 would arrive as a GET without
+//! its body and could be reported delivered), and triggers connect directly, as SSH triggers do
+//! (no `HTTP(S)_PROXY`).
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
-use reqwest::{Client, Response, StatusCode};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::http::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
+use hyper::http::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client as Pool;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiAddrs, GaiResolver, Name};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::{AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{HttpMethod, HttpTarget};
@@ -18,6 +39,11 @@ use crate::wire::signed_http;
 /// At most this much of an answer's body is read; the rest is dropped.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// The `User-Agent` of every trigger.
+const AGENT: &str = concat!("pushmirror/", env!("CARGO_PKG_VERSION"));
+
+type Client = Pool<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>;
+
 /// The shared HTTP clients: one that leaves from whatever address the routing table picks, and
 /// one per configured source address.
 #[derive(Clone)]
@@ -26,16 +52,16 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// Builds a client for unbound triggers and one bound to each of `sources` (each keeps its own
-    /// connection pool, so connections are reused per address, never per request). Fails only if
-    /// TLS cannot be initialised.
-    /// Clients for every source address, each keeping at most `idle_per_host` idle connections
-    /// to a host for reuse (5 s).
+    /// Clients for unbound triggers and for each of `sources` (each keeps its own connection
+    /// pool, so connections are reused per address, never per request), each keeping at most
+    /// `idle_per_host` idle connections to a host for reuse (5 s). Fails only if TLS cannot be
+    /// initialised.
     pub fn new(sources: impl IntoIterator<Item = IpAddr>, idle_per_host: usize) -> anyhow::Result<Self> {
-        let mut clients = HashMap::from([(None, client(None, idle_per_host)?)]);
+        let tls = super::net::tls_client_config()?;
+        let mut clients = HashMap::from([(None, client(None, idle_per_host, tls.clone()))]);
         for source in sources {
             if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(Some(source)) {
-                slot.insert(client(Some(source), idle_per_host)?);
+                slot.insert(client(Some(source), idle_per_host, tls.clone()));
             }
         }
         Ok(HttpTransport { clients })
@@ -57,7 +83,7 @@ impl HttpTransport {
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let body = drain_body(response, body_bound(timeout)).await;
+        let body = drain_body(response.into_body(), body_bound(timeout)).await;
         judge(status, retry_after)
             .map(|mut delivered| {
                 if body == Body::Abandoned {
@@ -79,68 +105,131 @@ impl HttpTransport {
     }
 
     /// Sends the request; resolves once the answer's status line and headers have arrived.
-    async fn send(&self, target: &HttpTarget, req: TriggerRequest<'_>) -> Result<Response, AttemptError> {
+    async fn send(&self, target: &HttpTarget, req: TriggerRequest<'_>) -> Result<Response<Incoming>, AttemptError> {
         let source = req.mirror.source_address;
         let client = self.clients.get(&source).ok_or_else(|| {
             let from = source.map(|s| s.to_string()).unwrap_or_default();
             AttemptError::permanent(ErrorClass::Other, format!("no HTTP client was set up for source_address {from}"))
         })?;
-        let url = req.substitute_url(target.url.expose()).map_err(|e| AttemptError::permanent(ErrorClass::Other, e))?;
-        let mut builder = match target.method {
-            HttpMethod::Get => client.get(url),
-            HttpMethod::Post => {
-                let sent_at = SystemTime::now();
-                let body = serde_json::to_vec(&serde_json::json!({
-                    "archive": req.archive,
-                    "stage": req.stage,
-                    "serial": req.serial,
-                    // Milliseconds make every attempt's body, and so its signature, unique: a
-                    // receiver refuses a signature it has already seen as a replay.
-                    "sent_at": humantime::format_rfc3339_millis(sent_at).to_string(),
-                }))
-                .map_err(|e| AttemptError::permanent(ErrorClass::Other, e.to_string()))?;
-                let mut b = client.post(url).header(CONTENT_TYPE, "application/json");
-                if let Some(secret) = &target.hmac_secret {
-                    let timestamp = sent_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
-                    let signature = signed_http::sign(secret.expose().as_bytes(), &timestamp, &body);
-                    b = b
-                        .header(signed_http::TIMESTAMP_HEADER, timestamp)
-                        .header(signed_http::SIGNATURE_HEADER, signature);
-                }
-                b.body(body)
-            }
-        };
-        builder = builder.headers(headers(target, &req)?);
-        if let Some((user, password)) = &target.basic_auth {
-            builder = builder.basic_auth(user, Some(password.expose()));
-        }
-        if let Some(token) = &target.bearer_token {
-            // Checked when the file was read; should it still not make a header, the file is named
-            // and the failure is permanent (a retry sends the same bytes).
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                let file = target.secret_files.iter().find(|(field, _)| field == "http.token_file");
-                let file = file.map(|(_, path)| path.display().to_string()).unwrap_or_default();
-                AttemptError::permanent(ErrorClass::Other, format!("the token in {file} is not a valid header value"))
-            })?;
-            value.set_sensitive(true);
-            builder = builder.header(AUTHORIZATION, value);
-        }
-        builder.send().await.map_err(classify)
+        client.request(request(target, &req)?).await.map_err(classify)
     }
 }
 
-/// A client leaving from `source` (reqwest only binds it for destinations of the same family, and
-/// then connects only to those).
-fn client(source: Option<IpAddr>, idle_per_host: usize) -> anyhow::Result<Client> {
-    Ok(Client::builder()
-        .user_agent(concat!("pushmirror/", env!("CARGO_PKG_VERSION")))
-        .tls_backend_rustls()
+/// A client leaving from `source` (bound only for destinations of the same family, and then
+/// connecting only to those).
+fn client(source: Option<IpAddr>, idle_per_host: usize, tls: rustls::ClientConfig) -> Client {
+    let mut tcp = HttpConnector::new_with_resolver(Resolver(GaiResolver::new()));
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_local_address(source);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Pool::builder(TokioExecutor::new())
         // Idle keep-alive connections are descriptors outside `concurrency`: bounded per host
         // (see `Transports::new`), closed after a few seconds.
         .pool_max_idle_per_host(idle_per_host)
         .pool_idle_timeout(Duration::from_secs(5))
-        .local_address(source)
-        .build()?)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// The request of one attempt: the URL with its placeholders filled in, the method's body (a
+/// POST's JSON, signed when the mirror has an `hmac_secret`), the configured headers and
+/// credentials. A request that cannot be built is a permanent failure: nothing was sent, and the
+/// same request would fail the same way.
+fn request(target: &HttpTarget, req: &TriggerRequest<'_>) -> Result<Request<Full<Bytes>>, AttemptError> {
+    let url = req.substitute_url(target.url.expose()).map_err(|e| AttemptError::permanent(ErrorClass::Other, e))?;
+    // The URL is never in the message: it may hold a token.
+    let uri = Uri::try_from(url.as_str())
+        .map_err(|_| AttemptError::permanent(ErrorClass::Other, "the URL cannot be sent as a request target"))?;
+    let mut headers = headers(target, req)?;
+    headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
+    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    let (method, body) = match target.method {
+        HttpMethod::Get => (Method::GET, Bytes::new()),
+        HttpMethod::Post => {
+            let sent_at = SystemTime::now();
+            let body = serde_json::to_vec(&serde_json::json!({
+                "archive": req.archive,
+                "stage": req.stage,
+                "serial": req.serial,
+                // Milliseconds make every attempt's body, and so its signature, unique: a
+                // receiver refuses a signature it has already seen as a replay.
+                "sent_at": humantime::format_rfc3339_millis(sent_at).to_string(),
+            }))
+            .map_err(|e| AttemptError::permanent(ErrorClass::Other, e.to_string()))?;
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Some(secret) = &target.hmac_secret {
+                let timestamp = sent_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
+                let signature = signed_http::sign(secret.expose().as_bytes(), &timestamp, &body);
+                let value = |v: String| {
+                    HeaderValue::try_from(v)
+                        .map_err(|_| AttemptError::permanent(ErrorClass::Other, "the signature is not a header value"))
+                };
+                headers.insert(signed_http::TIMESTAMP_HEADER, value(timestamp)?);
+                headers.insert(signed_http::SIGNATURE_HEADER, value(signature)?);
+            }
+            (Method::POST, Bytes::from(body))
+        }
+    };
+    if let Some((user, password)) = &target.basic_auth {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()));
+        let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
+            .map_err(|_| AttemptError::permanent(ErrorClass::Other, "basic_auth is not a valid header value"))?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    if let Some(token) = &target.bearer_token {
+        // Checked when the file was read; should it still not make a header, the file is named
+        // and the failure is permanent (a retry sends the same bytes).
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            let file = target.secret_files.iter().find(|(field, _)| field == "http.token_file");
+            let file = file.map(|(_, path)| path.display().to_string()).unwrap_or_default();
+            AttemptError::permanent(ErrorClass::Other, format!("the token in {file} is not a valid header value"))
+        })?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// hyper-util's resolver (getaddrinfo on the blocking pool), with its failures wrapped in a type
+/// of ours: the one typed sign in a failed request's causes that the name did not resolve.
+#[derive(Clone)]
+struct Resolver(GaiResolver);
+
+/// A name lookup that failed; its cause is the resolver's error.
+#[derive(Debug)]
+struct LookupFailed(io::Error);
+
+impl std::fmt::Display for LookupFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "name lookup failed: {}", self.0)
+    }
+}
+
+impl StdError for LookupFailed {}
+
+impl tower::Service<Name> for Resolver {
+    type Response = GaiAddrs;
+    type Error = LookupFailed;
+    type Future = Pin<Box<dyn Future<Output = Result<GaiAddrs, LookupFailed>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LookupFailed>> {
+        self.0.poll_ready(cx).map_err(LookupFailed)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let lookup = self.0.call(name);
+        Box::pin(async move { lookup.await.map_err(LookupFailed) })
+    }
 }
 
 fn headers(target: &HttpTarget, req: &TriggerRequest<'_>) -> Result<HeaderMap, AttemptError> {
@@ -180,12 +269,12 @@ enum Body {
 
 /// Reads at most [`MAX_BODY`] bytes for at most `within`, so that the connection can be reused,
 /// and drops the rest.
-async fn drain_body(mut response: Response, within: Duration) -> Body {
+async fn drain_body(mut body: Incoming, within: Duration) -> Body {
     let read = async {
         let mut read = 0;
         while read < MAX_BODY {
-            match response.chunk().await {
-                Ok(Some(chunk)) => read += chunk.len(),
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
                 _ => break,
             }
         }
@@ -201,7 +290,10 @@ fn judge(status: StatusCode, retry_after: Option<Duration>) -> AttemptResult {
     if status.is_success() {
         return Ok(Delivered { http_status: Some(status.as_u16()), ..Delivered::default() });
     }
-    let message = format!("HTTP {status}");
+    let mut message = format!("HTTP {status}");
+    if status.is_redirection() {
+        message.push_str(" (redirects are not followed: set url: to where it points)");
+    }
     let transient =
         status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT;
     let mut err = if transient {
@@ -226,28 +318,21 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-/// Maps a reqwest error to a class and a message that never holds the URL.
+/// Maps a failed request to a class and a message that never holds the URL (hyper-util's errors
+/// never name it).
 ///
-/// The class comes from the error's types, never from its text, so that a reqwest, hyper or
+/// The class comes from the error's types, never from its text, so that a hyper, hyper-util or
 /// rustls upgrade that rewords a message cannot silently move a failure to another class.
-fn classify(err: reqwest::Error) -> AttemptError {
-    let err = err.without_url();
+fn classify(err: hyper_util::client::legacy::Error) -> AttemptError {
     let mut chain = Vec::new();
     let mut source = err.source();
     while let Some(s) = source {
-        let text = s.to_string();
-        // hyper's wrapper ("client error (Connect)") says nothing its causes do not. Display
-        // only: the class below never looks at text.
-        if !text.starts_with("client error (") {
-            chain.push(text);
-        }
+        chain.push(s.to_string());
         source = s.source();
     }
+    // hyper-util's own text ("client error (Connect)") says nothing its causes do not. Display
+    // only: the class below never looks at text.
     let detail = if chain.is_empty() { err.to_string() } else { chain.join(": ") };
-    if err.is_builder() {
-        // Nothing was sent, and the same request would fail the same way.
-        return AttemptError::permanent(ErrorClass::Other, format!("the request cannot be built: {detail}"));
-    }
     let class = class_of(&err);
     // Certificate problems do not fix themselves; everything else on the network may.
     if class == ErrorClass::Tls {
@@ -258,18 +343,15 @@ fn classify(err: reqwest::Error) -> AttemptError {
 }
 
 /// The class of a failed request, from the types in its cause chain.
-fn class_of(err: &reqwest::Error) -> ErrorClass {
+fn class_of(err: &hyper_util::client::legacy::Error) -> ErrorClass {
     let io_kinds = || causes(err).filter_map(|e| e.downcast_ref::<io::Error>()).map(io::Error::kind);
-    // A failed lookup: reqwest wraps every error of its resolver (the getaddrinfo one by
-    // default) in its own `DnsError` and `is_dns` looks for that type in the chain. The type is
-    // private, and is the only typed signal there is: hyper-util's `ConnectError` ("dns error")
-    // has no public accessor, and the `io::Error` std makes of a getaddrinfo failure has the
-    // unstable kind `Uncategorized` and no raw OS error (the EAI_* code is only in its text;
-    // EAI_SYSTEM carries an errno, which says nothing about DNS).
-    // First, because a failed lookup is a connect error as well.
-    if err.is_dns() {
+    // A failed lookup is a connect error as well: first. Its only typed sign is the resolver's
+    // error, which is ours ([`LookupFailed`]): hyper-util's `ConnectError` ("dns error") has no
+    // public accessor, and the `io::Error` std makes of a getaddrinfo failure has the unstable
+    // kind `Uncategorized` (the EAI_* code is only in its text).
+    if causes(err).any(|e| e.is::<LookupFailed>()) {
         ErrorClass::Dns
-    } else if err.is_timeout() || io_kinds().any(|k| k == io::ErrorKind::TimedOut) {
+    } else if io_kinds().any(|k| k == io::ErrorKind::TimedOut) {
         ErrorClass::Timeout
     } else if causes(err).any(|e| e.is::<rustls::Error>()) {
         // A handshake or certificate failure: tokio-rustls hands it up as an `io::Error`
@@ -341,6 +423,10 @@ mod tests {
     }
 
     async fn fire(target: HttpTarget, timeout: Duration) -> AttemptError {
+        attempt(target, timeout).await.unwrap_err()
+    }
+
+    async fn attempt(target: HttpTarget, timeout: Duration) -> AttemptResult {
         let mut mirror = crate::config::Mirror::example("m");
         mirror.timeout = timeout;
         mirror.transport = Transport::Http(target.clone());
@@ -348,11 +434,135 @@ mod tests {
             mirror: Downstream::of(&mirror, "debian"),
             archive: "debian",
             stage: Stage::All,
-            serial: None,
+            serial: Some("2026120701"),
             mhop: false,
             push: 0,
         };
-        HttpTransport::new([], 1).unwrap().fire(&target, req).await.unwrap_err()
+        HttpTransport::new([], 1).unwrap().fire(&target, req).await
+    }
+
+    /// A server that reads one request (head and `Content-Length` body), answers `answer`, and
+    /// hands back the request's bytes.
+    async fn one_request(answer: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0; 4096];
+            loop {
+                let n = tcp.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                    if got.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        (at, server)
+    }
+
+    fn target(url: &str, method: HttpMethod) -> HttpTarget {
+        HttpTarget {
+            secret_files: Vec::new(),
+            url: Secret::new(url.parse().unwrap()),
+            method,
+            basic_auth: None,
+            bearer_token: None,
+            headers: vec![],
+            hmac_secret: None,
+        }
+    }
+
+    const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\n\r\n";
+
+    /// What a GET trigger puts on the wire: the URL's placeholders filled in, the host, our
+    /// agent, the bearer token and the configured headers (templates filled in).
+    #[tokio::test]
+    async fn a_get_trigger_sends_its_url_headers_and_token() {
+        let (at, server) = one_request(NO_CONTENT).await;
+        let mut t = target(&format!("http://{at}/hook/{{archive}}?serial={{serial}}&x=1"), HttpMethod::Get);
+        t.bearer_token = Some(Secret::new("tok-123".into()));
+        t.headers = vec![("X-Archive".into(), "{archive}".into())];
+        let delivered = attempt(t, AMPLE).await.unwrap();
+        assert_eq!(delivered.http_status, Some(204));
+        let got = server.await.unwrap();
+        let head: Vec<String> = got.lines().map(str::to_ascii_lowercase).collect();
+        assert_eq!(head[0], "get /hook/debian?serial=2026120701&x=1 http/1.1", "{got}");
+        for line in [
+            format!("host: {at}"),
+            format!("user-agent: pushmirror/{}", env!("CARGO_PKG_VERSION")),
+            "authorization: bearer tok-123".into(),
+            "x-archive: debian".into(),
+        ] {
+            assert!(head.contains(&line), "no `{line}` in\n{got}");
+        }
+        assert!(!head.iter().any(|l| l.starts_with("content-length: ") && l != "content-length: 0"), "{got}");
+    }
+
+    /// What a POST trigger puts on the wire: its JSON body with the right length and type, basic
+    /// authentication, and a signature that `receive`'s check accepts.
+    #[tokio::test]
+    async fn a_post_trigger_sends_its_json_body_credentials_and_signature() {
+        let (at, server) = one_request("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        let mut t = target(&format!("http://{at}/trigger"), HttpMethod::Post);
+        t.basic_auth = Some(("ubuntu".into(), Secret::new("pw".into())));
+        t.hmac_secret = Some(Secret::new("s3cret".into()));
+        assert_eq!(attempt(t, AMPLE).await.unwrap().http_status, Some(200));
+        let got = server.await.unwrap();
+        let (head, body) = got.split_once("\r\n\r\n").unwrap();
+        let head: Vec<String> = head.lines().map(str::to_ascii_lowercase).collect();
+        assert_eq!(head[0], "post /trigger http/1.1");
+        let field = |name: &str| {
+            let prefix = format!("{name}: ");
+            got.lines().find(|l| l.to_ascii_lowercase().starts_with(&prefix)).map(|l| l[prefix.len()..].to_string())
+        };
+        assert_eq!(field("content-type").as_deref(), Some("application/json"));
+        assert_eq!(field("content-length"), Some(body.len().to_string()));
+        assert_eq!(field("authorization"), Some("Basic dWJ1bnR1OnB3".to_string()), "base64 of ubuntu:pw");
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (&json["archive"], &json["stage"], &json["serial"]),
+            (&"debian".into(), &"all".into(), &"2026120701".into())
+        );
+        let (timestamp, signature) =
+            (field(signed_http::TIMESTAMP_HEADER).unwrap(), field(signed_http::SIGNATURE_HEADER).unwrap());
+        assert_eq!(signature, signed_http::sign(b"s3cret", &timestamp, body.as_bytes()));
+    }
+
+    /// A redirect is not followed: a permanent failure, and nothing reaches where it points (a
+    /// POST redirected by a 301 would arrive there as a bodyless GET, and could pass for a
+    /// delivered trigger).
+    #[tokio::test]
+    async fn a_redirect_is_a_permanent_failure_and_is_not_followed() {
+        let elsewhere = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let answer = format!(
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: http://{}/moved\r\nContent-Length: 0\r\n\r\n",
+            elsewhere.local_addr().unwrap()
+        );
+        let (at, server) = one_request(answer.leak()).await;
+        let err = fire(target(&format!("http://{at}/trigger"), HttpMethod::Post), AMPLE).await;
+        assert_eq!(
+            (err.class, err.transient, err.http_status),
+            (ErrorClass::HttpStatus, false, Some(301)),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("redirects are not followed"), "{}", err.message);
+        server.await.unwrap();
+        // A followed redirect would have connected before `fire` returned.
+        let followed = tokio::time::timeout(Duration::from_millis(1), elsewhere.accept()).await;
+        assert!(followed.is_err(), "the redirect was followed");
     }
 
     const AMPLE: Duration = Duration::from_secs(60);

@@ -61,20 +61,25 @@ async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStr
     socket.connect(addr).await.map_err(|e| failed(format!("cannot connect to {addr}: {e}")))
 }
 
-/// A TLS handshake with `host` over `stream` (certificate checked against the system's roots,
-/// aws-lc-rs like every other TLS here); nothing is sent after it.
-pub async fn tls_handshake(stream: TcpStream, host: &str) -> Result<(), AttemptError> {
-    let tls = |what: String| AttemptError::transient(ErrorClass::Tls, what);
+/// The TLS client configuration of HTTPS triggers and probes: the system's CA roots
+/// (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured), aws-lc-rs like every other TLS here.
+pub fn tls_client_config() -> Result<rustls::ClientConfig, rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls(format!("TLS setup: {e}")))?
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth())
+}
+
+/// A TLS handshake with `host` over `stream` (certificate checked against the system's roots,
+/// aws-lc-rs like every other TLS here); nothing is sent after it.
+pub async fn tls_handshake(stream: TcpStream, host: &str) -> Result<(), AttemptError> {
+    let tls = |what: String| AttemptError::transient(ErrorClass::Tls, what);
+    let config = tls_client_config().map_err(|e| tls(format!("TLS setup: {e}")))?;
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| tls(format!("{host} is not a TLS server name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
