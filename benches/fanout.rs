@@ -110,6 +110,9 @@ struct Args {
     /// Do not compare with OpenSSH's `ssh` / `curl` via xargs.
     #[arg(long)]
     no_compare: bool,
+    /// Only the peers whose name contains this (e.g. `--peers 'curl --parallel'`) [default: all].
+    #[arg(long)]
+    peers: Option<String>,
     /// Parallel processes in the comparison [default: --concurrency, equal concurrency].
     #[arg(long, alias = "parallel")]
     peer_parallel: Option<usize>,
@@ -363,6 +366,9 @@ async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> 
     }];
     let mut missing = Vec::new();
     for peer in peers {
+        if args.peers.as_deref().is_some_and(|only| !peer.tool.contains(only)) {
+            continue;
+        }
         if let Some(absent) = peer.needs.iter().find(|bin| !on_path(bin)) {
             println!("{}: not run, `{absent}` is not installed", peer.tool);
             missing.push(peer.tool);
