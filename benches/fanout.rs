@@ -42,7 +42,10 @@ use pushmirror::vocab::model::Outcome;
 
 #[path = "common/procfs.rs"]
 mod procfs;
-use procfs::cpu_seconds;
+use procfs::{cpu_seconds, threads_cpu_seconds};
+
+/// The name of the threads of the other end's runtime (receivers and proxies).
+const NETWORK: &str = "network";
 
 /// The allocator the `pushmirror` binary runs with (src/main.rs), so that the engine measured
 /// here allocates as it does there.
@@ -175,7 +178,7 @@ fn main() -> anyhow::Result<()> {
     // The receivers and proxies — the other end and the network — run on threads of their own, so
     // that pushmirror, in this process, shares no runtime with them, as a peer in its own process
     // shares none: each sender has its threads, the other end has its own, in every row.
-    let network = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("network").build()?;
+    let network = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name(NETWORK).build()?;
     let result = runtime.block_on(run(args, network.handle().clone()));
     network.shutdown_background();
     result
@@ -268,13 +271,14 @@ async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> 
     let attempts: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let record = Arc::clone(&attempts);
     let options = Options { on_attempt: Some(Arc::new(move |d| record.lock().unwrap().push(d))), ..Options::default() };
-    let (cpu0, sshd0) = (cpu_seconds("self")?, receivers.server_cpu()?);
+    let (cpu0, sshd0, net0) = (cpu_seconds("self")?, receivers.server_cpu()?, threads_cpu_seconds(NETWORK)?);
     let t = Instant::now();
     let report = pushmirror::push::dispatch(&engine, &plan, &options, "bench").await;
     let sent = t.elapsed();
     pushmirror::push::save(&config, &report);
     let push = t.elapsed();
     let (cpu, sshd_cpu) = (cpu_seconds("self")? - cpu0, receivers.server_cpu()? - sshd0);
+    let own_cpu = cpu - (threads_cpu_seconds(NETWORK)? - net0);
     drop(engine); // pooled HTTP connections end here, and with them their count
     let trips = trips_of(&proxies, args.mirrors).await;
     let ok = report.triggers.iter().filter(|r| r.outcome == Outcome::Ok).count();
@@ -361,6 +365,7 @@ async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> 
         tool: format!("pushmirror (concurrency {})", pushmirror::sys::fdlimit::concurrency(args.concurrency)),
         wall: push,
         cpu,
+        own_cpu,
         peak_rss_kb: peak_rss_kb()?,
         delivered: live,
     }];
@@ -374,8 +379,9 @@ async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> 
             missing.push(peer.tool);
             continue;
         }
-        let (before, sshd0) = (receivers.received(), receivers.server_cpu()?);
+        let (before, sshd0, net0) = (receivers.received(), receivers.server_cpu()?, threads_cpu_seconds(NETWORK)?);
         let run = run_peer(&peer.script, peer.input).await?;
+        let own_cpu = run.cpu - (threads_cpu_seconds(NETWORK)? - net0);
         let delivered = receivers.received() - before;
         if !proxies.is_empty() {
             println!(
@@ -392,24 +398,26 @@ async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> 
                 cpu * 1e3 / args.mirrors as f64
             );
         }
-        rows.push(Row { tool: peer.tool, wall: run.wall, cpu: run.cpu, peak_rss_kb: run.peak_rss_kb, delivered });
+        rows.push(Row { tool: peer.tool, wall: run.wall, cpu: run.cpu, own_cpu, peak_rss_kb: run.peak_rss_kb, delivered });
     }
     println!();
-    println!("| tool | wall | triggers/s | CPU | peak RSS | delivered |");
-    println!("|---|---|---|---|---|---|");
+    println!("| tool | wall | triggers/s | CPU | sender's CPU per trigger | peak RSS | delivered |");
+    println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {:.3} s | {:.0} | {:.2} s | {:.1} MB | {} of {live} |",
+            "| {} | {:.3} s | {:.0} | {:.2} s | {:.0} µs | {:.1} MB | {} of {live} |",
             r.tool,
             r.wall.as_secs_f64(),
             r.delivered as f64 / r.wall.as_secs_f64(),
             r.cpu,
+            r.own_cpu * 1e6 / args.mirrors as f64,
             r.peak_rss_kb as f64 / 1024.0,
             r.delivered
         );
     }
     println!(
         "(CPU: this process's and its children's — the in-process receivers and proxies in every row; \
+         the sender's: that less the CPU of the receivers' and proxies' threads (`{NETWORK}`); \
          peak RSS: pushmirror's is this process, receivers and proxies included; a peer's is the sum of \
          its own processes at their peak)"
     );
@@ -431,6 +439,8 @@ struct Row {
     tool: String,
     wall: Duration,
     cpu: f64,
+    /// `cpu` less the other end's threads: the sender's own.
+    own_cpu: f64,
     peak_rss_kb: u64,
     delivered: usize,
 }
