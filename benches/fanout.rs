@@ -256,6 +256,9 @@ async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> 
             args.max_per_host.unwrap_or(args.concurrency)
         ),
     )?;
+    // The mirrors' files just written would otherwise be written back to disk by the kernel's
+    // threads during the first row measured: every row starts with nothing left to write.
+    settle()?;
     let t = Instant::now();
     let config = pushmirror::config::load(&root.join("pushmirror.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let load = t.elapsed();
@@ -380,6 +383,7 @@ async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> 
             continue;
         }
         let (before, sshd0, net0) = (receivers.received(), receivers.server_cpu()?, threads_cpu_seconds(NETWORK)?);
+        settle()?;
         let run = run_peer(&peer.script, peer.input).await?;
         let own_cpu = run.cpu - (threads_cpu_seconds(NETWORK)? - net0);
         let delivered = receivers.received() - before;
@@ -431,6 +435,14 @@ async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> 
         "peers missing under CI: {}",
         missing.join(", ")
     );
+    Ok(())
+}
+
+/// Writes back every dirty page (`sync`), so that no writeback of earlier work runs on the cores
+/// during a measurement.
+fn settle() -> anyhow::Result<()> {
+    let status = std::process::Command::new("sync").status()?;
+    anyhow::ensure!(status.success(), "sync failed: {status}");
     Ok(())
 }
 
