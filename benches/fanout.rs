@@ -402,7 +402,14 @@ async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> 
                 cpu * 1e3 / args.mirrors as f64
             );
         }
-        rows.push(Row { tool: peer.tool, wall: run.wall, cpu: run.cpu, own_cpu, peak_rss_kb: run.peak_rss_kb, delivered });
+        rows.push(Row {
+            tool: peer.tool,
+            wall: run.wall,
+            cpu: run.cpu,
+            own_cpu,
+            peak_rss_kb: run.peak_rss_kb,
+            delivered,
+        });
     }
     println!();
     println!("| tool | wall | triggers/s | CPU | sender's CPU per trigger | peak RSS | delivered |");
