@@ -29,7 +29,7 @@ use hyper::http::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client as Pool;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::{GaiAddrs, GaiResolver, Name};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 
 use super::{AttemptError, AttemptResult, Delivered, TriggerRequest};
 use crate::config::{HttpMethod, HttpTarget};
@@ -127,13 +127,38 @@ fn client(source: Option<IpAddr>, idle_per_host: usize, tls: rustls::ClientConfi
         .https_or_http()
         .enable_http1()
         .wrap_connector(tcp);
-    Pool::builder(TokioExecutor::new())
+    Pool::builder(Spawner)
         // Idle keep-alive connections are descriptors outside `concurrency`: bounded per host
         // (see `Transports::new`), closed after a few seconds.
         .pool_max_idle_per_host(idle_per_host)
         .pool_idle_timeout(Duration::from_secs(5))
         .pool_timer(TokioTimer::new())
         .build(connector)
+}
+
+/// Runs each connection's task (the pool's, on tokio). A task that panics — a bug in hyper or
+/// here — would otherwise vanish with it, its trigger failing as a lost connection with no word
+/// of why: the panic is logged as an error with its message.
+#[derive(Clone, Copy)]
+struct Spawner;
+
+impl<F> hyper::rt::Executor<F> for Spawner
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, task: F) {
+        tokio::spawn(async move {
+            if let Err(panic) = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(task)).await {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(%message, "an HTTP connection's task panicked: a bug in pushmirror or hyper");
+            }
+        });
+    }
 }
 
 /// The request of one attempt: the URL with its placeholders filled in, the method's body (a
@@ -482,6 +507,28 @@ mod tests {
             headers: vec![],
             hmac_secret: None,
         }
+    }
+
+    /// A connection's task that panics is not lost without a word: the log names it as a bug,
+    /// with the panic's message.
+    #[tokio::test]
+    async fn a_connection_task_that_panics_is_logged_as_a_bug() {
+        let run = async {
+            let (done, finished) = tokio::sync::oneshot::channel::<()>();
+            hyper::rt::Executor::execute(&Spawner, async move {
+                let _done = done; // dropped as the panic unwinds: the task has ended
+                panic!("boom in a connection");
+            });
+            let _ = finished.await;
+            tokio::task::yield_now().await;
+        };
+        let ((), log) = crate::sys::logging::capture::logged(run).await;
+        assert!(
+            log.lines().any(|l| l.contains("ERROR")
+                && l.contains("a bug in pushmirror or hyper")
+                && l.contains("boom in a connection")),
+            "{log}"
+        );
     }
 
     const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\n\r\n";

@@ -621,60 +621,6 @@ mod tests {
         assert_eq!(rows[0].error_class, Some(ErrorClass::Internal));
     }
 
-    /// A process-wide subscriber that records nothing but keeps every callsite's interest at
-    /// "sometimes". tracing caches each callsite's interest process-wide; with only thread-local
-    /// subscribers, a callsite first hit by another test at the instant [`logged`] installs its
-    /// own is cached as "never" and its events are lost to `logged` (CI saw the deferral line
-    /// go missing). With this one as the global default no callsite is ever cached as "never":
-    /// each event asks the thread's subscriber.
-    struct Sometimes;
-
-    impl tracing::Subscriber for Sometimes {
-        fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
-            tracing::subscriber::Interest::sometimes()
-        }
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            false
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, _: &tracing::Event<'_>) {}
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-    }
-
-    /// Log lines written while `run` runs, without colours.
-    async fn logged<F: std::future::Future>(run: F) -> (F::Output, String) {
-        static GLOBAL: std::sync::Once = std::sync::Once::new();
-        // It fails only if a global default is set already; nothing in this test binary sets one.
-        GLOBAL.call_once(|| drop(tracing::subscriber::set_global_default(Sometimes)));
-        #[derive(Clone, Default)]
-        struct Lines(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let sink = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || sink.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-        let out = run.await;
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        (out, text)
-    }
-
     #[tokio::test]
     async fn a_dead_task_is_logged_as_a_bug_and_a_deferral_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -684,7 +630,7 @@ mod tests {
         limited.rate_limit = Some("1/1h".parse().unwrap());
         let plan = plan(vec![mirror("boom"), limited]);
         engine.run(&plan, &Options::default()).await;
-        let (rows, log) = logged(engine.run(&plan, &Options::default())).await;
+        let (rows, log) = crate::sys::logging::capture::logged(engine.run(&plan, &Options::default())).await;
         assert_eq!(rows.iter().map(|r| r.outcome).collect::<Vec<_>>(), [Outcome::Failed, Outcome::Deferred]);
         let lines: Vec<&str> = log.lines().filter(|l| l.contains("trigger")).collect();
         assert_eq!(lines.len(), 2, "{log}");
