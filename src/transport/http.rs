@@ -49,6 +49,8 @@ type Client = Pool<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, Full<B
 #[derive(Clone)]
 pub struct HttpTransport {
     clients: HashMap<Option<IpAddr>, Client>,
+    /// The system has no CA roots: a certificate failure says so.
+    no_roots: bool,
 }
 
 impl HttpTransport {
@@ -57,14 +59,24 @@ impl HttpTransport {
     /// `idle_per_host` idle connections to a host for reuse (5 s). Fails only if TLS cannot be
     /// initialised.
     pub fn new(sources: impl IntoIterator<Item = IpAddr>, idle_per_host: usize) -> anyhow::Result<Self> {
-        let tls = super::net::tls_client_config()?;
+        Self::with_roots(sources, idle_per_host, super::net::system_roots())
+    }
+
+    /// [`HttpTransport::new`] trusting `roots`.
+    fn with_roots(
+        sources: impl IntoIterator<Item = IpAddr>,
+        idle_per_host: usize,
+        roots: rustls::RootCertStore,
+    ) -> anyhow::Result<Self> {
+        let no_roots = roots.is_empty();
+        let tls = super::net::tls_client_config(roots)?;
         let mut clients = HashMap::from([(None, client(None, idle_per_host, tls.clone()))]);
         for source in sources {
             if let std::collections::hash_map::Entry::Vacant(slot) = clients.entry(Some(source)) {
                 slot.insert(client(Some(source), idle_per_host, tls.clone()));
             }
         }
-        Ok(HttpTransport { clients })
+        Ok(HttpTransport { clients, no_roots })
     }
 
     /// Sends one trigger to `target`: the answer's status line and headers are bounded by the
@@ -111,7 +123,13 @@ impl HttpTransport {
             let from = source.map(|s| s.to_string()).unwrap_or_default();
             AttemptError::permanent(ErrorClass::Other, format!("no HTTP client was set up for source_address {from}"))
         })?;
-        client.request(request(target, &req)?).await.map_err(classify)
+        client.request(request(target, &req)?).await.map_err(|e| {
+            let mut err = classify(e);
+            if err.class == ErrorClass::Tls && self.no_roots {
+                err.message.push_str(super::net::NO_ROOTS);
+            }
+            err
+        })
     }
 }
 
@@ -452,6 +470,10 @@ mod tests {
     }
 
     async fn attempt(target: HttpTarget, timeout: Duration) -> AttemptResult {
+        attempt_through(&HttpTransport::new([], 1).unwrap(), target, timeout).await
+    }
+
+    async fn attempt_through(transport: &HttpTransport, target: HttpTarget, timeout: Duration) -> AttemptResult {
         let mut mirror = crate::config::Mirror::example("m");
         mirror.timeout = timeout;
         mirror.transport = Transport::Http(target.clone());
@@ -463,7 +485,7 @@ mod tests {
             mhop: false,
             push: 0,
         };
-        HttpTransport::new([], 1).unwrap().fire(&target, req).await
+        transport.fire(&target, req).await
     }
 
     /// A server that reads one request (head and `Content-Length` body), answers `answer`, and
@@ -654,6 +676,24 @@ mod tests {
 
     #[tokio::test]
     async fn self_signed_certificate_is_permanent_tls() {
+        let err = self_signed(HttpTransport::new([], 1).unwrap()).await;
+        // The hint is for a system without roots only.
+        let bare = crate::transport::net::system_roots().is_empty();
+        assert_eq!(err.message.contains("no CA certificates"), bare, "{}", err.message);
+    }
+
+    /// On a system without CA roots (no ca-certificates), a certificate failure says so: the
+    /// operator's first HTTPS trigger would otherwise fail as "UnknownIssuer" with no hint.
+    #[tokio::test]
+    async fn a_certificate_failure_without_any_ca_roots_says_so() {
+        let empty = HttpTransport::with_roots([], 1, rustls::RootCertStore::empty()).unwrap();
+        let err = self_signed(empty).await;
+        assert!(err.message.contains("no CA certificates were found on this system"), "{}", err.message);
+    }
+
+    /// One GET through `transport` to a TLS server with a self-signed certificate: a permanent
+    /// `tls` failure, the handshake broken off by the client.
+    async fn self_signed(transport: HttpTransport) -> AttemptError {
         let rcgen::CertifiedKey { cert, signing_key } =
             rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
         let key = rustls::pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der());
@@ -671,10 +711,12 @@ mod tests {
             let (tcp, _) = listener.accept().await.unwrap();
             acceptor.accept(tcp).await.map(drop)
         });
-        let err = fire_at(&format!("https://127.0.0.1:{port}/"), AMPLE).await;
+        let target = target(&format!("https://127.0.0.1:{port}/"), HttpMethod::Get);
+        let err = attempt_through(&transport, target, AMPLE).await.unwrap_err();
         assert_eq!((err.class, err.transient), (ErrorClass::Tls, false), "{}", err.message);
         // The client got as far as a handshake, and broke it off.
         assert!(server.await.unwrap().is_err());
+        err
     }
 
     #[tokio::test]

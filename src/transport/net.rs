@@ -61,13 +61,23 @@ async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStr
     socket.connect(addr).await.map_err(|e| failed(format!("cannot connect to {addr}: {e}")))
 }
 
-/// The TLS client configuration of HTTPS triggers and probes: the system's CA roots
-/// (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured), aws-lc-rs like every other TLS here.
-pub fn tls_client_config() -> Result<rustls::ClientConfig, rustls::Error> {
+/// The system's CA roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured); empty where there are none
+/// (no `ca-certificates`).
+pub fn system_roots() -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
+    roots
+}
+
+/// Said of a certificate that could not be checked when the system has no CA roots at all.
+pub const NO_ROOTS: &str =
+    " (no CA certificates were found on this system: install ca-certificates, or set SSL_CERT_FILE)";
+
+/// The TLS client configuration of HTTPS triggers and probes: `roots` (the system's: see
+/// [`system_roots`]), aws-lc-rs like every other TLS here.
+pub fn tls_client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -79,11 +89,13 @@ pub fn tls_client_config() -> Result<rustls::ClientConfig, rustls::Error> {
 /// aws-lc-rs like every other TLS here); nothing is sent after it.
 pub async fn tls_handshake(stream: TcpStream, host: &str) -> Result<(), AttemptError> {
     let tls = |what: String| AttemptError::transient(ErrorClass::Tls, what);
-    let config = tls_client_config().map_err(|e| tls(format!("TLS setup: {e}")))?;
+    let roots = system_roots();
+    let none = if roots.is_empty() { NO_ROOTS } else { "" };
+    let config = tls_client_config(roots).map_err(|e| tls(format!("TLS setup: {e}")))?;
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| tls(format!("{host} is not a TLS server name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let stream = connector.connect(name, stream).await.map_err(|e| tls(format!("TLS with {host}: {e}")))?;
+    let stream = connector.connect(name, stream).await.map_err(|e| tls(format!("TLS with {host}: {e}{none}")))?;
     drop(stream);
     Ok(())
 }
