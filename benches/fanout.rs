@@ -382,8 +382,8 @@ async fn run(args: Args, network: tokio::runtime::Handle) -> anyhow::Result<()> 
             missing.push(peer.tool);
             continue;
         }
-        let (before, sshd0, net0) = (receivers.received(), receivers.server_cpu()?, threads_cpu_seconds(NETWORK)?);
         settle()?;
+        let (before, sshd0, net0) = (receivers.received(), receivers.server_cpu()?, threads_cpu_seconds(NETWORK)?);
         let run = run_peer(&peer.script, peer.input).await?;
         let own_cpu = run.cpu - (threads_cpu_seconds(NETWORK)? - net0);
         let delivered = receivers.received() - before;
