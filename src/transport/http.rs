@@ -124,8 +124,9 @@ impl HttpTransport {
             AttemptError::permanent(ErrorClass::Other, format!("no HTTP client was set up for source_address {from}"))
         })?;
         client.request(request(target, &req)?).await.map_err(|e| {
+            let unknown_issuer = causes(&e).any(super::net::is_unknown_issuer);
             let mut err = classify(e);
-            if err.class == ErrorClass::Tls && self.no_roots {
+            if unknown_issuer && self.no_roots {
                 err.message.push_str(super::net::NO_ROOTS);
             }
             err
@@ -139,6 +140,8 @@ fn client(source: Option<IpAddr>, idle_per_host: usize, tls: rustls::ClientConfi
     let mut tcp = HttpConnector::new_with_resolver(Resolver(GaiResolver::new()));
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
+    // As reqwest had it: a peer that vanished is noticed on an idle pooled connection too.
+    tcp.set_keepalive(Some(Duration::from_secs(15)));
     tcp.set_local_address(source);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
@@ -184,13 +187,23 @@ where
 /// credentials. A request that cannot be built is a permanent failure: nothing was sent, and the
 /// same request would fail the same way.
 fn request(target: &HttpTarget, req: &TriggerRequest<'_>) -> Result<Request<Full<Bytes>>, AttemptError> {
-    let url = req.substitute_url(target.url.expose()).map_err(|e| AttemptError::permanent(ErrorClass::Other, e))?;
+    let mut url = req.substitute_url(target.url.expose()).map_err(|e| AttemptError::permanent(ErrorClass::Other, e))?;
+    // A user and password in the URL are Basic authentication (as reqwest made them), never part
+    // of what hyper is given: it would send the authority as it is and log it in its pool's keys.
+    let url_credentials = (!url.username().is_empty() || url.password().is_some()).then(|| {
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let credentials = (decode(url.username()), url.password().map(decode).unwrap_or_default());
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        credentials
+    });
     // The URL is never in the message: it may hold a token.
     let uri = Uri::try_from(url.as_str())
         .map_err(|_| AttemptError::permanent(ErrorClass::Other, "the URL cannot be sent as a request target"))?;
+    // The configured headers win over these defaults, as they did under reqwest.
     let mut headers = headers(target, req)?;
-    headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
-    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    headers.entry(USER_AGENT).or_insert(HeaderValue::from_static(AGENT));
+    headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
     let (method, body) = match target.method {
         HttpMethod::Get => (Method::GET, Bytes::new()),
         HttpMethod::Post => {
@@ -204,7 +217,7 @@ fn request(target: &HttpTarget, req: &TriggerRequest<'_>) -> Result<Request<Full
                 "sent_at": humantime::format_rfc3339_millis(sent_at).to_string(),
             }))
             .map_err(|e| AttemptError::permanent(ErrorClass::Other, e.to_string()))?;
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
             if let Some(secret) = &target.hmac_secret {
                 let timestamp = sent_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
                 let signature = signed_http::sign(secret.expose().as_bytes(), &timestamp, &body);
@@ -218,10 +231,13 @@ fn request(target: &HttpTarget, req: &TriggerRequest<'_>) -> Result<Request<Full
             (Method::POST, Bytes::from(body))
         }
     };
-    if let Some((user, password)) = &target.basic_auth {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()));
-        let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
-            .map_err(|_| AttemptError::permanent(ErrorClass::Other, "basic_auth is not a valid header value"))?;
+    // `basic_auth:` wins over credentials in the URL; a token (below) over both.
+    let basic = target.basic_auth.as_ref().map(|(user, password)| (user.as_str(), password.expose().as_str()));
+    if let Some((user, password)) = basic.or(url_credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))) {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut value = HeaderValue::try_from(format!("Basic {encoded}")).map_err(|_| {
+            AttemptError::permanent(ErrorClass::Other, "the basic credentials are not a valid header value")
+        })?;
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
@@ -498,21 +514,25 @@ mod tests {
             let (mut tcp, _) = listener.accept().await.unwrap();
             let mut got = Vec::new();
             let mut buf = [0; 4096];
-            loop {
-                let n = tcp.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the request ended early: {}", String::from_utf8_lossy(&got));
-                got.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&got).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let length = text[..end]
-                        .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
-                        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
-                    if got.len() >= end + 4 + length {
-                        break;
+            let whole = async {
+                loop {
+                    let n = tcp.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the request ended early: {}", String::from_utf8_lossy(&got));
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                            .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                        if got.len() >= end + 4 + length {
+                            break;
+                        }
                     }
                 }
-            }
+            };
+            // A guard against a request that never ends (a test that hangs), not a time limit.
+            tokio::time::timeout(AMPLE, whole).await.expect("the request did not arrive in full");
             tcp.write_all(answer.as_bytes()).await.unwrap();
             String::from_utf8(got).unwrap()
         });
@@ -538,9 +558,11 @@ mod tests {
         let run = async {
             let (done, finished) = tokio::sync::oneshot::channel::<()>();
             hyper::rt::Executor::execute(&Spawner, async move {
-                let _done = done; // dropped as the panic unwinds: the task has ended
+                let _done = done; // dropped as the panic unwinds
                 panic!("boom in a connection");
             });
+            // On this one-threaded runtime the task's poll runs on to the catch and the log line
+            // before this task is polled again.
             let _ = finished.await;
             tokio::task::yield_now().await;
         };
@@ -607,6 +629,51 @@ mod tests {
         let (timestamp, signature) =
             (field(signed_http::TIMESTAMP_HEADER).unwrap(), field(signed_http::SIGNATURE_HEADER).unwrap());
         assert_eq!(signature, signed_http::sign(b"s3cret", &timestamp, body.as_bytes()));
+    }
+
+    /// A user and password in the URL are sent as Basic authentication, percent-decoded, and
+    /// never in the request line or `Host` (nor handed to hyper, whose pool logs its keys);
+    /// `basic_auth:` wins over them.
+    #[tokio::test]
+    async fn credentials_in_the_url_are_basic_authentication_and_never_sent_as_such() {
+        let (at, server) = one_request(NO_CONTENT).await;
+        attempt(target(&format!("http://al%40ice:p%3Aw@{at}/hook"), HttpMethod::Get), AMPLE).await.unwrap();
+        let got = server.await.unwrap();
+        let head: Vec<String> = got.lines().map(str::to_ascii_lowercase).collect();
+        assert_eq!(head[0], "get /hook http/1.1", "{got}");
+        assert!(head.contains(&format!("host: {at}")), "{got}");
+        assert!(got.contains("authorization: Basic YWxAaWNlOnA6dw=="), "base64 of al@ice:p:w\n{got}");
+        assert!(!got.contains("ice") && !got.contains("p%3Aw"), "{got}");
+
+        let (at, server) = one_request(NO_CONTENT).await;
+        let mut t = target(&format!("http://alice:hunter2@{at}/hook"), HttpMethod::Get);
+        t.basic_auth = Some(("u".into(), Secret::new("pw".into())));
+        attempt(t, AMPLE).await.unwrap();
+        let got = server.await.unwrap();
+        assert!(got.contains("authorization: Basic dTpwdw=="), "base64 of u:pw\n{got}");
+        assert_eq!(got.matches("authorization:").count(), 1, "{got}");
+    }
+
+    /// Configured headers win over the defaults (`User-Agent`, `Accept`, a POST's
+    /// `Content-Type`), as they did under reqwest: a receiver may filter on them.
+    #[tokio::test]
+    async fn configured_headers_win_over_the_defaults() {
+        let (at, server) = one_request(NO_CONTENT).await;
+        let mut t = target(&format!("http://{at}/hook"), HttpMethod::Post);
+        t.headers = vec![
+            ("User-Agent".into(), "custom-agent".into()),
+            ("Accept".into(), "application/json".into()),
+            ("Content-Type".into(), "text/plain".into()),
+        ];
+        attempt(t, AMPLE).await.unwrap();
+        let got = server.await.unwrap().to_ascii_lowercase();
+        for line in ["user-agent: custom-agent", "accept: application/json", "content-type: text/plain"] {
+            assert_eq!(got.matches(line).count(), 1, "no single `{line}` in\n{got}");
+        }
+        assert!(
+            !got.contains("pushmirror/") && !got.contains("*/*") && !got.contains("content-type: application/json"),
+            "{got}"
+        );
     }
 
     /// A redirect is not followed: a permanent failure, and nothing reaches where it points (a

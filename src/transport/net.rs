@@ -75,6 +75,15 @@ pub fn system_roots() -> rustls::RootCertStore {
 pub const NO_ROOTS: &str =
     " (no CA certificates were found on this system: install ca-certificates, or set SSL_CERT_FILE)";
 
+/// Whether `err` is rustls refusing a certificate whose issuer it does not know: the one failure
+/// that a missing CA bundle causes.
+pub fn is_unknown_issuer(err: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        err.downcast_ref::<rustls::Error>(),
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+    )
+}
+
 /// The TLS client configuration of HTTPS triggers and probes: `roots` (the system's: see
 /// [`system_roots`]), aws-lc-rs like every other TLS here.
 pub fn tls_client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
@@ -90,12 +99,16 @@ pub fn tls_client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientC
 pub async fn tls_handshake(stream: TcpStream, host: &str) -> Result<(), AttemptError> {
     let tls = |what: String| AttemptError::transient(ErrorClass::Tls, what);
     let roots = system_roots();
-    let none = if roots.is_empty() { NO_ROOTS } else { "" };
+    let no_roots = roots.is_empty();
     let config = tls_client_config(roots).map_err(|e| tls(format!("TLS setup: {e}")))?;
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| tls(format!("{host} is not a TLS server name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let stream = connector.connect(name, stream).await.map_err(|e| tls(format!("TLS with {host}: {e}{none}")))?;
+    let stream = connector.connect(name, stream).await.map_err(|e| {
+        // tokio-rustls hands a refused certificate up as an `io::Error` wrapping the rustls one.
+        let unknown_issuer = e.get_ref().is_some_and(|inner| is_unknown_issuer(inner));
+        tls(format!("TLS with {host}: {e}{}", if unknown_issuer && no_roots { NO_ROOTS } else { "" }))
+    })?;
     drop(stream);
     Ok(())
 }
