@@ -21,18 +21,22 @@ pub fn peak_rss_kb(pid: &str) -> anyhow::Result<u64> {
 /// User and system CPU seconds of `pid` and of its reaped children.
 pub fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces, closed by the last `)`).
+    // utime, stime, cutime, cstime.
+    Ok(ticks(&stat, 14..18) as f64 / 100.0) // USER_HZ on Linux
+}
+
+/// The sum of the numeric fields `fields` (numbered as in stat(5), from 1) of a `stat` file.
+fn ticks(stat: &str, fields: std::ops::Range<usize>) -> u64 {
+    // Fields after the command name (which may hold spaces, closed by the last `)`): field 3 on.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime, stime, cutime, cstime are fields 14–17 of stat(5); `rest` starts at field 3.
-    let ticks: u64 = fields.get(11..15).unwrap_or_default().iter().filter_map(|f| f.parse::<u64>().ok()).sum();
-    Ok(ticks as f64 / 100.0) // USER_HZ on Linux
+    let after: Vec<&str> = rest.split_whitespace().collect();
+    after.get(fields.start - 3..fields.end - 3).unwrap_or_default().iter().filter_map(|f| f.parse::<u64>().ok()).sum()
 }
 
 /// User and system CPU seconds of this process's threads named `name` (their `comm`): the
 /// threads of one runtime, told apart from the rest of the process.
 pub fn threads_cpu_seconds(name: &str) -> anyhow::Result<f64> {
-    let mut ticks = 0;
+    let mut total = 0;
     for task in std::fs::read_dir("/proc/self/task")? {
         let dir = task?.path();
         // A thread that ended since the listing has nothing more to count.
@@ -44,10 +48,8 @@ pub fn threads_cpu_seconds(name: &str) -> anyhow::Result<f64> {
         if comm.trim_end() != name {
             continue;
         }
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime: fields 14 and 15 of stat(5).
-        ticks += fields.get(11..13).unwrap_or_default().iter().filter_map(|f| f.parse::<u64>().ok()).sum::<u64>();
+        // utime and stime.
+        total += ticks(&stat, 14..16);
     }
-    Ok(ticks as f64 / 100.0)
+    Ok(total as f64 / 100.0)
 }

@@ -124,11 +124,9 @@ impl HttpTransport {
             AttemptError::permanent(ErrorClass::Other, format!("no HTTP client was set up for source_address {from}"))
         })?;
         client.request(request(target, &req)?).await.map_err(|e| {
-            let unknown_issuer = causes(&e).any(super::net::is_unknown_issuer);
+            let hint = super::net::no_roots_hint(causes(&e), self.no_roots);
             let mut err = classify(e);
-            if unknown_issuer && self.no_roots {
-                err.message.push_str(super::net::NO_ROOTS);
-            }
+            err.message.push_str(hint);
             err
         })
     }
@@ -469,16 +467,7 @@ mod tests {
     /// One GET at `url` through the production client and [`HttpTransport::fire`], bounded by
     /// `timeout` (the mirror's `timeout:`); the request must fail.
     async fn fire_at(url: &str, timeout: Duration) -> AttemptError {
-        let target = HttpTarget {
-            secret_files: Vec::new(),
-            url: Secret::new(url.parse().unwrap()),
-            method: HttpMethod::Get,
-            basic_auth: None,
-            bearer_token: None,
-            headers: vec![],
-            hmac_secret: None,
-        };
-        fire(target, timeout).await
+        fire(target(url, HttpMethod::Get), timeout).await
     }
 
     async fn fire(target: HttpTarget, timeout: Duration) -> AttemptError {
@@ -709,16 +698,10 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_cannot_be_built_is_a_permanent_failure_naming_the_file() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let target = HttpTarget {
-            secret_files: vec![("http.token_file".into(), "/etc/pushmirror/tokens/m".into())],
-            url: Secret::new(format!("http://{}/", listener.local_addr().unwrap()).parse().unwrap()),
-            method: HttpMethod::Get,
-            basic_auth: None,
-            bearer_token: Some(Secret::new("abc\ndef".into())),
-            headers: vec![],
-            hmac_secret: None,
-        };
-        let err = fire(target, AMPLE).await;
+        let mut t = target(&format!("http://{}/", listener.local_addr().unwrap()), HttpMethod::Get);
+        t.secret_files = vec![("http.token_file".into(), "/etc/pushmirror/tokens/m".into())];
+        t.bearer_token = Some(Secret::new("abc\ndef".into()));
+        let err = fire(t, AMPLE).await;
         assert_eq!((err.class, err.transient), (ErrorClass::Other, false), "{}", err.message);
         assert!(err.message.contains("/etc/pushmirror/tokens/m") && !err.message.contains("abc"), "{}", err.message);
         // Nothing connected.

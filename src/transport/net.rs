@@ -71,17 +71,24 @@ pub fn system_roots() -> rustls::RootCertStore {
     roots
 }
 
-/// Said of a certificate that could not be checked when the system has no CA roots at all.
-pub const NO_ROOTS: &str =
-    " (no CA certificates were found on this system: install ca-certificates, or set SSL_CERT_FILE)";
-
-/// Whether `err` is rustls refusing a certificate whose issuer it does not know: the one failure
-/// that a missing CA bundle causes.
-pub fn is_unknown_issuer(err: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        err.downcast_ref::<rustls::Error>(),
-        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
-    )
+/// What a refused certificate adds to its message when the system has no CA roots at all
+/// (`no_roots`) and the refusal, among `causes`, is rustls not knowing the issuer — the one
+/// failure a missing CA bundle causes (by type); else nothing.
+pub fn no_roots_hint<'a>(
+    mut causes: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
+    no_roots: bool,
+) -> &'static str {
+    let unknown_issuer = |e: &(dyn std::error::Error + 'static)| {
+        matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+        )
+    };
+    if no_roots && causes.any(unknown_issuer) {
+        " (no CA certificates were found on this system: install ca-certificates, or set SSL_CERT_FILE)"
+    } else {
+        ""
+    }
 }
 
 /// The TLS client configuration of HTTPS triggers and probes: `roots` (the system's: see
@@ -106,8 +113,8 @@ pub async fn tls_handshake(stream: TcpStream, host: &str) -> Result<(), AttemptE
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let stream = connector.connect(name, stream).await.map_err(|e| {
         // tokio-rustls hands a refused certificate up as an `io::Error` wrapping the rustls one.
-        let unknown_issuer = e.get_ref().is_some_and(|inner| is_unknown_issuer(inner));
-        tls(format!("TLS with {host}: {e}{}", if unknown_issuer && no_roots { NO_ROOTS } else { "" }))
+        let wrapped = e.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static));
+        tls(format!("TLS with {host}: {e}{}", no_roots_hint(wrapped.into_iter(), no_roots)))
     })?;
     drop(stream);
     Ok(())
