@@ -453,10 +453,7 @@ fn causes<'a>(err: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dy
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use tokio::net::TcpListener;
-    use tokio_rustls::rustls;
 
     use super::*;
     use crate::config::Transport;
@@ -744,23 +741,7 @@ mod tests {
     /// One GET through `transport` to a TLS server with a self-signed certificate: a permanent
     /// `tls` failure, the handshake broken off by the client.
     async fn self_signed(transport: HttpTransport) -> AttemptError {
-        let rcgen::CertifiedKey { cert, signing_key } =
-            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der());
-        let config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![cert.der().clone()], key.into())
-                .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            acceptor.accept(tcp).await.map(drop)
-        });
+        let (port, server) = crate::transport::net::tests::self_signed_server().await;
         let target = target(&format!("https://127.0.0.1:{port}/"), HttpMethod::Get);
         let err = attempt_through(&transport, target, AMPLE).await.unwrap_err();
         assert_eq!((err.class, err.transient), (ErrorClass::Tls, false), "{}", err.message);

@@ -2,7 +2,7 @@
 //! by class, bound to a source address when one is configured; and a TLS handshake for probes.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -105,12 +105,19 @@ pub fn tls_client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientC
 /// aws-lc-rs like every other TLS here); nothing is sent after it.
 pub async fn tls_handshake(stream: TcpStream, host: &str) -> Result<(), AttemptError> {
     let tls = |what: String| AttemptError::transient(ErrorClass::Tls, what);
-    let roots = system_roots();
-    let no_roots = roots.is_empty();
-    let config = tls_client_config(roots).map_err(|e| tls(format!("TLS setup: {e}")))?;
+    // The system's roots are read once per process, not once per mirror probed.
+    static CONFIG: OnceLock<Result<(Arc<rustls::ClientConfig>, bool), String>> = OnceLock::new();
+    let (config, no_roots) = CONFIG
+        .get_or_init(|| {
+            let roots = system_roots();
+            let no_roots = roots.is_empty();
+            tls_client_config(roots).map(|config| (Arc::new(config), no_roots)).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| tls(format!("TLS setup: {e}")))?;
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| tls(format!("{host} is not a TLS server name: {e}")))?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(config);
     let stream = connector.connect(name, stream).await.map_err(|e| {
         // tokio-rustls hands a refused certificate up as an `io::Error` wrapping the rustls one.
         let wrapped = e.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static));
@@ -118,4 +125,47 @@ pub async fn tls_handshake(stream: TcpStream, host: &str) -> Result<(), AttemptE
     })?;
     drop(stream);
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A TLS server on loopback with a self-signed certificate for 127.0.0.1, accepting one
+    /// connection: its port, and the outcome of its handshake.
+    pub(crate) async fn self_signed_server() -> (u16, tokio::task::JoinHandle<std::io::Result<()>>) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der());
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.der().clone()], key.into())
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            acceptor.accept(tcp).await.map(drop)
+        });
+        (port, server)
+    }
+
+    /// A probe's handshake checks the certificate against the system's roots, the first time and
+    /// every time after (the configuration is built once): a self-signed one is refused as `tls`.
+    #[tokio::test]
+    async fn a_probe_refuses_a_self_signed_certificate_every_time() {
+        for _ in 0..2 {
+            let (port, server) = self_signed_server().await;
+            let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let err = tls_handshake(stream, "127.0.0.1").await.unwrap_err();
+            assert_eq!(err.class, ErrorClass::Tls, "{}", err.message);
+            assert!(server.await.unwrap().is_err(), "the server saw a completed handshake");
+        }
+    }
 }
